@@ -1,0 +1,70 @@
+// Exact attention: out = softmax(Q K^T * scale + mask) V, fused (never materializes Sq x Sk).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attn/tensor.h"
+
+namespace attn {
+
+// Where a causal mask is anchored when seq_q != seq_k.
+//  kBottomRight (FlashAttention >= 2.1, what a KV cache needs): query i sees keys j <= i + Sk - Sq.
+//  kTopLeft (PyTorch SDPA is_causal, tril(0)): query i sees keys j <= i.
+enum class CausalAlign : uint8_t { kBottomRight, kTopLeft };
+
+enum class MaskKind : uint8_t { kNone, kBool, kAdditive };
+
+// An explicit mask broadcastable to [batch, n_heads, seq_q, seq_k]: shape entries are either the
+// full size or 1 (stride ignored then). kBool: nonzero uint8 = attend. kAdditive: float32 added to
+// the scaled (and soft-capped) scores; -inf excludes a key.
+struct MaskView {
+  MaskKind kind = MaskKind::kNone;
+  const void* data = nullptr;
+  int64_t shape[4] = {1, 1, 1, 1};  // [batch, n_heads, seq_q, seq_k]
+  int64_t stride[4] = {0, 0, 0, 0};  // in elements
+};
+
+struct AttentionOptions {
+  std::optional<float> scale;  // default 1/sqrt(head_dim)
+  bool causal = false;
+  CausalAlign causal_align = CausalAlign::kBottomRight;
+  // Sliding window (FlashAttention window_size): query i sees keys in
+  // [i + off - left, i + off + right], off = Sk_eff - Sq (bottom-right) or 0 (top-left); -1 = unbounded.
+  int64_t window_left = -1;
+  int64_t window_right = -1;
+  // Per-sequence number of valid keys (padding / varlen), length = batch; Sk_eff = kv_lens[b].
+  std::vector<int64_t> kv_lens;
+  MaskView mask;
+  float softcap = 0.0f;  // scores = softcap * tanh(scores / softcap) when > 0
+  // Optional output: natural-log LSE of each row, contiguous float32 [batch, n_heads, seq_q].
+  // A row with every key excluded gets out = 0 and lse = -inf (never NaN).
+  float* lse = nullptr;
+  int threads = 0;  // 0 = every core
+};
+
+// q: [B, Sq, Hq, D]; k, v: [B, Sk, Hkv, D]; out: [B, Sq, Hq, D] (logical axes, any strides).
+// Hq % Hkv == 0; query head h reads KV head h / (Hq / Hkv). dtypes f32, f16, bf16 (all equal);
+// accumulation in f32. Throws attn::Error naming the argument on invalid input.
+void Attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+               const AttentionOptions& options = {});
+
+// The readable scalar reference (float64 accumulation, or the input dtype when
+// `round_to_dtype`: every intermediate rounded to the input dtype, the "naive" computation of
+// FlashAttention's tolerance rule). Same arguments and semantics as Attention; single-threaded.
+void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v,
+                        const TensorView& out, const AttentionOptions& options = {},
+                        bool round_to_dtype = false, double* lse64 = nullptr);
+
+// SIMD targets compiled into this build and supported by this CPU, best first ("AVX3_BF16",
+// "AVX3", "AVX2", "SSE4", "EMU128").
+std::vector<std::string> SimdTargets();
+// Restricts dispatch to one target by name (for tests and benchmarks); empty = best available.
+// Throws attn::Error for an unknown or unsupported name.
+void SetSimdTarget(const std::string& name);
+// The target the next call will use.
+std::string CurrentSimdTarget();
+
+}  // namespace attn

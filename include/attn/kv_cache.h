@@ -1,0 +1,48 @@
+// A key/value cache for incremental decoding: append K/V for new positions, then attend from the
+// new queries to everything cached.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "attn/attention.h"
+#include "attn/tensor.h"
+
+namespace attn {
+
+// Storage is one contiguous [batch, n_kv_heads, capacity, head_dim] buffer per K and V, so every
+// head's keys are rows of stride head_dim for the kernel. The public API speaks only of positions,
+// so a paged layout (blocks of positions plus a block table) can replace it without changing callers.
+class KVCache {
+ public:
+  KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
+          DType dtype = DType::kF32);
+  ~KVCache();
+  KVCache(const KVCache&) = delete;
+  KVCache& operator=(const KVCache&) = delete;
+
+  // Appends k, v of logical shape [batch, n_new, n_kv_heads, head_dim] (any strides, same dtype as
+  // the cache) at positions [length, length + n_new). Throws attn::Error when it would overflow.
+  void Append(const TensorView& k, const TensorView& v);
+  // Attention of q [batch, n_q, n_heads, head_dim] over every cached position, with the causal
+  // mask (when options.causal) aligned bottom-right: the queries are the last n_q positions.
+  void Attend(const TensorView& q, const TensorView& out, AttentionOptions options = {}) const;
+  // Forgets every position (keeps the memory).
+  void Clear() { length_ = 0; }
+
+  int64_t length() const { return length_; }
+  int64_t capacity() const { return capacity_; }
+  DType dtype() const { return dtype_; }
+  // Views of the cached keys / values as [batch, length, n_kv_heads, head_dim].
+  TensorView keys() const;
+  TensorView values() const;
+
+ private:
+  TensorView View(void* base, int64_t len) const;
+  int64_t batch_, n_kv_heads_, head_dim_, capacity_, length_ = 0;
+  DType dtype_;
+  struct Buffer;
+  std::unique_ptr<Buffer> k_, v_;
+};
+
+}  // namespace attn

@@ -1,0 +1,45 @@
+// Tensor views: a pointer, a dtype, a shape and strides (in elements). Views never own memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace attn {
+
+enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+
+const char* DTypeName(DType dtype);
+size_t DTypeSize(DType dtype);
+
+// A view of a 4-D tensor. For attention inputs the logical axes are
+// [batch, seq, heads, head_dim]; any strides work (so [B, H, S, D] memory is the
+// same data passed with permuted strides, no copy).
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t shape[4] = {0, 0, 0, 0};
+  int64_t stride[4] = {0, 0, 0, 0};  // in elements, may be 0 (broadcast) only where documented
+
+  // A contiguous [d0, d1, d2, d3] view.
+  static TensorView Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2,
+                               int64_t d3);
+  // The same memory seen with axes 1 and 2 swapped: turns a [B, H, S, D] view into the
+  // logical [B, S, H, D] the API expects.
+  TensorView SwapAxes12() const;
+  int64_t numel() const { return shape[0] * shape[1] * shape[2] * shape[3]; }
+  std::string ShapeString() const;
+};
+
+// IEEE half and bfloat16 scalar conversions (round to nearest even).
+float HalfToFloat(uint16_t h);
+uint16_t FloatToHalf(float f);
+inline float BF16ToFloat(uint16_t b) {
+  uint32_t bits = static_cast<uint32_t>(b) << 16;
+  float f;
+  __builtin_memcpy(&f, &bits, 4);
+  return f;
+}
+uint16_t FloatToBF16(float f);
+
+}  // namespace attn

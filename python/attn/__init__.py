@@ -1,0 +1,196 @@
+"""attn: exact, fused attention on the CPU, and a look inside it.
+
+    >>> import numpy as np, attn
+    >>> q = np.random.rand(1, 8, 128, 64).astype(np.float32)   # [B, H, S, D]
+    >>> out = attn.sdpa(q, q, q, causal=True)
+
+See README.md for the semantics of every option.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _attn
+
+__all__ = ["sdpa", "KVCache", "simd_targets", "set_simd_target", "current_simd_target"]
+
+simd_targets = _attn.simd_targets
+set_simd_target = _attn.set_simd_target
+current_simd_target = _attn.current_simd_target
+
+_LAYOUTS = ("bhsd", "bshd")
+_ALIGNS = ("bottom_right", "top_left")
+
+
+def _dtype_code(name: str, a: np.ndarray) -> int:
+    kind = a.dtype.name
+    if kind == "float32":
+        return 0
+    if kind == "float16":
+        return 1
+    if kind == "bfloat16":  # ml_dtypes.bfloat16
+        return 2
+    raise TypeError(f"sdpa: {name}: dtype {a.dtype} is not supported (float32, float16 or bfloat16)")
+
+
+def _as_array(name: str, x) -> np.ndarray:
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"sdpa: {name}: expected a NumPy array, got {type(x).__name__}")
+    return x
+
+
+def _raw(a: np.ndarray, code: int) -> np.ndarray:
+    # 16-bit floats travel as uint16 views (zero-copy); the dtype code tells the kernel what they are.
+    return a if code == 0 else a.view(np.uint16)
+
+
+def _to_logical(a: np.ndarray, layout: str) -> np.ndarray:
+    # The kernel's logical axes are [B, S, H, D]; "bhsd" memory is the same data with axes 1 and 2
+    # swapped, which is a view.
+    return a.swapaxes(1, 2) if layout == "bhsd" else a
+
+
+def _window(window) -> tuple[int, int]:
+    if window is None:
+        return -1, -1
+    try:
+        left, right = window
+    except (TypeError, ValueError):
+        raise ValueError(f"sdpa: window = {window!r} must be a pair (left, right), -1 for unbounded") from None
+    for name, x in (("left", left), ("right", right)):
+        if not isinstance(x, numbers.Integral) or isinstance(x, bool):
+            raise ValueError(f"sdpa: window.{name} = {x!r} must be an integer (-1 for unbounded)")
+    return int(left), int(right)
+
+
+def _threads(threads) -> int:
+    if threads is None:
+        return 0
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"sdpa: threads = {threads!r} must be an integer >= 1 (or None for every core)")
+    return int(threads)
+
+
+def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, scale=None, mask=None,
+         kv_lens=None, softcap=0.0, return_lse=False, layout="bhsd", threads=None):
+    """Scaled dot-product attention, exact and fused: softmax(q k^T * scale + mask) v.
+
+    q: [B, Hq, Sq, D] and k, v: [B, Hkv, Sk, D] for layout "bhsd" (PyTorch's), or [B, S, H, D] for
+    "bshd" (FlashAttention's). float32, float16 or ml_dtypes.bfloat16; accumulation in float32;
+    the output has q's shape and dtype. Hq % Hkv == 0 (GQA/MQA): query head h reads KV head
+    h // (Hq // Hkv). Any strides are read in place.
+
+    causal: query i sees keys j <= i + Sk - Sq ("bottom_right", FlashAttention) or j <= i
+      ("top_left", PyTorch's is_causal).
+    window: (left, right), -1 unbounded: query i sees keys in [i + off - left, i + off + right],
+      off = Sk - Sq (bottom_right) or 0 (top_left).
+    scale: default 1/sqrt(D). softcap: scores = softcap * tanh(scores / softcap) when > 0.
+    mask: bool (True = attend) or float (added to the scores), broadcastable to [B, Hq, Sq, Sk].
+    kv_lens: int [B], number of valid keys of each sequence (the rest is padding); causal and
+      window align to kv_lens[b] instead of Sk.
+    return_lse: also return the natural log-sum-exp of each row's scores, float32 [B, Hq, Sq].
+    A row that sees no key returns 0 and lse = -inf. threads: None = every core.
+    """
+    q, k, v = _as_array("q", q), _as_array("k", k), _as_array("v", v)
+    code = _dtype_code("q", q)
+    for name, a in (("k", k), ("v", v)):
+        if a.dtype != q.dtype:
+            raise TypeError(f"sdpa: {name}: dtype {a.dtype} differs from q's dtype {q.dtype}")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"sdpa: layout = {layout!r} must be one of {_LAYOUTS}")
+    if causal_align not in _ALIGNS:
+        raise ValueError(f"sdpa: causal_align = {causal_align!r} must be one of {_ALIGNS}")
+    axes = "[B, H, S, D]" if layout == "bhsd" else "[B, S, H, D]"
+    for name, a in (("q", q), ("k", k), ("v", v)):
+        if a.ndim != 4:
+            raise ValueError(f"sdpa: {name}: expected 4 dimensions {axes} for layout {layout!r}, got shape {a.shape}")
+    left, right = _window(window)
+    n_threads = _threads(threads)
+    if scale is not None:
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+            raise ValueError(f"sdpa: scale = {scale!r} must be a real number")
+        scale = float(scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"sdpa: scale = {scale} is not finite")
+    if not isinstance(softcap, numbers.Real) or isinstance(softcap, bool):
+        raise ValueError(f"sdpa: softcap = {softcap!r} must be a real number >= 0")
+
+    ql, kl, vl = (_to_logical(a, layout) for a in (q, k, v))
+    B, Sq, Hq, _ = ql.shape
+    Sk = kl.shape[1]
+
+    lens = None
+    if kv_lens is not None:
+        lens = np.asarray(kv_lens)
+        if lens.ndim != 1 or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
+            raise ValueError(f"sdpa: kv_lens must be a 1-D integer array of length B = {B}, "
+                             f"got shape {lens.shape} dtype {lens.dtype}")
+        lens = np.ascontiguousarray(lens, dtype=np.int64)
+
+    mask_arr, mask_kind = None, 0
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.ndim > 4:
+            raise ValueError(f"sdpa: mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Sq, Sk]")
+        if m.dtype == np.bool_:
+            m, mask_kind = m.view(np.uint8), 1
+        elif np.issubdtype(m.dtype, np.floating):
+            m, mask_kind = m.astype(np.float32, copy=False), 2
+        else:
+            raise TypeError(f"sdpa: mask: dtype {m.dtype} is not supported (bool or floating point)")
+        while m.ndim < 4:
+            m = m[np.newaxis]
+        mask_arr = m
+
+    out = np.empty(q.shape, dtype=q.dtype)
+    lse = np.empty((B, Hq, Sq), dtype=np.float32) if return_lse else None
+    _attn.sdpa(_raw(ql, code), _raw(kl, code), _raw(vl, code), _raw(_to_logical(out, layout), code), code,
+               bool(causal), causal_align == "top_left", left, right, scale, mask_arr, mask_kind, lens,
+               float(softcap), lse, n_threads)
+    return (out, lse) if return_lse else out
+
+
+class KVCache:
+    """A key/value cache for generation: append K/V for new positions, attend from new queries.
+
+    Arrays use layout "bhsd": k, v [B, Hkv, n_new, D]; q [B, Hq, n_q, D].
+    """
+
+    def __init__(self, batch: int, n_kv_heads: int, head_dim: int, capacity: int, dtype=np.float32):
+        self.dtype = np.dtype(dtype)
+        self._code = _dtype_code("dtype", np.empty(0, self.dtype))
+        self._cache = _attn.KVCache(batch, n_kv_heads, head_dim, capacity, _attn.DType(self._code))
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        k, v = _as_array("k", k), _as_array("v", v)
+        for name, a in (("k", k), ("v", v)):
+            if a.dtype != self.dtype:
+                raise TypeError(f"KVCache.append: {name}: dtype {a.dtype} != cache dtype {self.dtype}")
+            if a.ndim != 4:
+                raise ValueError(f"KVCache.append: {name}: expected [B, Hkv, n, D], got shape {a.shape}")
+        self._cache.append(_raw(k.swapaxes(1, 2), self._code), _raw(v.swapaxes(1, 2), self._code))
+
+    def attend(self, q: np.ndarray, *, causal: bool = True, threads=None) -> np.ndarray:
+        q = _as_array("q", q)
+        if q.dtype != self.dtype:
+            raise TypeError(f"KVCache.attend: q: dtype {q.dtype} != cache dtype {self.dtype}")
+        if q.ndim != 4:
+            raise ValueError(f"KVCache.attend: q: expected [B, Hq, n, D], got shape {q.shape}")
+        out = np.empty(q.shape, dtype=q.dtype)
+        self._cache.attend(_raw(q.swapaxes(1, 2), self._code), _raw(out.swapaxes(1, 2), self._code),
+                           bool(causal), _threads(threads))
+        return out
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+    @property
+    def length(self) -> int:
+        return self._cache.length
+
+    @property
+    def capacity(self) -> int:
+        return self._cache.capacity

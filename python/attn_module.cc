@@ -1,0 +1,108 @@
+// The Python extension attn._attn: thin bindings over the C++ API. Argument normalization
+// (layouts, broadcasting, dtype views) happens in python/attn/__init__.py; every check that
+// matters is the C++ library's own, raised as ValueError / TypeError with its message.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "attn/error.h"
+#include "attn/kv_cache.h"
+
+namespace nb = nanobind;
+using Array = nb::ndarray<nb::device::cpu>;
+
+namespace {
+
+attn::DType ToDType(int code) {
+  if (code < 0 || code > 2) throw attn::Error("dtype code " + std::to_string(code) + " is not 0, 1 or 2", attn::Error::Kind::kType);
+  return static_cast<attn::DType>(code);
+}
+
+// A 4-D array (any strides) as a TensorView with the given dtype.
+attn::TensorView View(const char* name, Array& a, attn::DType dtype) {
+  if (a.ndim() != 4)
+    throw attn::Error(std::string("sdpa: ") + name + ": expected 4 dimensions, got " + std::to_string(a.ndim()));
+  attn::TensorView t;
+  t.data = a.data();
+  t.dtype = dtype;
+  for (int i = 0; i < 4; ++i) t.shape[i] = static_cast<int64_t>(a.shape(i)), t.stride[i] = a.stride(i);
+  return t;
+}
+
+void Sdpa(Array q, Array k, Array v, Array out, int dtype_code, bool causal, bool top_left, int64_t window_left,
+          int64_t window_right, std::optional<float> scale, std::optional<Array> mask, int mask_kind,
+          std::optional<Array> kv_lens, float softcap, std::optional<Array> lse, int threads) {
+  const attn::DType dtype = ToDType(dtype_code);
+  attn::AttentionOptions o;
+  o.scale = scale;
+  o.causal = causal;
+  o.causal_align = top_left ? attn::CausalAlign::kTopLeft : attn::CausalAlign::kBottomRight;
+  o.window_left = window_left;
+  o.window_right = window_right;
+  o.softcap = softcap;
+  o.threads = threads;
+  if (kv_lens) {
+    const int64_t* lens = static_cast<const int64_t*>(kv_lens->data());
+    o.kv_lens.assign(lens, lens + kv_lens->shape(0));
+  }
+  if (mask) {
+    o.mask.kind = static_cast<attn::MaskKind>(mask_kind);
+    o.mask.data = mask->data();
+    for (int i = 0; i < 4; ++i) o.mask.shape[i] = mask->shape(i), o.mask.stride[i] = mask->stride(i);
+  }
+  if (lse) o.lse = static_cast<float*>(lse->data());
+  attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
+                   to = View("out", out, dtype);
+  nb::gil_scoped_release release;
+  attn::Attention(tq, tk, tv, to, o);
+}
+
+}  // namespace
+
+NB_MODULE(_attn, m) {
+  m.doc() = "attn C++ core (use the `attn` package, not this module directly)";
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const attn::Error& e) {
+      PyErr_SetString(e.kind() == attn::Error::Kind::kType ? PyExc_TypeError : PyExc_ValueError, e.what());
+    }
+  });
+  m.def("sdpa", &Sdpa, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dtype"),
+        nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
+        nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
+        nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
+  m.def("simd_targets", &attn::SimdTargets, "SIMD targets compiled in and supported here, best first.");
+  m.def("set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },
+        nb::arg("name").none(), "Restrict dispatch to one target (None = best).");
+  m.def("current_simd_target", &attn::CurrentSimdTarget, "The SIMD target calls use now.");
+
+  nb::class_<attn::KVCache>(m, "KVCache")
+      .def(nb::init<int64_t, int64_t, int64_t, int64_t, attn::DType>(), nb::arg("batch"), nb::arg("n_kv_heads"),
+           nb::arg("head_dim"), nb::arg("capacity"), nb::arg("dtype"))
+      .def("append", [](attn::KVCache& c, Array k, Array v) {
+             attn::TensorView tk = View("k", k, c.dtype()), tv = View("v", v, c.dtype());
+             c.Append(tk, tv);
+           })
+      .def("attend", [](const attn::KVCache& c, Array q, Array out, bool causal, int threads) {
+             attn::AttentionOptions o;
+             o.causal = causal;
+             o.threads = threads;
+             attn::TensorView tq = View("q", q, c.dtype()), to = View("out", out, c.dtype());
+             nb::gil_scoped_release release;
+             c.Attend(tq, to, o);
+           })
+      .def("clear", &attn::KVCache::Clear)
+      .def_prop_ro("length", &attn::KVCache::length)
+      .def_prop_ro("capacity", &attn::KVCache::capacity);
+  nb::enum_<attn::DType>(m, "DType").value("float32", attn::DType::kF32).value("float16", attn::DType::kF16)
+      .value("bfloat16", attn::DType::kBF16);
+}

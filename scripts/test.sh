@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds everything and runs every test: GoogleTest (C++) through CTest, then pytest (Python).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+echo "== C++ tests (GoogleTest via CTest)"
+ctest --preset release -j"$(nproc)" --timeout 900
+echo "== Python tests (pytest)"
+.venv/bin/python -m pytest tests/python -q

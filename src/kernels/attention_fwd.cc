@@ -1,0 +1,381 @@
+// The fused attention forward kernel (prefill: many query rows per KV head).
+//
+// Layout trick: query rows live in SIMD lanes. A task owns one KV head and a block of
+// BQ = 4 x lanes query rows (rows are (query position, query head of the GQA group) pairs, so the
+// heads sharing a KV head share every K/V tile). Per key tile of kKeyTile keys:
+//   S^T[j, r] = sum_d K[j, d] * Q^T[d, r]       (broadcast K[j, d], FMA with a Q^T lane vector)
+//   online softmax down each lane (column max and sum are plain vertical SIMD ops)
+//   O^T[d, r] = alpha[r] O^T[d, r] + sum_j V[j, d] * P^T[j, r]
+// K and V are read in place (float32) or converted per tile, Q is transposed once per task, and
+// nothing of size Sq x Sk exists beyond one BQ x kKeyTile tile.
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "core/aligned.h"
+#include "core/thread_pool.h"
+#include "kernels/attention_output.h"
+#include "kernels/attention_params.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/attention_fwd.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/simd_common-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE {
+namespace {
+
+constexpr int64_t kLaneVecs = 4;    // BQ = kLaneVecs * lanes query rows per task
+constexpr int64_t kKeyTile = 128;   // keys per tile
+// Register tile: kRows keys (QK) or head dims (PV) x kLaneVecs vectors of accumulators.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kRows = 6;  // 24 accumulators of 32 zmm registers
+#else
+constexpr int kRows = 2;
+#endif
+
+using DF = hn::ScalableTag<float>;
+using VF = hn::Vec<DF>;
+
+struct Scratch {
+  AlignedPtr<float> buf;
+  size_t size = 0;
+  float* Get(size_t n) {
+    if (n > size) {
+      buf = AllocateAligned<float>(n);
+      size = n;
+    }
+    return buf.get();
+  }
+};
+
+// The state of one task after its key range: O^T (unnormalized) [D][BQ], m and l per row.
+struct BlockState {
+  float* qt;   // [D][BQ] scaled queries, transposed
+  float* st;   // [kKeyTile][BQ] scores, then probabilities
+  float* ot;   // [D][BQ]
+  float* kc;   // [kKeyTile][D] converted keys (non-f32 or strided)
+  float* vc;   // [kKeyTile][D]
+  float* row;  // [D] staging for one row
+  float* m;    // [BQ]
+  float* l;    // [BQ]
+  float* alpha;
+  int32_t* lo;  // [BQ] visible key range per row, clamped to the task's keys
+  int32_t* hi;
+};
+
+// S^T[j0 + i, :] = K[j0 + i, :] . Q^T for R keys.
+template <int R>
+HWY_INLINE void ScoreRows(DF d, const float* HWY_RESTRICT qt, int64_t BQ, const float* k,
+                          int64_t k_stride, int64_t D, float* HWY_RESTRICT st) {
+  const int64_t N = hn::Lanes(d);
+  VF acc[R][kLaneVecs];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = hn::Zero(d);
+  for (int64_t dd = 0; dd < D; ++dd) {
+    VF q[kLaneVecs];
+    for (int c = 0; c < kLaneVecs; ++c) q[c] = hn::Load(d, qt + dd * BQ + c * N);
+    for (int i = 0; i < R; ++i) {
+      const VF kb = hn::Set(d, k[i * k_stride + dd]);
+      for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = hn::MulAdd(kb, q[c], acc[i][c]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c) hn::Store(acc[i][c], d, st + i * BQ + c * N);
+}
+
+// O^T[d0 + i, :] = alpha * O^T[d0 + i, :] + sum_j V[j, d0 + i] P^T[j, :] for R head dims.
+template <int R>
+HWY_INLINE void AccumulateRows(DF d, const float* HWY_RESTRICT st, int64_t BQ, int64_t nk,
+                               const float* v, int64_t v_stride, const float* HWY_RESTRICT alpha,
+                               float* HWY_RESTRICT ot) {
+  const int64_t N = hn::Lanes(d);
+  VF acc[R][kLaneVecs];
+  for (int c = 0; c < kLaneVecs; ++c) {
+    const VF a = hn::Load(d, alpha + c * N);
+    for (int i = 0; i < R; ++i) acc[i][c] = hn::Mul(hn::Load(d, ot + i * BQ + c * N), a);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    VF pr[kLaneVecs];
+    for (int c = 0; c < kLaneVecs; ++c) pr[c] = hn::Load(d, st + j * BQ + c * N);
+    for (int i = 0; i < R; ++i) {
+      const VF vb = hn::Set(d, v[j * v_stride + i]);
+      for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = hn::MulAdd(vb, pr[c], acc[i][c]);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c) hn::Store(acc[i][c], d, ot + i * BQ + c * N);
+}
+
+template <int R>
+HWY_INLINE void ScoreTail(int n, DF d, const float* qt, int64_t BQ, const float* k, int64_t ks,
+                          int64_t D, float* st) {
+  if constexpr (R > 0) {
+    if (n == R) return ScoreRows<R>(d, qt, BQ, k, ks, D, st);
+    ScoreTail<R - 1>(n, d, qt, BQ, k, ks, D, st);
+  }
+}
+
+template <int R>
+HWY_INLINE void AccumulateTail(int n, DF d, const float* st, int64_t BQ, int64_t nk, const float* v,
+                               int64_t vs, const float* alpha, float* ot) {
+  if constexpr (R > 0) {
+    if (n == R) return AccumulateRows<R>(d, st, BQ, nk, v, vs, alpha, ot);
+    AccumulateTail<R - 1>(n, d, st, BQ, nk, v, vs, alpha, ot);
+  }
+}
+
+// Runs the rows [r0, r0 + n_rows) of KV head `kvh` in batch `b` over keys [key_begin, key_end).
+// Leaves O^T, m, l in `s`.
+void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int64_t n_rows,
+              int64_t key_begin, int64_t key_end, const BlockState& s) {
+  const DF d;
+  const hn::RebindToSigned<DF> di;
+  const int64_t N = hn::Lanes(d);
+  const int64_t BQ = kLaneVecs * N;
+  const int64_t D = p.head_dim;
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const bool capped = p.softcap > 0.0f;
+  // Without softcap, fold log2(e) into Q so that softmax is 2^(s - m).
+  const float q_scale = capped ? p.scale : p.scale * kLog2e;
+
+  // Rows -> (query position, head) and their visible key ranges.
+  int64_t kmin = std::numeric_limits<int64_t>::max(), kmax = -1;
+  int64_t max_lo = 0, min_hi = std::numeric_limits<int64_t>::max();
+  for (int64_t r = 0; r < BQ; ++r) {
+    if (r >= n_rows) {
+      s.lo[r] = 1, s.hi[r] = 0;  // empty
+      for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = 0.0f;
+      continue;
+    }
+    const int64_t row = r0 + r, qi = row / p.group, h = kvh * p.group + row % p.group;
+    int64_t lo, hi;
+    p.KeyRange(b, qi, &lo, &hi);
+    lo = std::max(lo, key_begin);
+    hi = std::min(hi, key_end - 1);
+    if (lo > hi) lo = 1, hi = 0;
+    s.lo[r] = static_cast<int32_t>(lo), s.hi[r] = static_cast<int32_t>(hi);
+    if (lo <= hi) kmin = std::min(kmin, lo), kmax = std::max(kmax, hi);
+    max_lo = std::max(max_lo, lo);
+    min_hi = std::min(min_hi, hi);
+    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2],
+               p.q_stride[3], D, s.row);
+    for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = s.row[dd] * q_scale;
+  }
+  for (int64_t r = 0; r < BQ; ++r) s.m[r] = neg_inf, s.l[r] = 0.0f;
+  std::memset(s.ot, 0, sizeof(float) * D * BQ);
+
+  const bool k_direct = p.dtype == DType::kF32 && p.k_stride[3] == 1;
+  const bool v_direct = p.dtype == DType::kF32 && p.v_stride[3] == 1;
+  for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyTile) {
+    const int64_t nk = std::min(kKeyTile, kmax + 1 - k0);
+    bool any = false;
+    for (int64_t r = 0; r < n_rows && !any; ++r) any = s.lo[r] <= k0 + nk - 1 && s.hi[r] >= k0 && s.lo[r] <= s.hi[r];
+    if (!any) continue;  // a gap between the rows' windows
+    const bool full = max_lo <= k0 && min_hi >= k0 + nk - 1;
+
+    // 1. K and V rows of this tile: in place for float32, else converted.
+    const float* kp;
+    int64_t ks;
+    const int64_t k_base = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
+    if (k_direct) {
+      kp = static_cast<const float*>(p.k) + k_base, ks = p.k_stride[1];
+    } else {
+      for (int64_t j = 0; j < nk; ++j)
+        LoadRowF32(d, p.dtype, p.k, k_base + j * p.k_stride[1], p.k_stride[3], D, s.kc + j * D);
+      kp = s.kc, ks = D;
+    }
+    const float* vp;
+    int64_t vs;
+    const int64_t v_base = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
+    if (v_direct) {
+      vp = static_cast<const float*>(p.v) + v_base, vs = p.v_stride[1];
+    } else {
+      for (int64_t j = 0; j < nk; ++j)
+        LoadRowF32(d, p.dtype, p.v, v_base + j * p.v_stride[1], p.v_stride[3], D, s.vc + j * D);
+      vp = s.vc, vs = D;
+    }
+
+    // 2. Scores S^T = K Q^T (already scaled through Q).
+    int64_t j = 0;
+    for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
+    if (j < nk) ScoreTail<kRows - 1>(static_cast<int>(nk - j), d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
+
+    // 3. Softcap: s = cap * tanh(s / cap), then into log2 units.
+    if (capped) {
+      const VF inv_cap = hn::Set(d, 1.0f / p.softcap), cap_log2e = hn::Set(d, p.softcap * kLog2e);
+      for (int64_t i = 0; i < nk * BQ; i += N)
+        hn::Store(hn::Mul(hn::Tanh(d, hn::Mul(hn::Load(d, s.st + i), inv_cap)), cap_log2e), d, s.st + i);
+    }
+    // 4. Masks: explicit (per element), then the causal / window / kv_lens ranges on partial tiles.
+    if (p.mask_kind != MaskKind::kNone) {
+      for (int64_t r = 0; r < n_rows; ++r) {
+        const int64_t row = r0 + r, qi = row / p.group, h = kvh * p.group + row % p.group;
+        const int64_t off = p.MaskOffset(b, h, qi, k0);
+        if (p.mask_kind == MaskKind::kBool) {
+          const uint8_t* mk = static_cast<const uint8_t*>(p.mask) + off;
+          for (int64_t jj = 0; jj < nk; ++jj)
+            if (!mk[jj * p.mask_stride[3]]) s.st[jj * BQ + r] = neg_inf;
+        } else {
+          const float* mk = static_cast<const float*>(p.mask) + off;
+          for (int64_t jj = 0; jj < nk; ++jj) s.st[jj * BQ + r] += mk[jj * p.mask_stride[3]] * kLog2e;
+        }
+      }
+    }
+    if (!full) {
+      for (int64_t c = 0; c < kLaneVecs; ++c) {
+        const auto lo = hn::Load(di, s.lo + c * N), hi = hn::Load(di, s.hi + c * N);
+        for (int64_t jj = 0; jj < nk; ++jj) {
+          const auto key = hn::Set(di, static_cast<int32_t>(k0 + jj));
+          const auto excluded = hn::RebindMask(d, hn::Or(hn::Lt(key, lo), hn::Lt(hi, key)));
+          float* row = s.st + jj * BQ + c * N;
+          hn::Store(hn::IfThenElse(excluded, hn::Set(d, neg_inf), hn::Load(d, row)), d, row);
+        }
+      }
+    }
+
+    // 5. Online softmax down each lane: m' = max(m, max_j s), p = 2^(s - m'),
+    //    l' = 2^(m - m') l + sum_j p; alpha = 2^(m - m') rescales O below.
+    for (int64_t c = 0; c < kLaneVecs; ++c) {
+      VF mx = hn::Set(d, neg_inf);
+      for (int64_t jj = 0; jj < nk; ++jj) mx = hn::Max(mx, hn::Load(d, s.st + jj * BQ + c * N));
+      const VF m_old = hn::Load(d, s.m + c * N);
+      const VF m_new = hn::Max(m_old, mx);
+      const VF m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(d, neg_inf)), m_new);  // no NaN
+      VF sum = hn::Zero(d);
+      for (int64_t jj = 0; jj < nk; ++jj) {
+        float* row = s.st + jj * BQ + c * N;
+        const VF pr = Exp2(d, hn::Sub(hn::Load(d, row), m_use));
+        hn::Store(pr, d, row);
+        sum = hn::Add(sum, pr);
+      }
+      const VF alpha = Exp2(d, hn::Sub(m_old, m_use));
+      hn::Store(alpha, d, s.alpha + c * N);
+      hn::Store(hn::MulAdd(hn::Load(d, s.l + c * N), alpha, sum), d, s.l + c * N);
+      hn::Store(m_new, d, s.m + c * N);
+    }
+
+    // 6. O^T = alpha O^T + V^T P^T.
+    int64_t dd = 0;
+    for (; dd + kRows <= D; dd += kRows) AccumulateRows<kRows>(d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
+    if (dd < D) AccumulateTail<kRows - 1>(static_cast<int>(D - dd), d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
+  }
+}
+
+BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
+  const size_t n = D * BQ * 2 + kKeyTile * BQ + kKeyTile * D * 2 + D + BQ * 5 + 64;
+  float* f = scratch.Get(n);
+  BlockState s;
+  s.qt = f, f += D * BQ;
+  s.ot = f, f += D * BQ;
+  s.st = f, f += kKeyTile * BQ;
+  s.kc = f, f += kKeyTile * D;
+  s.vc = f, f += kKeyTile * D;
+  s.m = f, f += BQ;
+  s.l = f, f += BQ;
+  s.alpha = f, f += BQ;
+  s.lo = reinterpret_cast<int32_t*>(f), f += BQ;
+  s.hi = reinterpret_cast<int32_t*>(f), f += BQ;
+  s.row = f;
+  return s;
+}
+
+}  // namespace
+
+void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
+  const DF d;
+  const int64_t BQ = kLaneVecs * hn::Lanes(d);
+  const int64_t D = p.head_dim;
+  const int64_t rows = p.group * p.seq_q;
+  const int64_t n_blocks = (rows + BQ - 1) / BQ;
+  const int64_t groups = p.batch * p.n_kv_heads * n_blocks;
+  const int64_t keys_per_split = (p.seq_k + n_splits - 1) / n_splits;
+  ThreadPool& pool = ThreadPool::Global();
+
+  // Task t -> (batch, KV head, row block); later row blocks first (they see the most keys under
+  // a causal mask), so the dynamic schedule ends balanced.
+  auto locate = [&](int64_t g, int64_t* b, int64_t* kvh, int64_t* r0) {
+    const int64_t blk = n_blocks - 1 - g % n_blocks, bh = g / n_blocks;
+    *b = bh / p.n_kv_heads, *kvh = bh % p.n_kv_heads, *r0 = blk * BQ;
+  };
+  auto write_rows = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* ot,
+                        const float* m, const float* l) {
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t row = r0 + r;
+      WriteRow(p, b, kvh * p.group + row % p.group, row / p.group, RowPartial{ot + r, BQ, m[r], l[r]});
+    }
+  };
+
+  if (n_splits <= 1) {
+    pool.Run(groups, p.threads, [&](int64_t g, int) {
+      thread_local Scratch scratch;
+      const BlockState s = MakeState(scratch, D, BQ);
+      int64_t b, kvh, r0;
+      locate(g, &b, &kvh, &r0);
+      const int64_t n = std::min(BQ, rows - r0);
+      RunBlock(p, b, kvh, r0, n, 0, p.seq_k, s);
+      write_rows(b, kvh, r0, n, s.ot, s.m, s.l);
+    });
+    return;
+  }
+
+  // Split-K: every (group, split) leaves its partial state, then each row merges its splits.
+  const int64_t slot = D * BQ + 2 * BQ;
+  AlignedPtr<float> partial = AllocateAligned<float>(groups * n_splits * slot);
+  pool.Run(groups * n_splits, p.threads, [&](int64_t t, int) {
+    thread_local Scratch scratch;
+    const BlockState s = MakeState(scratch, D, BQ);
+    const int64_t g = t / n_splits, split = t % n_splits;
+    int64_t b, kvh, r0;
+    locate(g, &b, &kvh, &r0);
+    const int64_t n = std::min(BQ, rows - r0);
+    const int64_t kb = split * keys_per_split, ke = std::min(p.seq_k, kb + keys_per_split);
+    RunBlock(p, b, kvh, r0, n, kb, ke, s);
+    float* out = partial.get() + t * slot;
+    std::memcpy(out, s.ot, sizeof(float) * D * BQ);
+    std::memcpy(out + D * BQ, s.m, sizeof(float) * BQ);
+    std::memcpy(out + D * BQ + BQ, s.l, sizeof(float) * BQ);
+  });
+  pool.Run(groups, p.threads, [&](int64_t g, int) {
+    thread_local std::vector<float> merged;
+    thread_local std::vector<RowPartial> parts;
+    merged.resize(D);
+    parts.resize(n_splits);
+    int64_t b, kvh, r0;
+    locate(g, &b, &kvh, &r0);
+    const int64_t n = std::min(BQ, rows - r0);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t split = 0; split < n_splits; ++split) {
+        const float* slot_base = partial.get() + (g * n_splits + split) * slot;
+        parts[split] = RowPartial{slot_base + r, BQ, slot_base[D * BQ + r], slot_base[D * BQ + BQ + r]};
+      }
+      const int64_t row = r0 + r;
+      MergeAndWriteRow(p, b, kvh * p.group + row % p.group, row / p.group, parts.data(),
+                       static_cast<int>(n_splits), merged.data());
+    }
+  });
+}
+
+int64_t PrefillRowsPerTask() { return kLaneVecs * hn::Lanes(DF()); }
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace attn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attn::kernels {
+HWY_EXPORT(ForwardPrefill);
+HWY_EXPORT(PrefillRowsPerTask);
+HWY_EXPORT(TargetName);
+
+void ForwardPrefillDispatch(const AttentionParams& p, int64_t n_splits) {
+  HWY_DYNAMIC_DISPATCH(ForwardPrefill)(p, n_splits);
+}
+int64_t PrefillRowsPerTaskDispatch() { return HWY_DYNAMIC_DISPATCH(PrefillRowsPerTask)(); }
+const char* TargetNameDispatch() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+}  // namespace attn::kernels
+#endif

@@ -1,0 +1,60 @@
+// The validated, plain-data description of one attention call that every kernel reads.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#include "attn/attention.h"
+#include "attn/tensor.h"
+
+namespace attn::kernels {
+
+struct AttentionParams {
+  DType dtype;
+  const void* q;
+  const void* k;
+  const void* v;
+  void* out;
+  int64_t batch, seq_q, seq_k, n_heads, n_kv_heads, head_dim;
+  int64_t group;  // n_heads / n_kv_heads: query heads per KV head
+  // Strides in elements over the logical axes [batch, seq, head, dim].
+  int64_t q_stride[4], k_stride[4], v_stride[4], out_stride[4];
+  float scale;
+  float softcap;  // 0 = off
+  bool causal;
+  bool top_left;
+  int64_t window_left, window_right;  // -1 = unbounded
+  const int64_t* kv_lens;             // nullptr = seq_k for every batch
+  MaskKind mask_kind;
+  const void* mask;
+  int64_t mask_stride[4];  // [batch, head, q, k]; 0 on broadcast axes
+  float* lse;              // [batch, n_heads, seq_q] or nullptr
+  int threads;
+
+  int64_t KeyCount(int64_t b) const { return kv_lens ? kv_lens[b] : seq_k; }
+
+  // Inclusive range [lo, hi] of keys query row `qi` of batch `b` may see from causal, window and
+  // kv_lens; empty when lo > hi. Explicit masks are applied on top.
+  void KeyRange(int64_t b, int64_t qi, int64_t* lo, int64_t* hi) const {
+    const int64_t keys = KeyCount(b);
+    const int64_t diag = top_left ? qi : qi + keys - seq_q;
+    int64_t l = 0, h = keys - 1;
+    if (causal) h = std::min(h, diag);
+    if (window_left >= 0) l = std::max(l, diag - window_left);
+    if (window_right >= 0) h = std::min(h, diag + window_right);
+    *lo = l;
+    *hi = h;
+  }
+
+  // Element offset of the explicit mask entry (b, h, qi, j).
+  int64_t MaskOffset(int64_t b, int64_t h, int64_t qi, int64_t j) const {
+    return b * mask_stride[0] + h * mask_stride[1] + qi * mask_stride[2] + j * mask_stride[3];
+  }
+};
+
+// Checks every argument and builds the params; throws attn::Error naming the argument.
+AttentionParams MakeParams(const TensorView& q, const TensorView& k, const TensorView& v,
+                           const TensorView& out, const AttentionOptions& options);
+
+}  // namespace attn::kernels

@@ -1,0 +1,95 @@
+#include "attn/kv_cache.h"
+
+#include <cstring>
+#include <string>
+
+#include "attn/error.h"
+#include "core/aligned.h"
+
+namespace attn {
+
+struct KVCache::Buffer {
+  AlignedPtr<uint8_t> bytes;
+};
+
+KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity, DType dtype)
+    : batch_(batch), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity), dtype_(dtype) {
+  auto check = [](const char* name, int64_t x) {
+    if (x <= 0) throw Error("KVCache: " + std::string(name) + " = " + std::to_string(x) + " (must be >= 1)");
+  };
+  check("batch", batch), check("n_kv_heads", n_kv_heads), check("head_dim", head_dim), check("capacity", capacity);
+  int64_t elems;
+  if (__builtin_mul_overflow(batch * n_kv_heads, head_dim, &elems) ||
+      __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
+    throw Error("KVCache: batch x n_kv_heads x head_dim x capacity overflows");
+  k_ = std::make_unique<Buffer>();
+  v_ = std::make_unique<Buffer>();
+  k_->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
+  v_->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
+}
+
+KVCache::~KVCache() = default;
+
+TensorView KVCache::View(void* base, int64_t len) const {
+  // Memory [batch, n_kv_heads, capacity, head_dim] seen as logical [batch, len, n_kv_heads, head_dim].
+  TensorView t;
+  t.data = base;
+  t.dtype = dtype_;
+  t.shape[0] = batch_, t.shape[1] = len, t.shape[2] = n_kv_heads_, t.shape[3] = head_dim_;
+  t.stride[3] = 1;
+  t.stride[1] = head_dim_;
+  t.stride[2] = capacity_ * head_dim_;
+  t.stride[0] = n_kv_heads_ * capacity_ * head_dim_;
+  return t;
+}
+
+TensorView KVCache::keys() const { return View(k_->bytes.get(), length_); }
+TensorView KVCache::values() const { return View(v_->bytes.get(), length_); }
+
+void KVCache::Append(const TensorView& k, const TensorView& v) {
+  for (const auto* t : {&k, &v}) {
+    const char* name = t == &k ? "k" : "v";
+    if (t->dtype != dtype_)
+      throw Error(std::string("KVCache::Append: ") + name + " dtype " + DTypeName(t->dtype) +
+                      " != cache dtype " + DTypeName(dtype_), Error::Kind::kType);
+    if (t->shape[0] != batch_ || t->shape[2] != n_kv_heads_ || t->shape[3] != head_dim_)
+      throw Error(std::string("KVCache::Append: ") + name + " shape " + t->ShapeString() +
+                  " does not match [batch=" + std::to_string(batch_) + ", n, n_kv_heads=" +
+                  std::to_string(n_kv_heads_) + ", head_dim=" + std::to_string(head_dim_) + "]");
+    if (t->data == nullptr && t->numel() > 0) throw Error(std::string("KVCache::Append: ") + name + " data is null");
+  }
+  const int64_t n = k.shape[1];
+  if (v.shape[1] != n)
+    throw Error("KVCache::Append: v has " + std::to_string(v.shape[1]) + " positions, k has " + std::to_string(n));
+  if (n < 0 || n > capacity_ - length_)
+    throw Error("KVCache::Append: " + std::to_string(n) + " new positions exceed the capacity " +
+                std::to_string(capacity_) + " (length " + std::to_string(length_) + ")");
+  const size_t es = DTypeSize(dtype_);
+  for (const auto& [src, buf] : {std::pair{&k, k_.get()}, std::pair{&v, v_.get()}}) {
+    const TensorView dst = View(buf->bytes.get(), capacity_);
+    for (int64_t b = 0; b < batch_; ++b)
+      for (int64_t s = 0; s < n; ++s)
+        for (int64_t h = 0; h < n_kv_heads_; ++h) {
+          uint8_t* d = static_cast<uint8_t*>(dst.data) +
+                       (b * dst.stride[0] + (length_ + s) * dst.stride[1] + h * dst.stride[2]) * es;
+          const uint8_t* sp = static_cast<const uint8_t*>(src->data) +
+                              (b * src->stride[0] + s * src->stride[1] + h * src->stride[2]) * es;
+          if (src->stride[3] == 1) {
+            std::memcpy(d, sp, head_dim_ * es);
+          } else {
+            for (int64_t x = 0; x < head_dim_; ++x) std::memcpy(d + x * es, sp + x * src->stride[3] * es, es);
+          }
+        }
+  }
+  length_ += n;
+}
+
+void KVCache::Attend(const TensorView& q, const TensorView& out, AttentionOptions options) const {
+  if (q.shape[1] > length_)
+    throw Error("KVCache::Attend: q has " + std::to_string(q.shape[1]) + " positions but the cache holds " +
+                std::to_string(length_));
+  options.causal_align = CausalAlign::kBottomRight;
+  Attention(q, keys(), values(), out, options);
+}
+
+}  // namespace attn

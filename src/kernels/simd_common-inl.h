@@ -1,0 +1,95 @@
+// Per-target SIMD helpers shared by the attention kernels (included once per Highway target).
+#if defined(ATTN_KERNELS_SIMD_COMMON_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATTN_KERNELS_SIMD_COMMON_INL_H_
+#undef ATTN_KERNELS_SIMD_COMMON_INL_H_
+#else
+#define ATTN_KERNELS_SIMD_COMMON_INL_H_
+#endif
+
+#include <cstdint>
+#include <cstring>
+
+#include "attn/tensor.h"
+#include "hwy/contrib/math/math-inl.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
+// 2^x. The kernels work in log2 units (scores pre-multiplied by log2(e)), so softmax needs 2^x
+// with x <= 0 only. Range reduction x = n + f, |f| <= 1/2, then the degree-7 Taylor polynomial of
+// 2^f = e^(f ln 2) (truncation error < 6e-9 relative), scaled by 2^n through the exponent bits.
+// x < -126 (including -inf) gives exactly 0, so excluded keys carry no weight.
+template <class D, class V = hn::Vec<D>>
+HWY_INLINE V Exp2(D d, V x) {
+  const hn::RebindToSigned<D> di;
+  const V xc = hn::Min(hn::Max(x, hn::Set(d, -126.0f)), hn::Set(d, 127.0f));
+  const V n = hn::Round(xc);
+  const V f = hn::Sub(xc, n);
+  V p = hn::Set(d, 1.525273380405984e-05f);
+  p = hn::MulAdd(p, f, hn::Set(d, 1.5403530393381606e-04f));
+  p = hn::MulAdd(p, f, hn::Set(d, 1.3333558146428443e-03f));
+  p = hn::MulAdd(p, f, hn::Set(d, 9.618129107628477e-03f));
+  p = hn::MulAdd(p, f, hn::Set(d, 5.550410866482158e-02f));
+  p = hn::MulAdd(p, f, hn::Set(d, 2.402265069591007e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 6.931471805599453e-01f));
+  p = hn::MulAdd(p, f, hn::Set(d, 1.0f));
+  const auto bits = hn::ShiftLeft<23>(hn::Add(hn::ConvertTo(di, n), hn::Set(di, 127)));
+  const V r = hn::Mul(p, hn::BitCast(d, bits));
+  return hn::IfThenZeroElse(hn::Lt(x, hn::Set(d, -126.0f)), r);
+}
+
+// Converts `count` elements of a row (element stride `stride`) to float32 in dst.
+template <class D>
+HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, int64_t stride,
+                           int64_t count, float* HWY_RESTRICT dst) {
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  int64_t i = 0;
+  if (dtype == DType::kF32) {
+    const float* src = static_cast<const float*>(base) + offset;
+    if (stride == 1) {
+      std::memcpy(dst, src, count * sizeof(float));
+      return;
+    }
+    for (; i < count; ++i) dst[i] = src[i * stride];
+    return;
+  }
+  const uint16_t* src = static_cast<const uint16_t*>(base) + offset;
+  if (dtype == DType::kF16) {
+    if (stride == 1) {
+      const hn::Rebind<hwy::float16_t, D> dh;
+      for (; i + N <= count; i += N) {
+        hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(src + i))), d,
+                   dst + i);
+      }
+    }
+    for (; i < count; ++i) dst[i] = HalfToFloat(src[i * stride]);
+  } else {
+    if (stride == 1) {
+      const hn::Rebind<hwy::bfloat16_t, D> db;
+      for (; i + N <= count; i += N) {
+        hn::StoreU(hn::PromoteTo(d, hn::LoadU(db, reinterpret_cast<const hwy::bfloat16_t*>(src + i))), d,
+                   dst + i);
+      }
+    }
+    for (; i < count; ++i) dst[i] = BF16ToFloat(src[i * stride]);
+  }
+}
+
+// Writes one float32 value into an output tensor of any dtype (round to nearest even).
+HWY_INLINE void StoreScalar(DType dtype, void* base, int64_t offset, float x) {
+  switch (dtype) {
+    case DType::kF32: static_cast<float*>(base)[offset] = x; break;
+    case DType::kF16: static_cast<uint16_t*>(base)[offset] = FloatToHalf(x); break;
+    case DType::kBF16: static_cast<uint16_t*>(base)[offset] = FloatToBF16(x); break;
+  }
+}
+
+}  // namespace attn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // ATTN_KERNELS_SIMD_COMMON_INL_H_

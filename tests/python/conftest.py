@@ -1,0 +1,23 @@
+"""pytest setup for the attn Python tests.
+
+The tests import the module as `import attn`. When the package is not installed in the
+interpreter running pytest but a build tree has it (build/python/attn), that directory is
+put on sys.path so `pytest tests/python` works right after a CMake build.
+"""
+
+import importlib.util
+import os
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_ROOT = os.path.dirname(os.path.dirname(_HERE))
+
+# reference.py lives next to the tests.
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+if importlib.util.find_spec("attn") is None:
+    for candidate in (os.environ.get("ATTN_PYTHON_PATH"), os.path.join(_ROOT, "build", "python")):
+        if candidate and os.path.isdir(os.path.join(candidate, "attn")):
+            sys.path.insert(0, candidate)
+            break

@@ -1,0 +1,11 @@
+// The attn command-line program: one file per subcommand, each registering itself here.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace attn::cli {
+
+// Adds `attn demo`: a small attention matrix and a quick speed summary of the kernel.
+void AddDemoCommand(CLI::App& app);
+
+}  // namespace attn::cli

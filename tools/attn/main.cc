@@ -1,0 +1,24 @@
+#include <cstdio>
+#include <exception>
+
+#include "attn/error.h"
+#include "attn/commands.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"attn: exact, fused attention on the CPU, and a look inside it"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "attn 0.1.0");
+  attn::cli::AddDemoCommand(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const attn::Error& e) {
+    std::fprintf(stderr, "attn: error: %s\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "attn: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
