@@ -461,7 +461,9 @@ def proc_status(key: str) -> int:
 
 def mem_child(spec: dict) -> dict:
     """Runs in a fresh interpreter: imports (numpy + attn, or numpy + torch), allocates the inputs, resets the
-    peak-RSS counter, makes one call, and reports the peak beyond (baseline + inputs) and the output."""
+    peak-RSS counter, makes one call, and reports the peak beyond (baseline + inputs) and the output.
+    baseline = RSS just before the call - input bytes. Linux updates RSS counters in batches, so figures below
+    about 1 MB are approximate."""
     import numpy as np
 
     impl, T = spec["impl"], spec["threads"]
@@ -560,7 +562,7 @@ def table_rows(rows: list[Row], peaks: dict) -> tuple[list[str], list[list[str]]
 
 
 def mem_table(mem: list[tuple[Case, list[dict]]]) -> tuple[list[str], list[list[str]]]:
-    h = ["shape", "causal", "impl", "inputs + output MB", "baseline RSS MB", "peak RSS MB",
+    h = ["shape", "causal", "impl", "inputs + output MB", "baseline RSS MB (imports, allocator)", "peak RSS MB",
          "extra MB (peak - baseline - inputs - output)", "one call s"]
     out = []
     mb = 1 / (1 << 20)
@@ -571,7 +573,8 @@ def mem_table(mem: list[tuple[Case, list[dict]]]) -> tuple[list[str], list[list[
                             "", "", "", ""])
                 continue
             out.append([c.shape + " f32", "yes" if c.causal else "no", r["impl"],
-                        f"{(r['inputs'] + r['output']) * mb:.0f}", f"{r['base'] * mb:.0f}",
+                        f"{(r['inputs'] + r['output']) * mb:.0f}",
+                        f"{(r['rss_before'] - r['inputs']) * mb:.0f}",
                         f"{r['hwm'] * mb:.0f}", f"{r['extra'] * mb:.1f}", f"{r['seconds']:.2f}"])
     return h, out
 
@@ -631,9 +634,11 @@ def render_md(args, facts, peaks, vers, rows, mem, started) -> str:
         "",
         f"- Date: {started:%Y-%m-%d %H:%M} UTC",
         f"- Machine: {facts['model']}, {facts['cpus']} cores, L3 {facts['l3'] or '?'}, "
-        f"AVX-512 {'yes' if facts['avx512f'] else 'no'}, AVX512_BF16 {'yes' if facts['avx512_bf16'] else 'no'}",
+        f"AVX-512 {'yes' if facts['avx512f'] else 'no'}, AVX512_BF16 {'yes' if facts['avx512_bf16'] else 'no'}; "
+        f"1-min load average at start {facts['loadavg_start']:.2f}",
         f"- Command: `{cmd}`",
-        f"- Versions: attn {vers['attn']} (git {vers['attn_git']}, SIMD target {vers['attn_simd']}), torch {vers['torch']}, onnxruntime "
+        f"- Versions: attn {vers['attn']} (git {vers['attn_git']}, SIMD target {vers['attn_simd']}), "
+        f"torch {vers['torch']}, onnxruntime "
         f"{vers['onnxruntime']}, onnx {vers['onnx']}, numpy {vers['numpy']}, ml_dtypes {vers['ml_dtypes']}, "
         f"Python {vers['python']}",
         f"- Threads: {T} for all three (attn `threads={T}`, `torch.set_num_threads({T})`, onnxruntime "
@@ -749,7 +754,11 @@ def main():
             return 2
 
     facts = lscpu_facts()
-    log(f"machine: {facts['model']}, {facts['cpus']} cores; threads={args.threads}; rows: {len(cases)}")
+    facts["loadavg_start"] = os.getloadavg()[0]
+    log(f"machine: {facts['model']}, {facts['cpus']} cores; threads={args.threads}; rows: {len(cases)}; "
+        f"load average {facts['loadavg_start']:.2f}")
+    if facts["loadavg_start"] > 0.5:
+        log("warning: the machine is busy (load average above 0.5): timings will be noisy")
     peaks = measure_peaks(args)
     for n in peaks["notes"]:
         log("note:", n)
@@ -783,8 +792,9 @@ def main():
                         log(f"    {r['impl']}: error {r['error']}")
                     else:
                         log(f"    {r['impl']}: extra {r['extra'] / 2**20:.1f} MB over baseline "
-                            f"{r['base'] / 2**20:.0f} MB + inputs/output {(r['inputs'] + r['output']) / 2**20:.0f}"
-                            f" MB (peak {r['hwm'] / 2**20:.0f} MB), {r['seconds']:.2f} s"
+                            f"{(r['rss_before'] - r['inputs']) / 2**20:.0f} MB + inputs/output "
+                            f"{(r['inputs'] + r['output']) / 2**20:.0f} MB (peak {r['hwm'] / 2**20:.0f} MB), "
+                            f"{r['seconds']:.2f} s"
                             + ("" if r["hwm_reset"] else " [VmHWM not reset]"))
                 log(f"    ({time.perf_counter() - t0:.1f} s)")
                 continue

@@ -54,9 +54,11 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
 // The readable scalar reference (float64 accumulation, or the input dtype when
 // `round_to_dtype`: every intermediate rounded to the input dtype, the "naive" computation of
 // FlashAttention's tolerance rule). Same arguments and semantics as Attention; single-threaded.
+// lse64 [B, Hq, Sq] and out64 [B, Sq, Hq, D] (contiguous), when given, receive unrounded copies.
 void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out, const AttentionOptions& options = {},
-                        bool round_to_dtype = false, double* lse64 = nullptr);
+                        bool round_to_dtype = false, double* lse64 = nullptr,
+                        double* out64 = nullptr);
 
 // SIMD targets compiled into this build and supported by this CPU, best first ("AVX3_BF16",
 // "AVX3", "AVX2", "SSE4", "EMU128").

@@ -57,7 +57,7 @@ struct Rounding {
 
 void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v,
                         const TensorView& out, const AttentionOptions& options, bool round_to_dtype,
-                        double* lse64) {
+                        double* lse64, double* out64) {
   const kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
   const Rounding r{round_to_dtype, p.dtype};
   const double inf = std::numeric_limits<double>::infinity();
@@ -115,6 +115,7 @@ void AttentionReference(const TensorView& q, const TensorView& k, const TensorVi
             acc = r.Acc(acc + scores[j] * Load(p.v, p.dtype, v_row + d * p.v_stride[3]));
           }
           Store(p.out, p.dtype, o_row + d * p.out_stride[3], acc);
+          if (out64) out64[((b * p.seq_q + i) * p.n_heads + h) * p.head_dim + d] = acc;
         }
       }
     }

@@ -1,1 +1,246 @@
+// The fused kernels against the float64 scalar reference, for every compiled SIMD target.
+// Tolerance (FlashAttention's rule): max|out - ref64| <= 2 * max|naive - ref64| + atol, where
+// naive is the same formula computed in the input dtype (float32 accumulation, rounded tensors).
 #include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "test_util.h"
+
+namespace attn::testing {
+namespace {
+
+struct Case {
+  int64_t B, Sq, Sk, Hq, Hkv, D;
+  DType dtype = DType::kF32;
+  bool causal = false;
+  CausalAlign align = CausalAlign::kBottomRight;
+  int64_t wl = -1, wr = -1;
+  bool kv_lens = false;
+  MaskKind mask = MaskKind::kNone;
+  float softcap = 0.0f;
+  bool bhsd = false;
+
+  std::string Name() const {
+    std::ostringstream s;
+    s << "B" << B << "_Sq" << Sq << "_Sk" << Sk << "_H" << Hq << "x" << Hkv << "_D" << D << "_"
+      << DTypeName(dtype);
+    if (causal) s << (align == CausalAlign::kTopLeft ? "_causalTL" : "_causalBR");
+    if (wl >= 0 || wr >= 0) s << "_win" << (wl < 0 ? std::string("inf") : std::to_string(wl)) << "x"
+                              << (wr < 0 ? std::string("inf") : std::to_string(wr));
+    if (kv_lens) s << "_kvlens";
+    if (mask == MaskKind::kBool) s << "_boolmask";
+    if (mask == MaskKind::kAdditive) s << "_addmask";
+    if (softcap > 0) s << "_softcap";
+    if (bhsd) s << "_bhsd";
+    return s.str();
+  }
+};
+
+// Runs one case on the current SIMD target and checks output and LSE against the reference.
+void CheckCase(const Case& c, uint32_t seed) {
+  SCOPED_TRACE(c.Name() + " target=" + CurrentSimdTarget());
+  std::mt19937 rng(seed);
+  Tensor q(c.dtype, c.B, c.Sq, c.Hq, c.D, c.bhsd), k(c.dtype, c.B, c.Sk, c.Hkv, c.D, c.bhsd),
+      v(c.dtype, c.B, c.Sk, c.Hkv, c.D, c.bhsd);
+  q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+  Tensor out(c.dtype, c.B, c.Sq, c.Hq, c.D), ref(c.dtype, c.B, c.Sq, c.Hq, c.D),
+      naive(c.dtype, c.B, c.Sq, c.Hq, c.D);
+  std::vector<double> ref64(c.B * c.Sq * c.Hq * c.D);
+
+  AttentionOptions o;
+  o.causal = c.causal;
+  o.causal_align = c.align;
+  o.window_left = c.wl, o.window_right = c.wr;
+  o.softcap = c.softcap;
+  if (c.kv_lens) {
+    std::uniform_int_distribution<int64_t> len(0, c.Sk);
+    for (int64_t b = 0; b < c.B; ++b) o.kv_lens.push_back(b == 0 && c.B > 1 ? 0 : len(rng));
+  }
+  std::vector<uint8_t> bool_mask;
+  std::vector<float> add_mask;
+  if (c.mask != MaskKind::kNone) {
+    // Full [B, Hq, Sq, Sk] masks, with the last query row of head 0 fully masked.
+    const int64_t n = c.B * c.Hq * c.Sq * c.Sk;
+    o.mask.kind = c.mask;
+    for (int i = 0; i < 4; ++i) o.mask.shape[i] = std::array<int64_t, 4>{c.B, c.Hq, c.Sq, c.Sk}[i];
+    o.mask.stride[3] = 1, o.mask.stride[2] = c.Sk, o.mask.stride[1] = c.Sq * c.Sk, o.mask.stride[0] = c.Hq * c.Sq * c.Sk;
+    std::bernoulli_distribution keep(0.7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    if (c.mask == MaskKind::kBool) {
+      bool_mask.resize(n);
+      for (auto& x : bool_mask) x = keep(rng);
+      for (int64_t j = 0; j < c.Sk; ++j) bool_mask[(c.Sq - 1) * c.Sk + j] = 0;
+      o.mask.data = bool_mask.data();
+    } else {
+      add_mask.resize(n);
+      for (auto& x : add_mask) x = keep(rng) ? normal(rng) : -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < c.Sk; ++j) add_mask[(c.Sq - 1) * c.Sk + j] = -std::numeric_limits<float>::infinity();
+      o.mask.data = add_mask.data();
+    }
+  }
+  const int64_t rows = c.B * c.Hq * c.Sq;
+  std::vector<float> lse(rows), lse_naive(rows);
+  std::vector<double> lse64(rows);
+
+  // Reference in float64.
+  AttentionReference(q.view, k.view, v.view, ref.view, o, false, lse64.data(), ref64.data());
+  o.lse = lse_naive.data();
+  AttentionReference(q.view, k.view, v.view, naive.view, o, true);
+  o.lse = lse.data();
+  Attention(q.view, k.view, v.view, out.view, o);
+
+  const double err = out.MaxDiff(ref64), naive_err = naive.MaxDiff(ref64);
+  EXPECT_LE(err, 2 * naive_err + Atol(c.dtype)) << "naive error " << naive_err;
+  double lse_err = 0, lse_naive_err = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    if (std::isinf(lse64[r])) {
+      ASSERT_TRUE(std::isinf(lse[r]) && lse[r] < 0) << "row " << r << " lse " << lse[r];
+      continue;
+    }
+    ASSERT_FALSE(std::isnan(lse[r]));
+    lse_err = std::max(lse_err, std::abs(lse[r] - lse64[r]));
+    lse_naive_err = std::max(lse_naive_err, std::abs(lse_naive[r] - lse64[r]));
+  }
+  EXPECT_LE(lse_err, 2 * lse_naive_err + 1e-4) << "lse naive error " << lse_naive_err;
+  // Rows with no visible key are exactly 0.
+  for (int64_t b = 0; b < c.B; ++b)
+    for (int64_t h = 0; h < c.Hq; ++h)
+      for (int64_t i = 0; i < c.Sq; ++i) {
+        if (!std::isinf(lse64[(b * c.Hq + h) * c.Sq + i])) continue;
+        for (int64_t d = 0; d < c.D; ++d) ASSERT_EQ(out.Get(b, i, h, d), 0.0f);
+      }
+}
+
+std::vector<Case> Grid() {
+  std::vector<Case> cases;
+  const DType dtypes[] = {DType::kF32, DType::kF16, DType::kBF16};
+  const std::pair<int64_t, int64_t> heads[] = {{9, 9}, {9, 3}, {9, 1}};
+  const std::pair<int64_t, int64_t> seqs[] = {{1, 1}, {1, 4096}, {17, 3}, {113, 203}, {203, 113}, {256, 512}};
+  const int64_t dims[] = {1, 8, 32, 59, 64, 80, 96, 128, 256};
+  int n = 0;
+  // Every dtype x head grouping x sequence pair, with head dims and mask kinds rotating.
+  for (DType dt : dtypes)
+    for (auto [hq, hkv] : heads)
+      for (auto [sq, sk] : seqs) {
+        Case c{1 + n % 3, sq, sk, hq, hkv, dims[n % 9], dt};
+        if (sq * sk >= 4096 && c.D >= 128) c.B = 1;
+        switch (n % 8) {
+          case 0: break;
+          case 1: c.causal = true; break;
+          case 2: c.causal = true, c.align = CausalAlign::kTopLeft; break;
+          case 3: c.wl = 1 + n % 37, c.wr = n % 5; break;
+          case 4: c.kv_lens = true, c.causal = true; break;
+          case 5: c.mask = MaskKind::kBool; break;
+          case 6: c.mask = MaskKind::kAdditive, c.wl = 7; break;
+          case 7: c.softcap = 5.0f, c.causal = true, c.wl = 50, c.wr = -1, c.bhsd = true; break;
+        }
+        cases.push_back(c);
+        ++n;
+      }
+  // The large shapes of the grid, once per dtype, causal both ways.
+  cases.push_back({1, 1023, 1024, 3, 1, 64, DType::kF32, true});
+  cases.push_back({1, 1024, 1023, 2, 2, 128, DType::kBF16, true, CausalAlign::kTopLeft});
+  cases.push_back({1, 1023, 1024, 3, 3, 256, DType::kF16, false, CausalAlign::kBottomRight, 100, 0});
+  return cases;
+}
+
+class AttentionGridTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { SetSimdTarget(GetParam()); }
+  void TearDown() override { SetSimdTarget(""); }
+};
+
+TEST_P(AttentionGridTest, MatchesReference) {
+  ASSERT_EQ(CurrentSimdTarget(), GetParam());
+  const std::vector<Case> cases = Grid();
+  for (size_t i = 0; i < cases.size(); ++i) {
+    // The slowest shapes run on the best target only; the others cover every branch already.
+    if (cases[i].Sq >= 1023 && GetParam() != SimdTargets().front()) continue;
+    CheckCase(cases[i], 1000 + static_cast<uint32_t>(i));
+    if (HasFatalFailure()) return;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryTarget, AttentionGridTest, ::testing::ValuesIn(SimdTargets()),
+                         [](const auto& info) { return info.param; });
+
+TEST(Attention, ThreadCountDoesNotChangeBits) {
+  std::mt19937 rng(5);
+  for (auto [sq, sk] : {std::pair<int64_t, int64_t>{1, 5000}, {300, 700}, {40, 2000}}) {
+    Tensor q(DType::kF32, 2, sq, 6, 64), k(DType::kF32, 2, sk, 2, 64), v(DType::kF32, 2, sk, 2, 64);
+    q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+    Tensor o1(DType::kF32, 2, sq, 6, 64), o2(DType::kF32, 2, sq, 6, 64);
+    AttentionOptions o;
+    o.causal = true;
+    o.threads = 1;
+    Attention(q.view, k.view, v.view, o1.view, o);
+    o.threads = 2;
+    Attention(q.view, k.view, v.view, o2.view, o);
+    EXPECT_EQ(o1.bytes, o2.bytes) << "Sq=" << sq << " Sk=" << sk;
+  }
+}
+
+TEST(Attention, LayoutsGiveTheSameResult) {
+  std::mt19937 rng(6);
+  Tensor q(DType::kF32, 2, 70, 4, 32), k(DType::kF32, 2, 90, 2, 32), v(DType::kF32, 2, 90, 2, 32);
+  q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+  Tensor qb(DType::kF32, 2, 70, 4, 32, true), kb(DType::kF32, 2, 90, 2, 32, true), vb(DType::kF32, 2, 90, 2, 32, true);
+  for (auto [src, dst] : {std::pair{&q, &qb}, {&k, &kb}, {&v, &vb}})
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t s = 0; s < src->view.shape[1]; ++s)
+        for (int64_t h = 0; h < src->view.shape[2]; ++h)
+          for (int64_t d = 0; d < 32; ++d) dst->Set(b, s, h, d, src->Get(b, s, h, d));
+  Tensor o1(DType::kF32, 2, 70, 4, 32), o2(DType::kF32, 2, 70, 4, 32, true);
+  AttentionOptions o;
+  o.causal = true;
+  Attention(q.view, k.view, v.view, o1.view, o);
+  Attention(qb.view, kb.view, vb.view, o2.view, o);
+  EXPECT_EQ(o1.MaxDiff(o2), 0.0);
+}
+
+TEST(Attention, EmptyKeysGiveZerosAndMinusInfinity) {
+  Tensor q(DType::kF32, 1, 20, 2, 8), k(DType::kF32, 1, 0, 2, 8), v(DType::kF32, 1, 0, 2, 8), out(DType::kF32, 1, 20, 2, 8);
+  std::mt19937 rng(1);
+  q.Randomize(rng);
+  std::vector<float> lse(40, 1.0f);
+  AttentionOptions o;
+  o.lse = lse.data();
+  Attention(q.view, k.view, v.view, out.view, o);
+  for (float x : lse) EXPECT_TRUE(std::isinf(x) && x < 0);
+  for (int64_t i = 0; i < 20; ++i)
+    for (int64_t d = 0; d < 8; ++d) EXPECT_EQ(out.Get(0, i, 1, d), 0.0f);
+}
+
+TEST(Attention, BroadcastMaskMatchesFullMask) {
+  std::mt19937 rng(9);
+  Tensor q(DType::kF32, 2, 40, 4, 16), k(DType::kF32, 2, 50, 4, 16), v(DType::kF32, 2, 50, 4, 16);
+  q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+  // A [1, 1, 40, 50] additive mask, broadcast over batch and heads, against the full copy.
+  std::vector<float> small(40 * 50), full(2 * 4 * 40 * 50);
+  std::normal_distribution<float> normal;
+  for (auto& x : small) x = normal(rng);
+  for (size_t i = 0; i < full.size(); ++i) full[i] = small[i % small.size()];
+  AttentionOptions o;
+  o.mask.kind = MaskKind::kAdditive;
+  o.mask.data = small.data();
+  o.mask.shape[2] = 40, o.mask.shape[3] = 50, o.mask.stride[2] = 50, o.mask.stride[3] = 1;
+  Tensor o1(DType::kF32, 2, 40, 4, 16), o2(DType::kF32, 2, 40, 4, 16);
+  Attention(q.view, k.view, v.view, o1.view, o);
+  AttentionOptions f;
+  f.mask.kind = MaskKind::kAdditive;
+  f.mask.data = full.data();
+  f.mask.shape[0] = 2, f.mask.shape[1] = 4, f.mask.shape[2] = 40, f.mask.shape[3] = 50;
+  f.mask.stride[0] = 4 * 40 * 50, f.mask.stride[1] = 40 * 50, f.mask.stride[2] = 50, f.mask.stride[3] = 1;
+  Attention(q.view, k.view, v.view, o2.view, f);
+  EXPECT_EQ(o1.MaxDiff(o2), 0.0);
+}
+
+}  // namespace
+}  // namespace attn::testing

@@ -517,19 +517,47 @@ def test_strided_slices_equal_contiguous(case):
 
 
 @pytest.mark.parametrize("case", _LAYOUT_PARAMS)
-def test_negative_and_zero_strides(case):
+def test_negative_strides_equal_contiguous(case):
     q, k, v, kw = make_inputs(case)
-    # negative strides: reversed copies read through a reversing view are the original data
+    # reversed copies read through a reversing view are the original data
     rq, rk, rv = (np.ascontiguousarray(x[:, ::-1, ::-1, ::-1])[:, ::-1, ::-1, ::-1]
                   for x in (q, k, v))
     assert rq.strides[3] < 0
     _assert_same(_call(rq, rk, rv, kw), _call(q, k, v, kw), "negative strides")
-    # zero strides: k/v broadcast over the batch
+
+
+@pytest.mark.parametrize("case", _LAYOUT_PARAMS)
+def test_zero_strides_equal_contiguous(case):
+    q, k, v, kw = make_inputs(case)
+    # k/v broadcast over the batch (np.broadcast_to views are read-only)
     kb = np.broadcast_to(k[:1], k.shape)
     vb = np.broadcast_to(v[:1], v.shape)
     assert kb.strides[0] == 0
     _assert_same(_call(q, kb, vb, kw), _call(q, np.ascontiguousarray(kb),
                                               np.ascontiguousarray(vb), kw), "zero strides")
+
+
+def _read_only(x):
+    x = np.array(x)
+    x.flags.writeable = False
+    return x
+
+
+@pytest.mark.parametrize("what", ["q", "k", "v", "mask", "kv_lens"])
+def test_read_only_inputs_accepted(what):
+    # Inputs are only read: read-only arrays (np.broadcast_to, np.frombuffer, memory maps)
+    # must work and give the same result.
+    case = Case(2, 9, 3, 17, 33, 32, "float32", causal=True, kv_lens=(33, 20),
+                mask="float", mask_shape=(2, 9, 17, 33))
+    q, k, v, kw = make_inputs(case)
+    want = _call(q, k, v, kw)
+    args = dict(q=q, k=k, v=v)
+    kw = dict(kw)
+    if what in args:
+        args[what] = _read_only(args[what])
+    else:
+        kw[what] = _read_only(kw[what])
+    _assert_same(_call(args["q"], args["k"], args["v"], kw), want, f"read-only {what}")
 
 
 def test_mask_and_kv_lens_views_equal_contiguous():
@@ -543,9 +571,14 @@ def test_mask_and_kv_lens_views_equal_contiguous():
                                kv_lens=np.ascontiguousarray(kv_view)))
     _assert_same(_call(q, k, v, dict(mask=mask, kv_lens=kv_view)), want,
                  "transposed mask / strided kv_lens")
-    bmask = rng.random((1, 1, 113, 203)) < 0.7
+
+
+def test_broadcast_to_mask_view_equals_contiguous():
+    case = Case(2, 9, 3, 113, 203, 64, "float32")
+    q, k, v, _ = make_inputs(case)
+    bmask = np.random.default_rng(6).random((1, 1, 113, 203)) < 0.7
     want = _call(q, k, v, dict(mask=bmask))
-    view = np.broadcast_to(bmask, (2, 9, 113, 203))
+    view = np.broadcast_to(bmask, (2, 9, 113, 203))   # zero strides, read-only
     _assert_same(_call(q, k, v, dict(mask=view)), want, "broadcast_to bool mask view")
 
 
@@ -692,6 +725,8 @@ SIMD_SUBSET = _simd_subset()
 def simd_target(request):
     name = request.param
     attn.set_simd_target(name)
+    if hasattr(attn, "current_simd_target"):
+        assert attn.current_simd_target() == name
     yield name
     try:
         attn.set_simd_target(None)

@@ -1,0 +1,88 @@
+// Helpers shared by the C++ tests: random tensors in any dtype, and FlashAttention's tolerance rule.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "attn/tensor.h"
+
+namespace attn::testing {
+
+// A tensor owning its bytes, with a logical [B, S, H, D] view laid out as "bshd" or "bhsd".
+struct Tensor {
+  std::vector<uint8_t> bytes;
+  TensorView view;
+
+  Tensor(DType dtype, int64_t B, int64_t S, int64_t H, int64_t D, bool bhsd = false) {
+    bytes.assign(B * S * H * D * DTypeSize(dtype), 0);
+    view = bhsd ? TensorView::Contiguous(bytes.data(), dtype, B, H, S, D).SwapAxes12()
+                : TensorView::Contiguous(bytes.data(), dtype, B, S, H, D);
+  }
+  int64_t Offset(int64_t b, int64_t s, int64_t h, int64_t d) const {
+    return b * view.stride[0] + s * view.stride[1] + h * view.stride[2] + d * view.stride[3];
+  }
+  float Get(int64_t b, int64_t s, int64_t h, int64_t d) const {
+    const int64_t o = Offset(b, s, h, d);
+    switch (view.dtype) {
+      case DType::kF32: return reinterpret_cast<const float*>(bytes.data())[o];
+      case DType::kF16: return HalfToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
+      case DType::kBF16: return BF16ToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
+    }
+    return 0;
+  }
+  void Set(int64_t b, int64_t s, int64_t h, int64_t d, float x) {
+    const int64_t o = Offset(b, s, h, d);
+    switch (view.dtype) {
+      case DType::kF32: reinterpret_cast<float*>(bytes.data())[o] = x; break;
+      case DType::kF16: reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToHalf(x); break;
+      case DType::kBF16: reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToBF16(x); break;
+    }
+  }
+  void Randomize(std::mt19937& rng) {
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const auto& s = view.shape;
+    for (int64_t b = 0; b < s[0]; ++b)
+      for (int64_t i = 0; i < s[1]; ++i)
+        for (int64_t h = 0; h < s[2]; ++h)
+          for (int64_t d = 0; d < s[3]; ++d) Set(b, i, h, d, normal(rng));
+  }
+  // Largest |a - x| over every element, x contiguous [B, S, H, D] in float64; NaN counts as infinite.
+  double MaxDiff(const std::vector<double>& x) const {
+    double m = 0;
+    const auto& s = view.shape;
+    int64_t i = 0;
+    for (int64_t b = 0; b < s[0]; ++b)
+      for (int64_t t = 0; t < s[1]; ++t)
+        for (int64_t h = 0; h < s[2]; ++h)
+          for (int64_t d = 0; d < s[3]; ++d, ++i) {
+            const double y = Get(b, t, h, d);
+            m = std::max(m, std::isnan(y) ? std::numeric_limits<double>::infinity() : std::abs(y - x[i]));
+          }
+    return m;
+  }
+  // Largest |a - b| over every element.
+  double MaxDiff(const Tensor& o) const {
+    double m = 0;
+    const auto& s = view.shape;
+    for (int64_t b = 0; b < s[0]; ++b)
+      for (int64_t i = 0; i < s[1]; ++i)
+        for (int64_t h = 0; h < s[2]; ++h)
+          for (int64_t d = 0; d < s[3]; ++d) {
+            const double x = Get(b, i, h, d), y = o.Get(b, i, h, d);
+            m = std::max(m, std::isnan(x) || std::isnan(y) ? std::numeric_limits<double>::infinity() : std::abs(x - y));
+          }
+    return m;
+  }
+};
+
+// Small absolute slack on top of FlashAttention's 2x rule.
+inline double Atol(DType dtype) { return dtype == DType::kF32 ? 1e-6 : 1e-4; }
+
+}  // namespace attn::testing
