@@ -18,6 +18,7 @@
 
 namespace nb = nanobind;
 using Array = nb::ndarray<nb::device::cpu>;
+using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-only views
 
 namespace {
 
@@ -27,19 +28,20 @@ attn::DType ToDType(int code) {
 }
 
 // A 4-D array (any strides) as a TensorView with the given dtype.
-attn::TensorView View(const char* name, Array& a, attn::DType dtype) {
+template <typename A>
+attn::TensorView View(const char* name, A& a, attn::DType dtype) {
   if (a.ndim() != 4)
     throw attn::Error(std::string("sdpa: ") + name + ": expected 4 dimensions, got " + std::to_string(a.ndim()));
   attn::TensorView t;
-  t.data = a.data();
+  t.data = const_cast<void*>(static_cast<const void*>(a.data()));
   t.dtype = dtype;
   for (int i = 0; i < 4; ++i) t.shape[i] = static_cast<int64_t>(a.shape(i)), t.stride[i] = a.stride(i);
   return t;
 }
 
-void Sdpa(Array q, Array k, Array v, Array out, int dtype_code, bool causal, bool top_left, int64_t window_left,
-          int64_t window_right, std::optional<float> scale, std::optional<Array> mask, int mask_kind,
-          std::optional<Array> kv_lens, float softcap, std::optional<Array> lse, int threads) {
+void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left, int64_t window_left,
+          int64_t window_right, std::optional<float> scale, std::optional<InArray> mask, int mask_kind,
+          std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse, int threads) {
   const attn::DType dtype = ToDType(dtype_code);
   attn::AttentionOptions o;
   o.scale = scale;
@@ -88,11 +90,11 @@ NB_MODULE(_attn, m) {
   nb::class_<attn::KVCache>(m, "KVCache")
       .def(nb::init<int64_t, int64_t, int64_t, int64_t, attn::DType>(), nb::arg("batch"), nb::arg("n_kv_heads"),
            nb::arg("head_dim"), nb::arg("capacity"), nb::arg("dtype"))
-      .def("append", [](attn::KVCache& c, Array k, Array v) {
+      .def("append", [](attn::KVCache& c, InArray k, InArray v) {
              attn::TensorView tk = View("k", k, c.dtype()), tv = View("v", v, c.dtype());
              c.Append(tk, tv);
            })
-      .def("attend", [](const attn::KVCache& c, Array q, Array out, bool causal, int threads) {
+      .def("attend", [](const attn::KVCache& c, InArray q, Array out, bool causal, int threads) {
              attn::AttentionOptions o;
              o.causal = causal;
              o.threads = threads;
