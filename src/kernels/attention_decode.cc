@@ -25,9 +25,58 @@ namespace attn::kernels::HWY_NAMESPACE {
 namespace {
 
 constexpr int64_t kKeyBlock = 16;
+constexpr int64_t kQKRows = 3, kQKKeys = 4;  // 12 independent accumulators
+constexpr int64_t kPVRows = 4;               // x 2 vectors = 8 accumulators
 
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
+
+// scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp floats). Separate
+// accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
+template <int R>
+HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const float* const* k,
+                        float* HWY_RESTRICT scores, int64_t stride) {
+  const int64_t N = hn::Lanes(d);
+  VF a[R][kQKKeys];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::Zero(d);
+  for (int64_t dd = 0; dd < Dp; dd += N) {
+    VF kv[kQKKeys];
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = hn::LoadU(d, k[i] + dd);
+    for (int r = 0; r < R; ++r) {
+      const VF qv = hn::LoadU(d, q + r * Dp + dd);
+      for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < kQKKeys; ++i) scores[r * stride + i] = hn::GetLane(hn::SumOfLanes(d, a[r][i]));
+}
+
+// acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
+// registers across the block's keys.
+template <int R>
+HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const float* const* v,
+                               int64_t nk, int64_t dd, bool pair, float* HWY_RESTRICT acc, int64_t Dp) {
+  const int64_t N = hn::Lanes(d);
+  VF a0[R], a1[R];
+  for (int r = 0; r < R; ++r) {
+    a0[r] = hn::LoadU(d, acc + r * Dp + dd);
+    a1[r] = pair ? hn::LoadU(d, acc + r * Dp + dd + N) : hn::Zero(d);
+  }
+  for (int64_t j = 0; j < nk; ++j) {
+    const VF v0 = hn::LoadU(d, v[j] + dd);
+    const VF v1 = pair ? hn::LoadU(d, v[j] + dd + N) : hn::Zero(d);
+    for (int r = 0; r < R; ++r) {
+      const VF pr = hn::Set(d, p[r * p_stride + j]);
+      a0[r] = hn::MulAdd(pr, v0, a0[r]);
+      a1[r] = hn::MulAdd(pr, v1, a1[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    hn::StoreU(a0[r], d, acc + r * Dp + dd);
+    if (pair) hn::StoreU(a1[r], d, acc + r * Dp + dd + N);
+  }
+}
 
 // Decode of rows [0, rows) for KV head kvh over keys [key_begin, key_end). Leaves per row r the
 // unnormalized output acc + r * Dp, m[r] and l[r] (log2 units).
@@ -56,29 +105,42 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     for (int64_t dd = 0; dd < Dp; ++dd) acc[r * Dp + dd] = 0.0f;
     m[r] = neg_inf, l[r] = 0.0f;
   }
-  for (int64_t dd = D; dd < Dp; ++dd) kbuf[dd] = vbuf[dd] = 0.0f;
+  for (int64_t j = 0; j < kKeyBlock; ++j)
+    for (int64_t dd = D; dd < Dp; ++dd) kbuf[j * Dp + dd] = vbuf[j * Dp + dd] = 0.0f;
   // Rows read straight from a float32 tensor when no padding is needed.
   const bool k_direct = p.dtype == DType::kF32 && p.k_stride[3] == 1 && D == Dp;
   const bool v_direct = p.dtype == DType::kF32 && p.v_stride[3] == 1 && D == Dp;
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
     const int64_t nk = std::min(kKeyBlock, kmax + 1 - k0);
-    // 1. Scores of this block for every row.
+    // 1. K and V rows of this block: in place for float32, else converted (zero-padded to Dp).
+    const float* krows[kKeyBlock];
+    const float* vrows[kKeyBlock];
     for (int64_t j = 0; j < nk; ++j) {
-      const int64_t off = b * p.k_stride[0] + (k0 + j) * p.k_stride[1] + kvh * p.k_stride[2];
-      const float* kr = static_cast<const float*>(p.k) + off;
+      const int64_t ko = b * p.k_stride[0] + (k0 + j) * p.k_stride[1] + kvh * p.k_stride[2];
+      const int64_t vo = b * p.v_stride[0] + (k0 + j) * p.v_stride[1] + kvh * p.v_stride[2];
+      krows[j] = static_cast<const float*>(p.k) + ko;
+      vrows[j] = static_cast<const float*>(p.v) + vo;
       if (!k_direct) {
-        LoadRowF32(d, p.dtype, p.k, off, p.k_stride[3], D, kbuf);
-        kr = kbuf;
+        LoadRowF32(d, p.dtype, p.k, ko, p.k_stride[3], D, kbuf + j * Dp);
+        krows[j] = kbuf + j * Dp;
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        const float* qr = q + r * Dp;
-        VF a = hn::Zero(d);
-        for (int64_t dd = 0; dd < Dp; dd += N) a = hn::MulAdd(hn::LoadU(d, qr + dd), hn::LoadU(d, kr + dd), a);
-        scores[r * kKeyBlock + j] = hn::GetLane(hn::SumOfLanes(d, a));
+      if (!v_direct) {
+        LoadRowF32(d, p.dtype, p.v, vo, p.v_stride[3], D, vbuf + j * Dp);
+        vrows[j] = vbuf + j * Dp;
       }
     }
-    // 2. Softcap and masks, per element (blocks are small).
+    for (int64_t j = nk; j < kKeyBlock; ++j) krows[j] = krows[0], vrows[j] = vrows[0];
+    // 2. Scores, kQKRows rows x kQKKeys keys at a time: independent FMA chains.
+    for (int64_t r = 0; r < rows; r += kQKRows) {
+      const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
+      for (int64_t j = 0; j < nk; j += kQKKeys) {
+        if (n == 3) DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        else if (n == 2) DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        else DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+      }
+    }
+    // 3. Softcap and masks, per element (blocks are small).
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t qi = r / p.group, h = kvh * p.group + r % p.group;
       float* sr = scores + r * kKeyBlock;
@@ -96,7 +158,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
         }
       }
     }
-    // 3. Online softmax per row, vectorized over the block's keys.
+    // 4. Online softmax per row, vectorized over the block's keys.
     for (int64_t r = 0; r < rows; ++r) {
       float* sr = scores + r * kKeyBlock;
       VF mx = hn::Set(d, neg_inf);
@@ -117,20 +179,15 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
         for (int64_t dd = 0; dd < Dp; dd += N) hn::StoreU(hn::Mul(hn::LoadU(d, acc + r * Dp + dd), va), d, acc + r * Dp + dd);
       }
     }
-    // 4. acc_r += sum_j p_r[j] v_j.
-    for (int64_t j = 0; j < nk; ++j) {
-      const int64_t off = b * p.v_stride[0] + (k0 + j) * p.v_stride[1] + kvh * p.v_stride[2];
-      const float* vr = static_cast<const float*>(p.v) + off;
-      if (!v_direct) {
-        LoadRowF32(d, p.dtype, p.v, off, p.v_stride[3], D, vbuf);
-        vr = vbuf;
-      }
-      for (int64_t dd = 0; dd < Dp; dd += N) {
-        const VF vv = hn::LoadU(d, vr + dd);
-        for (int64_t r = 0; r < rows; ++r) {
-          float* a = acc + r * Dp + dd;
-          hn::StoreU(hn::MulAdd(hn::Set(d, scores[r * kKeyBlock + j]), vv, hn::LoadU(d, a)), d, a);
-        }
+    // 5. acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
+    for (int64_t r = 0; r < rows; r += kPVRows) {
+      const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
+      for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
+        const bool pair = dd + N < Dp;
+        if (n == 4) AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else if (n == 3) AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else if (n == 2) AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
       }
     }
   }
@@ -152,14 +209,14 @@ void ForwardDecode(const AttentionParams& p, int64_t n_splits) {
   pool.Run(heads * n_splits, p.threads, [&](int64_t t, int) {
     thread_local std::vector<float> work;
     thread_local std::vector<int64_t> ranges;
-    work.resize(rows * Dp + 2 * Dp + rows * kKeyBlock);
+    work.resize(rows * Dp + 2 * kKeyBlock * Dp + rows * kKeyBlock);
     ranges.resize(2 * rows);
     const int64_t bh = t / n_splits, split = t % n_splits;
     const int64_t kb = split * keys_per_split, ke = std::min(p.seq_k, kb + keys_per_split);
     float* out = partial.get() + t * slot;
     DecodeBlock(p, bh / p.n_kv_heads, bh % p.n_kv_heads, kb, ke, Dp, work.data(), out, out + rows * Dp,
-                out + rows * Dp + rows, work.data() + rows * Dp, work.data() + rows * Dp + Dp,
-                work.data() + rows * Dp + 2 * Dp, ranges.data(), ranges.data() + rows);
+                out + rows * Dp + rows, work.data() + rows * Dp, work.data() + rows * Dp + kKeyBlock * Dp,
+                work.data() + rows * Dp + 2 * kKeyBlock * Dp, ranges.data(), ranges.data() + rows);
   });
   // Merge the splits of every row in split order.
   std::vector<RowPartial> parts(n_splits);

@@ -29,13 +29,19 @@ HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::HWY_NAMESPACE {
 namespace {
 
-constexpr int64_t kLaneVecs = 4;    // BQ = kLaneVecs * lanes query rows per task
-constexpr int64_t kKeyTile = 128;   // keys per tile
-// Register tile: kRows keys (QK) or head dims (PV) x kLaneVecs vectors of accumulators.
+constexpr int64_t kKeyTile = 128;  // keys per tile
+// Register tile: kRows keys (QK) or head dims (PV) x kLaneVecs vectors of accumulators, plus
+// kLaneVecs operand registers and one broadcast, within the target's vector registers.
 #if HWY_TARGET <= HWY_AVX3
-constexpr int kRows = 6;  // 24 accumulators of 32 zmm registers
+constexpr int64_t kLaneVecs = 4;  // 24 accumulators of 32 zmm registers
+constexpr int kRows = 6;
 #else
-constexpr int kRows = 2;
+#ifndef ATTN_LANE_VECS
+#define ATTN_LANE_VECS 3
+#define ATTN_ROWS 4
+#endif
+constexpr int64_t kLaneVecs = ATTN_LANE_VECS;  // BQ = kLaneVecs * lanes query rows per task
+constexpr int kRows = ATTN_ROWS;
 #endif
 
 using DF = hn::ScalableTag<float>;
