@@ -23,7 +23,8 @@ using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-onl
 namespace {
 
 attn::DType ToDType(int code) {
-  if (code < 0 || code > 2) throw attn::Error("dtype code " + std::to_string(code) + " is not 0, 1 or 2", attn::Error::Kind::kType);
+  if (code < 0 || code > 2)
+    throw attn::Error("dtype code " + std::to_string(code) + " is not 0, 1 or 2", attn::Error::Kind::kType);
   return static_cast<attn::DType>(code);
 }
 
@@ -31,7 +32,8 @@ attn::DType ToDType(int code) {
 template <typename A>
 attn::TensorView View(const char* name, A& a, attn::DType dtype) {
   if (a.ndim() != 4)
-    throw attn::Error(std::string("sdpa: ") + name + ": expected 4 dimensions, got " + std::to_string(a.ndim()));
+    throw attn::Error(std::string("sdpa: ") + name + ": expected 4 dimensions, got " +
+                      std::to_string(a.ndim()));
   attn::TensorView t;
   t.data = const_cast<void*>(static_cast<const void*>(a.data()));
   t.dtype = dtype;
@@ -39,9 +41,10 @@ attn::TensorView View(const char* name, A& a, attn::DType dtype) {
   return t;
 }
 
-void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left, int64_t window_left,
-          int64_t window_right, std::optional<float> scale, std::optional<InArray> mask, int mask_kind,
-          std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse, int threads) {
+void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left,
+          int64_t window_left, int64_t window_right, std::optional<float> scale, std::optional<InArray> mask,
+          int mask_kind, std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse,
+          int threads) {
   const attn::DType dtype = ToDType(dtype_code);
   attn::AttentionOptions o;
   o.scale = scale;
@@ -83,18 +86,21 @@ NB_MODULE(_attn, m) {
         nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
         nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
   m.def("simd_targets", &attn::SimdTargets, "SIMD targets compiled in and supported here, best first.");
-  m.def("set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },
-        nb::arg("name").none(), "Restrict dispatch to one target (None = best).");
+  m.def(
+      "set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },
+      nb::arg("name").none(), "Restrict dispatch to one target (None = best).");
   m.def("current_simd_target", &attn::CurrentSimdTarget, "The SIMD target calls use now.");
 
   nb::class_<attn::KVCache>(m, "KVCache")
-      .def(nb::init<int64_t, int64_t, int64_t, int64_t, attn::DType>(), nb::arg("batch"), nb::arg("n_kv_heads"),
-           nb::arg("head_dim"), nb::arg("capacity"), nb::arg("dtype"))
-      .def("append", [](attn::KVCache& c, InArray k, InArray v) {
+      .def(nb::init<int64_t, int64_t, int64_t, int64_t, attn::DType>(), nb::arg("batch"),
+           nb::arg("n_kv_heads"), nb::arg("head_dim"), nb::arg("capacity"), nb::arg("dtype"))
+      .def("append",
+           [](attn::KVCache& c, InArray k, InArray v) {
              attn::TensorView tk = View("k", k, c.dtype()), tv = View("v", v, c.dtype());
              c.Append(tk, tv);
            })
-      .def("attend", [](const attn::KVCache& c, InArray q, Array out, bool causal, int threads) {
+      .def("attend",
+           [](const attn::KVCache& c, InArray q, Array out, bool causal, int threads) {
              attn::AttentionOptions o;
              o.causal = causal;
              o.threads = threads;
@@ -105,6 +111,8 @@ NB_MODULE(_attn, m) {
       .def("clear", &attn::KVCache::Clear)
       .def_prop_ro("length", &attn::KVCache::length)
       .def_prop_ro("capacity", &attn::KVCache::capacity);
-  nb::enum_<attn::DType>(m, "DType").value("float32", attn::DType::kF32).value("float16", attn::DType::kF16)
+  nb::enum_<attn::DType>(m, "DType")
+      .value("float32", attn::DType::kF32)
+      .value("float16", attn::DType::kF16)
       .value("bfloat16", attn::DType::kBF16);
 }

@@ -3,6 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+echo "== Formatting (clang-format, .clang-format)"
+clang-format --dry-run --Werror $(git ls-files '*.cc' '*.h' 2>/dev/null || find include src tools python tests -name '*.cc' -o -name '*.h')
 echo "== C++ tests (GoogleTest via CTest)"
 ctest --preset release -j"$(nproc)" --timeout 900
 echo "== Python tests (pytest)"

@@ -23,7 +23,7 @@ enum class MaskKind : uint8_t { kNone, kBool, kAdditive };
 struct MaskView {
   MaskKind kind = MaskKind::kNone;
   const void* data = nullptr;
-  int64_t shape[4] = {1, 1, 1, 1};  // [batch, n_heads, seq_q, seq_k]
+  int64_t shape[4] = {1, 1, 1, 1};   // [batch, n_heads, seq_q, seq_k]
   int64_t stride[4] = {0, 0, 0, 0};  // in elements
 };
 
@@ -55,10 +55,9 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
 // `round_to_dtype`: every intermediate rounded to the input dtype, the "naive" computation of
 // FlashAttention's tolerance rule). Same arguments and semantics as Attention; single-threaded.
 // lse64 [B, Hq, Sq] and out64 [B, Sq, Hq, D] (contiguous), when given, receive unrounded copies.
-void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, const AttentionOptions& options = {},
-                        bool round_to_dtype = false, double* lse64 = nullptr,
-                        double* out64 = nullptr);
+void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                        const AttentionOptions& options = {}, bool round_to_dtype = false,
+                        double* lse64 = nullptr, double* out64 = nullptr);
 
 // SIMD targets compiled into this build and supported by this CPU, best first ("AVX3_BF16",
 // "AVX3", "AVX2", "SSE4", "EMU128").

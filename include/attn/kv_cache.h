@@ -15,8 +15,7 @@ namespace attn {
 // so a paged layout (blocks of positions plus a block table) can replace it without changing callers.
 class KVCache {
  public:
-  KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity,
-          DType dtype = DType::kF32);
+  KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity, DType dtype = DType::kF32);
   ~KVCache();
   KVCache(const KVCache&) = delete;
   KVCache& operator=(const KVCache&) = delete;

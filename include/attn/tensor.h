@@ -22,8 +22,7 @@ struct TensorView {
   int64_t stride[4] = {0, 0, 0, 0};  // in elements, may be 0 (broadcast) only where documented
 
   // A contiguous [d0, d1, d2, d3] view.
-  static TensorView Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2,
-                               int64_t d3);
+  static TensorView Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
   // The same memory seen with axes 1 and 2 swapped: turns a [B, H, S, D] view into the
   // logical [B, S, H, D] the API expects.
   TensorView SwapAxes12() const;

@@ -7,17 +7,19 @@ namespace attn {
 
 const char* DTypeName(DType dtype) {
   switch (dtype) {
-    case DType::kF32: return "float32";
-    case DType::kF16: return "float16";
-    case DType::kBF16: return "bfloat16";
+    case DType::kF32:
+      return "float32";
+    case DType::kF16:
+      return "float16";
+    case DType::kBF16:
+      return "bfloat16";
   }
   return "unknown";
 }
 
 size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 
-TensorView TensorView::Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2,
-                                  int64_t d3) {
+TensorView TensorView::Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
   TensorView t;
   t.data = data;
   t.dtype = dtype;
@@ -75,7 +77,7 @@ uint16_t FloatToHalf(float f) {
   uint32_t abs = x & 0x7fffffffu;
   if (abs >= 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0));
   if (abs >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to inf
-  if (abs < 0x38800000u) {  // subnormal or zero in half
+  if (abs < 0x38800000u) {                                               // subnormal or zero in half
     if (abs < 0x33000000u) return static_cast<uint16_t>(sign);
     uint32_t exp = abs >> 23;
     uint32_t mant = (abs & 0x7fffffu) | 0x800000u;

@@ -1,11 +1,12 @@
 // Attention's entry point: validate, pick the kernel (prefill or split-K decode) and the split of
 // keys, dispatch to the best SIMD target.
+#include "attn/attention.h"
+
 #include <algorithm>
 #include <mutex>
 #include <string>
 #include <vector>
 
-#include "attn/attention.h"
 #include "attn/error.h"
 #include "hwy/targets.h"
 #include "kernels/attention_params.h"
@@ -76,8 +77,8 @@ void SetSimdTarget(const std::string& name) {
   }
   std::string known;
   for (const auto& n : SimdTargets()) known += (known.empty() ? "" : ", ") + n;
-  throw Error("set_simd_target: target '" + name + "' is not compiled or not supported here (have: " +
-              known + ")");
+  throw Error("set_simd_target: target '" + name + "' is not compiled or not supported here (have: " + known +
+              ")");
 }
 
 std::string CurrentSimdTarget() { return kernels::TargetNameDispatch(); }

@@ -99,7 +99,8 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     hi[r] = std::min(hi[r], key_end - 1);
     if (lo[r] <= hi[r]) kmin = std::min(kmin, lo[r]), kmax = std::max(kmax, hi[r]);
     float* qr = q + r * Dp;
-    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2], p.q_stride[3], D, qr);
+    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2], p.q_stride[3], D,
+               qr);
     for (int64_t dd = 0; dd < D; ++dd) qr[dd] *= q_scale;
     for (int64_t dd = D; dd < Dp; ++dd) qr[dd] = 0.0f;
     for (int64_t dd = 0; dd < Dp; ++dd) acc[r * Dp + dd] = 0.0f;
@@ -135,9 +136,12 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     for (int64_t r = 0; r < rows; r += kQKRows) {
       const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
       for (int64_t j = 0; j < nk; j += kQKKeys) {
-        if (n == 3) DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-        else if (n == 2) DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-        else DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        if (n == 3)
+          DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        else if (n == 2)
+          DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        else
+          DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
       }
     }
     // 3. Softcap and masks, per element (blocks are small).
@@ -176,7 +180,8 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       m[r] = m_new;
       if (alpha != 1.0f) {
         const VF va = hn::Set(d, alpha);
-        for (int64_t dd = 0; dd < Dp; dd += N) hn::StoreU(hn::Mul(hn::LoadU(d, acc + r * Dp + dd), va), d, acc + r * Dp + dd);
+        for (int64_t dd = 0; dd < Dp; dd += N)
+          hn::StoreU(hn::Mul(hn::LoadU(d, acc + r * Dp + dd), va), d, acc + r * Dp + dd);
       }
     }
     // 5. acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
@@ -184,10 +189,14 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
       for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
         const bool pair = dd + N < Dp;
-        if (n == 4) AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else if (n == 3) AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else if (n == 2) AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        if (n == 4)
+          AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else if (n == 3)
+          AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else if (n == 2)
+          AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        else
+          AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
       }
     }
   }

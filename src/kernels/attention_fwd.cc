@@ -76,8 +76,8 @@ struct BlockState {
 
 // S^T[j0 + i, :] = K[j0 + i, :] . Q^T for R keys.
 template <int R>
-HWY_INLINE void ScoreRows(DF d, const float* HWY_RESTRICT qt, int64_t BQ, const float* k,
-                          int64_t k_stride, int64_t D, float* HWY_RESTRICT st) {
+HWY_INLINE void ScoreRows(DF d, const float* HWY_RESTRICT qt, int64_t BQ, const float* k, int64_t k_stride,
+                          int64_t D, float* HWY_RESTRICT st) {
   const int64_t N = hn::Lanes(d);
   VF acc[R][kLaneVecs];
   for (int i = 0; i < R; ++i)
@@ -96,9 +96,8 @@ HWY_INLINE void ScoreRows(DF d, const float* HWY_RESTRICT qt, int64_t BQ, const 
 
 // O^T[d0 + i, :] = alpha * O^T[d0 + i, :] + sum_j V[j, d0 + i] P^T[j, :] for R head dims.
 template <int R>
-HWY_INLINE void AccumulateRows(DF d, const float* HWY_RESTRICT st, int64_t BQ, int64_t nk,
-                               const float* v, int64_t v_stride, const float* HWY_RESTRICT alpha,
-                               float* HWY_RESTRICT ot) {
+HWY_INLINE void AccumulateRows(DF d, const float* HWY_RESTRICT st, int64_t BQ, int64_t nk, const float* v,
+                               int64_t v_stride, const float* HWY_RESTRICT alpha, float* HWY_RESTRICT ot) {
   const int64_t N = hn::Lanes(d);
   VF acc[R][kLaneVecs];
   for (int c = 0; c < kLaneVecs; ++c) {
@@ -118,8 +117,8 @@ HWY_INLINE void AccumulateRows(DF d, const float* HWY_RESTRICT st, int64_t BQ, i
 }
 
 template <int R>
-HWY_INLINE void ScoreTail(int n, DF d, const float* qt, int64_t BQ, const float* k, int64_t ks,
-                          int64_t D, float* st) {
+HWY_INLINE void ScoreTail(int n, DF d, const float* qt, int64_t BQ, const float* k, int64_t ks, int64_t D,
+                          float* st) {
   if constexpr (R > 0) {
     if (n == R) return ScoreRows<R>(d, qt, BQ, k, ks, D, st);
     ScoreTail<R - 1>(n, d, qt, BQ, k, ks, D, st);
@@ -137,8 +136,8 @@ HWY_INLINE void AccumulateTail(int n, DF d, const float* st, int64_t BQ, int64_t
 
 // Runs the rows [r0, r0 + n_rows) of KV head `kvh` in batch `b` over keys [key_begin, key_end).
 // Leaves O^T, m, l in `s`.
-void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int64_t n_rows,
-              int64_t key_begin, int64_t key_end, const BlockState& s) {
+void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int64_t n_rows, int64_t key_begin,
+              int64_t key_end, const BlockState& s) {
   const DF d;
   const hn::RebindToSigned<DF> di;
   const int64_t N = hn::Lanes(d);
@@ -168,8 +167,8 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
     if (lo <= hi) kmin = std::min(kmin, lo), kmax = std::max(kmax, hi);
     max_lo = std::max(max_lo, lo);
     min_hi = std::min(min_hi, hi);
-    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2],
-               p.q_stride[3], D, s.row);
+    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2], p.q_stride[3], D,
+               s.row);
     for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = s.row[dd] * q_scale;
   }
   for (int64_t r = 0; r < BQ; ++r) s.m[r] = neg_inf, s.l[r] = 0.0f;
@@ -180,7 +179,8 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, kmax + 1 - k0);
     bool any = false;
-    for (int64_t r = 0; r < n_rows && !any; ++r) any = s.lo[r] <= k0 + nk - 1 && s.hi[r] >= k0 && s.lo[r] <= s.hi[r];
+    for (int64_t r = 0; r < n_rows && !any; ++r)
+      any = s.lo[r] <= k0 + nk - 1 && s.hi[r] >= k0 && s.lo[r] <= s.hi[r];
     if (!any) continue;  // a gap between the rows' windows
     const bool full = max_lo <= k0 && min_hi >= k0 + nk - 1;
 
@@ -209,7 +209,8 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
     // 2. Scores S^T = K Q^T (already scaled through Q).
     int64_t j = 0;
     for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
-    if (j < nk) ScoreTail<kRows - 1>(static_cast<int>(nk - j), d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
+    if (j < nk)
+      ScoreTail<kRows - 1>(static_cast<int>(nk - j), d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
 
     // 3. Softcap: s = cap * tanh(s / cap), then into log2 units.
     if (capped) {
@@ -267,8 +268,11 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
 
     // 6. O^T = alpha O^T + V^T P^T.
     int64_t dd = 0;
-    for (; dd + kRows <= D; dd += kRows) AccumulateRows<kRows>(d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
-    if (dd < D) AccumulateTail<kRows - 1>(static_cast<int>(D - dd), d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
+    for (; dd + kRows <= D; dd += kRows)
+      AccumulateRows<kRows>(d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
+    if (dd < D)
+      AccumulateTail<kRows - 1>(static_cast<int>(D - dd), d, s.st, BQ, nk, vp + dd, vs, s.alpha,
+                                s.ot + dd * BQ);
   }
 }
 
@@ -308,8 +312,8 @@ void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
     const int64_t blk = n_blocks - 1 - g % n_blocks, bh = g / n_blocks;
     *b = bh / p.n_kv_heads, *kvh = bh % p.n_kv_heads, *r0 = blk * BQ;
   };
-  auto write_rows = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* ot,
-                        const float* m, const float* l) {
+  auto write_rows = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* ot, const float* m,
+                        const float* l) {
     for (int64_t r = 0; r < n; ++r) {
       const int64_t row = r0 + r;
       WriteRow(p, b, kvh * p.group + row % p.group, row / p.group, RowPartial{ot + r, BQ, m[r], l[r]});

@@ -21,9 +21,15 @@ struct RowPartial {
 
 inline void StoreOut(DType dtype, void* base, int64_t offset, float x) {
   switch (dtype) {
-    case DType::kF32: static_cast<float*>(base)[offset] = x; break;
-    case DType::kF16: static_cast<uint16_t*>(base)[offset] = FloatToHalf(x); break;
-    case DType::kBF16: static_cast<uint16_t*>(base)[offset] = FloatToBF16(x); break;
+    case DType::kF32:
+      static_cast<float*>(base)[offset] = x;
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToHalf(x);
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToBF16(x);
+      break;
   }
 }
 
@@ -37,8 +43,7 @@ inline void WriteRow(const AttentionParams& p, int64_t b, int64_t h, int64_t qi,
   }
   if (p.lse) {
     p.lse[(b * p.n_heads + h) * p.seq_q + qi] =
-        empty ? -std::numeric_limits<float>::infinity()
-              : (r.m + std::log2(r.l)) * 0.6931471805599453f;
+        empty ? -std::numeric_limits<float>::infinity() : (r.m + std::log2(r.l)) * 0.6931471805599453f;
   }
 }
 

@@ -17,7 +17,8 @@ KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t ca
   auto check = [](const char* name, int64_t x) {
     if (x <= 0) throw Error("KVCache: " + std::string(name) + " = " + std::to_string(x) + " (must be >= 1)");
   };
-  check("batch", batch), check("n_kv_heads", n_kv_heads), check("head_dim", head_dim), check("capacity", capacity);
+  check("batch", batch), check("n_kv_heads", n_kv_heads), check("head_dim", head_dim),
+      check("capacity", capacity);
   int64_t elems;
   if (__builtin_mul_overflow(batch * n_kv_heads, head_dim, &elems) ||
       __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
@@ -51,16 +52,19 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
     const char* name = t == &k ? "k" : "v";
     if (t->dtype != dtype_)
       throw Error(std::string("KVCache::Append: ") + name + " dtype " + DTypeName(t->dtype) +
-                      " != cache dtype " + DTypeName(dtype_), Error::Kind::kType);
+                      " != cache dtype " + DTypeName(dtype_),
+                  Error::Kind::kType);
     if (t->shape[0] != batch_ || t->shape[2] != n_kv_heads_ || t->shape[3] != head_dim_)
       throw Error(std::string("KVCache::Append: ") + name + " shape " + t->ShapeString() +
                   " does not match [batch=" + std::to_string(batch_) + ", n, n_kv_heads=" +
                   std::to_string(n_kv_heads_) + ", head_dim=" + std::to_string(head_dim_) + "]");
-    if (t->data == nullptr && t->numel() > 0) throw Error(std::string("KVCache::Append: ") + name + " data is null");
+    if (t->data == nullptr && t->numel() > 0)
+      throw Error(std::string("KVCache::Append: ") + name + " data is null");
   }
   const int64_t n = k.shape[1];
   if (v.shape[1] != n)
-    throw Error("KVCache::Append: v has " + std::to_string(v.shape[1]) + " positions, k has " + std::to_string(n));
+    throw Error("KVCache::Append: v has " + std::to_string(v.shape[1]) + " positions, k has " +
+                std::to_string(n));
   if (n < 0 || n > capacity_ - length_)
     throw Error("KVCache::Append: " + std::to_string(n) + " new positions exceed the capacity " +
                 std::to_string(capacity_) + " (length " + std::to_string(length_) + ")");

@@ -21,18 +21,27 @@ namespace {
 
 double Load(const void* base, DType dtype, int64_t offset) {
   switch (dtype) {
-    case DType::kF32: return static_cast<const float*>(base)[offset];
-    case DType::kF16: return HalfToFloat(static_cast<const uint16_t*>(base)[offset]);
-    case DType::kBF16: return BF16ToFloat(static_cast<const uint16_t*>(base)[offset]);
+    case DType::kF32:
+      return static_cast<const float*>(base)[offset];
+    case DType::kF16:
+      return HalfToFloat(static_cast<const uint16_t*>(base)[offset]);
+    case DType::kBF16:
+      return BF16ToFloat(static_cast<const uint16_t*>(base)[offset]);
   }
   return 0.0;
 }
 
 void Store(void* base, DType dtype, int64_t offset, double x) {
   switch (dtype) {
-    case DType::kF32: static_cast<float*>(base)[offset] = static_cast<float>(x); break;
-    case DType::kF16: static_cast<uint16_t*>(base)[offset] = FloatToHalf(static_cast<float>(x)); break;
-    case DType::kBF16: static_cast<uint16_t*>(base)[offset] = FloatToBF16(static_cast<float>(x)); break;
+    case DType::kF32:
+      static_cast<float*>(base)[offset] = static_cast<float>(x);
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToHalf(static_cast<float>(x));
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToBF16(static_cast<float>(x));
+      break;
   }
 }
 
@@ -45,9 +54,12 @@ struct Rounding {
   double Tensor(double x) const {
     if (!naive) return x;
     switch (dtype) {
-      case DType::kF32: return static_cast<float>(x);
-      case DType::kF16: return HalfToFloat(FloatToHalf(static_cast<float>(x)));
-      case DType::kBF16: return BF16ToFloat(FloatToBF16(static_cast<float>(x)));
+      case DType::kF32:
+        return static_cast<float>(x);
+      case DType::kF16:
+        return HalfToFloat(FloatToHalf(static_cast<float>(x)));
+      case DType::kBF16:
+        return BF16ToFloat(FloatToBF16(static_cast<float>(x)));
     }
     return x;
   }
@@ -55,9 +67,8 @@ struct Rounding {
 
 }  // namespace
 
-void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v,
-                        const TensorView& out, const AttentionOptions& options, bool round_to_dtype,
-                        double* lse64, double* out64) {
+void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                        const AttentionOptions& options, bool round_to_dtype, double* lse64, double* out64) {
   const kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
   const Rounding r{round_to_dtype, p.dtype};
   const double inf = std::numeric_limits<double>::infinity();

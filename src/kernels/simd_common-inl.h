@@ -45,8 +45,8 @@ HWY_INLINE V Exp2(D d, V x) {
 
 // Converts `count` elements of a row (element stride `stride`) to float32 in dst.
 template <class D>
-HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, int64_t stride,
-                           int64_t count, float* HWY_RESTRICT dst) {
+HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, int64_t stride, int64_t count,
+                           float* HWY_RESTRICT dst) {
   const int64_t N = static_cast<int64_t>(hn::Lanes(d));
   int64_t i = 0;
   if (dtype == DType::kF32) {
@@ -83,9 +83,15 @@ HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, i
 // Writes one float32 value into an output tensor of any dtype (round to nearest even).
 HWY_INLINE void StoreScalar(DType dtype, void* base, int64_t offset, float x) {
   switch (dtype) {
-    case DType::kF32: static_cast<float*>(base)[offset] = x; break;
-    case DType::kF16: static_cast<uint16_t*>(base)[offset] = FloatToHalf(x); break;
-    case DType::kBF16: static_cast<uint16_t*>(base)[offset] = FloatToBF16(x); break;
+    case DType::kF32:
+      static_cast<float*>(base)[offset] = x;
+      break;
+    case DType::kF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToHalf(x);
+      break;
+    case DType::kBF16:
+      static_cast<uint16_t*>(base)[offset] = FloatToBF16(x);
+      break;
   }
 }
 

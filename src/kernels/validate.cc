@@ -27,8 +27,8 @@ int64_t MaxOffset(const char* name, const TensorView& t) {
     int64_t step;
     if (__builtin_mul_overflow(t.shape[i] - 1, std::abs(t.stride[i]), &step) ||
         __builtin_add_overflow(total, step, &total) || total > (int64_t{1} << 58)) {
-      Fail(Error::Kind::kValue, name, ": shape ", t.ShapeString(), " with stride ", t.stride[i],
-           " on axis ", i, " overflows the addressable size");
+      Fail(Error::Kind::kValue, name, ": shape ", t.ShapeString(), " with stride ", t.stride[i], " on axis ",
+           i, " overflows the addressable size");
     }
   }
   return total;
@@ -114,19 +114,20 @@ AttentionParams MakeParams(const TensorView& q, const TensorView& k, const Tenso
     p.mask_stride[i] = 0;
     if (o.mask.kind == MaskKind::kNone) continue;
     if (o.mask.shape[i] != 1 && o.mask.shape[i] != full[i])
-      Fail(Error::Kind::kValue, "mask: size ", o.mask.shape[i], " on axis ", i,
-           " is neither 1 nor ", full[i], " (mask must broadcast to [B, Hq, Sq, Sk] = [", B, ", ",
-           Hq, ", ", Sq, ", ", Sk, "])");
+      Fail(Error::Kind::kValue, "mask: size ", o.mask.shape[i], " on axis ", i, " is neither 1 nor ", full[i],
+           " (mask must broadcast to [B, Hq, Sq, Sk] = [", B, ", ", Hq, ", ", Sq, ", ", Sk, "])");
     p.mask_stride[i] = o.mask.shape[i] == 1 ? 0 : o.mask.stride[i];
   }
   if (o.mask.kind != MaskKind::kNone) {
-    if (o.mask.data == nullptr && B * Hq * Sq * Sk > 0) Fail(Error::Kind::kValue, "mask: data pointer is null");
+    if (o.mask.data == nullptr && B * Hq * Sq * Sk > 0)
+      Fail(Error::Kind::kValue, "mask: data pointer is null");
     TensorView mv;
     for (int i = 0; i < 4; ++i) mv.shape[i] = o.mask.shape[i], mv.stride[i] = o.mask.stride[i];
     MaxOffset("mask", mv);
   }
   p.lse = o.lse;
-  if (o.threads < 0) Fail(Error::Kind::kValue, "threads = ", o.threads, " (must be >= 1, or 0 for all cores)");
+  if (o.threads < 0)
+    Fail(Error::Kind::kValue, "threads = ", o.threads, " (must be >= 1, or 0 for all cores)");
   p.threads = o.threads;
   return p;
 }

@@ -1,6 +1,8 @@
 // The fused kernels against the float64 scalar reference, for every compiled SIMD target.
 // Tolerance (FlashAttention's rule): max|out - ref64| <= 2 * max|naive - ref64| + atol, where
 // naive is the same formula computed in the input dtype (float32 accumulation, rounded tensors).
+#include "attn/attention.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,6 @@
 #include <string>
 #include <vector>
 
-#include "attn/attention.h"
 #include "test_util.h"
 
 namespace attn::testing {
@@ -32,8 +33,9 @@ struct Case {
     s << "B" << B << "_Sq" << Sq << "_Sk" << Sk << "_H" << Hq << "x" << Hkv << "_D" << D << "_"
       << DTypeName(dtype);
     if (causal) s << (align == CausalAlign::kTopLeft ? "_causalTL" : "_causalBR");
-    if (wl >= 0 || wr >= 0) s << "_win" << (wl < 0 ? std::string("inf") : std::to_string(wl)) << "x"
-                              << (wr < 0 ? std::string("inf") : std::to_string(wr));
+    if (wl >= 0 || wr >= 0)
+      s << "_win" << (wl < 0 ? std::string("inf") : std::to_string(wl)) << "x"
+        << (wr < 0 ? std::string("inf") : std::to_string(wr));
     if (kv_lens) s << "_kvlens";
     if (mask == MaskKind::kBool) s << "_boolmask";
     if (mask == MaskKind::kAdditive) s << "_addmask";
@@ -70,7 +72,8 @@ void CheckCase(const Case& c, uint32_t seed) {
     const int64_t n = c.B * c.Hq * c.Sq * c.Sk;
     o.mask.kind = c.mask;
     for (int i = 0; i < 4; ++i) o.mask.shape[i] = std::array<int64_t, 4>{c.B, c.Hq, c.Sq, c.Sk}[i];
-    o.mask.stride[3] = 1, o.mask.stride[2] = c.Sk, o.mask.stride[1] = c.Sq * c.Sk, o.mask.stride[0] = c.Hq * c.Sq * c.Sk;
+    o.mask.stride[3] = 1, o.mask.stride[2] = c.Sk, o.mask.stride[1] = c.Sq * c.Sk,
+    o.mask.stride[0] = c.Hq * c.Sq * c.Sk;
     std::bernoulli_distribution keep(0.7);
     std::normal_distribution<float> normal(0.0f, 1.0f);
     if (c.mask == MaskKind::kBool) {
@@ -81,7 +84,8 @@ void CheckCase(const Case& c, uint32_t seed) {
     } else {
       add_mask.resize(n);
       for (auto& x : add_mask) x = keep(rng) ? normal(rng) : -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j < c.Sk; ++j) add_mask[(c.Sq - 1) * c.Sk + j] = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j < c.Sk; ++j)
+        add_mask[(c.Sq - 1) * c.Sk + j] = -std::numeric_limits<float>::infinity();
       o.mask.data = add_mask.data();
     }
   }
@@ -132,14 +136,29 @@ std::vector<Case> Grid() {
         Case c{1 + n % 3, sq, sk, hq, hkv, dims[n % 9], dt};
         if (sq * sk >= 4096 && c.D >= 128) c.B = 1;
         switch (n % 8) {
-          case 0: break;
-          case 1: c.causal = true; break;
-          case 2: c.causal = true, c.align = CausalAlign::kTopLeft; break;
-          case 3: c.wl = 1 + n % 37, c.wr = n % 5; break;
-          case 4: c.kv_lens = true, c.causal = true; break;
-          case 5: c.mask = MaskKind::kBool; break;
-          case 6: c.mask = MaskKind::kAdditive, c.wl = 7; break;
-          case 7: c.softcap = 5.0f, c.causal = true, c.wl = 50, c.wr = -1, c.bhsd = true; break;
+          case 0:
+            break;
+          case 1:
+            c.causal = true;
+            break;
+          case 2:
+            c.causal = true, c.align = CausalAlign::kTopLeft;
+            break;
+          case 3:
+            c.wl = 1 + n % 37, c.wr = n % 5;
+            break;
+          case 4:
+            c.kv_lens = true, c.causal = true;
+            break;
+          case 5:
+            c.mask = MaskKind::kBool;
+            break;
+          case 6:
+            c.mask = MaskKind::kAdditive, c.wl = 7;
+            break;
+          case 7:
+            c.softcap = 5.0f, c.causal = true, c.wl = 50, c.wr = -1, c.bhsd = true;
+            break;
         }
         cases.push_back(c);
         ++n;
@@ -191,7 +210,8 @@ TEST(Attention, LayoutsGiveTheSameResult) {
   std::mt19937 rng(6);
   Tensor q(DType::kF32, 2, 70, 4, 32), k(DType::kF32, 2, 90, 2, 32), v(DType::kF32, 2, 90, 2, 32);
   q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
-  Tensor qb(DType::kF32, 2, 70, 4, 32, true), kb(DType::kF32, 2, 90, 2, 32, true), vb(DType::kF32, 2, 90, 2, 32, true);
+  Tensor qb(DType::kF32, 2, 70, 4, 32, true), kb(DType::kF32, 2, 90, 2, 32, true),
+      vb(DType::kF32, 2, 90, 2, 32, true);
   for (auto [src, dst] : {std::pair{&q, &qb}, {&k, &kb}, {&v, &vb}})
     for (int64_t b = 0; b < 2; ++b)
       for (int64_t s = 0; s < src->view.shape[1]; ++s)
@@ -206,7 +226,8 @@ TEST(Attention, LayoutsGiveTheSameResult) {
 }
 
 TEST(Attention, EmptyKeysGiveZerosAndMinusInfinity) {
-  Tensor q(DType::kF32, 1, 20, 2, 8), k(DType::kF32, 1, 0, 2, 8), v(DType::kF32, 1, 0, 2, 8), out(DType::kF32, 1, 20, 2, 8);
+  Tensor q(DType::kF32, 1, 20, 2, 8), k(DType::kF32, 1, 0, 2, 8), v(DType::kF32, 1, 0, 2, 8),
+      out(DType::kF32, 1, 20, 2, 8);
   std::mt19937 rng(1);
   q.Randomize(rng);
   std::vector<float> lse(40, 1.0f);

@@ -26,7 +26,8 @@ void ExpectError(const std::function<void()>& fn, std::initializer_list<const ch
 }
 
 struct Inputs {
-  Tensor q{DType::kF32, 2, 5, 6, 8}, k{DType::kF32, 2, 7, 3, 8}, v{DType::kF32, 2, 7, 3, 8}, out{DType::kF32, 2, 5, 6, 8};
+  Tensor q{DType::kF32, 2, 5, 6, 8}, k{DType::kF32, 2, 7, 3, 8}, v{DType::kF32, 2, 7, 3, 8},
+      out{DType::kF32, 2, 5, 6, 8};
   void Run(const AttentionOptions& o = {}) { Attention(q.view, k.view, v.view, out.view, o); }
 };
 

@@ -1,9 +1,10 @@
 // Incremental decoding through the KV cache equals one causal attention over the whole sequence.
+#include "attn/kv_cache.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
 
-#include "attn/kv_cache.h"
 #include "test_util.h"
 
 namespace attn::testing {

@@ -1,12 +1,12 @@
 // float16 / bfloat16 conversions: exhaustive round trips, and rounding checked against the
 // hardware conversion instructions where the CPU has them (F16C).
+#include "attn/tensor.h"
+
 #include <gtest/gtest.h>
 #include <immintrin.h>
 
 #include <cmath>
 #include <cstring>
-
-#include "attn/tensor.h"
 
 namespace attn {
 namespace {

@@ -31,18 +31,27 @@ struct Tensor {
   float Get(int64_t b, int64_t s, int64_t h, int64_t d) const {
     const int64_t o = Offset(b, s, h, d);
     switch (view.dtype) {
-      case DType::kF32: return reinterpret_cast<const float*>(bytes.data())[o];
-      case DType::kF16: return HalfToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
-      case DType::kBF16: return BF16ToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
+      case DType::kF32:
+        return reinterpret_cast<const float*>(bytes.data())[o];
+      case DType::kF16:
+        return HalfToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
+      case DType::kBF16:
+        return BF16ToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
     }
     return 0;
   }
   void Set(int64_t b, int64_t s, int64_t h, int64_t d, float x) {
     const int64_t o = Offset(b, s, h, d);
     switch (view.dtype) {
-      case DType::kF32: reinterpret_cast<float*>(bytes.data())[o] = x; break;
-      case DType::kF16: reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToHalf(x); break;
-      case DType::kBF16: reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToBF16(x); break;
+      case DType::kF32:
+        reinterpret_cast<float*>(bytes.data())[o] = x;
+        break;
+      case DType::kF16:
+        reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToHalf(x);
+        break;
+      case DType::kBF16:
+        reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToBF16(x);
+        break;
     }
   }
   void Randomize(std::mt19937& rng) {
@@ -76,7 +85,8 @@ struct Tensor {
         for (int64_t h = 0; h < s[2]; ++h)
           for (int64_t d = 0; d < s[3]; ++d) {
             const double x = Get(b, i, h, d), y = o.Get(b, i, h, d);
-            m = std::max(m, std::isnan(x) || std::isnan(y) ? std::numeric_limits<double>::infinity() : std::abs(x - y));
+            m = std::max(m, std::isnan(x) || std::isnan(y) ? std::numeric_limits<double>::infinity()
+                                                           : std::abs(x - y));
           }
     return m;
   }

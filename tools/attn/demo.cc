@@ -1,10 +1,10 @@
 // `attn demo`: shows what attention computes on a toy sentence, then how fast the kernel runs here.
 #include <algorithm>
 #include <chrono>
-#include <functional>
-#include <memory>
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -47,8 +47,10 @@ void PrintAttentionMatrix(int threads) {
   for (int i = 0; i < S; ++i) {
     std::printf("%8s", words[i].c_str());
     for (int j = 0; j < S; ++j) {
-      if (j > i) std::printf("%7s", ".");
-      else std::printf("%7.3f", out[i * S + j]);
+      if (j > i)
+        std::printf("%7s", ".");
+      else
+        std::printf("%7.3f", out[i * S + j]);
     }
     std::printf("\n");
   }
@@ -63,7 +65,8 @@ double TimeMs(const std::function<void()>& fn) {
     const auto t0 = std::chrono::steady_clock::now();
     fn();
     ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-  } while (ms.size() < 3 || (ms.size() < 50 && std::chrono::steady_clock::now() - start_all < std::chrono::milliseconds(400)));
+  } while (ms.size() < 3 ||
+           (ms.size() < 50 && std::chrono::steady_clock::now() - start_all < std::chrono::milliseconds(400)));
   std::sort(ms.begin(), ms.end());
   return ms[ms.size() / 2];
 }
@@ -85,7 +88,8 @@ void PrintSpeed(int threads) {
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   for (const Case& c : cases) {
-    std::vector<float> q(c.seq_q * c.heads * c.dim), k(c.seq_k * c.kv_heads * c.dim), v(k.size()), out(q.size());
+    std::vector<float> q(c.seq_q * c.heads * c.dim), k(c.seq_k * c.kv_heads * c.dim), v(k.size()),
+        out(q.size());
     for (auto* buf : {&q, &k, &v})
       for (auto& x : *buf) x = uni(rng);
     AttentionOptions o;

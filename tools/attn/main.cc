@@ -1,8 +1,8 @@
 #include <cstdio>
 #include <exception>
 
-#include "attn/error.h"
 #include "attn/commands.h"
+#include "attn/error.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"attn: exact, fused attention on the CPU, and a look inside it"};
