@@ -80,21 +80,6 @@ HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, i
   }
 }
 
-// Writes one float32 value into an output tensor of any dtype (round to nearest even).
-HWY_INLINE void StoreScalar(DType dtype, void* base, int64_t offset, float x) {
-  switch (dtype) {
-    case DType::kF32:
-      static_cast<float*>(base)[offset] = x;
-      break;
-    case DType::kF16:
-      static_cast<uint16_t*>(base)[offset] = FloatToHalf(x);
-      break;
-    case DType::kBF16:
-      static_cast<uint16_t*>(base)[offset] = FloatToBF16(x);
-      break;
-  }
-}
-
 }  // namespace attn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
