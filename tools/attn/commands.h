@@ -7,5 +7,7 @@ namespace attn::cli {
 
 // Adds `attn demo`: a small attention matrix and a quick speed summary of the kernel.
 void AddDemoCommand(CLI::App& app);
+// Adds `attn info MODEL`: a GGUF file's metadata and tensor table.
+void AddInfoCommand(CLI::App& app);
 
 }  // namespace attn::cli
