@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-APT_PACKAGES=(g++ cmake ninja-build pkg-config libhwy-dev googletest libgtest-dev libcli11-dev python3-venv clang-format)
+APT_PACKAGES=(g++ cmake ninja-build pkg-config libhwy-dev googletest libgtest-dev libcli11-dev nlohmann-json3-dev python3-venv clang-format)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
