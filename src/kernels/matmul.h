@@ -23,9 +23,9 @@ using gguf::TensorType;
 struct WeightMatrix {
   TensorType type = TensorType::kF32;
   const uint8_t* data = nullptr;
-  int64_t rows = 0;       // output features
-  int64_t cols = 0;       // input features
-  size_t row_bytes = 0;   // bytes of one row, RowBytes(type, cols)
+  int64_t rows = 0;      // output features
+  int64_t cols = 0;      // input features
+  size_t row_bytes = 0;  // bytes of one row, RowBytes(type, cols)
 };
 
 // Values per block (1 for F32/F16/BF16, 32 for the quantized types).
@@ -50,7 +50,6 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float
             ThreadPool& pool, int threads = 0);
 
 // The readable reference: dequantize each row of W, accumulate in double. Used by tests.
-void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y,
-                     int64_t ldy);
+void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy);
 
 }  // namespace attn

@@ -49,8 +49,7 @@ size_t RowBytes(TensorType type, int64_t cols) {
   }
   if (cols <= 0 || cols % BlockSize(type) != 0) {
     throw Error("weight row of " + std::to_string(cols) + " values is not a positive multiple of " +
-                std::to_string(BlockSize(type)) + " (the block size of " +
-                gguf::TensorTypeName(type) + ")");
+                std::to_string(BlockSize(type)) + " (the block size of " + gguf::TensorTypeName(type) + ")");
   }
   const size_t n = static_cast<size_t>(cols);
   switch (type) {
@@ -132,8 +131,7 @@ void DequantizeRow(TensorType type, const uint8_t* src, float* dst, int64_t n) {
   }
 }
 
-void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y,
-                     int64_t ldy) {
+void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy) {
   std::vector<float> row(static_cast<size_t>(w.cols));
   for (int64_t r = 0; r < w.rows; ++r) {
     // row = dequantized W[r, :]

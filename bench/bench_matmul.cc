@@ -1,0 +1,111 @@
+// Times attn::MatMul on SmolLM2-135M's linear-layer shapes (not a test).
+//
+//   attn_bench_matmul [--threads T] [--reps R] [--best]
+//
+// n = 1 (generation): weights stream from DRAM, as in a model whose weights exceed the L3 cache:
+// each call reads the next of several copies of the matrix (> 128 MiB in all), and the figure is
+// weight bytes / time (GB/s). n = 512 (prompt): one copy, GOP/s = 2 rows cols n / time.
+// Weights are random blocks (the speed does not depend on the values).
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attn/tensor.h"
+#include "core/thread_pool.h"
+#include "kernels/matmul.h"
+
+namespace {
+
+using attn::gguf::TensorType;
+
+struct Case {
+  const char* name;
+  TensorType type;
+  int64_t cols, rows;  // in -> out features
+};
+
+std::vector<uint8_t> RandomBlocks(TensorType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const size_t row_bytes = attn::RowBytes(type, cols);
+  std::vector<uint8_t> data(row_bytes * rows);
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : data) b = static_cast<uint8_t>(byte(rng));
+  const size_t block_bytes = row_bytes / (cols / 32);
+  const uint16_t scale = attn::FloatToHalf(0.01f);
+  for (size_t off = 0; off < data.size(); off += block_bytes) {
+    std::memcpy(&data[off], &scale, 2);  // finite scales (random bytes could be NaN)
+    if (type == TensorType::kQ4_1) std::memcpy(&data[off + 2], &scale, 2);
+  }
+  return data;
+}
+
+// The median, or with --best the minimum (steadier on a loaded machine).
+bool g_best = false;
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return g_best ? v.front() : v[v.size() / 2];
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int threads = 2, reps = 21;
+  for (int a = 1; a < argc; ++a) {
+    if (std::strcmp(argv[a], "--best") == 0) g_best = true;
+    if (a + 1 == argc) break;
+    if (std::strcmp(argv[a], "--threads") == 0) threads = std::atoi(argv[a + 1]);
+    if (std::strcmp(argv[a], "--reps") == 0) reps = std::atoi(argv[a + 1]);
+    if (std::strcmp(argv[a], "--threads") == 0 || std::strcmp(argv[a], "--reps") == 0) ++a;
+  }
+  attn::ThreadPool pool(threads);
+  const Case cases[] = {
+      {"attn_q/o 576->576", TensorType::kQ4_1, 576, 576},
+      {"attn_k/v 576->192", TensorType::kQ4_1, 576, 192},
+      {"ffn_up 576->1536", TensorType::kQ4_1, 576, 1536},
+      {"ffn_down 1536->576", TensorType::kQ4_1, 1536, 576},
+      {"output 576->49152", TensorType::kQ8_0, 576, 49152},
+  };
+  std::mt19937 rng(1);
+  std::printf("attn MatMul, %d threads, %s of %d\n", threads, g_best ? "best" : "median", reps);
+  std::printf("%-22s %-5s %12s %10s %12s %10s\n", "shape", "type", "n=1 us", "GB/s", "n=512 ms", "GOP/s");
+  for (const Case& c : cases) {
+    const size_t row_bytes = attn::RowBytes(c.type, c.cols);
+    const size_t bytes = row_bytes * c.rows;
+    const int copies = static_cast<int>(std::max<size_t>(2, (size_t{128} << 20) / bytes + 1));
+    std::vector<std::vector<uint8_t>> data;
+    for (int k = 0; k < copies; ++k) data.push_back(RandomBlocks(c.type, c.rows, c.cols, rng));
+    std::vector<attn::WeightMatrix> w;
+    for (const auto& d : data) w.push_back(attn::MakeWeightMatrix(c.type, d.data(), c.rows, c.cols, c.name));
+
+    constexpr int64_t kPrompt = 512;
+    std::vector<float> x(kPrompt * c.cols), y(kPrompt * c.rows);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (float& v : x) v = normal(rng);
+
+    using Clock = std::chrono::steady_clock;
+    std::vector<double> t1, t512;
+    int next = 0;
+    for (int r = 0; r < reps + 2 * copies; ++r) {  // the first pass over the copies warms up
+      const auto t0 = Clock::now();
+      attn::MatMul(w[next], x.data(), 1, c.cols, y.data(), c.rows, pool, threads);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (r >= copies) t1.push_back(s);
+      next = (next + 1) % copies;
+    }
+    for (int r = 0; r < std::max(3, reps / 4) + 1; ++r) {
+      const auto t0 = Clock::now();
+      attn::MatMul(w[0], x.data(), kPrompt, c.cols, y.data(), c.rows, pool, threads);
+      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+      if (r > 0) t512.push_back(s);
+    }
+    const double m1 = Median(t1), m512 = Median(t512);
+    std::printf("%-22s %-5s %12.1f %10.1f %12.2f %10.1f\n", c.name, attn::gguf::TensorTypeName(c.type),
+                m1 * 1e6, bytes / m1 / 1e9, m512 * 1e3, 2.0 * c.rows * c.cols * kPrompt / m512 / 1e9);
+  }
+  return 0;
+}

@@ -1,0 +1,317 @@
+// MatMul: y = x W^T over weight block formats (see matmul.h), dispatched per Highway target.
+//
+// Work split: tasks are (block of W rows) x (chunk of x rows), sized from the shapes only; inside
+// a task, register tiles of kTileRows W rows x kTileCols x rows (matmul-inl.h). A task first
+// converts its rows' f16 block scales to f32 once, then sweeps the x rows of its chunk, so each
+// loaded weight block serves kTileCols activation rows and the task's W rows stay in L1.
+// Integer block types quantize x once per call (quantize.h) before the tasks start.
+#include "kernels/matmul.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "attn/error.h"
+#include "core/aligned.h"
+#include "core/thread_pool.h"
+#include "kernels/quantize.h"
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+#include "kernels/matmul-inl.h"
+
+#ifndef ATTN_KERNELS_MATMUL_CALL_DEFINED_
+#define ATTN_KERNELS_MATMUL_CALL_DEFINED_
+namespace attn::kernels {
+// The arguments of one MatMul call, validated.
+struct MatMulCall {
+  const WeightMatrix* w;
+  const float* x;
+  int64_t n, ldx;
+  float* y;
+  int64_t ldy;
+  ThreadPool* pool;
+  int threads;
+};
+}  // namespace attn::kernels
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE {
+namespace {
+
+using matmul::kQK;
+
+// Integer blocks: 2 x 4 register tiles. Measured at n = 512 on Zen 3 (AVX2), 2 x 4, 3 x 4, 4 x 3
+// and 4 x 4 all ran within noise of each other (70-80 GOP/s per core); 2 x 4 keeps its
+// 8 accumulators, 4 x blocks, the weights and two constants in registers without spills.
+constexpr int kTileRows = 2;  // W rows per register tile
+constexpr int kTileCols = 4;  // x rows per register tile
+#if ATTN_MATMUL_X86_INT8
+// Matrix-vector: W rows per call of RowsQ (independent accumulator chains sharing x).
+constexpr int kVectorRows = 4;
+#endif
+// Float weights: 8 accumulators, 4 weight vectors and x within the 16 AVX2 registers.
+constexpr int kFloatTileRows = 4;
+constexpr int kFloatTileCols = 2;
+constexpr int64_t kChunkX = 64;  // x rows per task (n > 1), a multiple of the tile columns
+
+// Grow-only per-thread buffer (each pool thread owns its own).
+struct Scratch {
+  AlignedPtr<uint8_t> buf;
+  size_t size = 0;
+  uint8_t* Get(size_t bytes) {
+    if (bytes > size) {
+      buf = AllocateAligned<uint8_t>(bytes);
+      size = bytes;
+    }
+    return buf.get();
+  }
+};
+thread_local Scratch tls_task;  // per-task weight scales (and expanded rows)
+thread_local Scratch tls_x;     // the caller's quantized activations
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// W rows per task: small blocks balance threads; a tall matrix-vector product (the unembedding)
+// takes bigger ones so per-task overhead stays negligible. A multiple of every tile height.
+int64_t RowsPerTask(int64_t rows, int64_t n) {
+  if (n == 1 && rows >= 8192) return 64;
+  return 16;
+}
+
+// Threads worth waking for a product. Waking a pool thread costs 15-20 us on the 2-core
+// development VM (condition variable + futex), as much as a small matrix-vector product takes
+// alone, so a product gets one thread per ~40 us of estimated single-thread work (weights read
+// at ~10 GB/s for n = 1, ~70 GOP/s otherwise), up to the threads asked for. The split of the
+// work never depends on this, so neither do the results.
+int UsefulThreads(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const double work_us =
+      c.n == 1 ? static_cast<double>(w.row_bytes) * w.rows / 10e3 : 2.0 * w.rows * w.cols * c.n / 70e3;
+  const int asked = c.threads <= 0 ? c.pool->size() : std::min(c.threads, c.pool->size());
+  return std::clamp(static_cast<int>(work_us / 40.0), 1, asked);
+}
+
+// Calls f.template operator()<R, C>(r0, i0) for every tile of a rows x n block, with the largest
+// tile R <= RMax, C <= CMax that fits at the edges.
+template <int R, int C, class F>
+HWY_INLINE void CallTile(int rr, int cc, const F& f, int64_t r0, int64_t i0) {
+  if constexpr (R > 1) {
+    if (rr < R) return CallTile<R - 1, C>(rr, cc, f, r0, i0);
+  }
+  if constexpr (C > 1) {
+    if (cc < C) return CallTile<R, C - 1>(rr, cc, f, r0, i0);
+  }
+  f.template operator()<R, C>(r0, i0);
+}
+
+template <int RMax, int CMax, class F>
+HWY_INLINE void ForEachTile(int64_t rows, int64_t n, const F& f) {
+  for (int64_t i0 = 0; i0 < n; i0 += CMax) {
+    const int cc = static_cast<int>(std::min<int64_t>(CMax, n - i0));
+    for (int64_t r0 = 0; r0 < rows; r0 += RMax) {
+      const int rr = static_cast<int>(std::min<int64_t>(RMax, rows - r0));
+      CallTile<RMax, CMax>(rr, cc, f, r0, i0);
+    }
+  }
+}
+
+// Rows of x quantized: q [n][cols], d [n][ldd], s [n][lds].
+void QuantizeRowsImpl(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* q, float* d, int64_t ldd,
+                      float* s, int64_t lds) {
+  for (int64_t i = 0; i < n; ++i)
+    matmul::QuantizeRow(x + i * ldx, cols, q + i * cols, d + i * ldd, s + i * lds);
+}
+
+template <gguf::TensorType kType>
+void QuantMatMul(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const int64_t K = w.cols, nb = K / kQK, n = c.n;
+  // x quantized once: q [n][K], d and s [n][nbp] (zero-padded), (d, s) pairs [nb][2] for n = 1.
+  const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
+  const size_t q_bytes = static_cast<size_t>((n * K + 63) / 64 * 64);
+  uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(2 * n * nbp + 2 * nb) * sizeof(float));
+  int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
+  float* xd = reinterpret_cast<float*>(xbuf + q_bytes);
+  float* xs = xd + n * nbp;
+  float* xds = xs + n * nbp;
+  constexpr int64_t kQuantRows = 8;
+  const auto quantize = [&](int64_t i0, int64_t cnt) {
+    QuantizeRowsImpl(c.x + i0 * c.ldx, cnt, c.ldx, K, xq + i0 * K, xd + i0 * nbp, nbp, xs + i0 * nbp, nbp);
+    for (int64_t i = i0; i < i0 + cnt; ++i) {
+      std::fill(xd + i * nbp + nb, xd + (i + 1) * nbp, 0.0f);
+      std::fill(xs + i * nbp + nb, xs + (i + 1) * nbp, 0.0f);
+    }
+  };
+  if (n <= kQuantRows) {
+    quantize(0, n);
+  } else {
+    c.pool->Run(CeilDiv(n, kQuantRows), c.threads, [&](int64_t task, int) {
+      const int64_t i0 = task * kQuantRows;
+      quantize(i0, std::min(kQuantRows, n - i0));
+    });
+  }
+
+  const int64_t rb = RowsPerTask(w.rows, n), nc = n == 1 ? 1 : kChunkX;
+  const int64_t n_row_tasks = CeilDiv(w.rows, rb), n_x_tasks = CeilDiv(n, nc);
+#if ATTN_MATMUL_X86_INT8
+  if (n == 1) {
+    for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
+    c.pool->Run(n_row_tasks, c.threads, [&](int64_t task, int) {
+      const int64_t r_begin = task * rb, r_count = std::min(rb, w.rows - r_begin);
+      ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
+        matmul::RowsQ<kType, R>(w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, w.row_bytes, xq, xds,
+                                nb, c.y + r_begin + r);
+      });
+    });
+    return;
+  }
+#else
+  (void)xds;
+#endif
+  c.pool->Run(n_row_tasks * n_x_tasks, c.threads, [&](int64_t task, int) {
+    const int64_t r_begin = task / n_x_tasks * rb, i_begin = task % n_x_tasks * nc;
+    const int64_t r_count = std::min(rb, w.rows - r_begin), i_count = std::min(nc, n - i_begin);
+    const uint8_t* rows = w.data + static_cast<size_t>(r_begin) * w.row_bytes;
+    // Scratch: dw, mw [r_count][nbp] f32, the raw f16 scales, (portable) expanded rows.
+    const size_t scale_bytes = static_cast<size_t>(2 * r_count * nbp) * sizeof(float);
+    size_t bytes = scale_bytes + static_cast<size_t>(nb) * sizeof(uint16_t) + 64;
+#if !ATTN_MATMUL_X86_INT8
+    const size_t expanded_offset = bytes;
+    bytes += static_cast<size_t>(r_count * K);
+#endif
+    uint8_t* buf = tls_task.Get(bytes);
+    float* dw = reinterpret_cast<float*>(buf);
+    float* mw = dw + r_count * nbp;
+    uint16_t* tmp = reinterpret_cast<uint16_t*>(buf + scale_bytes);
+    matmul::ExtractScales<kType>(rows, w.row_bytes, r_count, nb, nbp, tmp, dw, mw);
+#if !ATTN_MATMUL_X86_INT8
+    int8_t* wq = reinterpret_cast<int8_t*>(buf + expanded_offset);
+    matmul::ExpandRows<kType>(rows, w.row_bytes, r_count, K, wq);
+#endif
+    ForEachTile<kTileRows, kTileCols>(r_count, i_count, [&]<int R, int C>(int64_t r, int64_t i) {
+      const int64_t xi = i_begin + i;
+      const matmul::QTileArgs a{dw + r * nbp,
+                                mw + r * nbp,
+                                xq + xi * K,
+                                xd + xi * nbp,
+                                xs + xi * nbp,
+                                K,
+                                nb,
+                                nbp,
+                                c.y + xi * c.ldy + r_begin + r,
+                                c.ldy};
+#if ATTN_MATMUL_X86_INT8
+      matmul::TileQ<kType, R, C>(rows + static_cast<size_t>(r) * w.row_bytes, w.row_bytes, a);
+#else
+      matmul::TileQ<kType, R, C>(wq + r * K, a);
+#endif
+    });
+  });
+}
+
+template <gguf::TensorType kType>
+void FloatMatMul(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const int64_t n = c.n;
+  const int64_t rb = RowsPerTask(w.rows, n), nc = n == 1 ? 1 : kChunkX;
+  const int64_t n_row_tasks = CeilDiv(w.rows, rb), n_x_tasks = CeilDiv(n, nc);
+  c.pool->Run(n_row_tasks * n_x_tasks, c.threads, [&](int64_t task, int) {
+    const int64_t r_begin = task / n_x_tasks * rb, i_begin = task % n_x_tasks * nc;
+    const int64_t r_count = std::min(rb, w.rows - r_begin), i_count = std::min(nc, n - i_begin);
+    ForEachTile<kFloatTileRows, kFloatTileCols>(r_count, i_count, [&]<int R, int C>(int64_t r, int64_t i) {
+      const int64_t xi = i_begin + i;
+      matmul::TileF<kType, R, C>(w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, w.row_bytes,
+                                 c.x + xi * c.ldx, c.ldx, w.cols, c.y + xi * c.ldy + r_begin + r, c.ldy);
+    });
+  });
+}
+
+}  // namespace
+
+void MatMulImpl(const MatMulCall& call) {
+  MatMulCall c = call;
+  c.threads = UsefulThreads(call);
+  switch (c.w->type) {
+    case gguf::TensorType::kF32:
+      return FloatMatMul<gguf::TensorType::kF32>(c);
+    case gguf::TensorType::kF16:
+      return FloatMatMul<gguf::TensorType::kF16>(c);
+    case gguf::TensorType::kBF16:
+      return FloatMatMul<gguf::TensorType::kBF16>(c);
+    case gguf::TensorType::kQ4_0:
+      return QuantMatMul<gguf::TensorType::kQ4_0>(c);
+    case gguf::TensorType::kQ4_1:
+      return QuantMatMul<gguf::TensorType::kQ4_1>(c);
+    case gguf::TensorType::kQ8_0:
+      return QuantMatMul<gguf::TensorType::kQ8_0>(c);
+    default:
+      return;  // rejected by MatMul
+  }
+}
+
+void QuantizeRows(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* q, float* d, float* s) {
+  QuantizeRowsImpl(x, n, ldx, cols, q, d, cols / kQK, s, cols / kQK);
+}
+
+const char* MatMulTarget() { return hwy::TargetName(HWY_TARGET); }
+
+}  // namespace attn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace attn {
+namespace kernels {
+HWY_EXPORT(MatMulImpl);
+HWY_EXPORT(QuantizeRows);
+HWY_EXPORT(MatMulTarget);
+}  // namespace kernels
+
+void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,
+            ThreadPool& pool, int threads) {
+  if (w.data == nullptr) throw Error("MatMul: weight data is null");
+  try {
+    const size_t row_bytes = RowBytes(w.type, w.cols);
+    if (w.row_bytes != row_bytes) {
+      throw Error("row_bytes = " + std::to_string(w.row_bytes) + " (expected " + std::to_string(row_bytes) +
+                  ")");
+    }
+  } catch (const Error& e) {
+    throw Error(std::string("MatMul: weight: ") + e.what(), e.kind());
+  }
+  if (w.rows <= 0) throw Error("MatMul: weight rows = " + std::to_string(w.rows) + " (must be > 0)");
+  if (n < 0) throw Error("MatMul: n = " + std::to_string(n) + " (must be >= 0)");
+  if (n == 0) return;
+  if (x == nullptr) throw Error("MatMul: x is null");
+  if (y == nullptr) throw Error("MatMul: y is null");
+  if (ldx < w.cols) {
+    throw Error("MatMul: ldx = " + std::to_string(ldx) + " (must be >= cols = " + std::to_string(w.cols) +
+                ")");
+  }
+  if (ldy < w.rows) {
+    throw Error("MatMul: ldy = " + std::to_string(ldy) + " (must be >= rows = " + std::to_string(w.rows) +
+                ")");
+  }
+  const kernels::MatMulCall call{&w, x, n, ldx, y, ldy, &pool, std::max(threads, 0)};
+  HWY_DYNAMIC_DISPATCH(kernels::MatMulImpl)(call);
+}
+
+void QuantizeRowsQ8(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* q, float* d, float* s) {
+  if (cols <= 0 || cols % kQ8Block != 0) {
+    throw Error("QuantizeRowsQ8: cols = " + std::to_string(cols) + " (must be a positive multiple of 32)");
+  }
+  if (n <= 0) return;
+  if (x == nullptr || q == nullptr || d == nullptr || s == nullptr)
+    throw Error("QuantizeRowsQ8: null buffer");
+  if (ldx < cols) throw Error("QuantizeRowsQ8: ldx = " + std::to_string(ldx) + " (must be >= cols)");
+  HWY_DYNAMIC_DISPATCH(kernels::QuantizeRows)(x, n, ldx, cols, q, d, s);
+}
+
+const char* MatMulTargetName() { return HWY_DYNAMIC_DISPATCH(kernels::MatMulTarget)(); }
+
+}  // namespace attn
+#endif

@@ -1,0 +1,342 @@
+// MatMul (y = x W^T over ggml block formats) against the scalar reference, on every compiled SIMD
+// target; block decoding against hand-computed values; errors; thread-count independence.
+#include "kernels/matmul.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attn/attention.h"
+#include "attn/error.h"
+#include "attn/tensor.h"
+#include "core/thread_pool.h"
+#include "kernels/quantize.h"
+
+namespace attn {
+namespace {
+
+using gguf::TensorType;
+
+constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
+                                    TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0};
+constexpr double kEps = 1.0 / (1 << 24);  // unit roundoff of f32
+
+bool IsQuantized(TensorType t) { return BlockSize(t) == 32; }
+
+void PutU16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v & 0xFF);
+  p[1] = static_cast<uint8_t>(v >> 8);
+}
+
+// Random weights: f16 scales of varying size, random nibbles / int8 (including -128).
+std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, std::mt19937& rng) {
+  const size_t row_bytes = RowBytes(type, cols);
+  std::vector<uint8_t> data(row_bytes * rows);
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f), scale(0.001f, 0.05f);
+  std::uniform_int_distribution<int> byte(0, 255);
+  uint8_t* p = data.data();
+  const int64_t count = rows * cols;
+  switch (type) {
+    case TensorType::kF32:
+      for (int64_t k = 0; k < count; ++k) {
+        const float v = unit(rng);
+        std::memcpy(p + 4 * k, &v, 4);
+      }
+      break;
+    case TensorType::kF16:
+    case TensorType::kBF16:
+      for (int64_t k = 0; k < count; ++k) {
+        PutU16(p + 2 * k, type == TensorType::kF16 ? FloatToHalf(unit(rng)) : FloatToBF16(unit(rng)));
+      }
+      break;
+    case TensorType::kQ4_0:
+    case TensorType::kQ4_1:
+    case TensorType::kQ8_0: {
+      const size_t block_bytes = row_bytes / (cols / 32);
+      for (int64_t b = 0; b < count / 32; ++b, p += block_bytes) {
+        PutU16(p, FloatToHalf(scale(rng) * (byte(rng) < 128 ? 1.0f : -1.0f)));
+        size_t q = 2;
+        if (type == TensorType::kQ4_1) PutU16(p + 2, FloatToHalf(0.1f * unit(rng))), q = 4;
+        for (size_t j = q; j < block_bytes; ++j) p[j] = static_cast<uint8_t>(byte(rng));
+      }
+      break;
+    }
+    default:
+      break;
+  }
+  return data;
+}
+
+// The error bound of one output of the integer path (see quantize.h): quantizing x moves each x[c]
+// by at most d_x / 2 (times 1 + 2^-20 for the float rounding of x / d), so the exact product moves
+// by at most sum_b d_x[b] / 2 sum_{c in b} |W[r, c]|. On top, float rounding: each block's scale
+// product and its accumulation (at most nb + 8 roundings per lane and the lane sum), bounded by
+// (nb + 16) eps times the sum of the magnitudes of every term the kernel adds, which is at most
+// sum_b (qmax |d_w| + |offset|) 32 (amax_x + d_x / 2) per block (qmax 15 for Q4, 128 for Q8_0;
+// the offset is m for Q4_1, 8 d for Q4_0), doubled for the offset term's own accumulation.
+double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
+  const int64_t nb = cols / 32;
+  const size_t block_bytes = RowBytes(type, cols) / nb;
+  double quant = 0.0, magnitude = 0.0;
+  for (int64_t b = 0; b < nb; ++b) {
+    double amax = 0.0, wabs = 0.0;
+    for (int c = 0; c < 32; ++c) {
+      amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + c])));
+      wabs += std::fabs(wdeq[b * 32 + c]);
+    }
+    const double dx = amax / 127.0;
+    quant += dx / 2 * (1.0 + 1.0 / (1 << 20)) * wabs;
+    const uint8_t* blk = wrow + b * block_bytes;
+    const double dw = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[0] | (blk[1] << 8))));
+    double offset = 0.0;
+    if (type == TensorType::kQ4_0) offset = 8 * dw;
+    if (type == TensorType::kQ4_1)
+      offset = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8))));
+    const double qmax = type == TensorType::kQ8_0 ? 128.0 : 15.0;
+    magnitude += (qmax * dw + offset) * 32 * (amax + dx / 2);
+  }
+  return quant + 2 * (nb + 16) * kEps * magnitude;
+}
+
+// Float weights: a dot product of `cols` terms, accumulated in at most cols lanes-worth of steps,
+// is within (cols + 8) eps sum |x w| of the exact value (plus the reference's final rounding).
+double FloatBound(const float* wdeq, const float* x, int64_t cols) {
+  double mag = 0.0;
+  for (int64_t c = 0; c < cols; ++c) mag += std::fabs(static_cast<double>(x[c]) * wdeq[c]);
+  return (cols + 8) * kEps * mag + 1e-30;
+}
+
+struct Shape {
+  int64_t rows, cols;
+};
+
+// Runs MatMul on random data with padded strides and compares each output with the reference.
+void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool& pool) {
+  SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " rows=" + std::to_string(s.rows) + " cols=" +
+               std::to_string(s.cols) + " n=" + std::to_string(n) + " target=" + MatMulTargetName());
+  std::mt19937 rng(seed);
+  const std::vector<uint8_t> data = RandomWeights(type, s.rows, s.cols, rng);
+  const WeightMatrix w = MakeWeightMatrix(type, data.data(), s.rows, s.cols, "w");
+  const int64_t ldx = s.cols + 5, ldy = s.rows + 3;
+  std::vector<float> x(n * ldx);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (float& v : x) v = normal(rng);
+  constexpr float kSentinel = -12345.0f;
+  std::vector<float> y(n * ldy, kSentinel), ref(n * ldy, kSentinel);
+  MatMul(w, x.data(), n, ldx, y.data(), ldy, pool);
+  MatMulReference(w, x.data(), n, ldx, ref.data(), ldy);
+
+  std::vector<float> wdeq(s.cols);
+  int failures = 0;
+  for (int64_t r = 0; r < s.rows; ++r) {
+    DequantizeRow(type, data.data() + r * w.row_bytes, wdeq.data(), s.cols);
+    for (int64_t i = 0; i < n; ++i) {
+      const float* xi = x.data() + i * ldx;
+      const double bound = IsQuantized(type)
+                               ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
+                               : FloatBound(wdeq.data(), xi, s.cols);
+      const double err = std::fabs(static_cast<double>(y[i * ldy + r]) - ref[i * ldy + r]);
+      if (!(err <= bound) && ++failures <= 5) {
+        ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * ldy + r] << ", reference "
+                      << ref[i * ldy + r] << ", error " << err << " > bound " << bound;
+      }
+    }
+  }
+  EXPECT_EQ(failures, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t r = s.rows; r < ldy; ++r) ASSERT_EQ(y[i * ldy + r], kSentinel) << "wrote past rows";
+  }
+}
+
+class MatMulTargetTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override { SetSimdTarget(GetParam()); }
+  void TearDown() override { SetSimdTarget(""); }
+};
+
+TEST_P(MatMulTargetTest, MatchesReference) {
+  ASSERT_EQ(std::string(MatMulTargetName()), GetParam());
+  ThreadPool pool(2);
+  const Shape shapes[] = {{1, 32}, {7, 64}, {192, 576}, {576, 1536}};
+  uint32_t seed = 1;
+  for (TensorType type : kAllTypes) {
+    for (Shape s : shapes) {
+      for (int64_t n : {1, 3, 17, 64}) {
+        CheckMatMul(type, s, n, seed++, pool);
+        if (HasFailure()) return;
+      }
+    }
+  }
+  // Float rows whose length is not a multiple of any vector width (the scalar tail).
+  for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
+    CheckMatMul(type, {5, 37}, 6, seed++, pool);
+  }
+}
+
+TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {
+  ASSERT_EQ(std::string(MatMulTargetName()), GetParam());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 2.0f);
+  const int64_t n = 3, cols = 96, nb = cols / 32;
+  std::vector<float> x(n * cols);
+  for (float& v : x) v = normal(rng);
+  for (int c = 32; c < 64; ++c) x[c] = 0.0f;  // an all-zero block: d = 0, q = 0
+  std::vector<int8_t> q(n * cols);
+  std::vector<float> d(n * nb), s(n * nb);
+  QuantizeRowsQ8(x.data(), n, cols, cols, q.data(), d.data(), s.data());
+  for (int64_t b = 0; b < n * nb; ++b) {
+    float amax = 0.0f;
+    int sum = 0;
+    for (int c = 0; c < 32; ++c) amax = std::max(amax, std::fabs(x[b * 32 + c]));
+    EXPECT_FLOAT_EQ(d[b], amax / 127.0f);
+    for (int c = 0; c < 32; ++c) {
+      EXPECT_GE(q[b * 32 + c], -127);
+      EXPECT_LE(std::fabs(x[b * 32 + c] - q[b * 32 + c] * d[b]), d[b] / 2 * (1 + 1e-6)) << b * 32 + c;
+      sum += q[b * 32 + c];
+    }
+    EXPECT_FLOAT_EQ(s[b], d[b] * sum);
+  }
+  EXPECT_EQ(d[1], 0.0f);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryTarget, MatMulTargetTest, ::testing::ValuesIn(SimdTargets()),
+                         [](const auto& info) { return info.param; });
+
+// One block of each type, built by hand, decoded value by value. The nibble bytes put distinct
+// values in the low (element j) and high (element j + 16) halves, so swapped halves or an
+// interleaved order (element 2j / 2j + 1) fail.
+TEST(MatMul, DequantizeRowMatchesHandComputedBlocks) {
+  uint8_t nibbles[16];
+  for (int j = 0; j < 16; ++j) nibbles[j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  float out[32];
+
+  uint8_t q4_0[18];
+  PutU16(q4_0, FloatToHalf(0.5f));
+  std::memcpy(q4_0 + 2, nibbles, 16);
+  DequantizeRow(TensorType::kQ4_0, q4_0, out, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(out[j], (j - 8) * 0.5f) << j;
+    EXPECT_EQ(out[j + 16], (7 - j) * 0.5f) << j + 16;  // (15 - j) - 8
+  }
+
+  uint8_t q4_1[20];
+  PutU16(q4_1, FloatToHalf(0.25f));
+  PutU16(q4_1 + 2, FloatToHalf(-1.0f));
+  std::memcpy(q4_1 + 4, nibbles, 16);
+  DequantizeRow(TensorType::kQ4_1, q4_1, out, 32);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_EQ(out[j], j * 0.25f - 1.0f) << j;
+    EXPECT_EQ(out[j + 16], (15 - j) * 0.25f - 1.0f) << j + 16;
+  }
+
+  uint8_t q8_0[34];
+  PutU16(q8_0, FloatToHalf(2.0f));
+  for (int j = 0; j < 32; ++j) q8_0[2 + j] = static_cast<uint8_t>(static_cast<int8_t>(j * 8 - 128));
+  DequantizeRow(TensorType::kQ8_0, q8_0, out, 32);
+  for (int j = 0; j < 32; ++j) EXPECT_EQ(out[j], (j * 8 - 128) * 2.0f) << j;
+
+  const float values[3] = {1.5f, -0.375f, 65504.0f};
+  uint8_t f32[12], f16[6], bf16[6];
+  std::memcpy(f32, values, 12);
+  for (int j = 0; j < 3; ++j) PutU16(f16 + 2 * j, FloatToHalf(values[j]));
+  PutU16(bf16, 0x3FC0);      // 1.5
+  PutU16(bf16 + 2, 0xBEC0);  // -0.375
+  PutU16(bf16 + 4, 0x4780);  // 65536
+  DequantizeRow(TensorType::kF32, f32, out, 3);
+  for (int j = 0; j < 3; ++j) EXPECT_EQ(out[j], values[j]);
+  DequantizeRow(TensorType::kF16, f16, out, 3);
+  for (int j = 0; j < 3; ++j) EXPECT_EQ(out[j], values[j]);
+  DequantizeRow(TensorType::kBF16, bf16, out, 3);
+  EXPECT_EQ(out[0], 1.5f);
+  EXPECT_EQ(out[1], -0.375f);
+  EXPECT_EQ(out[2], 65536.0f);
+}
+
+// A product whose exact value is known: W = the hand-made blocks, x = one-hot, through MatMul
+// (quantization of a one-hot row is exact up to the float rounding of 127 * (1 / 127)).
+TEST(MatMul, OneHotPicksOutEachElement) {
+  ThreadPool pool(2);
+  uint8_t q4_1[20];
+  PutU16(q4_1, FloatToHalf(0.25f));
+  PutU16(q4_1 + 2, FloatToHalf(-1.0f));
+  for (int j = 0; j < 16; ++j) q4_1[4 + j] = static_cast<uint8_t>(j | ((15 - j) << 4));
+  const WeightMatrix w = MakeWeightMatrix(TensorType::kQ4_1, q4_1, 1, 32, "w");
+  std::vector<float> x(32 * 32, 0.0f), y(32);
+  for (int j = 0; j < 32; ++j) x[j * 32 + j] = 1.0f;
+  MatMul(w, x.data(), 32, 32, y.data(), 1, pool);
+  for (int j = 0; j < 16; ++j) {
+    EXPECT_NEAR(y[j], j * 0.25f - 1.0f, 1e-6) << j;
+    EXPECT_NEAR(y[j + 16], (15 - j) * 0.25f - 1.0f, 1e-6) << j + 16;
+  }
+}
+
+void ExpectErrorContaining(const std::function<void()>& fn, const std::string& text) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one containing '" << text << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
+TEST(MatMul, ErrorsNameTheProblem) {
+  ThreadPool pool(1);
+  std::vector<uint8_t> data(4096);
+  std::vector<float> x(64), y(64);
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ5_0, data.data(), 2, 32, "blk.0.ffn_up"); },
+                        "Q5_0");
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, data.data(), 2, 48, "w"); },
+                        "multiple of 32");
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, nullptr, 2, 32, "w"); }, "null");
+
+  WeightMatrix w;  // built by hand, bypassing MakeWeightMatrix's checks
+  w.type = TensorType::kQ5_0;
+  w.data = data.data();
+  w.rows = 2;
+  w.cols = 32;
+  w.row_bytes = 22;
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "Q5_0");
+  w.type = TensorType::kQ8_0;
+  w.cols = 40;
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 40, y.data(), 2, pool); }, "multiple of 32");
+  w.cols = 32;
+  w.row_bytes = 34;
+  w.data = nullptr;
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "null");
+  w.data = data.data();
+  ExpectErrorContaining([&] { MatMul(w, nullptr, 1, 32, y.data(), 2, pool); }, "x is null");
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 16, y.data(), 2, pool); }, "ldx");
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 1, pool); }, "ldy");
+  w.row_bytes = 36;
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "row_bytes");
+  ExpectErrorContaining([&] { QuantizeRowsQ8(x.data(), 1, 32, 33, nullptr, nullptr, nullptr); }, "cols");
+}
+
+TEST(MatMul, ThreadCountDoesNotChangeBits) {
+  ThreadPool pool(2);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  for (TensorType type : kAllTypes) {
+    for (int64_t n : {1, 5, 70}) {
+      // Big enough that MatMul wakes the second thread (it stays on one for tiny products).
+      const int64_t rows = 4100, cols = 576;
+      const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
+      const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
+      std::vector<float> x(n * cols), y1(n * rows), y2(n * rows);
+      for (float& v : x) v = normal(rng);
+      MatMul(w, x.data(), n, cols, y1.data(), rows, pool, 1);
+      MatMul(w, x.data(), n, cols, y2.data(), rows, pool, 2);
+      EXPECT_EQ(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)), 0)
+          << gguf::TensorTypeName(type) << " n=" << n;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace attn
