@@ -1,0 +1,85 @@
+// The tokenizer of GGUF models: byte-level BPE ("gpt2" tokenizer model), matching llama.cpp token for
+// token (its llama-vocab.cpp and unicode.cpp, as vendored by llama-cpp-python 0.3.36).
+//
+//   text -> special tokens split out (longest first) -> pre-tokenizer regex (tokenizer.ggml.pre)
+//        -> each piece's bytes mapped to GPT-2's printable code points -> BPE merges by rank -> ids
+//
+// Invalid UTF-8 never throws. By default each invalid byte stays itself and is classified as U+FFFD,
+// which is where llama.cpp cuts pre-tokens; llama.cpp instead replaces it by U+FFFD's three bytes
+// (InvalidUtf8::kReplace reproduces that exactly, ids included). On valid UTF-8 both modes give the
+// same ids. Decode(Encode(s)) == s for every byte string s without special-token text whose bytes all
+// have a token. Vocabularies may lack a few (SmolLM2: 04 06 13 14 16 1D C0 C1 F1 F2 F5..FF): an invalid
+// byte without a token comes back as U+FFFD; a byte of valid UTF-8 without one is dropped, exactly as
+// llama.cpp drops it, so that valid UTF-8 always gets llama.cpp's ids.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace attn {
+
+namespace gguf {
+class File;
+}
+namespace tokenizer {
+struct Vocab;  // src/tokenizer/vocab.h
+}
+
+// What Encode does with bytes that are not valid UTF-8.
+enum class InvalidUtf8 {
+  kKeepBytes,  // each such byte is encoded as itself (U+FFFD if no token has it): round trip
+  kReplace,    // llama.cpp: each becomes U+FFFD (and overlong forms their canonical encoding)
+};
+
+class Tokenizer {
+ public:
+  // Reads tokenizer.ggml.{model, pre, tokens, token_type, merges, bos_token_id, eos_token_id,
+  // add_bos_token, eot_token_id, eom_token_id} and tokenizer.chat_template. Throws attn::Error naming
+  // the key and value when one is missing, mistyped, inconsistent or unsupported.
+  static Tokenizer FromGGUF(const gguf::File& file);
+
+  // Token ids of `text`; no BOS is added (see add_bos()). With parse_special, the text of control
+  // tokens (e.g. "<|im_end|>") becomes those tokens; user-defined tokens are always split out.
+  std::vector<int32_t> Encode(std::string_view text, bool parse_special = true,
+                              InvalidUtf8 invalid = InvalidUtf8::kKeepBytes) const;
+  // The bytes of the tokens, concatenated: TokenToPiece of each. May end inside a UTF-8 sequence.
+  // Throws attn::Error for an id outside [0, vocab_size()).
+  std::string Decode(std::span<const int32_t> ids) const;
+  // The bytes one token stands for (llama.cpp's token_to_piece with special = true): normal tokens
+  // decode GPT-2's byte mapping; control, user-defined and unknown tokens give their text, e.g.
+  // "<|im_end|>", so Decode never drops anything; unused / undefined tokens give "".
+  std::string TokenToPiece(int32_t id) const;
+
+  int32_t vocab_size() const;
+  int32_t bos_id() const;  // -1 when the model has none
+  int32_t eos_id() const;  // -1 when the model has none
+  // tokenizer.ggml.add_bos_token (default: false, but true for the llama3 pre-tokenizer, as llama.cpp).
+  bool add_bos() const;
+  // llama.cpp's end-of-generation set: eos, eot, eom and the tokens whose text marks an end
+  // ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>", ...).
+  bool IsEndOfGeneration(int32_t id) const;
+  // True for control tokens (token_type 3, plus end-of-generation tokens, as llama.cpp promotes them).
+  bool IsControl(int32_t id) const;
+  const std::string& pre() const;            // tokenizer.ggml.pre ("default" when absent)
+  const std::string& chat_template() const;  // tokenizer.chat_template ("" when absent)
+
+  struct Message {
+    std::string role, content;
+  };
+  // ChatML: "<|im_start|>" role "\n" content "<|im_end|>\n" per message, then "<|im_start|>assistant\n"
+  // when add_generation_prompt. When the file's template carries a default system message (SmolLM2's:
+  // "You are a helpful AI assistant named SmolLM, trained by Hugging Face") and the first message is not
+  // a system message, that message comes first, as the Jinja template renders it. Throws attn::Error
+  // when the file's template is not ChatML.
+  std::string ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt) const;
+
+ private:
+  Tokenizer() = default;  // only FromGGUF makes one (copies share the immutable vocabulary)
+  std::shared_ptr<const tokenizer::Vocab> vocab_;
+};
+
+}  // namespace attn

@@ -1,0 +1,354 @@
+// Tokenizer::FromGGUF: reading and checking the tokenizer.* keys, then the derived tables llama.cpp's
+// llama_vocab::impl::load builds (merge ranks, special-token list, end-of-generation set, pieces).
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+#include "attn/error.h"
+#include "attn/tokenizer.h"
+#include "format/gguf.h"
+#include "tokenizer/unicode.h"
+#include "tokenizer/vocab.h"
+
+namespace attn {
+namespace {
+
+using gguf::Value;
+using gguf::ValueType;
+
+[[noreturn]] void Fail(const std::string& message) { throw Error("tokenizer: " + message); }
+
+bool IsInteger(ValueType t) {
+  switch (t) {
+    case ValueType::kU8:
+    case ValueType::kI8:
+    case ValueType::kU16:
+    case ValueType::kI16:
+    case ValueType::kU32:
+    case ValueType::kI32:
+    case ValueType::kU64:
+    case ValueType::kI64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+int64_t AsInteger(const Value& v) {
+  if (const auto* u = std::get_if<uint64_t>(&v.data)) {
+    return *u > uint64_t{INT64_MAX} ? INT64_MAX : static_cast<int64_t>(*u);
+  }
+  if (const auto* i = std::get_if<int64_t>(&v.data)) return *i;
+  return INT64_MIN;
+}
+
+const std::string* FindString(const gguf::File& file, const std::string& key) {
+  const Value* v = file.Find(key);
+  if (v == nullptr) return nullptr;
+  const auto* s = std::get_if<std::string>(&v->data);
+  if (v->type != ValueType::kString || s == nullptr) Fail(key + " = " + v->ToString() + " must be a string");
+  return s;
+}
+
+const gguf::Array* FindArray(const gguf::File& file, const std::string& key, bool strings) {
+  const Value* v = file.Find(key);
+  if (v == nullptr) return nullptr;
+  const auto* a = std::get_if<std::shared_ptr<gguf::Array>>(&v->data);
+  const bool ok = v->type == ValueType::kArray && a != nullptr && *a != nullptr &&
+                  (strings ? v->array_type == ValueType::kString : IsInteger(v->array_type));
+  if (!ok) Fail(key + " = " + v->ToString() + " must be an array of " + (strings ? "strings" : "integers"));
+  return a->get();
+}
+
+// An optional token id key; out-of-range ids are an error (llama.cpp only warns, but such a file is broken).
+int32_t FindTokenId(const gguf::File& file, const std::string& key, int32_t n_tokens, int32_t fallback) {
+  const Value* v = file.Find(key);
+  if (v == nullptr) return fallback;
+  const int64_t id = IsInteger(v->type) ? AsInteger(*v) : -1;
+  if (id < 0 || id >= n_tokens) {
+    Fail(key + " = " + v->ToString() + " is not a token id (vocabulary of " + std::to_string(n_tokens) + ")");
+  }
+  return static_cast<int32_t>(id);
+}
+
+bool FindBool(const gguf::File& file, const std::string& key, bool fallback) {
+  const Value* v = file.Find(key);
+  if (v == nullptr) return fallback;
+  const auto* b = std::get_if<bool>(&v->data);
+  if (v->type != ValueType::kBool || b == nullptr) Fail(key + " = " + v->ToString() + " must be a bool");
+  return *b;
+}
+
+uint8_t AttrOfType(int64_t type) {
+  switch (type) {
+    case 1:
+      return kAttrNormal;
+    case 2:
+      return kAttrUnknown;
+    case 3:
+      return kAttrControl;
+    case 4:
+      return kAttrUserDefined;
+    case 5:
+      return kAttrUnused;
+    case 6:
+      return kAttrByte;
+    default:
+      return kAttrUndefined;
+  }
+}
+
+// Texts llama.cpp treats as end of generation (llama_vocab::impl::load, special_eog_ids).
+bool IsEndOfGenerationText(const std::string& t) {
+  static const char* const kTexts[] = {
+      "<|eot_id|>",
+      "<|im_end|>",
+      "<|end|>",
+      "<|return|>",
+      "<|call|>",
+      "<|flush|>",
+      "<|calls|>",
+      "<end_of_turn>",
+      "<|endoftext|>",
+      "</s>",
+      "<|eom_id|>",
+      "<EOT>",
+      "_<EOT>",
+      "[EOT]",
+      "[EOS]",
+      "<|end_of_text|>",
+      "<end_of_utterance>",
+      "<eos>",
+      "<turn|>",
+      "<|tool_response>",
+      "<\uFF5Cend\u2581of\u2581sentence\uFF5C>",  // <｜end▁of▁sentence｜>
+      "[e~[",
+  };
+  return std::find(std::begin(kTexts), std::end(kTexts), t) != std::end(kTexts);
+}
+
+// Fill-in-the-middle pad / repo / file-separator tokens, which llama.cpp also counts as end of generation.
+bool IsFimEndText(const std::string& t) {
+  static const char* const kTexts[] = {
+      "<|fim_pad|>",   "<fim-pad>",  "<fim_pad>", "<PAD>",      "[PAD]",        "<|fim_repo|>",
+      "<|repo_name|>", "<fim-repo>", "<REPO>",    "<reponame>", "<|file_sep|>",
+  };
+  return std::find(std::begin(kTexts), std::end(kTexts), t) != std::end(kTexts);
+}
+
+// Fill-in-the-middle prefix / suffix / middle tokens: llama.cpp makes them control tokens.
+bool IsFimText(const std::string& t) {
+  static const char* const kTexts[] = {
+      "<|fim_prefix|>",
+      "<fim-prefix>",
+      "<fim_prefix>",
+      "<PRE>",
+      "\u2581<PRE>",
+      "<|code_prefix|>",
+      "<|prefix|>",
+      "<|fim_suffix|>",
+      "<fim-suffix>",
+      "<fim_suffix>",
+      "<SUF>",
+      "\u2581<SUF>",
+      "<|code_suffix|>",
+      "<|suffix|>",
+      "<|fim_middle|>",
+      "<fim-middle>",
+      "<fim_middle>",
+      "<MID>",
+      "\u2581<MID>",
+      "<|code_middle|>",
+      "<|middle|>",
+      "<\uFF5Cfim\u2581begin\uFF5C>",
+      "<\uFF5Cfim\u2581hole\uFF5C>",
+      "<\uFF5Cfim\u2581end\uFF5C>",
+  };
+  return std::find(std::begin(kTexts), std::end(kTexts), t) != std::end(kTexts);
+}
+
+// llama_decode_text: each code point of a normal token's text back to its byte. (A code point outside
+// GPT-2's 256 is kept as UTF-8; llama.cpp writes "[UNK_BYTE_0x..]" there, which no real vocabulary hits.)
+std::string DecodeByteLevel(const std::string& text) {
+  const tokenizer::Units u = tokenizer::DecodeKeepingBytes(text);
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < u.cpts.size(); ++i) {
+    const int byte = tokenizer::CodepointToByte(u.cpts[i]);
+    if (byte >= 0) {
+      out.push_back(static_cast<char>(byte));
+    } else {
+      out.append(text, u.offsets[i], u.offsets[i + 1] - u.offsets[i]);
+    }
+  }
+  return out;
+}
+
+std::string PieceOf(const tokenizer::Vocab& v, int32_t id) {
+  const uint8_t attr = v.attrs[id];
+  const std::string& text = v.tokens[id];
+  if (attr & (kAttrUnknown | kAttrControl | kAttrUserDefined)) return text;
+  if (attr & kAttrNormal) return DecodeByteLevel(text);
+  if ((attr & kAttrByte) && text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
+    return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
+  }
+  return "";
+}
+
+// The default system message of a ChatML template such as SmolLM2's:
+//   {% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are ...<|im_end|>\n'
+//   }}
+std::string DefaultSystemMessage(const std::string& tmpl) {
+  if (tmpl.find("!= 'system'") == std::string::npos && tmpl.find("!= \"system\"") == std::string::npos)
+    return "";
+  const std::string open = "<|im_start|>system";
+  const size_t start = tmpl.find(open);
+  if (start == std::string::npos) return "";
+  size_t pos = start + open.size();
+  if (tmpl.compare(pos, 1, "\n") == 0) {
+    pos += 1;
+  } else if (tmpl.compare(pos, 2, "\\n") == 0) {
+    pos += 2;
+  } else {
+    return "";
+  }
+  const size_t end = tmpl.find("<|im_end|>", pos);
+  if (end == std::string::npos) return "";
+  std::string message = tmpl.substr(pos, end - pos);
+  // The literal must be plain text (no Jinja expression inside), else we would render it wrong.
+  if (message.find_first_of("{}'\"") != std::string::npos) return "";
+  return message;
+}
+
+}  // namespace
+
+Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
+  auto v = std::make_shared<tokenizer::Vocab>();
+
+  const std::string* model = FindString(file, "tokenizer.ggml.model");
+  if (model == nullptr) Fail("tokenizer.ggml.model is missing");
+  if (*model != "gpt2") {
+    Fail("tokenizer.ggml.model = '" + *model + "' is not supported (only 'gpt2', byte-level BPE)");
+  }
+  if (const std::string* pre = FindString(file, "tokenizer.ggml.pre")) v->pre = *pre;
+  if (!tokenizer::ParsePreTokenizer(v->pre, v->pre_kind)) {
+    Fail("tokenizer.ggml.pre = '" + v->pre +
+         "' is not supported (supported: " + tokenizer::SupportedPreTokenizers() + ")");
+  }
+  if (v->pre_kind == tokenizer::PreTokenizer::kLlama3) v->ignore_merges = v->add_bos = true;
+
+  // Tokens and their types.
+  const gguf::Array* tokens = FindArray(file, "tokenizer.ggml.tokens", /*strings=*/true);
+  if (tokens == nullptr) Fail("tokenizer.ggml.tokens is missing");
+  if (tokens->empty() || tokens->size() > size_t{INT32_MAX}) {
+    Fail("tokenizer.ggml.tokens has " + std::to_string(tokens->size()) + " entries");
+  }
+  const int32_t n = static_cast<int32_t>(tokens->size());
+  const gguf::Array* types = FindArray(file, "tokenizer.ggml.token_type", /*strings=*/false);
+  if (types != nullptr && types->size() != tokens->size()) {
+    Fail("tokenizer.ggml.token_type has " + std::to_string(types->size()) +
+         " entries, tokenizer.ggml.tokens " + std::to_string(tokens->size()));
+  }
+  v->tokens.resize(n);
+  v->attrs.assign(n, kAttrNormal);
+  v->token_to_id.reserve(n);
+  for (int32_t id = 0; id < n; ++id) {
+    std::string text = std::get<std::string>((*tokens)[id].data);
+    if (text.empty()) text = "[EMPTY_" + std::to_string(id) + "]";  // as llama.cpp
+    if (!v->token_to_id.emplace(text, id).second) {
+      Fail("tokenizer.ggml.tokens[" + std::to_string(id) + "] = '" + text + "' duplicates token " +
+           std::to_string(v->token_to_id[text]));
+    }
+    v->tokens[id] = std::move(text);
+    if (types != nullptr) v->attrs[id] = AttrOfType(AsInteger((*types)[id]));
+  }
+
+  // Merges: "left right", rank = position; the first occurrence of a pair wins (llama.cpp's emplace).
+  const gguf::Array* merges = FindArray(file, "tokenizer.ggml.merges", /*strings=*/true);
+  if (merges == nullptr) Fail("tokenizer.ggml.merges is missing");
+  if (merges->size() > size_t{INT32_MAX}) Fail("tokenizer.ggml.merges is too long");
+  std::unordered_map<std::string, int32_t> extra_ids;
+  auto symbol = [&](const std::string& text) -> int32_t {
+    if (int32_t id = v->SymbolOf(text); id >= 0) return id;
+    auto [it, added] = extra_ids.emplace(text, n + static_cast<int32_t>(v->extra_symbols.size()));
+    if (added) v->extra_symbols.push_back(text);
+    return it->second;
+  };
+  v->byte_symbol.resize(256);
+  for (int b = 0; b < 256; ++b) {
+    std::string text;
+    tokenizer::AppendUtf8(tokenizer::ByteToCodepoint(static_cast<uint8_t>(b)), text);
+    v->byte_symbol[b] = symbol(text);
+  }
+  v->byte_missing.resize(256);
+  for (int b = 0; b < 256; ++b) v->byte_missing[b] = v->byte_symbol[b] >= n;
+  v->merges.reserve(merges->size());
+  for (size_t rank = 0; rank < merges->size(); ++rank) {
+    const std::string& m = std::get<std::string>((*merges)[rank].data);
+    const size_t space = m.find(' ', 1);
+    if (space == std::string::npos) {
+      Fail("tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + m + "' is not 'left right'");
+    }
+    const std::string left = m.substr(0, space), right = m.substr(space + 1);
+    const uint64_t key = (uint64_t(uint32_t(symbol(left))) << 32) | uint32_t(symbol(right));
+    v->merges.emplace(key, tokenizer::Vocab::Merge{static_cast<int32_t>(rank), symbol(left + right)});
+  }
+
+  // Special ids and flags.
+  v->bos = FindTokenId(file, "tokenizer.ggml.bos_token_id", n, -1);
+  v->eos = FindTokenId(file, "tokenizer.ggml.eos_token_id", n, -1);
+  const int32_t eot = FindTokenId(file, "tokenizer.ggml.eot_token_id", n, -1);
+  const int32_t eom = FindTokenId(file, "tokenizer.ggml.eom_token_id", n, -1);
+  v->add_bos = FindBool(file, "tokenizer.ggml.add_bos_token", v->add_bos);
+  if (v->add_bos && v->bos < 0)
+    Fail("tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set");
+
+  // End of generation, as llama.cpp: these texts, eos, eot, eom; such tokens become control tokens.
+  v->end_of_generation.assign(n, false);
+  for (int32_t id = 0; id < n; ++id) {
+    if (IsEndOfGenerationText(v->tokens[id]) || IsFimEndText(v->tokens[id]) || id == eot || id == eom) {
+      v->end_of_generation[id] = true;
+      v->attrs[id] |= kAttrControl;
+    }
+    if (IsFimText(v->tokens[id])) v->attrs[id] |= kAttrControl;
+    // llama.cpp always renders gpt-oss's channel markers (user-defined).
+    const std::string& t = v->tokens[id];
+    if (t == "<|channel|>" || t == "<|message|>" || t == "<|start|>" || t == "<|constrain|>") {
+      v->attrs[id] = kAttrUserDefined;
+    }
+  }
+  if (v->eos >= 0) v->end_of_generation[v->eos] = true;
+  // gpt-oss and solar-open: "<|end|>" ends a message, not the generation, when "<|return|>"/"<|call|>" exist.
+  const int32_t end_id = v->SymbolOf("<|end|>");
+  const bool has_call = v->SymbolOf("<|call|>") >= 0 || v->SymbolOf("<|calls|>") >= 0;
+  if (end_id >= 0 && has_call && (v->SymbolOf("<|return|>") >= 0 || v->SymbolOf("<|flush|>") >= 0) &&
+      end_id != v->eos && end_id != eot && end_id != eom) {
+    v->end_of_generation[end_id] = false;
+    v->attrs[end_id] = kAttrUserDefined;
+  }
+
+  // Special tokens, longest first (stable, so equal lengths keep id order).
+  for (int32_t id = 0; id < n; ++id) {
+    if (v->attrs[id] & (kAttrControl | kAttrUserDefined | kAttrUnknown)) v->special_tokens.push_back(id);
+  }
+  std::stable_sort(v->special_tokens.begin(), v->special_tokens.end(),
+                   [&](int32_t a, int32_t b) { return v->tokens[a].size() > v->tokens[b].size(); });
+
+  v->pieces.resize(n);
+  for (int32_t id = 0; id < n; ++id) v->pieces[id] = PieceOf(*v, id);
+
+  if (const std::string* tmpl = FindString(file, "tokenizer.chat_template")) {
+    v->chat_template = *tmpl;
+    v->chatml = tmpl->find("<|im_start|>") != std::string::npos;
+    v->default_system = DefaultSystemMessage(*tmpl);
+  }
+
+  Tokenizer t;
+  t.vocab_ = std::move(v);
+  return t;
+}
+
+}  // namespace attn

@@ -1,0 +1,259 @@
+#include "tokenizer/pretokenize.h"
+
+#include <cstddef>
+#include <functional>
+#include <string_view>
+
+namespace attn::tokenizer {
+namespace {
+
+constexpr uint32_t kOutOfRange = 0xFFFFFFFF;
+
+// One piece [begin, end) of the text being refined, with the accessors llama.cpp's matchers use: reads
+// outside the piece give kOutOfRange and empty flags, so lookahead stops at piece boundaries.
+class Piece {
+ public:
+  Piece(const Units& u, size_t begin, size_t end, std::vector<uint32_t>& out)
+      : u_(u), begin_(begin), end_(end), prev_end_(begin), out_(out) {}
+
+  size_t begin() const { return begin_; }
+  size_t end() const { return end_; }
+  uint32_t cpt(size_t pos) const { return pos >= begin_ && pos < end_ ? u_.cpts[pos] : kOutOfRange; }
+  uint16_t flags(size_t pos) const { return pos >= begin_ && pos < end_ ? u_.flags[pos] : 0; }
+  // Ends the current pre-token at `end` (nothing if empty); returns its length.
+  size_t Emit(size_t end) {
+    const size_t len = end - prev_end_;
+    if (len > 0) out_.push_back(static_cast<uint32_t>(len));
+    prev_end_ = end;
+    return len;
+  }
+
+ private:
+  const Units& u_;
+  size_t begin_, end_, prev_end_;
+  std::vector<uint32_t>& out_;
+};
+
+bool Is(uint16_t flags, uint16_t bits) { return (flags & bits) != 0; }
+uint32_t AsciiLower(uint32_t c) { return c >= 'A' && c <= 'Z' ? c + 32 : c; }
+
+// 's|'t|'re|'ve|'m|'ll|'d at pos (case-insensitive when `fold`): the match length, or 0.
+size_t Contraction(const Piece& p, size_t pos, bool fold) {
+  if (p.cpt(pos) != '\'' || pos + 1 >= p.end()) return 0;
+  const auto lower = [&](uint32_t c) { return fold ? AsciiLower(c) : c; };
+  const uint32_t next = lower(p.cpt(pos + 1));
+  if (next == 's' || next == 't' || next == 'm' || next == 'd') return 2;
+  if (pos + 2 >= p.end()) return 0;
+  const uint32_t next2 = lower(p.cpt(pos + 2));
+  if ((next == 'r' && next2 == 'e') || (next == 'v' && next2 == 'e') || (next == 'l' && next2 == 'l'))
+    return 3;
+  return 0;
+}
+
+// The GPT-2 regex, as llama.cpp's unicode_regex_split_custom_gpt2 evaluates it.
+void SplitGpt2(Piece& p) {
+  constexpr uint16_t kWordish = kWhitespace | kLetter | kNumber;
+  for (size_t pos = p.begin(); pos < p.end();) {
+    const uint32_t cpt = p.cpt(pos);
+    if (const size_t n = Contraction(p, pos, /*fold=*/false)) {
+      pos += p.Emit(pos + n);
+      continue;
+    }
+    // An optional leading space, then a run of one class.
+    uint16_t f = cpt == ' ' ? p.flags(pos + 1) : p.flags(pos);
+    if (Is(f, kLetter) || Is(f, kNumber)) {  //  ?\p{L}+ |  ?\p{N}+
+      const uint16_t cls = Is(f, kLetter) ? kLetter : kNumber;
+      pos += cpt == ' ';
+      while (Is(p.flags(pos), cls)) ++pos;
+      p.Emit(pos);
+      continue;
+    }
+    if (!Is(f, kWordish) && f != 0) {  //  ?[^\s\p{L}\p{N}]+
+      pos += cpt == ' ';
+      for (f = p.flags(pos); !Is(f, kWordish) && f != 0; f = p.flags(++pos)) {
+      }
+      p.Emit(pos);
+      continue;
+    }
+    size_t n_ws = 0;
+    while (Is(p.flags(pos + n_ws), kWhitespace)) ++n_ws;
+    if (n_ws > 1 && p.cpt(pos + n_ws) != kOutOfRange) {  // \s+(?!\S): leave the last space to the next word
+      pos += n_ws - 1;
+      p.Emit(pos);
+      continue;
+    }
+    if (n_ws > 0) {  // \s+
+      pos += n_ws;
+      p.Emit(pos);
+      continue;
+    }
+    p.Emit(++pos);  // no alternative matched (unreachable: every code point has a category)
+  }
+}
+
+// The Llama 3 regex, as llama.cpp's unicode_regex_split_custom_llama3 evaluates it.
+void SplitLlama3(Piece& p) {
+  constexpr uint16_t kWordish = kWhitespace | kLetter | kNumber;
+  const auto is_newline = [](uint32_t c) { return c == '\r' || c == '\n'; };
+  for (size_t pos = p.begin(); pos < p.end();) {
+    const uint32_t cpt = p.cpt(pos);
+    const uint16_t flags = p.flags(pos);
+    if (const size_t n = Contraction(p, pos, /*fold=*/true)) {  // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+      pos += p.Emit(pos + n);
+      continue;
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!(is_newline(cpt) || Is(flags, kNumber)) && (Is(flags, kLetter) || Is(p.flags(pos + 1), kLetter))) {
+      ++pos;
+      while (Is(p.flags(pos), kLetter)) ++pos;
+      p.Emit(pos);
+      continue;
+    }
+    if (Is(flags, kNumber)) {  // \p{N}{1,3}
+      size_t start = pos;
+      while (Is(p.flags(pos), kNumber)) {
+        if (++pos - start >= 3) {
+          p.Emit(pos);
+          start = pos;
+        }
+      }
+      p.Emit(pos);
+      continue;
+    }
+    //  ?[^\s\p{L}\p{N}]+[\r\n]*   (llama.cpp tests the unshifted flags for "not empty" here)
+    uint16_t f = cpt == ' ' ? p.flags(pos + 1) : flags;
+    if (!Is(f, kWordish) && flags != 0) {
+      pos += cpt == ' ';
+      while (!Is(f, kWordish) && f != 0) f = p.flags(++pos);
+      while (is_newline(p.cpt(pos))) ++pos;
+      p.Emit(pos);
+      continue;
+    }
+    size_t n_ws = 0;
+    size_t last_newline_end = 0;
+    while (Is(p.flags(pos + n_ws), kWhitespace)) {
+      if (is_newline(p.cpt(pos + n_ws))) last_newline_end = pos + n_ws + 1;
+      ++n_ws;
+    }
+    if (last_newline_end > 0) {  // \s*[\r\n]+
+      pos = last_newline_end;
+      p.Emit(pos);
+      continue;
+    }
+    if (n_ws > 1 && p.cpt(pos + n_ws) != kOutOfRange) {  // \s+(?!\S)
+      pos += n_ws - 1;
+      p.Emit(pos);
+      continue;
+    }
+    if (n_ws > 0) {  // \s+
+      pos += n_ws;
+      p.Emit(pos);
+      continue;
+    }
+    p.Emit(++pos);
+  }
+}
+
+// A regex that is one character class, as std::regex_iterator applies it in unicode_regex_split_stl:
+// `single` = each matching code point is a match (\p{N}); otherwise maximal runs are (\p{N}+, [...]+).
+// Matches and the gaps between them both become pre-tokens.
+void SplitClass(Piece& p, const std::function<bool(size_t)>& in_class, bool single) {
+  for (size_t pos = p.begin(); pos < p.end();) {
+    if (!in_class(pos)) {
+      ++pos;
+      continue;
+    }
+    p.Emit(pos);
+    ++pos;
+    if (!single) {
+      while (pos < p.end() && in_class(pos)) ++pos;
+    }
+    p.Emit(pos);
+  }
+  p.Emit(p.end());
+}
+
+// [0-9][0-9][0-9]: leftmost triples of ASCII digits.
+void SplitDigitTriples(Piece& p) {
+  const auto digit = [&](size_t pos) { return p.cpt(pos) >= '0' && p.cpt(pos) <= '9'; };
+  for (size_t pos = p.begin(); pos + 3 <= p.end();) {
+    if (digit(pos) && digit(pos + 1) && digit(pos + 2)) {
+      p.Emit(pos);
+      pos += 3;
+      p.Emit(pos);
+    } else {
+      ++pos;
+    }
+  }
+  p.Emit(p.end());
+}
+
+// Applies `split` to every current piece.
+std::vector<uint32_t> Refine(const Units& u, const std::vector<uint32_t>& pieces,
+                             const std::function<void(Piece&)>& split) {
+  std::vector<uint32_t> out;
+  out.reserve(pieces.size() * 2);
+  size_t begin = 0;
+  for (uint32_t len : pieces) {
+    Piece p(u, begin, begin + len, out);
+    split(p);
+    begin += len;
+  }
+  return out;
+}
+
+}  // namespace
+
+bool ParsePreTokenizer(const std::string& name, PreTokenizer& out) {
+  if (name == "default") {
+    out = PreTokenizer::kDefault;
+  } else if (name == "gpt-2" || name == "gpt2") {
+    out = PreTokenizer::kGpt2;
+  } else if (name == "smollm") {
+    out = PreTokenizer::kSmollm;
+  } else if (name == "llama3" || name == "llama-v3" || name == "llama-bpe") {
+    out = PreTokenizer::kLlama3;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+const char* SupportedPreTokenizers() { return "default, gpt-2 (gpt2), smollm, llama3 (llama-v3, llama-bpe)"; }
+
+std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& u) {
+  std::vector<uint32_t> pieces;
+  if (u.cpts.empty()) return pieces;
+  pieces.push_back(static_cast<uint32_t>(u.cpts.size()));
+  const auto gpt2 = [](Piece& p) { SplitGpt2(p); };
+  switch (kind) {
+    case PreTokenizer::kGpt2:
+      return Refine(u, pieces, gpt2);
+    case PreTokenizer::kSmollm: {
+      const auto number = [&](size_t pos) { return Is(u.flags[pos], kNumber); };
+      pieces = Refine(u, pieces, [&](Piece& p) { SplitClass(p, number, /*single=*/true); });
+      return Refine(u, pieces, gpt2);
+    }
+    case PreTokenizer::kLlama3:
+      return Refine(u, pieces, [](Piece& p) { SplitLlama3(p); });
+    case PreTokenizer::kDefault: {
+      // [\p{P}\$\+<=>\^~\|]+ as llama.cpp's "collapsed" std::regex sees it: ASCII punctuation and
+      // $+<=>^~| by value (so not `), other code points by category.
+      const auto punct = [&](size_t pos) {
+        const uint32_t c = u.cpts[pos];
+        if (c < 0x80)
+          return Is(u.flags[pos], kPunctuation) ||
+                 std::string_view("$+<=>^~|").find(char(c)) != std::string_view::npos;
+        return !Is(u.flags[pos], kWhitespace) && Is(u.flags[pos], kPunctuation);
+      };
+      const auto number = [&](size_t pos) { return Is(u.flags[pos], kNumber); };
+      pieces = Refine(u, pieces, [&](Piece& p) { SplitClass(p, punct, /*single=*/false); });
+      pieces = Refine(u, pieces, gpt2);
+      pieces = Refine(u, pieces, [&](Piece& p) { SplitClass(p, number, /*single=*/false); });
+      return Refine(u, pieces, [](Piece& p) { SplitDigitTriples(p); });
+    }
+  }
+  return pieces;
+}
+
+}  // namespace attn::tokenizer

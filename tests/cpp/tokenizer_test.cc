@@ -1,0 +1,413 @@
+// The byte-level BPE tokenizer: its mechanics on a small vocabulary built here as GGUF bytes, and
+// SmolLM2-135M-Instruct's tokenizer against llama.cpp's ids (tests/fixtures/tokenizer_smollm2.json, made
+// by make_tokenizer_fixtures.py with llama-cpp-python).
+#include "attn/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "attn/error.h"
+#include "format/gguf.h"
+#include "tokenizer/unicode.h"
+
+namespace attn {
+namespace {
+
+// ---------------------------------------------------------------------------------------------------
+// A tokenizer GGUF written by hand.
+
+struct GgufWriter {
+  std::vector<uint8_t> b;
+  uint64_t n_kv = 0;
+  template <typename T>
+  void Put(T x) {
+    const auto* p = reinterpret_cast<const uint8_t*>(&x);
+    b.insert(b.end(), p, p + sizeof(T));
+  }
+  void Str(const std::string& s) {
+    Put<uint64_t>(s.size());
+    b.insert(b.end(), s.begin(), s.end());
+  }
+  GgufWriter& KvStr(const std::string& key, const std::string& value) {
+    Str(key), Put<uint32_t>(8), Str(value), ++n_kv;
+    return *this;
+  }
+  GgufWriter& KvU32(const std::string& key, uint32_t value) {
+    Str(key), Put<uint32_t>(4), Put<uint32_t>(value), ++n_kv;
+    return *this;
+  }
+  GgufWriter& KvBool(const std::string& key, bool value) {
+    Str(key), Put<uint32_t>(7), Put<uint8_t>(value), ++n_kv;
+    return *this;
+  }
+  GgufWriter& KvStrings(const std::string& key, const std::vector<std::string>& values) {
+    Str(key), Put<uint32_t>(9), Put<uint32_t>(8), Put<uint64_t>(values.size()), ++n_kv;
+    for (const auto& v : values) Str(v);
+    return *this;
+  }
+  GgufWriter& KvI32s(const std::string& key, const std::vector<int32_t>& values) {
+    Str(key), Put<uint32_t>(9), Put<uint32_t>(5), Put<uint64_t>(values.size()), ++n_kv;
+    for (int32_t v : values) Put<int32_t>(v);
+    return *this;
+  }
+  // The whole file: header, the key/values added so far, no tensors.
+  std::vector<uint8_t> Bytes() const {
+    GgufWriter h;
+    h.b = {'G', 'G', 'U', 'F'};
+    h.Put<uint32_t>(3), h.Put<uint64_t>(0), h.Put<uint64_t>(n_kv);
+    h.b.insert(h.b.end(), b.begin(), b.end());
+    return h.b;
+  }
+};
+
+std::string ByteChars(const std::string& bytes) {
+  std::string out;
+  for (char c : bytes) tokenizer::AppendUtf8(tokenizer::ByteToCodepoint(static_cast<uint8_t>(c)), out);
+  return out;
+}
+
+const std::string kDeepSeekEnd =
+    std::string("<\xEF\xBD\x9C") + "end\xE2\x96\x81of\xE2\x96\x81sentence\xEF\xBD\x9C>";
+
+// 256 byte tokens (id = byte value), then merged tokens, then specials.
+struct TinyVocab {
+  std::vector<std::string> tokens;
+  std::vector<int32_t> types;
+  std::vector<std::string> merges;
+  TinyVocab() {
+    for (int b = 0; b < 256; ++b) tokens.push_back(ByteChars(std::string(1, static_cast<char>(b))));
+    types.assign(256, 1);
+    // Ranks: "a a" < "b c" < " a" < "aa a"; "h i" makes "hi".
+    for (const char* m : {"a a", "b c", "Ġ a", "aa a", "h i", "Ġ hi", "1 2"}) {
+      merges.push_back(m);
+      std::string merged = m;
+      merged.erase(merged.find(' '), 1);
+      tokens.push_back(merged);
+      types.push_back(1);
+    }
+    for (const char* s : {"<|im_start|>", "<|im_end|>", "<|im_end|>x"})
+      tokens.push_back(s), types.push_back(3);
+    tokens.push_back("<user>"), types.push_back(4);
+    tokens.push_back(kDeepSeekEnd), types.push_back(1);  // an end-of-generation text typed normal
+  }
+  int32_t Id(const std::string& text) const {
+    for (size_t i = 0; i < tokens.size(); ++i)
+      if (tokens[i] == text) return static_cast<int32_t>(i);
+    return -1;
+  }
+  GgufWriter Writer(const std::string& pre = "gpt-2") const {
+    GgufWriter w;
+    w.KvStr("tokenizer.ggml.model", "gpt2").KvStr("tokenizer.ggml.pre", pre);
+    w.KvStrings("tokenizer.ggml.tokens", tokens).KvI32s("tokenizer.ggml.token_type", types);
+    w.KvStrings("tokenizer.ggml.merges", merges).KvU32("tokenizer.ggml.eos_token_id", Id("<|im_end|>"));
+    return w;
+  }
+};
+
+Tokenizer Load(const std::vector<uint8_t>& bytes) {
+  return Tokenizer::FromGGUF(gguf::File::Parse(bytes.data(), bytes.size()));
+}
+
+void ExpectRejected(const std::vector<uint8_t>& bytes, const std::string& fragment) {
+  try {
+    Load(bytes);
+    ADD_FAILURE() << "accepted; expected an error mentioning '" << fragment << "'";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(TokenizerTiny, MergesLowestRankFirstLeftmostOnTies) {
+  const TinyVocab v;
+  const Tokenizer t = Load(v.Writer().Bytes());
+  // "aaa": "a a" (rank 0) applies at 0-1 first (leftmost), then "aa a" (rank 3).
+  EXPECT_EQ(t.Encode("aaa"), std::vector<int32_t>{v.Id("aaa")});
+  // "aaaa": two "aa" (leftmost first), no "aa aa" merge.
+  EXPECT_EQ(t.Encode("aaaa"), (std::vector<int32_t>{v.Id("aa"), v.Id("aa")}));
+  // " abc": "b c" (rank 1) before "Ġ a" (rank 2); both apply.
+  EXPECT_EQ(t.Encode("x abc"), (std::vector<int32_t>{'x', v.Id("Ġa"), v.Id("bc")}));
+  EXPECT_EQ(t.Encode(" hi"), std::vector<int32_t>{v.Id("Ġhi")});
+}
+
+TEST(TokenizerTiny, PreTokenizerCutsBeforeMerging) {
+  const TinyVocab v;
+  // gpt-2: "12" is one piece, merged; smollm: digits are pieces of their own, not merged.
+  EXPECT_EQ(Load(v.Writer("gpt-2").Bytes()).Encode("12"), std::vector<int32_t>{v.Id("12")});
+  EXPECT_EQ(Load(v.Writer("smollm").Bytes()).Encode("12"), (std::vector<int32_t>{'1', '2'}));
+  // "a a" never merges across the piece boundary of "a" | " a".
+  EXPECT_EQ(Load(v.Writer().Bytes()).Encode("a a"), (std::vector<int32_t>{'a', v.Id("Ġa")}));
+  // \s+(?!\S): of three spaces before a word, the last one goes with the word.
+  EXPECT_EQ(Load(v.Writer().Bytes()).Encode("   a"), (std::vector<int32_t>{' ', ' ', v.Id("Ġa")}));
+}
+
+TEST(TokenizerTiny, SpecialTokensSplitFirst) {
+  const TinyVocab v;
+  const Tokenizer t = Load(v.Writer().Bytes());
+  const int32_t start = v.Id("<|im_start|>"), end = v.Id("<|im_end|>"), endx = v.Id("<|im_end|>x");
+  EXPECT_EQ(t.Encode("<|im_start|>hi<|im_end|>"), (std::vector<int32_t>{start, v.Id("hi"), end}));
+  // The longer special wins where both match.
+  EXPECT_EQ(t.Encode("<|im_end|>xa"), (std::vector<int32_t>{endx, 'a'}));
+  // Without parse_special, control tokens are plain text, user-defined ones still split out.
+  const std::vector<int32_t> plain = t.Encode("<|im_end|><user>", /*parse_special=*/false);
+  EXPECT_EQ(plain.back(), v.Id("<user>"));
+  EXPECT_GT(plain.size(), 2u);
+  EXPECT_EQ(t.Decode(plain), "<|im_end|><user>");
+  EXPECT_TRUE(t.IsEndOfGeneration(end));
+  EXPECT_TRUE(t.IsControl(start));
+  EXPECT_FALSE(t.IsEndOfGeneration('a'));
+  // llama.cpp promotes end-of-generation texts to control tokens.
+  EXPECT_TRUE(t.IsEndOfGeneration(v.Id(kDeepSeekEnd)));
+  EXPECT_TRUE(t.IsControl(v.Id(kDeepSeekEnd)));
+  EXPECT_EQ(t.Encode("x" + kDeepSeekEnd), (std::vector<int32_t>{'x', v.Id(kDeepSeekEnd)}));
+  EXPECT_EQ(t.TokenToPiece(end), "<|im_end|>");
+  EXPECT_EQ(t.eos_id(), end);
+  EXPECT_EQ(t.bos_id(), -1);
+  EXPECT_FALSE(t.add_bos());
+}
+
+TEST(TokenizerTiny, RoundTripsAnyBytes) {
+  const TinyVocab v;
+  for (const char* pre : {"gpt-2", "smollm", "default", "llama-bpe"}) {
+    GgufWriter w = v.Writer(pre);
+    w.KvU32("tokenizer.ggml.bos_token_id", v.Id("<|im_start|>"));  // llama3 adds BOS, so needs one
+    const Tokenizer t = Load(w.Bytes());
+    std::mt19937 rng(42);
+    for (int trial = 0; trial < 300; ++trial) {
+      std::string s(rng() % 40, '\0');
+      for (char& c : s) c = static_cast<char>(trial % 2 ? rng() % 256 : " a\n1\t'\xc3\xa9\xff"[rng() % 10]);
+      const std::vector<int32_t> ids = t.Encode(s, /*parse_special=*/false);
+      for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < t.vocab_size());
+      ASSERT_EQ(t.Decode(ids), s) << pre;
+    }
+  }
+}
+
+TEST(TokenizerTiny, EmptyInput) {
+  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  EXPECT_TRUE(t.Encode("").empty());
+  EXPECT_EQ(t.Decode({}), "");
+}
+
+TEST(TokenizerTiny, RejectsBadIdsInDecode) {
+  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  const std::vector<int32_t> bad = {1, t.vocab_size()};
+  EXPECT_THROW(t.Decode(bad), Error);
+  EXPECT_THROW(t.TokenToPiece(-1), Error);
+}
+
+TEST(TokenizerTiny, RejectsBadFiles) {
+  const TinyVocab v;
+  GgufWriter w;
+  w.KvStr("tokenizer.ggml.model", "llama");
+  ExpectRejected(w.Bytes(), "tokenizer.ggml.model = 'llama' is not supported");
+  ExpectRejected(v.Writer("qwen2").Bytes(),
+                 "tokenizer.ggml.pre = 'qwen2' is not supported (supported: default");
+  ExpectRejected(GgufWriter().Bytes(), "tokenizer.ggml.model is missing");
+
+  GgufWriter no_tokens;
+  no_tokens.KvStr("tokenizer.ggml.model", "gpt2");
+  ExpectRejected(no_tokens.Bytes(), "tokenizer.ggml.tokens is missing");
+
+  GgufWriter short_types;
+  short_types.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", v.tokens);
+  short_types.KvI32s("tokenizer.ggml.token_type", {1, 1});
+  ExpectRejected(short_types.Bytes(), "tokenizer.ggml.token_type has 2 entries");
+
+  GgufWriter ints_as_tokens;
+  ints_as_tokens.KvStr("tokenizer.ggml.model", "gpt2").KvI32s("tokenizer.ggml.tokens", {1, 2});
+  ExpectRejected(ints_as_tokens.Bytes(), "tokenizer.ggml.tokens");
+
+  GgufWriter bad_bos = v.Writer();
+  bad_bos.KvU32("tokenizer.ggml.bos_token_id", 100000);
+  ExpectRejected(bad_bos.Bytes(), "tokenizer.ggml.bos_token_id = 100000");
+
+  GgufWriter dup;
+  dup.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", {"a", "b", "a"});
+  dup.KvStrings("tokenizer.ggml.merges", {});
+  ExpectRejected(dup.Bytes(), "tokenizer.ggml.tokens[2] = 'a' duplicates token 0");
+}
+
+TEST(TokenizerTiny, MalformedMergeIsNamed) {
+  const TinyVocab v;
+  GgufWriter w;
+  w.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", v.tokens);
+  w.KvStrings("tokenizer.ggml.merges", {"a a", "nospace"});
+  ExpectRejected(w.Bytes(), "tokenizer.ggml.merges[1] = 'nospace'");
+}
+
+TEST(TokenizerTiny, ChatTemplateWithoutTemplateIsPlainChatMl) {
+  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  EXPECT_EQ(t.ApplyChatTemplate({{"user", "hi"}}, true),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  GgufWriter w = TinyVocab().Writer();
+  w.KvStr("tokenizer.chat_template", "{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]");
+  EXPECT_THROW(Load(w.Bytes()).ApplyChatTemplate({{"user", "hi"}}, true), Error);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// SmolLM2-135M-Instruct against llama.cpp.
+
+std::string ModelPath() {
+  if (const char* env = std::getenv("ATTN_MODEL"); env != nullptr && *env != '\0') return env;
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::string FromHex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2)
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  return out;
+}
+
+// What Decode(Encode(s)) gives back: s, except for bytes no token stands for (SmolLM2 lacks 13 bytes
+// that never occur in UTF-8, the ASCII controls 04 06 13 14 16 1D, and the lead bytes F1 F2): an
+// invalid one becomes U+FFFD, one inside valid UTF-8 is dropped (as llama.cpp drops it).
+std::string Representable(const Tokenizer& t, const std::string& s) {
+  const auto has_token = [&](char c) { return t.Decode(t.Encode(std::string(1, c))) == std::string(1, c); };
+  const tokenizer::Units u = tokenizer::DecodeKeepingBytes(s);
+  std::string out;
+  for (size_t i = 0; i < u.cpts.size(); ++i) {
+    const std::string unit = s.substr(u.offsets[i], u.offsets[i + 1] - u.offsets[i]);
+    if (unit.size() == 1 && static_cast<uint8_t>(unit[0]) >= 0x80) {  // an invalid byte
+      out += has_token(unit[0]) ? unit : "\xEF\xBF\xBD";
+      continue;
+    }
+    for (char c : unit) {
+      if (has_token(c)) out.push_back(c);
+    }
+  }
+  return out;
+}
+
+class TokenizerSmolLM2 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const std::string path = ModelPath();
+    if (!std::filesystem::exists(path)) {
+      error_ = "model file " + path + " is missing: run scripts/setup.sh (or set ATTN_MODEL)";
+      return;
+    }
+    const std::string fixture = std::string(ATTN_FIXTURES_DIR) + "/tokenizer_smollm2.json";
+    std::ifstream in(fixture);
+    if (!in) {
+      error_ = fixture + " is missing: run tests/fixtures/make_tokenizer_fixtures.py";
+      return;
+    }
+    fixture_ = new nlohmann::json(nlohmann::json::parse(in));
+    file_ = new gguf::File(gguf::File::Open(path));
+    tokenizer_ = new Tokenizer(Tokenizer::FromGGUF(*file_));
+  }
+  static void TearDownTestSuite() {
+    delete fixture_;
+    delete tokenizer_;
+    delete file_;
+    fixture_ = nullptr, tokenizer_ = nullptr, file_ = nullptr;
+  }
+  void SetUp() override { ASSERT_NE(tokenizer_, nullptr) << error_; }
+  static inline std::string error_;
+  static inline gguf::File* file_ = nullptr;
+  static inline Tokenizer* tokenizer_ = nullptr;
+  static inline nlohmann::json* fixture_ = nullptr;
+};
+
+TEST_F(TokenizerSmolLM2, ReadsTheVocabulary) {
+  const Tokenizer& t = *tokenizer_;
+  EXPECT_EQ(t.vocab_size(), 49152);
+  EXPECT_EQ(t.vocab_size(), (*fixture_)["vocab_size"].get<int>());
+  EXPECT_EQ(t.bos_id(), (*fixture_)["bos_id"].get<int>());
+  EXPECT_EQ(t.eos_id(), (*fixture_)["eos_id"].get<int>());
+  EXPECT_EQ(t.pre(), "smollm");
+  EXPECT_FALSE(t.add_bos());
+  EXPECT_EQ(t.TokenToPiece(t.eos_id()), "<|im_end|>");
+  EXPECT_TRUE(t.IsEndOfGeneration(t.eos_id()));
+  EXPECT_TRUE(t.IsEndOfGeneration(t.Encode("<|endoftext|>").at(0)));
+  EXPECT_FALSE(t.IsEndOfGeneration(t.Encode("<|im_start|>").at(0)));
+  EXPECT_FALSE(t.IsEndOfGeneration(t.Encode("hello").at(0)));
+}
+
+TEST_F(TokenizerSmolLM2, MatchesLlamaCppOnEveryFixtureString) {
+  const Tokenizer& t = *tokenizer_;
+  int matched = 0, total = 0;
+  for (const auto& c : (*fixture_)["cases"]) {
+    const std::string name = c["name"];
+    const std::string text = FromHex(c["text_hex"]);
+    const bool special = c["parse_special"];
+    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    // llama.cpp replaces invalid UTF-8; kReplace reproduces that, the default keeps the bytes.
+    const std::vector<int32_t> got = t.Encode(text, special, InvalidUtf8::kReplace);
+    EXPECT_EQ(got, want) << name;
+    if (c["valid_utf8"].get<bool>()) {
+      EXPECT_EQ(t.Encode(text, special), want) << name;
+    }
+    EXPECT_EQ(t.Decode(got), FromHex(c["detokenized_hex"])) << name;
+    EXPECT_EQ(t.Decode(t.Encode(text, special)), Representable(t, text)) << name;
+    matched += got == want;
+    ++total;
+  }
+  EXPECT_GE(total, 40);
+  std::cout << "[ tokenizer ] " << matched << " / " << total << " fixture strings match llama.cpp\n";
+}
+
+TEST_F(TokenizerSmolLM2, ChatTemplateMatchesJinja) {
+  for (const auto& chat : (*fixture_)["chats"]) {
+    std::vector<Tokenizer::Message> messages;
+    for (const auto& m : chat["messages"]) messages.push_back({m["role"], m["content"]});
+    EXPECT_EQ(tokenizer_->ApplyChatTemplate(messages, chat["add_generation_prompt"]),
+              chat["rendered"].get<std::string>());
+  }
+}
+
+TEST_F(TokenizerSmolLM2, RoundTripsRandomBytes) {
+  const Tokenizer& t = *tokenizer_;
+  std::mt19937 rng(7);
+  const std::string alphabet = "ab 1\n\t'.\xc3\xa9\xe4\xbd\xa0\xf0\x9f\x98\x80";
+  for (int trial = 0; trial < 500; ++trial) {
+    std::string s(rng() % 64, '\0');
+    for (char& c : s) c = static_cast<char>(trial % 2 ? rng() % 256 : alphabet[rng() % alphabet.size()]);
+    if (s.find("<") != std::string::npos) continue;  // no special-token text
+    const std::vector<int32_t> ids = t.Encode(s);
+    for (int32_t id : ids) ASSERT_TRUE(id >= 0 && id < t.vocab_size());
+    ASSERT_EQ(t.Decode(ids), Representable(t, s));
+  }
+}
+
+TEST_F(TokenizerSmolLM2, BytesWithoutTokens) {
+  const Tokenizer& t = *tokenizer_;
+  std::string missing;
+  for (int b = 0; b < 256; ++b) {
+    const std::string byte(1, static_cast<char>(b));
+    const std::string back = t.Decode(t.Encode(byte));
+    if (back == byte) continue;
+    missing += byte;
+    // An ASCII byte is valid UTF-8: dropped, as llama.cpp does. Any other is invalid alone: U+FFFD.
+    EXPECT_EQ(back, b < 0x80 ? "" : "\xEF\xBF\xBD") << b;
+    EXPECT_EQ(t.Encode(byte, true, InvalidUtf8::kReplace), t.Encode(b < 0x80 ? "" : "\xEF\xBF\xBD")) << b;
+  }
+  EXPECT_EQ(
+      missing,
+      std::string("\x04\x06\x13\x14\x16\x1D\xC0\xC1\xF1\xF2\xF5\xF6\xF7\xF8\xF9\xFA\xFB\xFC\xFD\xFE\xFF"));
+  // U+40000 (F1 80 80 80) is valid UTF-8: its F1 has no token and is dropped, as llama.cpp drops it.
+  EXPECT_EQ(t.Decode(t.Encode("a\xF1\x80\x80\x80")), "a\x80\x80\x80");
+  EXPECT_EQ(t.Encode("a\xF1\x80\x80\x80"), t.Encode("a\xF1\x80\x80\x80", true, InvalidUtf8::kReplace));
+}
+
+TEST_F(TokenizerSmolLM2, EncodesLargeText) {
+  std::string text;
+  while (text.size() < 100'000)
+    text += "The quick brown fox, 1234 times: jumps! \xe4\xbd\xa0\xe5\xa5\xbd\n  ";
+  const std::vector<int32_t> ids = tokenizer_->Encode(text);
+  EXPECT_GT(ids.size(), 10'000u);
+  EXPECT_EQ(tokenizer_->Decode(ids), text);
+}
+
+}  // namespace
+}  // namespace attn
