@@ -17,6 +17,8 @@
 #include "attn/kv_cache.h"
 
 namespace nb = nanobind;
+
+void BindModel(nb::module_& m);  // python/model_module.cc
 using Array = nb::ndarray<nb::device::cpu>;
 using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-only views
 
@@ -115,4 +117,5 @@ NB_MODULE(_attn, m) {
       .value("float32", attn::DType::kF32)
       .value("float16", attn::DType::kF16)
       .value("bfloat16", attn::DType::kBF16);
+  BindModel(m);
 }

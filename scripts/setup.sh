@@ -36,6 +36,9 @@ fi
 site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 echo "$ROOT/build/python" > "$site/attn-build.pth"
 
+# The default model (SmolLM2-135M-Instruct, Q4_1) into ~/.cache/attn/models.
+bash scripts/fetch_model.sh
+
 if [ ! -f build/build.ninja ]; then
   cmake --preset release >/dev/null
 fi

@@ -9,5 +9,11 @@ namespace attn::cli {
 void AddDemoCommand(CLI::App& app);
 // Adds `attn info MODEL`: a GGUF file's metadata and tensor table.
 void AddInfoCommand(CLI::App& app);
+// Adds `attn generate [PROMPT]`: continue a prompt with a model, streamed or as JSON.
+void AddGenerateCommand(CLI::App& app);
+// Adds `attn chat`: an interactive conversation through the model's chat template.
+void AddChatCommand(CLI::App& app);
+// Adds `attn bench`: prompt-processing and generation speed of a model.
+void AddBenchCommand(CLI::App& app);
 
 }  // namespace attn::cli

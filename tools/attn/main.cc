@@ -10,6 +10,9 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "attn 0.1.0");
   attn::cli::AddDemoCommand(app);
   attn::cli::AddInfoCommand(app);
+  attn::cli::AddGenerateCommand(app);
+  attn::cli::AddChatCommand(app);
+  attn::cli::AddBenchCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,69 @@
+// Sampling and text generation with a KV cache.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <random>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "attn/model.h"
+
+namespace attn {
+
+// The sampling chain, applied in this order (llama.cpp's default order for these stages):
+// repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw.
+// temperature == 0 is greedy (argmax, ties to the lowest id); the other stages then do nothing.
+struct SamplerOptions {
+  float temperature = 0.0f;
+  int top_k = 40;                   // 0 = off
+  float top_p = 0.95f;              // 1 = off
+  float min_p = 0.05f;              // 0 = off
+  float repetition_penalty = 1.0f;  // 1 = off; llama.cpp/CTRL rule: logit > 0 ? logit / p : logit * p
+  int repetition_window = 64;       // last tokens the penalty looks at
+  uint64_t seed = 0;
+};
+
+class Sampler {
+ public:
+  explicit Sampler(const SamplerOptions& options);
+  // Picks the next token from logits [vocab]; `history` is every token so far (for the penalty).
+  // Throws attn::Error when the logits hold a NaN or infinity.
+  int32_t Sample(std::span<const float> logits, std::span<const int32_t> history);
+
+ private:
+  SamplerOptions options_;
+  std::mt19937_64 rng_;
+  std::vector<std::pair<float, int32_t>> candidates_;
+};
+
+struct GenerateOptions {
+  int max_tokens = 128;
+  SamplerOptions sampling;
+  std::vector<std::string> stop;  // stop strings (not included in the text)
+  bool stop_at_eos = true;        // end at an end-of-generation token (not included)
+  int threads = 0;                // 0 = every core
+};
+
+struct GenerateResult {
+  std::vector<int32_t> prompt_tokens;
+  std::vector<int32_t> tokens;  // generated ids (without a final EOS)
+  std::string text;             // generated text (stop string removed)
+  std::string stop_reason;      // "eos", "stop", "length"
+  double prompt_ms = 0.0, gen_ms = 0.0;
+  int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
+};
+
+// Tokenizes `prompt` (special tokens parsed, BOS when the model asks for it), evaluates it, then
+// samples up to max_tokens tokens. on_text receives text as soon as it is final (held back only
+// while it could be the start of a stop string). Throws attn::Error for an empty prompt or one
+// longer than the model's context.
+GenerateResult Generate(const Model& model, const std::string& prompt, const GenerateOptions& options,
+                        const std::function<void(const std::string&)>& on_text = nullptr);
+// The same from token ids.
+GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> prompt_tokens,
+                                  const GenerateOptions& options,
+                                  const std::function<void(const std::string&)>& on_text = nullptr);
+
+}  // namespace attn

@@ -1,0 +1,118 @@
+// A decoder-only language model loaded from a GGUF file, run on attn's kernels.
+//
+//   auto model = attn::Model::Load(path);          // memory-maps the weights
+//   attn::Session session(*model, capacity);       // a KV cache per layer
+//   model->Forward(session, tokens, logits, ...);  // appends tokens, returns logits
+//
+// Two architectures are described (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU,
+// tied or separate output) and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "attn/kv_cache.h"
+#include "attn/tokenizer.h"
+
+namespace attn {
+
+namespace gguf {
+class File;
+}
+class ThreadPool;
+
+enum class Arch : uint8_t { kLlama, kGpt2 };
+enum class NormKind : uint8_t { kRms, kLayer };
+
+// Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
+struct ModelConfig {
+  Arch arch = Arch::kLlama;
+  std::string arch_name;  // general.architecture
+  std::string name;       // general.name, when present
+  int64_t n_layers = 0;
+  int64_t d_model = 0;     // embedding_length
+  int64_t n_heads = 0;     // query heads
+  int64_t n_kv_heads = 0;  // key/value heads (GQA when < n_heads)
+  int64_t head_dim = 0;
+  int64_t d_ff = 0;  // feed_forward_length
+  int64_t vocab_size = 0;
+  int64_t context_length = 0;
+  int64_t rope_dim = 0;  // dimensions rotated per head (llama)
+  float rope_base = 10000.0f;
+  float norm_eps = 1e-5f;
+  NormKind norm = NormKind::kRms;
+  bool tied_output = false;  // output projection = token embedding (no output.weight)
+};
+
+// A hook point sees (and may overwrite) one named intermediate of the forward pass, a
+// row-major [rows, cols] float32 block for the tokens of the current call. `layer` is -1 for
+// points outside the blocks. Hooks cost nothing when none is installed.
+struct HookPoint {
+  const char* name;  // TransformerLens-style name without the "blocks.{l}." prefix
+  int layer;
+  float* data;
+  int64_t rows, cols;
+  int64_t pos0;  // position of the first row
+};
+using HookFn = std::function<void(const HookPoint&)>;
+
+class Model;
+
+// The state of one sequence: its KV caches and scratch space. Positions advance with every
+// Forward call; Reset() starts a new sequence.
+class Session {
+ public:
+  // `capacity`: the most positions this session will hold (<= the model's context length).
+  Session(const Model& model, int64_t capacity);
+  ~Session();
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  int64_t n_past() const { return n_past_; }
+  int64_t capacity() const { return capacity_; }
+  void Reset();
+
+ private:
+  friend class Model;
+  int64_t n_past_ = 0;
+  int64_t capacity_ = 0;
+  std::vector<std::unique_ptr<KVCache>> caches_;  // one per layer
+};
+
+class Model {
+ public:
+  // Opens and validates a GGUF model; throws attn::Error naming what is wrong or missing.
+  static std::unique_ptr<Model> Load(const std::string& path);
+  // The default model's path: $ATTN_MODEL, else ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf
+  // ($XDG_CACHE_HOME respected). Does not check that it exists.
+  static std::string DefaultPath();
+  ~Model();
+
+  const ModelConfig& config() const { return config_; }
+  const Tokenizer& tokenizer() const { return *tokenizer_; }
+  const std::string& path() const { return path_; }
+  // Bytes of weights in the mapped file.
+  uint64_t weight_bytes() const;
+
+  // Runs `tokens` at positions [session.n_past(), + tokens.size()) and appends them to the
+  // session's caches. Writes logits [tokens.size(), vocab] when all_logits, else only the last
+  // token's [vocab]. Throws attn::Error when a token id is out of range or the session is full.
+  void Forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_logits = false,
+               int threads = 0, const HookFn* hook = nullptr) const;
+
+  struct Weights;  // defined in src/model/weights.h
+
+ private:
+  Model();
+  std::string path_;
+  ModelConfig config_;
+  std::unique_ptr<gguf::File> file_;
+  std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<Weights> weights_;
+};
+
+}  // namespace attn

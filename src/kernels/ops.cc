@@ -1,0 +1,83 @@
+#include "kernels/ops.h"
+
+#include <cmath>
+#include <vector>
+
+namespace attn::ops {
+
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n_rows, int64_t dim, float eps) {
+  for (int64_t r = 0; r < n_rows; ++r, x += dim, y += dim) {
+    double sum_sq = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum_sq += static_cast<double>(x[i]) * x[i];
+    const float inv_rms = static_cast<float>(1.0 / std::sqrt(sum_sq / static_cast<double>(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) y[i] = x[i] * inv_rms * weight[i];
+  }
+}
+
+void LayerNorm(const float* x, const float* weight, const float* bias, float* y, int64_t n_rows, int64_t dim,
+               float eps) {
+  for (int64_t r = 0; r < n_rows; ++r, x += dim, y += dim) {
+    double sum = 0.0;
+    for (int64_t i = 0; i < dim; ++i) sum += x[i];
+    const double mean = sum / static_cast<double>(dim);
+    double var = 0.0;
+    for (int64_t i = 0; i < dim; ++i) var += (x[i] - mean) * (x[i] - mean);
+    var /= static_cast<double>(dim);
+    const float inv_std = static_cast<float>(1.0 / std::sqrt(var + eps));
+    const float m = static_cast<float>(mean);
+    for (int64_t i = 0; i < dim; ++i) y[i] = (x[i] - m) * inv_std * weight[i] + bias[i];
+  }
+}
+
+void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t pos0,
+               float base, RopeStyle style) {
+  const int64_t half = rope_dim / 2;
+  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
+  for (int64_t r = 0; r < n_rows; ++r) {
+    const double pos = static_cast<double>(pos0 + r);
+    for (int64_t i = 0; i < half; ++i) {
+      // theta_i = pos * base^(-2i / rope_dim), in double so long positions keep their precision.
+      const double theta = pos * std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
+      cos_t[i] = static_cast<float>(std::cos(theta));
+      sin_t[i] = static_cast<float>(std::sin(theta));
+    }
+    float* row = x + r * n_heads * head_dim;
+    for (int64_t h = 0; h < n_heads; ++h) {
+      float* v = row + h * head_dim;
+      for (int64_t i = 0; i < half; ++i) {
+        const int64_t a = style == RopeStyle::kNormal ? 2 * i : i;
+        const int64_t b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
+        const float x0 = v[a], x1 = v[b];
+        v[a] = x0 * cos_t[i] - x1 * sin_t[i];
+        v[b] = x0 * sin_t[i] + x1 * cos_t[i];
+      }
+    }
+  }
+}
+
+void SwiGlu(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void GeluTanh(float* x, int64_t n) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = x[i];
+    x[i] = 0.5f * v * (1.0f + std::tanh(kSqrt2OverPi * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void AddBias(float* y, const float* bias, int64_t n_rows, int64_t dim) {
+  for (int64_t r = 0; r < n_rows; ++r, y += dim) {
+    for (int64_t i = 0; i < dim; ++i) y[i] += bias[i];
+  }
+}
+
+void Add(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+}  // namespace attn::ops

@@ -1,0 +1,41 @@
+// The small per-token operations of a decoder block: normalization, rotary position embedding,
+// activations. Rows are contiguous float32; each call handles `n_rows` rows of `dim` values.
+// These are memory-light next to the matrix products, so they are written as plain loops that
+// the compiler vectorizes; the formulas are cited beside each.
+#pragma once
+
+#include <cstdint>
+
+namespace attn::ops {
+
+// RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x^2) + eps) * weight.
+void RmsNorm(const float* x, const float* weight, float* y, int64_t n_rows, int64_t dim, float eps);
+
+// LayerNorm (Ba et al. 2016): y = (x - mean) / sqrt(var + eps) * weight + bias.
+void LayerNorm(const float* x, const float* weight, const float* bias, float* y, int64_t n_rows, int64_t dim,
+               float eps);
+
+// Which pairs of dimensions a rotary embedding rotates together (REFERENCE.md, RoPE):
+//  kNormal: (x[2i], x[2i+1])     -- GGUF llama files (the converter permuted Q and K rows)
+//  kNeox:   (x[i], x[i + d/2])   -- GPT-NeoX / Hugging Face order
+enum class RopeStyle : uint8_t { kNormal, kNeox };
+
+// Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim]; row r
+// is at position pos0 + r. Angle of pair i at position p: p * base^(-2i / rope_dim).
+void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t pos0,
+               float base, RopeStyle style);
+
+// SwiGLU (Shazeer 2020): gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
+void SwiGlu(float* gate, const float* up, int64_t n);
+
+// GELU, tanh approximation (GPT-2's "gelu_new"):
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+void GeluTanh(float* x, int64_t n);
+
+// y[r][i] += bias[i] for every row.
+void AddBias(float* y, const float* bias, int64_t n_rows, int64_t dim);
+
+// y[i] += x[i].
+void Add(float* y, const float* x, int64_t n);
+
+}  // namespace attn::ops

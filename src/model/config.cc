@@ -1,0 +1,163 @@
+// Reading a model's description from GGUF metadata, and loading its weights by the tensor list.
+#include <cmath>
+#include <cstdlib>
+#include <string>
+
+#include "attn/error.h"
+#include "attn/model.h"
+#include "model/weights.h"
+
+namespace attn {
+namespace {
+
+const gguf::Value& Require(const gguf::File& file, const std::string& key) {
+  const gguf::Value* v = file.Find(key);
+  if (v == nullptr) throw Error("model: metadata key '" + key + "' is missing");
+  return *v;
+}
+
+// An integer key of any integer type, checked to lie in [lo, hi].
+int64_t GetInt(const gguf::File& file, const std::string& key, int64_t lo, int64_t hi,
+               const int64_t* fallback = nullptr) {
+  const gguf::Value* v = file.Find(key);
+  if (v == nullptr) {
+    if (fallback != nullptr) return *fallback;
+    throw Error("model: metadata key '" + key + "' is missing");
+  }
+  int64_t x = 0;
+  if (const auto* u = std::get_if<uint64_t>(&v->data)) {
+    if (*u > static_cast<uint64_t>(INT64_MAX))
+      x = INT64_MAX;
+    else
+      x = static_cast<int64_t>(*u);
+  } else if (const auto* i = std::get_if<int64_t>(&v->data)) {
+    x = *i;
+  } else {
+    throw Error("model: metadata key '" + key + "' = " + v->ToString() + " (must be an integer)",
+                Error::Kind::kType);
+  }
+  if (x < lo || x > hi) {
+    throw Error("model: metadata key '" + key + "' = " + std::to_string(x) + " (must be in [" +
+                std::to_string(lo) + ", " + std::to_string(hi) + "])");
+  }
+  return x;
+}
+
+float GetFloat(const gguf::File& file, const std::string& key, float fallback) {
+  const gguf::Value* v = file.Find(key);
+  if (v == nullptr) return fallback;
+  const auto* d = std::get_if<double>(&v->data);
+  if (d == nullptr || !std::isfinite(*d) || *d <= 0.0) {
+    throw Error("model: metadata key '" + key + "' = " + v->ToString() + " (must be a positive number)");
+  }
+  return static_cast<float>(*d);
+}
+
+// Limits that keep every size product far from overflow; real models are well inside them.
+constexpr int64_t kMaxDim = 1 << 20;
+constexpr int64_t kMaxLayers = 4096;
+
+}  // namespace
+
+ModelConfig ReadConfig(const gguf::File& file) {
+  ModelConfig c;
+  const gguf::Value& arch = Require(file, "general.architecture");
+  const auto* arch_name = std::get_if<std::string>(&arch.data);
+  if (arch_name == nullptr) throw Error("model: general.architecture is not a string", Error::Kind::kType);
+  c.arch_name = *arch_name;
+  if (c.arch_name == "llama") {
+    c.arch = Arch::kLlama;
+    c.norm = NormKind::kRms;
+  } else if (c.arch_name == "gpt2") {
+    c.arch = Arch::kGpt2;
+    c.norm = NormKind::kLayer;
+  } else {
+    throw Error("model: architecture '" + c.arch_name + "' is not supported (llama and gpt2 are)");
+  }
+  if (const gguf::Value* n = file.Find("general.name")) {
+    if (const auto* s = std::get_if<std::string>(&n->data)) c.name = *s;
+  }
+  const std::string a = c.arch_name + ".";
+  c.n_layers = GetInt(file, a + "block_count", 1, kMaxLayers);
+  c.d_model = GetInt(file, a + "embedding_length", 1, kMaxDim);
+  c.n_heads = GetInt(file, a + "attention.head_count", 1, kMaxDim);
+  c.n_kv_heads = GetInt(file, a + "attention.head_count_kv", 1, kMaxDim, &c.n_heads);
+  c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim);
+  c.context_length = GetInt(file, a + "context_length", 1, kMaxDim);
+  if (c.d_model % c.n_heads != 0) {
+    throw Error("model: embedding_length " + std::to_string(c.d_model) + " is not a multiple of head_count " +
+                std::to_string(c.n_heads));
+  }
+  if (c.n_heads % c.n_kv_heads != 0) {
+    throw Error("model: head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
+                std::to_string(c.n_kv_heads));
+  }
+  c.head_dim = c.d_model / c.n_heads;
+  if (c.arch == Arch::kLlama) {
+    c.norm_eps = GetFloat(file, a + "attention.layer_norm_rms_epsilon", 1e-5f);
+    c.rope_dim = GetInt(file, a + "rope.dimension_count", 2, c.head_dim, &c.head_dim);
+    if (c.rope_dim % 2 != 0)
+      throw Error("model: rope.dimension_count " + std::to_string(c.rope_dim) + " is odd");
+    c.rope_base = GetFloat(file, a + "rope.freq_base", 10000.0f);
+  } else {
+    c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
+  }
+  // The vocabulary size is the embedding's row count (llama.vocab_size is optional in GGUF).
+  const gguf::TensorInfo* embd = file.FindTensor("token_embd.weight");
+  if (embd == nullptr) throw Error("model: tensor 'token_embd.weight' is missing");
+  if (embd->dims.size() != 2 || embd->dims[1] == 0 || embd->dims[1] > static_cast<uint64_t>(kMaxDim)) {
+    throw Error("model: tensor 'token_embd.weight' has a bad shape");
+  }
+  c.vocab_size = static_cast<int64_t>(embd->dims[1]);
+  c.tied_output = file.FindTensor("output.weight") == nullptr;
+  return c;
+}
+
+// Binds every tensor of the list to its slot, checking presence, shape and type.
+void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weights& weights) {
+  ForEachTensor(config, weights, [&](const TensorSpec& spec, WeightMatrix& slot) {
+    const gguf::TensorInfo* t = file.FindTensor(spec.name);
+    if (t == nullptr) {
+      if (spec.required) throw Error("model: tensor '" + spec.name + "' is missing");
+      return;
+    }
+    const uint64_t want_rows = static_cast<uint64_t>(spec.rows), want_cols = static_cast<uint64_t>(spec.cols);
+    const bool shape_ok = spec.kind == TensorKind::kVector
+                              ? (t->dims.size() == 1 && t->dims[0] == want_cols)
+                              : (t->dims.size() == 2 && t->dims[0] == want_cols && t->dims[1] == want_rows);
+    if (!shape_ok) {
+      std::string got;
+      for (uint64_t d : t->dims) got += (got.empty() ? "" : ", ") + std::to_string(d);
+      throw Error("model: tensor '" + spec.name + "' has shape [" + got + "], expected [" +
+                  std::to_string(spec.cols) +
+                  (spec.kind == TensorKind::kVector ? "" : ", " + std::to_string(spec.rows)) +
+                  "] (ne order)");
+    }
+    if (spec.kind == TensorKind::kVector && t->type != gguf::TensorType::kF32) {
+      throw Error("model: tensor '" + spec.name + "' has type " + gguf::TensorTypeName(t->type) +
+                      " (norm weights and biases must be F32)",
+                  Error::Kind::kType);
+    }
+    slot = MakeWeightMatrix(t->type, t->data, spec.rows, spec.cols, spec.name.c_str());
+    if (slot.row_bytes * static_cast<uint64_t>(spec.rows) != t->bytes) {
+      throw Error("model: tensor '" + spec.name + "' holds " + std::to_string(t->bytes) +
+                  " bytes, expected " + std::to_string(slot.row_bytes * static_cast<uint64_t>(spec.rows)));
+    }
+  });
+  if (weights.output.data == nullptr) weights.output = weights.token_embd;
+}
+
+std::string Model::DefaultPath() {
+  if (const char* env = std::getenv("ATTN_MODEL"); env != nullptr && *env != '\0') return env;
+  std::string cache;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
+    cache = xdg;
+  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    cache = std::string(home) + "/.cache";
+  } else {
+    cache = ".cache";
+  }
+  return cache + "/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+}  // namespace attn

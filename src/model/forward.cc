@@ -1,0 +1,272 @@
+// The decoder forward pass (DESIGN.md, "the way data flows"):
+//   tokens -> embedding (+ learned positions) -> blocks -> final norm -> unembedding -> logits
+// and inside every block
+//   x += Wo . Attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))     (causal, GQA)
+//   x += Wdown . act(Wgate . norm(x), Wup . norm(x))
+// Every intermediate passes one named hook point (TransformerLens names).
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "attn/error.h"
+#include "attn/model.h"
+#include "core/thread_pool.h"
+#include "kernels/ops.h"
+#include "model/weights.h"
+
+namespace attn {
+
+void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weights& weights);
+
+namespace {
+
+// Tokens per pass through the blocks: bounds the scratch memory of long prompts while keeping
+// the matrix products wide enough to reuse each weight block many times.
+constexpr int64_t kMaxChunk = 512;
+
+struct Scratch {
+  std::vector<float> x, h, q, k, v, z, o, gate, up;
+  explicit Scratch(const ModelConfig& c, int64_t n) {
+    const size_t rows = static_cast<size_t>(n);
+    x.resize(rows * c.d_model);
+    h.resize(rows * c.d_model);
+    q.resize(rows * (c.arch == Arch::kGpt2 ? 3 * c.d_model : c.n_heads * c.head_dim));
+    k.resize(rows * c.n_kv_heads * c.head_dim);
+    v.resize(rows * c.n_kv_heads * c.head_dim);
+    z.resize(rows * c.n_heads * c.head_dim);
+    o.resize(rows * c.d_model);
+    gate.resize(rows * c.d_ff);
+    up.resize(rows * c.d_ff);
+  }
+};
+
+TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_t row_stride) {
+  TensorView t;
+  t.data = data;
+  t.dtype = DType::kF32;
+  t.shape[0] = 1;
+  t.shape[1] = n;
+  t.shape[2] = heads;
+  t.shape[3] = head_dim;
+  t.stride[0] = n * row_stride;
+  t.stride[1] = row_stride;
+  t.stride[2] = head_dim;
+  t.stride[3] = 1;
+  return t;
+}
+
+}  // namespace
+
+Model::Model() = default;
+Model::~Model() = default;
+
+std::unique_ptr<Model> Model::Load(const std::string& path) {
+  std::unique_ptr<Model> m(new Model());
+  m->path_ = path;
+  m->file_ = std::make_unique<gguf::File>(gguf::File::Open(path));
+  m->config_ = ReadConfig(*m->file_);
+  m->weights_ = std::make_unique<Weights>();
+  LoadWeights(*m->file_, m->config_, *m->weights_);
+  m->tokenizer_ = std::make_unique<Tokenizer>(Tokenizer::FromGGUF(*m->file_));
+  if (m->tokenizer_->vocab_size() > m->config_.vocab_size) {
+    throw Error("model: the tokenizer has " + std::to_string(m->tokenizer_->vocab_size()) +
+                " tokens but token_embd.weight only " + std::to_string(m->config_.vocab_size) + " rows");
+  }
+  return m;
+}
+
+uint64_t Model::weight_bytes() const {
+  uint64_t total = 0;
+  for (const auto& t : file_->tensors()) total += t.bytes;
+  return total;
+}
+
+Session::Session(const Model& model, int64_t capacity) {
+  const ModelConfig& c = model.config();
+  if (capacity <= 0 || capacity > c.context_length) {
+    throw Error("session: capacity = " + std::to_string(capacity) + " (must be in [1, " +
+                std::to_string(c.context_length) + "], the model's context length)");
+  }
+  capacity_ = capacity;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    caches_.push_back(std::make_unique<KVCache>(1, c.n_kv_heads, c.head_dim, capacity));
+  }
+}
+
+Session::~Session() = default;
+
+void Session::Reset() {
+  n_past_ = 0;
+  for (auto& cache : caches_) cache->Clear();
+}
+
+void Model::Forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_logits,
+                    int threads, const HookFn* hook) const {
+  const ModelConfig& c = config_;
+  const Weights& w = *weights_;
+  const int64_t n_total = static_cast<int64_t>(tokens.size());
+  if (n_total == 0) throw Error("forward: no tokens");
+  if (session.caches_.size() != static_cast<size_t>(c.n_layers)) {
+    throw Error("forward: the session was made for another model");
+  }
+  if (session.n_past_ + n_total > session.capacity_) {
+    throw Error("forward: " + std::to_string(session.n_past_) + " cached + " + std::to_string(n_total) +
+                " new tokens exceed the session's capacity of " + std::to_string(session.capacity_) +
+                " positions (the prompt is too long for the context)");
+  }
+  for (int64_t i = 0; i < n_total; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+      throw Error("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                  " is out of range [0, " + std::to_string(c.vocab_size) + ")");
+    }
+  }
+
+  ThreadPool& pool = ThreadPool::Global();
+  const int64_t d = c.d_model, hd = c.head_dim;
+  const int64_t q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  Scratch s(c, std::min(n_total, kMaxChunk));
+
+  for (int64_t start = 0; start < n_total; start += kMaxChunk) {
+    const int64_t n = std::min(kMaxChunk, n_total - start);
+    const int64_t pos0 = session.n_past_;
+    auto point = [&](const char* name, int layer, float* data, int64_t cols) {
+      if (hook != nullptr) (*hook)(HookPoint{name, layer, data, n, cols, pos0});
+    };
+    auto matmul = [&](const WeightMatrix& m, const float* x, int64_t ldx, float* y, int64_t ldy) {
+      MatMul(m, x, n, ldx, y, ldy, pool, threads);
+    };
+    auto norm = [&](const WeightMatrix& weight, const WeightMatrix& bias, const float* x, float* y) {
+      if (c.norm == NormKind::kRms) {
+        ops::RmsNorm(x, Floats(weight), y, n, d, c.norm_eps);
+      } else {
+        ops::LayerNorm(x, Floats(weight), Floats(bias), y, n, d, c.norm_eps);
+      }
+    };
+
+    // Embedding: x[i] = E[token_i] (+ P[pos_i]).
+    float* x = s.x.data();
+    for (int64_t i = 0; i < n; ++i) {
+      const int32_t id = tokens[start + i];
+      DequantizeRow(w.token_embd.type, w.token_embd.data + static_cast<size_t>(id) * w.token_embd.row_bytes,
+                    x + i * d, d);
+    }
+    point("hook_embed", -1, x, d);
+    if (gpt2) {
+      std::vector<float> pos_row(static_cast<size_t>(d));
+      for (int64_t i = 0; i < n; ++i) {
+        DequantizeRow(w.pos_embd.type, w.pos_embd.data + static_cast<size_t>(pos0 + i) * w.pos_embd.row_bytes,
+                      pos_row.data(), d);
+        point("hook_pos_embed", -1, pos_row.data(), d);
+        ops::Add(x + i * d, pos_row.data(), d);
+      }
+    }
+
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& L = w.layers[static_cast<size_t>(l)];
+      const int layer = static_cast<int>(l);
+      KVCache& cache = *session.caches_[static_cast<size_t>(l)];
+      point("hook_resid_pre", layer, x, d);
+
+      // Attention sub-block.
+      norm(L.attn_norm, L.attn_norm_bias, x, s.h.data());
+      point("ln1.hook_normalized", layer, s.h.data(), d);
+      float *q, *k, *v;
+      int64_t q_stride, kv_stride;
+      if (gpt2) {
+        // One fused product [n, 3d], then q, k, v are column blocks of it.
+        matmul(L.wqkv, s.h.data(), d, s.q.data(), q_dim + 2 * kv_dim);
+        ops::AddBias(s.q.data(), Floats(L.bqkv), n, q_dim + 2 * kv_dim);
+        q = s.q.data();
+        k = q + q_dim;
+        v = k + kv_dim;
+        q_stride = kv_stride = q_dim + 2 * kv_dim;
+      } else {
+        matmul(L.wq, s.h.data(), d, s.q.data(), q_dim);
+        matmul(L.wk, s.h.data(), d, s.k.data(), kv_dim);
+        matmul(L.wv, s.h.data(), d, s.v.data(), kv_dim);
+        q = s.q.data();
+        k = s.k.data();
+        v = s.v.data();
+        q_stride = q_dim;
+        kv_stride = kv_dim;
+      }
+      if (hook != nullptr && gpt2) {
+        // Hooks see contiguous [n, heads * head_dim] blocks; copy out of the fused layout.
+        for (float* part : {q, k, v}) {
+          const int64_t cols = part == q ? q_dim : kv_dim;
+          std::vector<float> tmp(static_cast<size_t>(n * cols));
+          for (int64_t i = 0; i < n; ++i) std::copy_n(part + i * q_stride, cols, tmp.data() + i * cols);
+          point(part == q   ? "attn.hook_q"
+                : part == k ? "attn.hook_k"
+                            : "attn.hook_v",
+                layer, tmp.data(), cols);
+          for (int64_t i = 0; i < n; ++i) std::copy_n(tmp.data() + i * cols, cols, part + i * q_stride);
+        }
+      } else {
+        point("attn.hook_q", layer, q, q_dim);
+        point("attn.hook_k", layer, k, kv_dim);
+        point("attn.hook_v", layer, v, kv_dim);
+      }
+      if (!gpt2) {
+        const auto style = ops::RopeStyle::kNormal;  // GGUF llama: consecutive pairs (REFERENCE.md)
+        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, pos0, c.rope_base, style);
+        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, pos0, c.rope_base, style);
+        point("attn.hook_rot_q", layer, q, q_dim);
+        point("attn.hook_rot_k", layer, k, kv_dim);
+      }
+      cache.Append(View4(k, n, c.n_kv_heads, hd, kv_stride), View4(v, n, c.n_kv_heads, hd, kv_stride));
+      AttentionOptions opts;
+      opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
+      opts.threads = threads;
+      cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
+      point("attn.hook_z", layer, s.z.data(), q_dim);
+      matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
+      if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
+      point("hook_attn_out", layer, s.o.data(), d);
+      ops::Add(x, s.o.data(), n * d);
+      point("hook_resid_mid", layer, x, d);
+
+      // Feed-forward sub-block.
+      norm(L.ffn_norm, L.ffn_norm_bias, x, s.h.data());
+      point("ln2.hook_normalized", layer, s.h.data(), d);
+      matmul(L.w_up, s.h.data(), d, s.up.data(), c.d_ff);
+      if (gpt2) {
+        ops::AddBias(s.up.data(), Floats(L.b_up), n, c.d_ff);
+        point("mlp.hook_pre", layer, s.up.data(), c.d_ff);
+        ops::GeluTanh(s.up.data(), n * c.d_ff);
+        point("mlp.hook_post", layer, s.up.data(), c.d_ff);
+        matmul(L.w_down, s.up.data(), c.d_ff, s.o.data(), d);
+        ops::AddBias(s.o.data(), Floats(L.b_down), n, d);
+      } else {
+        matmul(L.w_gate, s.h.data(), d, s.gate.data(), c.d_ff);
+        point("mlp.hook_pre", layer, s.gate.data(), c.d_ff);
+        ops::SwiGlu(s.gate.data(), s.up.data(), n * c.d_ff);
+        point("mlp.hook_post", layer, s.gate.data(), c.d_ff);
+        matmul(L.w_down, s.gate.data(), c.d_ff, s.o.data(), d);
+      }
+      point("hook_mlp_out", layer, s.o.data(), d);
+      ops::Add(x, s.o.data(), n * d);
+      point("hook_resid_post", layer, x, d);
+    }
+    session.n_past_ += n;
+
+    // Final norm and unembedding, for every row or only the sequence's last one.
+    const bool last_chunk = start + n == n_total;
+    if (!all_logits && !last_chunk) continue;
+    const int64_t first = all_logits ? 0 : n - 1;
+    const int64_t rows = n - first;
+    float* h = s.h.data();
+    if (c.norm == NormKind::kRms) {
+      ops::RmsNorm(x + first * d, Floats(w.output_norm), h, rows, d, c.norm_eps);
+    } else {
+      ops::LayerNorm(x + first * d, Floats(w.output_norm), Floats(w.output_norm_bias), h, rows, d,
+                     c.norm_eps);
+    }
+    if (hook != nullptr) (*hook)(HookPoint{"ln_final.hook_normalized", -1, h, rows, d, pos0 + first});
+    float* out = all_logits ? logits + start * c.vocab_size : logits;
+    MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
+  }
+}
+
+}  // namespace attn

@@ -1,0 +1,117 @@
+// Generation: evaluate the prompt once, then one token at a time through the KV cache.
+#include "attn/generate.h"
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+
+#include "attn/error.h"
+
+namespace attn {
+namespace {
+
+double MsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// Length of the longest suffix of `text` that is a proper prefix of some stop string: that much
+// must be held back from the stream until the next token decides it.
+size_t HeldBack(const std::string& text, const std::vector<std::string>& stops) {
+  size_t keep = 0;
+  for (const std::string& stop : stops) {
+    for (size_t len = std::min(stop.size() - 1, text.size()); len > keep; --len) {
+      if (text.compare(text.size() - len, len, stop, 0, len) == 0) {
+        keep = len;
+        break;
+      }
+    }
+  }
+  return keep;
+}
+
+}  // namespace
+
+GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> prompt_tokens,
+                                  const GenerateOptions& options,
+                                  const std::function<void(const std::string&)>& on_text) {
+  const ModelConfig& c = model.config();
+  const Tokenizer& tok = model.tokenizer();
+  if (prompt_tokens.empty()) throw Error("generate: the prompt is empty (no tokens)");
+  if (options.max_tokens < 0) {
+    throw Error("generate: max_tokens = " + std::to_string(options.max_tokens) + " (must be >= 0)");
+  }
+  for (const std::string& s : options.stop) {
+    if (s.empty()) throw Error("generate: an empty stop string");
+  }
+  const int64_t n_prompt = static_cast<int64_t>(prompt_tokens.size());
+  if (n_prompt > c.context_length) {
+    throw Error("generate: the prompt has " + std::to_string(n_prompt) +
+                " tokens, more than the model's context of " + std::to_string(c.context_length));
+  }
+  const int64_t capacity = std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1));
+  Session session(model, capacity);
+  Sampler sampler(options.sampling);
+
+  GenerateResult result;
+  result.prompt_tokens = prompt_tokens;
+  std::vector<int32_t> history = prompt_tokens;
+  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+
+  auto t0 = std::chrono::steady_clock::now();
+  model.Forward(session, prompt_tokens, logits.data(), false, options.threads);
+  result.prompt_ms = MsSince(t0);
+  result.n_prompt_evaluated = n_prompt;
+
+  std::string text;     // everything generated so far
+  size_t streamed = 0;  // bytes of `text` already passed to on_text
+  result.stop_reason = "length";
+  for (int i = 0; i < options.max_tokens; ++i) {
+    const int32_t next = sampler.Sample(logits, history);
+    if (options.stop_at_eos && tok.IsEndOfGeneration(next)) {
+      result.stop_reason = "eos";
+      break;
+    }
+    result.tokens.push_back(next);
+    history.push_back(next);
+    text += tok.TokenToPiece(next);
+
+    size_t stop_at = std::string::npos;
+    for (const std::string& s : options.stop) {
+      const size_t found = text.find(s, streamed > s.size() ? streamed - s.size() : 0);
+      if (found != std::string::npos) stop_at = std::min(stop_at, found);
+    }
+    if (stop_at != std::string::npos) {
+      text.resize(stop_at);
+      result.stop_reason = "stop";
+      break;
+    }
+    const size_t ready = text.size() - HeldBack(text, options.stop);
+    if (on_text && ready > streamed) on_text(text.substr(streamed, ready - streamed));
+    streamed = std::max(streamed, ready);
+
+    if (i + 1 == options.max_tokens || session.n_past() >= session.capacity()) {
+      if (i + 1 < options.max_tokens) result.stop_reason = "context";
+      break;
+    }
+    // Like llama.cpp's eval timing, gen_ms counts the forward passes only (not sampling).
+    const auto t1 = std::chrono::steady_clock::now();
+    model.Forward(session, std::span<const int32_t>(&next, 1), logits.data(), false, options.threads);
+    result.gen_ms += MsSince(t1);
+    ++result.n_gen_evaluated;
+  }
+  if (on_text && text.size() > streamed) on_text(text.substr(streamed));
+  result.text = std::move(text);
+  return result;
+}
+
+GenerateResult Generate(const Model& model, const std::string& prompt, const GenerateOptions& options,
+                        const std::function<void(const std::string&)>& on_text) {
+  std::vector<int32_t> ids;
+  const Tokenizer& tok = model.tokenizer();
+  if (tok.add_bos()) ids.push_back(tok.bos_id());
+  const std::vector<int32_t> body = tok.Encode(prompt, /*parse_special=*/true);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return GenerateFromTokens(model, std::move(ids), options, on_text);
+}
+
+}  // namespace attn

@@ -1,0 +1,110 @@
+// The sampling chain (see attn/generate.h for the order and the rules).
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <string>
+#include <unordered_set>
+
+#include "attn/error.h"
+#include "attn/generate.h"
+
+namespace attn {
+
+Sampler::Sampler(const SamplerOptions& options) : options_(options), rng_(options.seed) {
+  if (!(options.temperature >= 0.0f) || !std::isfinite(options.temperature)) {
+    throw Error("sampler: temperature = " + std::to_string(options.temperature) + " (must be >= 0)");
+  }
+  if (options.top_k < 0) throw Error("sampler: top_k = " + std::to_string(options.top_k) + " (must be >= 0)");
+  if (!(options.top_p > 0.0f && options.top_p <= 1.0f)) {
+    throw Error("sampler: top_p = " + std::to_string(options.top_p) + " (must be in (0, 1])");
+  }
+  if (!(options.min_p >= 0.0f && options.min_p <= 1.0f)) {
+    throw Error("sampler: min_p = " + std::to_string(options.min_p) + " (must be in [0, 1])");
+  }
+  if (!(options.repetition_penalty > 0.0f) || !std::isfinite(options.repetition_penalty)) {
+    throw Error("sampler: repetition_penalty = " + std::to_string(options.repetition_penalty) +
+                " (must be > 0)");
+  }
+}
+
+int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
+  const int32_t vocab = static_cast<int32_t>(logits.size());
+  if (vocab == 0) throw Error("sampler: empty logits");
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (!std::isfinite(logits[i])) {
+      throw Error("sampler: logit " + std::to_string(i) + " is " + std::to_string(logits[i]) +
+                  " (the model produced a non-finite value)");
+    }
+  }
+  candidates_.resize(static_cast<size_t>(vocab));
+  for (int32_t i = 0; i < vocab; ++i) candidates_[i] = {logits[i], i};
+
+  // Repetition penalty over the recent window, each distinct token once.
+  if (options_.repetition_penalty != 1.0f && options_.repetition_window > 0) {
+    const size_t from = history.size() > static_cast<size_t>(options_.repetition_window)
+                            ? history.size() - static_cast<size_t>(options_.repetition_window)
+                            : 0;
+    std::unordered_set<int32_t> seen(history.begin() + static_cast<std::ptrdiff_t>(from), history.end());
+    for (int32_t id : seen) {
+      if (id < 0 || id >= vocab) continue;
+      float& l = candidates_[id].first;
+      l = l > 0.0f ? l / options_.repetition_penalty : l * options_.repetition_penalty;
+    }
+  }
+
+  auto by_logit = [](const auto& a, const auto& b) {
+    return a.first > b.first || (a.first == b.first && a.second < b.second);
+  };
+  if (options_.temperature == 0.0f) {
+    return std::min_element(candidates_.begin(), candidates_.end(), by_logit)->second;
+  }
+
+  // top-k: keep the k largest (sorted, descending).
+  size_t n = candidates_.size();
+  if (options_.top_k > 0 && static_cast<size_t>(options_.top_k) < n) n = static_cast<size_t>(options_.top_k);
+  std::partial_sort(candidates_.begin(), candidates_.begin() + static_cast<std::ptrdiff_t>(n),
+                    candidates_.end(), by_logit);
+  candidates_.resize(n);
+
+  // Probabilities at temperature 1 for the top-p and min-p filters (as llama.cpp does).
+  auto softmax = [&](float temperature) {
+    std::vector<double> p(candidates_.size());
+    const double max_l = candidates_[0].first;
+    double sum = 0.0;
+    for (size_t i = 0; i < p.size(); ++i)
+      sum += p[i] = std::exp((candidates_[i].first - max_l) / temperature);
+    for (double& x : p) x /= sum;
+    return p;
+  };
+  std::vector<double> p = softmax(1.0f);
+  if (options_.top_p < 1.0f) {
+    double cum = 0.0;
+    size_t keep = p.size();
+    for (size_t i = 0; i < p.size(); ++i) {
+      cum += p[i];
+      if (cum >= options_.top_p) {
+        keep = i + 1;
+        break;
+      }
+    }
+    candidates_.resize(keep);
+    p.resize(keep);
+  }
+  if (options_.min_p > 0.0f) {
+    const double threshold = p[0] * options_.min_p;
+    size_t keep = 1;
+    while (keep < p.size() && p[keep] >= threshold) ++keep;
+    candidates_.resize(keep);
+  }
+
+  p = softmax(options_.temperature);
+  std::uniform_real_distribution<double> uniform(0.0, 1.0);
+  double r = uniform(rng_), cum = 0.0;
+  for (size_t i = 0; i < p.size(); ++i) {
+    cum += p[i];
+    if (r < cum) return candidates_[i].second;
+  }
+  return candidates_.back().second;
+}
+
+}  // namespace attn

@@ -1,0 +1,103 @@
+// One description per architecture: which tensors a model has, their shapes, and where each one
+// lands in the weight structs. The same list drives loading, validation and `attn info`-style
+// printing (DESIGN.md: gemma.cpp's ForEachTensor, llama.cpp's create_tensor).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "attn/model.h"
+#include "format/gguf.h"
+#include "kernels/matmul.h"
+
+namespace attn {
+
+// The tensors of one block. A WeightMatrix with data == nullptr is absent (optional tensors).
+struct LayerWeights {
+  WeightMatrix attn_norm, attn_norm_bias;  // [1, d_model]
+  WeightMatrix wq, wk, wv;                 // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
+  WeightMatrix wqkv, bqkv;                 // gpt2: fused [3 * d_model, d_model] and its bias
+  WeightMatrix wo, bo;                     // [d_model, n_heads * head_dim]
+  WeightMatrix ffn_norm, ffn_norm_bias;    // [1, d_model]
+  WeightMatrix w_gate;                     // llama: [d_ff, d_model]
+  WeightMatrix w_up, b_up;                 // [d_ff, d_model]
+  WeightMatrix w_down, b_down;             // [d_model, d_ff]
+};
+
+struct Model::Weights {
+  WeightMatrix token_embd;  // [vocab, d_model]
+  WeightMatrix pos_embd;    // gpt2: [context, d_model]
+  WeightMatrix output_norm, output_norm_bias;
+  WeightMatrix output;  // [vocab, d_model]; = token_embd when tied
+  std::vector<LayerWeights> layers;
+};
+
+// How a tensor of the list is stored.
+enum class TensorKind : uint8_t {
+  kMatrix,  // any supported weight type, [rows, cols]
+  kVector,  // float32 [cols] (norm weights, biases)
+};
+
+struct TensorSpec {
+  std::string name;  // GGUF name
+  int64_t rows;      // GGUF ne[1] (1 for vectors)
+  int64_t cols;      // GGUF ne[0]
+  TensorKind kind;
+  bool required;
+};
+
+// Reads the architecture's hyperparameters; throws attn::Error naming a missing or bad key.
+ModelConfig ReadConfig(const gguf::File& file);
+
+// Calls fn(spec, slot) for every tensor of the architecture, in file order of a llama.cpp
+// conversion; slot is where the loaded view goes.
+template <class Fn>
+void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
+  const int64_t d = c.d_model, q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  fn(TensorSpec{"token_embd.weight", c.vocab_size, d, TensorKind::kMatrix, true}, w.token_embd);
+  if (gpt2)
+    fn(TensorSpec{"position_embd.weight", c.context_length, d, TensorKind::kMatrix, true}, w.pos_embd);
+  w.layers.resize(static_cast<size_t>(c.n_layers));
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    LayerWeights& L = w.layers[static_cast<size_t>(l)];
+    const std::string p = "blk." + std::to_string(l) + ".";
+    auto mat = [&](const char* n, int64_t rows, int64_t cols, WeightMatrix& slot, bool required = true) {
+      fn(TensorSpec{p + n + ".weight", rows, cols, TensorKind::kMatrix, required}, slot);
+    };
+    auto vec = [&](const char* n, const char* suffix, int64_t cols, WeightMatrix& slot) {
+      fn(TensorSpec{p + n + suffix, 1, cols, TensorKind::kVector, true}, slot);
+    };
+    vec("attn_norm", ".weight", d, L.attn_norm);
+    if (gpt2) {
+      vec("attn_norm", ".bias", d, L.attn_norm_bias);
+      mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);
+      vec("attn_qkv", ".bias", q_dim + 2 * kv_dim, L.bqkv);
+      mat("attn_output", d, q_dim, L.wo);
+      vec("attn_output", ".bias", d, L.bo);
+      vec("ffn_norm", ".weight", d, L.ffn_norm);
+      vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
+      mat("ffn_up", c.d_ff, d, L.w_up);
+      vec("ffn_up", ".bias", c.d_ff, L.b_up);
+      mat("ffn_down", d, c.d_ff, L.w_down);
+      vec("ffn_down", ".bias", d, L.b_down);
+    } else {
+      mat("attn_q", q_dim, d, L.wq);
+      mat("attn_k", kv_dim, d, L.wk);
+      mat("attn_v", kv_dim, d, L.wv);
+      mat("attn_output", d, q_dim, L.wo);
+      vec("ffn_norm", ".weight", d, L.ffn_norm);
+      mat("ffn_gate", c.d_ff, d, L.w_gate);
+      mat("ffn_up", c.d_ff, d, L.w_up);
+      mat("ffn_down", d, c.d_ff, L.w_down);
+    }
+  }
+  fn(TensorSpec{"output_norm.weight", 1, d, TensorKind::kVector, true}, w.output_norm);
+  if (gpt2) fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
+  fn(TensorSpec{"output.weight", c.vocab_size, d, TensorKind::kMatrix, false}, w.output);
+}
+
+// A vector tensor's floats (kVector slots are always float32).
+inline const float* Floats(const WeightMatrix& m) { return reinterpret_cast<const float*>(m.data); }
+
+}  // namespace attn

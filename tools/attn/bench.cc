@@ -1,0 +1,106 @@
+// `attn bench`: prompt processing and generation speed of a model, llama-bench style
+// (pp = one batch of N prompt tokens, tg = N tokens generated one at a time), median of repeats.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "attn/commands.h"
+#include "attn/error.h"
+#include "attn/model_options.h"
+
+namespace attn::cli {
+namespace {
+
+struct BenchArgs {
+  ModelOptions model;
+  int prompt_tokens = 512;
+  int gen_tokens = 128;
+  int repeats = 3;
+  bool json = false;
+};
+
+// A fixed English text, cycled to the requested length so every run sees the same tokens.
+const char* kBenchText =
+    "Attention lets every position of a sequence look at every other position and decide how much "
+    "of each one to take. The queries ask, the keys answer, and the values carry what is passed on. "
+    "Scores are scaled dot products, softmax turns them into weights, and the output is the weighted "
+    "sum of the values. Many heads do this in parallel, each free to learn its own pattern: some "
+    "look at the previous word, some at the first token, some copy what followed an earlier match. ";
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void RunBench(const BenchArgs& args) {
+  std::unique_ptr<Model> model = LoadModel(args.model);
+  const ModelConfig& c = model->config();
+  if (args.prompt_tokens + args.gen_tokens > c.context_length) {
+    throw Error("bench: " + std::to_string(args.prompt_tokens) + " + " + std::to_string(args.gen_tokens) +
+                " tokens exceed the model's context of " + std::to_string(c.context_length));
+  }
+  std::vector<int32_t> text = model->tokenizer().Encode(kBenchText, false);
+  std::vector<int32_t> prompt;
+  while (static_cast<int>(prompt.size()) < args.prompt_tokens)
+    prompt.push_back(text[prompt.size() % text.size()]);
+
+  Session session(*model, args.prompt_tokens + args.gen_tokens);
+  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+  std::vector<double> pp, tg;
+  using Clock = std::chrono::steady_clock;
+  for (int rep = 0; rep < args.repeats; ++rep) {
+    session.Reset();
+    auto t0 = Clock::now();
+    model->Forward(session, prompt, logits.data(), false, args.model.threads);
+    pp.push_back(args.prompt_tokens / std::chrono::duration<double>(Clock::now() - t0).count());
+    // Generation: feed the argmax back, one token per forward pass.
+    auto t1 = Clock::now();
+    for (int i = 0; i < args.gen_tokens; ++i) {
+      const int32_t next =
+          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+      model->Forward(session, std::span<const int32_t>(&next, 1), logits.data(), false, args.model.threads);
+    }
+    tg.push_back(args.gen_tokens / std::chrono::duration<double>(Clock::now() - t1).count());
+    if (!args.json)
+      std::fprintf(stderr, "  run %d: pp %.1f tokens/s, tg %.1f tokens/s\n", rep + 1, pp.back(), tg.back());
+  }
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  const double peak_mb = ru.ru_maxrss / 1024.0;
+  if (args.json) {
+    nlohmann::json j = {
+        {"model", model->path()},  {"threads", args.model.threads}, {"prompt_tokens", args.prompt_tokens},
+        {"prompt_ids", prompt},    {"gen_tokens", args.gen_tokens}, {"repeats", args.repeats},
+        {"pp_tokens_per_s", pp},   {"tg_tokens_per_s", tg},         {"pp_median", Median(pp)},
+        {"tg_median", Median(tg)}, {"peak_rss_mb", peak_mb}};
+    std::printf("%s\n", j.dump().c_str());
+    return;
+  }
+  std::printf("%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; peak RSS %.0f MB)\n",
+              model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg),
+              args.repeats, peak_mb);
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app) {
+  auto args = std::make_shared<BenchArgs>();
+  auto* cmd = app.add_subcommand("bench", "Measure prompt processing and generation speed of a model");
+  AddModelOptions(cmd, args->model);
+  cmd->add_option("-p,--prompt-tokens", args->prompt_tokens, "Prompt tokens processed in one batch")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-n,--gen-tokens", args->gen_tokens, "Tokens generated one at a time")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("-r,--repeats", args->repeats, "Repeats (the median is reported)")
+      ->check(CLI::Range(1, 1000));
+  cmd->add_flag("--json", args->json, "Print one JSON object");
+  cmd->callback([args] { RunBench(*args); });
+}
+
+}  // namespace attn::cli

@@ -1,0 +1,116 @@
+// `attn generate` (one prompt, streamed or as JSON) and `attn chat` (interactive, ChatML).
+#include "attn/generate.h"
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "attn/commands.h"
+#include "attn/error.h"
+#include "attn/model_options.h"
+
+namespace attn::cli {
+namespace {
+
+struct GenerateArgs {
+  ModelOptions model;
+  GenerateOptions gen;
+  std::string prompt = "Once upon a time";
+  bool json = false;
+  bool chat_template = false;
+};
+
+double PerSecond(int64_t n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0; }
+
+void RunGenerate(const GenerateArgs& args) {
+  std::unique_ptr<Model> model = LoadModel(args.model);
+  std::string prompt = args.prompt;
+  if (args.chat_template) prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true);
+  if (args.json) {
+    const GenerateResult r = Generate(*model, prompt, args.gen);
+    nlohmann::json j;
+    j["model"] = model->path();
+    j["prompt_tokens"] = r.prompt_tokens;
+    j["tokens"] = r.tokens;
+    // Invalid UTF-8 (a token cut inside a character) is replaced rather than failing the dump.
+    j["text"] = r.text;
+    j["stop_reason"] = r.stop_reason;
+    j["timings"] = {{"prompt_ms", r.prompt_ms},
+                    {"prompt_tokens_per_s", PerSecond(r.n_prompt_evaluated, r.prompt_ms)},
+                    {"gen_ms", r.gen_ms},
+                    {"gen_tokens_per_s", PerSecond(r.n_gen_evaluated, r.gen_ms)}};
+    std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    return;
+  }
+  std::fputs(args.prompt.c_str(), stdout);
+  std::fflush(stdout);
+  const GenerateResult r = Generate(*model, prompt, args.gen, [](const std::string& piece) {
+    std::fwrite(piece.data(), 1, piece.size(), stdout);
+    std::fflush(stdout);
+  });
+  std::printf("\n\n");
+  std::fprintf(stderr,
+               "prompt: %zu tokens in %.1f ms (%.1f tokens/s); generated: %zu tokens, %.1f tokens/s (%s)\n",
+               r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms),
+               r.tokens.size(), PerSecond(r.n_gen_evaluated, r.gen_ms), r.stop_reason.c_str());
+}
+
+void RunChat(const GenerateArgs& args, const std::string& system) {
+  std::unique_ptr<Model> model = LoadModel(args.model);
+  std::vector<Tokenizer::Message> messages;
+  if (!system.empty()) messages.push_back({"system", system});
+  std::fprintf(stderr, "attn chat with %s (empty line or Ctrl-D to quit)\n", model->path().c_str());
+  std::string line;
+  while (true) {
+    std::fprintf(stderr, "> ");
+    if (!std::getline(std::cin, line) || line.empty()) break;
+    messages.push_back({"user", line});
+    const std::string prompt = model->tokenizer().ApplyChatTemplate(messages, true);
+    const GenerateResult r = Generate(*model, prompt, args.gen, [](const std::string& piece) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    });
+    std::printf("\n");
+    std::fprintf(stderr, "[%zu tokens, %.1f tokens/s]\n", r.tokens.size(),
+                 PerSecond(r.n_gen_evaluated, r.gen_ms));
+    messages.push_back({"assistant", r.text});
+  }
+}
+
+}  // namespace
+
+void AddGenerateCommand(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  auto* cmd = app.add_subcommand("generate", "Continue a prompt with a language model (streams the text)");
+  AddModelOptions(cmd, args->model);
+  AddSamplingOptions(cmd, args->gen.sampling);
+  cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Tokens to generate")
+      ->check(CLI::Range(0, 1 << 20));
+  cmd->add_option("--stop", args->gen.stop, "Stop when this text appears (repeatable)")
+      ->allow_extra_args(false);
+  cmd->add_flag(
+      "--ignore-eos", [args](int64_t) { args->gen.stop_at_eos = false; },
+      "Keep generating past end-of-generation tokens (for benchmarks)");
+  cmd->add_flag("--chat", args->chat_template,
+                "Wrap the prompt in the model's chat template as a user message");
+  cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
+  cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
+  cmd->callback([args] { RunGenerate(*args); });
+}
+
+void AddChatCommand(CLI::App& app) {
+  auto args = std::make_shared<GenerateArgs>();
+  auto system = std::make_shared<std::string>();
+  auto* cmd = app.add_subcommand("chat", "Chat with an instruct model (ChatML template), one line per turn");
+  AddModelOptions(cmd, args->model);
+  AddSamplingOptions(cmd, args->gen.sampling);
+  args->gen.max_tokens = 256;
+  cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
+      ->check(CLI::Range(1, 1 << 20));
+  cmd->add_option("--system", *system, "System message (default: the template's own)");
+  cmd->callback([args, system] { RunChat(*args, *system); });
+}
+
+}  // namespace attn::cli

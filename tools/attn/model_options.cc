@@ -1,0 +1,44 @@
+#include "attn/model_options.h"
+
+#include <sys/stat.h>
+
+#include "attn/error.h"
+
+namespace attn::cli {
+
+void AddModelOptions(CLI::App* cmd, ModelOptions& options) {
+  cmd->add_option(
+      "-m,--model", options.model,
+      "GGUF model file (default: $ATTN_MODEL or ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf)");
+  cmd->add_option("-t,--threads", options.threads, "Threads (0 = every core)")->check(CLI::Range(0, 1024));
+}
+
+void AddSamplingOptions(CLI::App* cmd, SamplerOptions& o) {
+  cmd->add_option("--temperature", o.temperature, "Sampling temperature; 0 = greedy")
+      ->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--seed", o.seed, "Random seed of the sampler");
+  cmd->add_option("--top-k", o.top_k, "Keep the k most likely tokens (0 = off)")
+      ->check(CLI::Range(0, 1 << 30));
+  cmd->add_option("--top-p", o.top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--min-p", o.min_p, "Drop tokens below min-p times the top probability (0 = off)")
+      ->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--repeat-penalty", o.repetition_penalty,
+                  "Repetition penalty over the last 64 tokens (1 = off)")
+      ->check(CLI::Range(0.01, 100.0));
+}
+
+std::unique_ptr<Model> LoadModel(const ModelOptions& options) {
+  const bool is_default = options.model.empty();
+  const std::string path = is_default ? Model::DefaultPath() : options.model;
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    if (is_default) {
+      throw Error("the default model is not at " + path +
+                  ": run `bash scripts/setup.sh` (it downloads SmolLM2-135M-Instruct) or pass --model PATH");
+    }
+    throw Error("model file '" + path + "' does not exist");
+  }
+  return Model::Load(path);
+}
+
+}  // namespace attn::cli

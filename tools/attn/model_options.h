@@ -1,0 +1,25 @@
+// Options shared by the subcommands that run a model (generate, chat, bench, ...).
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "attn/generate.h"
+#include "attn/model.h"
+
+namespace attn::cli {
+
+struct ModelOptions {
+  std::string model;  // empty = Model::DefaultPath()
+  int threads = 0;
+};
+
+// Adds --model and --threads to a subcommand.
+void AddModelOptions(CLI::App* cmd, ModelOptions& options);
+// Adds the sampling options (--temperature, --seed, --top-k, --top-p, --min-p, --repeat-penalty).
+void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
+// Loads the chosen model; a missing default model gets a message saying how to fetch it.
+std::unique_ptr<Model> LoadModel(const ModelOptions& options);
+
+}  // namespace attn::cli
