@@ -1,0 +1,96 @@
+// libFuzzer target: SmolLM2's tokenizer on arbitrary bytes. Checks that Encode never throws or crashes,
+// that every id is in range, that Decode(Encode(s)) == s when s holds no special-token text and no byte
+// the vocabulary lacks (see attn/tokenizer.h), and that the llama.cpp-compatible mode
+// (InvalidUtf8::kReplace) agrees with the default on valid UTF-8.
+// The model comes from $ATTN_MODEL or ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "attn/tokenizer.h"
+#include "format/gguf.h"
+
+namespace {
+
+const attn::Tokenizer& Get() {
+  static const attn::Tokenizer* tokenizer = [] {
+    std::string path;
+    if (const char* env = std::getenv("ATTN_MODEL"); env != nullptr && *env != '\0') {
+      path = env;
+    } else {
+      const char* home = std::getenv("HOME");
+      path = std::string(home ? home : "") + "/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    }
+    static const attn::gguf::File file = attn::gguf::File::Open(path);  // kept alive for the process
+    return new attn::Tokenizer(attn::Tokenizer::FromGGUF(file));
+  }();
+  return *tokenizer;
+}
+
+// Strict UTF-8 validity (what both Encode modes agree on).
+bool IsValidUtf8(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto b = static_cast<uint8_t>(s[i]);
+    size_t len = b < 0x80                 ? 1
+                 : b >= 0xC2 && b <= 0xDF ? 2
+                 : b >= 0xE0 && b <= 0xEF ? 3
+                 : b >= 0xF0 && b <= 0xF4 ? 4
+                                          : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    uint32_t cpt = len == 1 ? b : b & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<uint8_t>(s[i + k]);
+      if ((c & 0xC0) != 0x80) return false;
+      cpt = (cpt << 6) | (c & 0x3F);
+    }
+    if ((len == 3 && (cpt < 0x800 || (cpt >= 0xD800 && cpt <= 0xDFFF))) ||
+        (len == 4 && (cpt < 0x10000 || cpt > 0x10FFFF)))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+// Bytes no token stands for (SmolLM2 lacks 21): Decode(Encode(s)) cannot give them back.
+const std::vector<bool>& MissingBytes() {
+  static const std::vector<bool> missing = [] {
+    std::vector<bool> m(256);
+    for (int b = 0; b < 256; ++b) {
+      const std::string byte(1, static_cast<char>(b));
+      m[b] = Get().Decode(Get().Encode(byte)) != byte;
+    }
+    return m;
+  }();
+  return missing;
+}
+
+void Check(bool ok, const char* what) {
+  if (!ok) {
+    std::fprintf(stderr, "tokenizer_fuzz: %s\n", what);
+    std::abort();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const attn::Tokenizer& t = Get();
+  const std::string_view text(reinterpret_cast<const char*>(data), size);
+  const bool parse_special = size > 0 && (data[0] & 1);
+  const std::vector<int32_t> ids = t.Encode(text, parse_special);
+  for (int32_t id : ids) Check(id >= 0 && id < t.vocab_size(), "id out of range");
+  // Special-token text ("<|...|>", "<filename>", ...) always starts with '<'; without it, exact round trip.
+  bool representable = true;
+  for (size_t i = 0; i < size; ++i) representable = representable && !MissingBytes()[data[i]];
+  if (representable && (!parse_special || text.find('<') == std::string_view::npos)) {
+    Check(t.Decode(ids) == text, "Decode(Encode(s)) != s");
+  }
+  const std::vector<int32_t> replaced = t.Encode(text, parse_special, attn::InvalidUtf8::kReplace);
+  for (int32_t id : replaced) Check(id >= 0 && id < t.vocab_size(), "id out of range (kReplace)");
+  if (IsValidUtf8(text)) Check(replaced == ids, "kReplace differs from kKeepBytes on valid UTF-8");
+  return 0;
+}
