@@ -60,7 +60,8 @@ def llama_child(args) -> None:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(vocab,))
 
     def decode(tokens: list[int], pos0: int) -> float:
-        batch = llama_cpp.llama_batch_get_one((llama_cpp.llama_token * len(tokens))(*tokens), len(tokens))
+        arr = (llama_cpp.llama_token * len(tokens))(*tokens)  # kept alive until llama_decode returns
+        batch = llama_cpp.llama_batch_get_one(arr, len(tokens))
         t0 = time.perf_counter()
         rc = llama_cpp.llama_decode(ctx, batch)
         dt = time.perf_counter() - t0

@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 SECONDS_PER_TARGET=${1:-60}
-export ATTN_MODEL=${ATTN_MODEL:-/root/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf}
+export ATTN_MODEL=${ATTN_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
 # clang 14 and its runtime libraries (libFuzzer, ASan, UBSan); only for fuzzing, so not in setup.sh.
 APT_PACKAGES=(clang-14 libclang-rt-14-dev cmake ninja-build libhwy-dev nlohmann-json3-dev)

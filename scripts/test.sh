@@ -9,3 +9,5 @@ echo "== C++ tests (GoogleTest via CTest)"
 ctest --preset release -j"$(nproc)" --timeout 900
 echo "== Python tests (pytest)"
 .venv/bin/python -m pytest tests/python -q
+echo "== Fuzzing (libFuzzer under ASan + UBSan, ${ATTN_FUZZ_SECONDS:-60} s per target)"
+bash scripts/fuzz.sh "${ATTN_FUZZ_SECONDS:-60}"

@@ -1,23 +1,52 @@
 #include "core/thread_pool.h"
 
 #include <algorithm>
-#include <exception>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace attn {
+namespace {
+
+inline void CpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#else
+  std::this_thread::yield();
+#endif
+}
+
+// Spins until pred() holds or kSpinMicros pass; returns whether it holds.
+template <class Pred>
+bool SpinFor(Pred pred) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(ThreadPool::kSpinMicros);
+  for (int i = 0;; ++i) {
+    if (pred()) return true;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return pred();
+    CpuRelax();
+  }
+}
+
+constexpr uint64_t kActiveMask = 0xFF;
+
+}  // namespace
 
 ThreadPool& ThreadPool::Global() {
-  static ThreadPool pool(std::max(1u, std::thread::hardware_concurrency()));
+  static ThreadPool pool(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
   return pool;
 }
 
 ThreadPool::ThreadPool(int n_threads) {
+  n_threads = std::clamp(n_threads, 1, static_cast<int>(kActiveMask));
   for (int i = 1; i < n_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
 }
 
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   wake_.notify_all();
   for (auto& t : workers_) t.join();
@@ -25,17 +54,15 @@ ThreadPool::~ThreadPool() {
 
 void ThreadPool::Work(int thread) {
   for (;;) {
-    int64_t task;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (next_task_ >= n_tasks_ || error_) return;
-      task = next_task_++;
-    }
+    if (failed_.load(std::memory_order_relaxed)) return;
+    const int64_t task = next_task_.fetch_add(1, std::memory_order_relaxed);
+    if (task >= n_tasks_) return;
     try {
       (*fn_)(task, thread);
     } catch (...) {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!error_) error_ = std::current_exception();
+      failed_.store(true);
     }
   }
 }
@@ -43,17 +70,22 @@ void ThreadPool::Work(int thread) {
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    {
+    uint64_t g = 0;
+    auto changed = [&] {
+      g = generation_.load(std::memory_order_acquire);
+      return g != seen || stop_.load(std::memory_order_relaxed);
+    };
+    if (!SpinFor(changed)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      wake_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      if (index >= active_threads_) continue;
+      wake_.wait(lock, changed);
     }
+    if (stop_.load()) return;
+    seen = g;
+    if (static_cast<uint64_t>(index) >= (g & kActiveMask)) continue;
     Work(index);
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_workers_ == 0) done_.notify_one();
+    if (pending_workers_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      std::lock_guard<std::mutex> lock(mutex_);  // pairs with the waiter's predicate check
+      done_.notify_one();
     }
   }
 }
@@ -63,20 +95,29 @@ void ThreadPool::Run(int64_t n_tasks, int threads, const std::function<void(int6
   int n = threads <= 0 ? size() : std::min(threads, size());
   n = static_cast<int>(std::min<int64_t>(n, n_tasks));
   std::lock_guard<std::mutex> run_lock(run_mutex_);
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    fn_ = &fn;
-    n_tasks_ = n_tasks;
-    next_task_ = 0;
-    active_threads_ = n;
-    pending_workers_ = n - 1;
-    error_ = nullptr;
-    ++generation_;
+  fn_ = &fn;
+  n_tasks_ = n_tasks;
+  next_task_.store(0, std::memory_order_relaxed);
+  failed_.store(false, std::memory_order_relaxed);
+  error_ = nullptr;
+  if (n > 1) {
+    pending_workers_.store(n - 1, std::memory_order_relaxed);
+    {
+      // Under the mutex, so a worker between its predicate check and its sleep cannot miss it.
+      std::lock_guard<std::mutex> lock(mutex_);
+      const uint64_t counter = (generation_.load(std::memory_order_relaxed) >> 8) + 1;
+      generation_.store((counter << 8) | static_cast<uint64_t>(n), std::memory_order_release);
+    }
+    wake_.notify_all();
   }
-  if (n > 1) wake_.notify_all();
   Work(0);
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_.wait(lock, [&] { return pending_workers_ == 0; });
+  if (n > 1) {
+    auto all_done = [&] { return pending_workers_.load(std::memory_order_acquire) == 0; };
+    if (!SpinFor(all_done)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      done_.wait(lock, all_done);
+    }
+  }
   fn_ = nullptr;
   if (error_) std::rethrow_exception(error_);
 }

@@ -83,17 +83,18 @@ int64_t RowsPerTask(int64_t rows, int64_t n) {
   return 16;
 }
 
-// Threads worth waking for a product. Waking a pool thread costs 15-20 us on the 2-core
-// development VM (condition variable + futex), as much as a small matrix-vector product takes
-// alone, so a product gets one thread per ~40 us of estimated single-thread work (weights read
-// at ~10 GB/s for n = 1, ~70 GOP/s otherwise), up to the threads asked for. The split of the
-// work never depends on this, so neither do the results.
+// Threads worth using for a product. Handing a job to a spinning pool thread costs well under a
+// microsecond (core/thread_pool.h), but a product that is over in a few microseconds still does
+// not gain from a second thread, so a product gets one thread per ~kMicrosPerThread of estimated
+// single-thread work (weights read at ~10 GB/s for n = 1, ~70 GOP/s otherwise), up to the threads
+// asked for. The split of the work never depends on this, so neither do the results.
+constexpr double kMicrosPerThread = 4.0;
 int UsefulThreads(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
   const double work_us =
       c.n == 1 ? static_cast<double>(w.row_bytes) * w.rows / 10e3 : 2.0 * w.rows * w.cols * c.n / 70e3;
   const int asked = c.threads <= 0 ? c.pool->size() : std::min(c.threads, c.pool->size());
-  return std::clamp(static_cast<int>(work_us / 40.0), 1, asked);
+  return std::clamp(static_cast<int>(work_us / kMicrosPerThread), 1, asked);
 }
 
 // Calls f.template operator()<R, C>(r0, i0) for every tile of a rows x n block, with the largest

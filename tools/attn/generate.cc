@@ -45,12 +45,14 @@ void RunGenerate(const GenerateArgs& args) {
     return;
   }
   std::fputs(args.prompt.c_str(), stdout);
+  if (args.chat_template) std::fputs("\n", stdout);  // the answer starts on its own line
   std::fflush(stdout);
   const GenerateResult r = Generate(*model, prompt, args.gen, [](const std::string& piece) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   });
   std::printf("\n\n");
+  std::fflush(stdout);
   std::fprintf(stderr,
                "prompt: %zu tokens in %.1f ms (%.1f tokens/s); generated: %zu tokens, %.1f tokens/s (%s)\n",
                r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms),
