@@ -36,6 +36,15 @@ struct MatMulCall {
   ThreadPool* pool;
   int threads;
 };
+// Several products that share one input row (see MatMulShared in matmul.h), validated.
+struct MatMulGroupCall {
+  const WeightMatrix* const* ws;
+  float* const* ys;
+  int count;
+  const float* x;
+  ThreadPool* pool;
+  int threads;
+};
 }  // namespace attn::kernels
 #endif
 
@@ -234,6 +243,64 @@ void FloatMatMul(const MatMulCall& c) {
 
 }  // namespace
 
+#if ATTN_MATMUL_X86_INT8
+// One input row through several integer-block matrices: x is quantized once and every row block
+// of every matrix is a task of one pool job, so small products (K and V are 192 rows here) share
+// the threads instead of each paying for a job of its own.
+template <gguf::TensorType kType>
+void QuantMatVecGroup(const MatMulGroupCall& g) {
+  const int64_t K = g.ws[0]->cols, nb = K / kQK;
+  uint8_t* xbuf =
+      tls_x.Get(static_cast<size_t>((K + 63) / 64 * 64) + static_cast<size_t>(4 * nb) * sizeof(float));
+  int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
+  float* xd = reinterpret_cast<float*>(xbuf + (K + 63) / 64 * 64);
+  float* xs = xd + nb;
+  float* xds = xs + nb;
+  QuantizeRowsImpl(g.x, 1, K, K, xq, xd, nb, xs, nb);
+  for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
+  int64_t first_task[9] = {0};
+  double bytes = 0.0;
+  for (int k = 0; k < g.count; ++k) {
+    const WeightMatrix& w = *g.ws[k];
+    first_task[k + 1] = first_task[k] + CeilDiv(w.rows, RowsPerTask(w.rows, 1));
+    bytes += static_cast<double>(w.row_bytes) * static_cast<double>(w.rows);
+  }
+  const int asked = g.threads <= 0 ? g.pool->size() : std::min(g.threads, g.pool->size());
+  const int threads = std::clamp(static_cast<int>(bytes / 10e3 / kMicrosPerThread), 1, asked);
+  g.pool->Run(first_task[g.count], threads, [&](int64_t task, int) {
+    int k = 0;
+    while (task >= first_task[k + 1]) ++k;
+    const WeightMatrix& w = *g.ws[k];
+    const int64_t rb = RowsPerTask(w.rows, 1);
+    const int64_t r_begin = (task - first_task[k]) * rb, r_count = std::min(rb, w.rows - r_begin);
+    ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
+      matmul::RowsQ<kType, R>(w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, w.row_bytes, xq, xds,
+                              nb, g.ys[k] + r_begin + r);
+    });
+  });
+}
+#endif
+
+// Returns false when this target has no grouped path for the type (the caller then runs the
+// products one by one).
+bool MatVecGroupImpl(const MatMulGroupCall& g) {
+#if ATTN_MATMUL_X86_INT8
+  switch (g.ws[0]->type) {
+    case gguf::TensorType::kQ4_0:
+      return QuantMatVecGroup<gguf::TensorType::kQ4_0>(g), true;
+    case gguf::TensorType::kQ4_1:
+      return QuantMatVecGroup<gguf::TensorType::kQ4_1>(g), true;
+    case gguf::TensorType::kQ8_0:
+      return QuantMatVecGroup<gguf::TensorType::kQ8_0>(g), true;
+    default:
+      return false;
+  }
+#else
+  (void)g;
+  return false;
+#endif
+}
+
 void MatMulImpl(const MatMulCall& call) {
   MatMulCall c = call;
   c.threads = UsefulThreads(call);
@@ -268,6 +335,7 @@ HWY_AFTER_NAMESPACE();
 namespace attn {
 namespace kernels {
 HWY_EXPORT(MatMulImpl);
+HWY_EXPORT(MatVecGroupImpl);
 HWY_EXPORT(QuantizeRows);
 HWY_EXPORT(MatMulTarget);
 }  // namespace kernels
@@ -299,6 +367,37 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float
   }
   const kernels::MatMulCall call{&w, x, n, ldx, y, ldy, &pool, std::max(threads, 0)};
   HWY_DYNAMIC_DISPATCH(kernels::MatMulImpl)(call);
+}
+
+void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64_t n, int64_t ldx,
+                  std::span<float* const> ys, ThreadPool& pool, int threads) {
+  if (ws.size() != ys.size() || ws.empty() || ws.size() > 8) {
+    throw Error("MatMulShared: " + std::to_string(ws.size()) + " weights and " + std::to_string(ys.size()) +
+                " outputs (must be equal, 1 to 8)");
+  }
+  bool grouped = n == 1;
+  for (size_t k = 0; k < ws.size(); ++k) {
+    if (ws[k] == nullptr) throw Error("MatMulShared: weight " + std::to_string(k) + " is null");
+    grouped = grouped && ws[k]->type == ws[0]->type && ws[k]->cols == ws[0]->cols;
+  }
+  if (grouped) {
+    // The checks of MatMul, for each product (ldy = rows: outputs are contiguous rows).
+    for (size_t k = 0; k < ws.size(); ++k) {
+      if (ws[k]->data == nullptr || ys[k] == nullptr || x == nullptr || ws[k]->rows <= 0 ||
+          ws[k]->row_bytes != RowBytes(ws[k]->type, ws[k]->cols) || ldx < ws[k]->cols) {
+        grouped = false;  // let MatMul raise the precise error
+      }
+    }
+  }
+  if (grouped) {
+    const kernels::MatMulGroupCall call{ws.data(), ys.data(), static_cast<int>(ws.size()),
+                                        x,         &pool,     std::max(threads, 0)};
+    if (HWY_DYNAMIC_DISPATCH(kernels::MatVecGroupImpl)(call)) return;
+  }
+  for (size_t k = 0; k < ws.size(); ++k) {
+    if (ws[k] == nullptr) continue;
+    MatMul(*ws[k], x, n, ldx, ys[k], ws[k]->rows, pool, threads);
+  }
 }
 
 void QuantizeRowsQ8(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* q, float* d, float* s) {

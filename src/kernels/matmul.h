@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "core/thread_pool.h"
 #include "format/gguf.h"
@@ -48,6 +49,13 @@ void DequantizeRow(TensorType type, const uint8_t* src, float* dst, int64_t n);
 // for the integer block formats. threads = 0 uses the whole pool.
 void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,
             ThreadPool& pool, int threads = 0);
+
+// y_k[i, :] = x[i, :] W_k^T for several weights that read the same x (Q, K and V; gate and
+// up), each y_k contiguous [n, W_k.rows]. When n == 1 and the weights share type and cols, x is
+// quantized once and all rows of all products form one pool job; otherwise this is MatMul for
+// each. Results equal MatMul's bit for bit.
+void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64_t n, int64_t ldx,
+                  std::span<float* const> ys, ThreadPool& pool, int threads = 0);
 
 // The readable reference: dequantize each row of W, accumulate in double. Used by tests.
 void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy);

@@ -29,27 +29,34 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
   }
 }
 
-void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t pos0,
-               float base, RopeStyle style) {
+void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float* cos_out, float* sin_out) {
   const int64_t half = rope_dim / 2;
-  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(static_cast<size_t>(half));
   for (int64_t r = 0; r < n_rows; ++r) {
     const double pos = static_cast<double>(pos0 + r);
     for (int64_t i = 0; i < half; ++i) {
-      // theta_i = pos * base^(-2i / rope_dim), in double so long positions keep their precision.
-      const double theta = pos * std::pow(static_cast<double>(base), -2.0 * i / rope_dim);
-      cos_t[i] = static_cast<float>(std::cos(theta));
-      sin_t[i] = static_cast<float>(std::sin(theta));
+      const double theta =
+          pos * std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / rope_dim);
+      cos_out[r * half + i] = static_cast<float>(std::cos(theta));
+      sin_out[r * half + i] = static_cast<float>(std::sin(theta));
     }
+  }
+}
+
+void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+               const float* cos_t, const float* sin_t, RopeStyle style) {
+  const int64_t half = rope_dim / 2;
+  for (int64_t r = 0; r < n_rows; ++r) {
     float* row = x + r * n_heads * head_dim;
+    const float* c = cos_t + r * half;
+    const float* s = sin_t + r * half;
     for (int64_t h = 0; h < n_heads; ++h) {
       float* v = row + h * head_dim;
       for (int64_t i = 0; i < half; ++i) {
         const int64_t a = style == RopeStyle::kNormal ? 2 * i : i;
         const int64_t b = style == RopeStyle::kNormal ? 2 * i + 1 : i + half;
         const float x0 = v[a], x1 = v[b];
-        v[a] = x0 * cos_t[i] - x1 * sin_t[i];
-        v[b] = x0 * sin_t[i] + x1 * cos_t[i];
+        v[a] = x0 * c[i] - x1 * s[i];
+        v[b] = x0 * s[i] + x1 * c[i];
       }
     }
   }

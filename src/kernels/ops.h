@@ -20,10 +20,15 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
 //  kNeox:   (x[i], x[i + d/2])   -- GPT-NeoX / Hugging Face order
 enum class RopeStyle : uint8_t { kNormal, kNeox };
 
-// Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim]; row r
-// is at position pos0 + r. Angle of pair i at position p: p * base^(-2i / rope_dim).
-void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim, int64_t pos0,
-               float base, RopeStyle style);
+// The rotation angles of rows at positions pos0 .. pos0 + n_rows - 1: cos/sin [n_rows][rope_dim / 2],
+// angle of pair i at position p = p * base^(-2i / rope_dim) (computed in double, so long
+// positions keep their precision). Computed once per forward pass, shared by every layer.
+void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float* cos_out, float* sin_out);
+
+// Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim] by the
+// angles of RopeAngles.
+void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim,
+               const float* cos_t, const float* sin_t, RopeStyle style);
 
 // SwiGLU (Shazeer 2020): gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
 void SwiGlu(float* gate, const float* up, int64_t n);

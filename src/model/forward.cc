@@ -144,6 +144,14 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       }
     };
 
+    // Rotary angles of this chunk's positions, shared by every layer.
+    std::vector<float> rope_cos, rope_sin;
+    if (!gpt2) {
+      rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
+      rope_sin.resize(rope_cos.size());
+      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, rope_cos.data(), rope_sin.data());
+    }
+
     // Embedding: x[i] = E[token_i] (+ P[pos_i]).
     float* x = s.x.data();
     for (int64_t i = 0; i < n; ++i) {
@@ -182,9 +190,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         v = k + kv_dim;
         q_stride = kv_stride = q_dim + 2 * kv_dim;
       } else {
-        matmul(L.wq, s.h.data(), d, s.q.data(), q_dim);
-        matmul(L.wk, s.h.data(), d, s.k.data(), kv_dim);
-        matmul(L.wv, s.h.data(), d, s.v.data(), kv_dim);
+        // Q, K and V read the same normalized rows: one shared product (one quantization of h).
+        const WeightMatrix* ws[] = {&L.wq, &L.wk, &L.wv};
+        float* ys[] = {s.q.data(), s.k.data(), s.v.data()};
+        MatMulShared(ws, s.h.data(), n, d, ys, pool, threads);
         q = s.q.data();
         k = s.k.data();
         v = s.v.data();
@@ -210,8 +219,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       }
       if (!gpt2) {
         const auto style = ops::RopeStyle::kNormal;  // GGUF llama: consecutive pairs (REFERENCE.md)
-        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, pos0, c.rope_base, style);
-        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, pos0, c.rope_base, style);
+        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
+        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
         point("attn.hook_rot_q", layer, q, q_dim);
         point("attn.hook_rot_k", layer, k, kv_dim);
       }
@@ -230,8 +239,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       // Feed-forward sub-block.
       norm(L.ffn_norm, L.ffn_norm_bias, x, s.h.data());
       point("ln2.hook_normalized", layer, s.h.data(), d);
-      matmul(L.w_up, s.h.data(), d, s.up.data(), c.d_ff);
       if (gpt2) {
+        matmul(L.w_up, s.h.data(), d, s.up.data(), c.d_ff);
         ops::AddBias(s.up.data(), Floats(L.b_up), n, c.d_ff);
         point("mlp.hook_pre", layer, s.up.data(), c.d_ff);
         ops::GeluTanh(s.up.data(), n * c.d_ff);
@@ -239,7 +248,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         matmul(L.w_down, s.up.data(), c.d_ff, s.o.data(), d);
         ops::AddBias(s.o.data(), Floats(L.b_down), n, d);
       } else {
-        matmul(L.w_gate, s.h.data(), d, s.gate.data(), c.d_ff);
+        const WeightMatrix* ws[] = {&L.w_gate, &L.w_up};
+        float* ys[] = {s.gate.data(), s.up.data()};
+        MatMulShared(ws, s.h.data(), n, d, ys, pool, threads);
         point("mlp.hook_pre", layer, s.gate.data(), c.d_ff);
         ops::SwiGlu(s.gate.data(), s.up.data(), n * c.d_ff);
         point("mlp.hook_post", layer, s.gate.data(), c.d_ff);

@@ -179,6 +179,41 @@ TEST_P(MatMulTargetTest, MatchesReference) {
   }
 }
 
+TEST_P(MatMulTargetTest, SharedProductsEqualSeparateOnesBitForBit) {
+  ThreadPool pool(2);
+  std::mt19937 rng(99);
+  for (TensorType type : kAllTypes) {
+    // Q, K, V of SmolLM2's shapes (576 -> 576, 192, 192); n = 4 takes the separate-product path.
+    const int64_t cols = 576, rows[] = {576, 192, 192};
+    std::vector<std::vector<uint8_t>> data;
+    std::vector<WeightMatrix> w;
+    for (int64_t r : rows) {
+      data.push_back(RandomWeights(type, r, cols, rng));
+      w.push_back(MakeWeightMatrix(type, data.back().data(), r, cols, "w"));
+    }
+    for (int64_t n : {1, 4}) {
+      std::normal_distribution<float> normal;
+      std::vector<float> x(static_cast<size_t>(n * cols));
+      for (float& v : x) v = normal(rng);
+      std::vector<std::vector<float>> shared(3), separate(3);
+      for (int k = 0; k < 3; ++k) {
+        shared[k].assign(static_cast<size_t>(n * rows[k]), -1.0f);
+        separate[k].assign(static_cast<size_t>(n * rows[k]), -2.0f);
+        MatMul(w[k], x.data(), n, cols, separate[k].data(), rows[k], pool, 2);
+      }
+      const WeightMatrix* ws[] = {&w[0], &w[1], &w[2]};
+      float* ys[] = {shared[0].data(), shared[1].data(), shared[2].data()};
+      MatMulShared(ws, x.data(), n, cols, ys, pool, 2);
+      for (int k = 0; k < 3; ++k) {
+        ASSERT_EQ(shared[k], separate[k]) << gguf::TensorTypeName(type) << " n=" << n << " product " << k;
+      }
+    }
+  }
+  EXPECT_THROW(
+      MatMulShared(std::span<const WeightMatrix* const>(), nullptr, 1, 1, std::span<float* const>(), pool),
+      Error);
+}
+
 TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {
   ASSERT_EQ(std::string(MatMulTargetName()), GetParam());
   std::mt19937 rng(3);
