@@ -75,6 +75,7 @@ void RunChat(const GenerateArgs& args, const std::string& system) {
       std::fflush(stdout);
     });
     std::printf("\n");
+    std::fflush(stdout);
     std::fprintf(stderr, "[%zu tokens, %.1f tokens/s]\n", r.tokens.size(),
                  PerSecond(r.n_gen_evaluated, r.gen_ms));
     messages.push_back({"assistant", r.text});
