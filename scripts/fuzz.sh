@@ -16,16 +16,7 @@ export ATTN_MODEL=${ATTN_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/attn/models/Smol
 
 # clang 14 and its runtime libraries (libFuzzer, ASan, UBSan); only for fuzzing, so not in setup.sh.
 APT_PACKAGES=(clang-14 libclang-rt-14-dev cmake ninja-build libhwy-dev nlohmann-json3-dev)
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "fuzz: installing Debian packages: ${missing[*]}"
-  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+bash scripts/apt_install.sh fuzz "${APT_PACKAGES[@]}"
 
 if [ ! -f build-fuzz/build.ninja ]; then
   cmake --preset fuzz >/dev/null

@@ -24,4 +24,19 @@ AlignedPtr<T> AllocateAligned(size_t count) {
   return AlignedPtr<T>(static_cast<T*>(p));
 }
 
+// A grow-only aligned buffer, typically thread_local: kernels take per-thread scratch from it
+// without allocating on every call.
+template <typename T>
+struct GrowBuffer {
+  AlignedPtr<T> buf;
+  size_t size = 0;
+  T* Get(size_t count) {
+    if (count > size) {
+      buf = AllocateAligned<T>(count);
+      size = count;
+    }
+    return buf.get();
+  }
+};
+
 }  // namespace attn

@@ -47,17 +47,7 @@ constexpr int kRows = ATTN_ROWS;
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
-struct Scratch {
-  AlignedPtr<float> buf;
-  size_t size = 0;
-  float* Get(size_t n) {
-    if (n > size) {
-      buf = AllocateAligned<float>(n);
-      size = n;
-    }
-    return buf.get();
-  }
-};
+using Scratch = GrowBuffer<float>;
 
 // The state of one task after its key range: O^T (unnormalized) [D][BQ], m and l per row.
 struct BlockState {

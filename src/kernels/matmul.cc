@@ -68,20 +68,8 @@ constexpr int kFloatTileRows = 4;
 constexpr int kFloatTileCols = 2;
 constexpr int64_t kChunkX = 64;  // x rows per task (n > 1), a multiple of the tile columns
 
-// Grow-only per-thread buffer (each pool thread owns its own).
-struct Scratch {
-  AlignedPtr<uint8_t> buf;
-  size_t size = 0;
-  uint8_t* Get(size_t bytes) {
-    if (bytes > size) {
-      buf = AllocateAligned<uint8_t>(bytes);
-      size = bytes;
-    }
-    return buf.get();
-  }
-};
-thread_local Scratch tls_task;  // per-task weight scales (and expanded rows)
-thread_local Scratch tls_x;     // the caller's quantized activations
+thread_local GrowBuffer<uint8_t> tls_task;  // per-task weight scales (and expanded rows)
+thread_local GrowBuffer<uint8_t> tls_x;     // the caller's quantized activations
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
@@ -98,12 +86,18 @@ int64_t RowsPerTask(int64_t rows, int64_t n) {
 // single-thread work (weights read at ~10 GB/s for n = 1, ~70 GOP/s otherwise), up to the threads
 // asked for. The split of the work never depends on this, so neither do the results.
 constexpr double kMicrosPerThread = 4.0;
+int ThreadsFor(double work_us, int threads, const ThreadPool& pool) {
+  const int asked = threads <= 0 ? pool.size() : std::min(threads, pool.size());
+  return std::clamp(static_cast<int>(work_us / kMicrosPerThread), 1, asked);
+}
+// Estimated single-thread time of a matrix-vector product reading `bytes` of weights.
+double MatVecMicros(double bytes) { return bytes / 10e3; }
+
 int UsefulThreads(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
   const double work_us =
-      c.n == 1 ? static_cast<double>(w.row_bytes) * w.rows / 10e3 : 2.0 * w.rows * w.cols * c.n / 70e3;
-  const int asked = c.threads <= 0 ? c.pool->size() : std::min(c.threads, c.pool->size());
-  return std::clamp(static_cast<int>(work_us / kMicrosPerThread), 1, asked);
+      c.n == 1 ? MatVecMicros(static_cast<double>(w.row_bytes) * w.rows) : 2.0 * w.rows * w.cols * c.n / 70e3;
+  return ThreadsFor(work_us, c.threads, *c.pool);
 }
 
 // Calls f.template operator()<R, C>(r0, i0) for every tile of a rows x n block, with the largest
@@ -141,14 +135,14 @@ template <gguf::TensorType kType>
 void QuantMatMul(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
   const int64_t K = w.cols, nb = K / kQK, n = c.n;
-  // x quantized once: q [n][K], d and s [n][nbp] (zero-padded), (d, s) pairs [nb][2] for n = 1.
+  // x quantized once: q [n][K], d and s [n][nbp] (zero-padded). (n = 1 on x86 goes through
+  // QuantMatVecGroup instead, see MatMulImpl.)
   const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
   const size_t q_bytes = static_cast<size_t>((n * K + 63) / 64 * 64);
-  uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(2 * n * nbp + 2 * nb) * sizeof(float));
+  uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(2 * n * nbp) * sizeof(float));
   int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
   float* xd = reinterpret_cast<float*>(xbuf + q_bytes);
   float* xs = xd + n * nbp;
-  float* xds = xs + n * nbp;
   constexpr int64_t kQuantRows = 8;
   const auto quantize = [&](int64_t i0, int64_t cnt) {
     QuantizeRowsImpl(c.x + i0 * c.ldx, cnt, c.ldx, K, xq + i0 * K, xd + i0 * nbp, nbp, xs + i0 * nbp, nbp);
@@ -168,21 +162,6 @@ void QuantMatMul(const MatMulCall& c) {
 
   const int64_t rb = RowsPerTask(w.rows, n), nc = n == 1 ? 1 : kChunkX;
   const int64_t n_row_tasks = CeilDiv(w.rows, rb), n_x_tasks = CeilDiv(n, nc);
-#if ATTN_MATMUL_X86_INT8
-  if (n == 1) {
-    for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
-    c.pool->Run(n_row_tasks, c.threads, [&](int64_t task, int) {
-      const int64_t r_begin = task * rb, r_count = std::min(rb, w.rows - r_begin);
-      ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
-        matmul::RowsQ<kType, R>(w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, w.row_bytes, xq, xds,
-                                nb, c.y + r_begin + r);
-      });
-    });
-    return;
-  }
-#else
-  (void)xds;
-#endif
   c.pool->Run(n_row_tasks * n_x_tasks, c.threads, [&](int64_t task, int) {
     const int64_t r_begin = task / n_x_tasks * rb, i_begin = task % n_x_tasks * nc;
     const int64_t r_count = std::min(rb, w.rows - r_begin), i_count = std::min(nc, n - i_begin);
@@ -265,8 +244,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     first_task[k + 1] = first_task[k] + CeilDiv(w.rows, RowsPerTask(w.rows, 1));
     bytes += static_cast<double>(w.row_bytes) * static_cast<double>(w.rows);
   }
-  const int asked = g.threads <= 0 ? g.pool->size() : std::min(g.threads, g.pool->size());
-  const int threads = std::clamp(static_cast<int>(bytes / 10e3 / kMicrosPerThread), 1, asked);
+  const int threads = ThreadsFor(MatVecMicros(bytes), g.threads, *g.pool);
   g.pool->Run(first_task[g.count], threads, [&](int64_t task, int) {
     int k = 0;
     while (task >= first_task[k + 1]) ++k;
@@ -304,6 +282,10 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
 void MatMulImpl(const MatMulCall& call) {
   MatMulCall c = call;
   c.threads = UsefulThreads(call);
+  if (c.n == 1) {  // a matrix-vector product is a group of one
+    const MatMulGroupCall g{&c.w, &c.y, 1, c.x, c.pool, c.threads};
+    if (MatVecGroupImpl(g)) return;
+  }
   switch (c.w->type) {
     case gguf::TensorType::kF32:
       return FloatMatMul<gguf::TensorType::kF32>(c);

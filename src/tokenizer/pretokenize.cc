@@ -50,6 +50,22 @@ size_t Contraction(const Piece& p, size_t pos, bool fold) {
   return 0;
 }
 
+// The alternatives that end both the GPT-2 and the Llama 3 regex, at a run of n_ws whitespace
+// code points starting at pos: \s+(?!\S) leaves the run's last space to the next word (unless
+// the run ends the text), else \s+, else (no alternative matched; unreachable, since every code
+// point has a category) one code point. Returns the position after the emitted pre-token.
+size_t EmitWhitespaceTail(Piece& p, size_t pos, size_t n_ws) {
+  if (n_ws > 1 && p.cpt(pos + n_ws) != kOutOfRange) {
+    pos += n_ws - 1;
+  } else if (n_ws > 0) {
+    pos += n_ws;
+  } else {
+    ++pos;
+  }
+  p.Emit(pos);
+  return pos;
+}
+
 // The GPT-2 regex, as llama.cpp's unicode_regex_split_custom_gpt2 evaluates it.
 void SplitGpt2(Piece& p) {
   constexpr uint16_t kWordish = kWhitespace | kLetter | kNumber;
@@ -77,17 +93,7 @@ void SplitGpt2(Piece& p) {
     }
     size_t n_ws = 0;
     while (Is(p.flags(pos + n_ws), kWhitespace)) ++n_ws;
-    if (n_ws > 1 && p.cpt(pos + n_ws) != kOutOfRange) {  // \s+(?!\S): leave the last space to the next word
-      pos += n_ws - 1;
-      p.Emit(pos);
-      continue;
-    }
-    if (n_ws > 0) {  // \s+
-      pos += n_ws;
-      p.Emit(pos);
-      continue;
-    }
-    p.Emit(++pos);  // no alternative matched (unreachable: every code point has a category)
+    pos = EmitWhitespaceTail(p, pos, n_ws);
   }
 }
 
@@ -140,17 +146,7 @@ void SplitLlama3(Piece& p) {
       p.Emit(pos);
       continue;
     }
-    if (n_ws > 1 && p.cpt(pos + n_ws) != kOutOfRange) {  // \s+(?!\S)
-      pos += n_ws - 1;
-      p.Emit(pos);
-      continue;
-    }
-    if (n_ws > 0) {  // \s+
-      pos += n_ws;
-      p.Emit(pos);
-      continue;
-    }
-    p.Emit(++pos);
+    pos = EmitWhitespaceTail(p, pos, n_ws);
   }
 }
 
