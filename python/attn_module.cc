@@ -18,7 +18,8 @@
 
 namespace nb = nanobind;
 
-void BindModel(nb::module_& m);  // python/model_module.cc
+void BindModel(nb::module_& m);    // python/model_module.cc
+void BindWeights(nb::module_& m);  // python/weights_module.cc
 using Array = nb::ndarray<nb::device::cpu>;
 using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-only views
 
@@ -118,4 +119,5 @@ NB_MODULE(_attn, m) {
       .value("float16", attn::DType::kF16)
       .value("bfloat16", attn::DType::kBF16);
   BindModel(m);
+  BindWeights(m);
 }

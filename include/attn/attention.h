@@ -42,6 +42,11 @@ struct AttentionOptions {
   // Optional output: natural-log LSE of each row, contiguous float32 [batch, n_heads, seq_q].
   // A row with every key excluded gets out = 0 and lse = -inf (never NaN).
   float* lse = nullptr;
+  // Optional output: the entropy -sum_j p_j ln p_j of each row's attention distribution (nats),
+  // contiguous float32 [batch, n_heads, seq_q], accumulated inside the fused kernel alongside the
+  // online softmax (the pattern is never materialized). A row with every key excluded gets 0.
+  // Requesting it runs the prefill kernel without key splits.
+  float* entropy = nullptr;
   int threads = 0;  // 0 = every core
 };
 
@@ -67,5 +72,34 @@ std::vector<std::string> SimdTargets();
 void SetSimdTarget(const std::string& name);
 // The target the next call will use.
 std::string CurrentSimdTarget();
+
+// ---- Backward pass (training): gradients of a loss L through Attention ----
+//
+// Given dout = dL/dout, computes dq = dL/dq, dk = dL/dk, dv = dL/dv for the same options as the
+// forward (scale, causal either alignment, window, GQA/MQA, kv_lens, softcap, explicit masks).
+// q, k, v: the forward's inputs; out: its output; lse: its natural-log LSE, contiguous float32
+// [B, Hq, Sq] (AttentionOptions::lse of the forward call). dout, dq: like q/out; dk, dv: like k/v
+// (logical axes [B, S, H, D], any strides); every tensor has q's dtype (f32, f16, bf16), math in
+// f32. With P = exp(S - lse) recomputed per tile (S the scaled, capped, masked scores):
+//   D_i = sum_d dout_i * out_i,  dS = P * (dout V^T - D),  dv = P^T dout,
+//   dk = scale * dS^T q,  dq = scale * dS k       (dS times 1 - tanh^2 under softcap)
+// dk and dv of a KV head sum over its query heads. Rows with lse = -inf (no visible key)
+// contribute nothing; keys no query sees get 0. Results are bit-identical for every thread count
+// (two passes, no atomics: dk, dv per key tile, then dq per query tile). options.lse and
+// options.entropy are ignored. Throws attn::Error naming the argument on invalid input.
+void AttentionBackward(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
+                       const float* lse, const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                       const TensorView& dv, const AttentionOptions& options = {});
+
+// The readable scalar reference of the backward pass: recomputes the forward row by row
+// (softmax with its own max and sum, out), then the textbook gradients, in float64; or, when
+// `round_to_dtype`, with float32 accumulation and every tensor rounded to the input dtype (the
+// "naive" computation of FlashAttention's tolerance rule). Needs no out or lse. dq64 [B, Sq, Hq, D]
+// and dk64, dv64 [B, Sk, Hkv, D] (contiguous), when given, receive unrounded copies.
+void AttentionBackwardReference(const TensorView& q, const TensorView& k, const TensorView& v,
+                                const TensorView& dout, const TensorView& dq, const TensorView& dk,
+                                const TensorView& dv, const AttentionOptions& options = {},
+                                bool round_to_dtype = false, double* dq64 = nullptr, double* dk64 = nullptr,
+                                double* dv64 = nullptr);
 
 }  // namespace attn

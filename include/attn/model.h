@@ -49,16 +49,57 @@ struct ModelConfig {
 };
 
 // A hook point sees (and may overwrite) one named intermediate of the forward pass, a
-// row-major [rows, cols] float32 block for the tokens of the current call. `layer` is -1 for
-// points outside the blocks. Hooks cost nothing when none is installed.
+// row-major [rows, cols] float32 block for the tokens of the current pass (rows = tokens,
+// starting at position pos0). `layer` is -1 for points outside the blocks. The points, with the
+// shapes TransformerLens gives them ([batch, pos, ...], batch = 1):
+//   hook_embed, hook_pos_embed (gpt2)                 [pos, d_model]
+//   blocks.{l}.hook_resid_pre / hook_resid_mid / hook_resid_post, hook_attn_out, hook_mlp_out,
+//   ln1.hook_normalized, ln2.hook_normalized          [pos, d_model]
+//   attn.hook_q, attn.hook_rot_q, attn.hook_z         [pos, n_heads, head_dim]
+//   attn.hook_k, attn.hook_v, attn.hook_rot_k         [pos, n_kv_heads, head_dim]
+//   mlp.hook_pre, mlp.hook_post                       [pos, d_ff]
+//   attn.hook_attn_scores, attn.hook_pattern          [n_heads, pos, keys]: `heads` blocks of
+//       [rows, cols = pos0 + rows]; scores are scaled, causally masked with -inf; the pattern is
+//       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's
+//       hook_z then comes from this pattern, so editing it patches the attention.
+//   ln_final.hook_normalized                          [pos, d_model]
+// The rotary points exist for rotary (llama) models only.
 struct HookPoint {
   const char* name;  // TransformerLens-style name without the "blocks.{l}." prefix
   int layer;
   float* data;
   int64_t rows, cols;
-  int64_t pos0;  // position of the first row
+  int64_t pos0;       // position of the first row
+  int64_t heads = 1;  // > 1 for the [heads, rows, cols] attention points
 };
 using HookFn = std::function<void(const HookPoint&)>;
+// Which points to visit, by name (without the "blocks.{l}." prefix) and layer (-1 outside blocks).
+using HookFilter = std::function<bool(const char* name, int layer)>;
+
+// Hooks of one forward pass. Only the points `wants` accepts are visited (all when it is empty);
+// a plain forward (no Hooks) pays nothing.
+struct Hooks {
+  HookFilter wants;
+  HookFn fn;
+  // True when fn only reads (a cache): the attention points are then materialized for viewing
+  // only and the layer's z still comes from the fused kernel, so the pass computes exactly the
+  // numbers of a plain forward (with 8-bit activations, the f32 explicit path's last-bit
+  // differences would otherwise move later layers and the logits visibly).
+  bool read_only = false;
+  bool Wants(const char* name, int layer) const { return fn && (!wants || wants(name, layer)); }
+};
+
+class HeadStats;
+
+struct ForwardOptions {
+  bool all_logits = false;  // logits of every token, else only of the last one
+  int threads = 0;          // 0 = every core
+  const Hooks* hooks = nullptr;
+  // When set, per-head attention statistics of every row are added to it (include/attn/heads.h),
+  // computed inside the fused kernel and from its row LSE, never materializing the pattern.
+  HeadStats* stats = nullptr;
+  int64_t max_chunk = 512;  // tokens per pass through the blocks (bounds scratch memory)
+};
 
 class Model;
 
@@ -73,6 +114,8 @@ class Session {
   Session& operator=(const Session&) = delete;
 
   int64_t n_past() const { return n_past_; }
+  // The tokens at positions [0, n_past()).
+  const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t capacity() const { return capacity_; }
   void Reset();
 
@@ -80,6 +123,7 @@ class Session {
   friend class Model;
   int64_t n_past_ = 0;
   int64_t capacity_ = 0;
+  std::vector<int32_t> tokens_;
   std::vector<std::unique_ptr<KVCache>> caches_;  // one per layer
 };
 
@@ -101,8 +145,15 @@ class Model {
   // Runs `tokens` at positions [session.n_past(), + tokens.size()) and appends them to the
   // session's caches. Writes logits [tokens.size(), vocab] when all_logits, else only the last
   // token's [vocab]. Throws attn::Error when a token id is out of range or the session is full.
+  void Forward(Session& session, std::span<const int32_t> tokens, float* logits,
+               const ForwardOptions& options) const;
   void Forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_logits = false,
-               int threads = 0, const HookFn* hook = nullptr) const;
+               int threads = 0) const {
+    ForwardOptions o;
+    o.all_logits = all_logits;
+    o.threads = threads;
+    Forward(session, tokens, logits, o);
+  }
 
   struct Weights;  // defined in src/model/weights.h
 

@@ -49,7 +49,9 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
                const AttentionOptions& options) {
   const kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
   if (p.batch == 0 || p.seq_q == 0 || p.n_heads == 0) return;
-  if (p.group * p.seq_q <= kMaxDecodeRows) {
+  if (p.entropy != nullptr) {
+    kernels::ForwardPrefillDispatch(p, 1);  // the entropy is tracked by the prefill kernel only
+  } else if (p.group * p.seq_q <= kMaxDecodeRows) {
     kernels::ForwardDecodeDispatch(p, DecodeSplits(p));
   } else {
     kernels::ForwardPrefillDispatch(p, PrefillSplits(p));

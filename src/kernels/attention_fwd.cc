@@ -9,6 +9,7 @@
 // K and V are read in place (float32) or converted per tile, Q is transposed once per task, and
 // nothing of size Sq x Sk exists beyond one BQ x kKeyTile tile.
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -59,6 +60,7 @@ struct BlockState {
   float* row;  // [D] staging for one row
   float* m;    // [BQ]
   float* l;    // [BQ]
+  float* t;    // [BQ] sum_j p_j (s_j - m), for the entropy (statistics mode only)
   float* alpha;
   int32_t* lo;  // [BQ] visible key range per row, clamped to the task's keys
   int32_t* hi;
@@ -161,7 +163,8 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
                s.row);
     for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = s.row[dd] * q_scale;
   }
-  for (int64_t r = 0; r < BQ; ++r) s.m[r] = neg_inf, s.l[r] = 0.0f;
+  for (int64_t r = 0; r < BQ; ++r) s.m[r] = neg_inf, s.l[r] = 0.0f, s.t[r] = 0.0f;
+  const bool track_entropy = p.entropy != nullptr;
   std::memset(s.ot, 0, sizeof(float) * D * BQ);
 
   const bool k_direct = p.dtype == DType::kF32 && p.k_stride[3] == 1;
@@ -237,23 +240,35 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
 
     // 5. Online softmax down each lane: m' = max(m, max_j s), p = 2^(s - m'),
     //    l' = 2^(m - m') l + sum_j p; alpha = 2^(m - m') rescales O below.
+    //    Statistics mode also carries t = sum_j p_j (s_j - m), rescaled as
+    //    t' = alpha (t + l (m - m')) + sum_j p_j (s_j - m'); the entropy is then log2 l - t / l bits.
+    const VF zero = hn::Zero(d);
     for (int64_t c = 0; c < kLaneVecs; ++c) {
       VF mx = hn::Set(d, neg_inf);
       for (int64_t jj = 0; jj < nk; ++jj) mx = hn::Max(mx, hn::Load(d, s.st + jj * BQ + c * N));
       const VF m_old = hn::Load(d, s.m + c * N);
       const VF m_new = hn::Max(m_old, mx);
       const VF m_use = hn::IfThenZeroElse(hn::Eq(m_new, hn::Set(d, neg_inf)), m_new);  // no NaN
-      VF sum = hn::Zero(d);
+      VF sum = zero, tsum = zero;
       for (int64_t jj = 0; jj < nk; ++jj) {
         float* row = s.st + jj * BQ + c * N;
-        const VF pr = Exp2(d, hn::Sub(hn::Load(d, row), m_use));
+        const VF u = hn::Sub(hn::Load(d, row), m_use);
+        const VF pr = Exp2(d, u);
         hn::Store(pr, d, row);
         sum = hn::Add(sum, pr);
+        // Excluded keys have p = 0 and u = -inf: their term is 0, not NaN.
+        if (track_entropy) tsum = hn::Add(tsum, hn::IfThenZeroElse(hn::Eq(pr, zero), hn::Mul(pr, u)));
       }
       const VF alpha = Exp2(d, hn::Sub(m_old, m_use));
+      const VF l_old = hn::Load(d, s.l + c * N);
       hn::Store(alpha, d, s.alpha + c * N);
-      hn::Store(hn::MulAdd(hn::Load(d, s.l + c * N), alpha, sum), d, s.l + c * N);
+      hn::Store(hn::MulAdd(l_old, alpha, sum), d, s.l + c * N);
       hn::Store(m_new, d, s.m + c * N);
+      if (track_entropy) {
+        const VF shift = hn::IfThenZeroElse(hn::Eq(l_old, zero), hn::Mul(l_old, hn::Sub(m_old, m_use)));
+        const VF t_old = hn::Load(d, s.t + c * N);
+        hn::Store(hn::MulAdd(alpha, hn::Add(t_old, shift), tsum), d, s.t + c * N);
+      }
     }
 
     // 6. O^T = alpha O^T + V^T P^T.
@@ -267,7 +282,7 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
 }
 
 BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
-  const size_t n = D * BQ * 2 + kKeyTile * BQ + kKeyTile * D * 2 + D + BQ * 5 + 64;
+  const size_t n = D * BQ * 2 + kKeyTile * BQ + kKeyTile * D * 2 + D + BQ * 6 + 64;
   float* f = scratch.Get(n);
   BlockState s;
   s.qt = f, f += D * BQ;
@@ -277,6 +292,7 @@ BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
   s.vc = f, f += kKeyTile * D;
   s.m = f, f += BQ;
   s.l = f, f += BQ;
+  s.t = f, f += BQ;
   s.alpha = f, f += BQ;
   s.lo = reinterpret_cast<int32_t*>(f), f += BQ;
   s.hi = reinterpret_cast<int32_t*>(f), f += BQ;
@@ -287,6 +303,7 @@ BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
 }  // namespace
 
 void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
+  HWY_ASSERT(p.entropy == nullptr || n_splits == 1);  // the entropy is not merged across splits
   const DF d;
   const int64_t BQ = kLaneVecs * hn::Lanes(d);
   const int64_t D = p.head_dim;
@@ -309,6 +326,14 @@ void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
       WriteRow(p, b, kvh * p.group + row % p.group, row / p.group, RowPartial{ot + r, BQ, m[r], l[r]});
     }
   };
+  // Entropy in nats from the statistics-mode state (log2 units): (log2 l - t / l) ln 2.
+  auto write_entropy = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* l, const float* t) {
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t row = r0 + r, h = kvh * p.group + row % p.group, qi = row / p.group;
+      const float bits = l[r] > 0.0f ? std::log2(l[r]) - t[r] / l[r] : 0.0f;
+      p.entropy[(b * p.n_heads + h) * p.seq_q + qi] = std::max(0.0f, bits) * 0.6931471805599453f;
+    }
+  };
 
   if (n_splits <= 1) {
     pool.Run(groups, p.threads, [&](int64_t g, int) {
@@ -319,6 +344,7 @@ void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
       const int64_t n = std::min(BQ, rows - r0);
       RunBlock(p, b, kvh, r0, n, 0, p.seq_k, s);
       write_rows(b, kvh, r0, n, s.ot, s.m, s.l);
+      if (p.entropy) write_entropy(b, kvh, r0, n, s.l, s.t);
     });
     return;
   }

@@ -30,6 +30,7 @@ struct AttentionParams {
   const void* mask;
   int64_t mask_stride[4];  // [batch, head, q, k]; 0 on broadcast axes
   float* lse;              // [batch, n_heads, seq_q] or nullptr
+  float* entropy;          // [batch, n_heads, seq_q] or nullptr (nats)
   int threads;
 
   int64_t KeyCount(int64_t b) const { return kv_lens ? kv_lens[b] : seq_k; }

@@ -116,6 +116,12 @@ void AttentionReference(const TensorView& q, const TensorView& k, const TensorVi
         if (p.lse) p.lse[(b * p.n_heads + h) * p.seq_q + i] = static_cast<float>(lse);
         if (lse64) lse64[(b * p.n_heads + h) * p.seq_q + i] = lse;
         for (int64_t j = 0; j < p.seq_k; ++j) scores[j] = row_max > -inf ? r.Tensor(scores[j] / sum) : 0.0;
+        if (p.entropy) {
+          double entropy = 0.0;  // -sum p ln p
+          for (int64_t j = 0; j < p.seq_k; ++j)
+            if (scores[j] > 0.0) entropy -= scores[j] * std::log(scores[j]);
+          p.entropy[(b * p.n_heads + h) * p.seq_q + i] = static_cast<float>(entropy);
+        }
         // 6. weighted sum of values
         const int64_t o_row = b * p.out_stride[0] + i * p.out_stride[1] + h * p.out_stride[2];
         for (int64_t d = 0; d < p.head_dim; ++d) {

@@ -126,6 +126,7 @@ AttentionParams MakeParams(const TensorView& q, const TensorView& k, const Tenso
     MaxOffset("mask", mv);
   }
   p.lse = o.lse;
+  p.entropy = o.entropy;
   if (o.threads < 0)
     Fail(Error::Kind::kValue, "threads = ", o.threads, " (must be >= 1, or 0 for all cores)");
   p.threads = o.threads;

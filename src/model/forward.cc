@@ -5,10 +5,13 @@
 //   x += Wdown . act(Wgate . norm(x), Wup . norm(x))
 // Every intermediate passes one named hook point (TransformerLens names).
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "attn/error.h"
+#include "attn/heads.h"
 #include "attn/model.h"
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
@@ -55,6 +58,65 @@ TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_
   return t;
 }
 
+// Attention with the pattern materialized, for the hooks that ask for scores or the pattern:
+//   A[h, r, j] = scale q_r . k_j (j <= pos0 + r, else -inf) -> hook_attn_scores -> softmax ->
+//   hook_pattern -> z[r, h] = sum_j A[h, r, j] v_j.
+// Both products run on the f32 matrix kernel (the cached K rows and V^T as weight matrices).
+// Also fills the row LSE and entropy for the statistics when they are given. With z == nullptr
+// (read-only hooks) it stops after hook_pattern.
+void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, int64_t n, int64_t pos0,
+                       const ModelConfig& c, const Hooks& hooks, int layer, float* z, float* lse,
+                       float* entropy, ThreadPool& pool, int threads) {
+  const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float neg_inf = -std::numeric_limits<float>::infinity();
+  const TensorView kt = cache.keys(), vt = cache.values();
+  std::vector<float> a(static_cast<size_t>(c.n_heads * n * keys));
+  std::vector<float> v_t(static_cast<size_t>(hd * keys));
+  for (int64_t h = 0; h < c.n_heads; ++h) {
+    const float* k_rows = static_cast<const float*>(kt.data) + (h / group) * kt.stride[2];
+    const WeightMatrix km{TensorType::kF32, reinterpret_cast<const uint8_t*>(k_rows), keys, hd,
+                          static_cast<size_t>(kt.stride[1]) * sizeof(float)};
+    float* ah = a.data() + h * n * keys;
+    MatMul(km, q + h * hd, n, q_stride, ah, keys, pool, threads);
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < keys; ++j)
+        ah[r * keys + j] = j <= pos0 + r ? ah[r * keys + j] * scale : neg_inf;
+  }
+  auto visit = [&](const char* name) {
+    if (hooks.Wants(name, layer)) hooks.fn(HookPoint{name, layer, a.data(), n, keys, pos0, c.n_heads});
+  };
+  visit("attn.hook_attn_scores");
+  for (int64_t row = 0; row < c.n_heads * n; ++row) {
+    float* ar = a.data() + row * keys;
+    float mx = neg_inf;
+    for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, ar[j]);
+    double sum = 0.0, dot = 0.0;  // sum e^(s - m), sum e^(s - m) (s - m)
+    for (int64_t j = 0; j < keys; ++j) {
+      const float e = mx == neg_inf ? 0.0f : std::exp(ar[j] - mx);
+      sum += e;
+      if (e > 0.0f) dot += static_cast<double>(e) * (ar[j] - mx);
+      ar[j] = e;
+    }
+    const float inv = sum > 0.0 ? static_cast<float>(1.0 / sum) : 0.0f;
+    for (int64_t j = 0; j < keys; ++j) ar[j] *= inv;
+    const int64_t h = row / n, r = row % n;
+    if (lse) lse[h * n + r] = sum > 0.0 ? mx + static_cast<float>(std::log(sum)) : neg_inf;
+    if (entropy) entropy[h * n + r] = sum > 0.0 ? static_cast<float>(std::log(sum) - dot / sum) : 0.0f;
+  }
+  visit("attn.hook_pattern");
+  if (z == nullptr) return;
+  for (int64_t kvh = 0; kvh < c.n_kv_heads; ++kvh) {
+    const float* v_rows = static_cast<const float*>(vt.data) + kvh * vt.stride[2];
+    for (int64_t j = 0; j < keys; ++j)
+      for (int64_t dd = 0; dd < hd; ++dd) v_t[dd * keys + j] = v_rows[j * vt.stride[1] + dd];
+    const WeightMatrix vm{TensorType::kF32, reinterpret_cast<const uint8_t*>(v_t.data()), hd, keys,
+                          static_cast<size_t>(keys) * sizeof(float)};
+    for (int64_t h = kvh * group; h < (kvh + 1) * group; ++h)
+      MatMul(vm, a.data() + h * n * keys, n, keys, z + h * hd, c.n_heads * hd, pool, threads);
+  }
+}
+
 }  // namespace
 
 Model::Model() = default;
@@ -97,11 +159,16 @@ Session::~Session() = default;
 
 void Session::Reset() {
   n_past_ = 0;
+  tokens_.clear();
   for (auto& cache : caches_) cache->Clear();
 }
 
-void Model::Forward(Session& session, std::span<const int32_t> tokens, float* logits, bool all_logits,
-                    int threads, const HookFn* hook) const {
+void Model::Forward(Session& session, std::span<const int32_t> tokens, float* logits,
+                    const ForwardOptions& options) const {
+  const bool all_logits = options.all_logits;
+  const int threads = options.threads;
+  const Hooks* hooks = options.hooks;
+  HeadStats* stats = options.stats;
   const ModelConfig& c = config_;
   const Weights& w = *weights_;
   const int64_t n_total = static_cast<int64_t>(tokens.size());
@@ -125,14 +192,26 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
   const int64_t d = c.d_model, hd = c.head_dim;
   const int64_t q_dim = c.n_heads * hd, kv_dim = c.n_kv_heads * hd;
   const bool gpt2 = c.arch == Arch::kGpt2;
-  Scratch s(c, std::min(n_total, kMaxChunk));
+  if (options.max_chunk <= 0) throw Error("forward: max_chunk = " + std::to_string(options.max_chunk));
+  if (stats != nullptr && (stats->layers() != c.n_layers || stats->heads() != c.n_heads)) {
+    throw Error("forward: the head statistics were made for another model");
+  }
+  const int64_t max_chunk = options.max_chunk;
+  Scratch s(c, std::min(n_total, max_chunk));
+  std::vector<float> row_lse, row_entropy;  // [n_heads, n] per layer, statistics mode only
 
-  for (int64_t start = 0; start < n_total; start += kMaxChunk) {
-    const int64_t n = std::min(kMaxChunk, n_total - start);
+  for (int64_t start = 0; start < n_total; start += max_chunk) {
+    const int64_t n = std::min(max_chunk, n_total - start);
     const int64_t pos0 = session.n_past_;
+    session.tokens_.insert(session.tokens_.end(), tokens.begin() + start, tokens.begin() + start + n);
     auto point = [&](const char* name, int layer, float* data, int64_t cols) {
-      if (hook != nullptr) (*hook)(HookPoint{name, layer, data, n, cols, pos0});
+      if (hooks != nullptr && hooks->Wants(name, layer))
+        hooks->fn(HookPoint{name, layer, data, n, cols, pos0});
     };
+    if (stats != nullptr) {
+      row_lse.resize(static_cast<size_t>(c.n_heads * n));
+      row_entropy.resize(row_lse.size());
+    }
     auto matmul = [&](const WeightMatrix& m, const float* x, int64_t ldx, float* y, int64_t ldy) {
       MatMul(m, x, n, ldx, y, ldy, pool, threads);
     };
@@ -161,13 +240,14 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     }
     point("hook_embed", -1, x, d);
     if (gpt2) {
-      std::vector<float> pos_row(static_cast<size_t>(d));
+      // All n position rows first, so hook_pos_embed sees one [n, d_model] block.
+      std::vector<float> pos_rows(static_cast<size_t>(n * d));
       for (int64_t i = 0; i < n; ++i) {
         DequantizeRow(w.pos_embd.type, w.pos_embd.data + static_cast<size_t>(pos0 + i) * w.pos_embd.row_bytes,
-                      pos_row.data(), d);
-        point("hook_pos_embed", -1, pos_row.data(), d);
-        ops::Add(x + i * d, pos_row.data(), d);
+                      pos_rows.data() + i * d, d);
       }
+      point("hook_pos_embed", -1, pos_rows.data(), d);
+      ops::Add(x, pos_rows.data(), n * d);
     }
 
     for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -200,7 +280,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         q_stride = q_dim;
         kv_stride = kv_dim;
       }
-      if (hook != nullptr && gpt2) {
+      if (hooks != nullptr && gpt2) {
         // Hooks see contiguous [n, heads * head_dim] blocks; copy out of the fused layout.
         for (float* part : {q, k, v}) {
           const int64_t cols = part == q ? q_dim : kv_dim;
@@ -225,10 +305,29 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         point("attn.hook_rot_k", layer, k, kv_dim);
       }
       cache.Append(View4(k, n, c.n_kv_heads, hd, kv_stride), View4(v, n, c.n_kv_heads, hd, kv_stride));
-      AttentionOptions opts;
-      opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
-      opts.threads = threads;
-      cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
+      float* lse = stats != nullptr ? row_lse.data() : nullptr;
+      float* entropy = stats != nullptr ? row_entropy.data() : nullptr;
+      const bool explicit_pattern = hooks != nullptr && (hooks->Wants("attn.hook_attn_scores", layer) ||
+                                                         hooks->Wants("attn.hook_pattern", layer));
+      if (explicit_pattern && hooks->read_only) {
+        ExplicitAttention(q, q_stride, cache, n, pos0, c, *hooks, layer, nullptr, nullptr, nullptr, pool,
+                          threads);
+      }
+      if (explicit_pattern && !hooks->read_only) {
+        ExplicitAttention(q, q_stride, cache, n, pos0, c, *hooks, layer, s.z.data(), lse, entropy, pool,
+                          threads);
+      } else {
+        AttentionOptions opts;
+        opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
+        opts.threads = threads;
+        opts.lse = lse;
+        opts.entropy = entropy;
+        cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
+      }
+      if (stats != nullptr) {
+        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
+                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads});
+      }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
       if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
@@ -274,7 +373,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       ops::LayerNorm(x + first * d, Floats(w.output_norm), Floats(w.output_norm_bias), h, rows, d,
                      c.norm_eps);
     }
-    if (hook != nullptr) (*hook)(HookPoint{"ln_final.hook_normalized", -1, h, rows, d, pos0 + first});
+    if (hooks != nullptr && hooks->Wants("ln_final.hook_normalized", -1)) {
+      hooks->fn(HookPoint{"ln_final.hook_normalized", -1, h, rows, d, pos0 + first});
+    }
     float* out = all_logits ? logits + start * c.vocab_size : logits;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
   }

@@ -93,8 +93,11 @@ void CheckCase(const Case& c, uint32_t seed) {
   std::vector<float> lse(rows), lse_naive(rows);
   std::vector<double> lse64(rows);
 
-  // Reference in float64.
+  // Reference in float64 (with the row entropy, for the statistics mode below).
+  std::vector<float> entropy(rows, -1.0f), entropy_ref(rows, -1.0f);
+  o.entropy = entropy_ref.data();
   AttentionReference(q.view, k.view, v.view, ref.view, o, false, lse64.data(), ref64.data());
+  o.entropy = nullptr;
   o.lse = lse_naive.data();
   AttentionReference(q.view, k.view, v.view, naive.view, o, true);
   o.lse = lse.data();
@@ -113,6 +116,22 @@ void CheckCase(const Case& c, uint32_t seed) {
     lse_naive_err = std::max(lse_naive_err, std::abs(lse_naive[r] - lse64[r]));
   }
   EXPECT_LE(lse_err, 2 * lse_naive_err + 1e-4) << "lse naive error " << lse_naive_err;
+  // Statistics mode: the row entropy accumulated inside the kernel, against the float64 reference
+  // computed from the full probabilities; the output must not change beyond the tolerance.
+  o.lse = nullptr;
+  o.entropy = entropy.data();
+  Tensor out_stats(c.dtype, c.B, c.Sq, c.Hq, c.D);
+  Attention(q.view, k.view, v.view, out_stats.view, o);
+  EXPECT_LE(out_stats.MaxDiff(ref64), 2 * naive_err + Atol(c.dtype));
+  double entropy_err = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    ASSERT_TRUE(std::isfinite(entropy[r]) && entropy[r] >= 0.0f) << "row " << r << " entropy " << entropy[r];
+    if (std::isinf(lse64[r])) {
+      EXPECT_EQ(entropy[r], 0.0f) << "row " << r;
+    }
+    entropy_err = std::max(entropy_err, static_cast<double>(std::abs(entropy[r] - entropy_ref[r])));
+  }
+  EXPECT_LE(entropy_err, 2e-3) << "entropy";
   // Rows with no visible key are exactly 0.
   for (int64_t b = 0; b < c.B; ++b)
     for (int64_t h = 0; h < c.Hq; ++h)

@@ -12,6 +12,7 @@
 
 #include "attn/commands.h"
 #include "attn/error.h"
+#include "attn/heads.h"
 #include "attn/model_options.h"
 
 namespace attn::cli {
@@ -23,6 +24,7 @@ struct BenchArgs {
   int gen_tokens = 128;
   int repeats = 3;
   bool json = false;
+  bool head_stats = false;  // also time prompt processing with per-head statistics
 };
 
 // A fixed English text, cycled to the requested length so every run sees the same tokens.
@@ -52,13 +54,26 @@ void RunBench(const BenchArgs& args) {
 
   Session session(*model, args.prompt_tokens + args.gen_tokens);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
-  std::vector<double> pp, tg;
+  std::vector<double> pp, tg, pp_stats;
+  HeadStats stats(c);
   using Clock = std::chrono::steady_clock;
   for (int rep = 0; rep < args.repeats; ++rep) {
     session.Reset();
     auto t0 = Clock::now();
     model->Forward(session, prompt, logits.data(), false, args.model.threads);
     pp.push_back(args.prompt_tokens / std::chrono::duration<double>(Clock::now() - t0).count());
+    if (args.head_stats) {
+      // The same prompt with the head statistics accumulated (entropy in the kernel, LSE masses).
+      Session stats_session(*model, args.prompt_tokens);
+      ForwardOptions o;
+      o.threads = args.model.threads;
+      o.stats = &stats;
+      auto ts = Clock::now();
+      model->Forward(stats_session, prompt, logits.data(), o);
+      pp_stats.push_back(args.prompt_tokens / std::chrono::duration<double>(Clock::now() - ts).count());
+      if (!args.json)
+        std::fprintf(stderr, "  run %d: pp with head statistics %.1f tokens/s\n", rep + 1, pp_stats.back());
+    }
     // Generation: feed the argmax back, one token per forward pass.
     auto t1 = Clock::now();
     for (int i = 0; i < args.gen_tokens; ++i) {
@@ -79,12 +94,20 @@ void RunBench(const BenchArgs& args) {
         {"prompt_ids", prompt},    {"gen_tokens", args.gen_tokens}, {"repeats", args.repeats},
         {"pp_tokens_per_s", pp},   {"tg_tokens_per_s", tg},         {"pp_median", Median(pp)},
         {"tg_median", Median(tg)}, {"peak_rss_mb", peak_mb}};
+    if (args.head_stats) {
+      j["pp_stats_tokens_per_s"] = pp_stats;
+      j["pp_stats_median"] = Median(pp_stats);
+    }
     std::printf("%s\n", j.dump().c_str());
     return;
   }
   std::printf("%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; peak RSS %.0f MB)\n",
               model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg),
               args.repeats, peak_mb);
+  if (args.head_stats) {
+    std::printf("  pp%d with head statistics: %.1f tokens/s (%.1f%% slower than plain)\n", args.prompt_tokens,
+                Median(pp_stats), 100.0 * (Median(pp) / Median(pp_stats) - 1.0));
+  }
 }
 
 }  // namespace
@@ -100,6 +123,8 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_option("-r,--repeats", args->repeats, "Repeats (the median is reported)")
       ->check(CLI::Range(1, 1000));
   cmd->add_flag("--json", args->json, "Print one JSON object");
+  cmd->add_flag("--head-stats", args->head_stats,
+                "Also time prompt processing with per-head statistics (attn heads' scores)");
   cmd->callback([args] { RunBench(*args); });
 }
 

@@ -15,5 +15,11 @@ void AddGenerateCommand(CLI::App& app);
 void AddChatCommand(CLI::App& app);
 // Adds `attn bench`: prompt-processing and generation speed of a model.
 void AddBenchCommand(CLI::App& app);
+// Adds `attn heads`: every head's detector scores and role label, as a table or JSON.
+void AddHeadsCommand(CLI::App& app);
+// Adds `attn ablate`: the loss change on a text when chosen heads are ablated.
+void AddAblateCommand(CLI::App& app);
+// Adds `attn inspect PROMPT`: runs the model, scores the heads and writes the viewer report.
+void AddInspectCommand(CLI::App& app);
 
 }  // namespace attn::cli

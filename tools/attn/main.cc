@@ -13,6 +13,9 @@ int main(int argc, char** argv) {
   attn::cli::AddGenerateCommand(app);
   attn::cli::AddChatCommand(app);
   attn::cli::AddBenchCommand(app);
+  attn::cli::AddHeadsCommand(app);
+  attn::cli::AddAblateCommand(app);
+  attn::cli::AddInspectCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,103 @@
+"""The head-inspection commands of the attn CLI: `attn heads`, `attn ablate`, `attn inspect`.
+
+They run on the default model (SmolLM2-135M-Instruct, fetched by scripts/setup.sh) and on the tiny
+GPT-2 fixture; bad input must give a message and a non-zero exit."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
+GPT2_TINY = os.path.join(ROOT, "tests", "fixtures", "gpt2_tiny.gguf")
+FIELDS = {"layer", "head", "previous_token", "duplicate_token", "induction", "first_token", "entropy", "local",
+          "role"}
+ROLES = {"induction", "previous-token", "duplicate-token", "sink", "local", "diffuse"}
+
+
+def run(*args, timeout=300):
+    return subprocess.run([ATTN_BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_heads_json_covers_every_head_of_smollm2():
+    r = run("heads", "--json", "-t", "2")
+    assert r.returncode == 0, r.stderr
+    j = json.loads(r.stdout)
+    assert (j["layers"], j["heads"]) == (30, 9)
+    scores = j["heads_scores"]
+    assert len(scores) == 270
+    assert [(s["layer"], s["head"]) for s in scores] == [(l, h) for l in range(30) for h in range(9)]
+    for s in scores:
+        assert set(s) >= FIELDS and s["role"] in ROLES
+        for k in ("previous_token", "duplicate_token", "induction", "first_token", "local"):
+            assert -1e-6 <= s[k] <= 1 + 1e-6, (s, k)
+        assert s["entropy"] >= 0
+    # SmolLM2 has clear induction and previous-token heads on the probe (README lists them).
+    assert max(s["induction"] for s in scores) > 0.8
+    assert max(s["previous_token"] for s in scores) > 0.8
+    assert {"induction", "previous-token", "sink"} <= {s["role"] for s in scores}
+
+
+def test_heads_table_and_text_mode():
+    r = run("heads", "--model", GPT2_TINY, "--probe-length", "20", "--sequences", "2")
+    assert r.returncode == 0, r.stderr
+    assert "Strongest heads of each role" in r.stdout
+    assert sum(1 for line in r.stdout.splitlines() if line[:1].isdigit() and "." in line.split()[0]) == 8
+    r = run("heads", "--model", GPT2_TINY, "--json", "--text", "hello hello world world")
+    assert r.returncode == 0, r.stderr
+    assert "given text" in json.loads(r.stdout)["measured_on"]
+
+
+def test_ablate_reports_a_loss_change():
+    text = "The cat sat on the mat. The cat sat on the mat. The cat sat on the"
+    r = run("ablate", "--heads", "18.6,17.3", "-t", "2", text)
+    assert r.returncode == 0, r.stderr
+    assert "zero-ablating 18.6,17.3" in r.stdout and "->" in r.stdout
+    r = run("ablate", "--heads", "18.6", "--mode", "mean", text)
+    assert r.returncode == 0 and "mean-ablating" in r.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["ablate", "--heads", "40.1", "some text"], "does not exist"),
+    (["ablate", "--heads", "3-1", "some text"], "LAYER.HEAD"),
+    (["ablate", "--heads", "1.1", "--mode", "half", "text"], "mode"),
+    (["heads", "--model", "/nonexistent.gguf"], "does not exist"),
+    (["heads", "--model", GPT2_TINY, "--probe-length", "500"], "probe"),
+    (["inspect", "--model", GPT2_TINY, "--out", "/proc/attn-report", "hi"], "cannot create"),
+])
+def test_bad_input_exits_nonzero(args, fragment):
+    r = run(*args, timeout=60)
+    assert r.returncode != 0
+    assert fragment in r.stderr + r.stdout, r.stderr
+
+
+def test_inspect_writes_the_report(tmp_path):
+    out = tmp_path / "report"
+    r = run("inspect", "-n", "8", "-t", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "Strongest heads of each role" in r.stdout
+    assert f"Report: {out}/report.html" in r.stdout
+    heads = json.loads((out / "heads.json").read_text())
+    assert len(heads["heads_scores"]) == 270
+    assert heads["n_prompt"] < len(heads["tokens"]) == len(heads["token_ids"])
+    for png in heads["heatmaps"]:
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 200
+    html = (out / "report.html").read_text()
+    assert "/*ATTN_DATA*/" not in html and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_inspect_report_works_in_a_real_browser(tmp_path):
+    """The report of a real `attn inspect` run (SmolLM2, a prompt plus a continuation) in headless
+    Chromium: loads without console errors, clicking a head zooms, hovering a token highlights,
+    search filters, screenshots are not blank (tests/python/test_viewer.py's check_report)."""
+    from test_viewer import check_report
+
+    out = tmp_path / "report"
+    r = run("inspect", "-n", "16", "-t", "2", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    result = check_report(str(out / "report.html"))
+    assert result["n"] == len(json.loads((out / "heads.json").read_text())["tokens"])
