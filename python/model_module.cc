@@ -1,21 +1,173 @@
 // Bindings of attn::Model for the Python class attn.Model (python/attn/model.py wraps them).
+//
+// Hooks (Model.run): the forward pass runs with the GIL released. Which points to visit is a
+// set of (name, layer) decided in Python before the pass, so the filter is plain C++; captured
+// points are copied into C++ buffers (no GIL) and become NumPy arrays after the pass. Only the
+// Python hook callback takes the GIL, and it never sees the forward pass's own memory: it gets a
+// NumPy copy and returns the array to write back, so an array a hook keeps (or a traceback holds)
+// stays valid after the pass. A Python exception in the callback propagates as nb::python_error
+// through Model::Forward (whose state is local to this call) and is raised again by nanobind.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
 #include <cstdint>
+#include <cstring>
 #include <memory>
+#include <set>
+#include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "attn/error.h"
 #include "attn/generate.h"
+#include "attn/heads.h"
 #include "attn/model.h"
 
 namespace nb = nanobind;
+
+namespace {
+
+using PointKey = std::pair<std::string, int>;  // (name without "blocks.{l}.", layer)
+using FloatArray = nb::ndarray<nb::numpy, float>;
+
+// A float32 NumPy array [heads, rows, cols] (heads = 1 outside the attention points) that owns `data`.
+FloatArray OwnedArray(std::vector<float>&& data, int64_t heads, int64_t rows, int64_t cols) {
+  auto* owned = new std::vector<float>(std::move(data));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+  return FloatArray(owned->data(),
+                    {static_cast<size_t>(heads), static_cast<size_t>(rows), static_cast<size_t>(cols)},
+                    owner);
+}
+
+FloatArray LogitsArray(int64_t n, int64_t vocab, float** data) {
+  *data = new float[static_cast<size_t>(n * vocab)];
+  nb::capsule owner(*data, [](void* p) noexcept { delete[] static_cast<float*>(p); });
+  return FloatArray(*data, {static_cast<size_t>(n), static_cast<size_t>(vocab)}, owner);
+}
+
+// Every hook point of `model`, in the order a forward pass visits them: a one-token pass whose
+// filter records what it is asked and accepts nothing (so no point is computed specially).
+std::vector<PointKey> HookPoints(const attn::Model& model) {
+  std::vector<PointKey> points;
+  std::set<PointKey> seen;
+  attn::Hooks hooks;
+  hooks.wants = [&](const char* name, int layer) {
+    if (seen.insert({name, layer}).second) points.emplace_back(name, layer);
+    return false;
+  };
+  hooks.fn = [](const attn::HookPoint&) {};
+  const int32_t token = model.tokenizer().bos_id() >= 0 ? model.tokenizer().bos_id() : 0;
+  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
+  attn::Session session(model, 1);
+  attn::ForwardOptions o;
+  o.hooks = &hooks;
+  o.threads = 1;
+  model.Forward(session, std::span<const int32_t>(&token, 1), logits.data(), o);
+  return points;
+}
+
+struct Captured {
+  std::string name;
+  int layer;
+  int64_t heads, rows, cols;
+  std::vector<float> data;
+};
+
+// One forward pass over `tokens` (a single chunk, so every point is visited once with the whole
+// sequence). Points in `capture` are copied out; points in `hooked` go through `callback`
+// (name, layer, array) -> array to write back, before they are captured.
+nb::tuple Run(const attn::Model& model, const std::vector<int32_t>& tokens, int threads,
+              const std::vector<PointKey>& capture, const std::vector<PointKey>& hooked,
+              nb::object callback) {
+  if (tokens.empty()) throw attn::Error("run: tokens is empty");
+  if (!hooked.empty() && callback.is_none()) throw attn::Error("run: hooked points but no callback");
+  const std::set<PointKey> capture_set(capture.begin(), capture.end()),
+      hooked_set(hooked.begin(), hooked.end());
+  std::vector<Captured> captured;
+  attn::Hooks hooks;
+  hooks.read_only = hooked.empty();  // a cache only: the pass keeps the numbers of a plain forward
+  hooks.wants = [&](const char* name, int layer) {
+    const PointKey key{name, layer};
+    return capture_set.count(key) > 0 || hooked_set.count(key) > 0;
+  };
+  hooks.fn = [&](const attn::HookPoint& p) {
+    const PointKey key{p.name, p.layer};
+    const size_t count = static_cast<size_t>(p.heads * p.rows * p.cols);
+    if (hooked_set.count(key) > 0) {
+      nb::gil_scoped_acquire acquire;
+      std::vector<float> copy(p.data, p.data + count);
+      FloatArray act = OwnedArray(std::move(copy), p.heads, p.rows, p.cols);
+      nb::object result = callback(p.name, p.layer, act);  // throws nb::python_error
+      const std::string full =
+          p.layer < 0 ? std::string(p.name) : "blocks." + std::to_string(p.layer) + "." + std::string(p.name);
+      nb::ndarray<float, nb::c_contig, nb::device::cpu> out;
+      if (!nb::try_cast(result, out) || out.size() != count) {
+        throw attn::Error("hook " + full + ": the callback must return a C-contiguous float32 array of " +
+                          std::to_string(count) + " values");
+      }
+      std::memcpy(p.data, out.data(), count * sizeof(float));
+    }
+    if (capture_set.count(key) > 0) {
+      captured.push_back(
+          {p.name, p.layer, p.heads, p.rows, p.cols, std::vector<float>(p.data, p.data + count)});
+    }
+  };
+
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  float* logits = nullptr;
+  FloatArray logits_array = LogitsArray(n, model.config().vocab_size, &logits);
+  {
+    nb::gil_scoped_release release;
+    attn::Session session(model, n);
+    attn::ForwardOptions o;
+    o.all_logits = true;
+    o.threads = threads;
+    o.hooks = &hooks;
+    o.max_chunk = n;
+    model.Forward(session, tokens, logits, o);
+  }
+  nb::list cache;
+  for (Captured& c : captured) {
+    cache.append(nb::make_tuple(c.name, c.layer, OwnedArray(std::move(c.data), c.heads, c.rows, c.cols)));
+  }
+  return nb::make_tuple(logits_array, cache);
+}
+
+nb::list ScoresToPython(const std::vector<attn::HeadScores>& scores) {
+  nb::list out;
+  for (const attn::HeadScores& s : scores) {
+    nb::dict d;
+    d["layer"] = s.layer;
+    d["head"] = s.head;
+    d["previous_token"] = s.previous_token;
+    d["duplicate_token"] = s.duplicate_token;
+    d["induction"] = s.induction;
+    d["first_token"] = s.first_token;
+    d["entropy"] = s.entropy;
+    d["local"] = s.local;
+    d["role"] = s.role;
+    out.append(d);
+  }
+  return out;
+}
+
+attn::ProbeOptions Probe(int64_t length, int64_t sequences, uint64_t seed, int threads) {
+  attn::ProbeOptions o;
+  o.length = length;
+  o.sequences = sequences;
+  o.seed = seed;
+  o.threads = threads;
+  return o;
+}
+
+}  // namespace
 
 void BindModel(nb::module_& m) {
   nb::class_<attn::Model>(m, "Model")
@@ -116,6 +268,67 @@ void BindModel(nb::module_& m) {
              for (const auto& [role, content] : messages) msgs.push_back({role, content});
              return model.tokenizer().ApplyChatTemplate(msgs, add_generation_prompt);
            })
+      .def("hook_points",
+           [](const attn::Model& model) {
+             nb::gil_scoped_release release;
+             return HookPoints(model);
+           })
+      .def("run", &Run, nb::arg("tokens"), nb::arg("threads"), nb::arg("capture"), nb::arg("hooked"),
+           nb::arg("callback").none())
+      .def(
+          "score_heads",
+          [](const attn::Model& model, const std::vector<int32_t>& tokens, int threads) {
+            std::vector<attn::HeadScores> scores;
+            {
+              nb::gil_scoped_release release;
+              scores = attn::ScoreHeads(model, tokens, threads);
+            }
+            return ScoresToPython(scores);
+          },
+          nb::arg("tokens"), nb::arg("threads"))
+      .def(
+          "probe_heads",
+          [](const attn::Model& model, int64_t length, int64_t sequences, uint64_t seed, int threads) {
+            std::vector<attn::HeadScores> scores;
+            {
+              nb::gil_scoped_release release;
+              scores = attn::ProbeHeads(model, Probe(length, sequences, seed, threads));
+            }
+            return ScoresToPython(scores);
+          },
+          nb::arg("length"), nb::arg("sequences"), nb::arg("seed"), nb::arg("threads"))
+      .def_static(
+          "describe_probe",
+          [](int64_t length, int64_t sequences, uint64_t seed) {
+            return attn::DescribeProbe(Probe(length, sequences, seed, 0));
+          },
+          nb::arg("length"), nb::arg("sequences"), nb::arg("seed"))
+      .def(
+          "ablate",
+          [](const attn::Model& model, const std::vector<int32_t>& tokens,
+             const std::vector<std::pair<int, int>>& heads, const std::string& mode, int threads) {
+            attn::AblationMode am;
+            if (mode == "zero") {
+              am = attn::AblationMode::kZero;
+            } else if (mode == "mean") {
+              am = attn::AblationMode::kMean;
+            } else {
+              throw attn::Error("ablate: mode = '" + mode + "' (must be 'zero' or 'mean')");
+            }
+            attn::AblationResult r;
+            {
+              nb::gil_scoped_release release;
+              r = attn::AblateHeads(model, tokens, heads, am, threads);
+            }
+            nb::dict d;
+            d["loss"] = r.loss;
+            d["ablated_loss"] = r.ablated_loss;
+            d["delta"] = r.ablated_loss - r.loss;
+            d["tokens"] = r.tokens;
+            return d;
+          },
+          nb::arg("tokens"), nb::arg("heads"), nb::arg("mode"), nb::arg("threads"))
+      .def_static("role_names", &attn::RoleNames)
       .def_prop_ro("bos_id", [](const attn::Model& m) { return m.tokenizer().bos_id(); })
       .def_prop_ro("eos_id", [](const attn::Model& m) { return m.tokenizer().eos_id(); })
       .def_prop_ro("add_bos", [](const attn::Model& m) { return m.tokenizer().add_bos(); });

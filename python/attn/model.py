@@ -5,10 +5,22 @@
     >>> ids = m.tokenize("Hello world")
     >>> m.logits(ids).shape              # (n_tokens, vocab)
     >>> m.generate("Once upon a time", max_tokens=32)
+
+A look inside, with TransformerLens's names and shapes (batch 1):
+
+    >>> logits, cache = m.run_with_cache("The cat sat. The cat", names=lambda n: "pattern" in n)
+    >>> cache["blocks.3.attn.hook_pattern"].shape          # [1, n_heads, q_pos, k_pos]
+    >>> def knock_out(z, hook):                             # z: [1, pos, n_heads, d_head]
+    ...     z[:, :, 2] = 0
+    >>> m.run_with_hooks("The cat sat. The cat", hooks=[("blocks.5.attn.hook_z", knock_out)])
+    >>> m.head_scores()                                     # every head's detector scores
+    >>> m.ablate("The cat sat. The cat", heads=[(5, 2)])    # loss change without head 5.2
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+import difflib
+import numbers
+from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
@@ -32,11 +44,58 @@ def _token_list(name: str, tokens) -> list[int]:
     return [int(t) for t in arr]
 
 
+def _int(what: str, name: str, x, minimum: int) -> int:
+    if not isinstance(x, numbers.Integral) or isinstance(x, bool) or x < minimum:
+        raise ValueError(f"{what}: {name} = {x!r} (must be an integer >= {minimum})")
+    return int(x)
+
+
+# Points whose columns are heads x head_dim: TransformerLens shows them as [batch, pos, head, d_head].
+_HEAD_POINTS = frozenset({"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
+                          "attn.hook_z"})
+_ATTENTION_POINTS = frozenset({"attn.hook_attn_scores", "attn.hook_pattern"})
+
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+
+def _full_name(name: str, layer: int) -> str:
+    return name if layer < 0 else f"blocks.{layer}.{name}"
+
+
+def _replacement(full: str, act: np.ndarray, result) -> np.ndarray:
+    """A hook's returned array, checked and made float32 C-contiguous."""
+    try:
+        r = np.asarray(result)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"hook {full}: the returned value is not an array ({e})") from None
+    if r.shape != act.shape:
+        raise ValueError(f"hook {full}: the returned array has shape {r.shape}, expected {act.shape}")
+    if not np.can_cast(r.dtype, np.float32, casting="same_kind"):
+        raise ValueError(f"hook {full}: the returned array's dtype {r.dtype} cannot be cast to float32")
+    return np.ascontiguousarray(r, dtype=np.float32)
+
+
+class HookPoint:
+    """The second argument of a hook function: the point's full name and its layer (-1 for
+    hook_embed, hook_pos_embed and ln_final.hook_normalized)."""
+
+    __slots__ = ("name", "layer")
+
+    def __init__(self, name: str, layer: int):
+        self.name = name
+        self.layer = layer
+
+    def __repr__(self) -> str:
+        return f"HookPoint({self.name!r}, layer={self.layer})"
+
+
 class Model:
     """A loaded model. Use Model.load(path=None); None loads the default model."""
 
     def __init__(self, native: "_attn.Model"):
         self._m = native
+        self._points: dict[str, tuple[str, int]] | None = None  # full name -> (name, layer), in pass order
+        self._head_dim = int(native.config["head_dim"])
 
     @staticmethod
     def load(path: str | None = None) -> "Model":
@@ -66,6 +125,13 @@ class Model:
             raise TypeError(f"tokenize: text must be str or bytes, got {type(text).__name__}")
         return list(self._m.tokenize(bytes(text), special))
 
+    def to_tokens(self, text: str) -> list[int]:
+        """Token ids of `text` as the model reads a prompt: BOS first when the model adds one
+        (as generate does), then tokenize(text)."""
+        if not isinstance(text, str):
+            raise TypeError(f"to_tokens: text must be a str, got {type(text).__name__}")
+        return ([self._m.bos_id] if self._m.add_bos else []) + self.tokenize(text)
+
     def detokenize_bytes(self, ids: Iterable[int]) -> bytes:
         return self._m.detokenize(_token_list("detokenize", list(ids)))
 
@@ -92,7 +158,7 @@ class Model:
         if isinstance(prompt, str):
             if chat:
                 prompt = self.apply_chat_template([("user", prompt)])
-            ids = ([self._m.bos_id] if self._m.add_bos else []) + self.tokenize(prompt)
+            ids = self.to_tokens(prompt)
         else:
             ids = _token_list("generate", prompt)
         if not isinstance(max_tokens, int) or max_tokens < 0:
@@ -103,6 +169,161 @@ class Model:
                              float(min_p), float(repetition_penalty), list(stop or []), _threads(threads))
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
+
+    # ---- A look inside: hooks, caches, head statistics, ablation -------------------------------
+
+    def hook_names(self) -> list[str]:
+        """Every hook point of this model, by full TransformerLens name, in the order a forward
+        pass visits them (hook_embed, blocks.0.hook_resid_pre, ..., ln_final.hook_normalized)."""
+        return list(self._hook_points())
+
+    def run_with_cache(self, tokens: str | Sequence[int], names: NamesFilter = None,
+                       threads: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Runs `tokens` (ids, or text tokenized as generate does, BOS first when the model adds
+        one) and returns (logits float32 [n, vocab], cache): a dict from full hook names to
+        float32 arrays in TransformerLens's shapes (batch 1), in the order of the forward pass:
+            hook_embed, hook_pos_embed, blocks.{l}.hook_resid_pre/mid/post, hook_attn_out,
+            hook_mlp_out, ln1/ln2.hook_normalized, ln_final.hook_normalized   [1, pos, d_model]
+            attn.hook_q, hook_rot_q, hook_z                           [1, pos, n_heads, d_head]
+            attn.hook_k, hook_v, hook_rot_k                        [1, pos, n_kv_heads, d_head]
+            mlp.hook_pre, hook_post                                             [1, pos, d_ff]
+            attn.hook_attn_scores, hook_pattern                    [1, n_heads, q_pos, k_pos]
+        names: None (every point; the attention points cost 2 x 4 n_heads n^2 bytes per layer),
+        a full name, a list of them, or a predicate on the full name. Only the chosen points are
+        copied out; a name that no point has raises ValueError."""
+        ids = self._ids("run_with_cache", tokens)
+        keys = self._select("run_with_cache", names)
+        logits, captured = self._m.run(ids, _threads(threads), keys, [], None)
+        return logits, {_full_name(name, layer): self._tl_shape(name, a) for name, layer, a in captured}
+
+    def run_with_hooks(self, tokens: str | Sequence[int],
+                       hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
+                       threads: int | None = None) -> np.ndarray:
+        """Runs `tokens` with hooks and returns the logits, float32 [n, vocab].
+
+        hooks: [(name_or_predicate, fn), ...]. fn(activation, hook) is called at every point whose
+        full name equals the name (or satisfies the predicate), in list order; activation is a
+        writable float32 array in the shape run_with_cache gives that point and hook a HookPoint
+        (.name, .layer). Edit the activation in place, or return an array of the same shape to
+        replace it (None keeps it); what the hook leaves is what the rest of the pass reads.
+        The activation is the hook's own copy (written back when the hook returns), so keeping it
+        is safe. A hook on attn.hook_pattern (or hook_attn_scores) makes that layer compute its
+        pattern explicitly, and hook_z then follows the edited pattern. Exceptions raised by a
+        hook propagate unchanged."""
+        ids = self._ids("run_with_hooks", tokens)
+        points = self._hook_points()
+        by_key: dict[tuple[str, int], list[Callable]] = {}
+        for i, spec in enumerate(hooks):
+            try:
+                target, fn = spec
+            except (TypeError, ValueError):
+                raise TypeError(f"run_with_hooks: hooks[{i}] = {spec!r} is not a (name or predicate, fn) "
+                                "pair") from None
+            if not callable(fn):
+                raise TypeError(f"run_with_hooks: hooks[{i}]: the hook function {fn!r} is not callable")
+            for key in self._select(f"run_with_hooks: hooks[{i}]", target):
+                by_key.setdefault(key, []).append(fn)
+        hooked = [key for key in points.values() if key in by_key]
+
+        def dispatch(name: str, layer: int, array: np.ndarray) -> np.ndarray:
+            full = _full_name(name, layer)
+            act = self._tl_shape(name, array)
+            point = HookPoint(full, layer)
+            for fn in by_key[(name, layer)]:
+                result = fn(act, point)
+                if result is not None:
+                    act = _replacement(full, act, result)
+            return act
+
+        logits, _ = self._m.run(ids, _threads(threads), [], hooked, dispatch if hooked else None)
+        return logits
+
+    def head_scores(self, tokens: str | Sequence[int] | None = None, *, probe_length: int = 64,
+                    sequences: int = 4, seed: int = 0, threads: int | None = None) -> list[dict]:
+        """Detector scores of every head (layer-major), as dicts with layer, head, previous_token,
+        duplicate_token, induction, first_token, local, entropy (nats) and role.
+
+        With tokens=None, runs the standard probe: `sequences` sequences of `probe_length`
+        distinct random tokens repeated once (BOS first when the model adds one), seeded by
+        `seed`. Else scores the given tokens (ids, or text tokenized as generate does). The
+        statistics come from the fused attention kernel; no pattern is materialized, so long
+        texts cost O(n) memory. Definitions: include/attn/heads.h."""
+        if tokens is None:
+            length = _int("head_scores", "probe_length", probe_length, 2)
+            count = _int("head_scores", "sequences", sequences, 1)
+            return self._m.probe_heads(length, count, _int("head_scores", "seed", seed, 0), _threads(threads))
+        return self._m.score_heads(self._ids("head_scores", tokens), _threads(threads))
+
+    @staticmethod
+    def describe_probe(probe_length: int = 64, sequences: int = 4, seed: int = 0) -> str:
+        """A sentence describing the probe head_scores() runs with these settings."""
+        return _attn.Model.describe_probe(_int("describe_probe", "probe_length", probe_length, 2),
+                                          _int("describe_probe", "sequences", sequences, 1),
+                                          _int("describe_probe", "seed", seed, 0))
+
+    @staticmethod
+    def role_names() -> list[str]:
+        """The role labels head_scores() gives, in the order they are tested."""
+        return list(_attn.Model.role_names())
+
+    def ablate(self, tokens: str | Sequence[int], heads: Sequence[tuple[int, int]], mode: str = "zero",
+               threads: int | None = None) -> dict:
+        """Ablates the heads [(layer, head), ...] by replacing their slice of hook_z with zeros
+        (mode "zero") or with the head's mean output over the text (mode "mean"), and returns
+        {"loss", "ablated_loss", "delta", "tokens"}: mean next-token cross-entropy (nats) over
+        the `tokens` - 1 predictions, without and with the ablation."""
+        ids = self._ids("ablate", tokens)
+        if mode not in ("zero", "mean"):
+            raise ValueError(f"ablate: mode = {mode!r} (must be 'zero' or 'mean')")
+        if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, numbers.Integral) for x in heads):
+            heads = [heads]  # one (layer, head)
+        pairs = []
+        for h in heads:
+            try:
+                layer, head = h
+            except (TypeError, ValueError):
+                raise ValueError(f"ablate: head {h!r} is not a (layer, head) pair") from None
+            pairs.append((_int("ablate", "layer", layer, 0), _int("ablate", "head", head, 0)))
+        return self._m.ablate(ids, pairs, mode, _threads(threads))
+
+    def _ids(self, what: str, tokens) -> list[int]:
+        if isinstance(tokens, str):
+            return self.to_tokens(tokens)
+        return _token_list(what, tokens)
+
+    def _hook_points(self) -> dict[str, tuple[str, int]]:
+        if self._points is None:
+            self._points = {_full_name(name, layer): (name, layer) for name, layer in self._m.hook_points()}
+        return self._points
+
+    def _select(self, what: str, names) -> list[tuple[str, int]]:
+        """The (name, layer) keys a names filter picks, in pass order."""
+        points = self._hook_points()
+        if names is None:
+            return list(points.values())
+        if isinstance(names, str):
+            names = [names]
+        elif callable(names):
+            return [key for full, key in points.items() if names(full)]
+        elif not isinstance(names, (list, tuple, set, frozenset)) or not all(isinstance(n, str) for n in names):
+            raise TypeError(f"{what}: names must be None, a str, a list of str or a predicate, got {names!r}")
+        for n in names:
+            if n not in points:
+                close = difflib.get_close_matches(n, list(points), n=3)
+                hint = f"did you mean {', '.join(close)}?" if close else (
+                    "names are like " + ", ".join(list(points)[i] for i in (0, 1, len(points) - 1)))
+                raise ValueError(f"{what}: no hook point named {n!r} in this model ({len(points)} points; "
+                                 f"{hint} Model.hook_names() lists them)")
+        wanted = set(names)
+        return [key for full, key in points.items() if full in wanted]
+
+    def _tl_shape(self, name: str, a: np.ndarray) -> np.ndarray:
+        # a: [heads, rows, cols] from the C++ side (heads = 1 outside the attention points).
+        if name in _ATTENTION_POINTS:
+            return a[np.newaxis]
+        if name in _HEAD_POINTS:
+            return a.reshape(1, a.shape[1], -1, self._head_dim)
+        return a
 
     def __repr__(self) -> str:
         c = self.config

@@ -21,3 +21,7 @@ if importlib.util.find_spec("attn") is None:
         if candidate and os.path.isdir(os.path.join(candidate, "attn")):
             sys.path.insert(0, candidate)
             break
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: a long test (tens of seconds); CI runs it, `-m \"not slow\"` skips it")
