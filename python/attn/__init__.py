@@ -14,9 +14,10 @@ import numbers
 import numpy as np
 
 from . import _attn
+from . import circuits
 from .model import HookPoint, Model
 
-__all__ = ["sdpa", "KVCache", "Model", "HookPoint", "simd_targets", "set_simd_target", "current_simd_target"]
+__all__ = ["sdpa", "KVCache", "Model", "HookPoint", "circuits", "simd_targets", "set_simd_target", "current_simd_target"]
 
 simd_targets = _attn.simd_targets
 set_simd_target = _attn.set_simd_target

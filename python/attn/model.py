@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-from . import _attn
+from . import _attn, circuits
 
 
 def _threads(threads) -> int:
@@ -324,6 +324,18 @@ class Model:
         if name in _HEAD_POINTS:
             return a.reshape(1, a.shape[1], -1, self._head_dim)
         return a
+
+    def qk_circuit(self, layer: int, head: int, top: int = 20, tokens=None) -> list[dict]:
+        """Top (query token, key token) pairs of a head's QK circuit (attn.circuits.qk_circuit_top_pairs)."""
+        return circuits.qk_circuit_top_pairs(self, layer, head, top=top, tokens=tokens)
+
+    def ov_copying_score(self, layer: int, head: int) -> float:
+        """A head's OV copying score sum(lambda) / sum(|lambda|) in [-1, 1] (attn.circuits.ov_copying_score)."""
+        return circuits.ov_copying_score(self, layer, head)
+
+    def copying_scores(self) -> np.ndarray:
+        """OV copying score of every head, float64 [n_layers, n_heads] (attn.circuits.copying_scores)."""
+        return circuits.copying_scores(self)
 
     def __repr__(self) -> str:
         c = self.config
