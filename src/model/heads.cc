@@ -11,6 +11,7 @@
 
 #include "attn/error.h"
 #include "core/thread_pool.h"
+#include "kernels/head_stats.h"
 
 namespace attn {
 
@@ -40,42 +41,51 @@ void HeadStats::Add(const LayerInput& in) {
   }
   copy_begin[n] = static_cast<int64_t>(copies.size());
 
+  // Tasks are (head, block of rows); each fills its own partial sums, which are then added in a
+  // fixed order, so the result does not depend on the thread count.
+  constexpr int64_t kRowsPerTask = 64;
+  const int64_t blocks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<Sums> partial(static_cast<size_t>(heads_ * blocks));
   const float* keys = static_cast<const float*>(in.keys.data);
-  ThreadPool::Global().Run(heads_, in.threads, [&](int64_t h, int) {
+  const int64_t k_stride = in.keys.stride[1];
+  ThreadPool::Global().Run(heads_ * blocks, in.threads, [&](int64_t task, int) {
+    const int64_t h = task / blocks, r_begin = task % blocks * kRowsPerTask;
     const float* k_head = keys + (h / group) * in.keys.stride[2];
-    Sums& acc = sums_[static_cast<size_t>(in.layer * heads_ + h)];
-    for (int64_t r = 0; r < n; ++r) {
+    Sums& acc = partial[static_cast<size_t>(task)];
+    for (int64_t r = r_begin; r < std::min(n, r_begin + kRowsPerTask); ++r) {
       const int64_t i = pos0 + r;
       const float* q = in.q + r * in.q_stride + h * D;
       const float lse = in.lse[h * n + r];
-      // The attention weight of key j: exp(scale q . k_j - lse), as the kernel normalizes it.
-      auto mass = [&](int64_t j) {
-        const float* k = k_head + j * in.keys.stride[1];
-        float dot = 0.0f;
-        for (int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
-        return static_cast<double>(std::exp(dot * in.scale - lse));
+      // The attention weight on a set of keys: sum exp(scale q . k_j - lse), as the kernel normalizes it.
+      auto mass = [&](const int64_t* set, int64_t count, int64_t offset) {
+        return kernels::SumKeyWeights(q, k_head, k_stride, D, set, count, offset, in.scale, lse);
       };
       if (i >= 1) {
-        acc.mass[kFirst] += mass(0), ++acc.rows[kFirst];
-        acc.mass[kPrev] += mass(i - 1), ++acc.rows[kPrev];
+        const int64_t first_prev[2] = {0, i - 1};
+        acc.mass[kFirst] += mass(first_prev, 1, 0), ++acc.rows[kFirst];
+        acc.mass[kPrev] += mass(first_prev + 1, 1, 0), ++acc.rows[kPrev];
         acc.mass[kEntropy] += in.entropy[h * n + r], ++acc.rows[kEntropy];
       }
       if (i >= 4) {
-        double local = 0.0;
-        for (int64_t j = i - 3; j <= i; ++j) local += mass(j);
-        acc.mass[kLocal] += local, ++acc.rows[kLocal];
+        const int64_t window[4] = {i - 3, i - 2, i - 1, i};
+        acc.mass[kLocal] += mass(window, 4, 0), ++acc.rows[kLocal];
       }
-      if (copy_begin[r + 1] > copy_begin[r]) {
-        double dup = 0.0, ind = 0.0;
-        for (int64_t c = copy_begin[r]; c < copy_begin[r + 1]; ++c) {
-          dup += mass(copies[c]);
-          ind += mass(copies[c] + 1);  // copies[c] < i, so copies[c] + 1 <= i
-        }
-        acc.mass[kDup] += dup, ++acc.rows[kDup];
-        acc.mass[kInduction] += ind, ++acc.rows[kInduction];
+      const int64_t n_copies = copy_begin[r + 1] - copy_begin[r];
+      if (n_copies > 0) {
+        const int64_t* set = copies.data() + copy_begin[r];
+        acc.mass[kDup] += mass(set, n_copies, 0), ++acc.rows[kDup];
+        // The token after each earlier copy (copy < i, so copy + 1 <= i).
+        acc.mass[kInduction] += mass(set, n_copies, 1), ++acc.rows[kInduction];
       }
     }
   });
+  for (int64_t h = 0; h < heads_; ++h) {
+    Sums& total = sums_[static_cast<size_t>(in.layer * heads_ + h)];
+    for (int64_t b = 0; b < blocks; ++b) {
+      const Sums& part = partial[static_cast<size_t>(h * blocks + b)];
+      for (int k = 0; k < kStats; ++k) total.mass[k] += part.mass[k], total.rows[k] += part.rows[k];
+    }
+  }
 }
 
 std::vector<HeadScores> HeadStats::Scores() const {

@@ -1,0 +1,15 @@
+// The attention weight that one query row puts on a few chosen keys, from the row's LSE:
+// sum_j exp(scale * q . k_j - lse). Used by the head statistics (src/model/heads.cc) to score a
+// row's target keys (previous token, earlier copies, ...) without the full pattern.
+#pragma once
+
+#include <cstdint>
+
+namespace attn::kernels {
+
+// Sum over i < n_keys of exp(scale * dot(q, k + (keys[i] + offset) * k_stride) - lse); q and each
+// key row have `dim` floats. SIMD over the head dimension, four keys at a time.
+double SumKeyWeights(const float* q, const float* k, int64_t k_stride, int64_t dim, const int64_t* keys,
+                     int64_t n_keys, int64_t offset, float scale, float lse);
+
+}  // namespace attn::kernels
