@@ -166,4 +166,31 @@ class Model {
   std::unique_ptr<Weights> weights_;
 };
 
+// One hook point's activation kept by RunWithCache: data [heads, rows, cols] (heads = 1 except
+// for the attention scores and patterns), rows = the sequence's positions.
+struct CachedActivation {
+  std::string name;  // without the "blocks.{l}." prefix
+  int layer;         // -1 outside the blocks
+  int64_t heads, rows, cols;
+  std::vector<float> data;
+  // "blocks.{l}.{name}", or the name alone outside the blocks (TransformerLens's names).
+  std::string FullName() const;
+};
+
+struct ActivationCache {
+  std::vector<float> logits;                  // [tokens, vocab]
+  std::vector<CachedActivation> activations;  // in the order the forward pass visits them
+  // The activation with this full name, or nullptr.
+  const CachedActivation* Find(const std::string& full_name) const;
+};
+
+// Runs `tokens` as one pass (a fresh sequence) and keeps the points `wants` accepts (every point,
+// attention patterns included, when it is empty). The logits equal a plain forward's bit for bit.
+ActivationCache RunWithCache(const Model& model, std::span<const int32_t> tokens,
+                             const HookFilter& wants = {}, int threads = 0);
+// Runs `tokens` as one pass (a fresh sequence) with hooks that may edit activations in place;
+// returns the logits [tokens, vocab].
+std::vector<float> RunWithHooks(const Model& model, std::span<const int32_t> tokens, const Hooks& hooks,
+                                int threads = 0);
+
 }  // namespace attn

@@ -218,3 +218,49 @@ TEST(HeadStats, RolesFollowTheThresholds) {
 
 }  // namespace
 }  // namespace attn
+
+namespace attn {
+namespace {
+
+TEST(RunWithCache, KeepsTheAskedPointsWithPlainLogits) {
+  auto model = Model::Load(kGpt2);
+  const ModelConfig& c = model->config();
+  const std::vector<int32_t> tokens = TestTokens(c.vocab_size);
+  const int64_t n = static_cast<int64_t>(tokens.size());
+  std::vector<float> plain(static_cast<size_t>(n * c.vocab_size));
+  Session s(*model, n);
+  model->Forward(s, tokens, plain.data(), true);
+
+  const ActivationCache all = RunWithCache(*model, tokens);
+  EXPECT_EQ(all.logits, plain);  // capturing (patterns included) changes no bit
+  const CachedActivation* pattern = all.Find("blocks.1.attn.hook_pattern");
+  ASSERT_NE(pattern, nullptr);
+  EXPECT_EQ(pattern->heads, c.n_heads);
+  EXPECT_EQ(pattern->rows, n);
+  for (int64_t h = 0; h < pattern->heads; ++h) {
+    for (int64_t i = 0; i < n; ++i) {
+      double row = 0;
+      for (int64_t j = 0; j < n; ++j) row += pattern->data[(h * n + i) * n + j];
+      ASSERT_NEAR(row, 1.0, 1e-5);
+    }
+  }
+  ASSERT_NE(all.Find("hook_embed"), nullptr);
+  ASSERT_NE(all.Find("ln_final.hook_normalized"), nullptr);
+
+  const ActivationCache some = RunWithCache(*model, tokens, [](const char* name, int layer) {
+    return layer == 0 && std::strcmp(name, "attn.hook_z") == 0;
+  });
+  ASSERT_EQ(some.activations.size(), 1u);
+  EXPECT_EQ(some.activations[0].FullName(), "blocks.0.attn.hook_z");
+  EXPECT_EQ(some.activations[0].data, all.Find("blocks.0.attn.hook_z")->data);
+
+  // RunWithHooks: zeroing every head's z of both layers leaves only the embedding path.
+  Hooks zero;
+  zero.wants = [](const char* name, int) { return std::strcmp(name, "attn.hook_z") == 0; };
+  zero.fn = [](const HookPoint& p) { std::fill(p.data, p.data + p.rows * p.cols, 0.0f); };
+  EXPECT_NE(RunWithHooks(*model, tokens, zero), plain);
+  EXPECT_THROW(RunWithHooks(*model, std::vector<int32_t>{}, zero), Error);
+}
+
+}  // namespace
+}  // namespace attn
