@@ -73,6 +73,48 @@ void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causa
   attn::Attention(tq, tk, tv, to, o);
 }
 
+// Gradients of sdpa: dq, dk, dv (preallocated, any strides) from the forward's q, k, v, out, lse
+// and dout, for the same options as Sdpa.
+void SdpaBackward(InArray q, InArray k, InArray v, InArray out,
+                  nb::ndarray<const float, nb::ndim<3>, nb::c_contig, nb::ro, nb::device::cpu> lse,
+                  InArray dout, Array dq, Array dk, Array dv, int dtype_code, bool causal, bool top_left,
+                  int64_t window_left, int64_t window_right, std::optional<float> scale,
+                  std::optional<InArray> mask, int mask_kind, std::optional<InArray> kv_lens, float softcap,
+                  int threads) {
+  const attn::DType dtype = ToDType(dtype_code);
+  attn::AttentionOptions o;
+  o.scale = scale;
+  o.causal = causal;
+  o.causal_align = top_left ? attn::CausalAlign::kTopLeft : attn::CausalAlign::kBottomRight;
+  o.window_left = window_left;
+  o.window_right = window_right;
+  o.softcap = softcap;
+  o.threads = threads;
+  if (kv_lens) {
+    const int64_t* lens = static_cast<const int64_t*>(kv_lens->data());
+    o.kv_lens.assign(lens, lens + kv_lens->shape(0));
+  }
+  if (mask) {
+    o.mask.kind = static_cast<attn::MaskKind>(mask_kind);
+    o.mask.data = mask->data();
+    for (int i = 0; i < 4; ++i) o.mask.shape[i] = mask->shape(i), o.mask.stride[i] = mask->stride(i);
+  }
+  attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
+                   to = View("out", out, dtype), tdo = View("dout", dout, dtype), tdq = View("dq", dq, dtype),
+                   tdk = View("dk", dk, dtype), tdv = View("dv", dv, dtype);
+  // The C++ API reads lse as contiguous [B, Hq, Sq] (q's logical axes are [B, Sq, Hq, D]).
+  if (static_cast<int64_t>(lse.shape(0)) != tq.shape[0] ||
+      static_cast<int64_t>(lse.shape(1)) != tq.shape[2] ||
+      static_cast<int64_t>(lse.shape(2)) != tq.shape[1]) {
+    throw attn::Error("sdpa_backward: lse: shape [" + std::to_string(lse.shape(0)) + ", " +
+                      std::to_string(lse.shape(1)) + ", " + std::to_string(lse.shape(2)) +
+                      "] != [B, Hq, Sq] = [" + std::to_string(tq.shape[0]) + ", " +
+                      std::to_string(tq.shape[2]) + ", " + std::to_string(tq.shape[1]) + "]");
+  }
+  nb::gil_scoped_release release;
+  attn::AttentionBackward(tq, tk, tv, to, lse.data(), tdo, tdq, tdk, tdv, o);
+}
+
 }  // namespace
 
 NB_MODULE(_attn, m) {
@@ -88,6 +130,11 @@ NB_MODULE(_attn, m) {
         nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
         nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
         nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
+  m.def("sdpa_backward", &SdpaBackward, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
+        nb::arg("lse"), nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("dtype"),
+        nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
+        nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
+        nb::arg("softcap"), nb::arg("threads"));
   m.def("simd_targets", &attn::SimdTargets, "SIMD targets compiled in and supported here, best first.");
   m.def(
       "set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },

@@ -1,0 +1,94 @@
+"""attn.sdpa_backward: the gradients of attn.sdpa, from the fused C++ backward kernel."""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from . import _attn
+
+
+def sdpa_backward(q, k, v, out, lse, dout, *, causal=False, causal_align="bottom_right", window=None,
+                  scale=None, mask=None, kv_lens=None, softcap=0.0, layout="bhsd", threads=None):
+    """Gradients of attn.sdpa: returns (dq, dk, dv) for the loss gradient dout = dL/dout.
+
+    q, k, v: the forward's inputs; out, lse: what ``attn.sdpa(q, k, v, ..., return_lse=True)``
+    returned for them; dout: dL/dout, shaped like out. Every option must be the forward's:
+    causal, causal_align, window, scale, mask, kv_lens, softcap and layout mean what they mean in
+    attn.sdpa. dq has q's shape, dk and dv k's and v's, all in q's dtype (float32, float16 or
+    ml_dtypes.bfloat16; the math runs in float32). With GQA/MQA, dk and dv of a KV head sum over
+    the query heads that read it. Rows that saw no key (lse = -inf) contribute nothing, and keys
+    no query saw get zero gradients. The result is bit-identical for every thread count.
+    threads: None = every core.
+    """
+    # The argument normalization of attn.sdpa, shared (imported here: the package imports this
+    # module while it is being initialized).
+    from . import _ALIGNS, _LAYOUTS, _as_array, _dtype_code, _raw, _threads, _to_logical, _window
+
+    q, k, v, out, dout = (_as_array(n, a) for n, a in (("q", q), ("k", k), ("v", v), ("out", out),
+                                                       ("dout", dout)))
+    code = _dtype_code("q", q)
+    for name, a in (("k", k), ("v", v), ("out", out), ("dout", dout)):
+        if a.dtype != q.dtype:
+            raise TypeError(f"sdpa_backward: {name}: dtype {a.dtype} differs from q's dtype {q.dtype}")
+    if layout not in _LAYOUTS:
+        raise ValueError(f"sdpa_backward: layout = {layout!r} must be one of {_LAYOUTS}")
+    if causal_align not in _ALIGNS:
+        raise ValueError(f"sdpa_backward: causal_align = {causal_align!r} must be one of {_ALIGNS}")
+    axes = "[B, H, S, D]" if layout == "bhsd" else "[B, S, H, D]"
+    for name, a in (("q", q), ("k", k), ("v", v), ("out", out), ("dout", dout)):
+        if a.ndim != 4:
+            raise ValueError(f"sdpa_backward: {name}: expected 4 dimensions {axes} for layout {layout!r}, "
+                             f"got shape {a.shape}")
+    left, right = _window(window)
+    n_threads = _threads(threads)
+    if scale is not None:
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+            raise ValueError(f"sdpa_backward: scale = {scale!r} must be a real number")
+        scale = float(scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"sdpa_backward: scale = {scale} is not finite")
+    if not isinstance(softcap, numbers.Real) or isinstance(softcap, bool):
+        raise ValueError(f"sdpa_backward: softcap = {softcap!r} must be a real number >= 0")
+
+    ql, kl, vl, ol, dol = (_to_logical(a, layout) for a in (q, k, v, out, dout))
+    B, Sq, Hq, _ = ql.shape
+
+    lse = np.asarray(lse)
+    if lse.shape != (B, Hq, Sq):
+        raise ValueError(f"sdpa_backward: lse: shape {lse.shape} != [B, Hq, Sq] = {(B, Hq, Sq)} "
+                         "(the forward's return_lse=True output)")
+    if not np.issubdtype(lse.dtype, np.floating):
+        raise TypeError(f"sdpa_backward: lse: dtype {lse.dtype} is not floating point")
+    lse = np.ascontiguousarray(lse, dtype=np.float32)
+
+    lens = None
+    if kv_lens is not None:
+        lens = np.asarray(kv_lens)
+        if lens.ndim != 1 or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
+            raise ValueError(f"sdpa_backward: kv_lens must be a 1-D integer array of length B = {B}, "
+                             f"got shape {lens.shape} dtype {lens.dtype}")
+        lens = np.ascontiguousarray(lens, dtype=np.int64)
+
+    mask_arr, mask_kind = None, 0
+    if mask is not None:
+        m = np.asarray(mask)
+        if m.ndim > 4:
+            raise ValueError(f"sdpa_backward: mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Sq, Sk]")
+        if m.dtype == np.bool_:
+            m, mask_kind = m.view(np.uint8), 1
+        elif np.issubdtype(m.dtype, np.floating):
+            m, mask_kind = m.astype(np.float32, copy=False), 2
+        else:
+            raise TypeError(f"sdpa_backward: mask: dtype {m.dtype} is not supported (bool or floating point)")
+        while m.ndim < 4:
+            m = m[np.newaxis]
+        mask_arr = m
+
+    dq, dk, dv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
+    _attn.sdpa_backward(_raw(ql, code), _raw(kl, code), _raw(vl, code), _raw(ol, code), lse, _raw(dol, code),
+                        _raw(_to_logical(dq, layout), code), _raw(_to_logical(dk, layout), code),
+                        _raw(_to_logical(dv, layout), code), code, bool(causal), causal_align == "top_left",
+                        left, right, scale, mask_arr, mask_kind, lens, float(softcap), n_threads)
+    return dq, dk, dv
