@@ -44,11 +44,10 @@ attn::TensorView View(const char* name, A& a, attn::DType dtype) {
   return t;
 }
 
-void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left,
-          int64_t window_left, int64_t window_right, std::optional<float> scale, std::optional<InArray> mask,
-          int mask_kind, std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse,
-          int threads) {
-  const attn::DType dtype = ToDType(dtype_code);
+// The options sdpa and sdpa_backward share, from the arguments the Python wrappers pass.
+attn::AttentionOptions Options(bool causal, bool top_left, int64_t window_left, int64_t window_right,
+                               std::optional<float> scale, const std::optional<InArray>& mask, int mask_kind,
+                               const std::optional<InArray>& kv_lens, float softcap, int threads) {
   attn::AttentionOptions o;
   o.scale = scale;
   o.causal = causal;
@@ -66,6 +65,16 @@ void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causa
     o.mask.data = mask->data();
     for (int i = 0; i < 4; ++i) o.mask.shape[i] = mask->shape(i), o.mask.stride[i] = mask->stride(i);
   }
+  return o;
+}
+
+void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left,
+          int64_t window_left, int64_t window_right, std::optional<float> scale, std::optional<InArray> mask,
+          int mask_kind, std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse,
+          int threads) {
+  const attn::DType dtype = ToDType(dtype_code);
+  attn::AttentionOptions o =
+      Options(causal, top_left, window_left, window_right, scale, mask, mask_kind, kv_lens, softcap, threads);
   if (lse) o.lse = static_cast<float*>(lse->data());
   attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
                    to = View("out", out, dtype);
@@ -82,23 +91,8 @@ void SdpaBackward(InArray q, InArray k, InArray v, InArray out,
                   std::optional<InArray> mask, int mask_kind, std::optional<InArray> kv_lens, float softcap,
                   int threads) {
   const attn::DType dtype = ToDType(dtype_code);
-  attn::AttentionOptions o;
-  o.scale = scale;
-  o.causal = causal;
-  o.causal_align = top_left ? attn::CausalAlign::kTopLeft : attn::CausalAlign::kBottomRight;
-  o.window_left = window_left;
-  o.window_right = window_right;
-  o.softcap = softcap;
-  o.threads = threads;
-  if (kv_lens) {
-    const int64_t* lens = static_cast<const int64_t*>(kv_lens->data());
-    o.kv_lens.assign(lens, lens + kv_lens->shape(0));
-  }
-  if (mask) {
-    o.mask.kind = static_cast<attn::MaskKind>(mask_kind);
-    o.mask.data = mask->data();
-    for (int i = 0; i < 4; ++i) o.mask.shape[i] = mask->shape(i), o.mask.stride[i] = mask->stride(i);
-  }
+  attn::AttentionOptions o =
+      Options(causal, top_left, window_left, window_right, scale, mask, mask_kind, kv_lens, softcap, threads);
   attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
                    to = View("out", out, dtype), tdo = View("dout", dout, dtype), tdq = View("dq", dq, dtype),
                    tdk = View("dk", dk, dtype), tdv = View("dv", dv, dtype);

@@ -77,6 +77,35 @@ def _threads(threads) -> int:
     return int(threads)
 
 
+def _kv_lens(fn: str, kv_lens, B: int):
+    """kv_lens as a contiguous int64 array (None stays None)."""
+    if kv_lens is None:
+        return None
+    lens = np.asarray(kv_lens)
+    if lens.ndim != 1 or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
+        raise ValueError(f"{fn}: kv_lens must be a 1-D integer array of length B = {B}, "
+                         f"got shape {lens.shape} dtype {lens.dtype}")
+    return np.ascontiguousarray(lens, dtype=np.int64)
+
+
+def _mask(fn: str, mask):
+    """(4-D mask array or None, kind code: 0 none, 1 bool as uint8, 2 additive float32)."""
+    if mask is None:
+        return None, 0
+    m = np.asarray(mask)
+    if m.ndim > 4:
+        raise ValueError(f"{fn}: mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Sq, Sk]")
+    if m.dtype == np.bool_:
+        m, kind = m.view(np.uint8), 1
+    elif np.issubdtype(m.dtype, np.floating):
+        m, kind = m.astype(np.float32, copy=False), 2
+    else:
+        raise TypeError(f"{fn}: mask: dtype {m.dtype} is not supported (bool or floating point)")
+    while m.ndim < 4:
+        m = m[np.newaxis]
+    return m, kind
+
+
 def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, scale=None, mask=None,
          kv_lens=None, softcap=0.0, return_lse=False, layout="bhsd", threads=None):
     """Scaled dot-product attention, exact and fused: softmax(q k^T * scale + mask) v.
@@ -125,28 +154,8 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
     B, Sq, Hq, _ = ql.shape
     Sk = kl.shape[1]
 
-    lens = None
-    if kv_lens is not None:
-        lens = np.asarray(kv_lens)
-        if lens.ndim != 1 or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
-            raise ValueError(f"sdpa: kv_lens must be a 1-D integer array of length B = {B}, "
-                             f"got shape {lens.shape} dtype {lens.dtype}")
-        lens = np.ascontiguousarray(lens, dtype=np.int64)
-
-    mask_arr, mask_kind = None, 0
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.ndim > 4:
-            raise ValueError(f"sdpa: mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Sq, Sk]")
-        if m.dtype == np.bool_:
-            m, mask_kind = m.view(np.uint8), 1
-        elif np.issubdtype(m.dtype, np.floating):
-            m, mask_kind = m.astype(np.float32, copy=False), 2
-        else:
-            raise TypeError(f"sdpa: mask: dtype {m.dtype} is not supported (bool or floating point)")
-        while m.ndim < 4:
-            m = m[np.newaxis]
-        mask_arr = m
+    lens = _kv_lens("sdpa", kv_lens, B)
+    mask_arr, mask_kind = _mask("sdpa", mask)
 
     out = np.empty(q.shape, dtype=q.dtype)
     lse = np.empty((B, Hq, Sq), dtype=np.float32) if return_lse else None

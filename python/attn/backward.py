@@ -24,7 +24,8 @@ def sdpa_backward(q, k, v, out, lse, dout, *, causal=False, causal_align="bottom
     """
     # The argument normalization of attn.sdpa, shared (imported here: the package imports this
     # module while it is being initialized).
-    from . import _ALIGNS, _LAYOUTS, _as_array, _dtype_code, _raw, _threads, _to_logical, _window
+    from . import (_ALIGNS, _LAYOUTS, _as_array, _dtype_code, _kv_lens, _mask, _raw, _threads, _to_logical,
+                   _window)
 
     q, k, v, out, dout = (_as_array(n, a) for n, a in (("q", q), ("k", k), ("v", v), ("out", out),
                                                        ("dout", dout)))
@@ -63,28 +64,8 @@ def sdpa_backward(q, k, v, out, lse, dout, *, causal=False, causal_align="bottom
         raise TypeError(f"sdpa_backward: lse: dtype {lse.dtype} is not floating point")
     lse = np.ascontiguousarray(lse, dtype=np.float32)
 
-    lens = None
-    if kv_lens is not None:
-        lens = np.asarray(kv_lens)
-        if lens.ndim != 1 or not (np.issubdtype(lens.dtype, np.integer) or lens.size == 0):
-            raise ValueError(f"sdpa_backward: kv_lens must be a 1-D integer array of length B = {B}, "
-                             f"got shape {lens.shape} dtype {lens.dtype}")
-        lens = np.ascontiguousarray(lens, dtype=np.int64)
-
-    mask_arr, mask_kind = None, 0
-    if mask is not None:
-        m = np.asarray(mask)
-        if m.ndim > 4:
-            raise ValueError(f"sdpa_backward: mask has {m.ndim} dimensions; it must broadcast to [B, Hq, Sq, Sk]")
-        if m.dtype == np.bool_:
-            m, mask_kind = m.view(np.uint8), 1
-        elif np.issubdtype(m.dtype, np.floating):
-            m, mask_kind = m.astype(np.float32, copy=False), 2
-        else:
-            raise TypeError(f"sdpa_backward: mask: dtype {m.dtype} is not supported (bool or floating point)")
-        while m.ndim < 4:
-            m = m[np.newaxis]
-        mask_arr = m
+    lens = _kv_lens("sdpa_backward", kv_lens, B)
+    mask_arr, mask_kind = _mask("sdpa_backward", mask)
 
     dq, dk, dv = np.empty(q.shape, q.dtype), np.empty(k.shape, q.dtype), np.empty(v.shape, q.dtype)
     _attn.sdpa_backward(_raw(ql, code), _raw(kl, code), _raw(vl, code), _raw(ol, code), lse, _raw(dol, code),

@@ -15,57 +15,13 @@
 
 #include "attn/attention.h"
 #include "kernels/attention_params.h"
+#include "kernels/reference_util.h"
 
 namespace attn {
-namespace {
 
-double Load(const void* base, DType dtype, int64_t offset) {
-  switch (dtype) {
-    case DType::kF32:
-      return static_cast<const float*>(base)[offset];
-    case DType::kF16:
-      return HalfToFloat(static_cast<const uint16_t*>(base)[offset]);
-    case DType::kBF16:
-      return BF16ToFloat(static_cast<const uint16_t*>(base)[offset]);
-  }
-  return 0.0;
-}
-
-void Store(void* base, DType dtype, int64_t offset, double x) {
-  switch (dtype) {
-    case DType::kF32:
-      static_cast<float*>(base)[offset] = static_cast<float>(x);
-      break;
-    case DType::kF16:
-      static_cast<uint16_t*>(base)[offset] = FloatToHalf(static_cast<float>(x));
-      break;
-    case DType::kBF16:
-      static_cast<uint16_t*>(base)[offset] = FloatToBF16(static_cast<float>(x));
-      break;
-  }
-}
-
-// Rounding of an intermediate: none for the float64 reference; for the "naive" computation,
-// accumulations run in float32 and each materialized tensor is rounded to the input dtype.
-struct Rounding {
-  bool naive;
-  DType dtype;
-  double Acc(double x) const { return naive ? static_cast<float>(x) : x; }
-  double Tensor(double x) const {
-    if (!naive) return x;
-    switch (dtype) {
-      case DType::kF32:
-        return static_cast<float>(x);
-      case DType::kF16:
-        return HalfToFloat(FloatToHalf(static_cast<float>(x)));
-      case DType::kBF16:
-        return BF16ToFloat(FloatToBF16(static_cast<float>(x)));
-    }
-    return x;
-  }
-};
-
-}  // namespace
+using reference::Load;
+using reference::Rounding;
+using reference::Store;
 
 void AttentionReference(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                         const AttentionOptions& options, bool round_to_dtype, double* lse64, double* out64) {
