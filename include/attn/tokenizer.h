@@ -46,6 +46,8 @@ class Tokenizer {
   // tokens (e.g. "<|im_end|>") becomes those tokens; user-defined tokens are always split out.
   std::vector<int32_t> Encode(std::string_view text, bool parse_special = true,
                               InvalidUtf8 invalid = InvalidUtf8::kKeepBytes) const;
+  // A prompt as the model reads it: BOS first when the model adds one, then Encode(text).
+  std::vector<int32_t> EncodePrompt(std::string_view text) const;
   // The bytes of the tokens, concatenated: TokenToPiece of each. May end inside a UTF-8 sequence.
   // Throws attn::Error for an id outside [0, vocab_size()).
   std::string Decode(std::span<const int32_t> ids) const;

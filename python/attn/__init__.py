@@ -77,6 +77,19 @@ def _threads(threads) -> int:
     return int(threads)
 
 
+def _scale_softcap(fn: str, scale, softcap):
+    """Checks scale (None or a finite real) and softcap (a real); returns scale as float or None."""
+    if scale is not None:
+        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
+            raise ValueError(f"{fn}: scale = {scale!r} must be a real number")
+        scale = float(scale)
+        if not math.isfinite(scale):
+            raise ValueError(f"{fn}: scale = {scale} is not finite")
+    if not isinstance(softcap, numbers.Real) or isinstance(softcap, bool):
+        raise ValueError(f"{fn}: softcap = {softcap!r} must be a real number >= 0")
+    return scale
+
+
 def _kv_lens(fn: str, kv_lens, B: int):
     """kv_lens as a contiguous int64 array (None stays None)."""
     if kv_lens is None:
@@ -141,14 +154,7 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
             raise ValueError(f"sdpa: {name}: expected 4 dimensions {axes} for layout {layout!r}, got shape {a.shape}")
     left, right = _window(window)
     n_threads = _threads(threads)
-    if scale is not None:
-        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
-            raise ValueError(f"sdpa: scale = {scale!r} must be a real number")
-        scale = float(scale)
-        if not math.isfinite(scale):
-            raise ValueError(f"sdpa: scale = {scale} is not finite")
-    if not isinstance(softcap, numbers.Real) or isinstance(softcap, bool):
-        raise ValueError(f"sdpa: softcap = {softcap!r} must be a real number >= 0")
+    scale = _scale_softcap("sdpa", scale, softcap)
 
     ql, kl, vl = (_to_logical(a, layout) for a in (q, k, v))
     B, Sq, Hq, _ = ql.shape

@@ -1,9 +1,6 @@
 """attn.sdpa_backward: the gradients of attn.sdpa, from the fused C++ backward kernel."""
 from __future__ import annotations
 
-import math
-import numbers
-
 import numpy as np
 
 from . import _attn
@@ -24,8 +21,8 @@ def sdpa_backward(q, k, v, out, lse, dout, *, causal=False, causal_align="bottom
     """
     # The argument normalization of attn.sdpa, shared (imported here: the package imports this
     # module while it is being initialized).
-    from . import (_ALIGNS, _LAYOUTS, _as_array, _dtype_code, _kv_lens, _mask, _raw, _threads, _to_logical,
-                   _window)
+    from . import (_ALIGNS, _LAYOUTS, _as_array, _dtype_code, _kv_lens, _mask, _raw, _scale_softcap, _threads,
+                   _to_logical, _window)
 
     q, k, v, out, dout = (_as_array(n, a) for n, a in (("q", q), ("k", k), ("v", v), ("out", out),
                                                        ("dout", dout)))
@@ -44,14 +41,7 @@ def sdpa_backward(q, k, v, out, lse, dout, *, causal=False, causal_align="bottom
                              f"got shape {a.shape}")
     left, right = _window(window)
     n_threads = _threads(threads)
-    if scale is not None:
-        if not isinstance(scale, numbers.Real) or isinstance(scale, bool):
-            raise ValueError(f"sdpa_backward: scale = {scale!r} must be a real number")
-        scale = float(scale)
-        if not math.isfinite(scale):
-            raise ValueError(f"sdpa_backward: scale = {scale} is not finite")
-    if not isinstance(softcap, numbers.Real) or isinstance(softcap, bool):
-        raise ValueError(f"sdpa_backward: softcap = {softcap!r} must be a real number >= 0")
+    scale = _scale_softcap("sdpa_backward", scale, softcap)
 
     ql, kl, vl, ol, dol = (_to_logical(a, layout) for a in (q, k, v, out, dout))
     B, Sq, Hq, _ = ql.shape

@@ -106,12 +106,7 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
 
 GenerateResult Generate(const Model& model, const std::string& prompt, const GenerateOptions& options,
                         const std::function<void(const std::string&)>& on_text) {
-  std::vector<int32_t> ids;
-  const Tokenizer& tok = model.tokenizer();
-  if (tok.add_bos()) ids.push_back(tok.bos_id());
-  const std::vector<int32_t> body = tok.Encode(prompt, /*parse_special=*/true);
-  ids.insert(ids.end(), body.begin(), body.end());
-  return GenerateFromTokens(model, std::move(ids), options, on_text);
+  return GenerateFromTokens(model, model.tokenizer().EncodePrompt(prompt), options, on_text);
 }
 
 }  // namespace attn

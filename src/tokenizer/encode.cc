@@ -187,4 +187,12 @@ std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool parse_special
   return out;
 }
 
+std::vector<int32_t> Tokenizer::EncodePrompt(std::string_view text) const {
+  std::vector<int32_t> ids;
+  if (add_bos() && bos_id() >= 0) ids.push_back(bos_id());
+  const std::vector<int32_t> body = Encode(text, /*parse_special=*/true);
+  ids.insert(ids.end(), body.begin(), body.end());
+  return ids;
+}
+
 }  // namespace attn

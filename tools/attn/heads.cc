@@ -24,11 +24,7 @@ struct HeadsArgs {
 };
 
 std::vector<int32_t> TextTokens(const Model& model, const std::string& text) {
-  std::vector<int32_t> tokens;
-  if (model.tokenizer().add_bos() && model.tokenizer().bos_id() >= 0)
-    tokens.push_back(model.tokenizer().bos_id());
-  const std::vector<int32_t> body = model.tokenizer().Encode(text, true);
-  tokens.insert(tokens.end(), body.begin(), body.end());
+  const std::vector<int32_t> tokens = model.tokenizer().EncodePrompt(text);
   if (static_cast<int64_t>(tokens.size()) > model.config().context_length) {
     throw Error("the text has " + std::to_string(tokens.size()) +
                 " tokens, more than the model's context of " + std::to_string(model.config().context_length));

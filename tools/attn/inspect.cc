@@ -135,10 +135,7 @@ void RunInspect(const InspectArgs& args) {
   const auto t0 = Clock::now();
 
   // 1. The text: BOS + prompt, plus a greedy continuation when asked.
-  std::vector<int32_t> tokens;
-  if (tok.add_bos() && tok.bos_id() >= 0) tokens.push_back(tok.bos_id());
-  const std::vector<int32_t> body = tok.Encode(args.prompt, true);
-  tokens.insert(tokens.end(), body.begin(), body.end());
+  std::vector<int32_t> tokens = tok.EncodePrompt(args.prompt);
   const int64_t n_prompt = static_cast<int64_t>(tokens.size());
   if (n_prompt + args.generate > std::min(kMaxInspectTokens, c.context_length)) {
     throw Error("inspect: " + std::to_string(n_prompt) + " prompt tokens + " + std::to_string(args.generate) +
