@@ -20,6 +20,7 @@ namespace nb = nanobind;
 
 void BindModel(nb::module_& m);    // python/model_module.cc
 void BindWeights(nb::module_& m);  // python/weights_module.cc
+void BindTrain(nb::module_& m);    // python/train_module.cc
 using Array = nb::ndarray<nb::device::cpu>;
 using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-only views
 
@@ -161,4 +162,5 @@ NB_MODULE(_attn, m) {
       .value("bfloat16", attn::DType::kBF16);
   BindModel(m);
   BindWeights(m);
+  BindTrain(m);
 }

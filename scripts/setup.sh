@@ -31,6 +31,8 @@ echo "$ROOT/build/python" > "$site/attn-build.pth"
 
 # The default model (SmolLM2-135M-Instruct, Q4_1) into ~/.cache/attn/models.
 bash scripts/fetch_model.sh
+# The training corpus of `attn train` (the King James Bible, Debian bible-kjv) into ~/.cache/attn/corpus.
+bash scripts/fetch_corpus.sh >/dev/null
 
 if [ ! -f build/build.ninja ]; then
   cmake --preset release >/dev/null

@@ -82,7 +82,9 @@ ModelConfig ReadConfig(const gguf::File& file) {
   c.d_model = GetInt(file, a + "embedding_length", 1, kMaxDim);
   c.n_heads = GetInt(file, a + "attention.head_count", 1, kMaxDim);
   c.n_kv_heads = GetInt(file, a + "attention.head_count_kv", 1, kMaxDim, &c.n_heads);
-  c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim);
+  // gpt2 may have no feed-forward sub-block at all (attention-only models, as attn's trainer makes
+  // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
+  c.d_ff = GetInt(file, a + "feed_forward_length", c.arch == Arch::kGpt2 ? 0 : 1, kMaxDim);
   c.context_length = GetInt(file, a + "context_length", 1, kMaxDim);
   if (c.d_model % c.n_heads != 0) {
     throw Error("model: embedding_length " + std::to_string(c.d_model) + " is not a multiple of head_count " +

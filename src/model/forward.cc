@@ -2,7 +2,7 @@
 //   tokens -> embedding (+ learned positions) -> blocks -> final norm -> unembedding -> logits
 // and inside every block
 //   x += Wo . Attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))     (causal, GQA)
-//   x += Wdown . act(Wgate . norm(x), Wup . norm(x))
+//   x += Wdown . act(Wgate . norm(x), Wup . norm(x))       (absent when d_ff == 0: attention-only gpt2)
 // Every intermediate passes one named hook point (TransformerLens names).
 #include <algorithm>
 #include <cmath>
@@ -138,8 +138,12 @@ std::unique_ptr<Model> Model::Load(const std::string& path) {
 }
 
 uint64_t Model::weight_bytes() const {
+  // The tensors of the architecture's list only: a training checkpoint also holds AdamW moments.
   uint64_t total = 0;
-  for (const auto& t : file_->tensors()) total += t.bytes;
+  Weights unused;
+  ForEachTensor(config_, unused, [&](const TensorSpec& spec, WeightMatrix&) {
+    if (const gguf::TensorInfo* t = file_->FindTensor(spec.name)) total += t->bytes;
+  });
   return total;
 }
 
@@ -333,6 +337,13 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
       point("hook_attn_out", layer, s.o.data(), d);
       ops::Add(x, s.o.data(), n * d);
+      if (c.d_ff == 0) {
+        // Attention-only (gpt2 with feed_forward_length = 0): the block ends here. As in
+        // TransformerLens's attn_only models, resid_mid and the MLP's points do not exist, and
+        // resid_post = resid_pre + attn_out.
+        point("hook_resid_post", layer, x, d);
+        continue;
+      }
       point("hook_resid_mid", layer, x, d);
 
       // Feed-forward sub-block.

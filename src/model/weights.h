@@ -18,7 +18,7 @@ struct LayerWeights {
   WeightMatrix wq, wk, wv;                 // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
   WeightMatrix wqkv, bqkv;                 // gpt2: fused [3 * d_model, d_model] and its bias
   WeightMatrix wo, bo;                     // [d_model, n_heads * head_dim]
-  WeightMatrix ffn_norm, ffn_norm_bias;    // [1, d_model]
+  WeightMatrix ffn_norm, ffn_norm_bias;    // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
   WeightMatrix w_gate;                     // llama: [d_ff, d_model]
   WeightMatrix w_up, b_up;                 // [d_ff, d_model]
   WeightMatrix w_down, b_down;             // [d_model, d_ff]
@@ -75,12 +75,14 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       vec("attn_qkv", ".bias", q_dim + 2 * kv_dim, L.bqkv);
       mat("attn_output", d, q_dim, L.wo);
       vec("attn_output", ".bias", d, L.bo);
-      vec("ffn_norm", ".weight", d, L.ffn_norm);
-      vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
-      mat("ffn_up", c.d_ff, d, L.w_up);
-      vec("ffn_up", ".bias", c.d_ff, L.b_up);
-      mat("ffn_down", d, c.d_ff, L.w_down);
-      vec("ffn_down", ".bias", d, L.b_down);
+      if (c.d_ff > 0) {  // d_ff == 0: attention-only, no feed-forward tensors
+        vec("ffn_norm", ".weight", d, L.ffn_norm);
+        vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
+        mat("ffn_up", c.d_ff, d, L.w_up);
+        vec("ffn_up", ".bias", c.d_ff, L.b_up);
+        mat("ffn_down", d, c.d_ff, L.w_down);
+        vec("ffn_down", ".bias", d, L.b_down);
+      }
     } else {
       mat("attn_q", q_dim, d, L.wq);
       mat("attn_k", kv_dim, d, L.wk);

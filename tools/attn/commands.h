@@ -21,5 +21,8 @@ void AddHeadsCommand(CLI::App& app);
 void AddAblateCommand(CLI::App& app);
 // Adds `attn inspect PROMPT`: runs the model, scores the heads and writes the viewer report.
 void AddInspectCommand(CLI::App& app);
+// Adds `attn train` (a small decoder trained from scratch on a corpus, with its curves) and
+// `attn curves` (several runs' curves side by side).
+void AddTrainCommand(CLI::App& app);
 
 }  // namespace attn::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   attn::cli::AddHeadsCommand(app);
   attn::cli::AddAblateCommand(app);
   attn::cli::AddInspectCommand(app);
+  attn::cli::AddTrainCommand(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

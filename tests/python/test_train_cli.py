@@ -1,0 +1,177 @@
+"""`attn train` and `attn curves`: a tiny model trained on a small text, its files, bit-for-bit
+reproducibility, resuming, and bad input (empty or binary corpus, a checkpoint that does not
+match, a diverging run) giving a message, a non-zero exit and the last good checkpoint kept."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
+
+TINY = ["--d-model", "32", "--heads", "4", "--context", "32", "--batch", "4", "--warmup", "2",
+        "--eval-every", "5", "--eval-batches", "2", "--threads", "2"]
+
+
+def run(*args, timeout=300):
+    return subprocess.run([ATTN_BIN, *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """About 60 KB of English-like text with repeated phrases."""
+    rng = random.Random(0)
+    words = ("the lord said unto moses and aaron in the land of egypt this month shall be unto you the "
+             "beginning of months it shall be the first month of the year to you speak ye unto all").split()
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 20))) + "." for _ in range(1500)]
+    path = tmp_path_factory.mktemp("corpus") / "text.txt"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def train(corpus, out, *extra, layers="2"):
+    """`attn train` with the TINY settings, any of which `extra` overrides."""
+    settings = dict(zip(TINY[::2], TINY[1::2]))
+    flags = []
+    i = 0
+    while i < len(extra):
+        if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
+            settings[extra[i]] = extra[i + 1]
+            i += 2
+        else:
+            flags.append(extra[i])
+            i += 1
+    args = [a for kv in settings.items() for a in kv]
+    return run("train", "--corpus", corpus, "--out", str(out), "--layers", layers, *args, *flags)
+
+
+def read_metrics(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_writes_checkpoint_metrics_and_curves(corpus, tmp_path):
+    out = tmp_path / "run"
+    r = train(corpus, out, "--steps", "20", "--json")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["steps"] == 20
+    rows = read_metrics(out / "metrics.csv")
+    assert [int(row["step"]) for row in rows] == [0, 5, 10, 15, 20]
+    heads = [f"induction_{l}.{h}" for l in range(2) for h in range(4)] + [f"prev_{l}.{h}" for l in range(2)
+                                                                          for h in range(4)]
+    assert set(heads) <= set(rows[0])
+    for row in rows:
+        for h in heads:
+            assert 0.0 <= float(row[h]) <= 1.0
+    # The loss falls from about ln(256) on this very repetitive text.
+    assert float(rows[0]["val_loss"]) > 5.0
+    assert float(rows[-1]["loss"]) < float(rows[1]["loss"])
+    assert abs(summary["val_loss"] - float(rows[-1]["val_loss"])) < 1e-4
+    png = (out / "curves.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # The checkpoint opens like any model: info, generate and heads.
+    ckpt = str(out / "model.gguf")
+    r = run("info", ckpt)
+    assert r.returncode == 0, r.stderr
+    assert "gpt2" in r.stdout
+    r = run("generate", "--model", ckpt, "-n", "8", "--json", "the lord")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["tokens"]) == 8
+    r = run("heads", "--model", ckpt, "--json", "--probe-length", "15")
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["heads_scores"]) == 8
+
+
+def test_training_is_reproducible_bit_for_bit(corpus, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train(corpus, a, "--steps", "10", "--seed", "7").returncode == 0
+    assert train(corpus, b, "--steps", "10", "--seed", "7").returncode == 0
+    assert (a / "model.gguf").read_bytes() == (b / "model.gguf").read_bytes()
+    ra, rb = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    for x, y in zip(ra, rb, strict=True):
+        x.pop("tokens_per_s"), y.pop("tokens_per_s")
+        assert x == y
+    c = tmp_path / "c"
+    assert train(corpus, c, "--steps", "10", "--seed", "8").returncode == 0
+    assert (a / "model.gguf").read_bytes() != (c / "model.gguf").read_bytes()
+
+
+def test_resume_continues_exactly(corpus, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train(corpus, straight, "--steps", "20").returncode == 0
+    r = train(corpus, resumed, "--steps", "20", "--until", "10")
+    assert r.returncode == 0, r.stderr
+    assert "step 10" in r.stdout or "10 steps" in r.stdout
+    r = train(corpus, resumed, "--steps", "20", "--resume")
+    assert r.returncode == 0, r.stderr
+    assert (straight / "model.gguf").read_bytes() == (resumed / "model.gguf").read_bytes()
+    assert [row["val_loss"] for row in read_metrics(straight / "metrics.csv")] == \
+        [row["val_loss"] for row in read_metrics(resumed / "metrics.csv")]
+
+
+def test_resume_with_other_settings_is_refused_and_keeps_the_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert train(corpus, out, "--steps", "5").returncode == 0
+    before = (out / "model.gguf").read_bytes()
+    r = train(corpus, out, "--steps", "10", "--resume", layers="1")
+    assert r.returncode != 0
+    assert "block_count" in r.stderr or "layer" in r.stderr, r.stderr
+    assert (out / "model.gguf").read_bytes() == before
+
+
+def test_diverging_run_stops_with_the_last_good_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    r = train(corpus, out, "--steps", "200", "--save-every", "2", "--lr", "1e30", "--clip", "0", "--warmup", "1")
+    assert r.returncode != 0
+    assert "not finite" in r.stderr, r.stderr
+    assert "last good checkpoint" in r.stderr, r.stderr
+    # The checkpoint left behind is a good one: its weights are finite and it runs.
+    r2 = run("generate", "--model", str(out / "model.gguf"), "-n", "2", "--json", "the")
+    assert r2.returncode == 0, r2.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty"),
+    (b"\x00\x01\x02\x03" * 4096, "not a text file: a NUL byte at offset 0"),
+    (bytes(range(128, 256)) * 256, "not UTF-8 text"),
+    (b"too short", "small"),
+])
+def test_bad_corpus_is_refused(tmp_path, content, message):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(content)
+    r = run("train", "--corpus", str(path), "--out", str(tmp_path / "run"), *TINY, "--steps", "2")
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "model.gguf").exists()
+
+
+def test_missing_corpus_and_bad_settings(tmp_path, corpus):
+    r = run("train", "--corpus", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "run"), "--steps", "2")
+    assert r.returncode != 0 and "nope.txt" in r.stderr
+    r = train(corpus, tmp_path / "run", "--heads", "5", "--steps", "2")  # 32 % 5 != 0
+    assert r.returncode != 0 and "5" in r.stderr
+    r = train(corpus, tmp_path / "run", "--lr", "-1", "--steps", "2")
+    assert r.returncode != 0 and "lr" in r.stderr
+
+
+def test_curves_draws_several_runs(corpus, tmp_path):
+    for layers in ("1", "2"):
+        r = train(corpus, tmp_path / f"L{layers}", "--steps", "10", layers=layers)
+        assert r.returncode == 0, r.stderr
+    png = tmp_path / "both.png"
+    r = run("curves", str(tmp_path / "L1"), str(tmp_path / "L2"), "--labels", "1 layer", "2 layers", "--out",
+            str(png))
+    assert r.returncode == 0, r.stderr
+    from PIL import Image
+    img = np.asarray(Image.open(png).convert("RGB"))
+    assert img.shape[0] > 300 and img.shape[1] > 300
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 4  # lines in several colours, not a blank page
+    r = run("curves", str(tmp_path / "missing"), "--out", str(png))
+    assert r.returncode != 0 and "missing" in r.stderr
