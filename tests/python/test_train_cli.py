@@ -84,9 +84,14 @@ def test_train_writes_checkpoint_metrics_and_curves(corpus, tmp_path):
     r = run("generate", "--model", ckpt, "-n", "8", "--json", "the lord")
     assert r.returncode == 0, r.stderr
     assert len(json.loads(r.stdout)["tokens"]) == 8
-    r = run("heads", "--model", ckpt, "--json", "--probe-length", "15")
+    # The probe shrinks to fit the 32-token context (BOS-less: 2 copies of 15 tokens).
+    r = run("heads", "--model", ckpt, "--json")
     assert r.returncode == 0, r.stderr
-    assert len(json.loads(r.stdout)["heads_scores"]) == 8
+    j = json.loads(r.stdout)
+    assert len(j["heads_scores"]) == 8 and "15 distinct" in j["measured_on"]
+    r = run("inspect", "--model", ckpt, "-n", "4", "--out", str(out / "report"), "the lord said")
+    assert r.returncode == 0, r.stderr
+    assert (out / "report" / "report.html").stat().st_size > 1000
 
 
 def test_training_is_reproducible_bit_for_bit(corpus, tmp_path):

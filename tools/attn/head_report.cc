@@ -33,6 +33,10 @@ void PrintHeadTable(const std::vector<HeadScores>& scores, std::FILE* out) {
   }
 }
 
+int64_t DefaultProbeLength(const ModelConfig& config) {
+  return std::max<int64_t>(2, std::min<int64_t>(64, (config.context_length - 1) / 2));
+}
+
 double RoleStrength(const HeadScores& s, const std::string& role) {
   if (role == "induction") return s.induction;
   if (role == "previous-token") return s.previous_token;

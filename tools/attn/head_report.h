@@ -23,5 +23,8 @@ void PrintStrongestHeads(const std::vector<HeadScores>& scores, int per_role, st
 double RoleStrength(const HeadScores& s, const std::string& role);
 // Parses "5.3,7.1" into (layer, head) pairs; throws attn::Error naming a malformed entry.
 std::vector<std::pair<int, int>> ParseHeadList(const std::string& text);
+// The probe length the commands use unless told: 64 tokens per copy, fewer when the model's
+// context cannot hold BOS + two copies (small trained models).
+int64_t DefaultProbeLength(const ModelConfig& config);
 
 }  // namespace attn::cli

@@ -37,6 +37,7 @@ void RunHeads(const HeadsArgs& args) {
   const ModelConfig& c = model->config();
   ProbeOptions probe = args.probe;
   probe.threads = args.model.threads;
+  if (probe.length == 0) probe.length = DefaultProbeLength(model->config());
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<HeadScores> scores;
   std::string measured_on;
@@ -95,7 +96,10 @@ void AddHeadsCommand(CLI::App& app) {
       "Score every attention head (previous-token, duplicate-token, induction, sink, entropy) and label it");
   AddModelOptions(cmd, args->model);
   cmd->add_flag("--json", args->json, "Print one JSON object instead of the table");
-  cmd->add_option("--probe-length", args->probe.length, "Random tokens per copy in the induction probe")
+  args->probe.length = 0;  // the default fits the model's context
+  cmd->add_option(
+         "--probe-length", args->probe.length,
+         "Random tokens per copy in the induction probe (default: 64, fewer when the context is short)")
       ->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--sequences", args->probe.sequences, "Probe sequences averaged")
       ->check(CLI::Range(1, 1 << 16));

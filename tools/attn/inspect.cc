@@ -159,6 +159,7 @@ void RunInspect(const InspectArgs& args) {
   // 2. Head roles from the probe.
   ProbeOptions probe = args.probe;
   probe.threads = args.model.threads;
+  if (probe.length == 0) probe.length = DefaultProbeLength(model->config());
   const std::vector<HeadScores> scores = ProbeHeads(*model, probe);
 
   // 3. Every head's pattern on the text (one pass; each layer's patterns materialized in turn).
@@ -279,7 +280,10 @@ void AddInspectCommand(CLI::App& app) {
                   "Folder for report.html, heads.json and heatmaps/ (default: attn-report)");
   cmd->add_option("-n,--generate", args->generate, "Also generate this many tokens (greedy) and show them")
       ->check(CLI::Range(0, 4096));
-  cmd->add_option("--probe-length", args->probe.length, "Random tokens per copy in the induction probe")
+  args->probe.length = 0;  // the default fits the model's context
+  cmd->add_option(
+         "--probe-length", args->probe.length,
+         "Random tokens per copy in the induction probe (default: 64, fewer when the context is short)")
       ->check(CLI::Range(2, 1 << 20));
   cmd->add_option("--sequences", args->probe.sequences, "Probe sequences averaged")
       ->check(CLI::Range(1, 1 << 16));
