@@ -180,3 +180,41 @@ def test_curves_draws_several_runs(corpus, tmp_path):
     assert len(np.unique(img.reshape(-1, 3), axis=0)) > 4  # lines in several colours, not a blank page
     r = run("curves", str(tmp_path / "missing"), "--out", str(png))
     assert r.returncode != 0 and "missing" in r.stderr
+
+
+# Four records of a real 8,000-step run (2 layers x 4 heads, steps 2000-2750) whose curves made
+# the plotter write outside the image: nearly flat segments (scores of 1e-9 to 1e-12) had x bounds
+# far beyond the int range, converted to int. Tested through the per-head charts of `attn train`.
+FLAT_RECORDS = {
+    "loss": [1.69833, 1.6722, 1.65144, 1.62975], "val_loss": [1.80692, 1.78373, 1.77301, 1.74712],
+    "icl": [0.0353858, 0.047812, 0.0434449, 0.0369171],
+    "induction_0.0": [0.0114114, 0.0111431, 0.0103148, 0.00940193],
+    "induction_0.1": [0.0109642, 0.0100667, 0.00885467, 0.00748972],
+    "induction_0.2": [0.00569108, 0.00408281, 0.00251057, 0.00165541],
+    "induction_0.3": [0.011815, 0.011788, 0.011722, 0.0117522],
+    "induction_1.0": [8.92081e-10, 5.46088e-10, 2.5539e-10, 5.97431e-11],
+    "induction_1.1": [3.15617e-11, 5.03929e-12, 7.973e-13, 5.76938e-13],
+    "induction_1.2": [7.44373e-10, 1.14392e-10, 3.8884e-11, 5.91036e-11],
+    "induction_1.3": [1.19974e-09, 9.8622e-10, 9.7703e-11, 1.47417e-10],
+    "prev_0.0": [0.0409705, 0.041915, 0.0425175, 0.0439697], "prev_0.1": [0.043695, 0.0450935, 0.0472638, 0.0517422],
+    "prev_0.2": [0.0544792, 0.0608666, 0.0702697, 0.0779091], "prev_0.3": [0.0378228, 0.0371421, 0.037044, 0.0362128],
+    "prev_1.0": [0.269256, 0.284825, 0.285108, 0.290378], "prev_1.1": [0.239787, 0.243247, 0.258626, 0.252179],
+    "prev_1.2": [0.228262, 0.247372, 0.255455, 0.255401], "prev_1.3": [0.27824, 0.289474, 0.295236, 0.297503],
+}
+
+
+def test_curves_survive_nearly_flat_lines(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert train(corpus, out, "--steps", "15").returncode == 0
+    rows = read_metrics(out / "metrics.csv")
+    assert len(rows) == 4
+    for i, row in enumerate(rows):
+        for key, values in FLAT_RECORDS.items():
+            row[key] = repr(values[i])
+    with open(out / "metrics.csv", "w", newline="") as f:  # CRLF line ends, as csv writes them
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    r = train(corpus, out, "--steps", "15", "--resume")  # already at step 15: only redraws
+    assert r.returncode == 0, r.stderr
+    assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"

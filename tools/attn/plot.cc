@@ -115,6 +115,7 @@ class Canvas {
 void Stroke(std::vector<float>& cov, int w, int h, double x0, double y0, double x1, double y1, double hw) {
   // Clip to the buffer plus a margin first (Liang-Barsky), so that a point far off the chart
   // (a fixed range, a diverging loss) cannot overflow the distance arithmetic below.
+  if (!std::isfinite(x0) || !std::isfinite(y0) || !std::isfinite(x1) || !std::isfinite(y1)) return;
   const double m = hw + 2, box[4] = {-m, w - 1 + m, -m, h - 1 + m};
   double t0 = 0, t1 = 1;
   const double p[4] = {-(x1 - x0), x1 - x0, -(y1 - y0), y1 - y0};
@@ -144,8 +145,10 @@ void Stroke(std::vector<float>& cov, int w, int h, double x0, double y0, double 
       lo = std::max(lo, std::min(xa, xb) - r);
       hi = std::min(hi, std::max(xa, xb) + r);
     }
-    const int xs = static_cast<int>(std::max(0.0, std::floor(lo)));
-    const int xe = static_cast<int>(std::min<double>(w - 1, std::ceil(hi)));
+    // Clamped as doubles before the conversion: a nearly horizontal segment (tiny dy) puts xa, xb
+    // far outside the int range, and converting such a double to int is undefined.
+    const int xs = static_cast<int>(std::clamp(std::floor(lo), 0.0, static_cast<double>(w)));
+    const int xe = static_cast<int>(std::clamp(std::ceil(hi), -1.0, static_cast<double>(w - 1)));
     for (int x = xs; x <= xe; ++x) {
       const double t = len2 > 0 ? std::clamp(((x - x0) * dx + (y - y0) * dy) / len2, 0.0, 1.0) : 0.0;
       const double ex = x0 + t * dx - x, ey = y0 + t * dy - y;

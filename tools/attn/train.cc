@@ -112,7 +112,8 @@ Table ReadCsv(const std::string& path) {
   if (!in) throw Error("cannot read '" + path + "'");
   Table t;
   std::string line;
-  if (!std::getline(in, line) || line.rfind("step,", 0) != 0)
+  if (std::getline(in, line) && !line.empty() && line.back() == '\r') line.pop_back();
+  if (!in || line.rfind("step,", 0) != 0)
     throw Error("'" + path + "' is not a metrics.csv written by attn train (its header is missing)");
   std::stringstream header(line);
   for (std::string cell; std::getline(header, cell, ',');) t.names.push_back(cell);
@@ -120,6 +121,7 @@ Table ReadCsv(const std::string& path) {
   int64_t line_no = 1;
   while (std::getline(in, line)) {
     ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a CSV written with CRLF
     if (line.empty()) continue;
     std::vector<double> row;
     size_t start = 0;
