@@ -668,11 +668,12 @@ def render_md(args, facts, peaks, vers, rows, mem, started) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_md(path: Path, section: str):
+def write_md(path: Path, section: str, begin: str = MD_BEGIN, end: str = MD_END):
+    """Replaces the section between the markers `begin` and `end` (or appends it)."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MD_BEGIN in text and MD_END in text:
-        a = text.index(MD_BEGIN)
-        b = text.index(MD_END, a) + len(MD_END)
+    if begin in text and end in text:
+        a = text.index(begin)
+        b = text.index(end, a) + len(end)
         tail = text[b:]
         text = text[:a] + section.rstrip("\n") + (tail if tail.startswith("\n") else "\n" + tail)
     else:

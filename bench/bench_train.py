@@ -41,7 +41,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from bench_sdpa import fmt, lscpu_facts, md_table, text_table, time_interleaved, versions  # noqa: E402
+from bench_sdpa import fmt, lscpu_facts, md_table, text_table, time_interleaved, versions, write_md  # noqa: E402
 
 MD_BEGIN = "<!-- bench_train:begin -->"
 MD_END = "<!-- bench_train:end -->"
@@ -284,18 +284,6 @@ def load_notes(facts, load_end, rows: list[Row]) -> list[str]:
     return [text]
 
 
-def write_md(path: Path, section: str):
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    if MD_BEGIN in text and MD_END in text:
-        a = text.index(MD_BEGIN)
-        b = text.index(MD_END, a) + len(MD_END)
-        tail = text[b:]
-        text = text[:a] + section.rstrip("\n") + (tail if tail.startswith("\n") else "\n" + tail)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, nargs="+", default=[2, 1], help="thread counts, in this order")
@@ -386,7 +374,7 @@ def main():
                       "tokens_per_s": {n: r.case.tokens / (r.ms[n] * 1e-3) for n in r.ms},
                       "check": r.check, "ok": r.ok} for r in rows]}, indent=1))
     if args.write_md:
-        write_md(Path(args.md_path), render_md(args, facts, vers, rows, started, load_end, total))
+        write_md(Path(args.md_path), render_md(args, facts, vers, rows, started, load_end, total), MD_BEGIN, MD_END)
         log(f"wrote the bench_train section of {args.md_path}")
     return 1 if bad else 0
 

@@ -5,6 +5,7 @@
 
 #include "attn/error.h"
 #include "attn/model.h"
+#include "core/cache_dir.h"
 #include "model/weights.h"
 
 namespace attn {
@@ -151,15 +152,7 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
 
 std::string Model::DefaultPath() {
   if (const char* env = std::getenv("ATTN_MODEL"); env != nullptr && *env != '\0') return env;
-  std::string cache;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
-    cache = xdg;
-  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
-    cache = std::string(home) + "/.cache";
-  } else {
-    cache = ".cache";
-  }
-  return cache + "/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+  return CacheDirectory() + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 }
 
 }  // namespace attn

@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <limits>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -94,5 +96,72 @@ struct Tensor {
 
 // Small absolute slack on top of FlashAttention's 2x rule.
 inline double Atol(DType dtype) { return dtype == DType::kF32 ? 1e-6 : 1e-4; }
+
+// One case of the attention test grids (forward and backward): shapes, dtype and options.
+struct Case {
+  int64_t B, Sq, Sk, Hq, Hkv, D;
+  DType dtype = DType::kF32;
+  bool causal = false;
+  CausalAlign align = CausalAlign::kBottomRight;
+  int64_t wl = -1, wr = -1;
+  bool kv_lens = false;
+  MaskKind mask = MaskKind::kNone;
+  float softcap = 0.0f;
+  bool bhsd = false;
+
+  std::string Name() const {
+    std::ostringstream s;
+    s << "B" << B << "_Sq" << Sq << "_Sk" << Sk << "_H" << Hq << "x" << Hkv << "_D" << D << "_"
+      << DTypeName(dtype);
+    if (causal) s << (align == CausalAlign::kTopLeft ? "_causalTL" : "_causalBR");
+    if (wl >= 0 || wr >= 0)
+      s << "_win" << (wl < 0 ? std::string("inf") : std::to_string(wl)) << "x"
+        << (wr < 0 ? std::string("inf") : std::to_string(wr));
+    if (kv_lens) s << "_kvlens";
+    if (mask == MaskKind::kBool) s << "_boolmask";
+    if (mask == MaskKind::kAdditive) s << "_addmask";
+    if (softcap > 0) s << "_softcap";
+    if (bhsd) s << "_bhsd";
+    return s.str();
+  }
+};
+
+// The options of a case, with masks and kv_lens drawn from rng (their storage in the vectors).
+inline AttentionOptions MakeOptions(const Case& c, std::mt19937& rng, std::vector<uint8_t>& bool_mask,
+                                    std::vector<float>& add_mask) {
+  AttentionOptions o;
+  o.causal = c.causal;
+  o.causal_align = c.align;
+  o.window_left = c.wl, o.window_right = c.wr;
+  o.softcap = c.softcap;
+  if (c.kv_lens) {
+    std::uniform_int_distribution<int64_t> len(0, c.Sk);
+    for (int64_t b = 0; b < c.B; ++b) o.kv_lens.push_back(b == 0 && c.B > 1 ? 0 : len(rng));
+  }
+  if (c.mask != MaskKind::kNone) {
+    // Full [B, Hq, Sq, Sk] masks, the last query row of head 0 fully masked.
+    const int64_t n = c.B * c.Hq * c.Sq * c.Sk;
+    o.mask.kind = c.mask;
+    const std::array<int64_t, 4> shape{c.B, c.Hq, c.Sq, c.Sk};
+    for (int i = 0; i < 4; ++i) o.mask.shape[i] = shape[i];
+    o.mask.stride[3] = 1, o.mask.stride[2] = c.Sk, o.mask.stride[1] = c.Sq * c.Sk;
+    o.mask.stride[0] = c.Hq * c.Sq * c.Sk;
+    std::bernoulli_distribution keep(0.7);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    const float neg_inf = -std::numeric_limits<float>::infinity();
+    if (c.mask == MaskKind::kBool) {
+      bool_mask.resize(n);
+      for (auto& x : bool_mask) x = keep(rng);
+      for (int64_t j = 0; j < c.Sk; ++j) bool_mask[(c.Sq - 1) * c.Sk + j] = 0;
+      o.mask.data = bool_mask.data();
+    } else {
+      add_mask.resize(n);
+      for (auto& x : add_mask) x = keep(rng) ? normal(rng) : neg_inf;
+      for (int64_t j = 0; j < c.Sk; ++j) add_mask[(c.Sq - 1) * c.Sk + j] = neg_inf;
+      o.mask.data = add_mask.data();
+    }
+  }
+  return o;
+}
 
 }  // namespace attn::testing

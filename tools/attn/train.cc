@@ -20,6 +20,7 @@
 #include "attn/error.h"
 #include "attn/plot.h"
 #include "attn/progress.h"
+#include "core/cache_dir.h"
 #include "train/corpus.h"
 #include "train/metrics.h"
 
@@ -44,17 +45,7 @@ struct TrainArgs {
   bool json = false;
 };
 
-std::string DefaultCorpusPath() {
-  std::string cache;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg != nullptr && *xdg != '\0') {
-    cache = xdg;
-  } else if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
-    cache = std::string(home) + "/.cache";
-  } else {
-    cache = ".cache";
-  }
-  return cache + "/attn/corpus/kjv.txt";
-}
+std::string DefaultCorpusPath() { return CacheDirectory() + "/corpus/kjv.txt"; }
 
 // The batch of step s depends only on (seed, s), so a resumed run sees the same batches.
 uint64_t BatchSeed(uint64_t seed, int64_t step) {
