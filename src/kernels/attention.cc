@@ -1,5 +1,5 @@
-// Attention's entry point: validate, pick the kernel (prefill or split-K decode) and the split of
-// keys, dispatch to the best SIMD target.
+// Attention's entry point: validate, pick the kernel (prefill; split-K decode for <= 16 rows)
+// and the decode kernel's split of keys, dispatch to the best SIMD target.
 #include "attn/attention.h"
 
 #include <algorithm>
@@ -13,9 +13,8 @@
 
 namespace attn {
 namespace kernels {
-void ForwardPrefillDispatch(const AttentionParams& p, int64_t n_splits);
+void ForwardPrefillDispatch(const AttentionParams& p);
 void ForwardDecodeDispatch(const AttentionParams& p, int64_t n_splits);
-int64_t PrefillRowsPerTaskDispatch();
 const char* TargetNameDispatch();
 }  // namespace kernels
 
@@ -34,13 +33,6 @@ int64_t DecodeSplits(const kernels::AttentionParams& p) {
   return std::clamp<int64_t>(std::min(by_keys, CeilDiv(64, heads)), 1, 64);
 }
 
-int64_t PrefillSplits(const kernels::AttentionParams& p) {
-  const int64_t rows = p.group * p.seq_q;
-  const int64_t groups = p.batch * p.n_kv_heads * CeilDiv(rows, kernels::PrefillRowsPerTaskDispatch());
-  if (groups >= 16) return 1;
-  return std::clamp<int64_t>(std::min(CeilDiv(16, groups), p.seq_k / 256), 1, 16);
-}
-
 std::mutex target_mutex;
 
 }  // namespace
@@ -49,12 +41,11 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
                const AttentionOptions& options) {
   const kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
   if (p.batch == 0 || p.seq_q == 0 || p.n_heads == 0) return;
-  if (p.entropy != nullptr) {
-    kernels::ForwardPrefillDispatch(p, 1);  // the entropy is tracked by the prefill kernel only
-  } else if (p.group * p.seq_q <= kMaxDecodeRows) {
+  // The entropy is tracked by the prefill kernel only.
+  if (p.entropy == nullptr && p.group * p.seq_q <= kMaxDecodeRows) {
     kernels::ForwardDecodeDispatch(p, DecodeSplits(p));
   } else {
-    kernels::ForwardPrefillDispatch(p, PrefillSplits(p));
+    kernels::ForwardPrefillDispatch(p);
   }
 }
 

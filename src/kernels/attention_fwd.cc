@@ -302,91 +302,39 @@ BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
 
 }  // namespace
 
-void ForwardPrefill(const AttentionParams& p, int64_t n_splits) {
-  HWY_ASSERT(p.entropy == nullptr || n_splits == 1);  // the entropy is not merged across splits
+// Tasks are (batch, KV head, block of rows), each over all of its keys: a row's result depends
+// only on its own query and keys, never on how many other rows share the call, so a prompt run
+// in chunks gives the same bits as in one pass (the split-K decode kernel is for <= 16 rows).
+void ForwardPrefill(const AttentionParams& p) {
   const DF d;
   const int64_t BQ = kLaneVecs * hn::Lanes(d);
   const int64_t D = p.head_dim;
   const int64_t rows = p.group * p.seq_q;
   const int64_t n_blocks = (rows + BQ - 1) / BQ;
   const int64_t groups = p.batch * p.n_kv_heads * n_blocks;
-  const int64_t keys_per_split = (p.seq_k + n_splits - 1) / n_splits;
   ThreadPool& pool = ThreadPool::Global();
 
-  // Task t -> (batch, KV head, row block); later row blocks first (they see the most keys under
-  // a causal mask), so the dynamic schedule ends balanced.
-  auto locate = [&](int64_t g, int64_t* b, int64_t* kvh, int64_t* r0) {
-    const int64_t blk = n_blocks - 1 - g % n_blocks, bh = g / n_blocks;
-    *b = bh / p.n_kv_heads, *kvh = bh % p.n_kv_heads, *r0 = blk * BQ;
-  };
-  auto write_rows = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* ot, const float* m,
-                        const float* l) {
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t row = r0 + r;
-      WriteRow(p, b, kvh * p.group + row % p.group, row / p.group, RowPartial{ot + r, BQ, m[r], l[r]});
-    }
-  };
-  // Entropy in nats from the statistics-mode state (log2 units): (log2 l - t / l) ln 2.
-  auto write_entropy = [&](int64_t b, int64_t kvh, int64_t r0, int64_t n, const float* l, const float* t) {
-    for (int64_t r = 0; r < n; ++r) {
-      const int64_t row = r0 + r, h = kvh * p.group + row % p.group, qi = row / p.group;
-      const float bits = l[r] > 0.0f ? std::log2(l[r]) - t[r] / l[r] : 0.0f;
-      p.entropy[(b * p.n_heads + h) * p.seq_q + qi] = std::max(0.0f, bits) * 0.6931471805599453f;
-    }
-  };
-
-  if (n_splits <= 1) {
-    pool.Run(groups, p.threads, [&](int64_t g, int) {
-      thread_local Scratch scratch;
-      const BlockState s = MakeState(scratch, D, BQ);
-      int64_t b, kvh, r0;
-      locate(g, &b, &kvh, &r0);
-      const int64_t n = std::min(BQ, rows - r0);
-      RunBlock(p, b, kvh, r0, n, 0, p.seq_k, s);
-      write_rows(b, kvh, r0, n, s.ot, s.m, s.l);
-      if (p.entropy) write_entropy(b, kvh, r0, n, s.l, s.t);
-    });
-    return;
-  }
-
-  // Split-K: every (group, split) leaves its partial state, then each row merges its splits.
-  const int64_t slot = D * BQ + 2 * BQ;
-  AlignedPtr<float> partial = AllocateAligned<float>(groups * n_splits * slot);
-  pool.Run(groups * n_splits, p.threads, [&](int64_t t, int) {
+  pool.Run(groups, p.threads, [&](int64_t g, int) {
     thread_local Scratch scratch;
     const BlockState s = MakeState(scratch, D, BQ);
-    const int64_t g = t / n_splits, split = t % n_splits;
-    int64_t b, kvh, r0;
-    locate(g, &b, &kvh, &r0);
+    // Later row blocks first (they see the most keys under a causal mask), so the dynamic
+    // schedule ends balanced.
+    const int64_t blk = n_blocks - 1 - g % n_blocks, bh = g / n_blocks;
+    const int64_t b = bh / p.n_kv_heads, kvh = bh % p.n_kv_heads, r0 = blk * BQ;
     const int64_t n = std::min(BQ, rows - r0);
-    const int64_t kb = split * keys_per_split, ke = std::min(p.seq_k, kb + keys_per_split);
-    RunBlock(p, b, kvh, r0, n, kb, ke, s);
-    float* out = partial.get() + t * slot;
-    std::memcpy(out, s.ot, sizeof(float) * D * BQ);
-    std::memcpy(out + D * BQ, s.m, sizeof(float) * BQ);
-    std::memcpy(out + D * BQ + BQ, s.l, sizeof(float) * BQ);
-  });
-  pool.Run(groups, p.threads, [&](int64_t g, int) {
-    thread_local std::vector<float> merged;
-    thread_local std::vector<RowPartial> parts;
-    merged.resize(D);
-    parts.resize(n_splits);
-    int64_t b, kvh, r0;
-    locate(g, &b, &kvh, &r0);
-    const int64_t n = std::min(BQ, rows - r0);
+    RunBlock(p, b, kvh, r0, n, 0, p.seq_k, s);
     for (int64_t r = 0; r < n; ++r) {
-      for (int64_t split = 0; split < n_splits; ++split) {
-        const float* slot_base = partial.get() + (g * n_splits + split) * slot;
-        parts[split] = RowPartial{slot_base + r, BQ, slot_base[D * BQ + r], slot_base[D * BQ + BQ + r]};
+      const int64_t row = r0 + r, h = kvh * p.group + row % p.group, qi = row / p.group;
+      WriteRow(p, b, h, qi, RowPartial{s.ot + r, BQ, s.m[r], s.l[r]});
+      if (p.entropy) {
+        // Entropy in nats from the statistics-mode state (log2 units): (log2 l - t / l) ln 2.
+        const float bits = s.l[r] > 0.0f ? std::log2(s.l[r]) - s.t[r] / s.l[r] : 0.0f;
+        p.entropy[(b * p.n_heads + h) * p.seq_q + qi] = std::max(0.0f, bits) * 0.6931471805599453f;
       }
-      const int64_t row = r0 + r;
-      MergeAndWriteRow(p, b, kvh * p.group + row % p.group, row / p.group, parts.data(),
-                       static_cast<int>(n_splits), merged.data());
     }
   });
 }
 
-int64_t PrefillRowsPerTask() { return kLaneVecs * hn::Lanes(DF()); }
 const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 
 }  // namespace attn::kernels::HWY_NAMESPACE
@@ -395,13 +343,9 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace attn::kernels {
 HWY_EXPORT(ForwardPrefill);
-HWY_EXPORT(PrefillRowsPerTask);
 HWY_EXPORT(TargetName);
 
-void ForwardPrefillDispatch(const AttentionParams& p, int64_t n_splits) {
-  HWY_DYNAMIC_DISPATCH(ForwardPrefill)(p, n_splits);
-}
-int64_t PrefillRowsPerTaskDispatch() { return HWY_DYNAMIC_DISPATCH(PrefillRowsPerTask)(); }
+void ForwardPrefillDispatch(const AttentionParams& p) { HWY_DYNAMIC_DISPATCH(ForwardPrefill)(p); }
 const char* TargetNameDispatch() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
 }  // namespace attn::kernels
 #endif
