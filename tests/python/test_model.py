@@ -47,9 +47,10 @@ def test_logits_are_finite_and_causal(model):
     # A shorter prefix runs other kernel paths (decode-style attention, smaller tiles); with 8-bit
     # activations, last-bit differences can flip a quantization step, which this small model
     # amplifies to ~0.1-0.5 in the logits (the same noise floor as vs llama.cpp). The argmax
-    # must still mostly agree and the rows stay close.
+    # must still mostly agree and the rows stay close. Measured mean differences (2026-12-03):
+    # AVX3 0.21, SSE4 0.17, AVX2 0.13, scalar 0 (its decode and prefill sum in the same order).
     prefix = model.logits(ids[:5])
-    assert np.abs(prefix - full[:5]).mean() < 0.2
+    assert np.abs(prefix - full[:5]).mean() < 0.3
     assert (prefix.argmax(-1) == full[:5].argmax(-1)).mean() >= 0.6
 
 
