@@ -87,8 +87,9 @@ struct ProbeOptions {
   uint64_t seed = 0;
   int threads = 0;
 };
-// Runs the standard probe: distinct random tokens (from the vocabulary's ordinary tokens, no
-// specials), repeated once, with BOS first when the model adds one; returns every head's scores.
+// Runs the standard probe: distinct random tokens (from the vocabulary's ordinary tokens: no
+// control tokens, no unused ones), repeated once, with BOS first when the model adds one; returns every
+// head's scores.
 std::vector<HeadScores> ProbeHeads(const Model& model, const ProbeOptions& options = {});
 // A sentence describing the probe, for reports.
 std::string DescribeProbe(const ProbeOptions& options);

@@ -66,6 +66,8 @@ class Tokenizer {
   bool IsEndOfGeneration(int32_t id) const;
   // True for control tokens (token_type 3, plus end-of-generation tokens, as llama.cpp promotes them).
   bool IsControl(int32_t id) const;
+  // True for tokens of token_type 5 (unused), e.g. bytes a trained byte-level model never saw.
+  bool IsUnused(int32_t id) const;
   const std::string& pre() const;            // tokenizer.ggml.pre ("default" when absent)
   const std::string& chat_template() const;  // tokenizer.chat_template ("" when absent)
 

@@ -75,6 +75,13 @@ class Trainer {
   const std::vector<TrainParam>& params() const { return params_; }
   TrainParam& param(const std::string& name);
 
+  // Which token ids have occurred in a batch given to ForwardBackward ([vocab_size], 1 = seen).
+  // A checkpoint marks the others "unused" (GGUF token_type 5): their embeddings never learned
+  // anything, so the head probes of `attn heads` and `attn inspect` leave them out, as the
+  // training-time probe does (a byte-level model trained on English never sees most bytes).
+  const std::vector<uint8_t>& seen_tokens() const { return seen_tokens_; }
+  std::vector<uint8_t>& mutable_seen_tokens() { return seen_tokens_; }
+
   // Steps taken (AdamW updates applied).
   int64_t step() const { return step_; }
   void set_step(int64_t s) { step_ = s; }
@@ -108,6 +115,7 @@ class Trainer {
   TrainModelConfig config_;
   TrainOptions options_;
   std::vector<TrainParam> params_;
+  std::vector<uint8_t> seen_tokens_;
   int64_t step_ = 0;
   std::unique_ptr<Impl> impl_;
 };

@@ -155,7 +155,7 @@ std::vector<HeadScores> ProbeHeads(const Model& model, const ProbeOptions& o) {
   }
   std::vector<int32_t> ordinary;
   for (int32_t id = 0; id < tok.vocab_size(); ++id)
-    if (!tok.IsControl(id)) ordinary.push_back(id);
+    if (!tok.IsControl(id) && !tok.IsUnused(id)) ordinary.push_back(id);
   if (static_cast<int64_t>(ordinary.size()) < o.length) throw Error("probe: the vocabulary is too small");
 
   HeadStats stats(c);

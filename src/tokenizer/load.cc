@@ -191,7 +191,10 @@ std::string PieceOf(const tokenizer::Vocab& v, int32_t id) {
   const uint8_t attr = v.attrs[id];
   const std::string& text = v.tokens[id];
   if (attr & (kAttrUnknown | kAttrControl | kAttrUserDefined)) return text;
-  if (attr & kAttrNormal) return DecodeByteLevel(text);
+  // Unused tokens decode like normal ones (llama.cpp prints nothing for them): attn's own
+  // checkpoints mark the bytes training never saw unused, and text with those bytes must still
+  // round-trip.
+  if (attr & (kAttrNormal | kAttrUnused)) return DecodeByteLevel(text);
   if ((attr & kAttrByte) && text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
     return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
   }

@@ -47,6 +47,10 @@ bool Tokenizer::IsControl(int32_t id) const {
   return id >= 0 && id < vocab_->n_tokens() && (vocab_->attrs[id] & kAttrControl) != 0;
 }
 
+bool Tokenizer::IsUnused(int32_t id) const {
+  return id >= 0 && id < vocab_->n_tokens() && (vocab_->attrs[id] & kAttrUnused) != 0;
+}
+
 std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
                                          bool add_generation_prompt) const {
   const tokenizer::Vocab& v = *vocab_;

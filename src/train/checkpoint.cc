@@ -151,11 +151,19 @@ TrainModelConfig ConfigOf(const gguf::File& f, const std::string& path) {
   return c;
 }
 
-void WriteTokenizer(gguf::Writer& w) {
+// GGUF token types (llama.cpp's LLAMA_TOKEN_TYPE_*).
+constexpr int32_t kTokenNormal = 1, kTokenUnused = 5;
+
+void WriteTokenizer(gguf::Writer& w, std::span<const uint8_t> seen) {
   w.SetString("tokenizer.ggml.model", "gpt2");
   w.SetString("tokenizer.ggml.pre", "gpt2");
   w.SetStrings("tokenizer.ggml.tokens", ByteLevelTokens());
-  w.SetI32s("tokenizer.ggml.token_type", std::vector<int32_t>(256, 1));  // 1 = normal
+  // Bytes never seen in training are "unused"; before any token was seen, all are normal.
+  const bool any_seen = std::find(seen.begin(), seen.end(), uint8_t{1}) != seen.end();
+  std::vector<int32_t> types(256, kTokenNormal);
+  for (size_t b = 0; b < types.size() && any_seen; ++b)
+    if (!seen[b]) types[b] = kTokenUnused;
+  w.SetI32s("tokenizer.ggml.token_type", types);
   w.SetStrings("tokenizer.ggml.merges", {});  // every token is one byte: nothing to merge
   // No BOS and no EOS: a model trained on raw bytes has no end marker; every id is a byte of text.
   w.SetBool("tokenizer.ggml.add_bos_token", false);
@@ -171,9 +179,12 @@ std::vector<std::string> ByteLevelTokens() {
 }
 
 void WriteCheckpoint(const TrainModelConfig& config, const TrainOptions& options,
-                     const std::vector<TrainParam>& params, int64_t step, const std::string& path) {
+                     const std::vector<TrainParam>& params, int64_t step, const std::string& path,
+                     std::span<const uint8_t> seen_tokens) {
   CheckConfig(config, path);
   if (step < 0) Fail(path, "step = ", step, " (must be >= 0)");
+  if (!seen_tokens.empty() && static_cast<int64_t>(seen_tokens.size()) != config.vocab_size)
+    Fail(path, "seen_tokens holds ", seen_tokens.size(), " flags for vocab_size = ", config.vocab_size);
 
   // The params must be exactly the tensors the model loader binds for this config.
   const std::vector<TensorSpec> specs = ModelTensors(config);
@@ -219,7 +230,7 @@ void WriteCheckpoint(const TrainModelConfig& config, const TrainOptions& options
   w.SetU32("gpt2.attention.head_count_kv", static_cast<uint32_t>(config.n_heads));
   w.SetF32("gpt2.attention.layer_norm_epsilon", config.norm_eps);
   w.SetU32("gpt2.vocab_size", static_cast<uint32_t>(config.vocab_size));
-  if (config.vocab_size == 256) WriteTokenizer(w);
+  if (config.vocab_size == 256) WriteTokenizer(w, seen_tokens);
 
   w.SetU32("attn.train.format", kFormatVersion);
   w.SetU64("attn.train.step", static_cast<uint64_t>(step));
@@ -248,7 +259,7 @@ void WriteCheckpoint(const TrainModelConfig& config, const TrainOptions& options
 }
 
 void ReadCheckpoint(const std::string& path, const TrainModelConfig& expect, std::vector<TrainParam>& params,
-                    int64_t& step) {
+                    int64_t& step, std::vector<uint8_t>* seen_tokens) {
   CheckConfig(expect, path);
   const gguf::File f = OpenCheckpoint(path);
 
@@ -309,6 +320,23 @@ void ReadCheckpoint(const std::string& path, const TrainModelConfig& expect, std
     loaded[i].v = copy(tensor(kAdamV + p.name, p));
   }
 
+  // The token types: every token seen unless marked unused (a file without them: all seen).
+  std::vector<uint8_t> seen(static_cast<size_t>(expect.vocab_size), 1);
+  if (const gguf::Value* types = f.Find("tokenizer.ggml.token_type")) {
+    const auto* array = std::get_if<std::shared_ptr<gguf::Array>>(&types->data);
+    if (types->type != gguf::ValueType::kArray || array == nullptr || !*array ||
+        (*array)->size() != seen.size())
+      Fail(path, "tokenizer.ggml.token_type = ", types->ToString(), " (expected ", seen.size(), " integers)");
+    for (size_t i = 0; i < seen.size(); ++i) {
+      const gguf::Value& t = (**array)[i];
+      const auto* u = std::get_if<uint64_t>(&t.data);
+      const auto* s = std::get_if<int64_t>(&t.data);
+      if (u == nullptr && s == nullptr)
+        Fail(path, "tokenizer.ggml.token_type[", i, "] = ", t.ToString(), " (not an integer)");
+      seen[i] = (u != nullptr ? *u == static_cast<uint64_t>(kTokenUnused) : *s == kTokenUnused) ? 0 : 1;
+    }
+  }
+
   // Commit: moves only, nothing left that can throw.
   for (size_t i = 0; i < params.size(); ++i) {
     params[i].value = std::move(loaded[i].value);
@@ -316,6 +344,7 @@ void ReadCheckpoint(const std::string& path, const TrainModelConfig& expect, std
     params[i].adam_v = std::move(loaded[i].v);
   }
   step = file_step;
+  if (seen_tokens != nullptr) *seen_tokens = std::move(seen);
 }
 
 TrainModelConfig ReadCheckpointConfig(const std::string& path) {
@@ -354,13 +383,16 @@ TrainOptions ReadCheckpointOptions(const std::string& path, const TrainOptions& 
 // The declarations of include/attn/train.h.
 
 void SaveCheckpoint(const Trainer& trainer, const std::string& path) {
-  WriteCheckpoint(trainer.config(), trainer.options(), trainer.params(), trainer.step(), path);
+  WriteCheckpoint(trainer.config(), trainer.options(), trainer.params(), trainer.step(), path,
+                  trainer.seen_tokens());
 }
 
 void LoadCheckpoint(Trainer& trainer, const std::string& path) {
   int64_t step = 0;
-  ReadCheckpoint(path, trainer.config(), trainer.params(), step);  // all or nothing
+  std::vector<uint8_t> seen;
+  ReadCheckpoint(path, trainer.config(), trainer.params(), step, &seen);  // all or nothing
   trainer.set_step(step);
+  trainer.mutable_seen_tokens() = std::move(seen);
 }
 
 }  // namespace attn

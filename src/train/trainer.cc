@@ -173,6 +173,7 @@ Trainer::Trainer(const TrainModelConfig& config, const TrainOptions& options)
                           ? options_.threads
                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   impl_ = std::make_unique<Impl>(threads);
+  seen_tokens_.assign(static_cast<size_t>(config_.vocab_size), 0);
 
   const int64_t V = config_.vocab_size, T = config_.context, d = config_.d_model, F = config_.d_ff;
   auto add = [&](std::string name, int64_t rows, int64_t cols) {
@@ -566,6 +567,7 @@ double Trainer::Impl::CrossEntropyRows(int64_t rows, int64_t V, bool grad) {
 float Trainer::ForwardBackward(std::span<const int32_t> tokens, int64_t batch) {
   Impl& im = *impl_;
   PrepareTokens(config_, tokens, batch, im.inputs, im.targets);
+  for (int32_t t : tokens) seen_tokens_[static_cast<size_t>(t)] = 1;  // in range: checked above
   const int64_t rows = batch * config_.context;
   im.Forward(config_, batch, config_.context, nullptr);
   const double loss = im.CrossEntropyRows(rows, config_.vocab_size, true);

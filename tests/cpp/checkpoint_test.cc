@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "attn/error.h"
+#include "attn/heads.h"
 #include "attn/model.h"
 #include "format/gguf.h"
 #include "format/gguf_writer.h"
@@ -415,45 +416,86 @@ TEST(Checkpoint, AttentionOnlyBlocksHaveNoMlpHookPoints) {
   }
 }
 
+// Bytes 'a'..'z' seen in training, the rest not.
+std::vector<uint8_t> LettersSeen() {
+  std::vector<uint8_t> seen(256, 0);
+  for (int b = 'a'; b <= 'z'; ++b) seen[static_cast<size_t>(b)] = 1;
+  return seen;
+}
+
 TEST(Checkpoint, TheByteTokenizerRoundTripsAnyBytes) {
-  const TrainModelConfig c = SmallConfig(0);
-  const std::string path = TempPath("bytes.gguf");
-  WriteCheckpoint(c, {}, RandomParams(c, 13), 0, path);
-  auto model = Model::Load(path);
-  const Tokenizer& t = model->tokenizer();
-  EXPECT_EQ(t.vocab_size(), 256);
-  EXPECT_EQ(t.bos_id(), -1);
-  EXPECT_EQ(t.eos_id(), -1);
-  EXPECT_FALSE(t.add_bos());
-  EXPECT_EQ(t.EncodePrompt("hi"), (std::vector<int32_t>{'h', 'i'}));
-  for (int id = 0; id < 256; ++id) {
-    EXPECT_EQ(t.TokenToPiece(id), std::string(1, static_cast<char>(id)));
-    EXPECT_FALSE(t.IsEndOfGeneration(id));
-    EXPECT_FALSE(t.IsControl(id));
+  // Without seen flags every byte is a normal token; with them the unseen ones are "unused"
+  // (token_type 5), which changes nothing in encoding and decoding.
+  for (const bool letters_only : {false, true}) {
+    SCOPED_TRACE(letters_only);
+    const TrainModelConfig c = SmallConfig(0);
+    const std::string path = TempPath("bytes.gguf");
+    const std::vector<uint8_t> seen = letters_only ? LettersSeen() : std::vector<uint8_t>{};
+    WriteCheckpoint(c, {}, RandomParams(c, 13), 0, path, seen);
+    auto model = Model::Load(path);
+    const Tokenizer& t = model->tokenizer();
+    EXPECT_EQ(t.vocab_size(), 256);
+    EXPECT_EQ(t.bos_id(), -1);
+    EXPECT_EQ(t.eos_id(), -1);
+    EXPECT_FALSE(t.add_bos());
+    EXPECT_EQ(t.EncodePrompt("hi"), (std::vector<int32_t>{'h', 'i'}));
+    for (int id = 0; id < 256; ++id) {
+      EXPECT_EQ(t.TokenToPiece(id), std::string(1, static_cast<char>(id)));
+      EXPECT_FALSE(t.IsEndOfGeneration(id));
+      EXPECT_FALSE(t.IsControl(id));
+      EXPECT_EQ(t.IsUnused(id), letters_only && (id < 'a' || id > 'z')) << id;
+    }
+    std::vector<std::string> texts = {"",
+                                      "hello world",
+                                      "  spaces\tand\nnewlines\r\n",
+                                      "w\xc3\xb6rld \xe4\xb8\xad\xf0\x9f\x98\x80",
+                                      std::string("nul\0inside", 10),
+                                      "\xff\xfe bad \xc3 utf8 \xed\xa0\x80 \xc0\xaf",
+                                      "<|endoftext|> <|im_end|> </s>"};
+    std::string all;
+    for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+    texts.push_back(all);
+    std::mt19937 rng(14);
+    for (int i = 0; i < 50; ++i) {
+      std::string s(rng() % 40, '\0');
+      for (char& ch : s) ch = static_cast<char>(rng() % 256);
+      texts.push_back(s);
+    }
+    for (const std::string& s : texts) {
+      const std::vector<int32_t> ids = t.Encode(s);
+      std::vector<int32_t> bytes;
+      for (unsigned char ch : s) bytes.push_back(ch);
+      EXPECT_EQ(ids, bytes);  // token id == byte value
+      EXPECT_EQ(t.Decode(ids), s);
+    }
   }
-  std::vector<std::string> texts = {"",
-                                    "hello world",
-                                    "  spaces\tand\nnewlines\r\n",
-                                    "w\xc3\xb6rld \xe4\xb8\xad\xf0\x9f\x98\x80",
-                                    std::string("nul\0inside", 10),
-                                    "\xff\xfe bad \xc3 utf8 \xed\xa0\x80 \xc0\xaf",
-                                    "<|endoftext|> <|im_end|> </s>"};
-  std::string all;
-  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
-  texts.push_back(all);
-  std::mt19937 rng(14);
-  for (int i = 0; i < 50; ++i) {
-    std::string s(rng() % 40, '\0');
-    for (char& ch : s) ch = static_cast<char>(rng() % 256);
-    texts.push_back(s);
-  }
-  for (const std::string& s : texts) {
-    const std::vector<int32_t> ids = t.Encode(s);
-    std::vector<int32_t> bytes;
-    for (unsigned char ch : s) bytes.push_back(ch);
-    EXPECT_EQ(ids, bytes);  // token id == byte value
-    EXPECT_EQ(t.Decode(ids), s);
-  }
+}
+
+TEST(Checkpoint, SeenTokensRoundTripAndKeepUnseenBytesOutOfTheHeadProbe) {
+  const TrainModelConfig c = SmallConfig(0);  // context 32: the default probe is 15 tokens per copy
+  const std::string path = TempPath("seen.gguf");
+  std::vector<TrainParam> ps = RandomParams(c, 17);
+  WriteCheckpoint(c, {}, ps, 5, path, LettersSeen());
+  std::vector<uint8_t> seen;
+  int64_t step = 0;
+  ReadCheckpoint(path, c, ps, step, &seen);
+  EXPECT_EQ(seen, LettersSeen());
+  // Nothing seen yet (a checkpoint at step 0) marks nothing unused.
+  WriteCheckpoint(c, {}, ps, 0, path, std::vector<uint8_t>(256, 0));
+  ReadCheckpoint(path, c, ps, step, &seen);
+  EXPECT_EQ(seen, std::vector<uint8_t>(256, 1));
+  ExpectError([&] { WriteCheckpoint(c, {}, ps, 0, path, std::vector<uint8_t>(255, 1)); },
+              {"seen_tokens holds 255 flags", "vocab_size = 256"});
+
+  // The probe draws only from seen bytes: 26 letters hold 15 distinct tokens, 10 bytes do not.
+  WriteCheckpoint(c, {}, ps, 5, path, LettersSeen());
+  ProbeOptions probe;
+  probe.length = 15;
+  EXPECT_EQ(ProbeHeads(*Model::Load(path), probe).size(), 8u);
+  std::vector<uint8_t> few(256, 0);
+  for (int b = '0'; b <= '9'; ++b) few[static_cast<size_t>(b)] = 1;
+  WriteCheckpoint(c, {}, ps, 5, path, few);
+  ExpectError([&] { ProbeHeads(*Model::Load(path), probe); }, {"probe", "vocabulary is too small"});
 }
 
 TEST(Checkpoint, OtherVocabulariesGetNoTokenizer) {

@@ -445,6 +445,26 @@ TEST(TrainModel, BitIdenticalRunToRunAndAcrossThreadCounts) {
   EXPECT_NE(0, std::memcmp(a.data(), TrainAndDump(c, o, 3).data(), a.size() * sizeof(float)));
 }
 
+TEST(TrainModel, SeenTokensAreTheBatchesTokens) {
+  TrainModelConfig c;
+  c.context = 8, c.n_layers = 1, c.d_model = 16, c.n_heads = 2;
+  TrainOptions o;
+  o.batch = 1, o.threads = 1;
+  Trainer t(c, o);
+  EXPECT_EQ(t.seen_tokens(), std::vector<uint8_t>(256, 0));
+  const std::vector<int32_t> a = {'a', 'b', 'c', 'a', 'b',
+                                  'c', 'a', 'b', 'z'};  // 'z' only as a target: seen too
+  t.ForwardBackward(a, 1);
+  std::vector<uint8_t> want(256, 0);
+  for (int b : {'a', 'b', 'c', 'z'}) want[static_cast<size_t>(b)] = 1;
+  EXPECT_EQ(t.seen_tokens(), want);
+  // Losses (evaluation) and Logits do not count as training.
+  std::vector<float> losses(8);
+  t.Losses(std::vector<int32_t>(9, 'q'), 1, losses.data());
+  t.Logits(std::vector<int32_t>{'r', 's'});
+  EXPECT_EQ(t.seen_tokens(), want);
+}
+
 TEST(TrainModel, LossFallsOnARepeatingSequence) {
   TrainModelConfig c;
   c.vocab_size = 16, c.context = 16, c.n_layers = 1, c.d_model = 32, c.n_heads = 2;
