@@ -60,6 +60,34 @@ std::string ReadFile(const std::string& path) {
 // (a Weyl sequence, whose prefixes are all close to evenly spread over [0, 1)).
 constexpr double kGoldenFraction = 0.6180339887498949;
 
+// A uniform double in [0, 1) from the top 53 bits of one draw.
+double UniformUnit(uint64_t& state) { return static_cast<double>(SplitMix64(state) >> 11) * 0x1.0p-53; }
+
+// RepeatedSpans with max_span 0 resolved to context / 2; throws when out of range (the spans
+// only when fraction > 0).
+RepeatedSpans Resolve(const RepeatedSpans& r, int64_t context, const char* what) {
+  const std::string where = std::string("corpus: ") + what + ": repeated spans: ";
+  if (!(r.fraction >= 0.0 && r.fraction <= 1.0)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", r.fraction);
+    throw Error(where + "fraction = " + value + " (must be in [0, 1])");
+  }
+  RepeatedSpans out = r;
+  if (out.fraction == 0.0) return out;  // the spans are never drawn
+  if (out.max_span == 0) out.max_span = std::max<int64_t>(context / 2, 1);
+  if (out.min_span < 1) throw Error(where + "min_span = " + std::to_string(out.min_span) + " (must be >= 1)");
+  if (out.max_span < out.min_span || out.max_span > context) {
+    throw Error(where + "max_span = " + std::to_string(out.max_span) + " (must be in [min_span = " +
+                std::to_string(out.min_span) + ", context = " + std::to_string(context) + "])");
+  }
+  return out;
+}
+
+// Fills dst[0..context] with `span` bytes from src repeated.
+void FillRepeated(const uint8_t* src, int64_t span, int64_t context, int32_t* dst) {
+  for (int64_t t = 0; t <= context; ++t) dst[t] = src[t % span];
+}
+
 }  // namespace
 
 uint64_t SplitMix64(uint64_t& state) {
@@ -155,19 +183,29 @@ std::span<const uint8_t> Corpus::Split(bool validation, int64_t batch, int64_t c
   return split;
 }
 
-void Corpus::SampleBatch(bool validation, int64_t batch, int64_t context, uint64_t& rng_state,
-                         int32_t* out) const {
+void Corpus::SampleBatch(bool validation, int64_t batch, int64_t context, uint64_t& rng_state, int32_t* out,
+                         const RepeatedSpans& repeat) const {
   const std::span<const uint8_t> split = Split(validation, batch, context, "SampleBatch");
+  const RepeatedSpans r = Resolve(repeat, context, "SampleBatch");
   const uint64_t starts = split.size() - static_cast<uint64_t>(context);  // valid starts: [0, starts)
   for (int64_t b = 0; b < batch; ++b) {
-    const uint8_t* src = split.data() + UniformBelow(rng_state, starts);
     int32_t* dst = out + b * (context + 1);
+    if (r.fraction > 0.0 && UniformUnit(rng_state) < r.fraction) {
+      const int64_t span = r.min_span + static_cast<int64_t>(UniformBelow(
+                                            rng_state, static_cast<uint64_t>(r.max_span - r.min_span + 1)));
+      FillRepeated(split.data() + UniformBelow(rng_state, split.size() - static_cast<uint64_t>(span) + 1),
+                   span, context, dst);
+      continue;
+    }
+    const uint8_t* src = split.data() + UniformBelow(rng_state, starts);
     for (int64_t t = 0; t <= context; ++t) dst[t] = src[t];
   }
 }
 
-void Corpus::FixedBatch(bool validation, int64_t batch, int64_t context, int64_t index, int32_t* out) const {
+void Corpus::FixedBatch(bool validation, int64_t batch, int64_t context, int64_t index, int32_t* out,
+                        const RepeatedSpans& repeat) const {
   const std::span<const uint8_t> split = Split(validation, batch, context, "FixedBatch");
+  const RepeatedSpans r = Resolve(repeat, context, "FixedBatch");
   if (index < 0) throw Error("corpus: FixedBatch: index = " + std::to_string(index) + " (must be >= 0)");
   const int64_t starts = static_cast<int64_t>(split.size()) - context;
   // The phase in [0, 1) of batch `index`; fmod of an exact product keeps it reproducible.
@@ -177,6 +215,16 @@ void Corpus::FixedBatch(bool validation, int64_t batch, int64_t context, int64_t
     const int64_t start = std::min(starts - 1, static_cast<int64_t>(frac * static_cast<double>(starts)));
     const uint8_t* src = split.data() + start;
     int32_t* dst = out + b * (context + 1);
+    if (r.fraction > 0.0) {
+      uint64_t state = static_cast<uint64_t>(index) * 0xD1B54A32D192ED03ull ^ static_cast<uint64_t>(b);
+      if (UniformUnit(state) < r.fraction) {
+        FillRepeated(src,
+                     r.min_span + static_cast<int64_t>(UniformBelow(
+                                      state, static_cast<uint64_t>(r.max_span - r.min_span + 1))),
+                     context, dst);
+        continue;
+      }
+    }
     for (int64_t t = 0; t <= context; ++t) dst[t] = src[t];
   }
 }

@@ -23,6 +23,18 @@ uint64_t SplitMix64(uint64_t& state);
 // integer generation in an interval"). n must be > 0.
 uint64_t UniformBelow(uint64_t& state, uint64_t n);
 
+// Rows that repeat a span of the text. With probability `fraction` a row of a batch is not a
+// window of the text but a span of it, `min_span` to `max_span` bytes long (uniform; max_span 0
+// stands for context / 2, so the span occurs at least twice), repeated until the row is full.
+// On such rows the next token is predictable by looking back at the span's earlier copy, which is
+// what an induction head does: a small model trained on plain text rarely gains enough from
+// copying to learn it, one trained with some repeated rows learns it within minutes (README).
+struct RepeatedSpans {
+  double fraction = 0.0;  // in [0, 1]; 0 = plain windows only
+  int64_t min_span = 8;
+  int64_t max_span = 0;
+};
+
 class Corpus {
  public:
   static constexpr int64_t kVocabSize = 256;
@@ -47,13 +59,20 @@ class Corpus {
   // Fills `out` with `batch` rows of context + 1 tokens, row-major, each a window of the split
   // starting at a uniformly random offset drawn with UniformBelow(rng_state, ...); advances
   // rng_state by exactly `batch` draws' worth. context may differ from the constructor's but
-  // context + 1 must fit in the split.
-  void SampleBatch(bool validation, int64_t batch, int64_t context, uint64_t& rng_state, int32_t* out) const;
+  // context + 1 must fit in the split. With repeat.fraction > 0 each row first draws whether it
+  // repeats a span, and a repeating row draws its span's length and start (see RepeatedSpans);
+  // with fraction 0 the stream of draws is the plain one. Throws attn::Error when `repeat` is
+  // out of range (fraction outside [0, 1], min_span < 1, max_span < min_span or > context).
+  void SampleBatch(bool validation, int64_t batch, int64_t context, uint64_t& rng_state, int32_t* out,
+                   const RepeatedSpans& repeat = {}) const;
 
   // Deterministic evaluation batch number `index` (>= 0): the rows' starts are evenly spaced over
   // the split (row r at (r + phase) / batch of the way), and the phase moves by the golden ratio
   // from one index to the next, so any number of consecutive batches stays spread out evenly.
-  void FixedBatch(bool validation, int64_t batch, int64_t context, int64_t index, int32_t* out) const;
+  // With repeat.fraction > 0, whether row r repeats a span and the span's length are a pure
+  // function of (index, r); its span starts where the plain row would.
+  void FixedBatch(bool validation, int64_t batch, int64_t context, int64_t index, int32_t* out,
+                  const RepeatedSpans& repeat = {}) const;
 
   // How often each byte value occurs in a split.
   std::array<int64_t, 256> ByteCounts(bool validation = false) const;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -242,6 +243,125 @@ TEST(Corpus, FixedBatchIsDeterministicAndSpread) {
     tenths.insert(static_cast<int>(v.find(row) * 10 / v.size()));
   }
   EXPECT_EQ(tenths.size(), 10u);
+}
+
+// The period of a row: the smallest p with row[t] == row[t - p] for every t >= p.
+int64_t Period(const std::vector<int32_t>& row) {
+  for (int64_t p = 1; p < static_cast<int64_t>(row.size()); ++p) {
+    bool ok = true;
+    for (size_t t = static_cast<size_t>(p); t < row.size() && ok; ++t)
+      ok = row[t] == row[t - static_cast<size_t>(p)];
+    if (ok) return p;
+  }
+  return static_cast<int64_t>(row.size());
+}
+
+TEST(Corpus, RepeatedSpansAreTiledSpansOfTheSplit) {
+  std::string letters;  // random, so that a short window pins down its place
+  uint64_t gen = 11;
+  for (int i = 0; i < 40000; ++i) letters += static_cast<char>('a' + UniformBelow(gen, 26));
+  Corpus c = Corpus::FromText(letters, 64);
+  const int64_t B = 200, T = 64;
+  std::vector<int32_t> out(B * (T + 1));
+  for (bool fixed : {false, true}) {
+    uint64_t rng = 3;
+    const RepeatedSpans all{1.0, 5, 20};
+    if (fixed)
+      c.FixedBatch(true, B, T, 2, out.data(), all);
+    else
+      c.SampleBatch(false, B, T, rng, out.data(), all);
+    const std::string_view split = c.text(fixed);
+    std::set<int64_t> periods;
+    for (int64_t b = 0; b < B; ++b) {
+      const std::vector<int32_t> row(out.begin() + b * (T + 1), out.begin() + (b + 1) * (T + 1));
+      const int64_t p = Period(row);
+      ASSERT_GE(p, 5) << "row " << b;
+      ASSERT_LE(p, 20) << "row " << b;
+      periods.insert(p);
+      std::string span;
+      for (int64_t t = 0; t < p; ++t) span += static_cast<char>(row[static_cast<size_t>(t)]);
+      EXPECT_NE(split.find(span), std::string_view::npos) << "row " << b << ": " << span;
+    }
+    EXPECT_EQ(periods.size(), 16u) << "every span length from 5 to 20 comes up in 200 rows";
+  }
+  // The default longest span is context / 2: every row holds its span at least twice.
+  uint64_t rng = 4;
+  c.SampleBatch(false, B, T, rng, out.data(), RepeatedSpans{1.0, 8, 0});
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t p =
+        Period(std::vector<int32_t>(out.begin() + b * (T + 1), out.begin() + (b + 1) * (T + 1)));
+    EXPECT_GE(p, 8);
+    EXPECT_LE(p, 32);
+  }
+}
+
+TEST(Corpus, RepeatedSpansFractionAndDeterminism) {
+  Corpus c = Corpus::FromText(Prose(20000), 32);
+  const int64_t B = 400, T = 32;
+  std::vector<int32_t> plain(B * (T + 1)), zero(B * (T + 1)), a(B * (T + 1)), b(B * (T + 1));
+  // Fraction 0 draws exactly the plain stream.
+  uint64_t s1 = 9, s2 = 9;
+  c.SampleBatch(false, B, T, s1, plain.data());
+  c.SampleBatch(false, B, T, s2, zero.data(), RepeatedSpans{0.0, 8, 0});
+  EXPECT_EQ(plain, zero);
+  EXPECT_EQ(s1, s2);
+  // The same state gives the same batch; about the requested share of rows repeat (Prose's
+  // own period is far longer than 16).
+  for (bool fixed : {false, true}) {
+    uint64_t r1 = 5, r2 = 5;
+    const RepeatedSpans quarter{0.25, 4, 16};
+    if (fixed) {
+      c.FixedBatch(true, B, T, 7, a.data(), quarter);
+      c.FixedBatch(true, B, T, 7, b.data(), quarter);
+    } else {
+      c.SampleBatch(false, B, T, r1, a.data(), quarter);
+      c.SampleBatch(false, B, T, r2, b.data(), quarter);
+      EXPECT_EQ(r1, r2);
+    }
+    EXPECT_EQ(a, b);
+    int repeating = 0;
+    for (int64_t row = 0; row < B; ++row)
+      repeating +=
+          Period(std::vector<int32_t>(a.begin() + row * (T + 1), a.begin() + (row + 1) * (T + 1))) <= 16;
+    EXPECT_GT(repeating, 70) << (fixed ? "FixedBatch" : "SampleBatch");  // ~100 of 400
+    EXPECT_LT(repeating, 130) << (fixed ? "FixedBatch" : "SampleBatch");
+  }
+}
+
+TEST(Corpus, RepeatedSpansErrors) {
+  Corpus c = Corpus::FromText(Prose(2000), 16);
+  std::vector<int32_t> out(17);
+  uint64_t rng = 1;
+  ExpectError(
+      [&] {
+        c.SampleBatch(false, 1, 16, rng, out.data(), RepeatedSpans{1.5, 8, 0});
+      },
+      {"SampleBatch", "fraction = 1.5", "[0, 1]"});
+  ExpectError(
+      [&] {
+        c.SampleBatch(false, 1, 16, rng, out.data(), RepeatedSpans{-0.1, 8, 0});
+      },
+      {"fraction = -0.1"});
+  ExpectError(
+      [&] {
+        c.SampleBatch(false, 1, 16, rng, out.data(), RepeatedSpans{std::nan(""), 8, 0});
+      },
+      {"fraction = nan"});
+  ExpectError(
+      [&] {
+        c.FixedBatch(true, 1, 16, 0, out.data(), RepeatedSpans{0.5, 0, 4});
+      },
+      {"FixedBatch", "min_span = 0"});
+  ExpectError(
+      [&] {
+        c.SampleBatch(false, 1, 16, rng, out.data(), RepeatedSpans{0.5, 8, 4});
+      },
+      {"max_span = 4", "min_span = 8"});
+  ExpectError(
+      [&] {
+        c.SampleBatch(false, 1, 16, rng, out.data(), RepeatedSpans{0.5, 8, 17});
+      },
+      {"max_span = 17", "context = 16"});
 }
 
 TEST(Corpus, ByteCounts) {

@@ -37,17 +37,19 @@ def corpus(tmp_path_factory):
 
 def train(corpus, out, *extra, layers="2"):
     """`attn train` with the TINY settings, any of which `extra` overrides."""
-    settings = dict(zip(TINY[::2], TINY[1::2]))
+    settings = {k: [v] for k, v in zip(TINY[::2], TINY[1::2])}
     flags = []
     i = 0
     while i < len(extra):
-        if i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            settings[extra[i]] = extra[i + 1]
-            i += 2
+        j = i + 1
+        while j < len(extra) and not extra[j].startswith("--"):
+            j += 1
+        if j > i + 1:
+            settings[extra[i]] = list(extra[i + 1:j])  # an option and its value(s)
         else:
             flags.append(extra[i])
-            i += 1
-    args = [a for kv in settings.items() for a in kv]
+        i = j
+    args = [a for k, values in settings.items() for a in (k, *values)]
     return run("train", "--corpus", corpus, "--out", str(out), "--layers", layers, *args, *flags)
 
 
@@ -166,6 +168,45 @@ def test_missing_corpus_and_bad_settings(tmp_path, corpus):
     assert r.returncode != 0 and "lr" in r.stderr
 
 
+def test_repeated_spans_are_recorded_and_resume_exactly(corpus, tmp_path):
+    rep = ("--repeat-fraction", "0.5", "--repeat-span", "4", "12")
+    straight, resumed, plain = tmp_path / "straight", tmp_path / "resumed", tmp_path / "plain"
+    assert train(corpus, straight, "--steps", "20", *rep).returncode == 0
+    data = json.loads((straight / "data.json").read_text())
+    assert data["repeat_fraction"] == 0.5
+    assert (data["repeat_min_span"], data["repeat_max_span"]) == (4, 12)
+    assert data["corpus_bytes"] == os.path.getsize(corpus)
+    r = train(corpus, resumed, "--steps", "20", "--until", "10", *rep)
+    assert r.returncode == 0, r.stderr
+    before = (resumed / "model.gguf").read_bytes()
+    # Resuming with other data settings would draw other batches: refused, checkpoint kept.
+    r = train(corpus, resumed, "--steps", "20", "--resume", "--repeat-fraction", "0.25", "--repeat-span", "4", "12")
+    assert r.returncode != 0
+    assert "repeat_fraction = 0.5" in r.stderr and "0.25" in r.stderr, r.stderr
+    assert (resumed / "model.gguf").read_bytes() == before
+    r = train(corpus, resumed, "--steps", "20", "--resume", *rep)
+    assert r.returncode == 0, r.stderr
+    assert (straight / "model.gguf").read_bytes() == (resumed / "model.gguf").read_bytes()
+    # The repeated rows change what is trained on.
+    assert train(corpus, plain, "--steps", "20").returncode == 0
+    assert (straight / "model.gguf").read_bytes() != (plain / "model.gguf").read_bytes()
+    assert json.loads((plain / "data.json").read_text())["repeat_fraction"] == 0
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--repeat-fraction", "1.5"], "--repeat-fraction 1.5 must be in [0, 1]"),
+    (["--repeat-fraction", "-0.5"], "--repeat-fraction -0.5"),
+    (["--repeat-fraction", "0.5", "--repeat-span", "20", "10"], "--repeat-span 20 10"),
+    (["--repeat-fraction", "0.5", "--repeat-span", "8", "40"], "--context (32)"),
+    (["--repeat-fraction", "0.5", "--repeat-span", "0", "4"], "1 <= MIN"),
+])
+def test_bad_repeat_flags_are_refused(corpus, tmp_path, flags, message):
+    r = train(corpus, tmp_path / "run", "--steps", "2", *flags)
+    assert r.returncode != 0
+    assert message in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "model.gguf").exists()
+
+
 def test_curves_draws_several_runs(corpus, tmp_path):
     for layers in ("1", "2"):
         r = train(corpus, tmp_path / f"L{layers}", "--steps", "10", layers=layers)
@@ -218,3 +259,36 @@ def test_curves_survive_nearly_flat_lines(corpus, tmp_path):
     r = train(corpus, out, "--steps", "15", "--resume")  # already at step 15: only redraws
     assert r.returncode == 0, r.stderr
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+KJV = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "attn", "corpus", "kjv.txt")
+
+
+def test_two_layers_form_an_induction_head_and_one_layer_does_not(tmp_path):
+    """The demonstration (scripts/train_demo.sh) at 1,200 steps instead of 3,000: on the King James
+    Bible with half the rows a repeated span, the 2-layer model's last layer grows an induction
+    head and uses its context (ICL score falls), the 1-layer model's does not. About a minute."""
+    assert os.path.exists(KJV), f"{KJV} is missing: scripts/setup.sh fetches it (scripts/fetch_corpus.sh)"
+    result = {}
+    for layers in ("1", "2"):
+        out = tmp_path / f"L{layers}"
+        r = run("train", "--corpus", KJV, "--out", str(out), "--layers", layers, "--d-model", "128", "--heads", "4",
+                "--context", "64", "--batch", "32", "--steps", "1200", "--lr", "2e-3", "--repeat-fraction", "0.5",
+                "--eval-every", "100", "--eval-batches", "2", "--threads", "2", "--json")
+        assert r.returncode == 0, r.stderr
+        result[layers] = json.loads(r.stdout)
+        rows = read_metrics(out / "metrics.csv")
+        first = max(float(v) for k, v in rows[1].items() if k.startswith("induction_"))  # step 100
+        assert first < 0.1, f"{layers} layer(s): induction {first} at step 100, before any training to speak of"
+    one, two = result["1"], result["2"]
+    assert max(one["max_induction_per_layer"]) < 0.1, one
+    assert two["max_induction_per_layer"][1] > 0.3, two
+    assert two["icl"] < one["icl"] - 0.3, (one["icl"], two["icl"])
+    assert two["val_loss"] < one["val_loss"] - 0.2, (one["val_loss"], two["val_loss"])
+    # `attn heads` opens the checkpoint and finds the head too: its probe leaves out the bytes
+    # that training never saw (the checkpoint marks them unused).
+    r = run("heads", "--json", "--model", two["checkpoint"])
+    assert r.returncode == 0, r.stderr
+    scores = json.loads(r.stdout)["heads_scores"]
+    best = max(scores, key=lambda h: h["induction"])
+    assert best["layer"] == 1 and best["induction"] > 0.25, best

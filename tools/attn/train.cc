@@ -35,7 +35,9 @@ constexpr double kInductionThreshold = 0.4;
 struct TrainArgs {
   TrainModelConfig model;
   TrainOptions options;
-  std::string corpus;  // empty = the default corpus (scripts/fetch_corpus.sh)
+  std::string corpus;                      // empty = the default corpus (scripts/fetch_corpus.sh)
+  RepeatedSpans repeat;                    // fraction from --repeat-fraction, spans below
+  std::vector<int64_t> repeat_span{8, 0};  // --repeat-span MIN MAX
   std::string out = "train-out";
   int64_t eval_every = 50;
   int64_t eval_batches = 4;
@@ -155,6 +157,18 @@ Series Named(const std::string& label) {
   return s;
 }
 
+// Fixes a loss chart's top at the highest loss after the first tenth of the steps, so that the
+// first steps' drop from ln 256 = 5.5 does not flatten the part where runs and phases differ.
+void ZoomPastStart(Chart& chart) {
+  double last_x = 0.0, top = -INFINITY;
+  for (const Series& s : chart.series)
+    for (double x : s.x) last_x = std::max(last_x, x);
+  for (const Series& s : chart.series)
+    for (size_t i = 0; i < s.x.size(); ++i)
+      if (s.x[i] >= 0.1 * last_x && std::isfinite(s.y[i])) top = std::max(top, s.y[i]);
+  if (std::isfinite(top)) chart.y_max = top;
+}
+
 // The first recorded step at which any head's induction score reaches the threshold, or -1.
 int64_t PhaseChangeStep(const std::vector<Record>& records) {
   for (const Record& r : records)
@@ -187,6 +201,7 @@ void WriteCurves(const TrainModelConfig& c, const std::vector<Record>& records, 
     }
   }
   loss.series = {train, val};
+  ZoomPastStart(loss);
   icl.series = {icl_s};
   induction.series = ind;
   previous.series = prev;
@@ -210,6 +225,20 @@ void RunTrain(const TrainArgs& args) {
   if (args.save_every < 1) throw Error("--save-every " + std::to_string(args.save_every) + " must be >= 1");
   const TrainModelConfig& c = args.model;
   const Corpus corpus(corpus_path, c.context);
+  RepeatedSpans repeat = args.repeat;
+  repeat.min_span = args.repeat_span.at(0);
+  repeat.max_span =
+      args.repeat_span.at(1) == 0 ? std::max<int64_t>(c.context / 2, 1) : args.repeat_span.at(1);
+  if (!(repeat.fraction >= 0.0 && repeat.fraction <= 1.0)) {
+    char value[32];
+    std::snprintf(value, sizeof value, "%g", repeat.fraction);
+    throw Error(std::string("--repeat-fraction ") + value + " must be in [0, 1]");
+  }
+  if (repeat.fraction > 0.0 &&
+      (repeat.min_span < 1 || repeat.max_span < repeat.min_span || repeat.max_span > c.context)) {
+    throw Error("--repeat-span " + std::to_string(repeat.min_span) + " " + std::to_string(repeat.max_span) +
+                ": needs 1 <= MIN <= MAX <= --context (" + std::to_string(c.context) + ")");
+  }
   if (c.vocab_size != 256) throw Error("--vocab: byte-level training needs a vocabulary of 256");
   Trainer trainer(c, args.options);
 
@@ -218,9 +247,30 @@ void RunTrain(const TrainArgs& args) {
   const std::string csv_path = (fs::path(args.out) / "metrics.csv").string();
   const std::string png_path = (fs::path(args.out) / "curves.png").string();
 
+  // What the batches are drawn from, kept beside the checkpoint: a resumed run must draw the same.
+  const std::string data_path = (fs::path(args.out) / "data.json").string();
+  const nlohmann::json data = {{"corpus_bytes", corpus.size()},
+                               {"repeat_fraction", repeat.fraction},
+                               {"repeat_min_span", repeat.min_span},
+                               {"repeat_max_span", repeat.max_span}};
   std::vector<Record> records;
   if (args.resume) {
     if (!fs::exists(ckpt)) throw Error("--resume: no checkpoint at " + ckpt);
+    if (fs::exists(data_path)) {
+      nlohmann::json saved;
+      try {
+        std::ifstream(data_path) >> saved;
+      } catch (const nlohmann::json::exception& e) {
+        throw Error("--resume: " + data_path + " is not valid JSON (" + e.what() + ")");
+      }
+      for (const auto& [key, value] : data.items()) {
+        if (!saved.contains(key) || saved[key] != value) {
+          throw Error("--resume: the run in " + args.out + " drew its batches with " + key + " = " +
+                      (saved.contains(key) ? saved[key].dump() : std::string("(missing)")) +
+                      ", this one with " + value.dump() + " (pass the run's corpus and --repeat-* flags)");
+        }
+      }
+    }
     LoadCheckpoint(trainer, ckpt);
     trainer.mutable_options().steps = args.options.steps;
     // Keep the recorded rows up to the checkpoint's step.
@@ -252,7 +302,7 @@ void RunTrain(const TrainArgs& args) {
     std::vector<float> all(static_cast<size_t>(args.eval_batches * B * T));
     double sum = 0.0;
     for (int64_t i = 0; i < args.eval_batches; ++i) {
-      corpus.FixedBatch(/*validation=*/true, B, T, i, batch.data());
+      corpus.FixedBatch(/*validation=*/true, B, T, i, batch.data(), repeat);
       sum += trainer.Losses(batch, B, all.data() + i * B * T);
     }
     r.val_loss = sum / static_cast<double>(args.eval_batches);
@@ -261,6 +311,11 @@ void RunTrain(const TrainArgs& args) {
     r.induction = s.induction;
     r.previous_token = s.previous_token;
   };
+  if (!args.resume) {
+    std::ofstream out(data_path);
+    out << data.dump(1) << "\n";
+    if (!out) throw Error("cannot write " + data_path);
+  }
   auto save = [&] {
     SaveCheckpoint(trainer, ckpt);
     std::ofstream out(csv_path + ".tmp");
@@ -293,7 +348,7 @@ void RunTrain(const TrainArgs& args) {
   while (trainer.step() < stop) {
     const int64_t s = trainer.step();
     uint64_t rng = BatchSeed(args.options.seed, s);
-    corpus.SampleBatch(/*validation=*/false, B, T, rng, batch.data());
+    corpus.SampleBatch(/*validation=*/false, B, T, rng, batch.data(), repeat);
     const auto t0 = std::chrono::steady_clock::now();
     const float loss = trainer.ForwardBackward(batch, B);
     auto fail = [&](const std::string& what) {
@@ -426,6 +481,7 @@ void RunCurves(const CurvesArgs& args) {
     induction.series.push_back(ind);
     previous.series.push_back(prev);
   }
+  ZoomPastStart(loss);
   WritePng({loss, icl, induction, previous}, 2, args.out);
   std::printf("%s\n", args.out.c_str());
 }
@@ -442,6 +498,14 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--corpus", args->corpus,
                   "Text file to train on (default: the King James Bible, fetched by "
                   "scripts/fetch_corpus.sh)");
+  cmd->add_option("--repeat-fraction", args->repeat.fraction,
+                  "Share of the rows (training and validation) that are a span of the text repeated to fill "
+                  "the row, so that copying from context pays (0: plain text)")
+      ->capture_default_str();
+  cmd->add_option("--repeat-span", args->repeat_span,
+                  "Shortest and longest repeated span in bytes (0 = context / 2)")
+      ->expected(2)
+      ->capture_default_str();
   cmd->add_option("--out", args->out, "Directory for model.gguf, metrics.csv and curves.png")
       ->capture_default_str();
   cmd->add_option("--layers", m.n_layers, "Transformer blocks")->capture_default_str();
