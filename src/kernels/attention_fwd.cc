@@ -34,8 +34,13 @@ constexpr int64_t kKeyTile = 128;  // keys per tile
 // Register tile: kRows keys (QK) or head dims (PV) x kLaneVecs vectors of accumulators, plus
 // kLaneVecs operand registers and one broadcast, within the target's vector registers.
 #if HWY_TARGET <= HWY_AVX3
-constexpr int64_t kLaneVecs = 4;  // 24 accumulators of 32 zmm registers
-constexpr int kRows = 6;
+#ifndef ATTN_AVX3_LANE_VECS
+// 24 accumulators of 32 zmm registers. 2 x 12, 3 x 8 and 2 x 10 were no faster (BENCHMARKS.md).
+#define ATTN_AVX3_LANE_VECS 4
+#define ATTN_AVX3_ROWS 6
+#endif
+constexpr int64_t kLaneVecs = ATTN_AVX3_LANE_VECS;
+constexpr int kRows = ATTN_AVX3_ROWS;
 #else
 #ifndef ATTN_LANE_VECS
 #define ATTN_LANE_VECS 3
