@@ -45,9 +45,16 @@ namespace {
 // the target's vector registers). kKey*: products whose columns are keys (S, dP, dK^T, dV^T);
 // kDim*: dQ, whose columns are head dims. BK = kKeyVecs * lanes * kKeyChunks keys per tile.
 #if HWY_TARGET <= HWY_AVX3
-constexpr int kKeyRows = 6, kKeyVecs = 4;  // 24 + 4 + 1 of 32 zmm
-constexpr int kDimRows = 6, kDimVecs = 4;
-constexpr int kKeyChunks = 1;  // BK = 64
+#ifndef ATTN_BWD3_KEY_ROWS    // tuning overrides (define all five): -DATTN_BWD3_KEY_ROWS=.. etc.
+#define ATTN_BWD3_KEY_ROWS 6  // 24 + 4 + 1 of 32 zmm
+#define ATTN_BWD3_KEY_VECS 4
+#define ATTN_BWD3_DIM_ROWS 6
+#define ATTN_BWD3_DIM_VECS 4
+#define ATTN_BWD3_KEY_CHUNKS 1  // BK = 64
+#endif
+constexpr int kKeyRows = ATTN_BWD3_KEY_ROWS, kKeyVecs = ATTN_BWD3_KEY_VECS;
+constexpr int kDimRows = ATTN_BWD3_DIM_ROWS, kDimVecs = ATTN_BWD3_DIM_VECS;
+constexpr int kKeyChunks = ATTN_BWD3_KEY_CHUNKS;
 #else
 // 6 x 2 beats the forward's 4 x 3 here: 12 accumulators leave 4 registers free (no spill), and
 // a micro-benchmark of these products on this machine's AVX2 gave 80-90 against 55-65 GFLOP/s
