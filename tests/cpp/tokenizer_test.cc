@@ -16,57 +16,14 @@
 
 #include "attn/error.h"
 #include "format/gguf.h"
+#include "format/gguf_writer.h"
 #include "tokenizer/unicode.h"
 
 namespace attn {
 namespace {
 
 // ---------------------------------------------------------------------------------------------------
-// A tokenizer GGUF written by hand.
-
-struct GgufWriter {
-  std::vector<uint8_t> b;
-  uint64_t n_kv = 0;
-  template <typename T>
-  void Put(T x) {
-    const auto* p = reinterpret_cast<const uint8_t*>(&x);
-    b.insert(b.end(), p, p + sizeof(T));
-  }
-  void Str(const std::string& s) {
-    Put<uint64_t>(s.size());
-    b.insert(b.end(), s.begin(), s.end());
-  }
-  GgufWriter& KvStr(const std::string& key, const std::string& value) {
-    Str(key), Put<uint32_t>(8), Str(value), ++n_kv;
-    return *this;
-  }
-  GgufWriter& KvU32(const std::string& key, uint32_t value) {
-    Str(key), Put<uint32_t>(4), Put<uint32_t>(value), ++n_kv;
-    return *this;
-  }
-  GgufWriter& KvBool(const std::string& key, bool value) {
-    Str(key), Put<uint32_t>(7), Put<uint8_t>(value), ++n_kv;
-    return *this;
-  }
-  GgufWriter& KvStrings(const std::string& key, const std::vector<std::string>& values) {
-    Str(key), Put<uint32_t>(9), Put<uint32_t>(8), Put<uint64_t>(values.size()), ++n_kv;
-    for (const auto& v : values) Str(v);
-    return *this;
-  }
-  GgufWriter& KvI32s(const std::string& key, const std::vector<int32_t>& values) {
-    Str(key), Put<uint32_t>(9), Put<uint32_t>(5), Put<uint64_t>(values.size()), ++n_kv;
-    for (int32_t v : values) Put<int32_t>(v);
-    return *this;
-  }
-  // The whole file: header, the key/values added so far, no tensors.
-  std::vector<uint8_t> Bytes() const {
-    GgufWriter h;
-    h.b = {'G', 'G', 'U', 'F'};
-    h.Put<uint32_t>(3), h.Put<uint64_t>(0), h.Put<uint64_t>(n_kv);
-    h.b.insert(h.b.end(), b.begin(), b.end());
-    return h.b;
-  }
-};
+// Tokenizer GGUF files are written with gguf::Writer (src/format/gguf_writer.h), no tensors.
 
 std::string ByteChars(const std::string& bytes) {
   std::string out;
@@ -103,11 +60,14 @@ struct TinyVocab {
       if (tokens[i] == text) return static_cast<int32_t>(i);
     return -1;
   }
-  GgufWriter Writer(const std::string& pre = "gpt-2") const {
-    GgufWriter w;
-    w.KvStr("tokenizer.ggml.model", "gpt2").KvStr("tokenizer.ggml.pre", pre);
-    w.KvStrings("tokenizer.ggml.tokens", tokens).KvI32s("tokenizer.ggml.token_type", types);
-    w.KvStrings("tokenizer.ggml.merges", merges).KvU32("tokenizer.ggml.eos_token_id", Id("<|im_end|>"));
+  gguf::Writer Writer(const std::string& pre = "gpt-2") const {
+    gguf::Writer w;
+    w.SetString("tokenizer.ggml.model", "gpt2");
+    w.SetString("tokenizer.ggml.pre", pre);
+    w.SetStrings("tokenizer.ggml.tokens", tokens);
+    w.SetI32s("tokenizer.ggml.token_type", types);
+    w.SetStrings("tokenizer.ggml.merges", merges);
+    w.SetU32("tokenizer.ggml.eos_token_id", Id("<|im_end|>"));
     return w;
   }
 };
@@ -127,7 +87,7 @@ void ExpectRejected(const std::vector<uint8_t>& bytes, const std::string& fragme
 
 TEST(TokenizerTiny, MergesLowestRankFirstLeftmostOnTies) {
   const TinyVocab v;
-  const Tokenizer t = Load(v.Writer().Bytes());
+  const Tokenizer t = Load(v.Writer().ToBytes());
   // "aaa": "a a" (rank 0) applies at 0-1 first (leftmost), then "aa a" (rank 3).
   EXPECT_EQ(t.Encode("aaa"), std::vector<int32_t>{v.Id("aaa")});
   // "aaaa": two "aa" (leftmost first), no "aa aa" merge.
@@ -140,17 +100,17 @@ TEST(TokenizerTiny, MergesLowestRankFirstLeftmostOnTies) {
 TEST(TokenizerTiny, PreTokenizerCutsBeforeMerging) {
   const TinyVocab v;
   // gpt-2: "12" is one piece, merged; smollm: digits are pieces of their own, not merged.
-  EXPECT_EQ(Load(v.Writer("gpt-2").Bytes()).Encode("12"), std::vector<int32_t>{v.Id("12")});
-  EXPECT_EQ(Load(v.Writer("smollm").Bytes()).Encode("12"), (std::vector<int32_t>{'1', '2'}));
+  EXPECT_EQ(Load(v.Writer("gpt-2").ToBytes()).Encode("12"), std::vector<int32_t>{v.Id("12")});
+  EXPECT_EQ(Load(v.Writer("smollm").ToBytes()).Encode("12"), (std::vector<int32_t>{'1', '2'}));
   // "a a" never merges across the piece boundary of "a" | " a".
-  EXPECT_EQ(Load(v.Writer().Bytes()).Encode("a a"), (std::vector<int32_t>{'a', v.Id("Ġa")}));
+  EXPECT_EQ(Load(v.Writer().ToBytes()).Encode("a a"), (std::vector<int32_t>{'a', v.Id("Ġa")}));
   // \s+(?!\S): of three spaces before a word, the last one goes with the word.
-  EXPECT_EQ(Load(v.Writer().Bytes()).Encode("   a"), (std::vector<int32_t>{' ', ' ', v.Id("Ġa")}));
+  EXPECT_EQ(Load(v.Writer().ToBytes()).Encode("   a"), (std::vector<int32_t>{' ', ' ', v.Id("Ġa")}));
 }
 
 TEST(TokenizerTiny, SpecialTokensSplitFirst) {
   const TinyVocab v;
-  const Tokenizer t = Load(v.Writer().Bytes());
+  const Tokenizer t = Load(v.Writer().ToBytes());
   const int32_t start = v.Id("<|im_start|>"), end = v.Id("<|im_end|>"), endx = v.Id("<|im_end|>x");
   EXPECT_EQ(t.Encode("<|im_start|>hi<|im_end|>"), (std::vector<int32_t>{start, v.Id("hi"), end}));
   // The longer special wins where both match.
@@ -176,9 +136,9 @@ TEST(TokenizerTiny, SpecialTokensSplitFirst) {
 TEST(TokenizerTiny, RoundTripsAnyBytes) {
   const TinyVocab v;
   for (const char* pre : {"gpt-2", "smollm", "default", "llama-bpe"}) {
-    GgufWriter w = v.Writer(pre);
-    w.KvU32("tokenizer.ggml.bos_token_id", v.Id("<|im_start|>"));  // llama3 adds BOS, so needs one
-    const Tokenizer t = Load(w.Bytes());
+    gguf::Writer w = v.Writer(pre);
+    w.SetU32("tokenizer.ggml.bos_token_id", v.Id("<|im_start|>"));  // llama3 adds BOS, so needs one
+    const Tokenizer t = Load(w.ToBytes());
     std::mt19937 rng(42);
     for (int trial = 0; trial < 300; ++trial) {
       std::string s(rng() % 40, '\0');
@@ -191,13 +151,13 @@ TEST(TokenizerTiny, RoundTripsAnyBytes) {
 }
 
 TEST(TokenizerTiny, EmptyInput) {
-  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  const Tokenizer t = Load(TinyVocab().Writer().ToBytes());
   EXPECT_TRUE(t.Encode("").empty());
   EXPECT_EQ(t.Decode({}), "");
 }
 
 TEST(TokenizerTiny, RejectsBadIdsInDecode) {
-  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  const Tokenizer t = Load(TinyVocab().Writer().ToBytes());
   const std::vector<int32_t> bad = {1, t.vocab_size()};
   EXPECT_THROW(t.Decode(bad), Error);
   EXPECT_THROW(t.TokenToPiece(-1), Error);
@@ -205,51 +165,55 @@ TEST(TokenizerTiny, RejectsBadIdsInDecode) {
 
 TEST(TokenizerTiny, RejectsBadFiles) {
   const TinyVocab v;
-  GgufWriter w;
-  w.KvStr("tokenizer.ggml.model", "llama");
-  ExpectRejected(w.Bytes(), "tokenizer.ggml.model = 'llama' is not supported");
-  ExpectRejected(v.Writer("qwen2").Bytes(),
+  gguf::Writer w;
+  w.SetString("tokenizer.ggml.model", "llama");
+  ExpectRejected(w.ToBytes(), "tokenizer.ggml.model = 'llama' is not supported");
+  ExpectRejected(v.Writer("qwen2").ToBytes(),
                  "tokenizer.ggml.pre = 'qwen2' is not supported (supported: default");
-  ExpectRejected(GgufWriter().Bytes(), "tokenizer.ggml.model is missing");
+  ExpectRejected(gguf::Writer().ToBytes(), "tokenizer.ggml.model is missing");
 
-  GgufWriter no_tokens;
-  no_tokens.KvStr("tokenizer.ggml.model", "gpt2");
-  ExpectRejected(no_tokens.Bytes(), "tokenizer.ggml.tokens is missing");
+  gguf::Writer no_tokens;
+  no_tokens.SetString("tokenizer.ggml.model", "gpt2");
+  ExpectRejected(no_tokens.ToBytes(), "tokenizer.ggml.tokens is missing");
 
-  GgufWriter short_types;
-  short_types.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", v.tokens);
-  short_types.KvI32s("tokenizer.ggml.token_type", {1, 1});
-  ExpectRejected(short_types.Bytes(), "tokenizer.ggml.token_type has 2 entries");
+  gguf::Writer short_types;
+  short_types.SetString("tokenizer.ggml.model", "gpt2");
+  short_types.SetStrings("tokenizer.ggml.tokens", v.tokens);
+  short_types.SetI32s("tokenizer.ggml.token_type", {1, 1});
+  ExpectRejected(short_types.ToBytes(), "tokenizer.ggml.token_type has 2 entries");
 
-  GgufWriter ints_as_tokens;
-  ints_as_tokens.KvStr("tokenizer.ggml.model", "gpt2").KvI32s("tokenizer.ggml.tokens", {1, 2});
-  ExpectRejected(ints_as_tokens.Bytes(), "tokenizer.ggml.tokens");
+  gguf::Writer ints_as_tokens;
+  ints_as_tokens.SetString("tokenizer.ggml.model", "gpt2");
+  ints_as_tokens.SetI32s("tokenizer.ggml.tokens", {1, 2});
+  ExpectRejected(ints_as_tokens.ToBytes(), "tokenizer.ggml.tokens");
 
-  GgufWriter bad_bos = v.Writer();
-  bad_bos.KvU32("tokenizer.ggml.bos_token_id", 100000);
-  ExpectRejected(bad_bos.Bytes(), "tokenizer.ggml.bos_token_id = 100000");
+  gguf::Writer bad_bos = v.Writer();
+  bad_bos.SetU32("tokenizer.ggml.bos_token_id", 100000);
+  ExpectRejected(bad_bos.ToBytes(), "tokenizer.ggml.bos_token_id = 100000");
 
-  GgufWriter dup;
-  dup.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", {"a", "b", "a"});
-  dup.KvStrings("tokenizer.ggml.merges", {});
-  ExpectRejected(dup.Bytes(), "tokenizer.ggml.tokens[2] = 'a' duplicates token 0");
+  gguf::Writer dup;
+  dup.SetString("tokenizer.ggml.model", "gpt2");
+  dup.SetStrings("tokenizer.ggml.tokens", {"a", "b", "a"});
+  dup.SetStrings("tokenizer.ggml.merges", {});
+  ExpectRejected(dup.ToBytes(), "tokenizer.ggml.tokens[2] = 'a' duplicates token 0");
 }
 
 TEST(TokenizerTiny, MalformedMergeIsNamed) {
   const TinyVocab v;
-  GgufWriter w;
-  w.KvStr("tokenizer.ggml.model", "gpt2").KvStrings("tokenizer.ggml.tokens", v.tokens);
-  w.KvStrings("tokenizer.ggml.merges", {"a a", "nospace"});
-  ExpectRejected(w.Bytes(), "tokenizer.ggml.merges[1] = 'nospace'");
+  gguf::Writer w;
+  w.SetString("tokenizer.ggml.model", "gpt2");
+  w.SetStrings("tokenizer.ggml.tokens", v.tokens);
+  w.SetStrings("tokenizer.ggml.merges", {"a a", "nospace"});
+  ExpectRejected(w.ToBytes(), "tokenizer.ggml.merges[1] = 'nospace'");
 }
 
 TEST(TokenizerTiny, ChatTemplateWithoutTemplateIsPlainChatMl) {
-  const Tokenizer t = Load(TinyVocab().Writer().Bytes());
+  const Tokenizer t = Load(TinyVocab().Writer().ToBytes());
   EXPECT_EQ(t.ApplyChatTemplate({{"user", "hi"}}, true),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-  GgufWriter w = TinyVocab().Writer();
-  w.KvStr("tokenizer.chat_template", "{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]");
-  EXPECT_THROW(Load(w.Bytes()).ApplyChatTemplate({{"user", "hi"}}, true), Error);
+  gguf::Writer w = TinyVocab().Writer();
+  w.SetString("tokenizer.chat_template", "{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]");
+  EXPECT_THROW(Load(w.ToBytes()).ApplyChatTemplate({{"user", "hi"}}, true), Error);
 }
 
 // ---------------------------------------------------------------------------------------------------
