@@ -248,11 +248,13 @@ void RunTrain(const TrainArgs& args) {
   const std::string png_path = (fs::path(args.out) / "curves.png").string();
 
   // What the batches are drawn from, kept beside the checkpoint: a resumed run must draw the same.
+  // Without repeated rows the span lengths are never drawn, so they are recorded as 0.
   const std::string data_path = (fs::path(args.out) / "data.json").string();
+  const bool repeats = repeat.fraction > 0.0;
   const nlohmann::json data = {{"corpus_bytes", corpus.size()},
                                {"repeat_fraction", repeat.fraction},
-                               {"repeat_min_span", repeat.min_span},
-                               {"repeat_max_span", repeat.max_span}};
+                               {"repeat_min_span", repeats ? repeat.min_span : 0},
+                               {"repeat_max_span", repeats ? repeat.max_span : 0}};
   std::vector<Record> records;
   if (args.resume) {
     if (!fs::exists(ckpt)) throw Error("--resume: no checkpoint at " + ckpt);
