@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "attn/error.h"
+#include "attn/tokenizer.h"
 #include "format/gguf.h"
 #include "format/gguf_writer.h"
 #include "model/weights.h"
@@ -320,21 +321,12 @@ void ReadCheckpoint(const std::string& path, const TrainModelConfig& expect, std
     loaded[i].v = copy(tensor(kAdamV + p.name, p));
   }
 
-  // The token types: every token seen unless marked unused (a file without them: all seen).
+  // The token types, read by the model's own tokenizer loader: every token seen unless marked
+  // unused (a file without a tokenizer: all seen).
   std::vector<uint8_t> seen(static_cast<size_t>(expect.vocab_size), 1);
-  if (const gguf::Value* types = f.Find("tokenizer.ggml.token_type")) {
-    const auto* array = std::get_if<std::shared_ptr<gguf::Array>>(&types->data);
-    if (types->type != gguf::ValueType::kArray || array == nullptr || !*array ||
-        (*array)->size() != seen.size())
-      Fail(path, "tokenizer.ggml.token_type = ", types->ToString(), " (expected ", seen.size(), " integers)");
-    for (size_t i = 0; i < seen.size(); ++i) {
-      const gguf::Value& t = (**array)[i];
-      const auto* u = std::get_if<uint64_t>(&t.data);
-      const auto* s = std::get_if<int64_t>(&t.data);
-      if (u == nullptr && s == nullptr)
-        Fail(path, "tokenizer.ggml.token_type[", i, "] = ", t.ToString(), " (not an integer)");
-      seen[i] = (u != nullptr ? *u == static_cast<uint64_t>(kTokenUnused) : *s == kTokenUnused) ? 0 : 1;
-    }
+  if (f.Find("tokenizer.ggml.model") != nullptr) {
+    const Tokenizer tok = Tokenizer::FromGGUF(f);
+    for (size_t i = 0; i < seen.size(); ++i) seen[i] = tok.IsUnused(static_cast<int32_t>(i)) ? 0 : 1;
   }
 
   // Commit: moves only, nothing left that can throw.

@@ -74,13 +74,19 @@ RepeatedSpans Resolve(const RepeatedSpans& r, int64_t context, const char* what)
   }
   RepeatedSpans out = r;
   if (out.fraction == 0.0) return out;  // the spans are never drawn
-  if (out.max_span == 0) out.max_span = std::max<int64_t>(context / 2, 1);
+  out.max_span = r.MaxSpan(context);
   if (out.min_span < 1) throw Error(where + "min_span = " + std::to_string(out.min_span) + " (must be >= 1)");
   if (out.max_span < out.min_span || out.max_span > context) {
     throw Error(where + "max_span = " + std::to_string(out.max_span) + " (must be in [min_span = " +
                 std::to_string(out.min_span) + ", context = " + std::to_string(context) + "])");
   }
   return out;
+}
+
+// A span length drawn uniformly from [min_span, max_span] of resolved spans.
+int64_t DrawSpan(const RepeatedSpans& r, uint64_t& state) {
+  return r.min_span +
+         static_cast<int64_t>(UniformBelow(state, static_cast<uint64_t>(r.max_span - r.min_span + 1)));
 }
 
 // Fills dst[0..context] with `span` bytes from src repeated.
@@ -191,8 +197,7 @@ void Corpus::SampleBatch(bool validation, int64_t batch, int64_t context, uint64
   for (int64_t b = 0; b < batch; ++b) {
     int32_t* dst = out + b * (context + 1);
     if (r.fraction > 0.0 && UniformUnit(rng_state) < r.fraction) {
-      const int64_t span = r.min_span + static_cast<int64_t>(UniformBelow(
-                                            rng_state, static_cast<uint64_t>(r.max_span - r.min_span + 1)));
+      const int64_t span = DrawSpan(r, rng_state);
       FillRepeated(split.data() + UniformBelow(rng_state, split.size() - static_cast<uint64_t>(span) + 1),
                    span, context, dst);
       continue;
@@ -218,10 +223,7 @@ void Corpus::FixedBatch(bool validation, int64_t batch, int64_t context, int64_t
     if (r.fraction > 0.0) {
       uint64_t state = static_cast<uint64_t>(index) * 0xD1B54A32D192ED03ull ^ static_cast<uint64_t>(b);
       if (UniformUnit(state) < r.fraction) {
-        FillRepeated(src,
-                     r.min_span + static_cast<int64_t>(UniformBelow(
-                                      state, static_cast<uint64_t>(r.max_span - r.min_span + 1))),
-                     context, dst);
+        FillRepeated(src, DrawSpan(r, state), context, dst);
         continue;
       }
     }

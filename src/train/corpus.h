@@ -6,6 +6,7 @@
 // are a pure function of their index.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <span>
@@ -33,6 +34,10 @@ struct RepeatedSpans {
   double fraction = 0.0;  // in [0, 1]; 0 = plain windows only
   int64_t min_span = 8;
   int64_t max_span = 0;
+  // The longest span for this context (max_span, or context / 2 when it is 0).
+  int64_t MaxSpan(int64_t context) const {
+    return max_span != 0 ? max_span : std::max<int64_t>(context / 2, 1);
+  }
 };
 
 class Corpus {

@@ -227,8 +227,8 @@ void RunTrain(const TrainArgs& args) {
   const Corpus corpus(corpus_path, c.context);
   RepeatedSpans repeat = args.repeat;
   repeat.min_span = args.repeat_span.at(0);
-  repeat.max_span =
-      args.repeat_span.at(1) == 0 ? std::max<int64_t>(c.context / 2, 1) : args.repeat_span.at(1);
+  repeat.max_span = args.repeat_span.at(1);
+  repeat.max_span = repeat.MaxSpan(c.context);
   if (!(repeat.fraction >= 0.0 && repeat.fraction <= 1.0)) {
     char value[32];
     std::snprintf(value, sizeof value, "%g", repeat.fraction);
