@@ -3,6 +3,7 @@
 #include "attn/attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -10,6 +11,10 @@
 #include "attn/error.h"
 #include "hwy/targets.h"
 #include "kernels/attention_params.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 namespace attn {
 namespace kernels {
@@ -35,11 +40,31 @@ int64_t DecodeSplits(const kernels::AttentionParams& p) {
 
 std::mutex target_mutex;
 
+// The bf16 dot-product kernel is a pseudo-target on top of Highway's AVX3: usable where Highway
+// found AVX-512 (CPU and OS) and CPUID leaf 7 subleaf 1 reports AVX512_BF16 (EAX bit 5).
+constexpr char kBf16DotTarget[] = "AVX3_BF16";
+
+bool DetectBf16Dot() {
+#if (defined(__x86_64__) || defined(__i386__)) && (HWY_TARGETS & HWY_AVX3)
+  if ((hwy::SupportedTargets() & HWY_AVX3) == 0) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
+  return (a >> 5) & 1u;
+#else
+  return false;
+#endif
+}
+
+// Detected once, before any test restricts Highway's targets.
+const bool bf16_dot_here = DetectBf16Dot();
+std::atomic<bool> bf16_dot_on{bf16_dot_here};
+
 }  // namespace
 
 void Attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const AttentionOptions& options) {
-  const kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
+  kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
+  p.bf16_dot = bf16_dot_on.load(std::memory_order_relaxed);
   if (p.batch == 0 || p.seq_q == 0 || p.n_heads == 0) return;
   // The entropy is tracked by the prefill kernel only.
   if (p.entropy == nullptr && p.group * p.seq_q <= kMaxDecodeRows) {
@@ -51,29 +76,39 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
 
 std::vector<std::string> SimdTargets() {
   std::vector<std::string> names;
-  for (int64_t t : hwy::SupportedAndGeneratedTargets()) names.push_back(hwy::TargetName(t));
+  for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
+    if (t == HWY_AVX3 && bf16_dot_here) names.push_back(kBf16DotTarget);
+    names.push_back(hwy::TargetName(t));
+  }
   return names;
 }
 
 void SetSimdTarget(const std::string& name) {
   std::lock_guard<std::mutex> lock(target_mutex);
-  if (name.empty()) {
-    hwy::SetSupportedTargetsForTest(0);
+  hwy::SetSupportedTargetsForTest(0);
+  bf16_dot_on = bf16_dot_here;
+  if (name.empty()) return;
+  if (bf16_dot_here && name == kBf16DotTarget) {
+    hwy::SetSupportedTargetsForTest(HWY_AVX3);
     return;
   }
-  hwy::SetSupportedTargetsForTest(0);
+  bf16_dot_on = false;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
     if (name == hwy::TargetName(t)) {
       hwy::SetSupportedTargetsForTest(t);
       return;
     }
   }
+  bf16_dot_on = bf16_dot_here;
   std::string known;
   for (const auto& n : SimdTargets()) known += (known.empty() ? "" : ", ") + n;
   throw Error("set_simd_target: target '" + name + "' is not compiled or not supported here (have: " + known +
               ")");
 }
 
-std::string CurrentSimdTarget() { return kernels::TargetNameDispatch(); }
+std::string CurrentSimdTarget() {
+  const std::string name = kernels::TargetNameDispatch();
+  return bf16_dot_on && name == hwy::TargetName(HWY_AVX3) ? kBf16DotTarget : name;
+}
 
 }  // namespace attn

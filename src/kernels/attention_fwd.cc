@@ -8,6 +8,12 @@
 //   O^T[d, r] = alpha[r] O^T[d, r] + sum_j V[j, d] * P^T[j, r]
 // K and V are read in place (float32) or converted per tile, Q is transposed once per task, and
 // nothing of size Sq x Sk exists beyond one BQ x kKeyTile tile.
+//
+// bf16 inputs on a CPU with AVX512_BF16 take the same path with the two products done by
+// vdpbf16ps (two bf16 products summed into each float32 lane, twice the FMA's work per
+// instruction): Q^T in pairs along the head dimension against K's pairs broadcast in place for the
+// scores, and P^T rounded to bf16 in pairs of keys against V repacked in pairs of keys for O^T.
+// Scores, softmax and O^T stay float32; P is rounded to bf16 as FlashAttention does on GPUs.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -69,6 +75,11 @@ struct BlockState {
   float* alpha;
   int32_t* lo;  // [BQ] visible key range per row, clamped to the task's keys
   int32_t* hi;
+  // bf16 dot path: 32-bit words holding two bf16 values (low half first).
+  uint32_t* qp;  // [D/2][BQ] Q^T, pairs of head dims (unscaled)
+  uint16_t* kb;  // [kKeyTile][D rounded up to even] K copied and zero-padded (odd D or strided K)
+  uint32_t* pp;  // [kKeyTile/2][BQ] P^T, pairs of keys
+  uint32_t* vp;  // [kKeyTile/2][D] V, pairs of keys
 };
 
 // S^T[j0 + i, :] = K[j0 + i, :] . Q^T for R keys.
@@ -131,8 +142,159 @@ HWY_INLINE void AccumulateTail(int n, DF d, const float* st, int64_t BQ, int64_t
   }
 }
 
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+// The bf16 dot path. Its functions add AVX512_BF16 to this target's instruction set, so they may
+// run only where the CPU has it: Attention() checks CPUID before it sets `bf16_dot`.
+#undef ATTN_HAVE_BF16_DOT
+#undef ATTN_BF16_DOT
+#define ATTN_HAVE_BF16_DOT 1
+#define ATTN_BF16_DOT __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
+
+static_assert(kKeyTile % 2 == 0, "keys are paired");
+
+// Word permutation that interleaves the two 256-bit halves of a register: word 2i = low half's
+// word i, word 2i + 1 = high half's word i (two rows of bf16 -> one row of pairs).
+alignas(64) constexpr uint16_t kInterleave[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                                  21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+                                                  11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+ATTN_BF16_DOT HWY_INLINE __m512bh AsPairs(__m512i x) { return reinterpret_cast<__m512bh>(x); }
+
+ATTN_BF16_DOT HWY_INLINE __m512bh BroadcastPair(const uint16_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, sizeof(w));
+  return AsPairs(_mm512_set1_epi32(static_cast<int>(w)));
+}
+
+// S^T[i, :] = scale * (K[i, :] . Q^T) for R keys; K rows hold D2 pairs of bf16.
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotScoreRows(const uint32_t* HWY_RESTRICT qp, int64_t BQ, const uint16_t* k,
+                                           int64_t k_stride, int64_t D2, float scale,
+                                           float* HWY_RESTRICT st) {
+  __m512 acc[R][kLaneVecs];
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = _mm512_setzero_ps();
+  for (int64_t t = 0; t < D2; ++t) {
+    __m512bh q[kLaneVecs];
+    for (int c = 0; c < kLaneVecs; ++c) q[c] = AsPairs(_mm512_loadu_si512(qp + t * BQ + c * 16));
+    for (int i = 0; i < R; ++i) {
+      const __m512bh kb = BroadcastPair(k + i * k_stride + 2 * t);
+      for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], q[c], kb);
+    }
+  }
+  // Broadcast only now: a scale register live through the loop made GCC spill an operand.
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c)
+      _mm512_storeu_ps(st + i * BQ + c * 16, _mm512_mul_ps(acc[i][c], vscale));
+}
+
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotScoreTail(int n, const uint32_t* qp, int64_t BQ, const uint16_t* k,
+                                           int64_t ks, int64_t D2, float scale, float* st) {
+  if constexpr (R > 0) {
+    if (n == R) return DotScoreRows<R>(qp, BQ, k, ks, D2, scale, st);
+    DotScoreTail<R - 1>(n, qp, BQ, k, ks, D2, scale, st);
+  }
+}
+
+// Scores of a tile of nk keys.
+ATTN_BF16_DOT HWY_NOINLINE void DotScores(const uint32_t* qp, int64_t BQ, const uint16_t* k, int64_t ks,
+                                          int64_t D2, int64_t nk, float scale, float* st) {
+  int64_t j = 0;
+  for (; j + kRows <= nk; j += kRows) DotScoreRows<kRows>(qp, BQ, k + j * ks, ks, D2, scale, st + j * BQ);
+  if (j < nk)
+    DotScoreTail<kRows - 1>(static_cast<int>(nk - j), qp, BQ, k + j * ks, ks, D2, scale, st + j * BQ);
+}
+
+// P^T (float32 [nk][BQ]) -> pairs of keys in bf16, round to nearest even; an odd last key is
+// paired with a zero.
+ATTN_BF16_DOT HWY_NOINLINE void DotPackP(const float* st, int64_t BQ, int64_t nk, uint32_t* pp) {
+  // cvtne2ps puts the even key's 16 lanes in the low half and the odd key's in the high half.
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  for (int64_t u = 0; u < (nk + 1) / 2; ++u) {
+    const bool has_odd = 2 * u + 1 < nk;
+    for (int64_t c = 0; c < BQ; c += 16) {
+      const __m512 even = _mm512_loadu_ps(st + 2 * u * BQ + c);
+      const __m512 odd = has_odd ? _mm512_loadu_ps(st + (2 * u + 1) * BQ + c) : _mm512_setzero_ps();
+      const __m512i both = reinterpret_cast<__m512i>(_mm512_cvtne2ps_pbh(odd, even));
+      _mm512_storeu_si512(pp + u * BQ + c, _mm512_permutexvar_epi16(idx, both));
+    }
+  }
+}
+
+// V rows j0..j0+nk (bf16, element stride vs_d within a row) -> pairs of keys [nk/2][D]; an odd last
+// key is paired with zeros.
+ATTN_BF16_DOT HWY_NOINLINE void DotPackV(const uint16_t* v, int64_t vs_row, int64_t vs_d, int64_t D,
+                                         int64_t nk, uint32_t* vp) {
+  const __m512i idx = _mm512_load_si512(kInterleave);
+  for (int64_t u = 0; u < (nk + 1) / 2; ++u) {
+    const uint16_t* even = v + 2 * u * vs_row;
+    const uint16_t* odd = 2 * u + 1 < nk ? even + vs_row : nullptr;
+    uint32_t* out = vp + u * D;
+    int64_t d = 0;
+    if (vs_d == 1 && odd) {
+      // 16 head dims of both keys in one register, then interleaved per lane.
+      for (; d + 16 <= D; d += 16) {
+        const __m512i both = _mm512_inserti64x4(
+            _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(even + d))),
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(odd + d)), 1);
+        _mm512_storeu_si512(out + d, _mm512_permutexvar_epi16(idx, both));
+      }
+    }
+    for (; d < D; ++d) out[d] = even[d * vs_d] | (odd ? static_cast<uint32_t>(odd[d * vs_d]) << 16 : 0u);
+  }
+}
+
+// O^T[i, :] = alpha * O^T[i, :] + sum_u V2[u, i] . P2^T[u, :] for R head dims (pairs of keys).
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotAccumulateRows(const uint32_t* HWY_RESTRICT pp, int64_t BQ, int64_t n_pairs,
+                                                const uint32_t* vp, int64_t D,
+                                                const float* HWY_RESTRICT alpha, float* HWY_RESTRICT ot) {
+  __m512 acc[R][kLaneVecs];
+  for (int c = 0; c < kLaneVecs; ++c) {
+    const __m512 a = _mm512_loadu_ps(alpha + c * 16);
+    for (int i = 0; i < R; ++i) acc[i][c] = _mm512_mul_ps(_mm512_loadu_ps(ot + i * BQ + c * 16), a);
+  }
+  for (int64_t u = 0; u < n_pairs; ++u) {
+    __m512bh pr[kLaneVecs];
+    for (int c = 0; c < kLaneVecs; ++c) pr[c] = AsPairs(_mm512_loadu_si512(pp + u * BQ + c * 16));
+    for (int i = 0; i < R; ++i) {
+      const __m512bh vb = AsPairs(_mm512_set1_epi32(static_cast<int>(vp[u * D + i])));
+      for (int c = 0; c < kLaneVecs; ++c) acc[i][c] = _mm512_dpbf16_ps(acc[i][c], pr[c], vb);
+    }
+  }
+  for (int i = 0; i < R; ++i)
+    for (int c = 0; c < kLaneVecs; ++c) _mm512_storeu_ps(ot + i * BQ + c * 16, acc[i][c]);
+}
+
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotAccumulateTail(int n, const uint32_t* pp, int64_t BQ, int64_t n_pairs,
+                                                const uint32_t* vp, int64_t D, const float* alpha,
+                                                float* ot) {
+  if constexpr (R > 0) {
+    if (n == R) return DotAccumulateRows<R>(pp, BQ, n_pairs, vp, D, alpha, ot);
+    DotAccumulateTail<R - 1>(n, pp, BQ, n_pairs, vp, D, alpha, ot);
+  }
+}
+
+ATTN_BF16_DOT HWY_NOINLINE void DotAccumulate(const uint32_t* pp, int64_t BQ, int64_t nk, const uint32_t* vp,
+                                              int64_t D, const float* alpha, float* ot) {
+  const int64_t n_pairs = (nk + 1) / 2;
+  int64_t dd = 0;
+  for (; dd + kRows <= D; dd += kRows)
+    DotAccumulateRows<kRows>(pp, BQ, n_pairs, vp + dd, D, alpha, ot + dd * BQ);
+  if (dd < D)
+    DotAccumulateTail<kRows - 1>(static_cast<int>(D - dd), pp, BQ, n_pairs, vp + dd, D, alpha, ot + dd * BQ);
+}
+#else
+#undef ATTN_HAVE_BF16_DOT
+#define ATTN_HAVE_BF16_DOT 0
+#endif
+
 // Runs the rows [r0, r0 + n_rows) of KV head `kvh` in batch `b` over keys [key_begin, key_end).
-// Leaves O^T, m, l in `s`.
+// Leaves O^T, m, l in `s`. kDot: the bf16 dot path (bf16 inputs, AVX512_BF16 checked by the caller).
+template <bool kDot>
 void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int64_t n_rows, int64_t key_begin,
               int64_t key_end, const BlockState& s) {
   const DF d;
@@ -142,8 +304,10 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
   const int64_t D = p.head_dim;
   const float neg_inf = -std::numeric_limits<float>::infinity();
   const bool capped = p.softcap > 0.0f;
-  // Without softcap, fold log2(e) into Q so that softmax is 2^(s - m).
+  // Without softcap, fold log2(e) into Q so that softmax is 2^(s - m). (The dot path keeps Q exact
+  // in bf16 and scales the float32 scores instead.)
   const float q_scale = capped ? p.scale : p.scale * kLog2e;
+  const int64_t D2 = (D + 1) / 2;
 
   // Rows -> (query position, head) and their visible key ranges.
   int64_t kmin = std::numeric_limits<int64_t>::max(), kmax = -1;
@@ -151,7 +315,11 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
   for (int64_t r = 0; r < BQ; ++r) {
     if (r >= n_rows) {
       s.lo[r] = 1, s.hi[r] = 0;  // empty
-      for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = 0.0f;
+      if constexpr (kDot) {
+        for (int64_t t = 0; t < D2; ++t) s.qp[t * BQ + r] = 0;
+      } else {
+        for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = 0.0f;
+      }
       continue;
     }
     const int64_t row = r0 + r, qi = row / p.group, h = kvh * p.group + row % p.group;
@@ -164,9 +332,17 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
     if (lo <= hi) kmin = std::min(kmin, lo), kmax = std::max(kmax, hi);
     max_lo = std::max(max_lo, lo);
     min_hi = std::min(min_hi, hi);
-    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2], p.q_stride[3], D,
-               s.row);
-    for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = s.row[dd] * q_scale;
+    const int64_t q_off = b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2];
+    if constexpr (kDot) {
+      const uint16_t* qb = static_cast<const uint16_t*>(p.q) + q_off;
+      for (int64_t t = 0; t < D2; ++t) {
+        const uint32_t hi = 2 * t + 1 < D ? qb[(2 * t + 1) * p.q_stride[3]] : 0;
+        s.qp[t * BQ + r] = qb[2 * t * p.q_stride[3]] | hi << 16;
+      }
+    } else {
+      LoadRowF32(d, p.dtype, p.q, q_off, p.q_stride[3], D, s.row);
+      for (int64_t dd = 0; dd < D; ++dd) s.qt[dd * BQ + r] = s.row[dd] * q_scale;
+    }
   }
   for (int64_t r = 0; r < BQ; ++r) s.m[r] = neg_inf, s.l[r] = 0.0f, s.t[r] = 0.0f;
   const bool track_entropy = p.entropy != nullptr;
@@ -182,33 +358,55 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
     if (!any) continue;  // a gap between the rows' windows
     const bool full = max_lo <= k0 && min_hi >= k0 + nk - 1;
 
-    // 1. K and V rows of this tile: in place for float32, else converted.
-    const float* kp;
-    int64_t ks;
-    const int64_t k_base = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
-    if (k_direct) {
-      kp = static_cast<const float*>(p.k) + k_base, ks = p.k_stride[1];
+    // 1. K and V rows of this tile: in place for float32, else converted. 2. Scores S^T = K Q^T
+    //    (already scaled through Q).
+    // The bf16 dot path: K in place when its pairs are whole rows, else copied with a zero pad;
+    // V repacked in pairs of keys; the scores scaled in float32.
+    const float* vp = nullptr;
+    int64_t vs = 0;
+    if constexpr (kDot) {
+#if ATTN_HAVE_BF16_DOT
+      const uint16_t* kraw =
+          static_cast<const uint16_t*>(p.k) + b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
+      const uint16_t* kp = kraw;
+      int64_t ks = p.k_stride[1];
+      if (D % 2 != 0 || p.k_stride[3] != 1) {
+        for (int64_t j = 0; j < nk; ++j) {
+          for (int64_t dd = 0; dd < D; ++dd)
+            s.kb[j * 2 * D2 + dd] = kraw[j * p.k_stride[1] + dd * p.k_stride[3]];
+          if (D % 2 != 0) s.kb[j * 2 * D2 + D] = 0;
+        }
+        kp = s.kb, ks = 2 * D2;
+      }
+      DotPackV(
+          static_cast<const uint16_t*>(p.v) + b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2],
+          p.v_stride[1], p.v_stride[3], D, nk, s.vp);
+      DotScores(s.qp, BQ, kp, ks, D2, nk, q_scale, s.st);
+#endif
     } else {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(d, p.dtype, p.k, k_base + j * p.k_stride[1], p.k_stride[3], D, s.kc + j * D);
-      kp = s.kc, ks = D;
+      const float* kp;
+      int64_t ks;
+      const int64_t k_base = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
+      if (k_direct) {
+        kp = static_cast<const float*>(p.k) + k_base, ks = p.k_stride[1];
+      } else {
+        for (int64_t j = 0; j < nk; ++j)
+          LoadRowF32(d, p.dtype, p.k, k_base + j * p.k_stride[1], p.k_stride[3], D, s.kc + j * D);
+        kp = s.kc, ks = D;
+      }
+      const int64_t v_base = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
+      if (v_direct) {
+        vp = static_cast<const float*>(p.v) + v_base, vs = p.v_stride[1];
+      } else {
+        for (int64_t j = 0; j < nk; ++j)
+          LoadRowF32(d, p.dtype, p.v, v_base + j * p.v_stride[1], p.v_stride[3], D, s.vc + j * D);
+        vp = s.vc, vs = D;
+      }
+      int64_t j = 0;
+      for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
+      if (j < nk)
+        ScoreTail<kRows - 1>(static_cast<int>(nk - j), d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
     }
-    const float* vp;
-    int64_t vs;
-    const int64_t v_base = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
-    if (v_direct) {
-      vp = static_cast<const float*>(p.v) + v_base, vs = p.v_stride[1];
-    } else {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(d, p.dtype, p.v, v_base + j * p.v_stride[1], p.v_stride[3], D, s.vc + j * D);
-      vp = s.vc, vs = D;
-    }
-
-    // 2. Scores S^T = K Q^T (already scaled through Q).
-    int64_t j = 0;
-    for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
-    if (j < nk)
-      ScoreTail<kRows - 1>(static_cast<int>(nk - j), d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
 
     // 3. Softcap: s = cap * tanh(s / cap), then into log2 units.
     if (capped) {
@@ -276,18 +474,28 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
       }
     }
 
-    // 6. O^T = alpha O^T + V^T P^T.
-    int64_t dd = 0;
-    for (; dd + kRows <= D; dd += kRows)
-      AccumulateRows<kRows>(d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
-    if (dd < D)
-      AccumulateTail<kRows - 1>(static_cast<int>(D - dd), d, s.st, BQ, nk, vp + dd, vs, s.alpha,
-                                s.ot + dd * BQ);
+    // 6. O^T = alpha O^T + V^T P^T (the dot path: P^T rounded to bf16 pairs first).
+    if constexpr (kDot) {
+#if ATTN_HAVE_BF16_DOT
+      DotPackP(s.st, BQ, nk, s.pp);
+      DotAccumulate(s.pp, BQ, nk, s.vp, D, s.alpha, s.ot);
+#endif
+    } else {
+      int64_t dd = 0;
+      for (; dd + kRows <= D; dd += kRows)
+        AccumulateRows<kRows>(d, s.st, BQ, nk, vp + dd, vs, s.alpha, s.ot + dd * BQ);
+      if (dd < D)
+        AccumulateTail<kRows - 1>(static_cast<int>(D - dd), d, s.st, BQ, nk, vp + dd, vs, s.alpha,
+                                  s.ot + dd * BQ);
+    }
   }
 }
 
 BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
-  const size_t n = D * BQ * 2 + kKeyTile * BQ + kKeyTile * D * 2 + D + BQ * 6 + 64;
+  const int64_t D2 = (D + 1) / 2;
+  // The bf16 dot buffers (32-bit words, or 16-bit for kb) counted in floats.
+  const int64_t n_dot = D2 * BQ + kKeyTile * D2 + kKeyTile / 2 * BQ + kKeyTile / 2 * D;
+  const size_t n = D * BQ * 2 + kKeyTile * BQ + kKeyTile * D * 2 + D + BQ * 6 + n_dot + 64;
   float* f = scratch.Get(n);
   BlockState s;
   s.qt = f, f += D * BQ;
@@ -301,6 +509,10 @@ BlockState MakeState(Scratch& scratch, int64_t D, int64_t BQ) {
   s.alpha = f, f += BQ;
   s.lo = reinterpret_cast<int32_t*>(f), f += BQ;
   s.hi = reinterpret_cast<int32_t*>(f), f += BQ;
+  s.qp = reinterpret_cast<uint32_t*>(f), f += D2 * BQ;
+  s.kb = reinterpret_cast<uint16_t*>(f), f += kKeyTile * D2;
+  s.pp = reinterpret_cast<uint32_t*>(f), f += kKeyTile / 2 * BQ;
+  s.vp = reinterpret_cast<uint32_t*>(f), f += kKeyTile / 2 * D;
   s.row = f;
   return s;
 }
@@ -327,7 +539,15 @@ void ForwardPrefill(const AttentionParams& p) {
     const int64_t blk = n_blocks - 1 - g % n_blocks, bh = g / n_blocks;
     const int64_t b = bh / p.n_kv_heads, kvh = bh % p.n_kv_heads, r0 = blk * BQ;
     const int64_t n = std::min(BQ, rows - r0);
-    RunBlock(p, b, kvh, r0, n, 0, p.seq_k, s);
+#if ATTN_HAVE_BF16_DOT
+    if (p.bf16_dot && p.dtype == DType::kBF16) {
+      RunBlock<true>(p, b, kvh, r0, n, 0, p.seq_k, s);
+    } else {
+      RunBlock<false>(p, b, kvh, r0, n, 0, p.seq_k, s);
+    }
+#else
+    RunBlock<false>(p, b, kvh, r0, n, 0, p.seq_k, s);
+#endif
     for (int64_t r = 0; r < n; ++r) {
       const int64_t row = r0 + r, h = kvh * p.group + row % p.group, qi = row / p.group;
       WriteRow(p, b, h, qi, RowPartial{s.ot + r, BQ, s.m[r], s.l[r]});

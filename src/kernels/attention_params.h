@@ -32,6 +32,9 @@ struct AttentionParams {
   float* lse;              // [batch, n_heads, seq_q] or nullptr
   float* entropy;          // [batch, n_heads, seq_q] or nullptr (nats)
   int threads;
+  // bf16 inputs may use the AVX512_BF16 dot-product kernel (set by Attention() after a CPUID check;
+  // only the AVX3 build of the prefill kernel reads it).
+  bool bf16_dot = false;
 
   int64_t KeyCount(int64_t b) const { return kv_lens ? kv_lens[b] : seq_k; }
 

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "attn/tensor.h"
 #include "hwy/contrib/math/math-inl.h"
@@ -26,6 +27,24 @@ constexpr float kLn2 = 0.6931471805599453f;
 // x < -126 (including -inf) gives exactly 0, so excluded keys carry no weight.
 template <class D, class V = hn::Vec<D>>
 HWY_INLINE V Exp2(D d, V x) {
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+  // AVX-512: the same polynomial, with vscalefps doing the 2^n (4 fewer instructions).
+  if constexpr (std::is_same_v<V, hn::Vec512<float>>) {
+    const __m512 xc = _mm512_max_ps(x.raw, _mm512_set1_ps(-127.0f));
+    const __m512 n = _mm512_roundscale_ps(xc, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 f = _mm512_sub_ps(xc, n);
+    __m512 p = _mm512_set1_ps(1.525273380405984e-05f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.5403530393381606e-04f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.3333558146428443e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.618129107628477e-03f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550410866482158e-02f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402265069591007e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931471805599453e-01f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    const __mmask16 tiny = _mm512_cmp_ps_mask(x.raw, _mm512_set1_ps(-126.0f), _CMP_LT_OQ);
+    return V{_mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_scalef_ps(p, n))};
+  }
+#endif
   const hn::RebindToSigned<D> di;
   const V xc = hn::Min(hn::Max(x, hn::Set(d, -126.0f)), hn::Set(d, 127.0f));
   const V n = hn::Round(xc);

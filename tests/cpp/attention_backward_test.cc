@@ -72,7 +72,7 @@ void CheckCase(const Case& c, uint32_t seed) {
   o.lse = nullptr;
 
   const double atol = GradAtol(c.dtype);
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : HighwayTargets()) {
     SetSimdTarget(target);
     for (const char* schedule : {"one-pass", "two-pass"}) {
       SCOPED_TRACE("target=" + target + " " + schedule);

@@ -153,18 +153,19 @@ INSTANTIATE_TEST_SUITE_P(EveryTarget, AttentionGridTest, ::testing::ValuesIn(Sim
 
 TEST(Attention, ThreadCountDoesNotChangeBits) {
   std::mt19937 rng(5);
-  for (auto [sq, sk] : {std::pair<int64_t, int64_t>{1, 5000}, {300, 700}, {40, 2000}}) {
-    Tensor q(DType::kF32, 2, sq, 6, 64), k(DType::kF32, 2, sk, 2, 64), v(DType::kF32, 2, sk, 2, 64);
-    q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
-    Tensor o1(DType::kF32, 2, sq, 6, 64), o2(DType::kF32, 2, sq, 6, 64);
-    AttentionOptions o;
-    o.causal = true;
-    o.threads = 1;
-    Attention(q.view, k.view, v.view, o1.view, o);
-    o.threads = 2;
-    Attention(q.view, k.view, v.view, o2.view, o);
-    EXPECT_EQ(o1.bytes, o2.bytes) << "Sq=" << sq << " Sk=" << sk;
-  }
+  for (DType dt : {DType::kF32, DType::kBF16})
+    for (auto [sq, sk] : {std::pair<int64_t, int64_t>{1, 5000}, {300, 700}, {40, 2000}}) {
+      Tensor q(dt, 2, sq, 6, 64), k(dt, 2, sk, 2, 64), v(dt, 2, sk, 2, 64);
+      q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+      Tensor o1(dt, 2, sq, 6, 64), o2(dt, 2, sq, 6, 64);
+      AttentionOptions o;
+      o.causal = true;
+      o.threads = 1;
+      Attention(q.view, k.view, v.view, o1.view, o);
+      o.threads = 2;
+      Attention(q.view, k.view, v.view, o2.view, o);
+      EXPECT_EQ(o1.bytes, o2.bytes) << DTypeName(dt) << " Sq=" << sq << " Sk=" << sk;
+    }
 }
 
 // Rows [s0, s0 + n) of a [B, S, H, D] view.
@@ -181,33 +182,64 @@ TensorView Rows(const TensorView& v, int64_t s0, int64_t n) {
 TEST(Attention, ChunkedQueriesGiveTheSameBitsAsOnePass) {
   for (const std::string& target : SimdTargets()) {
     SetSimdTarget(target);
-    std::mt19937 rng(8);
-    const int64_t S = 601;
-    Tensor q(DType::kF32, 1, S, 9, 64), k(DType::kF32, 1, S, 3, 64), v(DType::kF32, 1, S, 3, 64);
-    q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
-    AttentionOptions o;
-    o.causal = true;
-    o.threads = 2;
-    Tensor whole(DType::kF32, 1, S, 9, 64);
-    Attention(q.view, k.view, v.view, whole.view, o);
-    for (int64_t chunk : {512, 100, 7}) {
-      Tensor parts(DType::kF32, 1, S, 9, 64);
-      for (int64_t s0 = 0; s0 < S; s0 += chunk) {
-        const int64_t n = std::min(chunk, S - s0);
-        if (9 * n <= 16) continue;  // <= 16 rows go to the split-K decode kernel, by design
-        Attention(Rows(q.view, s0, n), Rows(k.view, 0, s0 + n), Rows(v.view, 0, s0 + n),
-                  Rows(parts.view, s0, n), o);
-      }
-      for (int64_t s0 = 0; s0 < S; s0 += chunk) {
-        const int64_t n = std::min(chunk, S - s0);
-        if (9 * n <= 16) continue;
-        for (int64_t i = s0; i < s0 + n; ++i)
-          for (int64_t h = 0; h < 9; ++h)
-            for (int64_t d = 0; d < 64; ++d)
-              ASSERT_EQ(parts.Get(0, i, h, d), whole.Get(0, i, h, d))
-                  << target << " chunk " << chunk << " row " << i << " head " << h << " dim " << d;
+    for (DType dt : {DType::kF32, DType::kBF16}) {
+      std::mt19937 rng(8);
+      const int64_t S = 601;
+      Tensor q(dt, 1, S, 9, 64), k(dt, 1, S, 3, 64), v(dt, 1, S, 3, 64);
+      q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+      AttentionOptions o;
+      o.causal = true;
+      o.threads = 2;
+      Tensor whole(dt, 1, S, 9, 64);
+      Attention(q.view, k.view, v.view, whole.view, o);
+      for (int64_t chunk : {512, 100, 7}) {
+        Tensor parts(dt, 1, S, 9, 64);
+        for (int64_t s0 = 0; s0 < S; s0 += chunk) {
+          const int64_t n = std::min(chunk, S - s0);
+          if (9 * n <= 16) continue;  // <= 16 rows go to the split-K decode kernel, by design
+          Attention(Rows(q.view, s0, n), Rows(k.view, 0, s0 + n), Rows(v.view, 0, s0 + n),
+                    Rows(parts.view, s0, n), o);
+        }
+        for (int64_t s0 = 0; s0 < S; s0 += chunk) {
+          const int64_t n = std::min(chunk, S - s0);
+          if (9 * n <= 16) continue;
+          for (int64_t i = s0; i < s0 + n; ++i)
+            for (int64_t h = 0; h < 9; ++h)
+              for (int64_t d = 0; d < 64; ++d)
+                ASSERT_EQ(parts.Get(0, i, h, d), whole.Get(0, i, h, d))
+                    << target << " " << DTypeName(dt) << " chunk " << chunk << " row " << i << " head " << h
+                    << " dim " << d;
+        }
       }
     }
+  }
+  SetSimdTarget("");
+}
+
+// Views whose head dimension is strided (every other element of a wider tensor) take the copying
+// branches of the kernels (the bf16 dot path copies K and V in pairs instead of reading K in
+// place); with odd head dims and odd key counts they also exercise the zero padding of the pairs.
+TEST(Attention, StridedHeadDimMatchesReferenceOnEveryTarget) {
+  for (const std::string& target : SimdTargets()) {
+    SetSimdTarget(target);
+    for (DType dt : {DType::kBF16, DType::kF32, DType::kF16})
+      for (auto [sk, dim] : {std::pair<int64_t, int64_t>{131, 64}, {77, 33}, {200, 7}}) {
+        SCOPED_TRACE(target + " " + DTypeName(dt) + " Sk=" + std::to_string(sk) +
+                     " D=" + std::to_string(dim));
+        std::mt19937 rng(static_cast<uint32_t>(sk + dim));
+        const int64_t sq = 40;
+        Tensor q(dt, 1, sq, 4, 2 * dim), k(dt, 1, sk, 2, 2 * dim), v(dt, 1, sk, 2, 2 * dim);
+        q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+        for (Tensor* t : {&q, &k, &v}) t->view.stride[3] = 2, t->view.shape[3] = dim;
+        Tensor out(dt, 1, sq, 4, dim), naive(dt, 1, sq, 4, dim), ref(dt, 1, sq, 4, dim);
+        std::vector<double> ref64(sq * 4 * dim);
+        AttentionOptions o;
+        o.causal = true;
+        AttentionReference(q.view, k.view, v.view, ref.view, o, false, nullptr, ref64.data());
+        AttentionReference(q.view, k.view, v.view, naive.view, o, true);
+        Attention(q.view, k.view, v.view, out.view, o);
+        EXPECT_LE(out.MaxDiff(ref64), 2 * naive.MaxDiff(ref64) + Atol(dt));
+      }
   }
   SetSimdTarget("");
 }

@@ -17,6 +17,7 @@
 #include "attn/tensor.h"
 #include "core/thread_pool.h"
 #include "kernels/quantize.h"
+#include "test_util.h"
 
 namespace attn {
 namespace {
@@ -240,7 +241,7 @@ TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {
   EXPECT_EQ(d[1], 0.0f);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryTarget, MatMulTargetTest, ::testing::ValuesIn(SimdTargets()),
+INSTANTIATE_TEST_SUITE_P(EveryTarget, MatMulTargetTest, ::testing::ValuesIn(testing::HighwayTargets()),
                          [](const auto& info) { return info.param; });
 
 // One block of each type, built by hand, decoded value by value. The nibble bytes put distinct

@@ -94,6 +94,15 @@ struct Tensor {
   }
 };
 
+// The Highway targets only: SimdTargets() without "AVX3_BF16", the attention forward's bf16 dot
+// kernel on top of AVX3, which nothing but bf16 attention uses (other kernels run AVX3 under it).
+inline std::vector<std::string> HighwayTargets() {
+  std::vector<std::string> names;
+  for (const std::string& t : SimdTargets())
+    if (t != "AVX3_BF16") names.push_back(t);
+  return names;
+}
+
 // Small absolute slack on top of FlashAttention's 2x rule.
 inline double Atol(DType dtype) { return dtype == DType::kF32 ? 1e-6 : 1e-4; }
 

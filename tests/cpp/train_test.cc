@@ -24,6 +24,7 @@
 #include "attn/error.h"
 #include "core/thread_pool.h"
 #include "kernels/gemm.h"
+#include "test_util.h"
 #include "train/train_ops.h"
 
 namespace attn::testing {
@@ -63,7 +64,7 @@ TEST(TrainGemm, MatchesReferenceForEveryTranspositionAndTarget) {
   struct Shape {
     int64_t M, N, K;
   };
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : HighwayTargets()) {
     SetSimdTarget(target);
     for (Shape s :
          {Shape{1, 1, 1}, Shape{6, 16, 8}, Shape{13, 21, 7}, Shape{50, 70, 300}, Shape{97, 33, 513}}) {
@@ -111,7 +112,7 @@ TEST(TrainGemm, BitIdenticalForEveryThreadCount) {
 
 TEST(TrainOps, LayerNormForwardAndBackwardMatchFiniteDifferences) {
   std::mt19937 rng(3);
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : HighwayTargets()) {
     SetSimdTarget(target);
     for (int64_t dim : {1, 5, 8, 19}) {
       const int64_t n = 3;
@@ -175,7 +176,7 @@ double Gelu64(double x) {
 
 TEST(TrainOps, GeluMatchesFormulaAndFiniteDifferences) {
   std::mt19937 rng(4);
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : HighwayTargets()) {
     SetSimdTarget(target);
     std::vector<float> x = RandomVector(rng, 37, 2.5f), dy = RandomVector(rng, 37);
     x[0] = 0.0f, x[1] = 12.0f, x[2] = -12.0f;
@@ -193,7 +194,7 @@ TEST(TrainOps, GeluMatchesFormulaAndFiniteDifferences) {
 
 TEST(TrainOps, CrossEntropyLossAndGradient) {
   std::mt19937 rng(5);
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : HighwayTargets()) {
     SetSimdTarget(target);
     for (int64_t vocab : {1, 3, 13, 40}) {
       const int64_t n = 4;
