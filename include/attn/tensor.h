@@ -39,6 +39,12 @@ inline float BF16ToFloat(uint16_t b) {
   __builtin_memcpy(&f, &bits, 4);
   return f;
 }
-uint16_t FloatToBF16(float f);
+inline uint16_t FloatToBF16(float f) {
+  uint32_t x;
+  __builtin_memcpy(&x, &f, 4);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // NaN stays NaN
+  x += 0x7fffu + ((x >> 16) & 1);
+  return static_cast<uint16_t>(x >> 16);
+}
 
 }  // namespace attn

@@ -95,12 +95,4 @@ uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | half);
 }
 
-uint16_t FloatToBF16(float f) {
-  uint32_t x;
-  std::memcpy(&x, &f, 4);
-  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40);  // NaN
-  x += 0x7fffu + ((x >> 16) & 1);
-  return static_cast<uint16_t>(x >> 16);
-}
-
 }  // namespace attn

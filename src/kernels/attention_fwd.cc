@@ -335,9 +335,13 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
     const int64_t q_off = b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2];
     if constexpr (kDot) {
       const uint16_t* qb = static_cast<const uint16_t*>(p.q) + q_off;
-      for (int64_t t = 0; t < D2; ++t) {
-        const uint32_t hi = 2 * t + 1 < D ? qb[(2 * t + 1) * p.q_stride[3]] : 0;
-        s.qp[t * BQ + r] = qb[2 * t * p.q_stride[3]] | hi << 16;
+      if (p.q_stride[3] == 1 && D % 2 == 0) {  // the pairs are already in memory, in order
+        for (int64_t t = 0; t < D2; ++t) std::memcpy(&s.qp[t * BQ + r], qb + 2 * t, sizeof(uint32_t));
+      } else {
+        for (int64_t t = 0; t < D2; ++t) {
+          const uint32_t hi = 2 * t + 1 < D ? qb[(2 * t + 1) * p.q_stride[3]] : 0;
+          s.qp[t * BQ + r] = qb[2 * t * p.q_stride[3]] | hi << 16;
+        }
       }
     } else {
       LoadRowF32(d, p.dtype, p.q, q_off, p.q_stride[3], D, s.row);

@@ -38,8 +38,16 @@ inline void WriteRow(const AttentionParams& p, int64_t b, int64_t h, int64_t qi,
   const int64_t base = b * p.out_stride[0] + qi * p.out_stride[1] + h * p.out_stride[2];
   const bool empty = !(r.l > 0.0f);
   const float inv = empty ? 0.0f : 1.0f / r.l;
-  for (int64_t d = 0; d < p.head_dim; ++d) {
-    StoreOut(p.dtype, p.out, base + d * p.out_stride[3], empty ? 0.0f : r.o[d * r.o_stride] * inv);
+  const int64_t D = p.head_dim, os = p.out_stride[3], rs = r.o_stride;
+  // One loop per dtype with typed pointers (no per-element switch, no reload of p.out).
+  if (p.dtype == DType::kF32) {
+    float* out = static_cast<float*>(p.out) + base;
+    for (int64_t d = 0; d < D; ++d) out[d * os] = empty ? 0.0f : r.o[d * rs] * inv;
+  } else if (p.dtype == DType::kBF16) {
+    uint16_t* out = static_cast<uint16_t*>(p.out) + base;
+    for (int64_t d = 0; d < D; ++d) out[d * os] = FloatToBF16(empty ? 0.0f : r.o[d * rs] * inv);
+  } else {
+    for (int64_t d = 0; d < D; ++d) StoreOut(p.dtype, p.out, base + d * os, empty ? 0.0f : r.o[d * rs] * inv);
   }
   if (p.lse) {
     p.lse[(b * p.n_heads + h) * p.seq_q + qi] =
