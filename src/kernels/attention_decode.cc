@@ -144,8 +144,25 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
           DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
       }
     }
-    // 3. Softcap and masks, per element (blocks are small).
-    for (int64_t r = 0; r < rows; ++r) {
+    // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
+    //    keys compared with each row's range. Otherwise per element (blocks are small).
+    if (!capped && p.mask_kind == MaskKind::kNone) {
+      const hn::RebindToSigned<DF> di;
+      const auto last = static_cast<int32_t>(nk - 1);
+      for (int64_t r = 0; r < rows; ++r) {
+        // The row's visible keys relative to k0, clamped into [-1, kKeyBlock] (fits int32).
+        const auto rel_lo = static_cast<int32_t>(std::clamp<int64_t>(lo[r] - k0, -1, kKeyBlock));
+        const auto rel_hi = static_cast<int32_t>(std::clamp<int64_t>(hi[r] - k0, -1, kKeyBlock));
+        const auto vlo = hn::Set(di, rel_lo), vhi = hn::Set(di, std::min(rel_hi, last));
+        float* sr = scores + r * kKeyBlock;
+        for (int64_t j = 0; j < kKeyBlock; j += N) {
+          const auto key = hn::Iota(di, static_cast<int32_t>(j));
+          const auto excluded = hn::RebindMask(d, hn::Or(hn::Lt(key, vlo), hn::Lt(vhi, key)));
+          hn::StoreU(hn::IfThenElse(excluded, hn::Set(d, neg_inf), hn::LoadU(d, sr + j)), d, sr + j);
+        }
+      }
+    }
+    for (int64_t r = 0; r < rows && (capped || p.mask_kind != MaskKind::kNone); ++r) {
       const int64_t qi = r / p.group, h = kvh * p.group + r % p.group;
       float* sr = scores + r * kKeyBlock;
       for (int64_t j = 0; j < kKeyBlock; ++j) {
