@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <random>
@@ -76,33 +77,45 @@ void PrintSpeed(int threads) {
     const char* name;
     int64_t heads, kv_heads, seq_q, seq_k, dim;
     bool causal;
+    DType dtype;
   };
   const Case cases[] = {
-      {"prefill H=8 S=1024 D=64", 8, 8, 1024, 1024, 64, false},
-      {"prefill H=8 S=1024 D=64 causal", 8, 8, 1024, 1024, 64, true},
-      {"prefill GQA 9/3 S=2048 D=64 causal", 9, 3, 2048, 2048, 64, true},
-      {"decode GQA 9/3 Sk=8192 D=64", 9, 3, 1, 8192, 64, false},
+      {"prefill H=8 S=1024 D=64", 8, 8, 1024, 1024, 64, false, DType::kF32},
+      {"prefill H=8 S=1024 D=64 causal", 8, 8, 1024, 1024, 64, true, DType::kF32},
+      {"prefill H=8 S=1024 D=64 bf16", 8, 8, 1024, 1024, 64, false, DType::kBF16},
+      {"prefill GQA 9/3 S=2048 D=64 causal", 9, 3, 2048, 2048, 64, true, DType::kF32},
+      {"decode GQA 9/3 Sk=8192 D=64", 9, 3, 1, 8192, 64, false, DType::kF32},
   };
-  std::printf("Kernel speed on this machine (float32, %s threads, median):\n",
+  std::printf("Kernel speed on this machine (float32 unless marked, %s threads, median):\n",
               threads == 0 ? "all" : std::to_string(threads).c_str());
   std::mt19937 rng(1);
   std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
   for (const Case& c : cases) {
-    std::vector<float> q(c.seq_q * c.heads * c.dim), k(c.seq_k * c.kv_heads * c.dim), v(k.size()),
+    const size_t es = DTypeSize(c.dtype);
+    std::vector<uint8_t> q(c.seq_q * c.heads * c.dim * es), k(c.seq_k * c.kv_heads * c.dim * es), v(k.size()),
         out(q.size());
-    for (auto* buf : {&q, &k, &v})
-      for (auto& x : *buf) x = uni(rng);
+    for (auto* buf : {&q, &k, &v}) {
+      for (size_t i = 0; i < buf->size() / es; ++i) {
+        const float x = uni(rng);
+        if (c.dtype == DType::kBF16) {
+          const uint16_t b = FloatToBF16(x);
+          std::memcpy(buf->data() + i * es, &b, es);
+        } else {
+          std::memcpy(buf->data() + i * es, &x, es);
+        }
+      }
+    }
     AttentionOptions o;
     o.causal = c.causal;
     o.threads = threads;
     const double ms = TimeMs([&] {
-      Attention(TensorView::Contiguous(q.data(), DType::kF32, 1, c.seq_q, c.heads, c.dim),
-                TensorView::Contiguous(k.data(), DType::kF32, 1, c.seq_k, c.kv_heads, c.dim),
-                TensorView::Contiguous(v.data(), DType::kF32, 1, c.seq_k, c.kv_heads, c.dim),
-                TensorView::Contiguous(out.data(), DType::kF32, 1, c.seq_q, c.heads, c.dim), o);
+      Attention(TensorView::Contiguous(q.data(), c.dtype, 1, c.seq_q, c.heads, c.dim),
+                TensorView::Contiguous(k.data(), c.dtype, 1, c.seq_k, c.kv_heads, c.dim),
+                TensorView::Contiguous(v.data(), c.dtype, 1, c.seq_k, c.kv_heads, c.dim),
+                TensorView::Contiguous(out.data(), c.dtype, 1, c.seq_q, c.heads, c.dim), o);
     });
     if (c.seq_q == 1) {
-      const double bytes = 2.0 * c.seq_k * c.kv_heads * c.dim * sizeof(float);
+      const double bytes = 2.0 * c.seq_k * c.kv_heads * c.dim * es;
       std::printf("  %-36s %8.3f ms  %6.1f GB/s of K+V\n", c.name, ms, bytes / ms / 1e6);
     } else {
       double pairs = static_cast<double>(c.seq_q) * c.seq_k;
