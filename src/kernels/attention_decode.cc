@@ -31,10 +31,18 @@ constexpr int64_t kPVRows = 4;               // x 2 vectors = 8 accumulators
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
 
+// One vector of float32 from K or V rows stored as float32, or as bf16 / f16 (widened on the fly,
+// so half-precision caches are read once, without a converted copy).
+HWY_INLINE VF LoadAsF32(DF d, const float* p) { return hn::LoadU(d, p); }
+template <class T>
+HWY_INLINE VF LoadAsF32(DF d, const T* p) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, DF>(), p));
+}
+
 // scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp floats). Separate
 // accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
-template <int R>
-HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const float* const* k,
+template <int R, class T>
+HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* const* k,
                         float* HWY_RESTRICT scores, int64_t stride) {
   const int64_t N = hn::Lanes(d);
   VF a[R][kQKKeys];
@@ -42,7 +50,7 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const flo
     for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::Zero(d);
   for (int64_t dd = 0; dd < Dp; dd += N) {
     VF kv[kQKKeys];
-    for (int i = 0; i < kQKKeys; ++i) kv[i] = hn::LoadU(d, k[i] + dd);
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, k[i] + dd);
     for (int r = 0; r < R; ++r) {
       const VF qv = hn::LoadU(d, q + r * Dp + dd);
       for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
@@ -54,8 +62,8 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const flo
 
 // acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
 // registers across the block's keys.
-template <int R>
-HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const float* const* v,
+template <int R, class T>
+HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const T* const* v,
                                int64_t nk, int64_t dd, bool pair, float* HWY_RESTRICT acc, int64_t Dp) {
   const int64_t N = hn::Lanes(d);
   VF a0[R], a1[R];
@@ -64,8 +72,8 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
     a1[r] = pair ? hn::LoadU(d, acc + r * Dp + dd + N) : hn::Zero(d);
   }
   for (int64_t j = 0; j < nk; ++j) {
-    const VF v0 = hn::LoadU(d, v[j] + dd);
-    const VF v1 = pair ? hn::LoadU(d, v[j] + dd + N) : hn::Zero(d);
+    const VF v0 = LoadAsF32(d, v[j] + dd);
+    const VF v1 = pair ? LoadAsF32(d, v[j] + dd + N) : hn::Zero(d);
     for (int r = 0; r < R; ++r) {
       const VF pr = hn::Set(d, p[r * p_stride + j]);
       a0[r] = hn::MulAdd(pr, v0, a0[r]);
@@ -75,6 +83,45 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
   for (int r = 0; r < R; ++r) {
     hn::StoreU(a0[r], d, acc + r * Dp + dd);
     if (pair) hn::StoreU(a1[r], d, acc + r * Dp + dd + N);
+  }
+}
+
+// Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j, kQKRows rows x kQKKeys keys at a time
+// (independent FMA chains).
+template <class T>
+void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* const* krows, int64_t nk,
+                 float* scores) {
+  for (int64_t r = 0; r < rows; r += kQKRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
+    for (int64_t j = 0; j < nk; j += kQKKeys) {
+      if (n == 3)
+        DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+      else if (n == 2)
+        DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+      else
+        DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+    }
+  }
+}
+
+// Step 5 of a block: acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
+template <class T>
+void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* const* vrows, int64_t nk, int64_t Dp,
+                     float* acc) {
+  const int64_t N = hn::Lanes(d);
+  for (int64_t r = 0; r < rows; r += kPVRows) {
+    const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
+    for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
+      const bool pair = dd + N < Dp;
+      if (n == 4)
+        AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+      else if (n == 3)
+        AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+      else if (n == 2)
+        AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+      else
+        AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+    }
   }
 }
 
@@ -108,20 +155,22 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
   }
   for (int64_t j = 0; j < kKeyBlock; ++j)
     for (int64_t dd = D; dd < Dp; ++dd) kbuf[j * Dp + dd] = vbuf[j * Dp + dd] = 0.0f;
-  // Rows read straight from a float32 tensor when no padding is needed.
-  const bool k_direct = p.dtype == DType::kF32 && p.k_stride[3] == 1 && D == Dp;
-  const bool v_direct = p.dtype == DType::kF32 && p.v_stride[3] == 1 && D == Dp;
+  // Rows read in place when no padding is needed: float32 as is, bf16 / f16 widened on the fly.
+  const bool k_direct = p.k_stride[3] == 1 && D == Dp;
+  const bool v_direct = p.v_stride[3] == 1 && D == Dp;
+  const bool half = p.dtype != DType::kF32;
+  const size_t es = DTypeSize(p.dtype);
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
     const int64_t nk = std::min(kKeyBlock, kmax + 1 - k0);
-    // 1. K and V rows of this block: in place for float32, else converted (zero-padded to Dp).
-    const float* krows[kKeyBlock];
-    const float* vrows[kKeyBlock];
+    // 1. K and V rows of this block: in place, else converted (zero-padded to Dp).
+    const void* krows[kKeyBlock];
+    const void* vrows[kKeyBlock];
     for (int64_t j = 0; j < nk; ++j) {
       const int64_t ko = b * p.k_stride[0] + (k0 + j) * p.k_stride[1] + kvh * p.k_stride[2];
       const int64_t vo = b * p.v_stride[0] + (k0 + j) * p.v_stride[1] + kvh * p.v_stride[2];
-      krows[j] = static_cast<const float*>(p.k) + ko;
-      vrows[j] = static_cast<const float*>(p.v) + vo;
+      krows[j] = static_cast<const char*>(p.k) + ko * es;
+      vrows[j] = static_cast<const char*>(p.v) + vo * es;
       if (!k_direct) {
         LoadRowF32(d, p.dtype, p.k, ko, p.k_stride[3], D, kbuf + j * Dp);
         krows[j] = kbuf + j * Dp;
@@ -132,17 +181,15 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       }
     }
     for (int64_t j = nk; j < kKeyBlock; ++j) krows[j] = krows[0], vrows[j] = vrows[0];
-    // 2. Scores, kQKRows rows x kQKKeys keys at a time: independent FMA chains.
-    for (int64_t r = 0; r < rows; r += kQKRows) {
-      const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
-      for (int64_t j = 0; j < nk; j += kQKKeys) {
-        if (n == 3)
-          DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-        else if (n == 2)
-          DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-        else
-          DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+    // 2. Scores, by the rows' storage type.
+    if (k_direct && half) {
+      if (p.dtype == DType::kBF16) {
+        BlockScores(d, q, Dp, rows, reinterpret_cast<const hwy::bfloat16_t* const*>(krows), nk, scores);
+      } else {
+        BlockScores(d, q, Dp, rows, reinterpret_cast<const hwy::float16_t* const*>(krows), nk, scores);
       }
+    } else {
+      BlockScores(d, q, Dp, rows, reinterpret_cast<const float* const*>(krows), nk, scores);
     }
     // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
     //    keys compared with each row's range. Otherwise per element (blocks are small).
@@ -201,20 +248,15 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
           hn::StoreU(hn::Mul(hn::LoadU(d, acc + r * Dp + dd), va), d, acc + r * Dp + dd);
       }
     }
-    // 5. acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
-    for (int64_t r = 0; r < rows; r += kPVRows) {
-      const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
-      for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
-        const bool pair = dd + N < Dp;
-        if (n == 4)
-          AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else if (n == 3)
-          AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else if (n == 2)
-          AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
-        else
-          AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+    // 5. acc_r += sum_j p_r[j] v_j.
+    if (v_direct && half) {
+      if (p.dtype == DType::kBF16) {
+        BlockAccumulate(d, scores, rows, reinterpret_cast<const hwy::bfloat16_t* const*>(vrows), nk, Dp, acc);
+      } else {
+        BlockAccumulate(d, scores, rows, reinterpret_cast<const hwy::float16_t* const*>(vrows), nk, Dp, acc);
       }
+    } else {
+      BlockAccumulate(d, scores, rows, reinterpret_cast<const float* const*>(vrows), nk, Dp, acc);
     }
   }
 }

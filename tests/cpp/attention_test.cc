@@ -217,8 +217,8 @@ TEST(Attention, ChunkedQueriesGiveTheSameBitsAsOnePass) {
 }
 
 // Views whose head dimension is strided (every other element of a wider tensor) take the copying
-// branches of the kernels (the bf16 dot path copies K and V in pairs instead of reading K in
-// place); with odd head dims and odd key counts they also exercise the zero padding of the pairs.
+// branches of the prefill and decode kernels (the bf16 dot path copies K and V in pairs instead of reading K
+// in place); with odd head dims and odd key counts they also exercise the zero padding of the pairs.
 TEST(Attention, StridedHeadDimMatchesReferenceOnEveryTarget) {
   for (const std::string& target : SimdTargets()) {
     SetSimdTarget(target);
@@ -226,19 +226,20 @@ TEST(Attention, StridedHeadDimMatchesReferenceOnEveryTarget) {
       for (auto [sk, dim] : {std::pair<int64_t, int64_t>{131, 64}, {77, 33}, {200, 7}}) {
         SCOPED_TRACE(target + " " + DTypeName(dt) + " Sk=" + std::to_string(sk) +
                      " D=" + std::to_string(dim));
-        std::mt19937 rng(static_cast<uint32_t>(sk + dim));
-        const int64_t sq = 40;
-        Tensor q(dt, 1, sq, 4, 2 * dim), k(dt, 1, sk, 2, 2 * dim), v(dt, 1, sk, 2, 2 * dim);
-        q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
-        for (Tensor* t : {&q, &k, &v}) t->view.stride[3] = 2, t->view.shape[3] = dim;
-        Tensor out(dt, 1, sq, 4, dim), naive(dt, 1, sq, 4, dim), ref(dt, 1, sq, 4, dim);
-        std::vector<double> ref64(sq * 4 * dim);
-        AttentionOptions o;
-        o.causal = true;
-        AttentionReference(q.view, k.view, v.view, ref.view, o, false, nullptr, ref64.data());
-        AttentionReference(q.view, k.view, v.view, naive.view, o, true);
-        Attention(q.view, k.view, v.view, out.view, o);
-        EXPECT_LE(out.MaxDiff(ref64), 2 * naive.MaxDiff(ref64) + Atol(dt));
+        for (int64_t sq : {40, 3}) {  // 3 query rows x 2 heads per KV head: the decode kernel
+          std::mt19937 rng(static_cast<uint32_t>(sk + dim + sq));
+          Tensor q(dt, 1, sq, 4, 2 * dim), k(dt, 1, sk, 2, 2 * dim), v(dt, 1, sk, 2, 2 * dim);
+          q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+          for (Tensor* t : {&q, &k, &v}) t->view.stride[3] = 2, t->view.shape[3] = dim;
+          Tensor out(dt, 1, sq, 4, dim), naive(dt, 1, sq, 4, dim), ref(dt, 1, sq, 4, dim);
+          std::vector<double> ref64(sq * 4 * dim);
+          AttentionOptions o;
+          o.causal = true;
+          AttentionReference(q.view, k.view, v.view, ref.view, o, false, nullptr, ref64.data());
+          AttentionReference(q.view, k.view, v.view, naive.view, o, true);
+          Attention(q.view, k.view, v.view, out.view, o);
+          EXPECT_LE(out.MaxDiff(ref64), 2 * naive.MaxDiff(ref64) + Atol(dt)) << "Sq=" << sq;
+        }
       }
   }
   SetSimdTarget("");
