@@ -39,6 +39,26 @@ HWY_INLINE VF LoadAsF32(DF d, const T* p) {
   return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, DF>(), p));
 }
 
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+// [sum of a0's lanes, sum of a1's, a2's, a3's]: one transposing tree (14 instructions) instead of
+// four horizontal sums.
+HWY_INLINE __m128 Sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  // 128-bit chunks 0-1: a0 (8 partial sums), 2-3: a1; likewise a2, a3.
+  const __m512 b01 = _mm512_add_ps(_mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a0, a1, _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 b23 = _mm512_add_ps(_mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(a2, a3, _MM_SHUFFLE(3, 2, 3, 2)));
+  // Chunk j: a_j's 4 partial sums.
+  const __m512 c = _mm512_add_ps(_mm512_shuffle_f32x4(b01, b23, _MM_SHUFFLE(2, 0, 2, 0)),
+                                 _mm512_shuffle_f32x4(b01, b23, _MM_SHUFFLE(3, 1, 3, 1)));
+  // Within each chunk: lane 0 = the total.
+  const __m512 e = _mm512_add_ps(c, _mm512_permute_ps(c, _MM_SHUFFLE(1, 0, 3, 2)));
+  const __m512 f = _mm512_add_ps(e, _mm512_permute_ps(e, _MM_SHUFFLE(2, 3, 0, 1)));
+  const __m512i lanes = _mm512_setr_epi32(0, 4, 8, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  return _mm512_castps512_ps128(_mm512_permutexvar_ps(lanes, f));
+}
+#endif
+
 // scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp floats). Separate
 // accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
 template <int R, class T>
@@ -56,8 +76,14 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* 
       for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
     }
   }
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+  static_assert(kQKKeys == 4, "Sum4 reduces four accumulators");
+  for (int r = 0; r < R; ++r)
+    _mm_storeu_ps(scores + r * stride, Sum4(a[r][0].raw, a[r][1].raw, a[r][2].raw, a[r][3].raw));
+#else
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < kQKKeys; ++i) scores[r * stride + i] = hn::GetLane(hn::SumOfLanes(d, a[r][i]));
+#endif
 }
 
 // acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
