@@ -292,6 +292,22 @@ ATTN_BF16_DOT HWY_NOINLINE void DotAccumulate(const uint32_t* pp, int64_t BQ, in
 #define ATTN_HAVE_BF16_DOT 0
 #endif
 
+// Rows k0 .. k0 + nk of K or V ([B, S, Hkv, D] with `stride`) for KV head kvh of batch b as
+// float32: in place when stored as float32 with unit stride (row stride in *row_stride), else
+// converted into buf (row stride D).
+const float* TileRowsF32(DF d, DType dtype, const void* data, const int64_t* stride, int64_t b, int64_t kvh,
+                         int64_t k0, int64_t nk, int64_t D, float* buf, int64_t* row_stride) {
+  const int64_t base = b * stride[0] + k0 * stride[1] + kvh * stride[2];
+  if (dtype == DType::kF32 && stride[3] == 1) {
+    *row_stride = stride[1];
+    return static_cast<const float*>(data) + base;
+  }
+  for (int64_t j = 0; j < nk; ++j)
+    LoadRowF32(d, dtype, data, base + j * stride[1], stride[3], D, buf + j * D);
+  *row_stride = D;
+  return buf;
+}
+
 // Runs the rows [r0, r0 + n_rows) of KV head `kvh` in batch `b` over keys [key_begin, key_end).
 // Leaves O^T, m, l in `s`. kDot: the bf16 dot path (bf16 inputs, AVX512_BF16 checked by the caller).
 template <bool kDot>
@@ -352,8 +368,6 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
   const bool track_entropy = p.entropy != nullptr;
   std::memset(s.ot, 0, sizeof(float) * D * BQ);
 
-  const bool k_direct = p.dtype == DType::kF32 && p.k_stride[3] == 1;
-  const bool v_direct = p.dtype == DType::kF32 && p.v_stride[3] == 1;
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyTile) {
     const int64_t nk = std::min(kKeyTile, kmax + 1 - k0);
     bool any = false;
@@ -388,24 +402,9 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
       DotScores(s.qp, BQ, kp, ks, D2, nk, q_scale, s.st);
 #endif
     } else {
-      const float* kp;
       int64_t ks;
-      const int64_t k_base = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
-      if (k_direct) {
-        kp = static_cast<const float*>(p.k) + k_base, ks = p.k_stride[1];
-      } else {
-        for (int64_t j = 0; j < nk; ++j)
-          LoadRowF32(d, p.dtype, p.k, k_base + j * p.k_stride[1], p.k_stride[3], D, s.kc + j * D);
-        kp = s.kc, ks = D;
-      }
-      const int64_t v_base = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
-      if (v_direct) {
-        vp = static_cast<const float*>(p.v) + v_base, vs = p.v_stride[1];
-      } else {
-        for (int64_t j = 0; j < nk; ++j)
-          LoadRowF32(d, p.dtype, p.v, v_base + j * p.v_stride[1], p.v_stride[3], D, s.vc + j * D);
-        vp = s.vc, vs = D;
-      }
+      const float* kp = TileRowsF32(d, p.dtype, p.k, p.k_stride, b, kvh, k0, nk, D, s.kc, &ks);
+      vp = TileRowsF32(d, p.dtype, p.v, p.v_stride, b, kvh, k0, nk, D, s.vc, &vs);
       int64_t j = 0;
       for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
       if (j < nk)
