@@ -130,10 +130,15 @@ NB_MODULE(_attn, m) {
         nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
         nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
         nb::arg("softcap"), nb::arg("threads"));
-  m.def("simd_targets", &attn::SimdTargets, "SIMD targets compiled in and supported here, best first.");
+  m.def(
+      "simd_targets", &attn::SimdTargets,
+      "SIMD targets compiled in and supported here, best first. 'AVX3_BF16' is AVX3 plus the bf16 attention\n"
+      "kernel on vdpbf16ps (listed where the CPU has AVX512_BF16).");
   m.def(
       "set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },
-      nb::arg("name").none(), "Restrict dispatch to one target (None = best).");
+      nb::arg("name").none(),
+      "Restrict dispatch to one target (None = best); 'AVX3' keeps AVX-512 but turns the bf16 dot kernel "
+      "off.");
   m.def("current_simd_target", &attn::CurrentSimdTarget, "The SIMD target calls use now.");
 
   nb::class_<attn::KVCache>(m, "KVCache")
