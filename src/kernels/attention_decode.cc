@@ -59,10 +59,10 @@ HWY_INLINE __m128 Sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 }
 #endif
 
-// scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp floats). Separate
+// scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp elements of T). Separate
 // accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
 template <int R, class T>
-HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* const* k,
+HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const void* const* k,
                         float* HWY_RESTRICT scores, int64_t stride) {
   const int64_t N = hn::Lanes(d);
   VF a[R][kQKKeys];
@@ -70,7 +70,7 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* 
     for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::Zero(d);
   for (int64_t dd = 0; dd < Dp; dd += N) {
     VF kv[kQKKeys];
-    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, k[i] + dd);
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, static_cast<const T*>(k[i]) + dd);
     for (int r = 0; r < R; ++r) {
       const VF qv = hn::LoadU(d, q + r * Dp + dd);
       for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
@@ -89,7 +89,7 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* 
 // acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
 // registers across the block's keys.
 template <int R, class T>
-HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const T* const* v,
+HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const void* const* v,
                                int64_t nk, int64_t dd, bool pair, float* HWY_RESTRICT acc, int64_t Dp) {
   const int64_t N = hn::Lanes(d);
   VF a0[R], a1[R];
@@ -98,8 +98,9 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
     a1[r] = pair ? hn::LoadU(d, acc + r * Dp + dd + N) : hn::Zero(d);
   }
   for (int64_t j = 0; j < nk; ++j) {
-    const VF v0 = LoadAsF32(d, v[j] + dd);
-    const VF v1 = pair ? LoadAsF32(d, v[j] + dd + N) : hn::Zero(d);
+    const T* row = static_cast<const T*>(v[j]);
+    const VF v0 = LoadAsF32(d, row + dd);
+    const VF v1 = pair ? LoadAsF32(d, row + dd + N) : hn::Zero(d);
     for (int r = 0; r < R; ++r) {
       const VF pr = hn::Set(d, p[r * p_stride + j]);
       a0[r] = hn::MulAdd(pr, v0, a0[r]);
@@ -115,40 +116,49 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
 // Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j, kQKRows rows x kQKKeys keys at a time
 // (independent FMA chains).
 template <class T>
-void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* const* krows, int64_t nk,
+void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const void* const* krows, int64_t nk,
                  float* scores) {
   for (int64_t r = 0; r < rows; r += kQKRows) {
     const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
     for (int64_t j = 0; j < nk; j += kQKKeys) {
       if (n == 3)
-        DotTile<3>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        DotTile<3, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
       else if (n == 2)
-        DotTile<2>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        DotTile<2, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
       else
-        DotTile<1>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
+        DotTile<1, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
     }
   }
 }
 
 // Step 5 of a block: acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
 template <class T>
-void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* const* vrows, int64_t nk, int64_t Dp,
-                     float* acc) {
+void BlockAccumulate(DF d, const float* scores, int64_t rows, const void* const* vrows, int64_t nk,
+                     int64_t Dp, float* acc) {
   const int64_t N = hn::Lanes(d);
   for (int64_t r = 0; r < rows; r += kPVRows) {
     const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
     for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
       const bool pair = dd + N < Dp;
       if (n == 4)
-        AccumulateTile<4>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<4, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
       else if (n == 3)
-        AccumulateTile<3>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<3, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
       else if (n == 2)
-        AccumulateTile<2>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<2, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
       else
-        AccumulateTile<1>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<1, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
     }
   }
+}
+
+// Calls f(T()) with T the element type of a block's K or V rows: the half type when they are read
+// in place from a bf16 / f16 tensor, else float (float32 tensors, or rows converted into a buffer).
+template <class F>
+void WithRowType(DType dtype, bool in_place, const F& f) {
+  if (in_place && dtype == DType::kBF16) return f(hwy::bfloat16_t());
+  if (in_place && dtype == DType::kF16) return f(hwy::float16_t());
+  f(0.0f);
 }
 
 // Decode of rows [0, rows) for KV head kvh over keys [key_begin, key_end). Leaves per row r the
@@ -184,7 +194,6 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
   // Rows read in place when no padding is needed: float32 as is, bf16 / f16 widened on the fly.
   const bool k_direct = p.k_stride[3] == 1 && D == Dp;
   const bool v_direct = p.v_stride[3] == 1 && D == Dp;
-  const bool half = p.dtype != DType::kF32;
   const size_t es = DTypeSize(p.dtype);
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
@@ -208,15 +217,8 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     }
     for (int64_t j = nk; j < kKeyBlock; ++j) krows[j] = krows[0], vrows[j] = vrows[0];
     // 2. Scores, by the rows' storage type.
-    if (k_direct && half) {
-      if (p.dtype == DType::kBF16) {
-        BlockScores(d, q, Dp, rows, reinterpret_cast<const hwy::bfloat16_t* const*>(krows), nk, scores);
-      } else {
-        BlockScores(d, q, Dp, rows, reinterpret_cast<const hwy::float16_t* const*>(krows), nk, scores);
-      }
-    } else {
-      BlockScores(d, q, Dp, rows, reinterpret_cast<const float* const*>(krows), nk, scores);
-    }
+    WithRowType(p.dtype, k_direct,
+                [&](auto t) { BlockScores<decltype(t)>(d, q, Dp, rows, krows, nk, scores); });
     // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
     //    keys compared with each row's range. Otherwise per element (blocks are small).
     if (!capped && p.mask_kind == MaskKind::kNone) {
@@ -275,15 +277,8 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       }
     }
     // 5. acc_r += sum_j p_r[j] v_j.
-    if (v_direct && half) {
-      if (p.dtype == DType::kBF16) {
-        BlockAccumulate(d, scores, rows, reinterpret_cast<const hwy::bfloat16_t* const*>(vrows), nk, Dp, acc);
-      } else {
-        BlockAccumulate(d, scores, rows, reinterpret_cast<const hwy::float16_t* const*>(vrows), nk, Dp, acc);
-      }
-    } else {
-      BlockAccumulate(d, scores, rows, reinterpret_cast<const float* const*>(vrows), nk, Dp, acc);
-    }
+    WithRowType(p.dtype, v_direct,
+                [&](auto t) { BlockAccumulate<decltype(t)>(d, scores, rows, vrows, nk, Dp, acc); });
   }
 }
 
