@@ -192,11 +192,16 @@ def measure_peaks(args) -> dict:
         peaks["notes"].append("no peak tool ran: pass --peak-bin (bench/run.sh does)")
     if peaks["fp32"] and not peaks["bf16"]:
         peaks["notes"].append("no bf16 dot instruction: bf16 rows are compared with the fp32 FMA peak")
-    # Memory: read2 is machine_peak's figure; its loop sums into one float (a dependent chain), which on some
-    # CPUs measures add latency rather than memory; read2v reads the same streams with vector accumulators.
+    set_bandwidth(peaks)
+    return peaks
+
+
+def set_bandwidth(peaks: dict) -> None:
+    """peaks["bw"], peaks["bw_from"]: the better of read2 and read2v. read2 is machine_peak's figure; its loop
+    sums into one float (a dependent chain), which on some CPUs measures add latency rather than memory; read2v
+    reads the same streams with vector accumulators."""
     cands = [(peaks[k], k) for k in ("read2", "read2v") if peaks[k]]
     peaks["bw"], peaks["bw_from"] = max(cands) if cands else (None, None)
-    return peaks
 
 
 def each_peaks(peaks: dict) -> str:
@@ -219,8 +224,7 @@ def merge_peaks(first: dict, second: dict) -> dict:
         vals = [v for v in (first.get(key), second.get(key)) if v]
         merged[key] = max(vals) if vals else None
         merged["each"][key] = (first.get(key), second.get(key))
-    cands = [(merged[k], k) for k in ("read2", "read2v") if merged[k]]
-    merged["bw"], merged["bw_from"] = max(cands) if cands else (None, None)
+    set_bandwidth(merged)
     return merged
 
 
