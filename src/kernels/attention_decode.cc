@@ -24,7 +24,9 @@ HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::HWY_NAMESPACE {
 namespace {
 
-constexpr int64_t kKeyBlock = 16;
+// 64 keys per block: the per-row softmax reductions and rescaling are spread over 4x more keys
+// than with 16 (hot-cache decode 30% faster; 32 and 128 measured the same as 64).
+constexpr int64_t kKeyBlock = 64;
 constexpr int64_t kQKRows = 3, kQKKeys = 4;  // 12 independent accumulators
 constexpr int64_t kPVRows = 4;               // x 2 vectors = 8 accumulators
 
@@ -62,7 +64,7 @@ HWY_INLINE __m128 Sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 // scores[r * stride + i] = q_r . k_i for R rows and kQKKeys keys (rows of Dp elements of T). Separate
 // accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
 template <int R, class T>
-HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const void* const* k,
+HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* const* k,
                         float* HWY_RESTRICT scores, int64_t stride) {
   const int64_t N = hn::Lanes(d);
   VF a[R][kQKKeys];
@@ -70,7 +72,7 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const voi
     for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::Zero(d);
   for (int64_t dd = 0; dd < Dp; dd += N) {
     VF kv[kQKKeys];
-    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, static_cast<const T*>(k[i]) + dd);
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, k[i] + dd);
     for (int r = 0; r < R; ++r) {
       const VF qv = hn::LoadU(d, q + r * Dp + dd);
       for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
@@ -87,9 +89,9 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const voi
 }
 
 // acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
-// registers across the block's keys.
+// registers across the block's keys (v_j = v + j * vs).
 template <int R, class T>
-HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const void* const* v,
+HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const T* v, int64_t vs,
                                int64_t nk, int64_t dd, bool pair, float* HWY_RESTRICT acc, int64_t Dp) {
   const int64_t N = hn::Lanes(d);
   VF a0[R], a1[R];
@@ -98,7 +100,7 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
     a1[r] = pair ? hn::LoadU(d, acc + r * Dp + dd + N) : hn::Zero(d);
   }
   for (int64_t j = 0; j < nk; ++j) {
-    const T* row = static_cast<const T*>(v[j]);
+    const T* row = v + j * vs;
     const VF v0 = LoadAsF32(d, row + dd);
     const VF v1 = pair ? LoadAsF32(d, row + dd + N) : hn::Zero(d);
     for (int r = 0; r < R; ++r) {
@@ -113,41 +115,42 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
   }
 }
 
-// Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j, kQKRows rows x kQKKeys keys at a time
-// (independent FMA chains).
+// Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j (k_j = k + j * ks), kQKRows rows x
+// kQKKeys keys at a time (independent FMA chains); a last partial group repeats key nk - 1.
 template <class T>
-void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const void* const* krows, int64_t nk,
+void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* k, int64_t ks, int64_t nk,
                  float* scores) {
-  for (int64_t r = 0; r < rows; r += kQKRows) {
-    const int n = static_cast<int>(std::min<int64_t>(kQKRows, rows - r));
-    for (int64_t j = 0; j < nk; j += kQKKeys) {
-      if (n == 3)
-        DotTile<3, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-      else if (n == 2)
-        DotTile<2, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-      else
-        DotTile<1, T>(d, q + r * Dp, Dp, krows + j, scores + r * kKeyBlock + j, kKeyBlock);
-    }
+  for (int64_t j = 0; j < nk; j += kQKKeys) {
+    const T* kr[kQKKeys];
+    for (int64_t i = 0; i < kQKKeys; ++i) kr[i] = k + std::min(j + i, nk - 1) * ks;
+    int64_t r = 0;
+    for (; r + kQKRows <= rows; r += kQKRows)
+      DotTile<kQKRows, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
+    if (rows - r == 2) DotTile<2, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
+    if (rows - r == 1) DotTile<1, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
   }
 }
 
-// Step 5 of a block: acc_r += sum_j p_r[j] v_j, kPVRows rows x 2 vectors of head dims per pass.
+// Step 5 of a block: acc_r += sum_j p_r[j] v_j (v_j = v + j * vs), kPVRows rows x 2 vectors of
+// head dims per pass.
 template <class T>
-void BlockAccumulate(DF d, const float* scores, int64_t rows, const void* const* vrows, int64_t nk,
-                     int64_t Dp, float* acc) {
+void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_t vs, int64_t nk, int64_t Dp,
+                     float* acc) {
   const int64_t N = hn::Lanes(d);
   for (int64_t r = 0; r < rows; r += kPVRows) {
     const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
     for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
       const bool pair = dd + N < Dp;
+      const float* pr = scores + r * kKeyBlock;
+      float* ar = acc + r * Dp;
       if (n == 4)
-        AccumulateTile<4, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<4, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
       else if (n == 3)
-        AccumulateTile<3, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<3, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
       else if (n == 2)
-        AccumulateTile<2, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<2, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
       else
-        AccumulateTile<1, T>(d, scores + r * kKeyBlock, kKeyBlock, vrows, nk, dd, pair, acc + r * Dp, Dp);
+        AccumulateTile<1, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
     }
   }
 }
@@ -198,29 +201,30 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
     const int64_t nk = std::min(kKeyBlock, kmax + 1 - k0);
-    // 1. K and V rows of this block: in place, else converted (zero-padded to Dp).
-    const void* krows[kKeyBlock];
-    const void* vrows[kKeyBlock];
-    for (int64_t j = 0; j < nk; ++j) {
-      const int64_t ko = b * p.k_stride[0] + (k0 + j) * p.k_stride[1] + kvh * p.k_stride[2];
-      const int64_t vo = b * p.v_stride[0] + (k0 + j) * p.v_stride[1] + kvh * p.v_stride[2];
-      krows[j] = static_cast<const char*>(p.k) + ko * es;
-      vrows[j] = static_cast<const char*>(p.v) + vo * es;
-      if (!k_direct) {
-        LoadRowF32(d, p.dtype, p.k, ko, p.k_stride[3], D, kbuf + j * Dp);
-        krows[j] = kbuf + j * Dp;
-      }
-      if (!v_direct) {
-        LoadRowF32(d, p.dtype, p.v, vo, p.v_stride[3], D, vbuf + j * Dp);
-        vrows[j] = vbuf + j * Dp;
-      }
+    // 1. K and V rows of this block: in place (row j at base + j * stride), else converted
+    //    into a buffer (zero-padded to Dp).
+    const int64_t ko = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
+    const int64_t vo = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
+    const void* kbase = static_cast<const char*>(p.k) + ko * es;
+    const void* vbase = static_cast<const char*>(p.v) + vo * es;
+    int64_t ks = p.k_stride[1], vs = p.v_stride[1];
+    if (!k_direct) {
+      for (int64_t j = 0; j < nk; ++j)
+        LoadRowF32(d, p.dtype, p.k, ko + j * p.k_stride[1], p.k_stride[3], D, kbuf + j * Dp);
+      kbase = kbuf, ks = Dp;
     }
-    for (int64_t j = nk; j < kKeyBlock; ++j) krows[j] = krows[0], vrows[j] = vrows[0];
+    if (!v_direct) {
+      for (int64_t j = 0; j < nk; ++j)
+        LoadRowF32(d, p.dtype, p.v, vo + j * p.v_stride[1], p.v_stride[3], D, vbuf + j * Dp);
+      vbase = vbuf, vs = Dp;
+    }
     // 2. Scores, by the rows' storage type.
-    WithRowType(p.dtype, k_direct,
-                [&](auto t) { BlockScores<decltype(t)>(d, q, Dp, rows, krows, nk, scores); });
+    WithRowType(p.dtype, k_direct, [&](auto t) {
+      using T = decltype(t);
+      BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, nk, scores);
+    });
     // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
-    //    keys compared with each row's range. Otherwise per element (blocks are small).
+    //    keys compared with each row's range. Otherwise per element.
     if (!capped && p.mask_kind == MaskKind::kNone) {
       const hn::RebindToSigned<DF> di;
       const auto last = static_cast<int32_t>(nk - 1);
@@ -277,8 +281,10 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       }
     }
     // 5. acc_r += sum_j p_r[j] v_j.
-    WithRowType(p.dtype, v_direct,
-                [&](auto t) { BlockAccumulate<decltype(t)>(d, scores, rows, vrows, nk, Dp, acc); });
+    WithRowType(p.dtype, v_direct, [&](auto t) {
+      using T = decltype(t);
+      BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, nk, Dp, acc);
+    });
   }
 }
 
