@@ -1,7 +1,13 @@
 """SmolLM2-135M-Instruct (Q4_1) on attn against llama.cpp on the same file: greedy continuations
 token for token, and next-token predictions over a 512-token text. The reference outputs are in
-tests/fixtures/smollm2_llamacpp.json (made by make_llama_fixtures.py with llama-cpp-python; the
-versions are inside), so this test runs without llama.cpp installed."""
+tests/fixtures/smollm2_llamacpp*.json (made by make_llama_fixtures.py with llama-cpp-python; the
+versions are inside), so this test runs without llama.cpp installed.
+
+There are two references because llama.cpp's own results depend on the CPU it runs on: the same
+llama.cpp version on the same file gave, on an AVX2 machine (smollm2_llamacpp.json) and on an
+AVX-512 machine (smollm2_llamacpp_avx512.json), top-1 agreement 93.75% over the 512-token text and
+identical 64-token greedy continuations on 1 of the 6 prompts. attn is held to that standard: as
+close to each build of llama.cpp as the two builds are to each other."""
 from __future__ import annotations
 
 import json
@@ -13,12 +19,22 @@ import pytest
 import attn
 
 FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+BUILDS = {"avx2": "smollm2_llamacpp.json", "avx512": "smollm2_llamacpp_avx512.json"}
+
+
+def load_fixture(name: str) -> dict:
+    with open(os.path.join(FIXTURES, BUILDS[name])) as f:
+        return json.load(f)
 
 
 @pytest.fixture(scope="module")
-def golden():
-    with open(os.path.join(FIXTURES, "smollm2_llamacpp.json")) as f:
-        return json.load(f)
+def goldens():
+    return {name: load_fixture(name) for name in BUILDS}
+
+
+@pytest.fixture(scope="module", params=list(BUILDS))
+def golden(request, goldens):
+    return goldens[request.param]
 
 
 @pytest.fixture(scope="module")
@@ -46,26 +62,55 @@ def test_prompt_tokens_match_llamacpp(golden, model):
 # How far apart two faithful implementations of this quantized model are. Measured (see the
 # issue note and BENCHMARKS.md): an exact float64 forward pass over the same dequantized weights
 # agrees with llama.cpp's top-1 on 93.9% of the 512 positions, and merely rounding attn's own KV
-# cache to f16 (llama.cpp's default) moves its logits by 0.16 on average. Exact agreement is only
-# possible where llama.cpp's top-2 logits are further apart than that noise.
+# cache to f16 (llama.cpp's default) moves its logits by 0.16 on average; llama.cpp's AVX2 and
+# AVX-512 builds agree with each other on 93.75%. Exact agreement is only possible where
+# llama.cpp's top-2 logits are further apart than that noise.
 NEAR_TIE = 0.25
 
 
-def test_greedy_continuations_match_llamacpp(golden, model):
-    full = 0
+def test_greedy_continuations_match_llamacpp_step_by_step(golden, model):
+    # Teacher-forced: attn's next-token choice at each of llama.cpp's 64 greedy steps, given the
+    # tokens llama.cpp chose before it, so one near-tie does not end the comparison.
+    agree = total = clear_agree = clear_total = 0
     for name, g in golden["greedy"].items():
         want = g["greedy_ids"]
-        if g["eos_seen"]:  # llama.cpp's run went past EOS; compare up to the EOS it chose
-            want = want[:want.index(golden["eos_id"])]
-        got = model.generate(g["prompt_ids"], max_tokens=len(g["greedy_ids"]), return_dict=True)["tokens"]
-        k = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
-        if k is None:
-            assert len(got) == len(want), name
-            full += len(want) == 64
-            continue
-        # A divergence is allowed only at a near-tie of llama.cpp's own top two logits.
-        assert g["top1_gap"][k] < NEAR_TIE, (name, k, g["top1_gap"][k])
-    assert full >= 1, "no prompt matched llama.cpp for all 64 tokens"
+        n_prompt = len(g["prompt_ids"])
+        choice = model.logits(g["prompt_ids"] + want[:-1])[n_prompt - 1:].argmax(-1)
+        assert choice.shape == (len(want),), name
+        for k, tok in enumerate(want):
+            ok = int(choice[k]) == tok
+            agree += ok
+            total += 1
+            if g["top1_gap"][k] >= NEAR_TIE:
+                clear_agree += ok
+                clear_total += 1
+    print(f"{golden['versions'].get('simd', 'avx2')}: {agree}/{total} greedy steps agree, "
+          f"{clear_agree}/{clear_total} where llama.cpp's top-2 gap >= {NEAR_TIE}")
+    assert agree >= 0.95 * total
+    assert clear_agree >= 0.98 * clear_total
+
+
+def test_free_running_greedy_parts_from_llamacpp_only_at_near_ties(goldens, model):
+    # attn's own greedy generation (prefill, then the decode kernel one token at a time) follows
+    # llama.cpp's continuation until a step where one of llama.cpp's builds has a near-tie.
+    for name in goldens["avx2"]["greedy"]:
+        got = None
+        parted = []
+        for build, golden in goldens.items():
+            g = golden["greedy"][name]
+            want = g["greedy_ids"]
+            if g["eos_seen"]:  # llama.cpp's run went past EOS; compare up to the EOS it chose
+                want = want[:want.index(golden["eos_id"])]
+            if got is None:
+                got = model.generate(g["prompt_ids"], max_tokens=64, return_dict=True)["tokens"]
+            k = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), None)
+            if k is None:
+                assert got[:len(want)] == want, (name, build)
+                parted.append((build, len(want), 0.0))
+            else:
+                parted.append((build, k, g["top1_gap"][k]))
+        print(name, parted)
+        assert any(gap < NEAR_TIE for _, _, gap in parted), (name, parted)
 
 
 def test_next_token_predictions_agree_with_llamacpp(golden, model):
@@ -90,3 +135,17 @@ def test_next_token_predictions_agree_with_llamacpp(golden, model):
     assert clear >= 0.97
     assert abs(nll - nt["mean_nll"]) < 0.02
     assert centered.mean() < 0.2
+
+
+def test_next_token_agreement_is_within_llamacpp_own_spread(goldens, model):
+    # llama.cpp's two builds set the yardstick: attn may be no further from either than they are
+    # from each other, less 2 points (about 10 of 512 positions).
+    top1 = {b: np.array([p["top1"] for p in g["next_token"]["positions"]]) for b, g in goldens.items()}
+    ids = goldens["avx2"]["next_token"]["ids"]
+    assert goldens["avx512"]["next_token"]["ids"] == ids
+    between = float((top1["avx2"] == top1["avx512"]).mean())
+    ours = model.logits(ids).argmax(-1)
+    for build, want in top1.items():
+        agreement = float((ours == want).mean())
+        print(f"top-1 agreement with llama.cpp {build}: {agreement:.4f} (llama.cpp avx2 vs avx512: {between:.4f})")
+        assert agreement >= between - 0.02, build
