@@ -155,6 +155,130 @@ void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_
   }
 }
 
+#if ATTN_HAVE_BF16_DOT
+// The bf16 dot path (bf16 K and V with unit stride along the head dim, on a CPU with AVX512_BF16).
+// Scores: q_r (bf16, unscaled, zero-padded to a multiple of 32) against K rows read in place, both
+// with their head dims in natural pairs (lane i: dims 2i, 2i + 1), scaled in float32 afterwards.
+// P V: each row's probabilities rounded to bf16 (as the prefill dot path does) in pairs of keys,
+// against V rows interleaved in pairs of keys per 16 head dims.
+
+// A mask of the first n of 32 words (none for n <= 0).
+HWY_INLINE __mmask32 FirstWords(int64_t n) {
+  return n >= 32 ? ~__mmask32{0} : n <= 0 ? __mmask32{0} : (__mmask32{1} << n) - 1;
+}
+
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotTileBf16(const uint16_t* HWY_RESTRICT q, int64_t Dq,
+                                          const uint16_t* const* k, int64_t D, float scale,
+                                          float* HWY_RESTRICT scores) {
+  __m512 a[R][kQKKeys];
+  for (int r = 0; r < R; ++r)
+    for (int i = 0; i < kQKKeys; ++i) a[r][i] = _mm512_setzero_ps();
+  for (int64_t dd = 0; dd < D; dd += 32) {
+    const __mmask32 live = FirstWords(D - dd);
+    __m512bh kv[kQKKeys];
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = AsPairs(_mm512_maskz_loadu_epi16(live, k[i] + dd));
+    for (int r = 0; r < R; ++r) {
+      const __m512bh qv = AsPairs(_mm512_loadu_si512(q + r * Dq + dd));
+      for (int i = 0; i < kQKKeys; ++i) a[r][i] = _mm512_dpbf16_ps(a[r][i], qv, kv[i]);
+    }
+  }
+  static_assert(kQKKeys == 4, "Sum4 reduces four accumulators");
+  const __m128 vscale = _mm_set1_ps(scale);
+  for (int r = 0; r < R; ++r)
+    _mm_storeu_ps(scores + r * kKeyBlock, _mm_mul_ps(Sum4(a[r][0], a[r][1], a[r][2], a[r][3]), vscale));
+}
+
+// scores[r * kKeyBlock + j] = scale * (q_r . k_j), k_j = k + j * ks.
+ATTN_BF16_DOT HWY_NOINLINE void DotBlockScores(const uint16_t* q, int64_t Dq, int64_t rows, const uint16_t* k,
+                                               int64_t ks, int64_t nk, int64_t D, float scale,
+                                               float* scores) {
+  for (int64_t j = 0; j < nk; j += kQKKeys) {
+    const uint16_t* kr[kQKKeys];
+    for (int64_t i = 0; i < kQKKeys; ++i) kr[i] = k + std::min(j + i, nk - 1) * ks;
+    int64_t r = 0;
+    for (; r + kQKRows <= rows; r += kQKRows)
+      DotTileBf16<kQKRows>(q + r * Dq, Dq, kr, D, scale, scores + r * kKeyBlock + j);
+    if (rows - r == 2) DotTileBf16<2>(q + r * Dq, Dq, kr, D, scale, scores + r * kKeyBlock + j);
+    if (rows - r == 1) DotTileBf16<1>(q + r * Dq, Dq, kr, D, scale, scores + r * kKeyBlock + j);
+  }
+}
+
+// Rows of probabilities (float32, kKeyBlock per row) -> bf16, round to nearest even; word j = key
+// j, so 32-bit word u holds the pair of keys 2u, 2u + 1.
+ATTN_BF16_DOT HWY_NOINLINE void DotPackProbs(const float* scores, int64_t rows, uint16_t* pb) {
+  static_assert(kKeyBlock % 32 == 0, "32 keys per conversion");
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < kKeyBlock; j += 32) {
+      const float* s = scores + r * kKeyBlock + j;
+      const __m512bh both = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(s + 16), _mm512_loadu_ps(s));
+      _mm512_storeu_si512(pb + r * kKeyBlock + j, reinterpret_cast<__m512i>(both));
+    }
+}
+
+// Word indices for vpermt2w: pairs (a[i], b[i]) for i in [0, 16) and in [16, 32).
+alignas(64) constexpr uint16_t kPairLow[32] = {0, 32, 1, 33, 2,  34, 3,  35, 4,  36, 5,  37, 6,  38, 7,  39,
+                                               8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47};
+alignas(64) constexpr uint16_t kPairHigh[32] = {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21,
+                                                53, 22, 54, 23, 55, 24, 56, 25, 57, 26, 58,
+                                                27, 59, 28, 60, 29, 61, 30, 62, 31, 63};
+
+// acc_r[dd, dd + 64) += sum_j p_r[j] v_j for R rows, 64 head dims (4 registers) at a time.
+template <int R>
+ATTN_BF16_DOT HWY_INLINE void DotAccumulateTile(const uint16_t* HWY_RESTRICT pb, const uint16_t* v,
+                                                int64_t vs, int64_t nk, int64_t D, int64_t dd,
+                                                float* HWY_RESTRICT acc, int64_t Dp) {
+  const __m512i lo_idx = _mm512_load_si512(kPairLow), hi_idx = _mm512_load_si512(kPairHigh);
+  const int64_t n_vec = std::min<int64_t>(4, (D - dd + 15) / 16);
+  __m512 a[R][4];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c)
+      a[r][c] = c < n_vec ? _mm512_loadu_ps(acc + r * Dp + dd + 16 * c) : _mm512_setzero_ps();
+  const __mmask32 live0 = FirstWords(D - dd), live1 = FirstWords(D - dd - 32);
+  for (int64_t j = 0; j < nk; j += 2) {
+    const uint16_t* even = v + j * vs + dd;
+    const bool odd = j + 1 < nk;  // else paired with zeros (its probability is 0 too)
+    const __m512i e0 = _mm512_maskz_loadu_epi16(live0, even);
+    const __m512i e1 = _mm512_maskz_loadu_epi16(live1, even + 32);
+    const __m512i o0 = odd ? _mm512_maskz_loadu_epi16(live0, even + vs) : _mm512_setzero_si512();
+    const __m512i o1 = odd ? _mm512_maskz_loadu_epi16(live1, even + vs + 32) : _mm512_setzero_si512();
+    const __m512bh vp[4] = {AsPairs(_mm512_permutex2var_epi16(e0, lo_idx, o0)),
+                            AsPairs(_mm512_permutex2var_epi16(e0, hi_idx, o0)),
+                            AsPairs(_mm512_permutex2var_epi16(e1, lo_idx, o1)),
+                            AsPairs(_mm512_permutex2var_epi16(e1, hi_idx, o1))};
+    for (int r = 0; r < R; ++r) {
+      uint32_t w;
+      std::memcpy(&w, pb + r * kKeyBlock + j, sizeof(w));
+      const __m512bh pr = AsPairs(_mm512_set1_epi32(static_cast<int>(w)));
+      for (int c = 0; c < 4; ++c) a[r][c] = _mm512_dpbf16_ps(a[r][c], vp[c], pr);
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < 4; ++c)  // a constant trip count keeps a[][] in registers
+      if (c < n_vec) _mm512_storeu_ps(acc + r * Dp + dd + 16 * c, a[r][c]);
+}
+
+ATTN_BF16_DOT HWY_NOINLINE void DotBlockAccumulate(const uint16_t* pb, int64_t rows, const uint16_t* v,
+                                                   int64_t vs, int64_t nk, int64_t D, int64_t Dp,
+                                                   float* acc) {
+  for (int64_t r = 0; r < rows; r += kPVRows) {
+    const int64_t n = std::min<int64_t>(kPVRows, rows - r);
+    for (int64_t dd = 0; dd < D; dd += 64) {
+      const uint16_t* pr = pb + r * kKeyBlock;
+      float* ar = acc + r * Dp;
+      if (n == 4)
+        DotAccumulateTile<4>(pr, v, vs, nk, D, dd, ar, Dp);
+      else if (n == 3)
+        DotAccumulateTile<3>(pr, v, vs, nk, D, dd, ar, Dp);
+      else if (n == 2)
+        DotAccumulateTile<2>(pr, v, vs, nk, D, dd, ar, Dp);
+      else
+        DotAccumulateTile<1>(pr, v, vs, nk, D, dd, ar, Dp);
+    }
+  }
+}
+#endif  // ATTN_HAVE_BF16_DOT
+
 // Calls f(T()) with T the element type of a block's K or V rows: the half type when they are read
 // in place from a bf16 / f16 tensor, else float (float32 tensors, or rows converted into a buffer).
 template <class F>
@@ -164,11 +288,53 @@ void WithRowType(DType dtype, bool in_place, const F& f) {
   f(0.0f);
 }
 
+// Rows [0, nk) of a bf16 tensor from element offset `off` (row stride stride[1], head-dim stride
+// stride[3]) into buf as contiguous bf16 rows of Dq elements (zero-padded past D).
+const uint16_t* CopyRowsBf16(const void* data, int64_t off, const int64_t* stride, int64_t nk, int64_t D,
+                             int64_t Dq, float* buf) {
+  const uint16_t* src = static_cast<const uint16_t*>(data) + off;
+  uint16_t* dst = reinterpret_cast<uint16_t*>(buf);
+  for (int64_t j = 0; j < nk; ++j)
+    for (int64_t dd = 0; dd < Dq; ++dd) dst[j * Dq + dd] = dd < D ? src[j * stride[1] + dd * stride[3]] : 0;
+  return dst;
+}
+
+// Scratch of one decode task (rows = query rows of a KV head, Dp = D rounded up to a vector,
+// Dq = D rounded up to 32).
+struct DecodeWork {
+  float* q;       // [rows][Dp] queries, float32, scaled
+  float* kbuf;    // [kKeyBlock][Dp] K rows converted when not read in place
+  float* vbuf;    // [kKeyBlock][Dp] likewise V
+  float* scores;  // [rows][kKeyBlock]
+  uint16_t* qb;   // [rows][Dq] queries, bf16, unscaled (dot path)
+  uint16_t* pb;   // [rows][kKeyBlock] probabilities, bf16 (dot path)
+  int64_t* lo;    // [rows] first visible key
+  int64_t* hi;    // [rows] last visible key
+
+  static size_t Floats(int64_t rows, int64_t Dp, int64_t Dq) {
+    return rows * Dp + 2 * kKeyBlock * Dp + rows * kKeyBlock + (rows * Dq + rows * kKeyBlock) / 2 + 16;
+  }
+  DecodeWork(float* f, int64_t* ranges, int64_t rows, int64_t Dp, int64_t Dq) {
+    q = f, f += rows * Dp;
+    kbuf = f, f += kKeyBlock * Dp;
+    vbuf = f, f += kKeyBlock * Dp;
+    scores = f, f += rows * kKeyBlock;
+    qb = reinterpret_cast<uint16_t*>(f), f += (rows * Dq + 1) / 2;
+    pb = reinterpret_cast<uint16_t*>(f);
+    lo = ranges, hi = ranges + rows;
+  }
+};
+
 // Decode of rows [0, rows) for KV head kvh over keys [key_begin, key_end). Leaves per row r the
 // unnormalized output acc + r * Dp, m[r] and l[r] (log2 units).
 void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_begin, int64_t key_end,
-                 int64_t Dp, float* q, float* acc, float* m, float* l, float* kbuf, float* vbuf,
-                 float* scores, int64_t* lo, int64_t* hi) {
+                 int64_t Dp, int64_t Dq, const DecodeWork& w, float* acc, float* m, float* l) {
+  float* q = w.q;
+  float* kbuf = w.kbuf;
+  float* vbuf = w.vbuf;
+  float* scores = w.scores;
+  int64_t* lo = w.lo;
+  int64_t* hi = w.hi;
   const DF d;
   const int64_t N = hn::Lanes(d);
   const int64_t D = p.head_dim;
@@ -176,6 +342,13 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
   const float neg_inf = -std::numeric_limits<float>::infinity();
   const bool capped = p.softcap > 0.0f;
   const float q_scale = capped ? p.scale : p.scale * kLog2e;
+
+  // The bf16 dot path: K and V in place, or copied (as bf16) where the head dim is strided.
+#if ATTN_HAVE_BF16_DOT
+  const bool dot = p.bf16_dot && p.dtype == DType::kBF16;
+#else
+  const bool dot = false;
+#endif
 
   int64_t kmin = std::numeric_limits<int64_t>::max(), kmax = -1;
   for (int64_t r = 0; r < rows; ++r) {
@@ -185,8 +358,12 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     hi[r] = std::min(hi[r], key_end - 1);
     if (lo[r] <= hi[r]) kmin = std::min(kmin, lo[r]), kmax = std::max(kmax, hi[r]);
     float* qr = q + r * Dp;
-    LoadRowF32(d, p.dtype, p.q, b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2], p.q_stride[3], D,
-               qr);
+    const int64_t q_off = b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2];
+    if (dot) {
+      const uint16_t* src = static_cast<const uint16_t*>(p.q) + q_off;
+      for (int64_t dd = 0; dd < Dq; ++dd) w.qb[r * Dq + dd] = dd < D ? src[dd * p.q_stride[3]] : 0;
+    }
+    LoadRowF32(d, p.dtype, p.q, q_off, p.q_stride[3], D, qr);
     for (int64_t dd = 0; dd < D; ++dd) qr[dd] *= q_scale;
     for (int64_t dd = D; dd < Dp; ++dd) qr[dd] = 0.0f;
     for (int64_t dd = 0; dd < Dp; ++dd) acc[r * Dp + dd] = 0.0f;
@@ -208,21 +385,33 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     const void* kbase = static_cast<const char*>(p.k) + ko * es;
     const void* vbase = static_cast<const char*>(p.v) + vo * es;
     int64_t ks = p.k_stride[1], vs = p.v_stride[1];
-    if (!k_direct) {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(d, p.dtype, p.k, ko + j * p.k_stride[1], p.k_stride[3], D, kbuf + j * Dp);
-      kbase = kbuf, ks = Dp;
-    }
-    if (!v_direct) {
-      for (int64_t j = 0; j < nk; ++j)
-        LoadRowF32(d, p.dtype, p.v, vo + j * p.v_stride[1], p.v_stride[3], D, vbuf + j * Dp);
-      vbase = vbuf, vs = Dp;
+    if (dot) {
+      // Strided head dim: the rows copied as bf16 into the (larger) float buffers, row stride Dq.
+      if (p.k_stride[3] != 1) kbase = CopyRowsBf16(p.k, ko, p.k_stride, nk, D, Dq, kbuf), ks = Dq;
+      if (p.v_stride[3] != 1) vbase = CopyRowsBf16(p.v, vo, p.v_stride, nk, D, Dq, vbuf), vs = Dq;
+    } else {
+      if (!k_direct) {
+        for (int64_t j = 0; j < nk; ++j)
+          LoadRowF32(d, p.dtype, p.k, ko + j * p.k_stride[1], p.k_stride[3], D, kbuf + j * Dp);
+        kbase = kbuf, ks = Dp;
+      }
+      if (!v_direct) {
+        for (int64_t j = 0; j < nk; ++j)
+          LoadRowF32(d, p.dtype, p.v, vo + j * p.v_stride[1], p.v_stride[3], D, vbuf + j * Dp);
+        vbase = vbuf, vs = Dp;
+      }
     }
     // 2. Scores, by the rows' storage type.
-    WithRowType(p.dtype, k_direct, [&](auto t) {
-      using T = decltype(t);
-      BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, nk, scores);
-    });
+    if (dot) {
+#if ATTN_HAVE_BF16_DOT
+      DotBlockScores(w.qb, Dq, rows, static_cast<const uint16_t*>(kbase), ks, nk, D, q_scale, scores);
+#endif
+    } else {
+      WithRowType(p.dtype, k_direct, [&](auto t) {
+        using T = decltype(t);
+        BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, nk, scores);
+      });
+    }
     // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
     //    keys compared with each row's range. Otherwise per element.
     if (!capped && p.mask_kind == MaskKind::kNone) {
@@ -281,10 +470,17 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       }
     }
     // 5. acc_r += sum_j p_r[j] v_j.
-    WithRowType(p.dtype, v_direct, [&](auto t) {
-      using T = decltype(t);
-      BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, nk, Dp, acc);
-    });
+    if (dot) {
+#if ATTN_HAVE_BF16_DOT
+      DotPackProbs(scores, rows, w.pb);
+      DotBlockAccumulate(w.pb, rows, static_cast<const uint16_t*>(vbase), vs, nk, D, Dp, acc);
+#endif
+    } else {
+      WithRowType(p.dtype, v_direct, [&](auto t) {
+        using T = decltype(t);
+        BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, nk, Dp, acc);
+      });
+    }
   }
 }
 
@@ -293,7 +489,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
 void ForwardDecode(const AttentionParams& p, int64_t n_splits) {
   const DF d;
   const int64_t N = hn::Lanes(d);
-  const int64_t D = p.head_dim, Dp = (D + N - 1) / N * N;
+  const int64_t D = p.head_dim, Dp = (D + N - 1) / N * N, Dq = (D + 31) / 32 * 32;
   const int64_t rows = p.group * p.seq_q;
   const int64_t heads = p.batch * p.n_kv_heads;
   const int64_t keys_per_split = (p.seq_k + n_splits - 1) / n_splits;
@@ -304,14 +500,14 @@ void ForwardDecode(const AttentionParams& p, int64_t n_splits) {
   pool.Run(heads * n_splits, p.threads, [&](int64_t t, int) {
     thread_local std::vector<float> work;
     thread_local std::vector<int64_t> ranges;
-    work.resize(rows * Dp + 2 * kKeyBlock * Dp + rows * kKeyBlock);
+    work.resize(DecodeWork::Floats(rows, Dp, Dq));
     ranges.resize(2 * rows);
     const int64_t bh = t / n_splits, split = t % n_splits;
     const int64_t kb = split * keys_per_split, ke = std::min(p.seq_k, kb + keys_per_split);
     float* out = partial.get() + t * slot;
-    DecodeBlock(p, bh / p.n_kv_heads, bh % p.n_kv_heads, kb, ke, Dp, work.data(), out, out + rows * Dp,
-                out + rows * Dp + rows, work.data() + rows * Dp, work.data() + rows * Dp + kKeyBlock * Dp,
-                work.data() + rows * Dp + 2 * kKeyBlock * Dp, ranges.data(), ranges.data() + rows);
+    DecodeBlock(p, bh / p.n_kv_heads, bh % p.n_kv_heads, kb, ke, Dp, Dq,
+                DecodeWork(work.data(), ranges.data(), rows, Dp, Dq), out, out + rows * Dp,
+                out + rows * Dp + rows);
   });
   // Merge the splits of every row in split order.
   std::vector<RowPartial> parts(n_splits);

@@ -142,13 +142,8 @@ HWY_INLINE void AccumulateTail(int n, DF d, const float* st, int64_t BQ, int64_t
   }
 }
 
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-// The bf16 dot path. Its functions add AVX512_BF16 to this target's instruction set, so they may
-// run only where the CPU has it: Attention() checks CPUID before it sets `bf16_dot`.
-#undef ATTN_HAVE_BF16_DOT
-#undef ATTN_BF16_DOT
-#define ATTN_HAVE_BF16_DOT 1
-#define ATTN_BF16_DOT __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
+#if ATTN_HAVE_BF16_DOT
+// The bf16 dot path (ATTN_BF16_DOT: see simd_common-inl.h).
 
 static_assert(kKeyTile % 2 == 0, "keys are paired");
 
@@ -157,8 +152,6 @@ static_assert(kKeyTile % 2 == 0, "keys are paired");
 alignas(64) constexpr uint16_t kInterleave[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
                                                   21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
                                                   11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-
-ATTN_BF16_DOT HWY_INLINE __m512bh AsPairs(__m512i x) { return reinterpret_cast<__m512bh>(x); }
 
 ATTN_BF16_DOT HWY_INLINE __m512bh BroadcastPair(const uint16_t* p) {
   uint32_t w;
@@ -287,10 +280,7 @@ ATTN_BF16_DOT HWY_NOINLINE void DotAccumulate(const uint32_t* pp, int64_t BQ, in
   if (dd < D)
     DotAccumulateTail<kRows - 1>(static_cast<int>(D - dd), pp, BQ, n_pairs, vp + dd, D, alpha, ot + dd * BQ);
 }
-#else
-#undef ATTN_HAVE_BF16_DOT
-#define ATTN_HAVE_BF16_DOT 0
-#endif
+#endif  // ATTN_HAVE_BF16_DOT
 
 // Rows k0 .. k0 + nk of K or V ([B, S, Hkv, D] with `stride`) for KV head kvh of batch b as
 // float32: in place when stored as float32 with unit stride (row stride in *row_stride), else

@@ -18,6 +18,19 @@ HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
+// The bf16 dot path: functions marked ATTN_BF16_DOT add AVX512_BF16 (vdpbf16ps: two bf16 products
+// summed into each float32 lane) to the AVX-512 target's instruction set, so they may run only
+// where the CPU has it: Attention() checks CPUID before it sets AttentionParams::bf16_dot.
+#undef ATTN_HAVE_BF16_DOT
+#undef ATTN_BF16_DOT
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#define ATTN_HAVE_BF16_DOT 1
+#define ATTN_BF16_DOT __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
+ATTN_BF16_DOT HWY_INLINE __m512bh AsPairs(__m512i x) { return reinterpret_cast<__m512bh>(x); }
+#else
+#define ATTN_HAVE_BF16_DOT 0
+#endif
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
 

@@ -216,6 +216,28 @@ TEST(Attention, ChunkedQueriesGiveTheSameBitsAsOnePass) {
   SetSimdTarget("");
 }
 
+// The split-K decode kernel takes up to 16 query rows per KV head: every row count, on every target
+// (its bf16 dot path included), with head dims that leave partial vectors and key counts that leave
+// partial blocks and an odd last key.
+TEST(Attention, DecodeEveryRowCountMatchesReferenceOnEveryTarget) {
+  const int64_t dims[] = {8, 33, 64, 72, 130};
+  const int64_t keys[] = {1, 63, 65, 131, 200};
+  for (const std::string& target : SimdTargets()) {
+    SetSimdTarget(target);
+    int n = 0;
+    for (int64_t rows = 1; rows <= 16; ++rows)
+      for (DType dt : {DType::kBF16, DType::kF32, DType::kF16}) {
+        const int64_t sq = rows % 2 == 0 && n % 2 == 0 ? 2 : 1, group = rows / sq;
+        Case c{1 + n % 2, sq, keys[n % 5], group, 1, dims[(n + n / 5) % 5], dt};
+        if (n % 3 == 1) c.causal = true;
+        if (n % 3 == 2) c.kv_lens = true;
+        CheckCase(c, static_cast<uint32_t>(100 + n));
+        ++n;
+      }
+  }
+  SetSimdTarget("");
+}
+
 // Views whose head dimension is strided (every other element of a wider tensor) take the copying
 // branches of the prefill and decode kernels (the bf16 dot path copies K and V in pairs instead of reading K
 // in place); with odd head dims and odd key counts they also exercise the zero padding of the pairs.
