@@ -28,7 +28,14 @@ namespace {
 // than with 16 (hot-cache decode 30% faster; 32 and 128 measured the same as 64).
 constexpr int64_t kKeyBlock = 64;
 constexpr int64_t kQKRows = 3, kQKKeys = 4;  // 12 independent accumulators
-constexpr int64_t kPVRows = 4;               // x 2 vectors = 8 accumulators
+constexpr int64_t kPVRows = 4;
+// Vectors of head dims per P V pass: 4 rows x 4 = 16 accumulators of AVX-512's 32 registers, 4 x 2
+// of AVX2's 16.
+#if HWY_TARGET <= HWY_AVX3
+constexpr int kPVVecs = 4;
+#else
+constexpr int kPVVecs = 2;
+#endif
 
 using DF = hn::ScalableTag<float>;
 using VF = hn::Vec<DF>;
@@ -88,31 +95,38 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* 
 #endif
 }
 
-// acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows, one or two vectors of head dims, kept in
-// registers across the block's keys (v_j = v + j * vs).
-template <int R, class T>
+// acc_r[dd..] += sum_j p_r[j] v_j[dd..] for R rows and C vectors of head dims, kept in registers
+// across the block's keys (v_j = v + j * vs): each V row is read once, front to back.
+template <int R, int C, class T>
 HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const T* v, int64_t vs,
-                               int64_t nk, int64_t dd, bool pair, float* HWY_RESTRICT acc, int64_t Dp) {
+                               int64_t nk, int64_t dd, float* HWY_RESTRICT acc, int64_t Dp) {
   const int64_t N = hn::Lanes(d);
-  VF a0[R], a1[R];
-  for (int r = 0; r < R; ++r) {
-    a0[r] = hn::LoadU(d, acc + r * Dp + dd);
-    a1[r] = pair ? hn::LoadU(d, acc + r * Dp + dd + N) : hn::Zero(d);
-  }
+  VF a[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) a[r][c] = hn::LoadU(d, acc + r * Dp + dd + c * N);
   for (int64_t j = 0; j < nk; ++j) {
-    const T* row = v + j * vs;
-    const VF v0 = LoadAsF32(d, row + dd);
-    const VF v1 = pair ? LoadAsF32(d, row + dd + N) : hn::Zero(d);
+    const T* row = v + j * vs + dd;
+    VF x[C];
+    for (int c = 0; c < C; ++c) x[c] = LoadAsF32(d, row + c * N);
     for (int r = 0; r < R; ++r) {
       const VF pr = hn::Set(d, p[r * p_stride + j]);
-      a0[r] = hn::MulAdd(pr, v0, a0[r]);
-      a1[r] = hn::MulAdd(pr, v1, a1[r]);
+      for (int c = 0; c < C; ++c) a[r][c] = hn::MulAdd(pr, x[c], a[r][c]);
     }
   }
-  for (int r = 0; r < R; ++r) {
-    hn::StoreU(a0[r], d, acc + r * Dp + dd);
-    if (pair) hn::StoreU(a1[r], d, acc + r * Dp + dd + N);
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) hn::StoreU(a[r][c], d, acc + r * Dp + dd + c * N);
+}
+
+// AccumulateTile for R rows and c (1 .. kPVVecs) vectors.
+template <int R, class T>
+HWY_INLINE void AccumulateVecs(int c, DF d, const float* p, const T* v, int64_t vs, int64_t nk, int64_t dd,
+                               float* acc, int64_t Dp) {
+  if constexpr (kPVVecs >= 4) {
+    if (c == 4) return AccumulateTile<R, 4, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
+    if (c == 3) return AccumulateTile<R, 3, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
   }
+  if (c == 2) return AccumulateTile<R, 2, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
+  AccumulateTile<R, 1, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
 }
 
 // Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j (k_j = k + j * ks), kQKRows rows x
@@ -131,7 +145,7 @@ void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* k, int
   }
 }
 
-// Step 5 of a block: acc_r += sum_j p_r[j] v_j (v_j = v + j * vs), kPVRows rows x 2 vectors of
+// Step 5 of a block: acc_r += sum_j p_r[j] v_j (v_j = v + j * vs), kPVRows rows x kPVVecs vectors of
 // head dims per pass.
 template <class T>
 void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_t vs, int64_t nk, int64_t Dp,
@@ -139,26 +153,27 @@ void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_
   const int64_t N = hn::Lanes(d);
   for (int64_t r = 0; r < rows; r += kPVRows) {
     const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
-    for (int64_t dd = 0; dd < Dp; dd += 2 * N) {
-      const bool pair = dd + N < Dp;
-      const float* pr = scores + r * kKeyBlock;
-      float* ar = acc + r * Dp;
+    const float* pr = scores + r * kKeyBlock;
+    float* ar = acc + r * Dp;
+    for (int64_t dd = 0; dd < Dp; dd += kPVVecs * N) {
+      const int c = static_cast<int>(std::min<int64_t>(kPVVecs, (Dp - dd) / N));
       if (n == 4)
-        AccumulateTile<4, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
+        AccumulateVecs<4, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
       else if (n == 3)
-        AccumulateTile<3, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
+        AccumulateVecs<3, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
       else if (n == 2)
-        AccumulateTile<2, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
+        AccumulateVecs<2, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
       else
-        AccumulateTile<1, T>(d, pr, kKeyBlock, v, vs, nk, dd, pair, ar, Dp);
+        AccumulateVecs<1, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
     }
   }
 }
 
 #if ATTN_HAVE_BF16_DOT
-// The bf16 dot path (bf16 K and V with unit stride along the head dim, on a CPU with AVX512_BF16).
-// Scores: q_r (bf16, unscaled, zero-padded to a multiple of 32) against K rows read in place, both
-// with their head dims in natural pairs (lane i: dims 2i, 2i + 1), scaled in float32 afterwards.
+// The bf16 dot path (bf16 K and V, on a CPU with AVX512_BF16).
+// Scores: q_r (bf16, unscaled, zero-padded to a multiple of 32) against K rows (in place, or copied
+// where the head dim is strided), both with their head dims in natural pairs (lane i: dims 2i,
+// 2i + 1), scaled in float32 afterwards.
 // P V: each row's probabilities rounded to bf16 (as the prefill dot path does) in pairs of keys,
 // against V rows interleaved in pairs of keys per 16 head dims.
 
