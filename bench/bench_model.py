@@ -79,18 +79,40 @@ def llama_child(args) -> None:
         tg.append(n_gen / t)
     # Live greedy check on the given prompt ids.
     live = spec.get("live_prompt_ids")
-    live_tokens = []
+    live_tokens, live_gaps = [], []
     if live:
         llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
         decode(live, 0)
         for i in range(spec["live_tokens"]):
-            nxt = int(np.argmax(last_logits()))
+            row = last_logits()
+            nxt = int(np.argmax(row))
+            top2 = np.partition(row, -2)[-2:]
             live_tokens.append(nxt)
+            live_gaps.append(float(top2[1] - top2[0]))
             decode([nxt], len(live) + i)
     print(json.dumps({"pp_tokens_per_s": pp, "tg_tokens_per_s": tg, "pp_median": statistics.median(pp),
-                      "tg_median": statistics.median(tg), "live_tokens": live_tokens,
+                      "tg_median": statistics.median(tg), "live_tokens": live_tokens, "live_gaps": live_gaps,
                       "version": llama_cpp.__version__,
                       "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+NEAR_TIE = 0.25  # as in tests/python/test_llamacpp.py
+
+
+def teacher_forced(args, prompt_ids: list[int], want: list[int], gaps: list[float]) -> str:
+    """attn's next-token choice at each of llama.cpp's greedy steps, given llama.cpp's earlier tokens
+    (one near-tie then does not end the comparison): a sentence for the table."""
+    sys.path.insert(0, os.path.join(ROOT, "build", "python"))
+    try:
+        import attn
+    except ImportError as e:
+        return f"(teacher-forced check skipped: {e})"
+    model = attn.Model.load(args.model)
+    choice = model.logits(prompt_ids + want[:-1], threads=args.threads)[len(prompt_ids) - 1:].argmax(-1)
+    agree = [int(c) == t for c, t in zip(choice, want)]
+    clear = [a for a, g in zip(agree, gaps) if g >= NEAR_TIE]
+    return (f"Teacher-forced (attn given llama.cpp's previous tokens): {sum(agree)} of {len(want)} steps agree, "
+            f"{sum(clear)} of {len(clear)} where llama.cpp's top-2 gap is >= {NEAR_TIE}.")
 
 
 def machine() -> str:
@@ -171,7 +193,7 @@ def main() -> None:
     ]
     if args.live_tokens:
         lines += ["", f"Live greedy check on \"{LIVE_PROMPT}\": the first {same} of {args.live_tokens} generated "
-                      f"tokens are identical."]
+                      f"tokens are identical. {teacher_forced(args, live_ids, llama_live, llama_runs[0][0]['live_gaps'])}"]
     text = "\n".join(lines)
     print(text)
     if args.write_md:
