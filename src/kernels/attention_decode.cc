@@ -262,9 +262,7 @@ ATTN_BF16_DOT HWY_INLINE void DotAccumulateTile(const uint16_t* HWY_RESTRICT pb,
                             AsPairs(_mm512_permutex2var_epi16(e1, lo_idx, o1)),
                             AsPairs(_mm512_permutex2var_epi16(e1, hi_idx, o1))};
     for (int r = 0; r < R; ++r) {
-      uint32_t w;
-      std::memcpy(&w, pb + r * kKeyBlock + j, sizeof(w));
-      const __m512bh pr = AsPairs(_mm512_set1_epi32(static_cast<int>(w)));
+      const __m512bh pr = BroadcastPair(pb + r * kKeyBlock + j);
       for (int c = 0; c < 4; ++c) a[r][c] = _mm512_dpbf16_ps(a[r][c], vp[c], pr);
     }
   }
@@ -303,22 +301,11 @@ void WithRowType(DType dtype, bool in_place, const F& f) {
   f(0.0f);
 }
 
-// Rows [0, nk) of a bf16 tensor from element offset `off` (row stride stride[1], head-dim stride
-// stride[3]) into buf as contiguous bf16 rows of Dq elements (zero-padded past D).
-const uint16_t* CopyRowsBf16(const void* data, int64_t off, const int64_t* stride, int64_t nk, int64_t D,
-                             int64_t Dq, float* buf) {
-  const uint16_t* src = static_cast<const uint16_t*>(data) + off;
-  uint16_t* dst = reinterpret_cast<uint16_t*>(buf);
-  for (int64_t j = 0; j < nk; ++j)
-    for (int64_t dd = 0; dd < Dq; ++dd) dst[j * Dq + dd] = dd < D ? src[j * stride[1] + dd * stride[3]] : 0;
-  return dst;
-}
-
 // Scratch of one decode task (rows = query rows of a KV head, Dp = D rounded up to a vector,
 // Dq = D rounded up to 32).
 struct DecodeWork {
   float* q;       // [rows][Dp] queries, float32, scaled
-  float* kbuf;    // [kKeyBlock][Dp] K rows converted when not read in place
+  float* kbuf;    // [kKeyBlock][Dp] K rows converted when not read in place (dot path: bf16, [kKeyBlock][Dq])
   float* vbuf;    // [kKeyBlock][Dp] likewise V
   float* scores;  // [rows][kKeyBlock]
   uint16_t* qb;   // [rows][Dq] queries, bf16, unscaled (dot path)
@@ -374,13 +361,13 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     if (lo[r] <= hi[r]) kmin = std::min(kmin, lo[r]), kmax = std::max(kmax, hi[r]);
     float* qr = q + r * Dp;
     const int64_t q_off = b * p.q_stride[0] + qi * p.q_stride[1] + h * p.q_stride[2];
-    if (dot) {
-      const uint16_t* src = static_cast<const uint16_t*>(p.q) + q_off;
-      for (int64_t dd = 0; dd < Dq; ++dd) w.qb[r * Dq + dd] = dd < D ? src[dd * p.q_stride[3]] : 0;
+    if (dot) {  // bf16 as given (the scores are scaled afterwards)
+      CopyRowsBf16(static_cast<const uint16_t*>(p.q) + q_off, 0, p.q_stride[3], 1, D, Dq, w.qb + r * Dq);
+    } else {
+      LoadRowF32(d, p.dtype, p.q, q_off, p.q_stride[3], D, qr);
+      for (int64_t dd = 0; dd < D; ++dd) qr[dd] *= q_scale;
+      for (int64_t dd = D; dd < Dp; ++dd) qr[dd] = 0.0f;
     }
-    LoadRowF32(d, p.dtype, p.q, q_off, p.q_stride[3], D, qr);
-    for (int64_t dd = 0; dd < D; ++dd) qr[dd] *= q_scale;
-    for (int64_t dd = D; dd < Dp; ++dd) qr[dd] = 0.0f;
     for (int64_t dd = 0; dd < Dp; ++dd) acc[r * Dp + dd] = 0.0f;
     m[r] = neg_inf, l[r] = 0.0f;
   }
@@ -402,8 +389,16 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     int64_t ks = p.k_stride[1], vs = p.v_stride[1];
     if (dot) {
       // Strided head dim: the rows copied as bf16 into the (larger) float buffers, row stride Dq.
-      if (p.k_stride[3] != 1) kbase = CopyRowsBf16(p.k, ko, p.k_stride, nk, D, Dq, kbuf), ks = Dq;
-      if (p.v_stride[3] != 1) vbase = CopyRowsBf16(p.v, vo, p.v_stride, nk, D, Dq, vbuf), vs = Dq;
+      if (p.k_stride[3] != 1) {
+        uint16_t* rows_k = reinterpret_cast<uint16_t*>(kbuf);
+        CopyRowsBf16(static_cast<const uint16_t*>(p.k) + ko, p.k_stride[1], p.k_stride[3], nk, D, Dq, rows_k);
+        kbase = rows_k, ks = Dq;
+      }
+      if (p.v_stride[3] != 1) {
+        uint16_t* rows_v = reinterpret_cast<uint16_t*>(vbuf);
+        CopyRowsBf16(static_cast<const uint16_t*>(p.v) + vo, p.v_stride[1], p.v_stride[3], nk, D, Dq, rows_v);
+        vbase = rows_v, vs = Dq;
+      }
     } else {
       if (!k_direct) {
         for (int64_t j = 0; j < nk; ++j)

@@ -153,12 +153,6 @@ alignas(64) constexpr uint16_t kInterleave[32] = {0,  16, 1,  17, 2,  18, 3,  19
                                                   21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
                                                   11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 
-ATTN_BF16_DOT HWY_INLINE __m512bh BroadcastPair(const uint16_t* p) {
-  uint32_t w;
-  std::memcpy(&w, p, sizeof(w));
-  return AsPairs(_mm512_set1_epi32(static_cast<int>(w)));
-}
-
 // S^T[i, :] = scale * (K[i, :] . Q^T) for R keys; K rows hold D2 pairs of bf16.
 template <int R>
 ATTN_BF16_DOT HWY_INLINE void DotScoreRows(const uint32_t* HWY_RESTRICT qp, int64_t BQ, const uint16_t* k,
@@ -379,11 +373,7 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
       const uint16_t* kp = kraw;
       int64_t ks = p.k_stride[1];
       if (D % 2 != 0 || p.k_stride[3] != 1) {
-        for (int64_t j = 0; j < nk; ++j) {
-          for (int64_t dd = 0; dd < D; ++dd)
-            s.kb[j * 2 * D2 + dd] = kraw[j * p.k_stride[1] + dd * p.k_stride[3]];
-          if (D % 2 != 0) s.kb[j * 2 * D2 + D] = 0;
-        }
+        CopyRowsBf16(kraw, p.k_stride[1], p.k_stride[3], nk, D, 2 * D2, s.kb);
         kp = s.kb, ks = 2 * D2;
       }
       DotPackV(

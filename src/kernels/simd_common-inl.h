@@ -27,9 +27,25 @@ namespace hn = hwy::HWY_NAMESPACE;
 #define ATTN_HAVE_BF16_DOT 1
 #define ATTN_BF16_DOT __attribute__((target(HWY_TARGET_STR ",avx512bf16")))
 ATTN_BF16_DOT HWY_INLINE __m512bh AsPairs(__m512i x) { return reinterpret_cast<__m512bh>(x); }
+// The bf16 pair at p (p[0] low, p[1] high) in every 32-bit lane.
+ATTN_BF16_DOT HWY_INLINE __m512bh BroadcastPair(const uint16_t* p) {
+  uint32_t w;
+  std::memcpy(&w, p, sizeof(w));
+  return AsPairs(_mm512_set1_epi32(static_cast<int>(w)));
+}
 #else
 #define ATTN_HAVE_BF16_DOT 0
 #endif
+
+// n rows of D bf16 values (row j at src + j * row_stride, element stride elem_stride) into dst as
+// contiguous rows of `width` >= D values, zero-padded past D: the bf16 dot paths' copy of rows
+// that are not in pairs in memory.
+HWY_INLINE void CopyRowsBf16(const uint16_t* src, int64_t row_stride, int64_t elem_stride, int64_t n,
+                             int64_t D, int64_t width, uint16_t* dst) {
+  for (int64_t j = 0; j < n; ++j)
+    for (int64_t dd = 0; dd < width; ++dd)
+      dst[j * width + dd] = dd < D ? src[j * row_stride + dd * elem_stride] : uint16_t{0};
+}
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
