@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <new>
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -120,6 +122,58 @@ void ThreadPool::Run(int64_t n_tasks, int threads, const std::function<void(int6
   }
   fn_ = nullptr;
   if (error_) std::rethrow_exception(error_);
+}
+
+namespace {
+
+// The unclaimed items of one share, [front, back), packed into one word so that the owner (from
+// the front) and a thief (from the back) claim with one compare-exchange each.
+struct alignas(64) Share {
+  std::atomic<uint64_t> range{0};
+  static uint64_t Pack(uint32_t front, uint32_t back) { return (static_cast<uint64_t>(front) << 32) | back; }
+  // Claims the next item from the front (owner) or the back (thief); false when none is left.
+  bool Claim(bool from_front, int64_t* item) {
+    uint64_t r = range.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint32_t front = static_cast<uint32_t>(r >> 32), back = static_cast<uint32_t>(r);
+      if (front >= back) return false;
+      const uint64_t next = from_front ? Pack(front + 1, back) : Pack(front, back - 1);
+      if (range.compare_exchange_weak(r, next, std::memory_order_relaxed)) {
+        *item = from_front ? front : back - 1;
+        return true;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void ThreadPool::RunContiguous(int64_t n_items, int threads, const std::function<void(int64_t, int)>& fn) {
+  if (n_items <= 0) return;
+  if (n_items > int64_t{0xFFFFFFFF}) {  // items are 32-bit inside a share; never the case for rows
+    Run(n_items, threads, fn);
+    return;
+  }
+  int n = threads <= 0 ? size() : std::min(threads, size());
+  n = static_cast<int>(std::min<int64_t>(n, n_items));
+  if (n == 1) {
+    for (int64_t i = 0; i < n_items; ++i) fn(i, 0);
+    return;
+  }
+  std::unique_ptr<Share[]> shares(new Share[n]);
+  for (int s = 0; s < n; ++s) {
+    shares[s].range.store(
+        Share::Pack(static_cast<uint32_t>(n_items * s / n), static_cast<uint32_t>(n_items * (s + 1) / n)),
+        std::memory_order_relaxed);
+  }
+  Run(n, n, [&](int64_t own, int thread) {
+    int64_t item;
+    while (shares[own].Claim(true, &item)) fn(item, thread);
+    for (int64_t k = 1; k < n; ++k) {  // then the ends of the others, nearest share first
+      Share& other = shares[(own + k) % n];
+      while (other.Claim(false, &item)) fn(item, thread);
+    }
+  });
 }
 
 }  // namespace attn

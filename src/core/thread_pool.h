@@ -35,6 +35,14 @@ class ThreadPool {
   // thread takes part. Exceptions thrown by fn are rethrown here (the first one).
   void Run(int64_t n_tasks, int threads, const std::function<void(int64_t, int)>& fn);
 
+  // Calls fn(item, thread) for every item in [0, n_items) on at most `threads` threads, where
+  // consecutive items read consecutive memory (rows of a matrix). Each thread starts on its own
+  // contiguous share of the items and walks it in increasing order, so it reads one long stream
+  // that the hardware prefetcher follows; a thread whose share is done takes items from the end
+  // of an unfinished share, so a late or slowed thread delays the whole by about one item.
+  // Which thread runs an item varies from call to call: results must not depend on it.
+  void RunContiguous(int64_t n_items, int threads, const std::function<void(int64_t, int)>& fn);
+
   // How long idle workers (and a Run waiting for them) spin before sleeping.
   static constexpr int kSpinMicros = 300;
 
