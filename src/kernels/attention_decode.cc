@@ -507,7 +507,7 @@ void ForwardDecode(const AttentionParams& p, int64_t n_splits) {
   const int64_t slot = rows * Dp + 2 * rows;
   AlignedPtr<float> partial = AllocateAligned<float>(heads * n_splits * slot);
   ThreadPool& pool = ThreadPool::Global();
-  pool.Run(heads * n_splits, p.threads, [&](int64_t t, int) {
+  pool.RunContiguous(heads * n_splits, p.threads, [&](int64_t t, int) {
     thread_local std::vector<float> work;
     thread_local std::vector<int64_t> ranges;
     work.resize(DecodeWork::Floats(rows, Dp, Dq));
