@@ -244,14 +244,21 @@ void FloatMatMul(const MatMulCall& c) {
 template <gguf::TensorType kType>
 void QuantMatVecGroup(const MatMulGroupCall& g) {
   const int64_t K = g.ws[0]->cols, nb = K / kQK;
-  uint8_t* xbuf =
-      tls_x.Get(static_cast<size_t>((K + 63) / 64 * 64) + static_cast<size_t>(4 * nb) * sizeof(float));
+  const size_t kp = static_cast<size_t>((K + 63) / 64 * 64);
+  uint8_t* xbuf = tls_x.Get(2 * kp + static_cast<size_t>(4 * nb) * sizeof(float));
   int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
-  float* xd = reinterpret_cast<float*>(xbuf + (K + 63) / 64 * 64);
+  int8_t* xp = reinterpret_cast<int8_t*>(xbuf + kp);  // xq reordered for RowsQ4Pairs
+  float* xd = reinterpret_cast<float*>(xbuf + 2 * kp);
   float* xs = xd + nb;
   float* xds = xs + nb;
   QuantizeRowsImpl(g.x, 1, K, K, xq, xd, nb, xs, nb);
   for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
+#if HWY_TARGET <= HWY_AVX3
+  constexpr bool kPairs = kType != gguf::TensorType::kQ8_0;
+  if constexpr (kPairs) matmul::PairActivations(xq, nb, xp);
+#else
+  (void)xp;
+#endif
   int64_t first_task[9] = {0};
   double bytes = 0.0;
   for (int k = 0; k < g.count; ++k) {
@@ -267,8 +274,14 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     const int64_t rb = RowsPerTask(w.rows, 1);
     const int64_t r_begin = (task - first_task[k]) * rb, r_count = std::min(rb, w.rows - r_begin);
     ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
-      matmul::RowsQ<kType, R>(w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, w.row_bytes, xq, xds,
-                              nb, g.ys[k] + r_begin + r);
+      const uint8_t* rows = w.data + static_cast<size_t>(r_begin + r) * w.row_bytes;
+#if HWY_TARGET <= HWY_AVX3
+      if constexpr (kPairs) {
+        matmul::RowsQ4Pairs<kType, R>(rows, w.row_bytes, xp, xds, nb, g.ys[k] + r_begin + r);
+        return;
+      }
+#endif
+      matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
     });
   });
 }

@@ -164,7 +164,7 @@ class MatMulTargetTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MatMulTargetTest, MatchesReference) {
   ASSERT_EQ(std::string(MatMulTargetName()), GetParam());
   ThreadPool pool(2);
-  const Shape shapes[] = {{1, 32}, {7, 64}, {192, 576}, {576, 1536}};
+  const Shape shapes[] = {{1, 32}, {7, 64}, {9, 160}, {192, 576}, {576, 1536}};  // 160: an odd block count
   uint32_t seed = 1;
   for (TensorType type : kAllTypes) {
     for (Shape s : shapes) {
