@@ -251,6 +251,21 @@ HWY_NOINLINE void TileQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const Q
 // is applied once at the end); lane 1 accumulates the offset term.
 constexpr int64_t kPrefetchRows = 4;
 
+// A block's scales as floats in lanes 0 and 1: [dw, mw] (Q4_1), [dw, dw] (Q4_0), [dw, 0] (Q8_0).
+template <TensorType kType>
+HWY_INLINE __m128 BlockScales(const uint8_t* block) {
+  if constexpr (kType == TensorType::kQ4_1) {
+    uint32_t bits;
+    std::memcpy(&bits, block, 4);
+    return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
+  } else {
+    uint16_t bits;
+    std::memcpy(&bits, block, 2);
+    const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+    return kType == TensorType::kQ4_0 ? _mm_moveldup_ps(d) : d;
+  }
+}
+
 template <TensorType kType, int R>
 HWY_NOINLINE void RowsQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
                         const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
@@ -265,18 +280,7 @@ HWY_NOINLINE void RowsQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const i
       // The same block kPrefetchRows rows on: the hardware prefetcher alone left a thread at
       // half its read bandwidth here (interleaved row streams); prefetch never faults.
       _mm_prefetch(reinterpret_cast<const char*>(block + kPrefetchRows * row_bytes), _MM_HINT_T0);
-      __m128 dm;  // [dw, mw] or [dw, dw]
-      if constexpr (kType == TensorType::kQ4_1) {
-        uint32_t bits;
-        std::memcpy(&bits, block, 4);
-        dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
-      } else {
-        uint16_t bits;
-        std::memcpy(&bits, block, 2);
-        dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-        if constexpr (kType == TensorType::kQ4_0) dm = _mm_moveldup_ps(dm);
-      }
-      const __m128 prod = _mm_mul_ps(dm, ds);
+      const __m128 prod = _mm_mul_ps(BlockScales<kType>(block), ds);
       const __m256i dot = BlockDot<kType>(LoadWeightBlock<kType>(block), xv);
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), acc[r]);
       if constexpr (kType != TensorType::kQ8_0) offset[r] = _mm_add_ps(offset[r], prod);
@@ -365,17 +369,7 @@ HWY_NOINLINE void RowsQ4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, c
     const __m128 ds = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds + 2 * b)));
     for (int r = 0; r < R; ++r) {
       const uint8_t* block = w + r * row_bytes + b * BB;
-      __m128 dm;
-      if constexpr (kType == TensorType::kQ4_1) {
-        uint32_t bits;
-        std::memcpy(&bits, block, 4);
-        dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
-      } else {
-        uint16_t bits;
-        std::memcpy(&bits, block, 2);
-        dm = _mm_moveldup_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
-      }
-      const __m128 prod = _mm_mul_ps(dm, ds);
+      const __m128 prod = _mm_mul_ps(BlockScales<kType>(block), ds);
       const __m256i dot = BlockDot<kType>(LoadWeightBlock<kType>(block), xv);
       tail[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), tail[r]);
       offset[r] = _mm_add_ps(offset[r], prod);  // prod = [dd, ms, 0, 0]: its offset term in lane 1
