@@ -34,6 +34,19 @@ struct Case {
 std::vector<uint8_t> RandomBlocks(TensorType type, int64_t rows, int64_t cols, std::mt19937& rng) {
   const size_t row_bytes = attn::RowBytes(type, cols);
   std::vector<uint8_t> data(row_bytes * rows);
+  if (type == TensorType::kF16 || type == TensorType::kF32) {  // finite values, any will do
+    std::uniform_real_distribution<float> value(-0.1f, 0.1f);
+    for (size_t off = 0; off < data.size();) {
+      const float v = value(rng);
+      if (type == TensorType::kF32) {
+        std::memcpy(&data[off], &v, 4), off += 4;
+      } else {
+        const uint16_t h = attn::FloatToHalf(v);
+        std::memcpy(&data[off], &h, 2), off += 2;
+      }
+    }
+    return data;
+  }
   std::uniform_int_distribution<int> byte(0, 255);
   for (auto& b : data) b = static_cast<uint8_t>(byte(rng));
   const size_t block_bytes = row_bytes / (cols / 32);
@@ -72,6 +85,8 @@ int main(int argc, char** argv) {
       {"ffn_up 576->1536", TensorType::kQ4_1, 576, 1536},
       {"ffn_down 1536->576", TensorType::kQ4_1, 1536, 576},
       {"output 576->49152", TensorType::kQ8_0, 576, 49152},
+      {"ffn_up 576->1536", TensorType::kF16, 576, 1536},  // float weights (GPT-2 files, checkpoints)
+      {"ffn_up 576->1536", TensorType::kF32, 576, 1536},
   };
   std::mt19937 rng(1);
   std::printf("attn MatMul, %d threads, %s of %d%s\n", threads, g_best ? "best" : "median", reps,

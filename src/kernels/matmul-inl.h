@@ -60,6 +60,19 @@ constexpr int64_t QuantOffset() {
   return kType == TensorType::kQ4_1 ? 4 : 2;
 }
 
+// ---------------------------------------------------------------- software prefetch
+
+// Matrix-vector products request each block (or vector of a float row) into L2 (prefetcht1)
+// about kPrefetchBytes ahead, at the same place of a later row. Measured on generation (attn bench -t 2 -p 16
+// -n 256, medians of 6 alternating runs, 2026-12-03): no look-ahead 95 tokens/s; prefetcht0 (into L1) 4 rows
+// ahead 147-159, 12 rows 151; prefetcht1 12 rows 185, 24 rows 186-194, 8 KB 194. The 30 MB Q8_0 output matrix
+// went from 15 to 26-43 GB/s. Presumably an L1 prefetch holds one of the core's few L1 miss buffers until its
+// line arrives, which caps the lines in flight; L2 has more.
+constexpr int64_t kPrefetchBytes = 8192;
+HWY_INLINE size_t PrefetchOffset(size_t row_bytes) {
+  return (kPrefetchBytes + row_bytes - 1) / row_bytes * row_bytes;
+}
+
 // ---------------------------------------------------------------- activation quantization
 
 // One row: see quantize.h for the definition of q, d, s.
@@ -249,17 +262,6 @@ HWY_NOINLINE void TileQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const Q
 // scale pass, which would cost as much as the product here). xds holds (d, s) pairs per block,
 // so one multiply gives [dw dx, mw s] for Q4_1 and [dw dx, dw s] for Q4_0 (whose offset -8 dw s
 // is applied once at the end); lane 1 accumulates the offset term.
-//
-// Software prefetch: each block is requested into L2 (prefetcht1) about kPrefetchBytes ahead, at
-// the same block of a later row. Measured on generation (attn bench -t 2 -p 16 -n 256, medians of
-// 6 alternating runs, 2026-12-03): no look-ahead 95 tokens/s; prefetcht0 (into L1) 4 rows ahead
-// 147-159, 12 rows 151; prefetcht1 12 rows 185, 24 rows 186-194, 8 KB 194. The 30 MB Q8_0 output
-// matrix went from 15 to 26-43 GB/s. Presumably an L1 prefetch holds one of the core's few L1
-// miss buffers until its line arrives, which caps the lines in flight; L2 has more.
-constexpr int64_t kPrefetchBytes = 8192;
-HWY_INLINE size_t PrefetchOffset(size_t row_bytes) {
-  return (kPrefetchBytes + row_bytes - 1) / row_bytes * row_bytes;
-}
 
 // A block's scales as floats in lanes 0 and 1: [dw, mw] (Q4_1), [dw, dw] (Q4_0), [dw, 0] (Q8_0).
 template <TensorType kType>
@@ -497,9 +499,16 @@ HWY_NOINLINE void TileF(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const f
     for (int i = 0; i < C; ++i) acc[r][i] = hn::Zero(df);
   }
   int64_t c = 0;
+  constexpr int64_t kElemBytes = kType == TensorType::kF32 ? 4 : 2;
+  const size_t ahead = PrefetchOffset(row_bytes);
   for (; c + N <= cols; c += N) {
     VF wv[R];
-    for (int r = 0; r < R; ++r) wv[r] = LoadWeights<kType>(df, w + r * row_bytes, c);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* row = w + r * row_bytes;
+      // One x row: memory-bound (float rows from DRAM at 15-21 GB/s on 2 threads without this).
+      if constexpr (C == 1) __builtin_prefetch(row + ahead + c * kElemBytes, 0, 2);  // 2: prefetcht1
+      wv[r] = LoadWeights<kType>(df, row, c);
+    }
     for (int i = 0; i < C; ++i) {
       const VF xv = hn::LoadU(df, x + i * ldx + c);
       for (int r = 0; r < R; ++r) acc[r][i] = hn::MulAdd(wv[r], xv, acc[r][i]);
