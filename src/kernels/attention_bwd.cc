@@ -48,7 +48,11 @@ namespace {
 #ifndef ATTN_BWD3_KEY_ROWS    // tuning overrides (define all five): -DATTN_BWD3_KEY_ROWS=.. etc.
 #define ATTN_BWD3_KEY_ROWS 6  // 24 + 4 + 1 of 32 zmm
 #define ATTN_BWD3_KEY_VECS 4
-#define ATTN_BWD3_DIM_ROWS 6
+// dK, dV and dQ in 4 x 4 tiles: their row counts (64 keys, 60 query rows) split into 4s without
+// an edge tile, and one zmm FMA per cycle on this CPU keeps 16 accumulators busy. Against 6 x 4:
+// 155-162 -> 168-175 GFLOP/s at S512 D64, 166-178 -> 177-191 at S1024 D128, 158/150 -> 162/161
+// at S1024 causal, S2048 causal 179-180 -> 176 (2026-12-03, alternating builds).
+#define ATTN_BWD3_DIM_ROWS 4
 #define ATTN_BWD3_DIM_VECS 4
 #define ATTN_BWD3_KEY_CHUNKS 1  // BK = 64
 #endif
