@@ -11,10 +11,11 @@
 // sums are exact (int32); rounding enters only through the f32 scale products and accumulation.
 //
 // Kernels: TileQ (n > 1, compute-bound: scales converted per task, scale products per tile),
-// RowsQ (n = 1 on AVX2, memory-bound: scales read from the streaming blocks, software prefetch),
+// RowsQ (n = 1 on AVX2 and AVX-512, memory-bound: scales read from the streaming blocks,
+// software prefetch into L2; Q4_0 / Q4_1 on AVX-512 use RowsQ4Pairs, two blocks per register),
 // TileF (F32 / F16 / BF16 weights, f32 FMA). On AVX2 and AVX-512 targets the integer dot is
-// vpmaddubsw + vpmaddwd on 256-bit vectors (Highway 1.0.3 has no u8 x i8 pairwise op); other
-// targets widen to i16 and use Highway's ReorderWidenMulAccumulate on rows expanded to int8.
+// vpmaddubsw + vpmaddwd (Highway 1.0.3 has no u8 x i8 pairwise op); other targets widen to i16
+// and use Highway's ReorderWidenMulAccumulate on rows expanded to int8.
 #if defined(ATTN_KERNELS_MATMUL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef ATTN_KERNELS_MATMUL_INL_H_
 #undef ATTN_KERNELS_MATMUL_INL_H_
