@@ -108,7 +108,8 @@ def teacher_forced(args, prompt_ids: list[int], want: list[int], gaps: list[floa
     except ImportError as e:
         return f"(teacher-forced check skipped: {e})"
     model = attn.Model.load(args.model)
-    choice = model.logits(prompt_ids + want[:-1], threads=args.threads)[len(prompt_ids) - 1:].argmax(-1)
+    choice = model.logits(prompt_ids + want[:-1], threads=args.threads,
+                          kv_type=args.kv_type)[len(prompt_ids) - 1:].argmax(-1)
     agree = [int(c) == t for c, t in zip(choice, want)]
     clear = [a for a, g in zip(agree, gaps) if g >= NEAR_TIE]
     return (f"Teacher-forced (attn given llama.cpp's previous tokens): {sum(agree)} of {len(want)} steps agree, "
@@ -137,6 +138,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs inside each process")
     ap.add_argument("--rounds", type=int, default=2, help="alternating process launches per engine")
     ap.add_argument("--live-tokens", type=int, default=64, help="greedy tokens compared live (0 = skip)")
+    ap.add_argument("--kv-type", default="f16", choices=["f16", "bf16", "f32"],
+                    help="attn's KV cache storage (llama.cpp's is f16, its default)")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
     ap.add_argument("--llama-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--prompt-file", help=argparse.SUPPRESS)
@@ -147,14 +150,15 @@ def main() -> None:
     common = ["-t", str(args.threads), "--model", args.model]
     live_ids, attn_live = [], []
     if args.live_tokens:
-        g, _ = run_child([ATTN, "generate", "--json", "--ignore-eos", "-n", str(args.live_tokens), *common, LIVE_PROMPT])
+        g, _ = run_child([ATTN, "generate", "--json", "--ignore-eos", "-n", str(args.live_tokens), "--kv-type",
+                          args.kv_type, *common, LIVE_PROMPT])
         live_ids, attn_live = g["prompt_tokens"], g["tokens"]
 
     attn_runs, llama_runs = [], []
     spec_path = None
     for r in range(args.rounds):
         j, rss = run_child([ATTN, "bench", "--json", "-p", str(args.prompt_tokens), "-n", str(args.gen_tokens),
-                            "-r", str(args.repeats), *common])
+                            "-r", str(args.repeats), "--kv-type", args.kv_type, *common])
         attn_runs.append((j, rss))
         print(f"[round {r + 1}] attn   pp {j['pp_median']:.1f}  tg {j['tg_median']:.1f} tokens/s  peak {rss:.0f} MB",
               file=sys.stderr)
@@ -183,7 +187,8 @@ def main() -> None:
     lines = [
         f"Model `{os.path.basename(args.model)}`, {args.threads} threads, {machine()}, {date}; "
         f"llama-cpp-python {llama_runs[0][0]['version']}. Command: `{cmd}`. Medians of "
-        f"{args.rounds} x {args.repeats} runs; peak memory = max RSS of the engine's process.",
+        f"{args.rounds} x {args.repeats} runs; peak memory = max RSS of the engine's process. KV cache: "
+        f"{args.kv_type} in attn, f16 in llama.cpp (its default).",
         "",
         "| measure | attn | llama.cpp | attn / llama.cpp |",
         "|---|---:|---:|---:|",

@@ -144,17 +144,18 @@ NB_MODULE(_attn, m) {
   nb::class_<attn::KVCache>(m, "KVCache")
       .def(nb::init<int64_t, int64_t, int64_t, int64_t, attn::DType>(), nb::arg("batch"),
            nb::arg("n_kv_heads"), nb::arg("head_dim"), nb::arg("capacity"), nb::arg("dtype"))
+      // `dtype`: the arrays' own (the cache's, or float32 over a half cache).
       .def("append",
-           [](attn::KVCache& c, InArray k, InArray v) {
-             attn::TensorView tk = View("k", k, c.dtype()), tv = View("v", v, c.dtype());
+           [](attn::KVCache& c, InArray k, InArray v, attn::DType dtype) {
+             attn::TensorView tk = View("k", k, dtype), tv = View("v", v, dtype);
              c.Append(tk, tv);
            })
       .def("attend",
-           [](const attn::KVCache& c, InArray q, Array out, bool causal, int threads) {
+           [](const attn::KVCache& c, InArray q, Array out, attn::DType dtype, bool causal, int threads) {
              attn::AttentionOptions o;
              o.causal = causal;
              o.threads = threads;
-             attn::TensorView tq = View("q", q, c.dtype()), to = View("out", out, c.dtype());
+             attn::TensorView tq = View("q", q, dtype), to = View("out", out, dtype);
              nb::gil_scoped_release release;
              c.Attend(tq, to, o);
            })

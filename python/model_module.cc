@@ -214,26 +214,28 @@ void BindModel(nb::module_& m) {
           nb::arg("ids"))
       .def(
           "logits",
-          [](const attn::Model& model, const std::vector<int32_t>& tokens, int threads) {
+          [](const attn::Model& model, const std::vector<int32_t>& tokens, int threads,
+             attn::DType kv_dtype) {
             if (tokens.empty()) throw attn::Error("logits: tokens is empty");
             const int64_t n = static_cast<int64_t>(tokens.size()), vocab = model.config().vocab_size;
             auto* data = new float[static_cast<size_t>(n * vocab)];
             nb::capsule owner(data, [](void* p) noexcept { delete[] static_cast<float*>(p); });
             {
               nb::gil_scoped_release release;
-              attn::Session session(model, n);
+              attn::Session session(model, n, kv_dtype);
               model.Forward(session, tokens, data, /*all_logits=*/true, threads);
             }
             return nb::ndarray<nb::numpy, float, nb::ndim<2>>(
                 data, {static_cast<size_t>(n), static_cast<size_t>(vocab)}, owner);
           },
-          nb::arg("tokens"), nb::arg("threads"))
+          nb::arg("tokens"), nb::arg("threads"), nb::arg("kv_dtype"))
       .def(
           "generate",
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
-             const std::vector<std::string>& stop, int threads) {
+             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype) {
             attn::GenerateOptions o;
+            o.kv_dtype = kv_dtype;
             o.max_tokens = max_tokens;
             o.sampling.temperature = temperature;
             o.sampling.seed = seed;
@@ -260,7 +262,7 @@ void BindModel(nb::module_& m) {
           },
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
-          nb::arg("stop"), nb::arg("threads"))
+          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"))
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,
               bool add_generation_prompt) {

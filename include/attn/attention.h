@@ -51,8 +51,9 @@ struct AttentionOptions {
 };
 
 // q: [B, Sq, Hq, D]; k, v: [B, Sk, Hkv, D]; out: [B, Sq, Hq, D] (logical axes, any strides).
-// Hq % Hkv == 0; query head h reads KV head h / (Hq / Hkv). dtypes f32, f16, bf16 (all equal);
-// accumulation in f32. Throws attn::Error naming the argument on invalid input.
+// Hq % Hkv == 0; query head h reads KV head h / (Hq / Hkv). dtypes f32, f16, bf16: all equal, or
+// f32 q and out over f16 or bf16 k and v (a half-precision KV cache); accumulation in f32. Throws
+// attn::Error naming the argument on invalid input.
 void Attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const AttentionOptions& options = {});
 

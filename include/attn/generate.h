@@ -44,6 +44,8 @@ struct GenerateOptions {
   std::vector<std::string> stop;  // stop strings (not included in the text)
   bool stop_at_eos = true;        // end at an end-of-generation token (not included)
   int threads = 0;                // 0 = every core
+  // The KV cache's storage (Session): f16 by default, as llama.cpp's; kF32 for exact float32.
+  DType kv_dtype = DType::kF16;
 };
 
 struct GenerateResult {

@@ -20,11 +20,15 @@ class KVCache {
   KVCache(const KVCache&) = delete;
   KVCache& operator=(const KVCache&) = delete;
 
-  // Appends k, v of logical shape [batch, n_new, n_kv_heads, head_dim] (any strides, same dtype as
-  // the cache) at positions [length, length + n_new). Throws attn::Error when it would overflow.
+  // Appends k, v of logical shape [batch, n_new, n_kv_heads, head_dim] (any strides) at positions
+  // [length, length + n_new). They are of the cache's dtype, or float32 converted into an f16 / bf16
+  // cache (round to nearest even; f16 saturates at +-65504). Throws attn::Error when it would
+  // overflow or for any other dtype.
   void Append(const TensorView& k, const TensorView& v);
   // Attention of q [batch, n_q, n_heads, head_dim] over every cached position, with the causal
-  // mask (when options.causal) aligned bottom-right: the queries are the last n_q positions.
+  // mask (when options.causal) aligned bottom-right: the queries are the last n_q positions. q (and
+  // out) have the cache's dtype, or are float32 over an f16 / bf16 cache (the rows are widened to
+  // float32 as they are read, so a half cache halves the bytes each generated token reads).
   void Attend(const TensorView& q, const TensorView& out, AttentionOptions options = {}) const;
   // Forgets every position (keeps the memory).
   void Clear() { length_ = 0; }

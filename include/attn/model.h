@@ -108,7 +108,10 @@ class Model;
 class Session {
  public:
   // `capacity`: the most positions this session will hold (<= the model's context length).
-  Session(const Model& model, int64_t capacity);
+  // `kv_dtype`: how the KV cache stores keys and values. float32 (the default) keeps every number
+  // of the forward pass exact for inspection; f16 (llama.cpp's default cache type) or bf16 halve
+  // the bytes each generated token reads, at a rounding of K and V (activations stay float32).
+  Session(const Model& model, int64_t capacity, DType kv_dtype = DType::kF32);
   ~Session();
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;

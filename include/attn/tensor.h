@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace attn {
 
@@ -28,6 +29,8 @@ struct TensorView {
   TensorView SwapAxes12() const;
   int64_t numel() const { return shape[0] * shape[1] * shape[2] * shape[3]; }
   std::string ShapeString() const;
+  // This view when it is float32, else a contiguous float32 copy of it kept in *storage.
+  TensorView AsFloat32(std::vector<float>* storage) const;
 };
 
 // IEEE half and bfloat16 scalar conversions (round to nearest even).

@@ -175,7 +175,10 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
 class KVCache:
     """A key/value cache for generation: append K/V for new positions, attend from new queries.
 
-    Arrays use layout "bhsd": k, v [B, Hkv, n_new, D]; q [B, Hq, n_q, D].
+    Arrays use layout "bhsd": k, v [B, Hkv, n_new, D]; q [B, Hq, n_q, D]. They have the cache's
+    dtype; a float16 cache also takes float32 k and v (rounded as they are stored) and float32 q
+    (the half keys and values are widened as they are read; the output is float32), as a language
+    model's half KV cache is used.
     """
 
     def __init__(self, batch: int, n_kv_heads: int, head_dim: int, capacity: int, dtype=np.float32):
@@ -186,20 +189,27 @@ class KVCache:
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
         k, v = _as_array("k", k), _as_array("v", v)
         for name, a in (("k", k), ("v", v)):
-            if a.dtype != self.dtype:
-                raise TypeError(f"KVCache.append: {name}: dtype {a.dtype} != cache dtype {self.dtype}")
+            self._check_dtype("append", name, a)
             if a.ndim != 4:
                 raise ValueError(f"KVCache.append: {name}: expected [B, Hkv, n, D], got shape {a.shape}")
-        self._cache.append(_raw(k.swapaxes(1, 2), self._code), _raw(v.swapaxes(1, 2), self._code))
+        if k.dtype != v.dtype:
+            raise TypeError(f"KVCache.append: v: dtype {v.dtype} != k's dtype {k.dtype}")
+        code = _dtype_code("k", k)
+        self._cache.append(_raw(k.swapaxes(1, 2), code), _raw(v.swapaxes(1, 2), code), _attn.DType(code))
+
+    def _check_dtype(self, call: str, name: str, a: np.ndarray) -> None:
+        if a.dtype != self.dtype and not (a.dtype == np.float32 and self._code != 0):
+            raise TypeError(f"KVCache.{call}: {name}: dtype {a.dtype} != cache dtype {self.dtype}"
+                            + ("" if self._code == 0 else " (float32 is also accepted)"))
 
     def attend(self, q: np.ndarray, *, causal: bool = True, threads=None) -> np.ndarray:
         q = _as_array("q", q)
-        if q.dtype != self.dtype:
-            raise TypeError(f"KVCache.attend: q: dtype {q.dtype} != cache dtype {self.dtype}")
+        self._check_dtype("attend", "q", q)
         if q.ndim != 4:
             raise ValueError(f"KVCache.attend: q: expected [B, Hq, n, D], got shape {q.shape}")
         out = np.empty(q.shape, dtype=q.dtype)
-        self._cache.attend(_raw(q.swapaxes(1, 2), self._code), _raw(out.swapaxes(1, 2), self._code),
+        code = _dtype_code("q", q)
+        self._cache.attend(_raw(q.swapaxes(1, 2), code), _raw(out.swapaxes(1, 2), code), _attn.DType(code),
                            bool(causal), _threads(threads))
         return out
 

@@ -53,6 +53,13 @@ def _int(what: str, name: str, x, minimum: int) -> int:
 # Points whose columns are heads x head_dim: TransformerLens shows them as [batch, pos, head, d_head].
 _HEAD_POINTS = frozenset({"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
                           "attn.hook_z"})
+def _kv_dtype(call: str, kv_type: str):
+    kv_types = {"f16": _attn.DType.float16, "bf16": _attn.DType.bfloat16, "f32": _attn.DType.float32}
+    if kv_type not in kv_types:
+        raise ValueError(f"{call}: kv_type = {kv_type!r} (must be one of {', '.join(kv_types)})")
+    return kv_types[kv_type]
+
+
 _ATTENTION_POINTS = frozenset({"attn.hook_attn_scores", "attn.hook_pattern"})
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -139,9 +146,10 @@ class Model:
         """The text of `ids`; bytes that are not valid UTF-8 on their own become U+FFFD."""
         return self.detokenize_bytes(ids).decode("utf-8", "replace")
 
-    def logits(self, tokens: Sequence[int], threads: int | None = None) -> np.ndarray:
-        """Next-token logits for every position: float32 [len(tokens), vocab]."""
-        return self._m.logits(_token_list("logits", tokens), _threads(threads))
+    def logits(self, tokens: Sequence[int], threads: int | None = None, kv_type: str = "f32") -> np.ndarray:
+        """Next-token logits for every position: float32 [len(tokens), vocab]. kv_type: the KV
+        cache's storage, "f32" (exact, the default), "f16" (as generate() and llama.cpp) or "bf16"."""
+        return self._m.logits(_token_list("logits", tokens), _threads(threads), _kv_dtype("logits", kv_type))
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]] | Sequence[dict], add_generation_prompt=True) -> str:
         pairs = [(m["role"], m["content"]) if isinstance(m, dict) else tuple(m) for m in messages]
@@ -150,11 +158,14 @@ class Model:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.0,
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,
-                 threads: int | None = None, return_dict: bool = False):
+                 threads: int | None = None, kv_type: str = "f16", return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
-        model's chat template. With return_dict=True, returns the tokens, text and timings."""
+        model's chat template. kv_type is the KV cache's storage: "f16" (as llama.cpp's), "bf16"
+        or "f32" (exact, as logits() computes). With return_dict=True, returns the tokens, text and
+        timings."""
+        kv_dtype = _kv_dtype("generate", kv_type)
         if isinstance(prompt, str):
             if chat:
                 prompt = self.apply_chat_template([("user", prompt)])
@@ -166,7 +177,8 @@ class Model:
         if seed is None:
             seed = int(np.random.default_rng().integers(0, 2**63))
         r = self._m.generate(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
-                             float(min_p), float(repetition_penalty), list(stop or []), _threads(threads))
+                             float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
+                             kv_dtype)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 

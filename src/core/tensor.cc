@@ -44,6 +44,22 @@ std::string TensorView::ShapeString() const {
   return s.str();
 }
 
+TensorView TensorView::AsFloat32(std::vector<float>* storage) const {
+  if (dtype == DType::kF32) return *this;
+  storage->resize(static_cast<size_t>(numel()));
+  TensorView t = Contiguous(storage->data(), DType::kF32, shape[0], shape[1], shape[2], shape[3]);
+  const auto* src = static_cast<const uint16_t*>(data);
+  float* dst = storage->data();
+  for (int64_t a = 0; a < shape[0]; ++a)
+    for (int64_t b = 0; b < shape[1]; ++b)
+      for (int64_t c = 0; c < shape[2]; ++c)
+        for (int64_t d = 0; d < shape[3]; ++d) {
+          const uint16_t x = src[a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3]];
+          *dst++ = dtype == DType::kF16 ? HalfToFloat(x) : BF16ToFloat(x);
+        }
+  return t;
+}
+
 float HalfToFloat(uint16_t h) {
   uint32_t sign = (h & 0x8000u) << 16;
   uint32_t exp = (h >> 10) & 0x1f;

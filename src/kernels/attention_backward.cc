@@ -64,6 +64,8 @@ BackwardParams MakeBackwardParams(const TensorView& q, const TensorView& k, cons
     if (what.rfind("sdpa: ", 0) == 0) what = "sdpa_backward: " + what.substr(6);
     throw Error(what, e.kind());
   }
+  if (k.dtype != q.dtype)  // the forward lets f32 queries read a half KV cache; training does not
+    Fail(Error::Kind::kType, "k: dtype ", DTypeName(k.dtype), " differs from q's ", DTypeName(q.dtype));
   p.fwd.lse = nullptr;
   p.fwd.entropy = nullptr;
   CheckLike("dout", dout, "out", out);

@@ -347,7 +347,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
 
   // The bf16 dot path: K and V in place, or copied (as bf16) where the head dim is strided.
 #if ATTN_HAVE_BF16_DOT
-  const bool dot = p.bf16_dot && p.dtype == DType::kBF16;
+  const bool dot = p.bf16_dot && p.dtype == DType::kBF16 && p.kv_dtype == DType::kBF16;
 #else
   const bool dot = false;
 #endif
@@ -376,7 +376,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
   // Rows read in place when no padding is needed: float32 as is, bf16 / f16 widened on the fly.
   const bool k_direct = p.k_stride[3] == 1 && D == Dp;
   const bool v_direct = p.v_stride[3] == 1 && D == Dp;
-  const size_t es = DTypeSize(p.dtype);
+  const size_t es = DTypeSize(p.kv_dtype);
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
     const int64_t nk = std::min(kKeyBlock, kmax + 1 - k0);
@@ -402,12 +402,12 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     } else {
       if (!k_direct) {
         for (int64_t j = 0; j < nk; ++j)
-          LoadRowF32(d, p.dtype, p.k, ko + j * p.k_stride[1], p.k_stride[3], D, kbuf + j * Dp);
+          LoadRowF32(d, p.kv_dtype, p.k, ko + j * p.k_stride[1], p.k_stride[3], D, kbuf + j * Dp);
         kbase = kbuf, ks = Dp;
       }
       if (!v_direct) {
         for (int64_t j = 0; j < nk; ++j)
-          LoadRowF32(d, p.dtype, p.v, vo + j * p.v_stride[1], p.v_stride[3], D, vbuf + j * Dp);
+          LoadRowF32(d, p.kv_dtype, p.v, vo + j * p.v_stride[1], p.v_stride[3], D, vbuf + j * Dp);
         vbase = vbuf, vs = Dp;
       }
     }
@@ -417,7 +417,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       DotBlockScores(w.qb, Dq, rows, static_cast<const uint16_t*>(kbase), ks, nk, D, q_scale, scores);
 #endif
     } else {
-      WithRowType(p.dtype, k_direct, [&](auto t) {
+      WithRowType(p.kv_dtype, k_direct, [&](auto t) {
         using T = decltype(t);
         BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, nk, scores);
       });
@@ -486,7 +486,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
       DotBlockAccumulate(w.pb, rows, static_cast<const uint16_t*>(vbase), vs, nk, D, Dp, acc);
 #endif
     } else {
-      WithRowType(p.dtype, v_direct, [&](auto t) {
+      WithRowType(p.kv_dtype, v_direct, [&](auto t) {
         using T = decltype(t);
         BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, nk, Dp, acc);
       });

@@ -383,8 +383,8 @@ void RunBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t r0, int6
 #endif
     } else {
       int64_t ks;
-      const float* kp = TileRowsF32(d, p.dtype, p.k, p.k_stride, b, kvh, k0, nk, D, s.kc, &ks);
-      vp = TileRowsF32(d, p.dtype, p.v, p.v_stride, b, kvh, k0, nk, D, s.vc, &vs);
+      const float* kp = TileRowsF32(d, p.kv_dtype, p.k, p.k_stride, b, kvh, k0, nk, D, s.kc, &ks);
+      vp = TileRowsF32(d, p.kv_dtype, p.v, p.v_stride, b, kvh, k0, nk, D, s.vc, &vs);
       int64_t j = 0;
       for (; j + kRows <= nk; j += kRows) ScoreRows<kRows>(d, s.qt, BQ, kp + j * ks, ks, D, s.st + j * BQ);
       if (j < nk)
@@ -523,7 +523,7 @@ void ForwardPrefill(const AttentionParams& p) {
     const int64_t b = bh / p.n_kv_heads, kvh = bh % p.n_kv_heads, r0 = blk * BQ;
     const int64_t n = std::min(BQ, rows - r0);
 #if ATTN_HAVE_BF16_DOT
-    if (p.bf16_dot && p.dtype == DType::kBF16) {
+    if (p.bf16_dot && p.dtype == DType::kBF16 && p.kv_dtype == DType::kBF16) {
       RunBlock<true>(p, b, kvh, r0, n, 0, p.seq_k, s);
     } else {
       RunBlock<false>(p, b, kvh, r0, n, 0, p.seq_k, s);

@@ -11,7 +11,8 @@
 namespace attn::kernels {
 
 struct AttentionParams {
-  DType dtype;
+  DType dtype;     // q and out
+  DType kv_dtype;  // k and v: the same as dtype, or a half type under float32 queries (a half KV cache)
   const void* q;
   const void* k;
   const void* v;

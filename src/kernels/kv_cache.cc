@@ -2,11 +2,52 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "attn/error.h"
 #include "core/aligned.h"
 
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/kv_cache.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/highway.h"
+
+// Float32 rows stored into a half-precision cache, converted with SIMD: f16 rounds to nearest
+// even after clamping to +-65504 (a key or value beyond f16's range saturates instead of becoming
+// an infinity that would turn the softmax into NaN); bf16 rounds to nearest even.
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+void StoreHalfRowImpl(const float* src, bool bf16, uint16_t* dst, int64_t n) {
+  if (bf16) {
+    for (int64_t i = 0; i < n; ++i) dst[i] = FloatToBF16(src[i]);
+    return;
+  }
+  int64_t i = 0;
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX2
+  // F16C's conversion rounds to nearest even (Highway's emulated targets truncate, so they take the
+  // scalar loop below).
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<hwy::float16_t, decltype(d)> dh;
+  const int64_t N = hn::Lanes(d);
+  const auto hi = hn::Set(d, 65504.0f), lo = hn::Set(d, -65504.0f);
+  auto* out = reinterpret_cast<hwy::float16_t*>(dst);
+  for (; i + N <= n; i += N)
+    hn::StoreU(hn::DemoteTo(dh, hn::Min(hn::Max(hn::LoadU(d, src + i), lo), hi)), dh, out + i);
+#endif
+  for (; i < n; ++i)
+    dst[i] = FloatToHalf(src[i] > 65504.0f ? 65504.0f : src[i] < -65504.0f ? -65504.0f : src[i]);
+}
+
+}  // namespace attn::kernels::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
 namespace attn {
+namespace kernels {
+HWY_EXPORT(StoreHalfRowImpl);
+}  // namespace kernels
 
 struct KVCache::Buffer {
   AlignedPtr<uint8_t> bytes;
@@ -50,9 +91,10 @@ TensorView KVCache::values() const { return View(v_->bytes.get(), length_); }
 void KVCache::Append(const TensorView& k, const TensorView& v) {
   for (const auto* t : {&k, &v}) {
     const char* name = t == &k ? "k" : "v";
-    if (t->dtype != dtype_)
+    if (t->dtype != dtype_ && t->dtype != DType::kF32)
       throw Error(std::string("KVCache::Append: ") + name + " dtype " + DTypeName(t->dtype) +
-                      " != cache dtype " + DTypeName(dtype_),
+                      " != cache dtype " + DTypeName(dtype_) +
+                      " (float32 rows are converted; other dtypes must match)",
                   Error::Kind::kType);
     if (t->shape[0] != batch_ || t->shape[2] != n_kv_heads_ || t->shape[3] != head_dim_)
       throw Error(std::string("KVCache::Append: ") + name + " shape " + t->ShapeString() +
@@ -69,16 +111,28 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
     throw Error("KVCache::Append: " + std::to_string(n) + " new positions exceed the capacity " +
                 std::to_string(capacity_) + " (length " + std::to_string(length_) + ")");
   const size_t es = DTypeSize(dtype_);
+  std::vector<float> row;  // a strided float32 row gathered before conversion
   for (const auto& [src, buf] : {std::pair{&k, k_.get()}, std::pair{&v, v_.get()}}) {
     const TensorView dst = View(buf->bytes.get(), capacity_);
+    const size_t ss = DTypeSize(src->dtype);
+    const bool convert = src->dtype != dtype_;  // float32 rows into a half cache
     for (int64_t b = 0; b < batch_; ++b)
       for (int64_t s = 0; s < n; ++s)
         for (int64_t h = 0; h < n_kv_heads_; ++h) {
           uint8_t* d = static_cast<uint8_t*>(dst.data) +
                        (b * dst.stride[0] + (length_ + s) * dst.stride[1] + h * dst.stride[2]) * es;
           const uint8_t* sp = static_cast<const uint8_t*>(src->data) +
-                              (b * src->stride[0] + s * src->stride[1] + h * src->stride[2]) * es;
-          if (src->stride[3] == 1) {
+                              (b * src->stride[0] + s * src->stride[1] + h * src->stride[2]) * ss;
+          if (convert) {
+            const float* f = reinterpret_cast<const float*>(sp);
+            if (src->stride[3] != 1) {
+              row.resize(static_cast<size_t>(head_dim_));
+              for (int64_t x = 0; x < head_dim_; ++x) row[static_cast<size_t>(x)] = f[x * src->stride[3]];
+              f = row.data();
+            }
+            HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
+            (f, dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(d), head_dim_);
+          } else if (src->stride[3] == 1) {
             std::memcpy(d, sp, head_dim_ * es);
           } else {
             for (int64_t x = 0; x < head_dim_; ++x) std::memcpy(d + x * es, sp + x * src->stride[3] * es, es);
@@ -97,3 +151,4 @@ void KVCache::Attend(const TensorView& q, const TensorView& out, AttentionOption
 }
 
 }  // namespace attn
+#endif  // HWY_ONCE

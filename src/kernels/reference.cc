@@ -44,7 +44,7 @@ void AttentionReference(const TensorView& q, const TensorView& k, const TensorVi
           double dot = 0.0;
           for (int64_t d = 0; d < p.head_dim; ++d) {
             dot = r.Acc(dot + Load(p.q, p.dtype, q_row + d * p.q_stride[3]) *
-                                  Load(p.k, p.dtype, k_row + d * p.k_stride[3]));
+                                  Load(p.k, p.kv_dtype, k_row + d * p.k_stride[3]));
           }
           // 2. scale
           double s = r.Tensor(r.Tensor(dot) * p.scale);
@@ -85,7 +85,7 @@ void AttentionReference(const TensorView& q, const TensorView& k, const TensorVi
           for (int64_t j = 0; j < p.seq_k; ++j) {
             if (scores[j] == 0.0) continue;
             const int64_t v_row = b * p.v_stride[0] + j * p.v_stride[1] + kvh * p.v_stride[2];
-            acc = r.Acc(acc + scores[j] * Load(p.v, p.dtype, v_row + d * p.v_stride[3]));
+            acc = r.Acc(acc + scores[j] * Load(p.v, p.kv_dtype, v_row + d * p.v_stride[3]));
           }
           Store(p.out, p.dtype, o_row + d * p.out_stride[3], acc);
           if (out64) out64[((b * p.seq_q + i) * p.n_heads + h) * p.head_dim + d] = acc;

@@ -50,10 +50,13 @@ AttentionParams MakeParams(const TensorView& q, const TensorView& k, const Tenso
   CheckView("k", k);
   CheckView("v", v);
   CheckView("out", out);
-  if (k.dtype != q.dtype)
-    Fail(Error::Kind::kType, "k: dtype ", DTypeName(k.dtype), " differs from q's ", DTypeName(q.dtype));
-  if (v.dtype != q.dtype)
-    Fail(Error::Kind::kType, "v: dtype ", DTypeName(v.dtype), " differs from q's ", DTypeName(q.dtype));
+  // K and V share a dtype: q's, or f16 / bf16 under f32 queries (a half-precision KV cache read
+  // by float32 activations, as language models generate).
+  if (k.dtype != q.dtype && !(q.dtype == DType::kF32 && k.dtype != DType::kF32))
+    Fail(Error::Kind::kType, "k: dtype ", DTypeName(k.dtype), " differs from q's ", DTypeName(q.dtype),
+         " (only f32 queries may read f16 or bf16 keys)");
+  if (v.dtype != k.dtype)
+    Fail(Error::Kind::kType, "v: dtype ", DTypeName(v.dtype), " differs from k's ", DTypeName(k.dtype));
   if (out.dtype != q.dtype)
     Fail(Error::Kind::kType, "out: dtype ", DTypeName(out.dtype), " differs from q's ", DTypeName(q.dtype));
 
@@ -75,6 +78,7 @@ AttentionParams MakeParams(const TensorView& q, const TensorView& k, const Tenso
 
   AttentionParams p{};
   p.dtype = q.dtype;
+  p.kv_dtype = k.dtype;
   p.q = q.data, p.k = k.data, p.v = v.data, p.out = out.data;
   p.batch = B, p.seq_q = Sq, p.seq_k = Sk, p.n_heads = Hq, p.n_kv_heads = Hkv, p.head_dim = D;
   p.group = Hkv > 0 ? Hq / Hkv : 1;

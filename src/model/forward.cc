@@ -70,7 +70,8 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
   const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  const TensorView kt = cache.keys(), vt = cache.values();
+  std::vector<float> k32, v32;  // a half cache widened (this path is for inspection, not speed)
+  const TensorView kt = cache.keys().AsFloat32(&k32), vt = cache.values().AsFloat32(&v32);
   std::vector<float> a(static_cast<size_t>(c.n_heads * n * keys));
   std::vector<float> v_t(static_cast<size_t>(hd * keys));
   for (int64_t h = 0; h < c.n_heads; ++h) {
@@ -147,7 +148,7 @@ uint64_t Model::weight_bytes() const {
   return total;
 }
 
-Session::Session(const Model& model, int64_t capacity) {
+Session::Session(const Model& model, int64_t capacity, DType kv_dtype) {
   const ModelConfig& c = model.config();
   if (capacity <= 0 || capacity > c.context_length) {
     throw Error("session: capacity = " + std::to_string(capacity) + " (must be in [1, " +
@@ -155,7 +156,7 @@ Session::Session(const Model& model, int64_t capacity) {
   }
   capacity_ = capacity;
   for (int64_t l = 0; l < c.n_layers; ++l) {
-    caches_.push_back(std::make_unique<KVCache>(1, c.n_kv_heads, c.head_dim, capacity));
+    caches_.push_back(std::make_unique<KVCache>(1, c.n_kv_heads, c.head_dim, capacity, kv_dtype));
   }
 }
 
@@ -329,8 +330,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
       }
       if (stats != nullptr) {
-        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
-                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads});
+        std::vector<float> k32;  // a half cache widened for the statistics
+        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys().AsFloat32(&k32), lse,
+                                         entropy, 1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_,
+                                         threads});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);

@@ -49,7 +49,7 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
                 " tokens, more than the model's context of " + std::to_string(c.context_length));
   }
   const int64_t capacity = std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1));
-  Session session(model, capacity);
+  Session session(model, capacity, options.kv_dtype);
   Sampler sampler(options.sampling);
 
   GenerateResult result;

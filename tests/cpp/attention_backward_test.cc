@@ -323,6 +323,17 @@ TEST(AttentionBackward, BadArgumentsNameTheArgument) {
          "dk: dtype");
   expect(message(q.view, k.view, out.view, nullptr, dout.view, dq.view, dk.view, dv.view),
          "lse: pointer is null");
+  {  // the forward lets f32 queries read half K and V; the backward does not
+    Tensor half_v(DType::kF16, 1, 5, 1, 8);
+    std::string msg = "no error";
+    try {
+      AttentionBackward(q.view, half_k.view, half_v.view, out.view, lse.data(), dout.view, dq.view, dk.view,
+                        dv.view);
+    } catch (const Error& e) {
+      msg = e.what();
+    }
+    expect(msg, "k: dtype float16 differs from q's float32");
+  }
   expect(message(q.view, k.view, wrong_q.view, lse.data(), dout.view, dq.view, dk.view, dv.view),
          "out: shape");
   expect(message(q.view, wrong_k.view, out.view, lse.data(), dout.view, dq.view, dk.view, dv.view),

@@ -21,8 +21,8 @@ namespace {
 void CheckCase(const Case& c, uint32_t seed) {
   SCOPED_TRACE(c.Name() + " target=" + CurrentSimdTarget());
   std::mt19937 rng(seed);
-  Tensor q(c.dtype, c.B, c.Sq, c.Hq, c.D, c.bhsd), k(c.dtype, c.B, c.Sk, c.Hkv, c.D, c.bhsd),
-      v(c.dtype, c.B, c.Sk, c.Hkv, c.D, c.bhsd);
+  Tensor q(c.dtype, c.B, c.Sq, c.Hq, c.D, c.bhsd), k(c.KvDtype(), c.B, c.Sk, c.Hkv, c.D, c.bhsd),
+      v(c.KvDtype(), c.B, c.Sk, c.Hkv, c.D, c.bhsd);
   q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
   Tensor out(c.dtype, c.B, c.Sq, c.Hq, c.D), ref(c.dtype, c.B, c.Sq, c.Hq, c.D),
       naive(c.dtype, c.B, c.Sq, c.Hq, c.D);
@@ -234,6 +234,32 @@ TEST(Attention, DecodeEveryRowCountMatchesReferenceOnEveryTarget) {
         CheckCase(c, static_cast<uint32_t>(100 + n));
         ++n;
       }
+  }
+  SetSimdTarget("");
+}
+
+// f32 queries over f16 / bf16 keys and values (a half KV cache, as the models generate with): the
+// decode kernel for every row count and the prefill kernel, on every target, against the float64
+// reference reading the same half values (so the tolerance is float32's).
+TEST(Attention, HalfKeysUnderF32QueriesMatchReferenceOnEveryTarget) {
+  const int64_t dims[] = {8, 33, 64, 72, 130};
+  for (const std::string& target : SimdTargets()) {
+    SetSimdTarget(target);
+    int n = 0;
+    for (DType kv : {DType::kF16, DType::kBF16}) {
+      for (int64_t rows : {1, 3, 7, 16}) {  // decode: 1 query x `rows` heads of a group
+        Case c{1 + n % 2, 1, 131 + 64 * n, rows, 1, dims[n % 5], DType::kF32, n % 2 == 1};
+        c.kv_dtype = kv;
+        CheckCase(c, static_cast<uint32_t>(300 + n));
+        ++n;
+      }
+      for (auto [sq, sk] : {std::pair<int64_t, int64_t>{113, 203}, {256, 512}}) {  // prefill
+        Case c{1, sq, sk, 9, 3, dims[n % 5], DType::kF32, true};
+        c.kv_dtype = kv, c.bhsd = n % 2 == 0;
+        CheckCase(c, static_cast<uint32_t>(300 + n));
+        ++n;
+      }
+    }
   }
   SetSimdTarget("");
 }

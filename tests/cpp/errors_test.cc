@@ -59,9 +59,20 @@ TEST(Errors, ShapesAndDtypes) {
     ExpectError([&] { in.Run(); }, {"head_dim", "D = 0"});
   }
   {
-    Inputs in;
+    Inputs in;  // f32 queries may read half keys, but K and V share one dtype
     in.k = Tensor(DType::kF16, 2, 7, 3, 8);
-    ExpectError([&] { in.Run(); }, {"k", "float16", "float32"}, Error::Kind::kType);
+    ExpectError([&] { in.Run(); }, {"v", "float32", "differs from k's float16"}, Error::Kind::kType);
+  }
+  {
+    Inputs in;  // half queries read keys of their own dtype only
+    in.q = Tensor(DType::kF16, 2, 5, 6, 8), in.out = Tensor(DType::kF16, 2, 5, 6, 8);
+    in.k = Tensor(DType::kBF16, 2, 7, 3, 8), in.v = Tensor(DType::kBF16, 2, 7, 3, 8);
+    ExpectError([&] { in.Run(); }, {"k", "bfloat16", "q's float16"}, Error::Kind::kType);
+  }
+  {
+    Inputs in;
+    in.out = Tensor(DType::kF16, 2, 5, 6, 8);
+    ExpectError([&] { in.Run(); }, {"out", "float16", "float32"}, Error::Kind::kType);
   }
   {
     Inputs in;
@@ -127,6 +138,9 @@ TEST(Errors, SimdTargetAndKVCache) {
   ExpectError([&] { cache.Append(k.view, v.view); }, {"5 new positions", "capacity 4"});
   Tensor k16(DType::kF16, 1, 1, 2, 8);
   ExpectError([&] { cache.Append(k16.view, k16.view); }, {"k", "float16"}, Error::Kind::kType);
+  KVCache half(1, 2, 8, 4, DType::kF16);  // float32 rows convert; bf16 rows do not
+  Tensor kb(DType::kBF16, 1, 1, 2, 8);
+  ExpectError([&] { half.Append(kb.view, kb.view); }, {"k", "bfloat16", "float16"}, Error::Kind::kType);
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <random>
+#include <string>
 
 #include "test_util.h"
 
@@ -40,6 +41,54 @@ TEST(KVCache, ChunkedDecodeEqualsFullCausalAttention) {
     EXPECT_LE(step.MaxDiff(full), dtype == DType::kF32 ? 1e-5 : 2e-2) << DTypeName(dtype);
     cache.Clear();
     EXPECT_EQ(cache.length(), 0);
+  }
+}
+
+// Float32 K and V appended to an f16 / bf16 cache are rounded to nearest even (f16 saturating at
+// +-65504), and f32 queries attend over them exactly as over the same half tensors.
+TEST(KVCache, HalfCacheConvertsFloat32RowsAndAttendsFromFloat32Queries) {
+  for (const std::string& target : SimdTargets())
+    for (DType half : {DType::kF16, DType::kBF16}) {
+      SetSimdTarget(target);
+      SCOPED_TRACE(target + " " + DTypeName(half));
+      const int64_t B = 1, S = 70, Hq = 4, Hkv = 2, D = 40;
+      std::mt19937 rng(5);
+      Tensor q(DType::kF32, B, S, Hq, D), k(DType::kF32, B, S, Hkv, D), v(DType::kF32, B, S, Hkv, D);
+      q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+      // The same K and V rounded by the scalar conversions, as half tensors.
+      Tensor kh(half, B, S, Hkv, D), vh(half, B, S, Hkv, D);
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t h = 0; h < Hkv; ++h)
+          for (int64_t d = 0; d < D; ++d)
+            kh.Set(0, s, h, d, k.Get(0, s, h, d)), vh.Set(0, s, h, d, v.Get(0, s, h, d));
+      KVCache cache(B, Hkv, D, S, half);
+      cache.Append(k.view, v.view);
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t h = 0; h < Hkv; ++h)
+          for (int64_t d = 0; d < D; ++d) {
+            const auto* kc = static_cast<const uint16_t*>(cache.keys().data);
+            const TensorView kv = cache.keys();
+            const uint16_t got = kc[s * kv.stride[1] + h * kv.stride[2] + d];
+            const uint16_t want =
+                static_cast<const uint16_t*>(kh.view.data)[s * kh.view.stride[1] + h * kh.view.stride[2] + d];
+            ASSERT_EQ(got, want) << "s=" << s << " h=" << h << " d=" << d;
+          }
+      AttentionOptions o;
+      o.causal = true;
+      Tensor out(DType::kF32, B, S, Hq, D), ref(DType::kF32, B, S, Hq, D);
+      cache.Attend(q.view, out.view, o);
+      Attention(q.view, kh.view, vh.view, ref.view, o);
+      EXPECT_EQ(out.MaxDiff(ref), 0.0);
+    }
+  SetSimdTarget("");
+  // Beyond f16's range: saturated, never an infinity.
+  KVCache cache(1, 1, 16, 2, DType::kF16);
+  std::vector<float> big(16, 1e6f), v(16, -1e9f);
+  cache.Append(TensorView::Contiguous(big.data(), DType::kF32, 1, 1, 1, 16),
+               TensorView::Contiguous(v.data(), DType::kF32, 1, 1, 1, 16));
+  for (int64_t d = 0; d < 16; ++d) {
+    EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.keys().data)[d]), 65504.0f);
+    EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.values().data)[d]), -65504.0f);
   }
 }
 

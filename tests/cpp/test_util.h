@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -117,7 +118,9 @@ struct Case {
   MaskKind mask = MaskKind::kNone;
   float softcap = 0.0f;
   bool bhsd = false;
+  std::optional<DType> kv_dtype = std::nullopt;  // K and V, when not `dtype` (a half cache under f32 queries)
 
+  DType KvDtype() const { return kv_dtype.value_or(dtype); }
   std::string Name() const {
     std::ostringstream s;
     s << "B" << B << "_Sq" << Sq << "_Sk" << Sk << "_H" << Hq << "x" << Hkv << "_D" << D << "_"
@@ -131,6 +134,7 @@ struct Case {
     if (mask == MaskKind::kAdditive) s << "_addmask";
     if (softcap > 0) s << "_softcap";
     if (bhsd) s << "_bhsd";
+    if (kv_dtype) s << "_kv" << DTypeName(*kv_dtype);
     return s.str();
   }
 };

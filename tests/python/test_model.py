@@ -79,6 +79,17 @@ def test_generate_returns_tokens_and_timings(model):
     assert r["prompt_ms"] > 0 and r["stop_reason"] in ("eos", "length", "stop")
 
 
+def test_kv_cache_types(model):
+    # The KV cache's storage: f16 (default, llama.cpp's), bf16, f32. A confident continuation is the
+    # same under each; a name outside the three is an error.
+    first = {t: tuple(model.generate("1, 2, 3, 4,", max_tokens=4, kv_type=t, return_dict=True)["tokens"][:2])
+             for t in ("f16", "bf16", "f32")}
+    assert len(set(first.values())) == 1, first
+    assert model.detokenize(list(first["f16"])) == " 5"
+    with pytest.raises(ValueError, match="kv_type = 'f8'"):
+        model.generate("x", max_tokens=2, kv_type="f8")
+
+
 def test_stop_string_ends_generation(model):
     r = model.generate("1, 2, 3, 4,", max_tokens=40, stop=["8"], return_dict=True)
     assert r["stop_reason"] == "stop", r
@@ -132,6 +143,7 @@ def test_cli_generate_json(model):
 @pytest.mark.parametrize("args, fragment", [
     (["generate", "--model", "/nonexistent.gguf", "hi"], "does not exist"),
     (["generate", "--temperature", "-1", "hi"], "temperature"),
+    (["generate", "--kv-type", "f8", "hi"], "kv-type"),
     (["info", "/nonexistent.gguf"], "nonexistent"),
 ])
 def test_cli_bad_input_exits_nonzero(args, fragment):

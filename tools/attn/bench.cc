@@ -25,6 +25,7 @@ struct BenchArgs {
   int repeats = 3;
   bool json = false;
   bool head_stats = false;  // also time prompt processing with per-head statistics
+  DType kv_dtype = DType::kF16;
 };
 
 // A fixed English text, cycled to the requested length so every run sees the same tokens.
@@ -52,7 +53,7 @@ void RunBench(const BenchArgs& args) {
   while (static_cast<int>(prompt.size()) < args.prompt_tokens)
     prompt.push_back(text[prompt.size() % text.size()]);
 
-  Session session(*model, args.prompt_tokens + args.gen_tokens);
+  Session session(*model, args.prompt_tokens + args.gen_tokens, args.kv_dtype);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
   std::vector<double> pp, tg, pp_stats;
   HeadStats stats(c);
@@ -64,7 +65,7 @@ void RunBench(const BenchArgs& args) {
     pp.push_back(args.prompt_tokens / std::chrono::duration<double>(Clock::now() - t0).count());
     if (args.head_stats) {
       // The same prompt with the head statistics accumulated (entropy in the kernel, LSE masses).
-      Session stats_session(*model, args.prompt_tokens);
+      Session stats_session(*model, args.prompt_tokens, args.kv_dtype);
       ForwardOptions o;
       o.threads = args.model.threads;
       o.stats = &stats;
@@ -89,11 +90,18 @@ void RunBench(const BenchArgs& args) {
   getrusage(RUSAGE_SELF, &ru);
   const double peak_mb = ru.ru_maxrss / 1024.0;
   if (args.json) {
-    nlohmann::json j = {
-        {"model", model->path()},  {"threads", args.model.threads}, {"prompt_tokens", args.prompt_tokens},
-        {"prompt_ids", prompt},    {"gen_tokens", args.gen_tokens}, {"repeats", args.repeats},
-        {"pp_tokens_per_s", pp},   {"tg_tokens_per_s", tg},         {"pp_median", Median(pp)},
-        {"tg_median", Median(tg)}, {"peak_rss_mb", peak_mb}};
+    nlohmann::json j = {{"model", model->path()},
+                        {"threads", args.model.threads},
+                        {"prompt_tokens", args.prompt_tokens},
+                        {"kv_type", DTypeName(args.kv_dtype)},
+                        {"prompt_ids", prompt},
+                        {"gen_tokens", args.gen_tokens},
+                        {"repeats", args.repeats},
+                        {"pp_tokens_per_s", pp},
+                        {"tg_tokens_per_s", tg},
+                        {"pp_median", Median(pp)},
+                        {"tg_median", Median(tg)},
+                        {"peak_rss_mb", peak_mb}};
     if (args.head_stats) {
       j["pp_stats_tokens_per_s"] = pp_stats;
       j["pp_stats_median"] = Median(pp_stats);
@@ -101,9 +109,10 @@ void RunBench(const BenchArgs& args) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
-  std::printf("%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; peak RSS %.0f MB)\n",
-              model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg),
-              args.repeats, peak_mb);
+  std::printf(
+      "%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; %s KV cache; peak RSS %.0f MB)\n",
+      model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg), args.repeats,
+      DTypeName(args.kv_dtype), peak_mb);
   if (args.head_stats) {
     std::printf("  pp%d with head statistics: %.1f tokens/s (%.1f%% slower than plain)\n", args.prompt_tokens,
                 Median(pp_stats), 100.0 * (Median(pp) / Median(pp_stats) - 1.0));
@@ -116,6 +125,7 @@ void AddBenchCommand(CLI::App& app) {
   auto args = std::make_shared<BenchArgs>();
   auto* cmd = app.add_subcommand("bench", "Measure prompt processing and generation speed of a model");
   AddModelOptions(cmd, args->model);
+  AddKvTypeOption(cmd, args->kv_dtype);
   cmd->add_option("-p,--prompt-tokens", args->prompt_tokens, "Prompt tokens processed in one batch")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-n,--gen-tokens", args->gen_tokens, "Tokens generated one at a time")

@@ -89,6 +89,7 @@ void AddGenerateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt with a language model (streams the text)");
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
+  AddKvTypeOption(cmd, args->gen.kv_dtype);
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Tokens to generate")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--stop", args->gen.stop, "Stop when this text appears (repeatable)")
@@ -109,6 +110,7 @@ void AddChatCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("chat", "Chat with an instruct model (ChatML template), one line per turn");
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
+  AddKvTypeOption(cmd, args->gen.kv_dtype);
   args->gen.max_tokens = 256;
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));

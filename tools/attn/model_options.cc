@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+
 #include "attn/error.h"
 
 namespace attn::cli {
@@ -11,6 +13,15 @@ void AddModelOptions(CLI::App* cmd, ModelOptions& options) {
       "-m,--model", options.model,
       "GGUF model file (default: $ATTN_MODEL or ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf)");
   cmd->add_option("-t,--threads", options.threads, "Threads (0 = every core)")->check(CLI::Range(0, 1024));
+}
+
+void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype) {
+  static const std::map<std::string, DType> types = {
+      {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"f32", DType::kF32}};
+  cmd->add_option_function<std::string>(
+         "--kv-type", [&kv_dtype](const std::string& name) { kv_dtype = types.at(name); },
+         "KV cache storage: f16 (default, as llama.cpp), bf16, or f32 (exact; twice the bytes per token)")
+      ->check(CLI::IsMember({"f16", "bf16", "f32"}));
 }
 
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& o) {

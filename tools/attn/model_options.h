@@ -17,6 +17,8 @@ struct ModelOptions {
 
 // Adds --model and --threads to a subcommand.
 void AddModelOptions(CLI::App* cmd, ModelOptions& options);
+// Adds --kv-type (f16, bf16 or f32): how the KV cache stores keys and values.
+void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype);
 // Adds the sampling options (--temperature, --seed, --top-k, --top-p, --min-p, --repeat-penalty).
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
 // Loads the chosen model; a missing default model gets a message saying how to fetch it.

@@ -1,0 +1,63 @@
+"""attn.KVCache: chunked appends and attends equal one causal attention over the whole sequence,
+and a float16 cache under float32 queries equals attention over the same keys and values rounded
+to float16 (the float64 reference)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import attn
+from reference import sdpa_reference
+
+
+def _qkv(rng, B=2, S=37, Hq=6, Hkv=2, D=24):
+    q = rng.standard_normal((B, Hq, S, D)).astype(np.float32)
+    k = rng.standard_normal((B, Hkv, S, D)).astype(np.float32)
+    v = rng.standard_normal((B, Hkv, S, D)).astype(np.float32)
+    return q, k, v
+
+
+def _run_chunked(cache, q, k, v, prompt=20):
+    outs, s0 = [], 0
+    while s0 < q.shape[2]:
+        n = prompt if s0 == 0 else 1
+        cache.append(k[:, :, s0:s0 + n], v[:, :, s0:s0 + n])
+        outs.append(cache.attend(q[:, :, s0:s0 + n]))
+        s0 += n
+    return np.concatenate(outs, axis=2)
+
+
+def test_chunked_decode_equals_full_causal_attention():
+    q, k, v = _qkv(np.random.default_rng(0))
+    cache = attn.KVCache(2, 2, 24, 64)
+    out = _run_chunked(cache, q, k, v)
+    assert cache.length == 37 and cache.capacity == 64
+    np.testing.assert_allclose(out, attn.sdpa(q, k, v, causal=True), atol=1e-5)
+    cache.clear()
+    assert cache.length == 0
+
+
+def test_float16_cache_under_float32_queries():
+    q, k, v = _qkv(np.random.default_rng(1))
+    cache = attn.KVCache(2, 2, 24, 64, dtype=np.float16)
+    out = _run_chunked(cache, q, k, v)
+    assert out.dtype == np.float32
+    ref = sdpa_reference(q.astype(np.float64), k.astype(np.float16).astype(np.float64),
+                         v.astype(np.float16).astype(np.float64), causal=True)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # The rounding is visible: the float32 cache gives another result.
+    exact = attn.sdpa(q, k, v, causal=True)
+    assert np.abs(out - exact).max() > 1e-5
+
+
+def test_kv_cache_dtype_errors():
+    cache = attn.KVCache(1, 1, 8, 4)
+    with pytest.raises(TypeError, match="cache dtype float32"):
+        cache.append(np.zeros((1, 1, 1, 8), np.float16), np.zeros((1, 1, 1, 8), np.float16))
+    half = attn.KVCache(1, 1, 8, 4, dtype=np.float16)
+    with pytest.raises(TypeError, match="float32 is also accepted"):
+        half.attend(np.zeros((1, 1, 1, 8), np.float64))
+    with pytest.raises(TypeError, match="v: dtype float16 != k's dtype float32"):
+        half.append(np.zeros((1, 1, 1, 8), np.float32), np.zeros((1, 1, 1, 8), np.float16))
+    with pytest.raises(ValueError, match="capacity 4"):
+        half.append(np.zeros((1, 1, 5, 8), np.float32), np.zeros((1, 1, 5, 8), np.float32))
