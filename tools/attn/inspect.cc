@@ -147,6 +147,7 @@ void RunInspect(const InspectArgs& args) {
     GenerateOptions g;
     g.max_tokens = args.generate;
     g.threads = args.model.threads;
+    g.kv_dtype = DType::kF32;  // the report's pass below uses the exact cache; so does its text
     const GenerateResult r = GenerateFromTokens(*model, tokens, g, [](const std::string& piece) {
       std::fwrite(piece.data(), 1, piece.size(), stdout);
       std::fflush(stdout);
