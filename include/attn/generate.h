@@ -45,6 +45,7 @@ struct GenerateOptions {
   bool stop_at_eos = true;        // end at an end-of-generation token (not included)
   int threads = 0;                // 0 = every core
   // The KV cache's storage (Session): f16 by default, as llama.cpp's; kF32 for exact float32.
+  // (GenerateInSession uses its session's.)
   DType kv_dtype = DType::kF16;
 };
 
@@ -55,6 +56,7 @@ struct GenerateResult {
   std::string stop_reason;      // "eos", "stop", "length"
   double prompt_ms = 0.0, gen_ms = 0.0;
   int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
+  int64_t n_prompt_cached = 0;  // prompt tokens already in the session's cache (GenerateInSession)
 };
 
 // Tokenizes `prompt` (special tokens parsed, BOS when the model asks for it), evaluates it, then
@@ -67,5 +69,13 @@ GenerateResult Generate(const Model& model, const std::string& prompt, const Gen
 GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> prompt_tokens,
                                   const GenerateOptions& options,
                                   const std::function<void(const std::string&)>& on_text = nullptr);
+// The same in an existing session (a conversation): the cached positions that begin the prompt
+// are reused, so only the rest of the prompt is evaluated (llama.cpp's prompt cache); the cache
+// beyond them is dropped, and the capacity grows as needed. Afterwards the session holds the
+// prompt and the generated tokens (all but the last one sampled, which was never evaluated).
+// Chunking differs from a fresh evaluation, so the logits can differ in the last bits.
+GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
+                                 const GenerateOptions& options,
+                                 const std::function<void(const std::string&)>& on_text = nullptr);
 
 }  // namespace attn

@@ -32,6 +32,11 @@ class KVCache {
   void Attend(const TensorView& q, const TensorView& out, AttentionOptions options = {}) const;
   // Forgets every position (keeps the memory).
   void Clear() { length_ = 0; }
+  // Keeps positions [0, length) and forgets the rest (a shared prefix reused by the next request).
+  void Truncate(int64_t length);
+  // Grows the capacity to at least `capacity` positions, keeping what is cached (a new buffer; the
+  // old one is copied and freed). Never shrinks.
+  void Reserve(int64_t capacity);
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }

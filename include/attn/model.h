@@ -120,12 +120,20 @@ class Session {
   // The tokens at positions [0, n_past()).
   const std::vector<int32_t>& tokens() const { return tokens_; }
   int64_t capacity() const { return capacity_; }
+  DType kv_dtype() const { return kv_dtype_; }
   void Reset();
+  // Keeps the first n_past positions (of tokens()) and forgets the rest.
+  void Truncate(int64_t n_past);
+  // Grows the capacity to at least `capacity` positions (<= the model's context length), keeping
+  // what is cached.
+  void Reserve(int64_t capacity);
 
  private:
   friend class Model;
   int64_t n_past_ = 0;
   int64_t capacity_ = 0;
+  int64_t context_length_ = 0;
+  DType kv_dtype_ = DType::kF32;
   std::vector<int32_t> tokens_;
   std::vector<std::unique_ptr<KVCache>> caches_;  // one per layer
 };

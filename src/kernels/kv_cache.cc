@@ -85,6 +85,30 @@ TensorView KVCache::View(void* base, int64_t len) const {
   return t;
 }
 
+void KVCache::Truncate(int64_t length) {
+  if (length < 0 || length > length_)
+    throw Error("KVCache::Truncate: length " + std::to_string(length) + " not in [0, " +
+                std::to_string(length_) + "]");
+  length_ = length;
+}
+
+void KVCache::Reserve(int64_t capacity) {
+  if (capacity <= capacity_) return;
+  int64_t elems;
+  if (__builtin_mul_overflow(batch_ * n_kv_heads_, head_dim_, &elems) ||
+      __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
+    throw Error("KVCache::Reserve: batch x n_kv_heads x head_dim x capacity overflows");
+  const size_t es = DTypeSize(dtype_), row = static_cast<size_t>(head_dim_) * es;
+  for (Buffer* buf : {k_.get(), v_.get()}) {
+    AlignedPtr<uint8_t> bytes = AllocateAligned<uint8_t>(elems * es);
+    // [batch, head] blocks of `length_` rows move from stride capacity_ to stride capacity.
+    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
+      std::memcpy(bytes.get() + bh * capacity * row, buf->bytes.get() + bh * capacity_ * row, length_ * row);
+    buf->bytes = std::move(bytes);
+  }
+  capacity_ = capacity;
+}
+
 TensorView KVCache::keys() const { return View(k_->bytes.get(), length_); }
 TensorView KVCache::values() const { return View(v_->bytes.get(), length_); }
 

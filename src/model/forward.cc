@@ -155,6 +155,8 @@ Session::Session(const Model& model, int64_t capacity, DType kv_dtype) {
                 std::to_string(c.context_length) + "], the model's context length)");
   }
   capacity_ = capacity;
+  context_length_ = c.context_length;
+  kv_dtype_ = kv_dtype;
   for (int64_t l = 0; l < c.n_layers; ++l) {
     caches_.push_back(std::make_unique<KVCache>(1, c.n_kv_heads, c.head_dim, capacity, kv_dtype));
   }
@@ -166,6 +168,26 @@ void Session::Reset() {
   n_past_ = 0;
   tokens_.clear();
   for (auto& cache : caches_) cache->Clear();
+}
+
+void Session::Truncate(int64_t n_past) {
+  if (n_past < 0 || n_past > n_past_) {
+    throw Error("session: truncate to " + std::to_string(n_past) + " positions (must be in [0, " +
+                std::to_string(n_past_) + "])");
+  }
+  n_past_ = n_past;
+  tokens_.resize(static_cast<size_t>(n_past));
+  for (auto& cache : caches_) cache->Truncate(n_past);
+}
+
+void Session::Reserve(int64_t capacity) {
+  if (capacity <= capacity_) return;
+  if (capacity > context_length_) {
+    throw Error("session: capacity = " + std::to_string(capacity) +
+                " (must be <= " + std::to_string(context_length_) + ", the model's context length)");
+  }
+  for (auto& cache : caches_) cache->Reserve(capacity);
+  capacity_ = capacity;
 }
 
 void Model::Forward(Session& session, std::span<const int32_t> tokens, float* logits,

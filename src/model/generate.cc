@@ -35,6 +35,17 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
                                   const GenerateOptions& options,
                                   const std::function<void(const std::string&)>& on_text) {
   const ModelConfig& c = model.config();
+  const int64_t n_prompt = static_cast<int64_t>(prompt_tokens.size());
+  const int64_t capacity = std::clamp<int64_t>(n_prompt + std::max(options.max_tokens, 1), 1,
+                                               std::max<int64_t>(c.context_length, 1));
+  Session session(model, capacity, options.kv_dtype);
+  return GenerateInSession(model, session, std::move(prompt_tokens), options, on_text);
+}
+
+GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
+                                 const GenerateOptions& options,
+                                 const std::function<void(const std::string&)>& on_text) {
+  const ModelConfig& c = model.config();
   const Tokenizer& tok = model.tokenizer();
   if (prompt_tokens.empty()) throw Error("generate: the prompt is empty (no tokens)");
   if (options.max_tokens < 0) {
@@ -48,8 +59,15 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
     throw Error("generate: the prompt has " + std::to_string(n_prompt) +
                 " tokens, more than the model's context of " + std::to_string(c.context_length));
   }
-  const int64_t capacity = std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1));
-  Session session(model, capacity, options.kv_dtype);
+  // The session's cached positions that start the prompt are kept (at least the last prompt token
+  // is evaluated, for its logits); the rest of the cache is dropped.
+  const std::vector<int32_t>& cached = session.tokens();
+  int64_t reuse = 0;
+  while (reuse < static_cast<int64_t>(cached.size()) && reuse + 1 < n_prompt &&
+         cached[static_cast<size_t>(reuse)] == prompt_tokens[static_cast<size_t>(reuse)])
+    ++reuse;
+  session.Truncate(reuse);
+  session.Reserve(std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1)));
   Sampler sampler(options.sampling);
 
   GenerateResult result;
@@ -58,9 +76,11 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
 
   auto t0 = std::chrono::steady_clock::now();
-  model.Forward(session, prompt_tokens, logits.data(), false, options.threads);
+  model.Forward(session, std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(reuse)),
+                logits.data(), false, options.threads);
   result.prompt_ms = MsSince(t0);
-  result.n_prompt_evaluated = n_prompt;
+  result.n_prompt_evaluated = n_prompt - reuse;
+  result.n_prompt_cached = reuse;
 
   std::string text;     // everything generated so far
   size_t streamed = 0;  // bytes of `text` already passed to on_text

@@ -6,6 +6,7 @@
 #include <random>
 #include <string>
 
+#include "attn/error.h"
 #include "test_util.h"
 
 namespace attn::testing {
@@ -90,6 +91,48 @@ TEST(KVCache, HalfCacheConvertsFloat32RowsAndAttendsFromFloat32Queries) {
     EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.keys().data)[d]), 65504.0f);
     EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.values().data)[d]), -65504.0f);
   }
+}
+
+// Reserve keeps what is cached (the result is bit-identical), Truncate forgets the tail so that
+// new positions replace it exactly as in a cache that never held it.
+TEST(KVCache, ReserveKeepsAndTruncateForgets) {
+  const int64_t S = 30, Hq = 4, Hkv = 2, D = 16;
+  std::mt19937 rng(8);
+  Tensor q(DType::kF32, 1, 1, Hq, D), k(DType::kF32, 1, S, Hkv, D), v(DType::kF32, 1, S, Hkv, D);
+  q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+  auto rows = [&](const Tensor& t, int64_t s0, int64_t n) {
+    TensorView view = t.view;
+    view.data = const_cast<uint8_t*>(t.bytes.data()) + s0 * view.stride[1] * sizeof(float);
+    view.shape[1] = n;
+    return view;
+  };
+  KVCache cache(1, Hkv, D, 20);
+  cache.Append(rows(k, 0, 20), rows(v, 0, 20));
+  Tensor before(DType::kF32, 1, 1, Hq, D), after(DType::kF32, 1, 1, Hq, D);
+  cache.Attend(q.view, before.view);
+  cache.Reserve(64);
+  EXPECT_EQ(cache.capacity(), 64);
+  EXPECT_EQ(cache.length(), 20);
+  cache.Attend(q.view, after.view);
+  EXPECT_EQ(after.MaxDiff(before), 0.0);
+  cache.Reserve(10);  // never shrinks
+  EXPECT_EQ(cache.capacity(), 64);
+
+  // Positions 0..11 of k/v, then 12..29 of a second set: equal to a fresh cache holding the same.
+  Tensor k2(DType::kF32, 1, S, Hkv, D), v2(DType::kF32, 1, S, Hkv, D);
+  k2.Randomize(rng), v2.Randomize(rng);
+  cache.Truncate(12);
+  EXPECT_EQ(cache.length(), 12);
+  cache.Append(rows(k2, 12, 18), rows(v2, 12, 18));
+  KVCache fresh(1, Hkv, D, 30);
+  fresh.Append(rows(k, 0, 12), rows(v, 0, 12));
+  fresh.Append(rows(k2, 12, 18), rows(v2, 12, 18));
+  Tensor a(DType::kF32, 1, 1, Hq, D), b(DType::kF32, 1, 1, Hq, D);
+  cache.Attend(q.view, a.view);
+  fresh.Attend(q.view, b.view);
+  EXPECT_EQ(a.MaxDiff(b), 0.0);
+  EXPECT_THROW(cache.Truncate(31), Error);
+  EXPECT_THROW(cache.Truncate(-1), Error);
 }
 
 }  // namespace

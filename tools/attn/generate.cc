@@ -64,20 +64,25 @@ void RunChat(const GenerateArgs& args, const std::string& system) {
   std::vector<Tokenizer::Message> messages;
   if (!system.empty()) messages.push_back({"system", system});
   std::fprintf(stderr, "attn chat with %s (empty line or Ctrl-D to quit)\n", model->path().c_str());
+  // One session for the whole conversation: each turn evaluates only what is new since the cached
+  // tokens (the user's message and the template around it), as llama.cpp's prompt cache does.
+  Session session(*model, std::min<int64_t>(512, model->config().context_length), args.gen.kv_dtype);
   std::string line;
   while (true) {
     std::fprintf(stderr, "> ");
     if (!std::getline(std::cin, line) || line.empty()) break;
     messages.push_back({"user", line});
     const std::string prompt = model->tokenizer().ApplyChatTemplate(messages, true);
-    const GenerateResult r = Generate(*model, prompt, args.gen, [](const std::string& piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    });
+    const GenerateResult r = GenerateInSession(*model, session, model->tokenizer().EncodePrompt(prompt),
+                                               args.gen, [](const std::string& piece) {
+                                                 std::fwrite(piece.data(), 1, piece.size(), stdout);
+                                                 std::fflush(stdout);
+                                               });
     std::printf("\n");
     std::fflush(stdout);
-    std::fprintf(stderr, "[%zu tokens, %.1f tokens/s]\n", r.tokens.size(),
-                 PerSecond(r.n_gen_evaluated, r.gen_ms));
+    std::fprintf(stderr, "[prompt: %lld new tokens (%lld cached); %zu tokens, %.1f tokens/s]\n",
+                 static_cast<long long>(r.n_prompt_evaluated), static_cast<long long>(r.n_prompt_cached),
+                 r.tokens.size(), PerSecond(r.n_gen_evaluated, r.gen_ms));
     messages.push_back({"assistant", r.text});
   }
 }
