@@ -55,7 +55,7 @@ class HeadStats {
     int64_t pos0, n;
     const float* q;
     int64_t q_stride;
-    TensorView keys;  // [1, >= pos0 + n, kv_heads, head_dim]
+    TensorView keys;  // [1, >= pos0 + n, kv_heads, head_dim]: float32, f16 or bf16 (the KV cache's)
     const float* lse;
     const float* entropy;
     float scale;

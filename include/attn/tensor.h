@@ -29,7 +29,8 @@ struct TensorView {
   TensorView SwapAxes12() const;
   int64_t numel() const { return shape[0] * shape[1] * shape[2] * shape[3]; }
   std::string ShapeString() const;
-  // This view when it is float32, else a contiguous float32 copy of it kept in *storage.
+  // This view when it is float32, else a float32 copy with the same strides (so the same memory
+  // order) kept in *storage. Strides must be non-negative.
   TensorView AsFloat32(std::vector<float>* storage) const;
 };
 

@@ -46,16 +46,24 @@ std::string TensorView::ShapeString() const {
 
 TensorView TensorView::AsFloat32(std::vector<float>* storage) const {
   if (dtype == DType::kF32) return *this;
-  storage->resize(static_cast<size_t>(numel()));
-  TensorView t = Contiguous(storage->data(), DType::kF32, shape[0], shape[1], shape[2], shape[3]);
+  // The same strides over a float32 buffer, so the copy keeps the view's memory order (a KV cache's
+  // rows of one head stay adjacent). Strides of views are non-negative here.
+  int64_t extent = 1;
+  for (int i = 0; i < 4; ++i) {
+    if (shape[i] == 0) return Contiguous(nullptr, DType::kF32, shape[0], shape[1], shape[2], shape[3]);
+    extent += (shape[i] - 1) * stride[i];
+  }
+  storage->assign(static_cast<size_t>(extent), 0.0f);
+  TensorView t = *this;
+  t.dtype = DType::kF32;
+  t.data = storage->data();
   const auto* src = static_cast<const uint16_t*>(data);
-  float* dst = storage->data();
   for (int64_t a = 0; a < shape[0]; ++a)
     for (int64_t b = 0; b < shape[1]; ++b)
       for (int64_t c = 0; c < shape[2]; ++c)
         for (int64_t d = 0; d < shape[3]; ++d) {
-          const uint16_t x = src[a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3]];
-          *dst++ = dtype == DType::kF16 ? HalfToFloat(x) : BF16ToFloat(x);
+          const int64_t o = a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3];
+          (*storage)[static_cast<size_t>(o)] = dtype == DType::kF16 ? HalfToFloat(src[o]) : BF16ToFloat(src[o]);
         }
   return t;
 }

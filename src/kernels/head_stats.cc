@@ -2,6 +2,7 @@
 #include "kernels/head_stats.h"
 
 #include <cmath>
+#include <cstring>
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/head_stats.cc"
@@ -12,30 +13,52 @@ HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
-double SumKeyWeightsImpl(const float* q, const float* k, int64_t k_stride, int64_t dim, const int64_t* keys,
-                         int64_t n_keys, int64_t offset, float scale, float lse) {
+// One vector of a key row as float32: float32 as is, f16 / bf16 widened.
+template <class D>
+HWY_INLINE hn::Vec<D> LoadKey(D d, const float* p) {
+  return hn::LoadU(d, p);
+}
+template <class D, class T>
+HWY_INLINE hn::Vec<D> LoadKey(D d, const T* p) {
+  return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, D>(), p));
+}
+inline float KeyValue(float x) { return x; }
+inline float KeyValue(hwy::float16_t x) {
+  uint16_t bits;
+  std::memcpy(&bits, &x, 2);
+  return HalfToFloat(bits);
+}
+inline float KeyValue(hwy::bfloat16_t x) {
+  uint16_t bits;
+  std::memcpy(&bits, &x, 2);
+  return BF16ToFloat(bits);
+}
+
+template <class T>
+double SumKeyWeightsT(const float* q, const T* k, int64_t k_stride, int64_t dim, const int64_t* keys,
+                      int64_t n_keys, int64_t offset, float scale, float lse) {
   const hn::ScalableTag<float> d;
   const int64_t N = hn::Lanes(d), body = dim / N * N;
   auto weight = [&](float dot) { return static_cast<double>(std::exp(dot * scale - lse)); };
-  auto tail = [&](const float* kr) {
+  auto tail = [&](const T* kr) {
     float s = 0.0f;
-    for (int64_t x = body; x < dim; ++x) s += q[x] * kr[x];
+    for (int64_t x = body; x < dim; ++x) s += q[x] * KeyValue(kr[x]);
     return s;
   };
   double total = 0.0;
   int64_t i = 0;
   for (; i + 4 <= n_keys; i += 4) {
-    const float* k0 = k + (keys[i] + offset) * k_stride;
-    const float* k1 = k + (keys[i + 1] + offset) * k_stride;
-    const float* k2 = k + (keys[i + 2] + offset) * k_stride;
-    const float* k3 = k + (keys[i + 3] + offset) * k_stride;
+    const T* k0 = k + (keys[i] + offset) * k_stride;
+    const T* k1 = k + (keys[i + 1] + offset) * k_stride;
+    const T* k2 = k + (keys[i + 2] + offset) * k_stride;
+    const T* k3 = k + (keys[i + 3] + offset) * k_stride;
     auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
     for (int64_t x = 0; x < body; x += N) {
       const auto qv = hn::LoadU(d, q + x);
-      a0 = hn::MulAdd(qv, hn::LoadU(d, k0 + x), a0);
-      a1 = hn::MulAdd(qv, hn::LoadU(d, k1 + x), a1);
-      a2 = hn::MulAdd(qv, hn::LoadU(d, k2 + x), a2);
-      a3 = hn::MulAdd(qv, hn::LoadU(d, k3 + x), a3);
+      a0 = hn::MulAdd(qv, LoadKey(d, k0 + x), a0);
+      a1 = hn::MulAdd(qv, LoadKey(d, k1 + x), a1);
+      a2 = hn::MulAdd(qv, LoadKey(d, k2 + x), a2);
+      a3 = hn::MulAdd(qv, LoadKey(d, k3 + x), a3);
     }
     total += weight(hn::GetLane(hn::SumOfLanes(d, a0)) + tail(k0));
     total += weight(hn::GetLane(hn::SumOfLanes(d, a1)) + tail(k1));
@@ -43,12 +66,26 @@ double SumKeyWeightsImpl(const float* q, const float* k, int64_t k_stride, int64
     total += weight(hn::GetLane(hn::SumOfLanes(d, a3)) + tail(k3));
   }
   for (; i < n_keys; ++i) {
-    const float* kr = k + (keys[i] + offset) * k_stride;
+    const T* kr = k + (keys[i] + offset) * k_stride;
     auto a = hn::Zero(d);
-    for (int64_t x = 0; x < body; x += N) a = hn::MulAdd(hn::LoadU(d, q + x), hn::LoadU(d, kr + x), a);
+    for (int64_t x = 0; x < body; x += N) a = hn::MulAdd(hn::LoadU(d, q + x), LoadKey(d, kr + x), a);
     total += weight(hn::GetLane(hn::SumOfLanes(d, a)) + tail(kr));
   }
   return total;
+}
+
+double SumKeyWeightsImpl(const float* q, const void* k, DType k_dtype, int64_t k_stride, int64_t dim,
+                         const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse) {
+  switch (k_dtype) {
+    case DType::kF16:
+      return SumKeyWeightsT(q, static_cast<const hwy::float16_t*>(k), k_stride, dim, keys, n_keys, offset,
+                            scale, lse);
+    case DType::kBF16:
+      return SumKeyWeightsT(q, static_cast<const hwy::bfloat16_t*>(k), k_stride, dim, keys, n_keys, offset,
+                            scale, lse);
+    default:
+      return SumKeyWeightsT(q, static_cast<const float*>(k), k_stride, dim, keys, n_keys, offset, scale, lse);
+  }
 }
 
 }  // namespace attn::kernels::HWY_NAMESPACE
@@ -58,9 +95,10 @@ HWY_AFTER_NAMESPACE();
 namespace attn::kernels {
 HWY_EXPORT(SumKeyWeightsImpl);
 
-double SumKeyWeights(const float* q, const float* k, int64_t k_stride, int64_t dim, const int64_t* keys,
-                     int64_t n_keys, int64_t offset, float scale, float lse) {
-  return HWY_DYNAMIC_DISPATCH(SumKeyWeightsImpl)(q, k, k_stride, dim, keys, n_keys, offset, scale, lse);
+double SumKeyWeights(const float* q, const void* k, DType k_dtype, int64_t k_stride, int64_t dim,
+                     const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse) {
+  return HWY_DYNAMIC_DISPATCH(SumKeyWeightsImpl)(q, k, k_dtype, k_stride, dim, keys, n_keys, offset, scale,
+                                                 lse);
 }
 }  // namespace attn::kernels
 #endif

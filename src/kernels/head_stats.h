@@ -5,11 +5,14 @@
 
 #include <cstdint>
 
+#include "attn/tensor.h"
+
 namespace attn::kernels {
 
-// Sum over i < n_keys of exp(scale * dot(q, k + (keys[i] + offset) * k_stride) - lse); q and each
-// key row have `dim` floats. SIMD over the head dimension, four keys at a time.
-double SumKeyWeights(const float* q, const float* k, int64_t k_stride, int64_t dim, const int64_t* keys,
-                     int64_t n_keys, int64_t offset, float scale, float lse);
+// Sum over i < n_keys of exp(scale * dot(q, k + (keys[i] + offset) * k_stride) - lse); q has `dim`
+// floats, each key row `dim` values of k_dtype (float32, or f16 / bf16 widened as they are read:
+// a half KV cache). SIMD over the head dimension, four keys at a time.
+double SumKeyWeights(const float* q, const void* k, DType k_dtype, int64_t k_stride, int64_t dim,
+                     const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse);
 
 }  // namespace attn::kernels

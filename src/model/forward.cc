@@ -352,10 +352,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
       }
       if (stats != nullptr) {
-        std::vector<float> k32;  // a half cache widened for the statistics
-        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys().AsFloat32(&k32), lse,
-                                         entropy, 1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_,
-                                         threads});
+        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
+                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);

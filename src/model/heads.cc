@@ -46,11 +46,12 @@ void HeadStats::Add(const LayerInput& in) {
   constexpr int64_t kRowsPerTask = 64;
   const int64_t blocks = (n + kRowsPerTask - 1) / kRowsPerTask;
   std::vector<Sums> partial(static_cast<size_t>(heads_ * blocks));
-  const float* keys = static_cast<const float*>(in.keys.data);
+  const DType k_dtype = in.keys.dtype;  // float32, or the f16 / bf16 of a half KV cache
+  const auto* keys = static_cast<const uint8_t*>(in.keys.data);
   const int64_t k_stride = in.keys.stride[1];
   ThreadPool::Global().Run(heads_ * blocks, in.threads, [&](int64_t task, int) {
     const int64_t h = task / blocks, r_begin = task % blocks * kRowsPerTask;
-    const float* k_head = keys + (h / group) * in.keys.stride[2];
+    const uint8_t* k_head = keys + (h / group) * in.keys.stride[2] * static_cast<int64_t>(DTypeSize(k_dtype));
     Sums& acc = partial[static_cast<size_t>(task)];
     for (int64_t r = r_begin; r < std::min(n, r_begin + kRowsPerTask); ++r) {
       const int64_t i = pos0 + r;
@@ -58,7 +59,7 @@ void HeadStats::Add(const LayerInput& in) {
       const float lse = in.lse[h * n + r];
       // The attention weight on a set of keys: sum exp(scale q . k_j - lse), as the kernel normalizes it.
       auto mass = [&](const int64_t* set, int64_t count, int64_t offset) {
-        return kernels::SumKeyWeights(q, k_head, k_stride, D, set, count, offset, in.scale, lse);
+        return kernels::SumKeyWeights(q, k_head, k_dtype, k_stride, D, set, count, offset, in.scale, lse);
       };
       if (i >= 1) {
         const int64_t first_prev[2] = {0, i - 1};

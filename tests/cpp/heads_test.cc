@@ -84,7 +84,7 @@ void ExpectScoresNear(const std::vector<HeadScores>& a, const std::vector<HeadSc
   }
 }
 
-TEST(HeadStats, KernelStatisticsEqualThoseOfFullPatterns) {
+void KernelStatisticsEqualThoseOfFullPatterns(DType kv) {
   auto model = Model::Load(kGpt2);
   const ModelConfig& c = model->config();
   const std::vector<int32_t> tokens = TestTokens(c.vocab_size);
@@ -101,7 +101,7 @@ TEST(HeadStats, KernelStatisticsEqualThoseOfFullPatterns) {
     ASSERT_EQ(p.cols, n);
     patterns[static_cast<size_t>(p.layer)].assign(p.data, p.data + p.heads * p.rows * p.cols);
   };
-  Session s1(*model, n);
+  Session s1(*model, n, kv);
   ForwardOptions o1;
   o1.hooks = &hooks;
   o1.max_chunk = n;
@@ -112,7 +112,7 @@ TEST(HeadStats, KernelStatisticsEqualThoseOfFullPatterns) {
   for (int64_t chunk : {n, int64_t{7}}) {
     SCOPED_TRACE("chunk " + std::to_string(chunk));
     HeadStats stats(c);
-    Session s2(*model, n);
+    Session s2(*model, n, kv);
     ForwardOptions o2;
     o2.stats = &stats;
     o2.max_chunk = chunk;
@@ -121,10 +121,19 @@ TEST(HeadStats, KernelStatisticsEqualThoseOfFullPatterns) {
   }
   // The statistics also come out of the explicit (pattern-hook) path.
   HeadStats stats(c);
-  Session s3(*model, n);
+  Session s3(*model, n, kv);
   o1.stats = &stats;
   model->Forward(s3, tokens, logits.data(), o1);
   ExpectScoresNear(stats.Scores(), expected, 2e-5);
+}
+
+// Every KV cache type: the statistics read the cache's keys as stored (f16 / bf16 widened), and
+// the patterns of the explicit path come from the same cache.
+TEST(HeadStats, KernelStatisticsEqualThoseOfFullPatterns) {
+  for (DType kv : {DType::kF32, DType::kF16, DType::kBF16}) {
+    SCOPED_TRACE(DTypeName(kv));
+    KernelStatisticsEqualThoseOfFullPatterns(kv);
+  }
 }
 
 TEST(HeadStats, HooksDoNotChangeLogitsAndPatternEditsPatchAttention) {
