@@ -170,6 +170,15 @@ attn::ProbeOptions Probe(int64_t length, int64_t sequences, uint64_t seed, int t
 }  // namespace
 
 void BindModel(nb::module_& m) {
+  // The KV caches of one sequence (a conversation), kept between generate calls. The session keeps
+  // its model alive.
+  nb::class_<attn::Session>(m, "Session")
+      .def(nb::init<const attn::Model&, int64_t, attn::DType>(), nb::arg("model"), nb::arg("capacity"),
+           nb::arg("kv_dtype"), nb::keep_alive<1, 2>())
+      .def_prop_ro("n_past", &attn::Session::n_past)
+      .def_prop_ro("capacity", &attn::Session::capacity)
+      .def_prop_ro("tokens", [](const attn::Session& s) { return s.tokens(); })
+      .def("reset", &attn::Session::Reset);
   nb::class_<attn::Model>(m, "Model")
       .def_static(
           "load",
@@ -233,7 +242,8 @@ void BindModel(nb::module_& m) {
           "generate",
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
-             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype) {
+             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype,
+             attn::Session* session) {
             attn::GenerateOptions o;
             o.kv_dtype = kv_dtype;
             o.max_tokens = max_tokens;
@@ -248,7 +258,8 @@ void BindModel(nb::module_& m) {
             attn::GenerateResult r;
             {
               nb::gil_scoped_release release;
-              r = attn::GenerateFromTokens(model, prompt_tokens, o);
+              r = session != nullptr ? attn::GenerateInSession(model, *session, prompt_tokens, o)
+                                     : attn::GenerateFromTokens(model, prompt_tokens, o);
             }
             nb::dict d;
             d["prompt_tokens"] = r.prompt_tokens;
@@ -258,11 +269,13 @@ void BindModel(nb::module_& m) {
             d["prompt_ms"] = r.prompt_ms;
             d["gen_ms"] = r.gen_ms;
             d["n_gen_evaluated"] = r.n_gen_evaluated;
+            d["prompt_evaluated"] = r.n_prompt_evaluated;
+            d["prompt_cached"] = r.n_prompt_cached;
             return d;
           },
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
-          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"))
+          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none())
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,
               bool add_generation_prompt) {

@@ -96,6 +96,32 @@ class HookPoint:
         return f"HookPoint({self.name!r}, layer={self.layer})"
 
 
+class Session:
+    """The KV caches of one sequence, kept between Model.generate(..., session=) calls: each call
+    evaluates only the prompt tokens after those already cached. Not for concurrent use."""
+
+    def __init__(self, native: "_attn.Session"):
+        self._s = native
+
+    @property
+    def n_past(self) -> int:
+        """Positions in the cache."""
+        return self._s.n_past
+
+    @property
+    def tokens(self) -> list[int]:
+        """The cached token ids."""
+        return list(self._s.tokens)
+
+    @property
+    def capacity(self) -> int:
+        return self._s.capacity
+
+    def reset(self) -> None:
+        """Forgets every position."""
+        self._s.reset()
+
+
 class Model:
     """A loaded model. Use Model.load(path=None); None loads the default model."""
 
@@ -158,14 +184,19 @@ class Model:
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.0,
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,
-                 threads: int | None = None, kv_type: str = "f16", return_dict: bool = False):
+                 threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
+                 return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
         model's chat template. kv_type is the KV cache's storage: "f16" (as llama.cpp's), "bf16"
-        or "f32" (exact, as logits() computes). With return_dict=True, returns the tokens, text and
-        timings."""
+        or "f32" (exact, as logits() computes). With a `session` (from new_session(); its own
+        kv_type applies), the cached tokens that begin the prompt are reused and only the rest is
+        evaluated: pass the whole conversation each turn. With return_dict=True, returns the
+        tokens, text, timings and how many prompt tokens were evaluated and taken from the cache."""
         kv_dtype = _kv_dtype("generate", kv_type)
+        if session is not None and not isinstance(session, Session):
+            raise TypeError(f"generate: session must come from Model.new_session(), got {type(session).__name__}")
         if isinstance(prompt, str):
             if chat:
                 prompt = self.apply_chat_template([("user", prompt)])
@@ -178,9 +209,15 @@ class Model:
             seed = int(np.random.default_rng().integers(0, 2**63))
         r = self._m.generate(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
                              float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
-                             kv_dtype)
+                             kv_dtype, None if session is None else session._s)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
+
+    def new_session(self, kv_type: str = "f16", capacity: int = 512) -> "Session":
+        """KV caches kept between generate(..., session=) calls (a conversation). The capacity
+        grows as needed up to the model's context length."""
+        cap = min(int(capacity), int(self.config["context_length"]))
+        return Session(_attn.Session(self._m, cap, _kv_dtype("new_session", kv_type)))
 
     # ---- A look inside: hooks, caches, head statistics, ablation -------------------------------
 

@@ -150,3 +150,23 @@ def test_cli_bad_input_exits_nonzero(args, fragment):
     r = subprocess.run([ATTN_BIN, *args], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0
     assert fragment in r.stderr + r.stdout
+
+
+def test_session_reuses_the_conversation(model):
+    # A kept session evaluates only what follows the cached tokens; results equal a fresh run's
+    # for a confident continuation.
+    s = model.new_session(kv_type="f16")
+    first = model.generate("1, 2, 3, 4,", max_tokens=6, session=s, return_dict=True)
+    assert first["prompt_cached"] == 0 and first["prompt_evaluated"] == len(first["prompt_tokens"])
+    assert s.n_past == len(first["prompt_tokens"]) + len(first["tokens"]) - 1
+    assert s.tokens == (first["prompt_tokens"] + first["tokens"])[:s.n_past]
+    follow = first["prompt_tokens"] + first["tokens"] + model.tokenize(" 10, 11,")
+    second = model.generate(follow, max_tokens=4, session=s, return_dict=True)
+    assert second["prompt_cached"] == s.n_past - second["prompt_evaluated"] - len(second["tokens"]) + 1
+    assert second["prompt_cached"] == len(first["prompt_tokens"]) + len(first["tokens"]) - 1
+    assert second["prompt_evaluated"] == len(follow) - second["prompt_cached"]
+    assert second["tokens"][:2] == model.generate(follow, max_tokens=4, return_dict=True)["tokens"][:2]
+    s.reset()
+    assert s.n_past == 0 and s.tokens == []
+    with pytest.raises(TypeError, match="new_session"):
+        model.generate("x", max_tokens=1, session=object())
