@@ -63,7 +63,8 @@ TensorView TensorView::AsFloat32(std::vector<float>* storage) const {
       for (int64_t c = 0; c < shape[2]; ++c)
         for (int64_t d = 0; d < shape[3]; ++d) {
           const int64_t o = a * stride[0] + b * stride[1] + c * stride[2] + d * stride[3];
-          (*storage)[static_cast<size_t>(o)] = dtype == DType::kF16 ? HalfToFloat(src[o]) : BF16ToFloat(src[o]);
+          (*storage)[static_cast<size_t>(o)] =
+              dtype == DType::kF16 ? HalfToFloat(src[o]) : BF16ToFloat(src[o]);
         }
   return t;
 }
