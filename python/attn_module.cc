@@ -69,15 +69,15 @@ attn::AttentionOptions Options(bool causal, bool top_left, int64_t window_left, 
   return o;
 }
 
-void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, bool causal, bool top_left,
-          int64_t window_left, int64_t window_right, std::optional<float> scale, std::optional<InArray> mask,
-          int mask_kind, std::optional<InArray> kv_lens, float softcap, std::optional<Array> lse,
-          int threads) {
-  const attn::DType dtype = ToDType(dtype_code);
+void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, int kv_dtype_code, bool causal,
+          bool top_left, int64_t window_left, int64_t window_right, std::optional<float> scale,
+          std::optional<InArray> mask, int mask_kind, std::optional<InArray> kv_lens, float softcap,
+          std::optional<Array> lse, int threads) {
+  const attn::DType dtype = ToDType(dtype_code), kv_dtype = ToDType(kv_dtype_code);
   attn::AttentionOptions o =
       Options(causal, top_left, window_left, window_right, scale, mask, mask_kind, kv_lens, softcap, threads);
   if (lse) o.lse = static_cast<float*>(lse->data());
-  attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
+  attn::TensorView tq = View("q", q, dtype), tk = View("k", k, kv_dtype), tv = View("v", v, kv_dtype),
                    to = View("out", out, dtype);
   nb::gil_scoped_release release;
   attn::Attention(tq, tk, tv, to, o);
@@ -122,9 +122,9 @@ NB_MODULE(_attn, m) {
     }
   });
   m.def("sdpa", &Sdpa, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dtype"),
-        nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
-        nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
-        nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
+        nb::arg("kv_dtype"), nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"),
+        nb::arg("window_right"), nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"),
+        nb::arg("kv_lens").none(), nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
   m.def("sdpa_backward", &SdpaBackward, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("lse"), nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("dtype"),
         nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),

@@ -126,7 +126,8 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
 
     q: [B, Hq, Sq, D] and k, v: [B, Hkv, Sk, D] for layout "bhsd" (PyTorch's), or [B, S, H, D] for
     "bshd" (FlashAttention's). float32, float16 or ml_dtypes.bfloat16; accumulation in float32;
-    the output has q's shape and dtype. Hq % Hkv == 0 (GQA/MQA): query head h reads KV head
+    the output has q's shape and dtype. k and v share a dtype: q's, or float16 / bfloat16 under
+    float32 q (a half-precision KV cache, widened as it is read). Hq % Hkv == 0 (GQA/MQA): query head h reads KV head
     h // (Hq // Hkv). Any strides are read in place.
 
     causal: query i sees keys j <= i + Sk - Sq ("bottom_right", FlashAttention) or j <= i
@@ -142,9 +143,12 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
     """
     q, k, v = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     code = _dtype_code("q", q)
-    for name, a in (("k", k), ("v", v)):
-        if a.dtype != q.dtype:
-            raise TypeError(f"sdpa: {name}: dtype {a.dtype} differs from q's dtype {q.dtype}")
+    kv_code = _dtype_code("k", k)
+    if k.dtype != q.dtype and not (code == 0 and kv_code != 0):
+        raise TypeError(f"sdpa: k: dtype {k.dtype} differs from q's dtype {q.dtype} (only float32 q may read "
+                        "float16 or bfloat16 k and v)")
+    if v.dtype != k.dtype:
+        raise TypeError(f"sdpa: v: dtype {v.dtype} differs from k's dtype {k.dtype}")
     if layout not in _LAYOUTS:
         raise ValueError(f"sdpa: layout = {layout!r} must be one of {_LAYOUTS}")
     if causal_align not in _ALIGNS:
@@ -166,7 +170,7 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
 
     out = np.empty(q.shape, dtype=q.dtype)
     lse = np.empty((B, Hq, Sq), dtype=np.float32) if return_lse else None
-    _attn.sdpa(_raw(ql, code), _raw(kl, code), _raw(vl, code), _raw(_to_logical(out, layout), code), code,
+    _attn.sdpa(_raw(ql, code), _raw(kl, kv_code), _raw(vl, kv_code), _raw(_to_logical(out, layout), code), code, kv_code,
                bool(causal), causal_align == "top_left", left, right, scale, mask_arr, mask_kind, lens,
                float(softcap), lse, n_threads)
     return (out, lse) if return_lse else out

@@ -61,3 +61,23 @@ def test_kv_cache_dtype_errors():
         half.append(np.zeros((1, 1, 1, 8), np.float32), np.zeros((1, 1, 1, 8), np.float16))
     with pytest.raises(ValueError, match="capacity 4"):
         half.append(np.zeros((1, 1, 5, 8), np.float32), np.zeros((1, 1, 5, 8), np.float32))
+
+
+@pytest.mark.parametrize("half", ["float16", "bfloat16"])
+@pytest.mark.parametrize("Sq", [1, 3, 40])  # decode kernel (3 rows per KV head) and prefill
+def test_sdpa_float32_queries_over_half_keys(half, Sq):
+    # attn.sdpa takes float32 q over float16 / bfloat16 k and v (GQA, causal): equal to the float64
+    # reference over the same half values, within float32's tolerance; the output is float32.
+    if half == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        dt = np.dtype(ml_dtypes.bfloat16)
+    else:
+        dt = np.dtype(np.float16)
+    rng = np.random.default_rng(2)
+    q = rng.standard_normal((2, 6, Sq, 40)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 77, 40)).astype(dt)
+    v = rng.standard_normal((2, 2, 77, 40)).astype(dt)
+    out = attn.sdpa(q, k, v, causal=True)
+    assert out.dtype == np.float32
+    ref = sdpa_reference(q.astype(np.float64), k.astype(np.float64), v.astype(np.float64), causal=True)[0]
+    np.testing.assert_allclose(out, ref, atol=2e-5)

@@ -655,6 +655,7 @@ _ERROR_CASES = [
      r"head_dim|(?<![A-Za-z])D(?![A-Za-z])"),
     ("k_dtype_mismatch", _with(k=_K.astype(np.float16)), TypeError, _arg("k")),
     ("v_dtype_mismatch", _with(v=_V.astype(np.float16)), TypeError, _arg("v")),
+    ("half_q_float32_kv", _with(q=_Q.astype(np.float16)), TypeError, "only float32 q"),
     ("q_int32", _with(q=_Q.astype(np.int32), k=_K.astype(np.int32), v=_V.astype(np.int32)),
      TypeError, _arg("q")),
     ("q_float64", _with(q=_Q.astype(np.float64), k=_K.astype(np.float64),
