@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "attn/error.h"
 #include "core/aligned.h"
@@ -22,6 +23,7 @@
 #define HWY_TARGET_INCLUDE "kernels/matmul.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
+#include "kernels/kquants-inl.h"
 #include "kernels/matmul-inl.h"
 
 #ifndef ATTN_KERNELS_MATMUL_CALL_DEFINED_
@@ -235,6 +237,34 @@ void FloatMatMul(const MatMulCall& c) {
   });
 }
 
+// Weights in the formats of kquants.h (Q4_K, Q5_K, Q6_K, Q5_0, Q5_1): each task decodes its rows
+// to float32 once and runs the float32 tiles on them. Correct for every model that uses them; not yet
+// an integer kernel like the 32-value formats' (BENCHMARKS.md has the speed).
+thread_local std::vector<float> tls_rows;
+void DecodedMatMul(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const int64_t n = c.n;
+  const int64_t rb = RowsPerTask(w.rows, n), nc = n == 1 ? 1 : kChunkX;
+  const int64_t n_row_tasks = CeilDiv(w.rows, rb), n_x_tasks = CeilDiv(n, nc);
+  const size_t row_bytes = static_cast<size_t>(w.cols) * sizeof(float);
+  RunTasks(*c.pool, n_row_tasks * n_x_tasks, c.threads, n, [&](int64_t task, int) {
+    const int64_t r_begin = task / n_x_tasks * rb, i_begin = task % n_x_tasks * nc;
+    const int64_t r_count = std::min(rb, w.rows - r_begin), i_count = std::min(nc, n - i_begin);
+    tls_rows.resize(static_cast<size_t>(r_count * w.cols));
+    float* rows = tls_rows.data();
+    for (int64_t r = 0; r < r_count; ++r)
+      kq::DecodeRow(w.type, w.data + static_cast<size_t>(r_begin + r) * w.row_bytes, rows + r * w.cols,
+                    w.cols);
+    const auto* base = reinterpret_cast<const uint8_t*>(rows);
+    ForEachTile<kFloatTileRows, kFloatTileCols>(r_count, i_count, [&]<int R, int C>(int64_t r, int64_t i) {
+      const int64_t xi = i_begin + i;
+      matmul::TileF<gguf::TensorType::kF32, R, C>(base + static_cast<size_t>(r) * row_bytes, row_bytes,
+                                                  c.x + xi * c.ldx, c.ldx, w.cols,
+                                                  c.y + xi * c.ldy + r_begin + r, c.ldy);
+    });
+  });
+}
+
 }  // namespace
 
 #if ATTN_MATMUL_X86_INT8
@@ -327,6 +357,12 @@ void MatMulImpl(const MatMulCall& call) {
       return QuantMatMul<gguf::TensorType::kQ4_1>(c);
     case gguf::TensorType::kQ8_0:
       return QuantMatMul<gguf::TensorType::kQ8_0>(c);
+    case gguf::TensorType::kQ4_K:
+    case gguf::TensorType::kQ5_K:
+    case gguf::TensorType::kQ6_K:
+    case gguf::TensorType::kQ5_0:
+    case gguf::TensorType::kQ5_1:
+      return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul
   }
@@ -338,6 +374,10 @@ void QuantizeRows(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* 
 
 const char* MatMulTarget() { return hwy::TargetName(HWY_TARGET); }
 
+bool DecodeRowImpl(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
+  return kq::DecodeRow(type, src, dst, n);
+}
+
 }  // namespace attn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -348,6 +388,11 @@ HWY_EXPORT(MatMulImpl);
 HWY_EXPORT(MatVecGroupImpl);
 HWY_EXPORT(QuantizeRows);
 HWY_EXPORT(MatMulTarget);
+HWY_EXPORT(DecodeRowImpl);
+
+bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
+  return HWY_DYNAMIC_DISPATCH(DecodeRowImpl)(type, src, dst, n);
+}
 }  // namespace kernels
 
 void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy,

@@ -5,9 +5,13 @@
 
 #include "attn/error.h"
 #include "attn/tensor.h"
+#include "kernels/kquants.h"
 #include "kernels/matmul.h"
 
 namespace attn {
+namespace kernels {
+bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n);  // matmul.cc
+}  // namespace kernels
 namespace {
 
 constexpr int64_t kQK = 32;  // values per quantized block
@@ -21,7 +25,13 @@ int64_t BlockSize(TensorType type) {
     case TensorType::kQ4_0:
     case TensorType::kQ4_1:
     case TensorType::kQ8_0:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
       return kQK;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+      return kquants::kBlock;
     default:
       return 1;
   }
@@ -35,6 +45,11 @@ bool IsSupportedWeightType(TensorType type) {
     case TensorType::kQ4_0:
     case TensorType::kQ4_1:
     case TensorType::kQ8_0:
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
       return true;
     default:
       return false;
@@ -44,7 +59,7 @@ bool IsSupportedWeightType(TensorType type) {
 size_t RowBytes(TensorType type, int64_t cols) {
   if (!IsSupportedWeightType(type)) {
     throw Error(std::string("weight type ") + gguf::TensorTypeName(type) +
-                    " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q8_0 are)",
+                    " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K are)",
                 Error::Kind::kType);
   }
   if (cols <= 0 || cols % BlockSize(type) != 0) {
@@ -64,6 +79,16 @@ size_t RowBytes(TensorType type, int64_t cols) {
       return n / kQK * 20;
     case TensorType::kQ8_0:
       return n / kQK * 34;
+    case TensorType::kQ4_K:
+      return n / kquants::kBlock * kquants::kQ4KBytes;
+    case TensorType::kQ5_K:
+      return n / kquants::kBlock * kquants::kQ5KBytes;
+    case TensorType::kQ6_K:
+      return n / kquants::kBlock * kquants::kQ6KBytes;
+    case TensorType::kQ5_0:
+      return n / kQK * kquants::kQ5_0Bytes;
+    case TensorType::kQ5_1:
+      return n / kQK * kquants::kQ5_1Bytes;
     default:
       return 0;  // unreachable: rejected above
   }
@@ -125,6 +150,13 @@ void DequantizeRow(TensorType type, const uint8_t* src, float* dst, int64_t n) {
         const float d = HalfToFloat(ReadU16(src));
         for (int j = 0; j < kQK; ++j) dst[j] = static_cast<float>(static_cast<int8_t>(src[2 + j])) * d;
       }
+      return;
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K:
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1:
+      kernels::DecodeRow(type, src, dst, n);  // kquants-inl.h, the kernels' own decoding
       return;
     default:
       RowBytes(type, n);  // throws the unsupported-type error

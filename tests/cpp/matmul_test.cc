@@ -68,6 +68,31 @@ std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, 
       }
       break;
     }
+    case TensorType::kQ5_0:
+    case TensorType::kQ5_1: {
+      const size_t block_bytes = row_bytes / (cols / 32);
+      for (int64_t b = 0; b < count / 32; ++b, p += block_bytes) {
+        for (size_t j = 0; j < block_bytes; ++j) p[j] = static_cast<uint8_t>(byte(rng));
+        PutU16(p, FloatToHalf(scale(rng) * (byte(rng) < 128 ? 1.0f : -1.0f)));
+        if (type == TensorType::kQ5_1) PutU16(p + 2, FloatToHalf(0.1f * unit(rng)));
+      }
+      break;
+    }
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K:
+    case TensorType::kQ6_K: {  // random bytes with f16 scales of varying size where they belong
+      const size_t block_bytes = row_bytes / (cols / 256);
+      for (int64_t b = 0; b < count / 256; ++b, p += block_bytes) {
+        for (size_t j = 0; j < block_bytes; ++j) p[j] = static_cast<uint8_t>(byte(rng));
+        if (type == TensorType::kQ6_K) {
+          PutU16(p + 208, FloatToHalf(0.02f * scale(rng)));
+        } else {
+          PutU16(p, FloatToHalf(0.05f * scale(rng)));
+          PutU16(p + 2, FloatToHalf(0.1f * scale(rng)));
+        }
+      }
+      break;
+    }
     default:
       break;
   }
@@ -168,6 +193,16 @@ TEST_P(MatMulTargetTest, MatchesReference) {
   uint32_t seed = 1;
   for (TensorType type : kAllTypes) {
     for (Shape s : shapes) {
+      for (int64_t n : {1, 3, 17, 64}) {
+        CheckMatMul(type, s, n, seed++, pool);
+        if (HasFailure()) return;
+      }
+    }
+  }
+  // The formats decoded to float32 rows: K (256-value blocks) and 5-bit.
+  for (TensorType type :
+       {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kQ5_0, TensorType::kQ5_1}) {
+    for (Shape s : {Shape{1, 256}, Shape{7, 512}, Shape{40, 768}}) {
       for (int64_t n : {1, 3, 17, 64}) {
         CheckMatMul(type, s, n, seed++, pool);
         if (HasFailure()) return;
@@ -325,19 +360,21 @@ TEST(MatMul, ErrorsNameTheProblem) {
   ThreadPool pool(1);
   std::vector<uint8_t> data(4096);
   std::vector<float> x(64), y(64);
-  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ5_0, data.data(), 2, 32, "blk.0.ffn_up"); },
-                        "Q5_0");
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ2_K, data.data(), 2, 256, "blk.0.ffn_up"); },
+                        "Q2_K");
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_K, data.data(), 2, 288, "w"); },
+                        "multiple of 256");
   ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, data.data(), 2, 48, "w"); },
                         "multiple of 32");
   ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, nullptr, 2, 32, "w"); }, "null");
 
   WeightMatrix w;  // built by hand, bypassing MakeWeightMatrix's checks
-  w.type = TensorType::kQ5_0;
+  w.type = TensorType::kQ2_K;
   w.data = data.data();
   w.rows = 2;
   w.cols = 32;
   w.row_bytes = 22;
-  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "Q5_0");
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "Q2_K");
   w.type = TensorType::kQ8_0;
   w.cols = 40;
   ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 40, y.data(), 2, pool); }, "multiple of 32");

@@ -1,0 +1,146 @@
+// Decoders of the formats in kquants.h, one block at a time into floats, compiled per SIMD target
+// (include after hwy/highway.h in a Highway foreach_target file): plain loops over 16 or 32
+// values that the compiler vectorizes for each target.
+#if defined(ATTN_KERNELS_KQUANTS_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATTN_KERNELS_KQUANTS_INL_H_
+#undef ATTN_KERNELS_KQUANTS_INL_H_
+#else
+#define ATTN_KERNELS_KQUANTS_INL_H_
+#endif
+
+#include <cstdint>
+#include <cstring>
+
+#include "attn/tensor.h"
+#include "format/gguf.h"
+#include "hwy/highway.h"
+#include "kernels/kquants.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE::kq {
+namespace hn = hwy::HWY_NAMESPACE;
+
+inline float HalfAt(const uint8_t* p) { return HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
+
+// The 6-bit scale and min of sub-block j (0..7) of a Q4_K / Q5_K block.
+inline void ScaleMin(const uint8_t* b, int j, float* sc, float* m) {
+  if (j < 4) {
+    *sc = static_cast<float>(b[j] & 63);
+    *m = static_cast<float>(b[j + 4] & 63);
+  } else {
+    *sc = static_cast<float>((b[j + 4] & 15) | ((b[j - 4] >> 6) << 4));
+    *m = static_cast<float>((b[j + 4] >> 4) | ((b[j] >> 6) << 4));
+  }
+}
+
+// out[l] = a * q[l] + b for `count` values (a multiple of 16), q[l] = (lo[l] >> lo_shift) & 15,
+// or'ed with the fifth / sixth bits ((hi[l] >> hi_shift) & hi_mask) << 4 when hi is given, or with
+// bit (bits0 + l) of `bits` << 4 when bits_used (Q5_0 / Q5_1). All in 32-bit SIMD lanes: left to
+// the compiler, these byte loops stayed scalar (the byte pointers may alias the output).
+struct Unpack {
+  const uint8_t* lo;
+  int lo_shift;
+  const uint8_t* hi = nullptr;
+  int hi_shift = 0;
+  uint32_t hi_mask = 0;
+  bool bits_used = false;
+  uint32_t bits = 0;
+  int bits0 = 0;
+};
+inline void Scale(const Unpack& u, int count, float a, float b, float* HWY_RESTRICT out) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<uint32_t, decltype(d)> du;
+  const hn::Rebind<int32_t, decltype(d)> di;
+  const hn::Rebind<uint8_t, decltype(d)> d8;
+  const int N = static_cast<int>(hn::Lanes(d));
+  const auto va = hn::Set(d, a), vb = hn::Set(d, b);
+  const auto fifteen = hn::Set(du, 15u);
+  for (int l = 0; l < count; l += N) {
+    auto q = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, u.lo + l)), u.lo_shift), fifteen);
+    if (u.hi != nullptr) {
+      const auto h = hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, u.hi + l)), u.hi_shift);
+      q = hn::Or(q, hn::ShiftLeft<4>(hn::And(h, hn::Set(du, u.hi_mask))));
+    } else if (u.bits_used) {
+      const auto idx = hn::Iota(du, static_cast<uint32_t>(u.bits0 + l));
+      q = hn::Or(q, hn::ShiftLeft<4>(hn::And(hn::Shr(hn::Set(du, u.bits), idx), hn::Set(du, 1u))));
+    }
+    hn::StoreU(hn::MulAdd(va, hn::ConvertTo(d, hn::BitCast(di, q)), vb), d, out + l);
+  }
+}
+
+inline void DecodeQ4KOrQ5K(const uint8_t* HWY_RESTRICT block, bool five, float* HWY_RESTRICT out) {
+  const float d = HalfAt(block), dmin = HalfAt(block + 2);
+  const uint8_t* scales = block + 4;
+  const uint8_t* qh = block + 16;
+  const uint8_t* qs = block + (five ? 48 : 16);
+  for (int g = 0; g < 4; ++g) {
+    for (int h = 0; h < 2; ++h) {
+      float sc, m;
+      ScaleMin(scales, 2 * g + h, &sc, &m);
+      Unpack u{qs + 32 * g, 4 * h};
+      if (five) u.hi = qh, u.hi_shift = 2 * g + h, u.hi_mask = 1;
+      Scale(u, 32, d * sc, -dmin * m, out + 64 * g + 32 * h);
+    }
+  }
+}
+
+inline void DecodeQ6K(const uint8_t* HWY_RESTRICT block, float* HWY_RESTRICT out) {
+  const uint8_t* ql = block;
+  const uint8_t* qh = block + 128;
+  const auto* scales = reinterpret_cast<const int8_t*>(block + 192);
+  const float d = HalfAt(block + 208);
+  for (int h = 0; h < 2; ++h) {
+    for (int s = 0; s < 4; ++s) {
+      for (int half = 0; half < 2; ++half) {  // 16 values per scale; q - 32 as a * q - 32 a
+        Unpack u{ql + 64 * h + 32 * (s % 2) + 16 * half, 4 * (s / 2)};
+        u.hi = qh + 32 * h + 16 * half, u.hi_shift = 2 * s, u.hi_mask = 3;
+        const float a = d * static_cast<float>(scales[8 * h + 2 * s + half]);
+        Scale(u, 16, a, -32.0f * a, out + 128 * h + 32 * s + 16 * half);
+      }
+    }
+  }
+}
+
+inline void DecodeQ5(const uint8_t* HWY_RESTRICT block, bool with_min, float* HWY_RESTRICT out) {
+  const float d = HalfAt(block), m = with_min ? HalfAt(block + 2) : -16.0f * d;
+  const uint8_t* qhp = block + (with_min ? 4 : 2);
+  uint32_t qh;
+  std::memcpy(&qh, qhp, 4);
+  for (int half = 0; half < 2; ++half) {
+    Unpack u{qhp + 4, 4 * half};
+    u.bits_used = true, u.bits = qh, u.bits0 = 16 * half;
+    Scale(u, 16, d, m, out + 16 * half);
+  }
+}
+
+// Decodes n values (a multiple of the block size) of one row; false for a type not decoded here.
+inline bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
+  switch (type) {
+    case gguf::TensorType::kQ4_K:
+    case gguf::TensorType::kQ5_K: {
+      const bool five = type == gguf::TensorType::kQ5_K;
+      const int64_t bytes = five ? kquants::kQ5KBytes : kquants::kQ4KBytes;
+      for (int64_t b = 0; b < n / kquants::kBlock; ++b)
+        DecodeQ4KOrQ5K(src + b * bytes, five, dst + b * kquants::kBlock);
+      return true;
+    }
+    case gguf::TensorType::kQ6_K:
+      for (int64_t b = 0; b < n / kquants::kBlock; ++b)
+        DecodeQ6K(src + b * kquants::kQ6KBytes, dst + b * kquants::kBlock);
+      return true;
+    case gguf::TensorType::kQ5_0:
+    case gguf::TensorType::kQ5_1: {
+      const bool with_min = type == gguf::TensorType::kQ5_1;
+      const int64_t bytes = with_min ? kquants::kQ5_1Bytes : kquants::kQ5_0Bytes;
+      for (int64_t b = 0; b < n / 32; ++b) DecodeQ5(src + b * bytes, with_min, dst + b * 32);
+      return true;
+    }
+    default:
+      return false;
+  }
+}
+
+}  // namespace attn::kernels::HWY_NAMESPACE::kq
+HWY_AFTER_NAMESPACE();
+
+#endif  // ATTN_KERNELS_KQUANTS_INL_H_

@@ -1,0 +1,30 @@
+// Block formats that attn decodes to float32 rows before the float32 product (not yet integer
+// kernels): ggml's "K" formats, super-blocks of 256 values with 8 or 16 sub-block scales, as the
+// Q4_K_M / Q5_K_M / Q6_K files most GGUF models are distributed in use them, and the 5-bit
+// 32-value formats those files fall back to for rows whose length is not a multiple of 256.
+// The decoders are in kquants-inl.h (compiled per SIMD target, so that their loops vectorize).
+//
+//   Q5_0, 22 bytes: f16 d, 32 fifth bits (little-endian u32: bit e for value e), 16 bytes of
+//        nibbles (byte j: value j low, value j + 16 high); x = (q - 16) * d, q in [0, 31].
+//   Q5_1, 24 bytes: f16 d, f16 m, then as Q5_0; x = q * d + m.
+//   Q4_K, 144 bytes: f16 d, f16 dmin, 12 bytes of 6-bit scales and mins for 8 sub-blocks of 32,
+//        128 bytes of nibbles. Sub-block j: x = d * sc_j * q - dmin * m_j, q in [0, 15].
+//        Bytes [32g, 32g + 32) of the nibbles hold sub-block 2g (low nibbles) and 2g + 1 (high).
+//   Q5_K, 176 bytes: as Q4_K, then 32 bytes of fifth bits before the nibbles: value l of
+//        sub-block j has bit j of byte l; q in [0, 31].
+//   Q6_K, 210 bytes: 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales (one
+//        per 16 values), f16 d last. x = d * scale_(i / 16) * (q - 32), q in [0, 63]. In each half
+//        h of the block, value 32s + l (s in [0, 4), l in [0, 32)) takes nibble s / 2 of low byte
+//        64h + 32 (s % 2) + l and bits [2s, 2s + 2) of high byte 32h + l.
+// The 6-bit scales of Q4_K / Q5_K: for j < 4, sc_j = b[j] & 63 and m_j = b[j + 4] & 63; for j >= 4,
+// sc_j = (b[j + 4] & 15) | (b[j - 4] >> 6) << 4 and m_j = (b[j + 4] >> 4) | (b[j] >> 6) << 4.
+#pragma once
+
+#include <cstdint>
+
+namespace attn::kquants {
+
+constexpr int64_t kBlock = 256;
+constexpr int64_t kQ4KBytes = 144, kQ5KBytes = 176, kQ6KBytes = 210, kQ5_0Bytes = 22, kQ5_1Bytes = 24;
+
+}  // namespace attn::kquants
