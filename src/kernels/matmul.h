@@ -1,5 +1,6 @@
 // Matrix products with weights stored in ggml's block formats (F32, F16, BF16, Q4_0, Q4_1,
-// Q8_0), as a language model's linear layers need them: y = x W^T.
+// Q8_0 with integer kernels; Q5_0, Q5_1, Q4_K, Q5_K, Q6_K decoded to float32 rows first, see
+// kquants.h), as a language model's linear layers need them: y = x W^T.
 //
 // A weight is [rows = out features][cols = in features], each row stored contiguously as
 // cols / block_size blocks (GGUF's ne = [cols, rows]). Blocks of 32 values (REFERENCE.md):
@@ -29,7 +30,7 @@ struct WeightMatrix {
   size_t row_bytes = 0;  // bytes of one row, RowBytes(type, cols)
 };
 
-// Values per block (1 for F32/F16/BF16, 32 for the quantized types).
+// Values per block (1 for F32/F16/BF16, 32 for Q4_0 ... Q8_0, 256 for the K types).
 int64_t BlockSize(TensorType type);
 // True when this file supports `type` for products and dequantization.
 bool IsSupportedWeightType(TensorType type);
