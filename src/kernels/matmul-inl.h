@@ -53,12 +53,36 @@ constexpr int64_t kQK = 32;  // values per block
 
 template <TensorType kType>
 constexpr int64_t BlockBytes() {
-  return kType == TensorType::kQ4_0 ? 18 : kType == TensorType::kQ4_1 ? 20 : 34;
+  switch (kType) {
+    case TensorType::kQ4_0:
+      return 18;
+    case TensorType::kQ4_1:
+      return 20;
+    case TensorType::kQ5_0:
+      return 22;
+    case TensorType::kQ5_1:
+      return 24;
+    default:
+      return 34;
+  }
 }
-// Byte offset of the quants inside a block (after d, or d and m).
+// Q5_0 / Q5_1: 4-bit nibbles as Q4_0 / Q4_1 plus a fifth bit per value (kquants.h).
+template <TensorType kType>
+constexpr bool kFiveBit = kType == TensorType::kQ5_0 || kType == TensorType::kQ5_1;
+// Blocks with a min m (x = q d + m) rather than a centre (x = (q - c) d).
+template <TensorType kType>
+constexpr bool kWithMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
+// The centre of the unsigned quants of Q4_0 / Q5_0.
+template <TensorType kType>
+constexpr float kCentre = kType == TensorType::kQ5_0 ? 16.0f : 8.0f;
+// Byte offset of the fifth bits (Q5) and of the nibbles (or int8 quants) inside a block.
+template <TensorType kType>
+constexpr int64_t HighBitsOffset() {
+  return kWithMin<kType> ? 4 : 2;
+}
 template <TensorType kType>
 constexpr int64_t QuantOffset() {
-  return kType == TensorType::kQ4_1 ? 4 : 2;
+  return HighBitsOffset<kType>() + (kFiveBit<kType> ? 4 : 0);
 }
 
 // ---------------------------------------------------------------- software prefetch
@@ -127,11 +151,11 @@ HWY_INLINE void ExtractScales(const uint8_t* w, size_t row_bytes, int64_t rows, 
     for (int64_t b = nb; b < nbp; ++b) dr[b] = 0.0f;
     if constexpr (kType != TensorType::kQ8_0) {
       float* mr = mw + r * nbp;
-      if constexpr (kType == TensorType::kQ4_1) {
+      if constexpr (kWithMin<kType>) {
         for (int64_t b = 0; b < nb; ++b) std::memcpy(tmp + b, row + b * BlockBytes<kType>() + 2, 2);
         HalfsToFloats(tmp, nb, mr);
       } else {
-        for (int64_t b = 0; b < nb; ++b) mr[b] = -8.0f * dr[b];
+        for (int64_t b = 0; b < nb; ++b) mr[b] = -kCentre<kType> * dr[b];
       }
       for (int64_t b = nb; b < nbp; ++b) mr[b] = 0.0f;
     }
@@ -181,13 +205,26 @@ HWY_INLINE __m256i LoadWeightBlock(const uint8_t* block) {
   } else {
     const __m128i nib = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + QuantOffset<kType>()));
     const __m256i both = _mm256_set_m128i(_mm_srli_epi16(nib, 4), nib);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+    const __m256i q4 = _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+    if constexpr (kFiveBit<kType>) {
+      // Bit e of the 32 fifth bits to byte e: byte e / 8 of them into byte e, then test bit e % 8.
+      uint32_t bits;
+      std::memcpy(&bits, block + HighBitsOffset<kType>(), 4);
+      const __m256i spread =
+          _mm256_shuffle_epi8(_mm256_set1_epi32(static_cast<int>(bits)),
+                              _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2,
+                                               2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+      const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+      const __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+      return _mm256_or_si256(q4, _mm256_and_si256(set, _mm256_set1_epi8(0x10)));
+    }
+    return q4;
   }
 }
 
 // 8 partial i32 sums of qw * qx over a block. vpmaddubsw takes u8 x s8 into saturating i16 pairs:
-// Q4 pairs reach 2 * 15 * 127, and Q8_0 (|qw| with the sign moved onto qx) 2 * 128 * 127 < 32767,
-// so nothing saturates.
+// Q4 pairs reach 2 * 15 * 127, Q5 2 * 31 * 127, and Q8_0 (|qw| with the sign moved onto qx)
+// 2 * 128 * 127 < 32767, so nothing saturates.
 template <TensorType kType>
 HWY_INLINE __m256i BlockDot(__m256i w, __m256i x) {
   __m256i p;
@@ -267,7 +304,7 @@ HWY_NOINLINE void TileQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const Q
 // A block's scales as floats in lanes 0 and 1: [dw, mw] (Q4_1), [dw, dw] (Q4_0), [dw, 0] (Q8_0).
 template <TensorType kType>
 HWY_INLINE __m128 BlockScales(const uint8_t* block) {
-  if constexpr (kType == TensorType::kQ4_1) {
+  if constexpr (kWithMin<kType>) {
     uint32_t bits;
     std::memcpy(&bits, block, 4);
     return _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits)));
@@ -275,7 +312,7 @@ HWY_INLINE __m128 BlockScales(const uint8_t* block) {
     uint16_t bits;
     std::memcpy(&bits, block, 2);
     const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-    return kType == TensorType::kQ4_0 ? _mm_moveldup_ps(d) : d;
+    return kType == TensorType::kQ4_0 || kType == TensorType::kQ5_0 ? _mm_moveldup_ps(d) : d;
   }
 }
 
@@ -302,7 +339,7 @@ HWY_NOINLINE void RowsQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const i
     float sum = HorizontalSum(acc[r]);
     if constexpr (kType != TensorType::kQ8_0) {
       const float off = _mm_cvtss_f32(_mm_movehdup_ps(offset[r]));
-      sum += kType == TensorType::kQ4_0 ? -8.0f * off : off;
+      sum += kWithMin<kType> ? off : -kCentre<kType> * off;
     }
     y[r] = sum;
   }
@@ -416,9 +453,12 @@ HWY_INLINE void ExpandRows(const uint8_t* w, size_t row_bytes, int64_t rows, int
       if constexpr (kType == TensorType::kQ8_0) {
         std::memcpy(dst, qs, kQK);
       } else {
+        uint32_t high = 0;  // fifth bits (Q5): bit e for value e
+        if constexpr (kFiveBit<kType>)
+          std::memcpy(&high, row + b * BlockBytes<kType>() + HighBitsOffset<kType>(), 4);
         for (int j = 0; j < 16; ++j) {
-          dst[j] = static_cast<int8_t>(qs[j] & 0xF);
-          dst[j + 16] = static_cast<int8_t>(qs[j] >> 4);
+          dst[j] = static_cast<int8_t>((qs[j] & 0xF) | (((high >> j) & 1) << 4));
+          dst[j + 16] = static_cast<int8_t>((qs[j] >> 4) | (((high >> (j + 16)) & 1) << 4));
         }
       }
     }

@@ -237,8 +237,8 @@ void FloatMatMul(const MatMulCall& c) {
   });
 }
 
-// Weights in the formats of kquants.h (Q4_K, Q5_K, Q6_K, Q5_0, Q5_1): each task decodes its rows
-// to float32 once and runs the float32 tiles on them. Correct for every model that uses them; not yet
+// Weights in the K formats of kquants.h (Q4_K, Q5_K, Q6_K): each task decodes its rows to float32
+// once and runs the float32 tiles on them. Correct for every model that uses them; not yet
 // an integer kernel like the 32-value formats' (BENCHMARKS.md has the speed).
 thread_local std::vector<float> tls_rows;
 void DecodedMatMul(const MatMulCall& c) {
@@ -284,7 +284,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
   QuantizeRowsImpl(g.x, 1, K, K, xq, xd, nb, xs, nb);
   for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
 #if HWY_TARGET <= HWY_AVX3
-  constexpr bool kPairs = kType != gguf::TensorType::kQ8_0;
+  constexpr bool kPairs = kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1;
   if constexpr (kPairs) matmul::PairActivations(xq, nb, xp);
 #else
   (void)xp;
@@ -328,6 +328,10 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
       return QuantMatVecGroup<gguf::TensorType::kQ4_1>(g), true;
     case gguf::TensorType::kQ8_0:
       return QuantMatVecGroup<gguf::TensorType::kQ8_0>(g), true;
+    case gguf::TensorType::kQ5_0:
+      return QuantMatVecGroup<gguf::TensorType::kQ5_0>(g), true;
+    case gguf::TensorType::kQ5_1:
+      return QuantMatVecGroup<gguf::TensorType::kQ5_1>(g), true;
     default:
       return false;
   }
@@ -357,11 +361,13 @@ void MatMulImpl(const MatMulCall& call) {
       return QuantMatMul<gguf::TensorType::kQ4_1>(c);
     case gguf::TensorType::kQ8_0:
       return QuantMatMul<gguf::TensorType::kQ8_0>(c);
+    case gguf::TensorType::kQ5_0:
+      return QuantMatMul<gguf::TensorType::kQ5_0>(c);
+    case gguf::TensorType::kQ5_1:
+      return QuantMatMul<gguf::TensorType::kQ5_1>(c);
     case gguf::TensorType::kQ4_K:
     case gguf::TensorType::kQ5_K:
     case gguf::TensorType::kQ6_K:
-    case gguf::TensorType::kQ5_0:
-    case gguf::TensorType::kQ5_1:
       return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul

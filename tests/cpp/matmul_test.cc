@@ -25,7 +25,8 @@ namespace {
 using gguf::TensorType;
 
 constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
-                                    TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0};
+                                    TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0,
+                                    TensorType::kQ5_0, TensorType::kQ5_1};
 constexpr double kEps = 1.0 / (1 << 24);  // unit roundoff of f32
 
 bool IsQuantized(TensorType t) { return BlockSize(t) == 32; }
@@ -122,9 +123,12 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
     const double dw = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[0] | (blk[1] << 8))));
     double offset = 0.0;
     if (type == TensorType::kQ4_0) offset = 8 * dw;
-    if (type == TensorType::kQ4_1)
+    if (type == TensorType::kQ5_0) offset = 16 * dw;
+    if (type == TensorType::kQ4_1 || type == TensorType::kQ5_1)
       offset = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8))));
-    const double qmax = type == TensorType::kQ8_0 ? 128.0 : 15.0;
+    const double qmax = type == TensorType::kQ8_0                                ? 128.0
+                        : type == TensorType::kQ5_0 || type == TensorType::kQ5_1 ? 31.0
+                                                                                 : 15.0;
     magnitude += (qmax * dw + offset) * 32 * (amax + dx / 2);
   }
   return quant + 2 * (nb + 16) * kEps * magnitude;
@@ -199,9 +203,8 @@ TEST_P(MatMulTargetTest, MatchesReference) {
       }
     }
   }
-  // The formats decoded to float32 rows: K (256-value blocks) and 5-bit.
-  for (TensorType type :
-       {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kQ5_0, TensorType::kQ5_1}) {
+  // The formats decoded to float32 rows: K (256-value blocks).
+  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
     for (Shape s : {Shape{1, 256}, Shape{7, 512}, Shape{40, 768}}) {
       for (int64_t n : {1, 3, 17, 64}) {
         CheckMatMul(type, s, n, seed++, pool);
