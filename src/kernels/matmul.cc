@@ -268,6 +268,45 @@ void DecodedMatMul(const MatMulCall& c) {
 }  // namespace
 
 #if ATTN_MATMUL_X86_INT8
+// Matrix-vector for Q4_K: each 32-value sub-block of a super-block is a Q4_1-like block (scale
+// d * sc_j, min dmin * m_j) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
+// (q_j . qx_j) - dmin m_j s_j, s_j the x block's sum. R rows at a time share x.
+template <int R>
+HWY_NOINLINE void RowsQ4K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  __m256 acc[R];
+  float off[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ4KBytes;
+      for (int line = 0; line < kquants::kQ4KBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      uint32_t dd;
+      std::memcpy(&dd, blk, 4);
+      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
+      const float d = _mm_cvtss_f32(dm), dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+      for (int g = 0; g < 4; ++g) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * g));
+        const __m256i q[2] = {_mm256_and_si256(v, low), _mm256_and_si256(_mm256_srli_epi16(v, 4), low)};
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * g + h;
+          const int64_t b = sb * 8 + j;
+          float sc, m;
+          kq::ScaleMin(blk + 4, j, &sc, &m);
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const __m256i dot = matmul::BlockDot<gguf::TensorType::kQ4_1>(q[h], xv);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * sc * xds[2 * b]), acc[r]);
+          off[r] += dmin * m * xds[2 * b + 1];
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]) - off[r];
+}
+
 // One input row through several integer-block matrices: x is quantized once and every row block
 // of every matrix is a task of one pool job, so small products (K and V are 192 rows here) share
 // the threads instead of each paying for a job of its own.
@@ -311,7 +350,11 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
         return;
       }
 #endif
-      matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      if constexpr (kType == gguf::TensorType::kQ4_K) {
+        RowsQ4K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      } else {
+        matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      }
     });
   });
 }
@@ -332,6 +375,8 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
       return QuantMatVecGroup<gguf::TensorType::kQ5_0>(g), true;
     case gguf::TensorType::kQ5_1:
       return QuantMatVecGroup<gguf::TensorType::kQ5_1>(g), true;
+    case gguf::TensorType::kQ4_K:
+      return QuantMatVecGroup<gguf::TensorType::kQ4_K>(g), true;
     default:
       return false;
   }

@@ -134,6 +134,32 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
   return quant + 2 * (nb + 16) * kEps * magnitude;
 }
 
+// Q4_K with 8-bit activations (the matrix-vector path on x86): the quantization term as above,
+// and float rounding over terms of magnitude (|w| + 2 |dmin m_j|) (amax_x + d_x / 2), since the
+// kernel adds d sc_j q (up to |w| + |dmin m_j|) and subtracts dmin m_j separately. m_j is unpacked
+// from the block's 12 scale bytes b: b[4 + j] & 63 for j < 4, (b[4 + j] >> 4) | (b[j] >> 6) << 4
+// otherwise.
+double Q4KBound(const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
+  const int64_t nb = cols / 32;
+  double quant = 0.0, magnitude = 0.0;
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = wrow + (b / 8) * 144;
+    const int j = static_cast<int>(b % 8);
+    const uint8_t* s = blk + 4;
+    const int m = j < 4 ? (s[j + 4] & 63) : ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    const double bj = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8)))) * m;
+    double amax = 0.0, wabs = 0.0;
+    for (int c = 0; c < 32; ++c) {
+      amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + c])));
+      wabs += std::fabs(wdeq[b * 32 + c]);
+    }
+    const double dx = amax / 127.0;
+    quant += dx / 2 * (1.0 + 1.0 / (1 << 20)) * wabs;
+    magnitude += (wabs + 64 * bj) * (amax + dx / 2);
+  }
+  return quant + 2 * (nb + 16) * kEps * magnitude;
+}
+
 // Float weights: a dot product of `cols` terms, accumulated in at most cols lanes-worth of steps,
 // is within (cols + 8) eps sum |x w| of the exact value (plus the reference's final rounding).
 double FloatBound(const float* wdeq, const float* x, int64_t cols) {
@@ -168,9 +194,10 @@ void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool&
     DequantizeRow(type, data.data() + r * w.row_bytes, wdeq.data(), s.cols);
     for (int64_t i = 0; i < n; ++i) {
       const float* xi = x.data() + i * ldx;
-      const double bound = IsQuantized(type)
-                               ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
-                               : FloatBound(wdeq.data(), xi, s.cols);
+      const double bound =
+          IsQuantized(type) ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
+          : type == TensorType::kQ4_K ? Q4KBound(data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
+                                      : FloatBound(wdeq.data(), xi, s.cols);
       const double err = std::fabs(static_cast<double>(y[i * ldy + r]) - ref[i * ldy + r]);
       if (!(err <= bound) && ++failures <= 5) {
         ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * ldy + r] << ", reference "
