@@ -1,6 +1,7 @@
 // Block formats of the Q4_K_M / Q5_K_M / Q6_K files most GGUF models are distributed in: ggml's
 // "K" formats, super-blocks of 256 values with 8 or 16 sub-block scales, which attn decodes to
-// float32 rows before the float32 product (not yet integer kernels), and the 5-bit 32-value
+// float32 rows before the float32 product (except Q4_K's matrix-vector product, an integer
+// kernel in matmul.cc), and the 5-bit 32-value
 // formats those files fall back to for rows whose length is not a multiple of 256, which the
 // integer kernels of matmul-inl.h take like Q4_0 / Q4_1 (a fifth bit per value). The decoders
 // (kquants-inl.h, compiled per SIMD target) serve DequantizeRow for all five.
