@@ -28,47 +28,6 @@ template <typename... Args>
   throw Error(s.str());
 }
 
-struct BlockLayout {
-  uint64_t elements, bytes;
-};
-
-// Elements and bytes per block of each tensor type; {0, 0} for a type this reader does not know.
-BlockLayout Layout(TensorType t) {
-  switch (t) {
-    case TensorType::kF32:
-      return {1, 4};
-    case TensorType::kF16:
-      return {1, 2};
-    case TensorType::kBF16:
-      return {1, 2};
-    case TensorType::kQ4_0:
-      return {32, 18};
-    case TensorType::kQ4_1:
-      return {32, 20};
-    case TensorType::kQ5_0:
-      return {32, 22};
-    case TensorType::kQ5_1:
-      return {32, 24};
-    case TensorType::kQ8_0:
-      return {32, 34};
-    case TensorType::kQ8_1:
-      return {32, 36};
-    case TensorType::kQ2_K:
-      return {256, 84};
-    case TensorType::kQ3_K:
-      return {256, 110};
-    case TensorType::kQ4_K:
-      return {256, 144};
-    case TensorType::kQ5_K:
-      return {256, 176};
-    case TensorType::kQ6_K:
-      return {256, 210};
-    case TensorType::kQ8_K:
-      return {256, 292};
-  }
-  return {0, 0};
-}
-
 // A cursor over the file that refuses to read past the end.
 class Reader {
  public:
@@ -190,6 +149,42 @@ Value ReadValue(Reader& r, ValueType type, const std::string& key, int depth) {
 }
 
 }  // namespace
+
+BlockLayout Layout(TensorType t) {
+  switch (t) {
+    case TensorType::kF32:
+      return {1, 4};
+    case TensorType::kF16:
+      return {1, 2};
+    case TensorType::kBF16:
+      return {1, 2};
+    case TensorType::kQ4_0:
+      return {32, 18};
+    case TensorType::kQ4_1:
+      return {32, 20};
+    case TensorType::kQ5_0:
+      return {32, 22};
+    case TensorType::kQ5_1:
+      return {32, 24};
+    case TensorType::kQ8_0:
+      return {32, 34};
+    case TensorType::kQ8_1:
+      return {32, 36};
+    case TensorType::kQ2_K:
+      return {256, 84};
+    case TensorType::kQ3_K:
+      return {256, 110};
+    case TensorType::kQ4_K:
+      return {256, 144};
+    case TensorType::kQ5_K:
+      return {256, 176};
+    case TensorType::kQ6_K:
+      return {256, 210};
+    case TensorType::kQ8_K:
+      return {256, 292};
+  }
+  return {0, 0};
+}
 
 const char* TensorTypeName(TensorType type) {
   switch (type) {

@@ -65,6 +65,13 @@ enum class TensorType : uint32_t {
 };
 const char* TensorTypeName(TensorType type);
 
+// Values and bytes per block of a tensor type ({1, 4} for F32, {32, 18} for Q4_0, {256, 144} for
+// Q4_K, ...); {0, 0} for a type this reader does not know.
+struct BlockLayout {
+  uint64_t elements, bytes;
+};
+BlockLayout Layout(TensorType type);
+
 struct TensorInfo {
   std::string name;
   std::vector<uint64_t> dims;  // dims[0] varies fastest (a PyTorch [out, in] weight is [in, out])

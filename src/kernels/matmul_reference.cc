@@ -5,7 +5,6 @@
 
 #include "attn/error.h"
 #include "attn/tensor.h"
-#include "kernels/kquants.h"
 #include "kernels/matmul.h"
 
 namespace attn {
@@ -20,21 +19,9 @@ uint16_t ReadU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] <
 
 }  // namespace
 
+// Block sizes come from the GGUF reader's table of formats (gguf::Layout).
 int64_t BlockSize(TensorType type) {
-  switch (type) {
-    case TensorType::kQ4_0:
-    case TensorType::kQ4_1:
-    case TensorType::kQ8_0:
-    case TensorType::kQ5_0:
-    case TensorType::kQ5_1:
-      return kQK;
-    case TensorType::kQ4_K:
-    case TensorType::kQ5_K:
-    case TensorType::kQ6_K:
-      return kquants::kBlock;
-    default:
-      return 1;
-  }
+  return IsSupportedWeightType(type) ? static_cast<int64_t>(gguf::Layout(type).elements) : 1;
 }
 
 bool IsSupportedWeightType(TensorType type) {
@@ -66,32 +53,8 @@ size_t RowBytes(TensorType type, int64_t cols) {
     throw Error("weight row of " + std::to_string(cols) + " values is not a positive multiple of " +
                 std::to_string(BlockSize(type)) + " (the block size of " + gguf::TensorTypeName(type) + ")");
   }
-  const size_t n = static_cast<size_t>(cols);
-  switch (type) {
-    case TensorType::kF32:
-      return n * 4;
-    case TensorType::kF16:
-    case TensorType::kBF16:
-      return n * 2;
-    case TensorType::kQ4_0:
-      return n / kQK * 18;
-    case TensorType::kQ4_1:
-      return n / kQK * 20;
-    case TensorType::kQ8_0:
-      return n / kQK * 34;
-    case TensorType::kQ4_K:
-      return n / kquants::kBlock * kquants::kQ4KBytes;
-    case TensorType::kQ5_K:
-      return n / kquants::kBlock * kquants::kQ5KBytes;
-    case TensorType::kQ6_K:
-      return n / kquants::kBlock * kquants::kQ6KBytes;
-    case TensorType::kQ5_0:
-      return n / kQK * kquants::kQ5_0Bytes;
-    case TensorType::kQ5_1:
-      return n / kQK * kquants::kQ5_1Bytes;
-    default:
-      return 0;  // unreachable: rejected above
-  }
+  const gguf::BlockLayout layout = gguf::Layout(type);
+  return static_cast<size_t>(cols) / layout.elements * layout.bytes;
 }
 
 WeightMatrix MakeWeightMatrix(TensorType type, const uint8_t* data, int64_t rows, int64_t cols,

@@ -107,18 +107,29 @@ std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, 
 // (nb + 16) eps times the sum of the magnitudes of every term the kernel adds, which is at most
 // sum_b (qmax |d_w| + |offset|) 32 (amax_x + d_x / 2) per block (qmax 15 for Q4, 128 for Q8_0;
 // the offset is m for Q4_1, 8 d for Q4_0), doubled for the offset term's own accumulation.
+// One 32-value block b of x and of the decoded weight row: max |x|, sum |w|, x's quantization
+// step d_x, and the quantization term d_x / 2 (1 + 2^-20) sum |w| of the bounds below.
+struct BlockTerms {
+  double amax = 0.0, wabs = 0.0, dx = 0.0, quant = 0.0;
+};
+BlockTerms ActivationBlock(const float* wdeq, const float* x, int64_t b) {
+  BlockTerms t;
+  for (int c = 0; c < 32; ++c) {
+    t.amax = std::max(t.amax, std::fabs(static_cast<double>(x[b * 32 + c])));
+    t.wabs += std::fabs(wdeq[b * 32 + c]);
+  }
+  t.dx = t.amax / 127.0;
+  t.quant = t.dx / 2 * (1.0 + 1.0 / (1 << 20)) * t.wabs;
+  return t;
+}
+
 double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
   const int64_t nb = cols / 32;
   const size_t block_bytes = RowBytes(type, cols) / nb;
   double quant = 0.0, magnitude = 0.0;
   for (int64_t b = 0; b < nb; ++b) {
-    double amax = 0.0, wabs = 0.0;
-    for (int c = 0; c < 32; ++c) {
-      amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + c])));
-      wabs += std::fabs(wdeq[b * 32 + c]);
-    }
-    const double dx = amax / 127.0;
-    quant += dx / 2 * (1.0 + 1.0 / (1 << 20)) * wabs;
+    const BlockTerms t = ActivationBlock(wdeq, x, b);
+    quant += t.quant;
     const uint8_t* blk = wrow + b * block_bytes;
     const double dw = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[0] | (blk[1] << 8))));
     double offset = 0.0;
@@ -129,7 +140,7 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
     const double qmax = type == TensorType::kQ8_0                                ? 128.0
                         : type == TensorType::kQ5_0 || type == TensorType::kQ5_1 ? 31.0
                                                                                  : 15.0;
-    magnitude += (qmax * dw + offset) * 32 * (amax + dx / 2);
+    magnitude += (qmax * dw + offset) * 32 * (t.amax + t.dx / 2);
   }
   return quant + 2 * (nb + 16) * kEps * magnitude;
 }
@@ -148,14 +159,9 @@ double Q4KBound(const uint8_t* wrow, const float* wdeq, const float* x, int64_t 
     const uint8_t* s = blk + 4;
     const int m = j < 4 ? (s[j + 4] & 63) : ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
     const double bj = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8)))) * m;
-    double amax = 0.0, wabs = 0.0;
-    for (int c = 0; c < 32; ++c) {
-      amax = std::max(amax, std::fabs(static_cast<double>(x[b * 32 + c])));
-      wabs += std::fabs(wdeq[b * 32 + c]);
-    }
-    const double dx = amax / 127.0;
-    quant += dx / 2 * (1.0 + 1.0 / (1 << 20)) * wabs;
-    magnitude += (wabs + 64 * bj) * (amax + dx / 2);
+    const BlockTerms t = ActivationBlock(wdeq, x, b);
+    quant += t.quant;
+    magnitude += (t.wabs + 64 * bj) * (t.amax + t.dx / 2);
   }
   return quant + 2 * (nb + 16) * kEps * magnitude;
 }
