@@ -1,12 +1,14 @@
 // Times attn::MatMul on SmolLM2-135M's linear-layer shapes (not a test).
 //
-//   attn_bench_matmul [--threads T] [--reps R] [--best] [--hot]
+//   attn_bench_matmul [--threads T] [--reps R] [--best] [--hot] [--target NAME]
 //
 // n = 1 (generation): weights stream from DRAM, as in a model whose weights exceed the L3 cache:
 // each call reads the next of several copies of the matrix (> 128 MiB in all), and the figure is
 // weight bytes / time (GB/s). With --hot every call reads the same copy, which stays in cache:
 // the kernel's own speed, without the wait for memory. n = 512 (prompt): one copy, GOP/s = 2 rows cols n /
-// time. Weights are random blocks (the speed does not depend on the values).
+// time. Weights are random blocks (the speed does not depend on the values). --target picks a
+// SIMD target of attn::SimdTargets() (say AVX3 against AVX3_VNNI). Under AVX3_VNNI it first
+// measures the int8 peak of vpdpbusd on the same threads and gives each integer row's share of it.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -15,11 +17,18 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
+#include "attn/attention.h"
 #include "attn/tensor.h"
 #include "core/thread_pool.h"
 #include "kernels/matmul.h"
+#include "kernels/quantize.h"
 
 namespace {
 
@@ -49,11 +58,15 @@ std::vector<uint8_t> RandomBlocks(TensorType type, int64_t rows, int64_t cols, s
   }
   std::uniform_int_distribution<int> byte(0, 255);
   for (auto& b : data) b = static_cast<uint8_t>(byte(rng));
-  const size_t block_bytes = row_bytes / (cols / 32);
+  const size_t block_bytes = row_bytes / (cols / attn::BlockSize(type));
   const uint16_t scale = attn::FloatToHalf(0.01f);
   for (size_t off = 0; off < data.size(); off += block_bytes) {
-    std::memcpy(&data[off], &scale, 2);  // finite scales (random bytes could be NaN)
-    if (type == TensorType::kQ4_1) std::memcpy(&data[off + 2], &scale, 2);
+    // finite scales (random bytes could be NaN): d first, then a min (Q4_1, Q5_1, Q4_K, Q5_K), or d last
+    // (Q6_K)
+    std::memcpy(&data[off + (type == TensorType::kQ6_K ? 208 : 0)], &scale, 2);
+    if (type == TensorType::kQ4_1 || type == TensorType::kQ5_1 || type == TensorType::kQ4_K ||
+        type == TensorType::kQ5_K)
+      std::memcpy(&data[off + 2], &scale, 2);
   }
   return data;
 }
@@ -64,6 +77,39 @@ double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return g_best ? v.front() : v[v.size() / 2];
 }
+
+#if defined(__x86_64__)
+// The int8 peak of vpdpbusd (AVX512_VNNI) on `threads` threads, GOP/s (2 per multiply-add), as
+// ../shared/tools/machine_peak.cpp measures the float peaks: 12 independent chains per thread.
+#define ATTN_DP(a) a = _mm512_dpbusd_epi32(a, w, x)
+__attribute__((target("avx512f,avx512vnni"))) double DpbusdPerSecond(int64_t iters) {
+  __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
+          a9 = a0, a10 = a0, a11 = a0;
+  __m512i w = _mm512_set1_epi32(0x01010101), x = _mm512_set1_epi32(0x02020202);
+  asm volatile("" : "+v"(w), "+v"(x));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t it = 0; it < iters; ++it) {
+    ATTN_DP(a0), ATTN_DP(a1), ATTN_DP(a2), ATTN_DP(a3), ATTN_DP(a4), ATTN_DP(a5);
+    ATTN_DP(a6), ATTN_DP(a7), ATTN_DP(a8), ATTN_DP(a9), ATTN_DP(a10), ATTN_DP(a11);
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  asm volatile(""
+               : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5), "+v"(a6), "+v"(a7), "+v"(a8),
+                 "+v"(a9), "+v"(a10), "+v"(a11));
+  return static_cast<double>(iters) * 12 * 64 * 2 / s;
+}
+#undef ATTN_DP
+double VnniPeak(int threads) {
+  DpbusdPerSecond(1000000);  // warm up
+  std::vector<double> per(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) pool.emplace_back([&per, t] { per[t] = DpbusdPerSecond(50000000); });
+  for (auto& t : pool) t.join();
+  double sum = 0.0;
+  for (double v : per) sum += v;
+  return sum / 1e9;
+}
+#endif
 
 }  // namespace
 
@@ -76,7 +122,10 @@ int main(int argc, char** argv) {
     if (a + 1 == argc) break;
     if (std::strcmp(argv[a], "--threads") == 0) threads = std::atoi(argv[a + 1]);
     if (std::strcmp(argv[a], "--reps") == 0) reps = std::atoi(argv[a + 1]);
-    if (std::strcmp(argv[a], "--threads") == 0 || std::strcmp(argv[a], "--reps") == 0) ++a;
+    if (std::strcmp(argv[a], "--target") == 0) attn::SetSimdTarget(argv[a + 1]);
+    if (std::strcmp(argv[a], "--threads") == 0 || std::strcmp(argv[a], "--reps") == 0 ||
+        std::strcmp(argv[a], "--target") == 0)
+      ++a;
   }
   attn::ThreadPool pool(threads);
   const Case cases[] = {
@@ -85,13 +134,26 @@ int main(int argc, char** argv) {
       {"ffn_up 576->1536", TensorType::kQ4_1, 576, 1536},
       {"ffn_down 1536->576", TensorType::kQ4_1, 1536, 576},
       {"output 576->49152", TensorType::kQ8_0, 576, 49152},
+      {"ffn_up 576->1536", TensorType::kQ8_0, 576, 1536},  // the formats of K-quant files
+      {"ffn_up 576->1536", TensorType::kQ5_0, 576, 1536},
+      {"ffn_down 1536->576", TensorType::kQ4_K, 1536, 576},
+      {"ffn_down 1536->576", TensorType::kQ5_K, 1536, 576},
+      {"ffn_down 1536->576", TensorType::kQ6_K, 1536, 576},
       {"ffn_up 576->1536", TensorType::kF16, 576, 1536},  // float weights (GPT-2 files, checkpoints)
       {"ffn_up 576->1536", TensorType::kF32, 576, 1536},
   };
   std::mt19937 rng(1);
-  std::printf("attn MatMul, %d threads, %s of %d%s\n", threads, g_best ? "best" : "median", reps,
-              hot ? ", n = 1 weights hot in cache" : "");
-  std::printf("%-22s %-5s %12s %10s %12s %10s\n", "shape", "type", "n=1 us", "GB/s", "n=512 ms", "GOP/s");
+  std::printf("attn MatMul (%s), %d threads, %s of %d%s\n", attn::MatMulTargetName(), threads,
+              g_best ? "best" : "median", reps, hot ? ", n = 1 weights hot in cache" : "");
+  double peak = 0.0;  // GOP/s of vpdpbusd, where the integer products use it
+#if defined(__x86_64__)
+  if (std::strcmp(attn::MatMulTargetName(), "AVX3_VNNI") == 0) {
+    peak = VnniPeak(threads);
+    std::printf("int8 peak (vpdpbusd, measured now): %.0f GOP/s\n", peak);
+  }
+#endif
+  std::printf("%-22s %-5s %12s %10s %12s %10s %8s\n", "shape", "type", "n=1 us", "GB/s", "n=512 ms", "GOP/s",
+              peak > 0 ? "% peak" : "");
   for (const Case& c : cases) {
     const size_t row_bytes = attn::RowBytes(c.type, c.cols);
     const size_t bytes = row_bytes * c.rows;
@@ -123,8 +185,12 @@ int main(int argc, char** argv) {
       if (r > 0) t512.push_back(s);
     }
     const double m1 = Median(t1), m512 = Median(t512);
-    std::printf("%-22s %-5s %12.1f %10.1f %12.2f %10.1f\n", c.name, attn::gguf::TensorTypeName(c.type),
-                m1 * 1e6, bytes / m1 / 1e9, m512 * 1e3, 2.0 * c.rows * c.cols * kPrompt / m512 / 1e9);
+    const double gops = 2.0 * c.rows * c.cols * kPrompt / m512 / 1e9;
+    const bool integer = attn::BlockSize(c.type) > 1;
+    std::printf("%-22s %-5s %12.1f %10.1f %12.2f %10.1f", c.name, attn::gguf::TensorTypeName(c.type),
+                m1 * 1e6, bytes / m1 / 1e9, m512 * 1e3, gops);
+    if (peak > 0 && integer) std::printf(" %7.0f%%", 100.0 * gops / peak);
+    std::printf("\n");
   }
   return 0;
 }

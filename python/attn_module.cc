@@ -133,12 +133,14 @@ NB_MODULE(_attn, m) {
   m.def(
       "simd_targets", &attn::SimdTargets,
       "SIMD targets compiled in and supported here, best first. 'AVX3_BF16' is AVX3 plus the bf16 attention\n"
-      "kernel on vdpbf16ps (listed where the CPU has AVX512_BF16).");
+      "kernel on vdpbf16ps (listed where the CPU has AVX512_BF16) and the VNNI matrix products where the "
+      "CPU\n"
+      "has AVX512_VNNI; 'AVX3_VNNI' is AVX3 plus the VNNI matrix products only.");
   m.def(
       "set_simd_target", [](std::optional<std::string> name) { attn::SetSimdTarget(name.value_or("")); },
       nb::arg("name").none(),
       "Restrict dispatch to one target (None = best); 'AVX3' keeps AVX-512 but turns the bf16 dot kernel "
-      "off.");
+      "and the VNNI matrix products off.");
   m.def("current_simd_target", &attn::CurrentSimdTarget, "The SIMD target calls use now.");
 
   nb::class_<attn::KVCache>(m, "KVCache")

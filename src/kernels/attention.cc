@@ -11,6 +11,7 @@
 #include "attn/error.h"
 #include "hwy/targets.h"
 #include "kernels/attention_params.h"
+#include "kernels/matmul.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
@@ -74,10 +75,15 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
   }
 }
 
+// The VNNI integer matrix products (kernels/matmul_vnni-inl.h) on top of Highway's AVX3, where
+// CPUID reports AVX512_VNNI. kBf16DotTarget, the default where both exist, has them too.
+constexpr char kVnniTarget[] = "AVX3_VNNI";
+
 std::vector<std::string> SimdTargets() {
   std::vector<std::string> names;
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
     if (t == HWY_AVX3 && bf16_dot_here) names.push_back(kBf16DotTarget);
+    if (t == HWY_AVX3 && kernels::VnniAvailable()) names.push_back(kVnniTarget);
     names.push_back(hwy::TargetName(t));
   }
   return names;
@@ -87,12 +93,18 @@ void SetSimdTarget(const std::string& name) {
   std::lock_guard<std::mutex> lock(target_mutex);
   hwy::SetSupportedTargetsForTest(0);
   bf16_dot_on = bf16_dot_here;
+  kernels::SetVnniEnabled(true);
   if (name.empty()) return;
   if (bf16_dot_here && name == kBf16DotTarget) {
     hwy::SetSupportedTargetsForTest(HWY_AVX3);
     return;
   }
   bf16_dot_on = false;
+  if (kernels::VnniAvailable() && name == kVnniTarget) {
+    hwy::SetSupportedTargetsForTest(HWY_AVX3);
+    return;
+  }
+  kernels::SetVnniEnabled(false);
   for (int64_t t : hwy::SupportedAndGeneratedTargets()) {
     if (name == hwy::TargetName(t)) {
       hwy::SetSupportedTargetsForTest(t);
@@ -100,6 +112,7 @@ void SetSimdTarget(const std::string& name) {
     }
   }
   bf16_dot_on = bf16_dot_here;
+  kernels::SetVnniEnabled(true);
   std::string known;
   for (const auto& n : SimdTargets()) known += (known.empty() ? "" : ", ") + n;
   throw Error("set_simd_target: target '" + name + "' is not compiled or not supported here (have: " + known +
@@ -108,7 +121,8 @@ void SetSimdTarget(const std::string& name) {
 
 std::string CurrentSimdTarget() {
   const std::string name = kernels::TargetNameDispatch();
-  return bf16_dot_on && name == hwy::TargetName(HWY_AVX3) ? kBf16DotTarget : name;
+  if (name != hwy::TargetName(HWY_AVX3)) return name;
+  return bf16_dot_on ? kBf16DotTarget : kernels::VnniEnabled() ? kVnniTarget : name;
 }
 
 }  // namespace attn

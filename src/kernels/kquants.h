@@ -1,10 +1,11 @@
 // Block formats of the Q4_K_M / Q5_K_M / Q6_K files most GGUF models are distributed in: ggml's
-// "K" formats, super-blocks of 256 values with 8 or 16 sub-block scales, which attn decodes to
-// float32 rows before the float32 product (except Q4_K's matrix-vector product, an integer
-// kernel in matmul.cc), and the 5-bit 32-value
+// "K" formats, super-blocks of 256 values with 8 or 16 sub-block scales, and the 5-bit 32-value
 // formats those files fall back to for rows whose length is not a multiple of 256, which the
-// integer kernels of matmul-inl.h take like Q4_0 / Q4_1 (a fifth bit per value). The decoders
-// (kquants-inl.h, compiled per SIMD target) serve DequantizeRow for all five.
+// integer kernels of matmul-inl.h take like Q4_0 / Q4_1 (a fifth bit per value). Products with
+// more than one x row run the K formats in the VNNI integer kernels (matmul_vnni-inl.h) where the
+// CPU has them; Q4_K's matrix-vector product is an integer kernel (matmul.cc); otherwise rows are
+// decoded to float32 before the float32 product. The decoders (kquants-inl.h, compiled per SIMD
+// target) serve those and DequantizeRow for all five.
 //
 //   Q5_0, 22 bytes: f16 d, 32 fifth bits (little-endian u32: bit e for value e), 16 bytes of
 //        nibbles (byte j: value j low, value j + 16 high); x = (q - 16) * d, q in [0, 31].

@@ -8,6 +8,7 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -19,12 +20,17 @@
 #include "core/thread_pool.h"
 #include "kernels/quantize.h"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul.cc"
 #include "hwy/foreach_target.h"  // IWYU pragma: keep
 #include "hwy/highway.h"
 #include "kernels/kquants-inl.h"
 #include "kernels/matmul-inl.h"
+#include "kernels/matmul_vnni-inl.h"
 
 #ifndef ATTN_KERNELS_MATMUL_CALL_DEFINED_
 #define ATTN_KERNELS_MATMUL_CALL_DEFINED_
@@ -148,24 +154,35 @@ void QuantizeRowsImpl(const float* x, int64_t n, int64_t ldx, int64_t cols, int8
     matmul::QuantizeRow(x + i * ldx, cols, q + i * cols, d + i * ldd, s + i * lds);
 }
 
-template <gguf::TensorType kType>
-void QuantMatMul(const MatMulCall& c) {
-  const WeightMatrix& w = *c.w;
-  const int64_t K = w.cols, nb = K / kQK, n = c.n;
-  // x quantized once: q [n][K], d and s [n][nbp] (zero-padded). (n = 1 on x86 goes through
-  // QuantMatVecGroup instead, see MatMulImpl.)
-  const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
+// The rows of x quantized once per call (quantize.h), on the pool for more than a few rows:
+// q [n][cols], d and s [n][nbp] (zero past the nb blocks), and, with_start, c [n][nbp][2] =
+// -centre * the sum of q over each half block (the VNNI kernels' integer start).
+struct QuantizedX {
+  int8_t* q;
+  float *d, *s;
+  int32_t* c;
+};
+QuantizedX QuantizeX(const MatMulCall& c, int64_t nbp, bool with_start, int32_t centre) {
+  const int64_t K = c.w->cols, nb = K / kQK, n = c.n;
   const size_t q_bytes = static_cast<size_t>((n * K + 63) / 64 * 64);
-  uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(2 * n * nbp) * sizeof(float));
-  int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
-  float* xd = reinterpret_cast<float*>(xbuf + q_bytes);
-  float* xs = xd + n * nbp;
+  const size_t per_block = 2 * sizeof(float) + (with_start ? 2 * sizeof(int32_t) : 0);
+  uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(n * nbp) * per_block);
+  QuantizedX x{reinterpret_cast<int8_t*>(xbuf), reinterpret_cast<float*>(xbuf + q_bytes), nullptr, nullptr};
+  x.s = x.d + n * nbp;
+  if (with_start) x.c = reinterpret_cast<int32_t*>(x.s + n * nbp);
   constexpr int64_t kQuantRows = 8;
   const auto quantize = [&](int64_t i0, int64_t cnt) {
-    QuantizeRowsImpl(c.x + i0 * c.ldx, cnt, c.ldx, K, xq + i0 * K, xd + i0 * nbp, nbp, xs + i0 * nbp, nbp);
+    QuantizeRowsImpl(c.x + i0 * c.ldx, cnt, c.ldx, K, x.q + i0 * K, x.d + i0 * nbp, nbp, x.s + i0 * nbp, nbp);
     for (int64_t i = i0; i < i0 + cnt; ++i) {
-      std::fill(xd + i * nbp + nb, xd + (i + 1) * nbp, 0.0f);
-      std::fill(xs + i * nbp + nb, xs + (i + 1) * nbp, 0.0f);
+      std::fill(x.d + i * nbp + nb, x.d + (i + 1) * nbp, 0.0f);
+      std::fill(x.s + i * nbp + nb, x.s + (i + 1) * nbp, 0.0f);
+      if (!with_start) continue;
+      for (int64_t h = 0; h < 2 * nb; ++h) {
+        int32_t sum = 0;
+        for (int64_t k = 0; k < kQK / 2; ++k) sum += x.q[i * K + h * (kQK / 2) + k];
+        x.c[2 * i * nbp + h] = -centre * sum;
+      }
+      std::fill(x.c + 2 * (i * nbp + nb), x.c + 2 * (i + 1) * nbp, 0);
     }
   };
   if (n <= kQuantRows) {
@@ -176,6 +193,19 @@ void QuantMatMul(const MatMulCall& c) {
       quantize(i0, std::min(kQuantRows, n - i0));
     });
   }
+  return x;
+}
+
+template <gguf::TensorType kType>
+void QuantMatMul(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const int64_t K = w.cols, nb = K / kQK, n = c.n;
+  // x quantized once (n = 1 on x86 goes through QuantMatVecGroup instead, see MatMulImpl).
+  const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
+  const QuantizedX qx = QuantizeX(c, nbp, false, 0);
+  int8_t* xq = qx.q;
+  float* xd = qx.d;
+  float* xs = qx.s;
 
   const int64_t rb = RowsPerTask(w.rows, n), nc = n == 1 ? 1 : kChunkX;
   const int64_t n_row_tasks = CeilDiv(w.rows, rb), n_x_tasks = CeilDiv(n, nc);
@@ -237,9 +267,9 @@ void FloatMatMul(const MatMulCall& c) {
   });
 }
 
-// Weights in the K formats of kquants.h (Q4_K, Q5_K, Q6_K): each task decodes its rows to float32
-// once and runs the float32 tiles on them. Correct for every model that uses them; not yet
-// an integer kernel like the 32-value formats' (BENCHMARKS.md has the speed).
+// Weights in the K formats of kquants.h (Q4_K, Q5_K, Q6_K) where no integer kernel takes them
+// (matrix-vector products of Q5_K / Q6_K; n > 1 without VNNI): each task decodes its rows to
+// float32 once and runs the float32 tiles on them.
 thread_local std::vector<float> tls_rows;
 void DecodedMatMul(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
@@ -264,6 +294,68 @@ void DecodedMatMul(const MatMulCall& c) {
     });
   });
 }
+
+#if ATTN_MATMUL_VNNI
+// n > 1 with AVX512_VNNI (matmul_vnni-inl.h): x quantized once, W rebuilt once into panels of 16
+// rows (a pass over W, parallel over panels), then tasks of (panel, chunk of x rows).
+thread_local GrowBuffer<uint8_t> tls_panels;  // the calling thread's panels, read by the pool
+
+template <gguf::TensorType kType>
+void VnniMatMul(const MatMulCall& c) {
+  const WeightMatrix& w = *c.w;
+  const int64_t K = w.cols, nb = K / kQK, n = c.n;
+  const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
+  const QuantizedX qx = QuantizeX(c, nbp, true, vnni::kCentre<kType>);
+  const vnni::XRows xr{qx.q, qx.d, qx.s, qx.c, K, nbp};
+
+  const int64_t n_panels = CeilDiv(w.rows, vnni::kPanelRows);
+  const size_t panel_bytes = vnni::PanelBytes(nb);
+  uint8_t* panels = tls_panels.Get(static_cast<size_t>(n_panels) * panel_bytes);
+  const auto panel_rows = [&](int64_t p) {
+    return static_cast<int>(std::min<int64_t>(vnni::kPanelRows, w.rows - p * vnni::kPanelRows));
+  };
+  c.pool->Run(n_panels, c.threads, [&](int64_t p, int) {
+    vnni::BuildPanel<kType>(w.data + static_cast<size_t>(p * vnni::kPanelRows) * w.row_bytes, w.row_bytes,
+                            panel_rows(p), nb,
+                            vnni::PanelAt(panels + static_cast<size_t>(p) * panel_bytes, nb));
+  });
+
+  const int64_t n_x_tasks = CeilDiv(n, kChunkX);
+  c.pool->Run(n_panels * n_x_tasks, c.threads, [&](int64_t task, int) {
+    const int64_t p = task / n_x_tasks, i_begin = task % n_x_tasks * kChunkX;
+    const int64_t i_end = std::min(n, i_begin + kChunkX);
+    const vnni::Panel panel = vnni::PanelAt(panels + static_cast<size_t>(p) * panel_bytes, nb);
+    float* y = c.y + p * vnni::kPanelRows;
+    vnni::PanelRows<vnni::kHasMin<kType>, vnni::kHalves<kType>>(panel, nb, xr, i_begin, i_end, panel_rows(p),
+                                                                y, c.ldy);
+  });
+}
+
+// True when the VNNI kernels took the product.
+bool VnniMatMulIfEnabled(const MatMulCall& c) {
+  if (c.n <= 1 || !VnniEnabled()) return false;
+  switch (c.w->type) {
+    case gguf::TensorType::kQ4_0:
+      return VnniMatMul<gguf::TensorType::kQ4_0>(c), true;
+    case gguf::TensorType::kQ4_1:
+      return VnniMatMul<gguf::TensorType::kQ4_1>(c), true;
+    case gguf::TensorType::kQ5_0:
+      return VnniMatMul<gguf::TensorType::kQ5_0>(c), true;
+    case gguf::TensorType::kQ5_1:
+      return VnniMatMul<gguf::TensorType::kQ5_1>(c), true;
+    case gguf::TensorType::kQ8_0:
+      return VnniMatMul<gguf::TensorType::kQ8_0>(c), true;
+    case gguf::TensorType::kQ4_K:
+      return VnniMatMul<gguf::TensorType::kQ4_K>(c), true;
+    case gguf::TensorType::kQ5_K:
+      return VnniMatMul<gguf::TensorType::kQ5_K>(c), true;
+    case gguf::TensorType::kQ6_K:
+      return VnniMatMul<gguf::TensorType::kQ6_K>(c), true;
+    default:
+      return false;
+  }
+}
+#endif  // ATTN_MATMUL_VNNI
 
 }  // namespace
 
@@ -393,6 +485,9 @@ void MatMulImpl(const MatMulCall& call) {
     const MatMulGroupCall g{&c.w, &c.y, 1, c.x, c.pool, c.threads};
     if (MatVecGroupImpl(g)) return;
   }
+#if ATTN_MATMUL_VNNI
+  if (VnniMatMulIfEnabled(c)) return;
+#endif
   switch (c.w->type) {
     case gguf::TensorType::kF32:
       return FloatMatMul<gguf::TensorType::kF32>(c);
@@ -423,7 +518,12 @@ void QuantizeRows(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* 
   QuantizeRowsImpl(x, n, ldx, cols, q, d, cols / kQK, s, cols / kQK);
 }
 
-const char* MatMulTarget() { return hwy::TargetName(HWY_TARGET); }
+const char* MatMulTarget() {
+#if ATTN_MATMUL_VNNI
+  if (VnniEnabled()) return "AVX3_VNNI";
+#endif
+  return hwy::TargetName(HWY_TARGET);
+}
 
 bool DecodeRowImpl(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
   return kq::DecodeRow(type, src, dst, n);
@@ -440,6 +540,27 @@ HWY_EXPORT(MatVecGroupImpl);
 HWY_EXPORT(QuantizeRows);
 HWY_EXPORT(MatMulTarget);
 HWY_EXPORT(DecodeRowImpl);
+
+namespace {
+// AVX512_VNNI: CPUID leaf 7 subleaf 0, ECX bit 11, on top of Highway's AVX3 (CPU and OS).
+bool DetectVnni() {
+#if (defined(__x86_64__) || defined(__i386__)) && (HWY_TARGETS & HWY_AVX3)
+  if ((hwy::SupportedTargets() & HWY_AVX3) == 0) return false;
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
+  return (c >> 11) & 1u;
+#else
+  return false;
+#endif
+}
+// Detected once, before any test restricts Highway's targets.
+const bool vnni_here = DetectVnni();
+std::atomic<bool> vnni_on{vnni_here};
+}  // namespace
+
+bool VnniAvailable() { return vnni_here; }
+bool VnniEnabled() { return vnni_on.load(std::memory_order_relaxed); }
+void SetVnniEnabled(bool on) { vnni_on.store(on && vnni_here, std::memory_order_relaxed); }
 
 bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
   return HWY_DYNAMIC_DISPATCH(DecodeRowImpl)(type, src, dst, n);

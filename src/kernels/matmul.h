@@ -1,7 +1,7 @@
 // Matrix products with weights stored in ggml's block formats (F32, F16, BF16; Q4_0, Q4_1, Q5_0,
-// Q5_1, Q8_0 with integer kernels, and Q4_K's matrix-vector products; otherwise Q4_K, Q5_K, Q6_K
-// decoded to float32 rows first, see kquants.h), as a language model's linear layers need them:
-// y = x W^T.
+// Q5_1, Q8_0 with integer kernels; Q4_K, Q5_K, Q6_K (kquants.h) in the VNNI integer kernels for
+// n > 1, Q4_K's matrix-vector products in an integer kernel, otherwise decoded to float32 rows
+// first), as a language model's linear layers need them: y = x W^T.
 //
 // A weight is [rows = out features][cols = in features], each row stored contiguously as
 // cols / block_size blocks (GGUF's ne = [cols, rows]). Blocks of 32 values (REFERENCE.md):
@@ -58,6 +58,15 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float
 // each. Results equal MatMul's bit for bit.
 void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64_t n, int64_t ldx,
                   std::span<float* const> ys, ThreadPool& pool, int threads = 0);
+
+namespace kernels {
+// The AVX-512 target's integer products for more than one x row use AVX512_VNNI (vpdpbusd) where
+// CPUID reports it; attn::SetSimdTarget turns that on ("AVX3_VNNI", "AVX3_BF16", the default) or
+// off ("AVX3"), so that the tests run both kernels.
+bool VnniAvailable();
+bool VnniEnabled();
+void SetVnniEnabled(bool on);  // ignored (stays off) where the CPU lacks it
+}  // namespace kernels
 
 // The readable reference: dequantize each row of W, accumulate in double. Used by tests.
 void MatMulReference(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float* y, int64_t ldy);

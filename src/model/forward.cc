@@ -6,6 +6,7 @@
 // Every intermediate passes one named hook point (TransformerLens names).
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <string>
 #include <vector>
@@ -242,12 +243,27 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     auto matmul = [&](const WeightMatrix& m, const float* x, int64_t ldx, float* y, int64_t ldy) {
       MatMul(m, x, n, ldx, y, ldy, pool, threads);
     };
+    // Row-wise steps (norms, activations, residual adds) of a long chunk are split over the pool by
+    // rows: each row's result is computed alone, so the split changes no bit.
+    auto by_rows = [&](const std::function<void(int64_t, int64_t)>& f) {
+      constexpr int64_t kRowsPerTask = 32;
+      if (n < 2 * kRowsPerTask) return f(0, n);
+      pool.Run((n + kRowsPerTask - 1) / kRowsPerTask, threads, [&](int64_t task, int) {
+        const int64_t r0 = task * kRowsPerTask;
+        f(r0, std::min(n, r0 + kRowsPerTask));
+      });
+    };
     auto norm = [&](const WeightMatrix& weight, const WeightMatrix& bias, const float* x, float* y) {
-      if (c.norm == NormKind::kRms) {
-        ops::RmsNorm(x, Floats(weight), y, n, d, c.norm_eps);
-      } else {
-        ops::LayerNorm(x, Floats(weight), Floats(bias), y, n, d, c.norm_eps);
-      }
+      by_rows([&](int64_t r0, int64_t r1) {
+        if (c.norm == NormKind::kRms) {
+          ops::RmsNorm(x + r0 * d, Floats(weight), y + r0 * d, r1 - r0, d, c.norm_eps);
+        } else {
+          ops::LayerNorm(x + r0 * d, Floats(weight), Floats(bias), y + r0 * d, r1 - r0, d, c.norm_eps);
+        }
+      });
+    };
+    auto add_rows = [&](float* y, const float* o) {
+      by_rows([&](int64_t r0, int64_t r1) { ops::Add(y + r0 * d, o + r0 * d, (r1 - r0) * d); });
     };
 
     // Rotary angles of this chunk's positions, shared by every layer.
@@ -359,7 +375,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
       if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
       point("hook_attn_out", layer, s.o.data(), d);
-      ops::Add(x, s.o.data(), n * d);
+      add_rows(x, s.o.data());
       if (c.d_ff == 0) {
         // Attention-only (gpt2 with feed_forward_length = 0): the block ends here. As in
         // TransformerLens's attn_only models, resid_mid and the MLP's points do not exist, and
@@ -376,7 +392,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         matmul(L.w_up, s.h.data(), d, s.up.data(), c.d_ff);
         ops::AddBias(s.up.data(), Floats(L.b_up), n, c.d_ff);
         point("mlp.hook_pre", layer, s.up.data(), c.d_ff);
-        ops::GeluTanh(s.up.data(), n * c.d_ff);
+        by_rows(
+            [&](int64_t r0, int64_t r1) { ops::GeluTanh(s.up.data() + r0 * c.d_ff, (r1 - r0) * c.d_ff); });
         point("mlp.hook_post", layer, s.up.data(), c.d_ff);
         matmul(L.w_down, s.up.data(), c.d_ff, s.o.data(), d);
         ops::AddBias(s.o.data(), Floats(L.b_down), n, d);
@@ -385,12 +402,14 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         float* ys[] = {s.gate.data(), s.up.data()};
         MatMulShared(ws, s.h.data(), n, d, ys, pool, threads);
         point("mlp.hook_pre", layer, s.gate.data(), c.d_ff);
-        ops::SwiGlu(s.gate.data(), s.up.data(), n * c.d_ff);
+        by_rows([&](int64_t r0, int64_t r1) {
+          ops::SwiGlu(s.gate.data() + r0 * c.d_ff, s.up.data() + r0 * c.d_ff, (r1 - r0) * c.d_ff);
+        });
         point("mlp.hook_post", layer, s.gate.data(), c.d_ff);
         matmul(L.w_down, s.gate.data(), c.d_ff, s.o.data(), d);
       }
       point("hook_mlp_out", layer, s.o.data(), d);
-      ops::Add(x, s.o.data(), n * d);
+      add_rows(x, s.o.data());
       point("hook_resid_post", layer, x, d);
     }
     session.n_past_ += n;

@@ -148,7 +148,7 @@ TEST_P(AttentionGridTest, MatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryTarget, AttentionGridTest, ::testing::ValuesIn(SimdTargets()),
+INSTANTIATE_TEST_SUITE_P(EveryTarget, AttentionGridTest, ::testing::ValuesIn(testing::AttentionTargets()),
                          [](const auto& info) { return info.param; });
 
 TEST(Attention, ThreadCountDoesNotChangeBits) {
@@ -180,7 +180,7 @@ TensorView Rows(const TensorView& v, int64_t s0, int64_t n) {
 // a model with a KV cache runs it) gives the same bits as one pass, on every target and for
 // chunk tails of every size: a row's result never depends on the other rows in the call.
 TEST(Attention, ChunkedQueriesGiveTheSameBitsAsOnePass) {
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : testing::AttentionTargets()) {
     SetSimdTarget(target);
     for (DType dt : {DType::kF32, DType::kBF16}) {
       std::mt19937 rng(8);
@@ -222,7 +222,7 @@ TEST(Attention, ChunkedQueriesGiveTheSameBitsAsOnePass) {
 TEST(Attention, DecodeEveryRowCountMatchesReferenceOnEveryTarget) {
   const int64_t dims[] = {8, 33, 64, 72, 130};
   const int64_t keys[] = {1, 63, 65, 131, 200};
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : testing::AttentionTargets()) {
     SetSimdTarget(target);
     int n = 0;
     for (int64_t rows = 1; rows <= 16; ++rows)
@@ -243,7 +243,7 @@ TEST(Attention, DecodeEveryRowCountMatchesReferenceOnEveryTarget) {
 // reference reading the same half values (so the tolerance is float32's).
 TEST(Attention, HalfKeysUnderF32QueriesMatchReferenceOnEveryTarget) {
   const int64_t dims[] = {8, 33, 64, 72, 130};
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : testing::AttentionTargets()) {
     SetSimdTarget(target);
     int n = 0;
     for (DType kv : {DType::kF16, DType::kBF16}) {
@@ -268,7 +268,7 @@ TEST(Attention, HalfKeysUnderF32QueriesMatchReferenceOnEveryTarget) {
 // branches of the prefill and decode kernels (the bf16 dot path copies K and V in pairs instead of reading K
 // in place); with odd head dims and odd key counts they also exercise the zero padding of the pairs.
 TEST(Attention, StridedHeadDimMatchesReferenceOnEveryTarget) {
-  for (const std::string& target : SimdTargets()) {
+  for (const std::string& target : testing::AttentionTargets()) {
     SetSimdTarget(target);
     for (DType dt : {DType::kBF16, DType::kF32, DType::kF16})
       for (auto [sk, dim] : {std::pair<int64_t, int64_t>{131, 64}, {77, 33}, {200, 7}}) {

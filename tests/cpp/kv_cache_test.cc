@@ -48,7 +48,7 @@ TEST(KVCache, ChunkedDecodeEqualsFullCausalAttention) {
 // Float32 K and V appended to an f16 / bf16 cache are rounded to nearest even (f16 saturating at
 // +-65504), and f32 queries attend over them exactly as over the same half tensors.
 TEST(KVCache, HalfCacheConvertsFloat32RowsAndAttendsFromFloat32Queries) {
-  for (const std::string& target : SimdTargets())
+  for (const std::string& target : testing::AttentionTargets())
     for (DType half : {DType::kF16, DType::kBF16}) {
       SetSimdTarget(target);
       SCOPED_TRACE(target + " " + DTypeName(half));

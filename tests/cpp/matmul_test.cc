@@ -145,20 +145,24 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
   return quant + 2 * (nb + 16) * kEps * magnitude;
 }
 
-// Q4_K with 8-bit activations (the matrix-vector path on x86): the quantization term as above,
-// and float rounding over terms of magnitude (|w| + 2 |dmin m_j|) (amax_x + d_x / 2), since the
-// kernel adds d sc_j q (up to |w| + |dmin m_j|) and subtracts dmin m_j separately. m_j is unpacked
-// from the block's 12 scale bytes b: b[4 + j] & 63 for j < 4, (b[4 + j] >> 4) | (b[j] >> 6) << 4
-// otherwise.
-double Q4KBound(const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
+// K formats with 8-bit activations (Q4_K's matrix-vector path on x86, all three in the VNNI
+// kernels for n > 1): the quantization term as above, and float rounding over terms of magnitude
+// (|w| + 2 |dmin m_j|) (amax_x + d_x / 2), since the kernel adds d sc_j q (up to |w| + |dmin m_j|)
+// and subtracts dmin m_j separately. m_j is unpacked from the block's 12 scale bytes b: b[4 + j] &
+// 63 for j < 4, (b[4 + j] >> 4) | (b[j] >> 6) << 4 otherwise. Q6_K has no min (its centre is
+// taken out in integers).
+double KBound(TensorType type, const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
   const int64_t nb = cols / 32;
+  const int64_t block_bytes = type == TensorType::kQ4_K ? 144 : type == TensorType::kQ5_K ? 176 : 210;
   double quant = 0.0, magnitude = 0.0;
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = wrow + (b / 8) * 144;
+    const uint8_t* blk = wrow + (b / 8) * block_bytes;
     const int j = static_cast<int>(b % 8);
     const uint8_t* s = blk + 4;
     const int m = j < 4 ? (s[j + 4] & 63) : ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    const double bj = std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8)))) * m;
+    const double bj = type == TensorType::kQ6_K
+                          ? 0.0
+                          : std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8)))) * m;
     const BlockTerms t = ActivationBlock(wdeq, x, b);
     quant += t.quant;
     magnitude += (t.wabs + 64 * bj) * (t.amax + t.dx / 2);
@@ -202,8 +206,11 @@ void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool&
       const float* xi = x.data() + i * ldx;
       const double bound =
           IsQuantized(type) ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
-          : type == TensorType::kQ4_K ? Q4KBound(data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
-                                      : FloatBound(wdeq.data(), xi, s.cols);
+          : type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K
+              // decoded to float32 or against 8-bit activations, depending on n and the target
+              ? std::max(KBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols),
+                         FloatBound(wdeq.data(), xi, s.cols))
+              : FloatBound(wdeq.data(), xi, s.cols);
       const double err = std::fabs(static_cast<double>(y[i * ldy + r]) - ref[i * ldy + r]);
       if (!(err <= bound) && ++failures <= 5) {
         ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * ldy + r] << ", reference "
@@ -248,6 +255,100 @@ TEST_P(MatMulTargetTest, MatchesReference) {
   // Float rows whose length is not a multiple of any vector width (the scalar tail).
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
     CheckMatMul(type, {5, 37}, 6, seed++, pool);
+  }
+}
+
+// |offset| of 32-value block b of a row: x = q d + offset (Q4_1, Q5_1: m; Q4_K, Q5_K: -dmin m_j),
+// or the centre's q d - centre d (Q4_0: 8 d, Q5_0: 16 d, Q8_0: none).
+double BlockOffset(TensorType type, const uint8_t* row, int64_t b) {
+  const auto half = [](const uint8_t* p) {
+    return std::fabs(HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))));
+  };
+  switch (type) {
+    case TensorType::kQ4_0:
+      return 8 * half(row + b * 18);
+    case TensorType::kQ5_0:
+      return 16 * half(row + b * 22);
+    case TensorType::kQ4_1:
+      return half(row + b * 20 + 2);
+    case TensorType::kQ5_1:
+      return half(row + b * 24 + 2);
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K: {
+      const uint8_t* blk = row + (b / 8) * (type == TensorType::kQ4_K ? 144 : 176);
+      const int j = static_cast<int>(b % 8);
+      const uint8_t* sc = blk + 4;
+      const int m = j < 4 ? (sc[j + 4] & 63) : ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
+      return half(blk + 2) * m;
+    }
+    default:
+      return 0.0;
+  }
+}
+
+// The integer kernels compute, exactly in integers and then in float, the product of W with x
+// quantized to 8 bits (quantize.h): y = sum_b dx_b sum_c w_c qx_c. Against that, evaluated in
+// double from the dequantized W and QuantizeRowsQ8's own qx, dx (the same per-target code the
+// kernels run), only float rounding remains: the dequantization's (one rounding of q d + m per
+// value), the kernels' scale products and sums (as in QuantizedBound), and the rounding of the
+// block sums s that the min formats use. This sees errors far below the quantization bound of
+// MatchesReference, such as a wrong centre.
+TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
+  ThreadPool pool(2);
+  const std::string target = GetParam();
+  const bool x86_int8 = target == "AVX2" || target == "AVX3" || target == "AVX3_VNNI";
+  uint32_t seed = 500;
+  const TensorType types[] = {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
+                              TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+  for (TensorType type : types) {
+    for (int64_t n : {1, 3, 9, 70}) {
+      // K formats run on 8-bit activations only in Q4_K's x86 matrix-vector kernel and in VNNI's.
+      const bool k_type = BlockSize(type) == 256;
+      if (k_type && !(target == "AVX3_VNNI" && n > 1) && !(type == TensorType::kQ4_K && n == 1 && x86_int8))
+        continue;
+      const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
+      SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n));
+      std::mt19937 rng(seed++);
+      const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
+      const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
+      std::vector<float> x(n * cols);
+      std::normal_distribution<float> normal(0.0f, 1.0f);
+      for (float& v : x) v = normal(rng);
+      std::vector<float> y(n * rows);
+      MatMul(w, x.data(), n, cols, y.data(), rows, pool);
+      std::vector<int8_t> q(n * cols);
+      std::vector<float> d(n * nb), sums(n * nb);
+      QuantizeRowsQ8(x.data(), n, cols, cols, q.data(), d.data(), sums.data());
+      std::vector<float> wdeq(cols);
+      int failures = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        DequantizeRow(type, data.data() + r * w.row_bytes, wdeq.data(), cols);
+        for (int64_t i = 0; i < n; ++i) {
+          double expected = 0.0, magnitude = 0.0;
+          for (int64_t b = 0; b < nb; ++b) {
+            double dot = 0.0, mag = 0.0;
+            for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+              dot += static_cast<double>(wdeq[c]) * q[i * cols + c];
+              mag += std::fabs(static_cast<double>(wdeq[c]) * q[i * cols + c]);
+            }
+            expected += d[i * nb + b] * dot;
+            // The kernels' terms: up to |w| + |offset| per value, and the offset once more.
+            const double offset = BlockOffset(type, data.data() + r * w.row_bytes, b);
+            double qabs = 0.0;
+            for (int64_t c = b * 32; c < b * 32 + 32; ++c) qabs += std::abs(q[i * cols + c]);
+            magnitude += d[i * nb + b] * (mag + 2 * offset * qabs);
+          }
+          const double bound = 2 * (2 * nb + 34) * kEps * magnitude;
+          const double err = std::fabs(y[i * rows + r] - expected);
+          if (!(err <= bound) && ++failures <= 5) {
+            ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * rows + r] << ", expected " << expected
+                          << ", error " << err << " > bound " << bound;
+          }
+        }
+      }
+      EXPECT_EQ(failures, 0);
+      if (HasFailure()) return;
+    }
   }
 }
 
@@ -312,7 +413,7 @@ TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {
   EXPECT_EQ(d[1], 0.0f);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryTarget, MatMulTargetTest, ::testing::ValuesIn(testing::HighwayTargets()),
+INSTANTIATE_TEST_SUITE_P(EveryTarget, MatMulTargetTest, ::testing::ValuesIn(testing::MatMulTargets()),
                          [](const auto& info) { return info.param; });
 
 // One block of each type, built by hand, decoded value by value. The nibble bytes put distinct

@@ -95,9 +95,25 @@ struct Tensor {
   }
 };
 
-// The Highway targets only: SimdTargets() without "AVX3_BF16", the attention forward's bf16 dot
-// kernel on top of AVX3, which nothing but bf16 attention uses (other kernels run AVX3 under it).
+// The Highway targets only: SimdTargets() without the pseudo-targets on top of AVX3: "AVX3_BF16"
+// (the attention forward's bf16 dot kernel, which nothing but bf16 attention uses) and "AVX3_VNNI"
+// (integer matrix products; MatMulTargets() adds it).
 inline std::vector<std::string> HighwayTargets() {
+  std::vector<std::string> names;
+  for (const std::string& t : SimdTargets())
+    if (t != "AVX3_BF16" && t != "AVX3_VNNI") names.push_back(t);
+  return names;
+}
+// The targets of the attention kernels: SimdTargets() without "AVX3_VNNI", under which they run
+// the AVX3 code (VNNI serves the matrix products only).
+inline std::vector<std::string> AttentionTargets() {
+  std::vector<std::string> names;
+  for (const std::string& t : SimdTargets())
+    if (t != "AVX3_VNNI") names.push_back(t);
+  return names;
+}
+// The targets of the matrix products: the Highway targets and "AVX3_VNNI" where the CPU has it.
+inline std::vector<std::string> MatMulTargets() {
   std::vector<std::string> names;
   for (const std::string& t : SimdTargets())
     if (t != "AVX3_BF16") names.push_back(t);

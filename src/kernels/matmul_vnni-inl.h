@@ -1,0 +1,237 @@
+// AVX512_VNNI matrix products for the integer block formats, n > 1 (prompt processing), on the
+// AVX-512 target (included once per Highway target by matmul.cc, after kquants-inl.h and
+// matmul-inl.h; empty on other targets).
+//
+// Panels of 16 weight rows: one 512-bit register holds the same four values of one 32-value block
+// of 16 rows (lane r = row r), so that vpdpbusd against those four activation bytes broadcast to
+// every lane adds 16 rows' partial dot products at once, and 8 of them cover the block:
+//   panel q [nb][8][16] u32: lane r of vector (b, k) = u[4k .. 4k + 3] of row r's block b,
+// u the block's quants made unsigned (vpdpbusd takes u8 x s8): as they are for Q4 (0..15), Q5
+// (0..31) and Q6_K (0..63), Q8_0 as q + 128. Per block and row: dw (the scale) and mw (the min, for formats
+// with one). One output row of x then costs per block 8 vpdpbusd, a conversion and two FMAs for 16 rows x 32
+// values, against 16 x 4-6 instructions of the AVX2 kernel (TileQ), and lands in lanes that are the output's
+// consecutive columns: no horizontal sums.
+//
+// Exactness: the centre of unsigned formats (8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 128 for Q8_0)
+// is taken out in integers: the dot of each half block starts from -centre * its sum of qx instead
+// of 0, so the int32 result is exactly sum (q - centre) qx (|.| < 2^24, converted to float exactly). Formats
+// with a min add mw * s, s the x block's sum (quantize.h), in float as TileQ does.
+//
+// Panels are built once per call (a pass over W, parallel over panels) and then serve every
+// chunk of x rows. K formats go through the same kernel: each 32-value sub-block of Q4_K / Q5_K is
+// a block with dw = d sc_j and mw = -dmin m_j; Q6_K's 32 values have a scale d sc per half and
+// the centre 32.
+#if defined(ATTN_KERNELS_MATMUL_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATTN_KERNELS_MATMUL_VNNI_INL_H_
+#undef ATTN_KERNELS_MATMUL_VNNI_INL_H_
+#else
+#define ATTN_KERNELS_MATMUL_VNNI_INL_H_
+#endif
+
+#include <cstdint>
+#include <cstring>
+
+#include "attn/tensor.h"
+#include "format/gguf.h"
+#include "hwy/highway.h"
+#include "kernels/kquants.h"
+
+#undef ATTN_MATMUL_VNNI
+#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
+#define ATTN_MATMUL_VNNI 1
+#include <immintrin.h>
+#else
+#define ATTN_MATMUL_VNNI 0
+#endif
+
+#if ATTN_MATMUL_VNNI
+HWY_BEFORE_NAMESPACE();
+namespace attn::kernels::HWY_NAMESPACE::vnni {
+using gguf::TensorType;
+
+// Functions marked ATTN_VNNI_FN add AVX512_VNNI to the target's instruction set: they may run
+// only where CPUID reports it (kernels::VnniEnabled()).
+#undef ATTN_VNNI_FN
+#define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+
+constexpr int kPanelRows = 16;
+constexpr int64_t kQK = 32;
+
+// Formats whose blocks carry a min (x = q d + m), added as mw * s.
+template <TensorType kType>
+constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1 ||
+                         kType == TensorType::kQ4_K || kType == TensorType::kQ5_K;
+// Formats with a scale per 16 values (Q6_K): each half of a 32-value block has its own dw.
+template <TensorType kType>
+constexpr bool kHalves = kType == TensorType::kQ6_K;
+// The centre subtracted from the unsigned quants (0 for formats with a min).
+template <TensorType kType>
+constexpr int32_t kCentre = kType == TensorType::kQ4_0   ? 8
+                            : kType == TensorType::kQ5_0 ? 16
+                            : kType == TensorType::kQ6_K ? 32
+                            : kType == TensorType::kQ8_0 ? 128
+                                                         : 0;
+
+inline float Half(const uint8_t* p) { return HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
+
+// Block b (32 values) of a row: unsigned quants u in value order, the scales of its two halves
+// d[0], d[1] (equal but for Q6_K) and its min *m (0 without).
+template <TensorType kType>
+HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRICT u, float* d, float* m) {
+  *m = 0.0f;
+  if constexpr (kType == TensorType::kQ6_K) {  // value 32 s + l of half h: see kquants.h
+    const uint8_t* blk = row + (b / 8) * kquants::kQ6KBytes;
+    const int h = static_cast<int>(b % 8) / 4, s = static_cast<int>(b % 4);
+    const float scale = Half(blk + 208);
+    const auto* sc = reinterpret_cast<const int8_t*>(blk + 192) + 8 * h + 2 * s;
+    d[0] = scale * static_cast<float>(sc[0]);
+    d[1] = scale * static_cast<float>(sc[1]);
+    const uint8_t* ql = blk + 64 * h + 32 * (s % 2);
+    const uint8_t* qh = blk + 128 + 32 * h;
+    for (int l = 0; l < 32; ++l)
+      u[l] = static_cast<uint8_t>(((ql[l] >> (4 * (s / 2))) & 15) | (((qh[l] >> (2 * s)) & 3) << 4));
+    return;
+  } else if constexpr (kType == TensorType::kQ8_0) {
+    const uint8_t* blk = row + b * 34;
+    d[0] = Half(blk);
+    for (int c = 0; c < 32; ++c) u[c] = static_cast<uint8_t>(blk[2 + c] ^ 0x80);  // q + 128
+  } else if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
+    constexpr bool five = kType == TensorType::kQ5_K;
+    const uint8_t* blk = row + (b / 8) * (five ? kquants::kQ5KBytes : kquants::kQ4KBytes);
+    const int j = static_cast<int>(b % 8), g = j / 2, h = j % 2;
+    float sc, mn;
+    kq::ScaleMin(blk + 4, j, &sc, &mn);
+    d[0] = Half(blk) * sc;
+    *m = -Half(blk + 2) * mn;
+    const uint8_t* qs = blk + (five ? 48 : 16) + 32 * g;
+    for (int l = 0; l < 32; ++l) {
+      uint8_t q = static_cast<uint8_t>((qs[l] >> (4 * h)) & 15);
+      if constexpr (five) q = static_cast<uint8_t>(q | (((blk[16 + l] >> j) & 1) << 4));
+      u[l] = q;
+    }
+  } else {  // Q4_0, Q4_1, Q5_0, Q5_1: [d][m][fifth bits] nibbles
+    constexpr bool with_min = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
+    constexpr bool five = kType == TensorType::kQ5_0 || kType == TensorType::kQ5_1;
+    constexpr int64_t bytes = 2 + (with_min ? 2 : 0) + (five ? 4 : 0) + 16;
+    const uint8_t* blk = row + b * bytes;
+    d[0] = Half(blk);
+    if constexpr (with_min) *m = Half(blk + 2);
+    uint32_t high = 0;
+    if constexpr (five) std::memcpy(&high, blk + (with_min ? 4 : 2), 4);
+    const uint8_t* qs = blk + bytes - 16;
+    for (int c = 0; c < 16; ++c) {
+      u[c] = static_cast<uint8_t>((qs[c] & 15) | (((high >> c) & 1) << 4));
+      u[c + 16] = static_cast<uint8_t>((qs[c] >> 4) | (((high >> (c + 16)) & 1) << 4));
+    }
+  }
+  d[1] = d[0];
+}
+
+// A panel of nb blocks: q [nb][8][16] u32, dw [nb][2][16] (the halves' scales), mw [nb][16].
+inline size_t PanelBytes(int64_t nb) {
+  return static_cast<size_t>(nb) * (8 * kPanelRows * 4 + 3 * kPanelRows * 4);  // a multiple of 64
+}
+struct Panel {
+  uint32_t* q;
+  float *dw, *mw;
+};
+inline Panel PanelAt(uint8_t* base, int64_t nb) {
+  auto* dw = reinterpret_cast<float*>(base + static_cast<size_t>(nb) * 8 * kPanelRows * 4);
+  return {reinterpret_cast<uint32_t*>(base), dw, dw + 2 * nb * kPanelRows};
+}
+
+// Builds the panel of `rows` (<= 16) rows of W from w (stride row_bytes), nb blocks each; rows past
+// `rows` are zero.
+template <TensorType kType>
+HWY_INLINE void BuildPanel(const uint8_t* w, size_t row_bytes, int rows, int64_t nb, const Panel& p) {
+  if (rows < kPanelRows) std::memset(p.q, 0, PanelBytes(nb));
+  alignas(32) uint8_t u[32];
+  float d[2];
+  for (int r = 0; r < rows; ++r) {
+    const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
+    for (int64_t b = 0; b < nb; ++b) {
+      UnsignedBlock<kType>(row, b, u, d, p.mw + b * kPanelRows + r);
+      p.dw[2 * b * kPanelRows + r] = d[0];
+      p.dw[(2 * b + 1) * kPanelRows + r] = d[1];
+      for (int k = 0; k < 8; ++k) std::memcpy(p.q + (b * 8 + k) * kPanelRows + r, u + 4 * k, 4);
+    }
+  }
+}
+
+// The activations of a call: xq [n][cols] int8, xd / xs [n][ldd] (scale, block sum d * sum q),
+// xc [n][ldd][2] the integer start of the dot of each half block, -centre * its sum of q.
+struct XRows {
+  const int8_t* xq;
+  const float* xd;
+  const float* xs;
+  const int32_t* xc;
+  int64_t cols, ldd;
+};
+
+// acc += the 16-lane vpdpbusd of w (u8) with the four int8 at p broadcast to every lane, the
+// broadcast folded into the instruction's memory operand ({1to16}: one instruction where GCC 12
+// emits a separate vpbroadcastd for _mm512_set1_epi32).
+ATTN_VNNI_FN HWY_INLINE void DpbusdBroadcast(__m512i& acc, __m512i w, const int8_t* p) {
+  asm("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(w), "m"(*reinterpret_cast<const int32_t*>(p)));
+}
+
+// C rows of x (from row i of `x`) against one panel: y[i * ldy + r] for r < rows.
+template <bool kMin, bool kHalf, int C>
+ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i, int rows,
+                                       float* HWY_RESTRICT y, int64_t ldy) {
+  __m512 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
+  const int8_t* xq = x.xq + i * x.cols;
+  const float* xd = x.xd + i * x.ldd;
+  const float* xs = x.xs + i * x.ldd;
+  const int32_t* xc = x.xc + 2 * i * x.ldd;
+  _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
+    __m512i wv[8];
+    for (int k = 0; k < 8; ++k) wv[k] = _mm512_load_si512(p.q + (b * 8 + k) * kPanelRows);
+    const __m512 dw0 = _mm512_load_ps(p.dw + 2 * b * kPanelRows);
+    for (int c = 0; c < C; ++c) {
+      const int8_t* xb = xq + c * x.cols + b * kQK;
+      const int32_t* start = xc + 2 * (c * x.ldd + b);
+      // One chain per half block (values 0-15, 16-31), so that their latencies overlap.
+      __m512i dot0 = _mm512_set1_epi32(start[0]), dot1 = _mm512_set1_epi32(start[1]);
+      for (int k = 0; k < 4; ++k) {
+        DpbusdBroadcast(dot0, wv[k], xb + 4 * k);
+        DpbusdBroadcast(dot1, wv[k + 4], xb + 16 + 4 * k);
+      }
+      const __m512 d = _mm512_set1_ps(xd[c * x.ldd + b]);
+      if constexpr (kHalf) {
+        const __m512 dw1 = _mm512_load_ps(p.dw + (2 * b + 1) * kPanelRows);
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot0), _mm512_mul_ps(dw0, d), acc[c]);
+        acc[c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot1), _mm512_mul_ps(dw1, d), acc[c]);
+      } else {
+        acc[c] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dot0, dot1)), _mm512_mul_ps(dw0, d), acc[c]);
+      }
+      if constexpr (kMin) {
+        acc[c] =
+            _mm512_fmadd_ps(_mm512_load_ps(p.mw + b * kPanelRows), _mm512_set1_ps(xs[c * x.ldd + b]), acc[c]);
+      }
+    }
+  }
+  const __mmask16 mask = static_cast<__mmask16>(rows >= kPanelRows ? 0xFFFFu : (1u << rows) - 1u);
+  for (int c = 0; c < C; ++c) _mm512_mask_storeu_ps(y + (i + c) * ldy, mask, acc[c]);
+}
+
+// Rows [i0, i1) of x against one panel, kPanelTileCols rows of x at a time (single-thread GOP/s at
+// n = 512, alternating builds, 2026-12-03: 8 rows 216-317, 6 rows 198-277, 4 rows 196-258; the
+// kernel called per tile rather than per chunk 195-242).
+constexpr int kPanelTileCols = 8;
+template <bool kMin, bool kHalf>
+ATTN_VNNI_FN HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows& x, int64_t i0, int64_t i1,
+                                         int rows, float* HWY_RESTRICT y, int64_t ldy) {
+  int64_t i = i0;
+  for (; i + kPanelTileCols <= i1; i += kPanelTileCols)
+    PanelTile<kMin, kHalf, kPanelTileCols>(p, nb, x, i, rows, y, ldy);
+  for (; i < i1; ++i) PanelTile<kMin, kHalf, 1>(p, nb, x, i, rows, y, ldy);
+}
+
+}  // namespace attn::kernels::HWY_NAMESPACE::vnni
+HWY_AFTER_NAMESPACE();
+#endif  // ATTN_MATMUL_VNNI
+
+#endif  // ATTN_KERNELS_MATMUL_VNNI_INL_H_ toggle
