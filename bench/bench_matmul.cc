@@ -83,8 +83,11 @@ double Median(std::vector<double> v) {
 // ../shared/tools/machine_peak.cpp measures the float peaks: 12 independent chains per thread.
 #define ATTN_DP(a) a = _mm512_dpbusd_epi32(a, w, x)
 __attribute__((target("avx512f,avx512vnni"))) double DpbusdPerSecond(int64_t iters) {
-  __m512i a0 = _mm512_set1_epi32(0), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0,
-          a9 = a0, a10 = a0, a11 = a0;
+  // Distinct starts, so that the compiler cannot merge the chains.
+  __m512i a0 = _mm512_set1_epi32(0), a1 = _mm512_set1_epi32(1), a2 = _mm512_set1_epi32(2),
+          a3 = _mm512_set1_epi32(3), a4 = _mm512_set1_epi32(4), a5 = _mm512_set1_epi32(5),
+          a6 = _mm512_set1_epi32(6), a7 = _mm512_set1_epi32(7), a8 = _mm512_set1_epi32(8),
+          a9 = _mm512_set1_epi32(9), a10 = _mm512_set1_epi32(10), a11 = _mm512_set1_epi32(11);
   __m512i w = _mm512_set1_epi32(0x01010101), x = _mm512_set1_epi32(0x02020202);
   asm volatile("" : "+v"(w), "+v"(x));
   const auto t0 = std::chrono::steady_clock::now();
