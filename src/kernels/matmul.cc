@@ -268,7 +268,7 @@ void FloatMatMul(const MatMulCall& c) {
 }
 
 // Weights in the K formats of kquants.h (Q4_K, Q5_K, Q6_K) where no integer kernel takes them
-// (matrix-vector products of Q5_K / Q6_K; n > 1 without VNNI): each task decodes its rows to
+// (targets without the x86 integer kernels; n > 1 without VNNI): each task decodes its rows to
 // float32 once and runs the float32 tiles on them.
 thread_local std::vector<float> tls_rows;
 void DecodedMatMul(const MatMulCall& c) {
@@ -360,36 +360,46 @@ bool VnniMatMulIfEnabled(const MatMulCall& c) {
 }  // namespace
 
 #if ATTN_MATMUL_X86_INT8
-// Matrix-vector for Q4_K: each 32-value sub-block of a super-block is a Q4_1-like block (scale
-// d * sc_j, min dmin * m_j) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
+// Matrix-vector for Q4_K / Q5_K: each 32-value sub-block of a super-block is a Q4_1-like block
+// (scale d * sc_j, min dmin * m_j; Q5_K adds the fifth bit, bit j of byte l of its 32 high-bit
+// bytes, to value l) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
 // (q_j . qx_j) - dmin m_j s_j, s_j the x block's sum. R rows at a time share x.
-template <int R>
-HWY_NOINLINE void RowsQ4K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+template <bool kFive, int R>
+HWY_NOINLINE void RowsQ45K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                           const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  constexpr int64_t kBytes = kFive ? kquants::kQ5KBytes : kquants::kQ4KBytes;
+  constexpr int64_t kNibbles = kFive ? 48 : 16;
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i low = _mm256_set1_epi8(0x0F);
+  const __m256i low = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
   __m256 acc[R];
   float off[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
     for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ4KBytes;
-      for (int line = 0; line < kquants::kQ4KBytes; line += 64)
+      const uint8_t* blk = w + r * row_bytes + sb * kBytes;
+      for (int line = 0; line < kBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
       uint32_t dd;
       std::memcpy(&dd, blk, 4);
       const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
       const float d = _mm_cvtss_f32(dm), dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
+      __m256i high = _mm256_setzero_si256();
+      if constexpr (kFive) high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
       for (int g = 0; g < 4; ++g) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * g));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kNibbles + 32 * g));
         const __m256i q[2] = {_mm256_and_si256(v, low), _mm256_and_si256(_mm256_srli_epi16(v, 4), low)};
         for (int h = 0; h < 2; ++h) {
           const int j = 2 * g + h;
           const int64_t b = sb * 8 + j;
+          __m256i u = q[h];
+          if constexpr (kFive) {  // bit j of each byte to bit 4 (16-bit shifts: bit 0 of a byte is its own
+                                  // bit j)
+            u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, j), one), 4));
+          }
           float sc, m;
           kq::ScaleMin(blk + 4, j, &sc, &m);
           const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
-          const __m256i dot = matmul::BlockDot<gguf::TensorType::kQ4_1>(q[h], xv);
+          const __m256i dot = matmul::BlockDot<gguf::TensorType::kQ4_1>(u, xv);
           acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * sc * xds[2 * b]), acc[r]);
           off[r] += dmin * m * xds[2 * b + 1];
         }
@@ -397,6 +407,48 @@ HWY_NOINLINE void RowsQ4K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
     }
   }
   for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]) - off[r];
+}
+
+// Matrix-vector for Q6_K: 32 values at a time, the quants made signed (q - 32, -32..31) so that
+// vpmaddubsw takes |w| against x with w's sign (as for Q8_0; pairs stay below 2 * 32 * 127), and
+// vpmaddwd multiplies the 16-bit pair sums of each 16-value half by its int8 scale: the int32 lanes
+// are exactly sum sc (q - 32) qx, scaled once by d dx per 32 values.
+template <int R>
+HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i low = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(0x03),
+                centre = _mm256_set1_epi8(32);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ6KBytes;
+      for (int line = 0; line < kquants::kQ6KBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      const float d = kq::HalfAt(blk + 208);
+      const auto* scales = reinterpret_cast<const int8_t*>(blk + 192);
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32))};
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        for (int s = 0; s < 4; ++s) {
+          const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql[s % 2], 4 * (s / 2)), low);
+          const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * s), two_bits), 4);
+          const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(lo, hi), centre);
+          const int64_t b = sb * 8 + 4 * h + s;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+          const int8_t* sc = scales + 8 * h + 2 * s;
+          const __m256i sc16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[0])),
+                                                       _mm_set1_epi16(sc[1]), 1);
+          const __m256i dot = _mm256_madd_epi16(pairs, sc16);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
 }
 
 // One input row through several integer-block matrices: x is quantized once and every row block
@@ -442,8 +494,10 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
         return;
       }
 #endif
-      if constexpr (kType == gguf::TensorType::kQ4_K) {
-        RowsQ4K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      if constexpr (kType == gguf::TensorType::kQ4_K || kType == gguf::TensorType::kQ5_K) {
+        RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kQ6_K) {
+        RowsQ6K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       } else {
         matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       }
@@ -469,6 +523,10 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
       return QuantMatVecGroup<gguf::TensorType::kQ5_1>(g), true;
     case gguf::TensorType::kQ4_K:
       return QuantMatVecGroup<gguf::TensorType::kQ4_K>(g), true;
+    case gguf::TensorType::kQ5_K:
+      return QuantMatVecGroup<gguf::TensorType::kQ5_K>(g), true;
+    case gguf::TensorType::kQ6_K:
+      return QuantMatVecGroup<gguf::TensorType::kQ6_K>(g), true;
     default:
       return false;
   }

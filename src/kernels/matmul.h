@@ -1,7 +1,7 @@
 // Matrix products with weights stored in ggml's block formats (F32, F16, BF16; Q4_0, Q4_1, Q5_0,
 // Q5_1, Q8_0 with integer kernels; Q4_K, Q5_K, Q6_K (kquants.h) in the VNNI integer kernels for
-// n > 1, Q4_K's matrix-vector products in an integer kernel, otherwise decoded to float32 rows
-// first), as a language model's linear layers need them: y = x W^T.
+// n > 1 and in x86 integer matrix-vector kernels, otherwise decoded to float32 rows first), as a
+// language model's linear layers need them: y = x W^T.
 //
 // A weight is [rows = out features][cols = in features], each row stored contiguously as
 // cols / block_size blocks (GGUF's ne = [cols, rows]). Blocks of 32 values (REFERENCE.md):
