@@ -11,11 +11,8 @@
 #include "attn/error.h"
 #include "hwy/targets.h"
 #include "kernels/attention_params.h"
+#include "kernels/cpu_features.h"
 #include "kernels/matmul.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 namespace attn {
 namespace kernels {
@@ -45,19 +42,8 @@ std::mutex target_mutex;
 // found AVX-512 (CPU and OS) and CPUID leaf 7 subleaf 1 reports AVX512_BF16 (EAX bit 5).
 constexpr char kBf16DotTarget[] = "AVX3_BF16";
 
-bool DetectBf16Dot() {
-#if (defined(__x86_64__) || defined(__i386__)) && (HWY_TARGETS & HWY_AVX3)
-  if ((hwy::SupportedTargets() & HWY_AVX3) == 0) return false;
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 1, &a, &b, &c, &d)) return false;
-  return (a >> 5) & 1u;
-#else
-  return false;
-#endif
-}
-
 // Detected once, before any test restricts Highway's targets.
-const bool bf16_dot_here = DetectBf16Dot();
+const bool bf16_dot_here = kernels::Avx3WithCpuidBit(7, 1, 0, 5);
 std::atomic<bool> bf16_dot_on{bf16_dot_here};
 
 }  // namespace

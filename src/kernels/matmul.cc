@@ -18,11 +18,8 @@
 #include "attn/error.h"
 #include "core/aligned.h"
 #include "core/thread_pool.h"
+#include "kernels/cpu_features.h"
 #include "kernels/quantize.h"
-
-#if defined(__x86_64__) || defined(__i386__)
-#include <cpuid.h>
-#endif
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/matmul.cc"
@@ -144,6 +141,33 @@ HWY_INLINE void ForEachTile(int64_t rows, int64_t n, const F& f) {
       const int rr = static_cast<int>(std::min<int64_t>(RMax, rows - r0));
       CallTile<RMax, CMax>(rr, cc, f, r0, i0);
     }
+  }
+}
+
+// Calls f.template operator()<kType>() for an integer block type (the 32-value formats and the K
+// formats); returns false, calling nothing, for any other type.
+template <class F>
+bool WithIntegerType(gguf::TensorType type, const F& f) {
+  using T = gguf::TensorType;
+  switch (type) {
+    case T::kQ4_0:
+      return f.template operator()<T::kQ4_0>(), true;
+    case T::kQ4_1:
+      return f.template operator()<T::kQ4_1>(), true;
+    case T::kQ5_0:
+      return f.template operator()<T::kQ5_0>(), true;
+    case T::kQ5_1:
+      return f.template operator()<T::kQ5_1>(), true;
+    case T::kQ8_0:
+      return f.template operator()<T::kQ8_0>(), true;
+    case T::kQ4_K:
+      return f.template operator()<T::kQ4_K>(), true;
+    case T::kQ5_K:
+      return f.template operator()<T::kQ5_K>(), true;
+    case T::kQ6_K:
+      return f.template operator()<T::kQ6_K>(), true;
+    default:
+      return false;
   }
 }
 
@@ -296,9 +320,13 @@ void DecodedMatMul(const MatMulCall& c) {
 }
 
 #if ATTN_MATMUL_VNNI
-// n > 1 with AVX512_VNNI (matmul_vnni-inl.h): x quantized once, W rebuilt once into panels of 16
-// rows (a pass over W, parallel over panels), then tasks of (panel, chunk of x rows).
+// n > 1 with AVX512_VNNI (matmul_vnni-inl.h): x quantized once, then W in passes of at most
+// kPanelPassBytes of panels (1.4 bytes per weight): each pass rebuilds its rows into panels of 16
+// (parallel over panels), then runs tasks of (panel, chunk of x rows). The passes bound the
+// scratch memory: the 49152 x 576 output matrix of SmolLM2 in one pass would take 39 MB, a
+// 128256 x 2048 one 360 MB.
 thread_local GrowBuffer<uint8_t> tls_panels;  // the calling thread's panels, read by the pool
+constexpr size_t kPanelPassBytes = size_t{4} << 20;
 
 template <gguf::TensorType kType>
 void VnniMatMul(const MatMulCall& c) {
@@ -310,50 +338,35 @@ void VnniMatMul(const MatMulCall& c) {
 
   const int64_t n_panels = CeilDiv(w.rows, vnni::kPanelRows);
   const size_t panel_bytes = vnni::PanelBytes(nb);
-  uint8_t* panels = tls_panels.Get(static_cast<size_t>(n_panels) * panel_bytes);
+  const int64_t pass_panels =
+      std::clamp<int64_t>(static_cast<int64_t>(kPanelPassBytes / panel_bytes), 1, n_panels);
+  uint8_t* panels = tls_panels.Get(static_cast<size_t>(pass_panels) * panel_bytes);
   const auto panel_rows = [&](int64_t p) {
     return static_cast<int>(std::min<int64_t>(vnni::kPanelRows, w.rows - p * vnni::kPanelRows));
   };
-  c.pool->Run(n_panels, c.threads, [&](int64_t p, int) {
-    vnni::BuildPanel<kType>(w.data + static_cast<size_t>(p * vnni::kPanelRows) * w.row_bytes, w.row_bytes,
-                            panel_rows(p), nb,
-                            vnni::PanelAt(panels + static_cast<size_t>(p) * panel_bytes, nb));
-  });
-
   const int64_t n_x_tasks = CeilDiv(n, kChunkX);
-  c.pool->Run(n_panels * n_x_tasks, c.threads, [&](int64_t task, int) {
-    const int64_t p = task / n_x_tasks, i_begin = task % n_x_tasks * kChunkX;
-    const int64_t i_end = std::min(n, i_begin + kChunkX);
-    const vnni::Panel panel = vnni::PanelAt(panels + static_cast<size_t>(p) * panel_bytes, nb);
-    float* y = c.y + p * vnni::kPanelRows;
-    vnni::PanelRows<vnni::kHasMin<kType>, vnni::kHalves<kType>>(panel, nb, xr, i_begin, i_end, panel_rows(p),
-                                                                y, c.ldy);
-  });
+  for (int64_t p0 = 0; p0 < n_panels; p0 += pass_panels) {
+    const int64_t count = std::min(pass_panels, n_panels - p0);
+    c.pool->Run(count, c.threads, [&](int64_t k, int) {
+      const int64_t p = p0 + k;
+      vnni::BuildPanel<kType>(w.data + static_cast<size_t>(p * vnni::kPanelRows) * w.row_bytes, w.row_bytes,
+                              panel_rows(p), nb,
+                              vnni::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb));
+    });
+    c.pool->Run(count * n_x_tasks, c.threads, [&](int64_t task, int) {
+      const int64_t k = task / n_x_tasks, p = p0 + k, i_begin = task % n_x_tasks * kChunkX;
+      const int64_t i_end = std::min(n, i_begin + kChunkX);
+      const vnni::Panel panel = vnni::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb);
+      vnni::PanelRows<vnni::kHasMin<kType>, vnni::kHalves<kType>>(
+          panel, nb, xr, i_begin, i_end, panel_rows(p), c.y + p * vnni::kPanelRows, c.ldy);
+    });
+  }
 }
 
 // True when the VNNI kernels took the product.
 bool VnniMatMulIfEnabled(const MatMulCall& c) {
   if (c.n <= 1 || !VnniEnabled()) return false;
-  switch (c.w->type) {
-    case gguf::TensorType::kQ4_0:
-      return VnniMatMul<gguf::TensorType::kQ4_0>(c), true;
-    case gguf::TensorType::kQ4_1:
-      return VnniMatMul<gguf::TensorType::kQ4_1>(c), true;
-    case gguf::TensorType::kQ5_0:
-      return VnniMatMul<gguf::TensorType::kQ5_0>(c), true;
-    case gguf::TensorType::kQ5_1:
-      return VnniMatMul<gguf::TensorType::kQ5_1>(c), true;
-    case gguf::TensorType::kQ8_0:
-      return VnniMatMul<gguf::TensorType::kQ8_0>(c), true;
-    case gguf::TensorType::kQ4_K:
-      return VnniMatMul<gguf::TensorType::kQ4_K>(c), true;
-    case gguf::TensorType::kQ5_K:
-      return VnniMatMul<gguf::TensorType::kQ5_K>(c), true;
-    case gguf::TensorType::kQ6_K:
-      return VnniMatMul<gguf::TensorType::kQ6_K>(c), true;
-    default:
-      return false;
-  }
+  return WithIntegerType(c.w->type, [&]<gguf::TensorType kType>() { VnniMatMul<kType>(c); });
 }
 #endif  // ATTN_MATMUL_VNNI
 
@@ -510,26 +523,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
 // products one by one).
 bool MatVecGroupImpl(const MatMulGroupCall& g) {
 #if ATTN_MATMUL_X86_INT8
-  switch (g.ws[0]->type) {
-    case gguf::TensorType::kQ4_0:
-      return QuantMatVecGroup<gguf::TensorType::kQ4_0>(g), true;
-    case gguf::TensorType::kQ4_1:
-      return QuantMatVecGroup<gguf::TensorType::kQ4_1>(g), true;
-    case gguf::TensorType::kQ8_0:
-      return QuantMatVecGroup<gguf::TensorType::kQ8_0>(g), true;
-    case gguf::TensorType::kQ5_0:
-      return QuantMatVecGroup<gguf::TensorType::kQ5_0>(g), true;
-    case gguf::TensorType::kQ5_1:
-      return QuantMatVecGroup<gguf::TensorType::kQ5_1>(g), true;
-    case gguf::TensorType::kQ4_K:
-      return QuantMatVecGroup<gguf::TensorType::kQ4_K>(g), true;
-    case gguf::TensorType::kQ5_K:
-      return QuantMatVecGroup<gguf::TensorType::kQ5_K>(g), true;
-    case gguf::TensorType::kQ6_K:
-      return QuantMatVecGroup<gguf::TensorType::kQ6_K>(g), true;
-    default:
-      return false;
-  }
+  return WithIntegerType(g.ws[0]->type, [&]<gguf::TensorType kType>() { QuantMatVecGroup<kType>(g); });
 #else
   (void)g;
   return false;
@@ -600,19 +594,9 @@ HWY_EXPORT(MatMulTarget);
 HWY_EXPORT(DecodeRowImpl);
 
 namespace {
-// AVX512_VNNI: CPUID leaf 7 subleaf 0, ECX bit 11, on top of Highway's AVX3 (CPU and OS).
-bool DetectVnni() {
-#if (defined(__x86_64__) || defined(__i386__)) && (HWY_TARGETS & HWY_AVX3)
-  if ((hwy::SupportedTargets() & HWY_AVX3) == 0) return false;
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return false;
-  return (c >> 11) & 1u;
-#else
-  return false;
-#endif
-}
-// Detected once, before any test restricts Highway's targets.
-const bool vnni_here = DetectVnni();
+// Detected once (AVX512_VNNI: CPUID leaf 7 subleaf 0, ECX bit 11), before any test restricts
+// Highway's targets.
+const bool vnni_here = Avx3WithCpuidBit(7, 0, 2, 11);
 std::atomic<bool> vnni_on{vnni_here};
 }  // namespace
 

@@ -252,6 +252,8 @@ TEST_P(MatMulTargetTest, MatchesReference) {
       }
     }
   }
+  // Taller than one pass of the VNNI kernels' panels (4 MiB: 5280 rows of 576 columns).
+  CheckMatMul(TensorType::kQ8_0, {5400, 576}, 17, seed++, pool);
   // Float rows whose length is not a multiple of any vector width (the scalar tail).
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
     CheckMatMul(type, {5, 37}, 6, seed++, pool);
