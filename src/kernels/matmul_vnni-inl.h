@@ -55,12 +55,11 @@ using gguf::TensorType;
 #define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 
 constexpr int kPanelRows = 16;
-constexpr int64_t kQK = 32;
+using matmul::kQK;
 
 // Formats whose blocks carry a min (x = q d + m), added as mw * s.
 template <TensorType kType>
-constexpr bool kHasMin = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1 ||
-                         kType == TensorType::kQ4_K || kType == TensorType::kQ5_K;
+constexpr bool kHasMin = matmul::kWithMin<kType> || kType == TensorType::kQ4_K || kType == TensorType::kQ5_K;
 // Formats with a scale per 16 values (Q6_K): each half of a 32-value block has its own dw.
 template <TensorType kType>
 constexpr bool kHalves = kType == TensorType::kQ6_K;
@@ -72,8 +71,6 @@ constexpr int32_t kCentre = kType == TensorType::kQ4_0   ? 8
                             : kType == TensorType::kQ8_0 ? 128
                                                          : 0;
 
-inline float Half(const uint8_t* p) { return HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))); }
-
 // Block b (32 values) of a row: unsigned quants u in value order, the scales of its two halves
 // d[0], d[1] (equal but for Q6_K) and its min *m (0 without).
 template <TensorType kType>
@@ -82,7 +79,7 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
   if constexpr (kType == TensorType::kQ6_K) {  // value 32 s + l of half h: see kquants.h
     const uint8_t* blk = row + (b / 8) * kquants::kQ6KBytes;
     const int h = static_cast<int>(b % 8) / 4, s = static_cast<int>(b % 4);
-    const float scale = Half(blk + 208);
+    const float scale = kq::HalfAt(blk + 208);
     const auto* sc = reinterpret_cast<const int8_t*>(blk + 192) + 8 * h + 2 * s;
     d[0] = scale * static_cast<float>(sc[0]);
     d[1] = scale * static_cast<float>(sc[1]);
@@ -92,8 +89,8 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
       u[l] = static_cast<uint8_t>(((ql[l] >> (4 * (s / 2))) & 15) | (((qh[l] >> (2 * s)) & 3) << 4));
     return;
   } else if constexpr (kType == TensorType::kQ8_0) {
-    const uint8_t* blk = row + b * 34;
-    d[0] = Half(blk);
+    const uint8_t* blk = row + b * matmul::BlockBytes<kType>();
+    d[0] = kq::HalfAt(blk);
     for (int c = 0; c < 32; ++c) u[c] = static_cast<uint8_t>(blk[2 + c] ^ 0x80);  // q + 128
   } else if constexpr (kType == TensorType::kQ4_K || kType == TensorType::kQ5_K) {
     constexpr bool five = kType == TensorType::kQ5_K;
@@ -101,8 +98,8 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     const int j = static_cast<int>(b % 8), g = j / 2, h = j % 2;
     float sc, mn;
     kq::ScaleMin(blk + 4, j, &sc, &mn);
-    d[0] = Half(blk) * sc;
-    *m = -Half(blk + 2) * mn;
+    d[0] = kq::HalfAt(blk) * sc;
+    *m = -kq::HalfAt(blk + 2) * mn;
     const uint8_t* qs = blk + (five ? 48 : 16) + 32 * g;
     for (int l = 0; l < 32; ++l) {
       uint8_t q = static_cast<uint8_t>((qs[l] >> (4 * h)) & 15);
@@ -110,15 +107,12 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
       u[l] = q;
     }
   } else {  // Q4_0, Q4_1, Q5_0, Q5_1: [d][m][fifth bits] nibbles
-    constexpr bool with_min = kType == TensorType::kQ4_1 || kType == TensorType::kQ5_1;
-    constexpr bool five = kType == TensorType::kQ5_0 || kType == TensorType::kQ5_1;
-    constexpr int64_t bytes = 2 + (with_min ? 2 : 0) + (five ? 4 : 0) + 16;
-    const uint8_t* blk = row + b * bytes;
-    d[0] = Half(blk);
-    if constexpr (with_min) *m = Half(blk + 2);
+    const uint8_t* blk = row + b * matmul::BlockBytes<kType>();
+    d[0] = kq::HalfAt(blk);
+    if constexpr (matmul::kWithMin<kType>) *m = kq::HalfAt(blk + 2);
     uint32_t high = 0;
-    if constexpr (five) std::memcpy(&high, blk + (with_min ? 4 : 2), 4);
-    const uint8_t* qs = blk + bytes - 16;
+    if constexpr (matmul::kFiveBit<kType>) std::memcpy(&high, blk + matmul::HighBitsOffset<kType>(), 4);
+    const uint8_t* qs = blk + matmul::QuantOffset<kType>();
     for (int c = 0; c < 16; ++c) {
       u[c] = static_cast<uint8_t>((qs[c] & 15) | (((high >> c) & 1) << 4));
       u[c + 16] = static_cast<uint8_t>((qs[c] >> 4) | (((high >> (c + 16)) & 1) << 4));

@@ -145,6 +145,34 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
   return quant + 2 * (nb + 16) * kEps * magnitude;
 }
 
+// |offset| of 32-value block b of a row: x = q d + offset (Q4_1, Q5_1: m; Q4_K, Q5_K: -dmin m_j),
+// or the centre's q d - centre d (Q4_0: 8 d, Q5_0: 16 d, Q8_0: none).
+double BlockOffset(TensorType type, const uint8_t* row, int64_t b) {
+  const auto half = [](const uint8_t* p) {
+    return std::fabs(HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))));
+  };
+  switch (type) {
+    case TensorType::kQ4_0:
+      return 8 * half(row + b * 18);
+    case TensorType::kQ5_0:
+      return 16 * half(row + b * 22);
+    case TensorType::kQ4_1:
+      return half(row + b * 20 + 2);
+    case TensorType::kQ5_1:
+      return half(row + b * 24 + 2);
+    case TensorType::kQ4_K:
+    case TensorType::kQ5_K: {
+      const uint8_t* blk = row + (b / 8) * (type == TensorType::kQ4_K ? 144 : 176);
+      const int j = static_cast<int>(b % 8);
+      const uint8_t* sc = blk + 4;
+      const int m = j < 4 ? (sc[j + 4] & 63) : ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
+      return half(blk + 2) * m;
+    }
+    default:
+      return 0.0;
+  }
+}
+
 // K formats with 8-bit activations (Q4_K's matrix-vector path on x86, all three in the VNNI
 // kernels for n > 1): the quantization term as above, and float rounding over terms of magnitude
 // (|w| + 2 |dmin m_j|) (amax_x + d_x / 2), since the kernel adds d sc_j q (up to |w| + |dmin m_j|)
@@ -153,16 +181,9 @@ double QuantizedBound(TensorType type, const uint8_t* wrow, const float* wdeq, c
 // taken out in integers).
 double KBound(TensorType type, const uint8_t* wrow, const float* wdeq, const float* x, int64_t cols) {
   const int64_t nb = cols / 32;
-  const int64_t block_bytes = type == TensorType::kQ4_K ? 144 : type == TensorType::kQ5_K ? 176 : 210;
   double quant = 0.0, magnitude = 0.0;
   for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* blk = wrow + (b / 8) * block_bytes;
-    const int j = static_cast<int>(b % 8);
-    const uint8_t* s = blk + 4;
-    const int m = j < 4 ? (s[j + 4] & 63) : ((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
-    const double bj = type == TensorType::kQ6_K
-                          ? 0.0
-                          : std::fabs(HalfToFloat(static_cast<uint16_t>(blk[2] | (blk[3] << 8)))) * m;
+    const double bj = BlockOffset(type, wrow, b);  // |dmin m_j|; 0 for Q6_K
     const BlockTerms t = ActivationBlock(wdeq, x, b);
     quant += t.quant;
     magnitude += (t.wabs + 64 * bj) * (t.amax + t.dx / 2);
@@ -257,34 +278,6 @@ TEST_P(MatMulTargetTest, MatchesReference) {
   // Float rows whose length is not a multiple of any vector width (the scalar tail).
   for (TensorType type : {TensorType::kF32, TensorType::kF16, TensorType::kBF16}) {
     CheckMatMul(type, {5, 37}, 6, seed++, pool);
-  }
-}
-
-// |offset| of 32-value block b of a row: x = q d + offset (Q4_1, Q5_1: m; Q4_K, Q5_K: -dmin m_j),
-// or the centre's q d - centre d (Q4_0: 8 d, Q5_0: 16 d, Q8_0: none).
-double BlockOffset(TensorType type, const uint8_t* row, int64_t b) {
-  const auto half = [](const uint8_t* p) {
-    return std::fabs(HalfToFloat(static_cast<uint16_t>(p[0] | (p[1] << 8))));
-  };
-  switch (type) {
-    case TensorType::kQ4_0:
-      return 8 * half(row + b * 18);
-    case TensorType::kQ5_0:
-      return 16 * half(row + b * 22);
-    case TensorType::kQ4_1:
-      return half(row + b * 20 + 2);
-    case TensorType::kQ5_1:
-      return half(row + b * 24 + 2);
-    case TensorType::kQ4_K:
-    case TensorType::kQ5_K: {
-      const uint8_t* blk = row + (b / 8) * (type == TensorType::kQ4_K ? 144 : 176);
-      const int j = static_cast<int>(b % 8);
-      const uint8_t* sc = blk + 4;
-      const int m = j < 4 ? (sc[j + 4] & 63) : ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4));
-      return half(blk + 2) * m;
-    }
-    default:
-      return 0.0;
   }
 }
 
