@@ -140,6 +140,8 @@ def main() -> None:
     ap.add_argument("--live-tokens", type=int, default=64, help="greedy tokens compared live (0 = skip)")
     ap.add_argument("--kv-type", default="f16", choices=["f16", "bf16", "f32"],
                     help="attn's KV cache storage (llama.cpp's is f16, its default)")
+    ap.add_argument("--attn-simd-target", default="",
+                    help="run attn on this SIMD target (e.g. AVX2: what a CPU without AVX-512 gets; default the best)")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
     ap.add_argument("--llama-child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--prompt-file", help=argparse.SUPPRESS)
@@ -158,7 +160,8 @@ def main() -> None:
     spec_path = None
     for r in range(args.rounds):
         j, rss = run_child([ATTN, "bench", "--json", "-p", str(args.prompt_tokens), "-n", str(args.gen_tokens),
-                            "-r", str(args.repeats), "--kv-type", args.kv_type, *common])
+                            "-r", str(args.repeats), "--kv-type", args.kv_type, *common,
+                            *(["--simd-target", args.attn_simd_target] if args.attn_simd_target else [])])
         attn_runs.append((j, rss))
         print(f"[round {r + 1}] attn   pp {j['pp_median']:.1f}  tg {j['tg_median']:.1f} tokens/s  peak {rss:.0f} MB",
               file=sys.stderr)
@@ -188,7 +191,8 @@ def main() -> None:
         f"Model `{os.path.basename(args.model)}`, {args.threads} threads, {machine()}, {date}; "
         f"llama-cpp-python {llama_runs[0][0]['version']}. Command: `{cmd}`. Medians of "
         f"{args.rounds} x {args.repeats} runs; peak memory = max RSS of the engine's process. KV cache: "
-        f"{args.kv_type} in attn, f16 in llama.cpp (its default).",
+        f"{args.kv_type} in attn, f16 in llama.cpp (its default). attn's SIMD target: "
+        f"{attn_runs[0][0]['simd_target']}.",
         "",
         "| measure | attn | llama.cpp | attn / llama.cpp |",
         "|---|---:|---:|---:|",

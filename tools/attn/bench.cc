@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/attention.h"
 #include "attn/commands.h"
 #include "attn/error.h"
 #include "attn/heads.h"
@@ -26,6 +27,7 @@ struct BenchArgs {
   bool json = false;
   bool head_stats = false;  // also time prompt processing with per-head statistics
   DType kv_dtype = DType::kF16;
+  std::string simd_target;  // empty = the best this CPU runs
 };
 
 // A fixed English text, cycled to the requested length so every run sees the same tokens.
@@ -42,6 +44,7 @@ double Median(std::vector<double> v) {
 }
 
 void RunBench(const BenchArgs& args) {
+  SetSimdTarget(args.simd_target);
   std::unique_ptr<Model> model = LoadModel(args.model);
   const ModelConfig& c = model->config();
   if (args.prompt_tokens + args.gen_tokens > c.context_length) {
@@ -94,6 +97,7 @@ void RunBench(const BenchArgs& args) {
                         {"threads", args.model.threads},
                         {"prompt_tokens", args.prompt_tokens},
                         {"kv_type", DTypeName(args.kv_dtype)},
+                        {"simd_target", CurrentSimdTarget()},
                         {"prompt_ids", prompt},
                         {"gen_tokens", args.gen_tokens},
                         {"repeats", args.repeats},
@@ -110,9 +114,9 @@ void RunBench(const BenchArgs& args) {
     return;
   }
   std::printf(
-      "%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; %s KV cache; peak RSS %.0f MB)\n",
+      "%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; %s KV cache; %s; peak RSS %.0f MB)\n",
       model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg), args.repeats,
-      DTypeName(args.kv_dtype), peak_mb);
+      DTypeName(args.kv_dtype), CurrentSimdTarget().c_str(), peak_mb);
   if (args.head_stats) {
     std::printf("  pp%d with head statistics: %.1f tokens/s (%.1f%% slower than plain)\n", args.prompt_tokens,
                 Median(pp_stats), 100.0 * (Median(pp) / Median(pp_stats) - 1.0));
@@ -135,6 +139,10 @@ void AddBenchCommand(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object");
   cmd->add_flag("--head-stats", args->head_stats,
                 "Also time prompt processing with per-head statistics (attn heads' scores)");
+  cmd->add_option(
+      "--simd-target", args->simd_target,
+      "Run on this SIMD target instead of the best one (AVX3_BF16, AVX3_VNNI, AVX3, AVX2, ...: what an "
+      "older CPU would get)");
   cmd->callback([args] { RunBench(*args); });
 }
 
