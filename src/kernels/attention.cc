@@ -61,7 +61,7 @@ void Attention(const TensorView& q, const TensorView& k, const TensorView& v, co
   }
 }
 
-// The VNNI integer matrix products (kernels/matmul_vnni-inl.h) on top of Highway's AVX3, where
+// The VNNI integer matrix products (kernels/matmul_panel-inl.h) on top of Highway's AVX3, where
 // CPUID reports AVX512_VNNI. kBf16DotTarget, the default where both exist, has them too.
 constexpr char kVnniTarget[] = "AVX3_VNNI";
 

@@ -2,8 +2,8 @@
 // "K" formats, super-blocks of 256 values with 8 or 16 sub-block scales, and the 5-bit 32-value
 // formats those files fall back to for rows whose length is not a multiple of 256, which the
 // integer kernels of matmul-inl.h take like Q4_0 / Q4_1 (a fifth bit per value). Products with
-// more than one x row run the K formats in the VNNI integer kernels (matmul_vnni-inl.h) where the
-// CPU has them, matrix-vector products in integer kernels on x86 (matmul.cc); otherwise rows are
+// more than one x row run the K formats in the panel integer kernels (matmul_panel-inl.h: AVX-512
+// with VNNI, AVX2), matrix-vector products in integer kernels on x86 (matmul.cc); otherwise rows are
 // decoded to float32 before the float32 product. The decoders (kquants-inl.h, compiled per SIMD
 // target) serve those and DequantizeRow for all five.
 //

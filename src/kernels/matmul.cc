@@ -27,7 +27,7 @@
 #include "hwy/highway.h"
 #include "kernels/kquants-inl.h"
 #include "kernels/matmul-inl.h"
-#include "kernels/matmul_vnni-inl.h"
+#include "kernels/matmul_panel-inl.h"
 
 #ifndef ATTN_KERNELS_MATMUL_CALL_DEFINED_
 #define ATTN_KERNELS_MATMUL_CALL_DEFINED_
@@ -180,7 +180,7 @@ void QuantizeRowsImpl(const float* x, int64_t n, int64_t ldx, int64_t cols, int8
 
 // The rows of x quantized once per call (quantize.h), on the pool for more than a few rows:
 // q [n][cols], d and s [n][nbp] (zero past the nb blocks), and, with_start, c [n][nbp][2] =
-// -centre * the sum of q over each half block (the VNNI kernels' integer start).
+// -centre * the sum of q over each half block (the panel kernels' integer start).
 struct QuantizedX {
   int8_t* q;
   float *d, *s;
@@ -292,7 +292,7 @@ void FloatMatMul(const MatMulCall& c) {
 }
 
 // Weights in the K formats of kquants.h (Q4_K, Q5_K, Q6_K) where no integer kernel takes them
-// (targets without the x86 integer kernels; n > 1 without VNNI): each task decodes its rows to
+// (targets without the x86 integer kernels; n > 1 on AVX-512 without VNNI): each task decodes its rows to
 // float32 once and runs the float32 tiles on them.
 thread_local std::vector<float> tls_rows;
 void DecodedMatMul(const MatMulCall& c) {
@@ -319,9 +319,9 @@ void DecodedMatMul(const MatMulCall& c) {
   });
 }
 
-#if ATTN_MATMUL_VNNI
-// n > 1 with AVX512_VNNI (matmul_vnni-inl.h): x quantized once, then W in passes of at most
-// kPanelPassBytes of panels (1.4 bytes per weight): each pass rebuilds its rows into panels of 16
+#if ATTN_MATMUL_PANELS
+// n > 1 on AVX-512 with AVX512_VNNI and on AVX2 (matmul_panel-inl.h): x quantized once, then W in passes of
+// at most kPanelPassBytes of panels (1.4 bytes per weight): each pass rebuilds its rows into panels of 16
 // (parallel over panels), then runs tasks of (panel, chunk of x rows). The passes bound the
 // scratch memory: the 49152 x 576 output matrix of SmolLM2 in one pass would take 39 MB, a
 // 128256 x 2048 one 360 MB.
@@ -329,46 +329,52 @@ thread_local GrowBuffer<uint8_t> tls_panels;  // the calling thread's panels, re
 constexpr size_t kPanelPassBytes = size_t{4} << 20;
 
 template <gguf::TensorType kType>
-void VnniMatMul(const MatMulCall& c) {
+void PanelMatMul(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
   const int64_t K = w.cols, nb = K / kQK, n = c.n;
   const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
-  const QuantizedX qx = QuantizeX(c, nbp, true, vnni::kCentre<kType>);
-  const vnni::XRows xr{qx.q, qx.d, qx.s, qx.c, K, nbp};
+  const QuantizedX qx = QuantizeX(c, nbp, true, panel::kCentre<kType>);
+  const panel::XRows xr{qx.q, qx.d, qx.s, qx.c, K, nbp};
 
-  const int64_t n_panels = CeilDiv(w.rows, vnni::kPanelRows);
-  const size_t panel_bytes = vnni::PanelBytes(nb);
+  const int64_t n_panels = CeilDiv(w.rows, panel::kPanelRows);
+  const size_t panel_bytes = panel::PanelBytes(nb);
   const int64_t pass_panels =
       std::clamp<int64_t>(static_cast<int64_t>(kPanelPassBytes / panel_bytes), 1, n_panels);
   uint8_t* panels = tls_panels.Get(static_cast<size_t>(pass_panels) * panel_bytes);
   const auto panel_rows = [&](int64_t p) {
-    return static_cast<int>(std::min<int64_t>(vnni::kPanelRows, w.rows - p * vnni::kPanelRows));
+    return static_cast<int>(std::min<int64_t>(panel::kPanelRows, w.rows - p * panel::kPanelRows));
   };
   const int64_t n_x_tasks = CeilDiv(n, kChunkX);
   for (int64_t p0 = 0; p0 < n_panels; p0 += pass_panels) {
     const int64_t count = std::min(pass_panels, n_panels - p0);
     c.pool->Run(count, c.threads, [&](int64_t k, int) {
       const int64_t p = p0 + k;
-      vnni::BuildPanel<kType>(w.data + static_cast<size_t>(p * vnni::kPanelRows) * w.row_bytes, w.row_bytes,
-                              panel_rows(p), nb,
-                              vnni::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb));
+      panel::BuildPanel<kType>(w.data + static_cast<size_t>(p * panel::kPanelRows) * w.row_bytes, w.row_bytes,
+                               panel_rows(p), nb,
+                               panel::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb));
     });
     c.pool->Run(count * n_x_tasks, c.threads, [&](int64_t task, int) {
       const int64_t k = task / n_x_tasks, p = p0 + k, i_begin = task % n_x_tasks * kChunkX;
       const int64_t i_end = std::min(n, i_begin + kChunkX);
-      const vnni::Panel panel = vnni::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb);
-      vnni::PanelRows<vnni::kHasMin<kType>, vnni::kHalves<kType>>(
-          panel, nb, xr, i_begin, i_end, panel_rows(p), c.y + p * vnni::kPanelRows, c.ldy);
+      const panel::Panel panel = panel::PanelAt(panels + static_cast<size_t>(k) * panel_bytes, nb);
+      panel::PanelRows<kType>(panel, nb, xr, i_begin, i_end, panel_rows(p), c.y + p * panel::kPanelRows,
+                              c.ldy);
     });
   }
 }
 
-// True when the VNNI kernels took the product.
-bool VnniMatMulIfEnabled(const MatMulCall& c) {
-  if (c.n <= 1 || !VnniEnabled()) return false;
-  return WithIntegerType(c.w->type, [&]<gguf::TensorType kType>() { VnniMatMul<kType>(c); });
+// True when the panel kernels took the product.
+bool PanelMatMulIfTaken(const MatMulCall& c) {
+  if (c.n <= 1) return false;
+  bool taken = false;
+  WithIntegerType(c.w->type, [&]<gguf::TensorType kType>() {
+    if constexpr (panel::kTakes<kType>) {
+      if ((taken = panel::Enabled())) PanelMatMul<kType>(c);
+    }
+  });
+  return taken;
 }
-#endif  // ATTN_MATMUL_VNNI
+#endif  // ATTN_MATMUL_PANELS
 
 }  // namespace
 
@@ -537,8 +543,8 @@ void MatMulImpl(const MatMulCall& call) {
     const MatMulGroupCall g{&c.w, &c.y, 1, c.x, c.pool, c.threads};
     if (MatVecGroupImpl(g)) return;
   }
-#if ATTN_MATMUL_VNNI
-  if (VnniMatMulIfEnabled(c)) return;
+#if ATTN_MATMUL_PANELS
+  if (PanelMatMulIfTaken(c)) return;
 #endif
   switch (c.w->type) {
     case gguf::TensorType::kF32:
@@ -571,7 +577,7 @@ void QuantizeRows(const float* x, int64_t n, int64_t ldx, int64_t cols, int8_t* 
 }
 
 const char* MatMulTarget() {
-#if ATTN_MATMUL_VNNI
+#if ATTN_MATMUL_PANELS && HWY_TARGET <= HWY_AVX3
   if (VnniEnabled()) return "AVX3_VNNI";
 #endif
   return hwy::TargetName(HWY_TARGET);

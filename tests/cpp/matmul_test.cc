@@ -287,7 +287,25 @@ TEST_P(MatMulTargetTest, MatchesReference) {
 // kernels run), only float rounding remains: the dequantization's (one rounding of q d + m per
 // value), the kernels' scale products and sums (as in QuantizedBound), and the rounding of the
 // block sums s that the min formats use. This sees errors far below the quantization bound of
-// MatchesReference, such as a wrong centre.
+// MatchesReference, such as a wrong centre. The extreme rounds put every quant at its largest
+// (Q8_0: 127) and every x at 1 (all qx = 127): the largest partial sums any kernel adds in 8 or 16
+// bits (AVX2's vpmaddubsw pairs and their 16-bit sums), where an overflow or a saturation shows.
+void MakeExtreme(TensorType type, std::vector<uint8_t>& data, size_t row_bytes, int64_t cols) {
+  const int64_t nblk = cols / BlockSize(type);
+  const size_t block_bytes = row_bytes / static_cast<size_t>(nblk);
+  // The f16 scale fields keep their random values: [first, last) bytes of each block.
+  size_t first = 0, last = 2;
+  if (type == TensorType::kQ4_1 || type == TensorType::kQ5_1 || type == TensorType::kQ4_K ||
+      type == TensorType::kQ5_K)
+    last = 4;
+  if (type == TensorType::kQ6_K) first = 208, last = 210;
+  const uint8_t top = type == TensorType::kQ8_0 ? 0x7F : 0xFF;
+  for (size_t blk = 0; blk < data.size() / block_bytes; ++blk) {
+    for (size_t j = 0; j < block_bytes; ++j)
+      if (j < first || j >= last) data[blk * block_bytes + j] = top;
+  }
+}
+
 TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
   ThreadPool pool(2);
   const std::string target = GetParam();
@@ -295,53 +313,59 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
   uint32_t seed = 500;
   const TensorType types[] = {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
                               TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
-  for (TensorType type : types) {
-    for (int64_t n : {1, 3, 9, 70}) {
-      // K formats run on 8-bit activations in the x86 matrix-vector kernels and in VNNI's.
-      const bool k_type = BlockSize(type) == 256;
-      if (k_type && !(target == "AVX3_VNNI" && n > 1) && !(n == 1 && x86_int8)) continue;
-      const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
-      SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n));
-      std::mt19937 rng(seed++);
-      const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
-      const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
-      std::vector<float> x(n * cols);
-      std::normal_distribution<float> normal(0.0f, 1.0f);
-      for (float& v : x) v = normal(rng);
-      std::vector<float> y(n * rows);
-      MatMul(w, x.data(), n, cols, y.data(), rows, pool);
-      std::vector<int8_t> q(n * cols);
-      std::vector<float> d(n * nb), sums(n * nb);
-      QuantizeRowsQ8(x.data(), n, cols, cols, q.data(), d.data(), sums.data());
-      std::vector<float> wdeq(cols);
-      int failures = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        DequantizeRow(type, data.data() + r * w.row_bytes, wdeq.data(), cols);
-        for (int64_t i = 0; i < n; ++i) {
-          double expected = 0.0, magnitude = 0.0;
-          for (int64_t b = 0; b < nb; ++b) {
-            double dot = 0.0, mag = 0.0;
-            for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
-              dot += static_cast<double>(wdeq[c]) * q[i * cols + c];
-              mag += std::fabs(static_cast<double>(wdeq[c]) * q[i * cols + c]);
+  for (const bool extreme : {false, true}) {
+    for (TensorType type : types) {
+      for (int64_t n : {1, 3, 9, 70}) {
+        // K formats run on 8-bit activations in the x86 matrix-vector kernels and in the panel
+        // kernels (AVX3_VNNI, AVX2); elsewhere they are decoded to float32.
+        const bool k_type = BlockSize(type) == 256;
+        const bool k_integer = n == 1 ? x86_int8 : (target == "AVX3_VNNI" || target == "AVX2");
+        if (k_type && !k_integer) continue;
+        const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
+        SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n) +
+                     (extreme ? " extreme" : ""));
+        std::mt19937 rng(seed++);
+        std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
+        if (extreme) MakeExtreme(type, data, RowBytes(type, cols), cols);
+        const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
+        std::vector<float> x(n * cols);
+        std::normal_distribution<float> normal(0.0f, 1.0f);
+        for (float& v : x) v = extreme ? 1.0f : normal(rng);
+        std::vector<float> y(n * rows);
+        MatMul(w, x.data(), n, cols, y.data(), rows, pool);
+        std::vector<int8_t> q(n * cols);
+        std::vector<float> d(n * nb), sums(n * nb);
+        QuantizeRowsQ8(x.data(), n, cols, cols, q.data(), d.data(), sums.data());
+        std::vector<float> wdeq(cols);
+        int failures = 0;
+        for (int64_t r = 0; r < rows; ++r) {
+          DequantizeRow(type, data.data() + r * w.row_bytes, wdeq.data(), cols);
+          for (int64_t i = 0; i < n; ++i) {
+            double expected = 0.0, magnitude = 0.0;
+            for (int64_t b = 0; b < nb; ++b) {
+              double dot = 0.0, mag = 0.0;
+              for (int64_t c = b * 32; c < b * 32 + 32; ++c) {
+                dot += static_cast<double>(wdeq[c]) * q[i * cols + c];
+                mag += std::fabs(static_cast<double>(wdeq[c]) * q[i * cols + c]);
+              }
+              expected += d[i * nb + b] * dot;
+              // The kernels' terms: up to |w| + |offset| per value, and the offset once more.
+              const double offset = BlockOffset(type, data.data() + r * w.row_bytes, b);
+              double qabs = 0.0;
+              for (int64_t c = b * 32; c < b * 32 + 32; ++c) qabs += std::abs(q[i * cols + c]);
+              magnitude += d[i * nb + b] * (mag + 2 * offset * qabs);
             }
-            expected += d[i * nb + b] * dot;
-            // The kernels' terms: up to |w| + |offset| per value, and the offset once more.
-            const double offset = BlockOffset(type, data.data() + r * w.row_bytes, b);
-            double qabs = 0.0;
-            for (int64_t c = b * 32; c < b * 32 + 32; ++c) qabs += std::abs(q[i * cols + c]);
-            magnitude += d[i * nb + b] * (mag + 2 * offset * qabs);
-          }
-          const double bound = 2 * (2 * nb + 34) * kEps * magnitude;
-          const double err = std::fabs(y[i * rows + r] - expected);
-          if (!(err <= bound) && ++failures <= 5) {
-            ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * rows + r] << ", expected " << expected
-                          << ", error " << err << " > bound " << bound;
+            const double bound = 2 * (2 * nb + 34) * kEps * magnitude;
+            const double err = std::fabs(y[i * rows + r] - expected);
+            if (!(err <= bound) && ++failures <= 5) {
+              ADD_FAILURE() << "y[" << i << ", " << r << "] = " << y[i * rows + r] << ", expected "
+                            << expected << ", error " << err << " > bound " << bound;
+            }
           }
         }
+        EXPECT_EQ(failures, 0);
+        if (HasFailure()) return;
       }
-      EXPECT_EQ(failures, 0);
-      if (HasFailure()) return;
     }
   }
 }

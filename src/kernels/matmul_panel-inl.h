@@ -1,16 +1,23 @@
-// AVX512_VNNI matrix products for the integer block formats, n > 1 (prompt processing), on the
-// AVX-512 target (included once per Highway target by matmul.cc, after kquants-inl.h and
-// matmul-inl.h; empty on other targets).
+// Panel matrix products for the integer block formats, n > 1 (prompt processing), on the x86
+// targets (included once per Highway target by matmul.cc, after kquants-inl.h and matmul-inl.h;
+// empty on other targets).
 //
-// Panels of 16 weight rows: one 512-bit register holds the same four values of one 32-value block
-// of 16 rows (lane r = row r), so that vpdpbusd against those four activation bytes broadcast to
-// every lane adds 16 rows' partial dot products at once, and 8 of them cover the block:
+// Panels of 16 weight rows: 16 consecutive u32 hold the same four values of one 32-value block of
+// 16 rows (lane r = row r), so that one multiply of four activation bytes broadcast to every lane
+// adds the partial dot products of all those rows at once, and 8 of them cover the block:
 //   panel q [nb][8][16] u32: lane r of vector (b, k) = u[4k .. 4k + 3] of row r's block b,
-// u the block's quants made unsigned (vpdpbusd takes u8 x s8): as they are for Q4 (0..15), Q5
-// (0..31) and Q6_K (0..63), Q8_0 as q + 128. Per block and row: dw (the scale) and mw (the min, for formats
-// with one). One output row of x then costs per block 8 vpdpbusd, a conversion and two FMAs for 16 rows x 32
-// values, against 16 x 4-6 instructions of the AVX2 kernel (TileQ), and lands in lanes that are the output's
-// consecutive columns: no horizontal sums.
+// u the block's quants made unsigned (the x86 byte products take u8 x s8): as they are for Q4
+// (0..15), Q5 (0..31) and Q6_K (0..63), Q8_0 as q + 128. Per block and row: dw (the scale) and mw
+// (the min, for formats with one). Results land in lanes that are the output's consecutive
+// columns: no horizontal sums.
+//   AVX-512 with AVX512_VNNI: one vpdpbusd (u8 x s8 -> s32, four products per lane) with the x
+//   bytes broadcast from memory serves the 16 rows: per block and x row 8 vpdpbusd, a conversion
+//   and two FMAs for 16 rows x 32 values, against 16 x 4-6 instructions of the tiles of
+//   matmul-inl.h (TileQ).
+//   AVX2: two 8-row halves of the panel, vpmaddubsw (u8 x s8 pairs -> s16) on the x bytes
+//   broadcast, several of those added in 16 bits as far as they cannot overflow (kSum16), then
+//   vpmaddwd by 1 into 32 bits. vpmaddubsw saturates a pair above 32767, which 255 x 127 x 2 is:
+//   Q8_0 (u up to 255) stays on TileQ there.
 //
 // Exactness: the centre of unsigned formats (8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 128 for Q8_0)
 // is taken out in integers: the dot of each half block starts from -centre * its sum of qx instead
@@ -21,11 +28,11 @@
 // chunk of x rows. K formats go through the same kernel: each 32-value sub-block of Q4_K / Q5_K is
 // a block with dw = d sc_j and mw = -dmin m_j; Q6_K's 32 values have a scale d sc per half and
 // the centre 32.
-#if defined(ATTN_KERNELS_MATMUL_VNNI_INL_H_) == defined(HWY_TARGET_TOGGLE)
-#ifdef ATTN_KERNELS_MATMUL_VNNI_INL_H_
-#undef ATTN_KERNELS_MATMUL_VNNI_INL_H_
+#if defined(ATTN_KERNELS_MATMUL_PANEL_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ATTN_KERNELS_MATMUL_PANEL_INL_H_
+#undef ATTN_KERNELS_MATMUL_PANEL_INL_H_
 #else
-#define ATTN_KERNELS_MATMUL_VNNI_INL_H_
+#define ATTN_KERNELS_MATMUL_PANEL_INL_H_
 #endif
 
 #include <cstdint>
@@ -35,24 +42,20 @@
 #include "format/gguf.h"
 #include "hwy/highway.h"
 #include "kernels/kquants.h"
+#include "kernels/matmul.h"
 
-#undef ATTN_MATMUL_VNNI
-#if HWY_ARCH_X86 && HWY_TARGET <= HWY_AVX3
-#define ATTN_MATMUL_VNNI 1
+#undef ATTN_MATMUL_PANELS
+#if HWY_ARCH_X86 && (HWY_TARGET <= HWY_AVX3 || HWY_TARGET == HWY_AVX2)
+#define ATTN_MATMUL_PANELS 1
 #include <immintrin.h>
 #else
-#define ATTN_MATMUL_VNNI 0
+#define ATTN_MATMUL_PANELS 0
 #endif
 
-#if ATTN_MATMUL_VNNI
+#if ATTN_MATMUL_PANELS
 HWY_BEFORE_NAMESPACE();
-namespace attn::kernels::HWY_NAMESPACE::vnni {
+namespace attn::kernels::HWY_NAMESPACE::panel {
 using gguf::TensorType;
-
-// Functions marked ATTN_VNNI_FN add AVX512_VNNI to the target's instruction set: they may run
-// only where CPUID reports it (kernels::VnniEnabled()).
-#undef ATTN_VNNI_FN
-#define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 
 constexpr int kPanelRows = 16;
 using matmul::kQK;
@@ -162,6 +165,17 @@ struct XRows {
   int64_t cols, ldd;
 };
 
+#if HWY_TARGET <= HWY_AVX3
+// Functions marked ATTN_VNNI_FN add AVX512_VNNI to the target's instruction set: they may run
+// only where CPUID reports it (kernels::VnniEnabled()).
+#undef ATTN_VNNI_FN
+#define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
+
+// Whether the panels may take products of this type on this target, and whether they do now.
+template <TensorType kType>
+constexpr bool kTakes = true;
+inline bool Enabled() { return VnniEnabled(); }
+
 // acc += the 16-lane vpdpbusd of w (u8) with the four int8 at p broadcast to every lane, the
 // broadcast folded into the instruction's memory operand ({1to16}: one instruction where GCC 12
 // emits a separate vpbroadcastd for _mm512_set1_epi32).
@@ -215,17 +229,109 @@ ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& 
 // n = 512, alternating builds, 2026-12-03: 8 rows 216-317, 6 rows 198-277, 4 rows 196-258; the
 // kernel called per tile rather than per chunk 195-242).
 constexpr int kPanelTileCols = 8;
-template <bool kMin, bool kHalf>
+template <TensorType kType>
 ATTN_VNNI_FN HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows& x, int64_t i0, int64_t i1,
                                          int rows, float* HWY_RESTRICT y, int64_t ldy) {
+  constexpr bool kMin = kHasMin<kType>, kHalf = kHalves<kType>;
   int64_t i = i0;
   for (; i + kPanelTileCols <= i1; i += kPanelTileCols)
     PanelTile<kMin, kHalf, kPanelTileCols>(p, nb, x, i, rows, y, ldy);
   for (; i < i1; ++i) PanelTile<kMin, kHalf, 1>(p, nb, x, i, rows, y, ldy);
 }
 
-}  // namespace attn::kernels::HWY_NAMESPACE::vnni
-HWY_AFTER_NAMESPACE();
-#endif  // ATTN_MATMUL_VNNI
+#else   // AVX2
+// vpmaddubsw outputs of one weight type that may be added in 16 bits: each lane is at most
+// 2 x umax x 127 in magnitude (x in [-127, 127], quantize.h). Q4: 8, Q5: 4, Q6_K: 2, Q8_0: 0.
+template <TensorType kType>
+constexpr int kUnsignedMax = kType == TensorType::kQ8_0                              ? 255
+                             : kType == TensorType::kQ6_K                            ? 63
+                             : matmul::kFiveBit<kType> || kType == TensorType::kQ5_K ? 31
+                                                                                     : 15;
+template <TensorType kType>
+constexpr int kSum16 = 32767 / (2 * kUnsignedMax<kType> * 127);
 
-#endif  // ATTN_KERNELS_MATMUL_VNNI_INL_H_ toggle
+template <TensorType kType>
+constexpr bool kTakes = kSum16<kType> >= 1;
+inline bool Enabled() { return true; }
+
+// The 32-bit dot, from the integer start `start`, of kSteps groups of 4 x bytes (from xb) with
+// 8 rows of the panel (w: the vector of the first group, lanes from the 8 rows' first).
+template <TensorType kType, int kSteps>
+HWY_INLINE __m256i Dot(const uint32_t* HWY_RESTRICT w, const int8_t* xb, int32_t start) {
+  constexpr int kGroup = kSum16<kType> < kSteps ? kSum16<kType> : kSteps;
+  static_assert(kGroup >= 1, "vpmaddubsw saturates on this type (kTakes keeps it out)");
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i dot = _mm256_set1_epi32(start);
+  for (int k0 = 0; k0 < kSteps; k0 += kGroup) {
+    __m256i sum16 = _mm256_setzero_si256();
+    for (int k = k0; k < k0 + kGroup; ++k) {
+      int32_t x4;
+      std::memcpy(&x4, xb + 4 * k, 4);
+      const __m256i wk = _mm256_load_si256(reinterpret_cast<const __m256i*>(w + k * kPanelRows));
+      sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(wk, _mm256_set1_epi32(x4)));
+    }
+    dot = _mm256_add_epi32(dot, _mm256_madd_epi16(sum16, ones));
+  }
+  return dot;
+}
+
+// C rows of x (from row i of `x`) against the 8 panel rows from lane g: y[i * ldy + g + r] for
+// r < rows (<= 8).
+template <TensorType kType, int C>
+HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i, int g, int rows,
+                          float* HWY_RESTRICT y, int64_t ldy) {
+  __m256 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  const int8_t* xq = x.xq + i * x.cols;
+  const float* xd = x.xd + i * x.ldd;
+  const float* xs = x.xs + i * x.ldd;
+  const int32_t* xc = x.xc + 2 * i * x.ldd;
+  _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
+    const uint32_t* w = p.q + b * 8 * kPanelRows + g;
+    const __m256 dw0 = _mm256_load_ps(p.dw + 2 * b * kPanelRows + g);
+    for (int c = 0; c < C; ++c) {
+      const int8_t* xb = xq + c * x.cols + b * kQK;
+      const int32_t* start = xc + 2 * (c * x.ldd + b);
+      const __m256 d = _mm256_set1_ps(xd[c * x.ldd + b]);
+      if constexpr (kHalves<kType>) {
+        const __m256i dot0 = Dot<kType, 4>(w, xb, start[0]);
+        const __m256i dot1 = Dot<kType, 4>(w + 4 * kPanelRows, xb + 16, start[1]);
+        const __m256 dw1 = _mm256_load_ps(p.dw + (2 * b + 1) * kPanelRows + g);
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot0), _mm256_mul_ps(dw0, d), acc[c]);
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot1), _mm256_mul_ps(dw1, d), acc[c]);
+      } else {  // the whole block in one chain: Q4 formats sum all 8 products in 16 bits
+        const __m256i dot = Dot<kType, 8>(w, xb, start[0] + start[1]);
+        acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw0, d), acc[c]);
+      }
+      if constexpr (kHasMin<kType>) {
+        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + b * kPanelRows + g), _mm256_set1_ps(xs[c * x.ldd + b]),
+                                 acc[c]);
+      }
+    }
+  }
+  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rows), lane);
+  for (int c = 0; c < C; ++c) _mm256_maskstore_ps(y + (i + c) * ldy + g, mask, acc[c]);
+}
+
+// Rows [i0, i1) of x against one panel, each 8-row half of it in turn, kPanelTileCols rows of x
+// at a time (16 registers: 4 accumulators, 4 weight vectors of a half block and the temporaries).
+constexpr int kPanelTileCols = 4;
+template <TensorType kType>
+HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows& x, int64_t i0, int64_t i1, int rows,
+                            float* HWY_RESTRICT y, int64_t ldy) {
+  for (int g = 0; g < rows; g += 8) {
+    const int group_rows = rows - g < 8 ? rows - g : 8;
+    int64_t i = i0;
+    for (; i + kPanelTileCols <= i1; i += kPanelTileCols)
+      PanelTile<kType, kPanelTileCols>(p, nb, x, i, g, group_rows, y, ldy);
+    for (; i < i1; ++i) PanelTile<kType, 1>(p, nb, x, i, g, group_rows, y, ldy);
+  }
+}
+#endif  // HWY_TARGET
+
+}  // namespace attn::kernels::HWY_NAMESPACE::panel
+HWY_AFTER_NAMESPACE();
+#endif  // ATTN_MATMUL_PANELS
+
+#endif  // ATTN_KERNELS_MATMUL_PANEL_INL_H_ toggle
