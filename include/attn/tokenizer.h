@@ -74,12 +74,21 @@ class Tokenizer {
   struct Message {
     std::string role, content;
   };
-  // ChatML: "<|im_start|>" role "\n" content "<|im_end|>\n" per message, then "<|im_start|>assistant\n"
-  // when add_generation_prompt. When the file's template carries a default system message (SmolLM2's:
-  // "You are a helpful AI assistant named SmolLM, trained by Hugging Face") and the first message is not
-  // a system message, that message comes first, as the Jinja template renders it. Throws attn::Error
-  // when the file's template is not ChatML.
+  // The conversation in the chat format of the file's template, recognized by its markers as
+  // llama.cpp does (ChatML also when the file has none), rendered as llama.cpp's built-in formats:
+  //   chatml: "<|im_start|>" role "\n" content "<|im_end|>\n" per message, then "<|im_start|>assistant\n"
+  //     when add_generation_prompt. When the file's template carries a default system message
+  //     (SmolLM2's: "You are a helpful AI assistant named SmolLM, trained by Hugging Face") and the first
+  //     message is not a system message, that message comes first, as the Jinja template renders it.
+  //   llama3: "<|start_header_id|>" role "<|end_header_id|>\n\n" trimmed content "<|eot_id|>".
+  //   gemma: "<start_of_turn>" role "\n" trimmed content "<end_of_turn>\n", the assistant named
+  //     "model"; system messages (no such role) open the next user message, followed by "\n\n".
+  //   phi3: "<|" role "|>\n" content "<|end|>\n".
+  // (The BOS token, which these templates start with, is the tokenizer's to add.) Throws
+  // attn::Error when the template is of another format.
   std::string ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt) const;
+  // The recognized format: "chatml", "llama3", "gemma", "phi3", or "" for a template of another one.
+  const char* chat_format() const;
 
  private:
   Tokenizer() = default;  // only FromGGUF makes one (copies share the immutable vocabulary)

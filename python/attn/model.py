@@ -177,6 +177,12 @@ class Model:
         cache's storage, "f32" (exact, the default), "f16" (as generate() and llama.cpp) or "bf16"."""
         return self._m.logits(_token_list("logits", tokens), _threads(threads), _kv_dtype("logits", kv_type))
 
+    @property
+    def chat_format(self) -> str:
+        """The chat format the file's template is recognized as: "chatml", "llama3", "gemma",
+        "phi3", or "" for a template of another format (apply_chat_template then raises)."""
+        return self._m.chat_format
+
     def apply_chat_template(self, messages: Sequence[tuple[str, str]] | Sequence[dict], add_generation_prompt=True) -> str:
         pairs = [(m["role"], m["content"]) if isinstance(m, dict) else tuple(m) for m in messages]
         return self._m.apply_chat_template(pairs, add_generation_prompt)

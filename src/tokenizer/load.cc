@@ -226,6 +226,18 @@ std::string DefaultSystemMessage(const std::string& tmpl) {
   return message;
 }
 
+// The chat format of a Jinja template, by the markers its family writes (as llama.cpp recognizes
+// them: tests/fixtures/make_chat_fixtures.py checks that both read the same format).
+tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
+  using F = tokenizer::Vocab::ChatFormat;
+  const auto has = [&](const char* marker) { return tmpl.find(marker) != std::string::npos; };
+  if (has("<|im_start|>")) return has("<|im_sep|>") ? F::kUnknown : F::kChatML;  // <|im_sep|>: Phi-4's
+  if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;
+  if (has("<start_of_turn>")) return F::kGemma;
+  if (has("<|assistant|>") && has("<|end|>")) return F::kPhi3;
+  return F::kUnknown;
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
@@ -345,7 +357,7 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
 
   if (const std::string* tmpl = FindString(file, "tokenizer.chat_template")) {
     v->chat_template = *tmpl;
-    v->chatml = tmpl->find("<|im_start|>") != std::string::npos;
+    v->chat_format = DetectChatFormat(*tmpl);
     v->default_system = DefaultSystemMessage(*tmpl);
   }
 

@@ -1,4 +1,4 @@
-// Tokenizer: decoding, accessors and the ChatML chat template. (Loading: load.cc; encoding: encode.cc.)
+// Tokenizer: decoding, accessors and the chat templates. (Loading: load.cc; encoding: encode.cc.)
 #include "attn/tokenizer.h"
 
 #include <string>
@@ -51,24 +51,79 @@ bool Tokenizer::IsUnused(int32_t id) const {
   return id >= 0 && id < vocab_->n_tokens() && (vocab_->attrs[id] & kAttrUnused) != 0;
 }
 
+namespace {
+// Without leading and trailing white space (C isspace), as llama.cpp trims contents.
+std::string Trimmed(const std::string& s) {
+  const char* ws = " \t\n\v\f\r";
+  const size_t first = s.find_first_not_of(ws);
+  if (first == std::string::npos) return "";
+  return s.substr(first, s.find_last_not_of(ws) - first + 1);
+}
+}  // namespace
+
+const char* Tokenizer::chat_format() const {
+  switch (vocab_->chat_format) {
+    case tokenizer::Vocab::ChatFormat::kChatML:
+      return "chatml";
+    case tokenizer::Vocab::ChatFormat::kLlama3:
+      return "llama3";
+    case tokenizer::Vocab::ChatFormat::kGemma:
+      return "gemma";
+    case tokenizer::Vocab::ChatFormat::kPhi3:
+      return "phi3";
+    default:
+      return "";
+  }
+}
+
 std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
                                          bool add_generation_prompt) const {
+  using F = tokenizer::Vocab::ChatFormat;
   const tokenizer::Vocab& v = *vocab_;
-  if (!v.chat_template.empty() && !v.chatml) {
-    throw Error(
-        "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is not ChatML (no <|im_start|>); only "
-        "ChatML templates are supported");
-  }
   std::string out;
-  for (size_t i = 0; i < messages.size(); ++i) {
-    // SmolLM2's template: {% if loop.first and messages[0]['role'] != 'system' %} default system message.
-    if (i == 0 && !v.default_system.empty() && messages[0].role != "system") {
-      out += "<|im_start|>system\n" + v.default_system + "<|im_end|>\n";
+  switch (v.chat_format) {
+    case F::kChatML:
+      for (size_t i = 0; i < messages.size(); ++i) {
+        // SmolLM2's template: {% if loop.first and messages[0]['role'] != 'system' %} default system message.
+        if (i == 0 && !v.default_system.empty() && messages[0].role != "system") {
+          out += "<|im_start|>system\n" + v.default_system + "<|im_end|>\n";
+        }
+        out += "<|im_start|>" + messages[i].role + "\n" + messages[i].content + "<|im_end|>\n";
+      }
+      if (add_generation_prompt) out += "<|im_start|>assistant\n";
+      return out;
+    case F::kLlama3:
+      for (const Message& m : messages)
+        out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + Trimmed(m.content) + "<|eot_id|>";
+      if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+      return out;
+    case F::kGemma: {
+      // No system role: system texts are held and open the next user turn; the assistant is "model".
+      std::string system;
+      for (const Message& m : messages) {
+        if (m.role == "system") {
+          system += Trimmed(m.content);
+          continue;
+        }
+        const std::string role = m.role == "assistant" ? "model" : m.role;
+        out += "<start_of_turn>" + role + "\n";
+        if (!system.empty() && role != "model") out += system + "\n\n", system.clear();
+        out += Trimmed(m.content) + "<end_of_turn>\n";
+      }
+      if (add_generation_prompt) out += "<start_of_turn>model\n";
+      return out;
     }
-    out += "<|im_start|>" + messages[i].role + "\n" + messages[i].content + "<|im_end|>\n";
+    case F::kPhi3:
+      for (const Message& m : messages) out += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
+      if (add_generation_prompt) out += "<|assistant|>\n";
+      return out;
+    default:
+      throw Error(
+          "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is of no chat format attn knows (ChatML, "
+          "Llama 3, "
+          "Gemma, Phi-3: recognized by <|im_start|>, <|start_header_id|>, <start_of_turn>, <|assistant|> and "
+          "<|end|>)");
   }
-  if (add_generation_prompt) out += "<|im_start|>assistant\n";
-  return out;
 }
 
 }  // namespace attn

@@ -54,7 +54,9 @@ struct Vocab {
   int32_t bos = -1, eos = -1;
   std::string chat_template;
   std::string default_system;  // from the chat template; empty when it has none
-  bool chatml = false;
+  // The chat format the template is recognized as (ChatML also when the file has no template).
+  enum class ChatFormat { kChatML, kLlama3, kGemma, kPhi3, kUnknown };
+  ChatFormat chat_format = ChatFormat::kChatML;
 
   int32_t n_tokens() const { return static_cast<int32_t>(tokens.size()); }
   int32_t SymbolOf(const std::string& text) const {

@@ -209,11 +209,50 @@ TEST(TokenizerTiny, MalformedMergeIsNamed) {
 
 TEST(TokenizerTiny, ChatTemplateWithoutTemplateIsPlainChatMl) {
   const Tokenizer t = Load(TinyVocab().Writer().ToBytes());
+  EXPECT_STREQ(t.chat_format(), "chatml");
   EXPECT_EQ(t.ApplyChatTemplate({{"user", "hi"}}, true),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-  gguf::Writer w = TinyVocab().Writer();
-  w.SetString("tokenizer.chat_template", "{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]");
-  EXPECT_THROW(Load(w.ToBytes()).ApplyChatTemplate({{"user", "hi"}}, true), Error);
+  // Formats attn does not render (Mistral's [INST], Phi-4's <|im_sep|> ChatML variant): an error.
+  for (const char* tmpl : {"{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]",
+                           "<|im_start|>{{ m['role'] }}<|im_sep|>{{ m['content'] }}<|im_end|>"}) {
+    gguf::Writer w = TinyVocab().Writer();
+    w.SetString("tokenizer.chat_template", tmpl);
+    const Tokenizer other = Load(w.ToBytes());
+    EXPECT_STREQ(other.chat_format(), "") << tmpl;
+    try {
+      other.ApplyChatTemplate({{"user", "hi"}}, true);
+      ADD_FAILURE() << "no error for " << tmpl;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("no chat format attn knows"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// Every chat format against llama.cpp's built-in rendering of it (tests/fixtures/make_chat_fixtures.py):
+// each fixture template, a text with its family's markers, is recognized as that format and renders
+// every conversation byte for byte as llama.cpp did.
+TEST(TokenizerTiny, ChatFormatsMatchLlamaCpp) {
+  const std::string path = std::string(ATTN_FIXTURES_DIR) + "/chat_templates_llamacpp.json";
+  std::ifstream in(path);
+  ASSERT_TRUE(in) << path << " is missing: run tests/fixtures/make_chat_fixtures.py";
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  int conversations = 0;
+  for (const auto& t : fixture["templates"]) {
+    gguf::Writer w = TinyVocab().Writer();
+    w.SetString("tokenizer.chat_template", t["chat_template"].get<std::string>());
+    const Tokenizer tok = Load(w.ToBytes());
+    const std::string format = t["format"];
+    EXPECT_EQ(tok.chat_format(), format);
+    for (const auto& chat : t["chats"]) {
+      std::vector<Tokenizer::Message> messages;
+      for (const auto& m : chat["messages"]) messages.push_back({m["role"], m["content"]});
+      EXPECT_EQ(tok.ApplyChatTemplate(messages, chat["add_generation_prompt"]),
+                chat["rendered"].get<std::string>())
+          << format << ", conversation " << conversations;
+      ++conversations;
+    }
+  }
+  EXPECT_GE(conversations, 24);
 }
 
 // ---------------------------------------------------------------------------------------------------

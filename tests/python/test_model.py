@@ -97,6 +97,7 @@ def test_stop_string_ends_generation(model):
 
 
 def test_chat_template_wraps_the_prompt(model):
+    assert model.chat_format == "chatml"
     text = model.apply_chat_template([("user", "Hi")])
     assert text.startswith("<|im_start|>system\n") and text.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
