@@ -1,4 +1,5 @@
-// `attn generate` (one prompt, streamed or as JSON) and `attn chat` (interactive, in the model's chat format).
+// `attn generate` (one prompt, streamed or as JSON) and `attn chat` (interactive, in the model's chat
+// format).
 #include "attn/generate.h"
 
 #include <cstdio>
@@ -112,7 +113,9 @@ void AddGenerateCommand(CLI::App& app) {
 void AddChatCommand(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto system = std::make_shared<std::string>();
-  auto* cmd = app.add_subcommand("chat", "Chat with an instruct model (its chat template: ChatML, Llama 3, Gemma or Phi-3), one line per turn");
+  auto* cmd = app.add_subcommand(
+      "chat",
+      "Chat with an instruct model (its chat template: ChatML, Llama 3, Gemma or Phi-3), one line per turn");
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
