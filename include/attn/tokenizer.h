@@ -84,10 +84,14 @@ class Tokenizer {
   //   gemma: "<start_of_turn>" role "\n" trimmed content "<end_of_turn>\n", the assistant named
   //     "model"; system messages (no such role) open the next user message, followed by "\n\n".
   //   phi3: "<|" role "|>\n" content "<|end|>\n".
+  //   mistral-v7, mistral-v1, mistral-v3, mistral-v3-tekken, llama2, llama2-sys, llama2-sys-bos,
+  //     llama2-sys-strip: the [INST] ... [/INST] formats of Mistral and Llama 2 (answers end with
+  //     "</s>"; a prompt ends with "[/INST]", there is no generation prompt), as llama.cpp writes them.
   // (The BOS token, which these templates start with, is the tokenizer's to add.) Throws
   // attn::Error when the template is of another format.
   std::string ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt) const;
-  // The recognized format: "chatml", "llama3", "gemma", "phi3", or "" for a template of another one.
+  // The recognized format, by llama.cpp's name for it ("chatml", "llama3", "gemma", "phi3",
+  // "mistral-v7", ..., "llama2-sys-strip"), or "" for a template of another one.
   const char* chat_format() const;
 
  private:

@@ -179,8 +179,10 @@ class Model:
 
     @property
     def chat_format(self) -> str:
-        """The chat format the file's template is recognized as: "chatml", "llama3", "gemma",
-        "phi3", or "" for a template of another format (apply_chat_template then raises)."""
+        """The chat format the file's template is recognized as, by llama.cpp's name for it:
+        "chatml", "llama3", "gemma", "phi3", "mistral-v7", "mistral-v1", "mistral-v3",
+        "mistral-v3-tekken", "llama2", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip", or ""
+        for a template of another format (apply_chat_template then raises)."""
         return self._m.chat_format
 
     def apply_chat_template(self, messages: Sequence[tuple[str, str]] | Sequence[dict], add_generation_prompt=True) -> str:

@@ -226,15 +226,37 @@ std::string DefaultSystemMessage(const std::string& tmpl) {
   return message;
 }
 
-// The chat format of a Jinja template, by the markers its family writes (as llama.cpp recognizes
-// them: tests/fixtures/make_chat_fixtures.py checks that both read the same format).
+// The chat format of a Jinja template, by the markers its family writes, in the order llama.cpp
+// looks for them (so that both read a template as the same format: tests/fixtures/
+// make_chat_fixtures.py checks it on a template text of every format).
 tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
   using F = tokenizer::Vocab::ChatFormat;
   const auto has = [&](const char* marker) { return tmpl.find(marker) != std::string::npos; };
-  if (has("<|im_start|>")) return has("<|im_sep|>") ? F::kUnknown : F::kChatML;  // <|im_sep|>: Phi-4's
-  if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;
-  if (has("<start_of_turn>")) return F::kGemma;
+  if (has("<|im_start|>")) {  // <|im_sep|>: Phi-4's variant; <end_of_utterance>: SmolVLM's
+    return has("<|im_sep|>") || has("<end_of_utterance>") ? F::kUnknown : F::kChatML;
+  }
+  if (tmpl.rfind("mistral", 0) == 0 || has("[INST]")) {
+    if (has("[SYSTEM_PROMPT]")) return F::kMistralV7;
+    if (has("' [INST] ' + system_message") || has("[AVAILABLE_TOOLS]")) {  // Mistral's official v1 / v3
+      if (has(" [INST]")) return F::kMistralV1;
+      return has("\"[INST]\"") ? F::kMistralV3Tekken : F::kMistralV3;
+    }
+    if (has("content.strip()")) return F::kLlama2SysStrip;
+    if (has("bos_token + '[INST]")) return F::kLlama2SysBos;
+    return has("<<SYS>>") ? F::kLlama2Sys : F::kLlama2;
+  }
   if (has("<|assistant|>") && has("<|end|>")) return F::kPhi3;
+  // Formats llama.cpp looks for before Gemma's and Llama 3's, which attn does not render (GLM,
+  // Falcon 3, Zephyr, Monarch; then Orion, OpenChat, Vicuna, DeepSeek Coder, Command R).
+  if (has("[gMASK]<sop>") || (has("<|assistant|>") && has("<|user|>")) ||
+      (has("<|user|>") && has("<|endoftext|>")) || has("bos_token + message['role']"))
+    return F::kUnknown;
+  if (has("<start_of_turn>")) return F::kGemma;
+  if (has("'\n\nAssistant: ' + eos_token") || has("GPT4 Correct ") || (has("USER: ") && has("ASSISTANT: ")) ||
+      (has("### Instruction:") && has("<|EOT|>")) ||
+      (has("<|START_OF_TURN_TOKEN|>") && has("<|USER_TOKEN|>")))
+    return F::kUnknown;
+  if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;
   return F::kUnknown;
 }
 

@@ -62,15 +62,32 @@ std::string Trimmed(const std::string& s) {
 }  // namespace
 
 const char* Tokenizer::chat_format() const {
+  using F = tokenizer::Vocab::ChatFormat;
   switch (vocab_->chat_format) {
-    case tokenizer::Vocab::ChatFormat::kChatML:
+    case F::kChatML:
       return "chatml";
-    case tokenizer::Vocab::ChatFormat::kLlama3:
+    case F::kLlama3:
       return "llama3";
-    case tokenizer::Vocab::ChatFormat::kGemma:
+    case F::kGemma:
       return "gemma";
-    case tokenizer::Vocab::ChatFormat::kPhi3:
+    case F::kPhi3:
       return "phi3";
+    case F::kMistralV7:
+      return "mistral-v7";
+    case F::kMistralV1:
+      return "mistral-v1";
+    case F::kMistralV3:
+      return "mistral-v3";
+    case F::kMistralV3Tekken:
+      return "mistral-v3-tekken";
+    case F::kLlama2:
+      return "llama2";
+    case F::kLlama2Sys:
+      return "llama2-sys";
+    case F::kLlama2SysBos:
+      return "llama2-sys-bos";
+    case F::kLlama2SysStrip:
+      return "llama2-sys-strip";
     default:
       return "";
   }
@@ -117,12 +134,64 @@ std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
       for (const Message& m : messages) out += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
       if (add_generation_prompt) out += "<|assistant|>\n";
       return out;
+    case F::kMistralV7:  // no generation prompt in the [INST] formats: a prompt ends with [/INST]
+      for (const Message& m : messages) {
+        if (m.role == "system") {
+          out += "[SYSTEM_PROMPT] " + m.content + "[/SYSTEM_PROMPT]";
+        } else if (m.role == "user") {
+          out += "[INST] " + m.content + "[/INST]";
+        } else {
+          out += " " + m.content + "</s>";
+        }
+      }
+      return out;
+    case F::kMistralV1:
+    case F::kMistralV3:
+    case F::kMistralV3Tekken: {
+      // A turn opens with [INST]; system text joins it, followed by a blank line.
+      const std::string lead = v.chat_format == F::kMistralV1 ? " " : "";
+      const std::string trail = v.chat_format == F::kMistralV3Tekken ? "" : " ";
+      bool in_turn = false;
+      for (const Message& m : messages) {
+        if (!in_turn) out += lead + "[INST]" + trail, in_turn = true;
+        if (m.role == "system") {
+          out += m.content + "\n\n";
+        } else if (m.role == "user") {
+          out += m.content + lead + "[/INST]";
+        } else {
+          out += trail + (v.chat_format == F::kMistralV3 ? Trimmed(m.content) : m.content) + "</s>";
+          in_turn = false;
+        }
+      }
+      return out;
+    }
+    case F::kLlama2:
+    case F::kLlama2Sys:
+    case F::kLlama2SysBos:
+    case F::kLlama2SysStrip: {
+      const bool with_system = v.chat_format != F::kLlama2;  // <<SYS>> blocks, else a plain line
+      const bool strip = v.chat_format == F::kLlama2SysStrip;
+      bool in_turn = true;  // the first [INST] is written here, without BOS (the tokenizer adds it)
+      out += "[INST] ";
+      for (const Message& m : messages) {
+        const std::string content = strip ? Trimmed(m.content) : m.content;
+        if (!in_turn) out += v.chat_format == F::kLlama2SysBos ? "<s>[INST] " : "[INST] ", in_turn = true;
+        if (m.role == "system") {
+          out += with_system ? "<<SYS>>\n" + content + "\n<</SYS>>\n\n" : content + "\n";
+        } else if (m.role == "user") {
+          out += content + " [/INST]";
+        } else {
+          out += content + "</s>";
+          in_turn = false;
+        }
+      }
+      return out;
+    }
     default:
       throw Error(
           "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is of no chat format attn knows (ChatML, "
           "Llama 3, "
-          "Gemma, Phi-3: recognized by <|im_start|>, <|start_header_id|>, <start_of_turn>, <|assistant|> and "
-          "<|end|>)");
+          "Gemma, Phi-3, Mistral v1 / v3 / v7, Llama 2, recognized by their markers as llama.cpp does)");
   }
 }
 

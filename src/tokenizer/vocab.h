@@ -55,7 +55,21 @@ struct Vocab {
   std::string chat_template;
   std::string default_system;  // from the chat template; empty when it has none
   // The chat format the template is recognized as (ChatML also when the file has no template).
-  enum class ChatFormat { kChatML, kLlama3, kGemma, kPhi3, kUnknown };
+  enum class ChatFormat {
+    kChatML,
+    kLlama3,
+    kGemma,
+    kPhi3,
+    kMistralV7,
+    kMistralV1,
+    kMistralV3,
+    kMistralV3Tekken,
+    kLlama2,
+    kLlama2Sys,
+    kLlama2SysBos,
+    kLlama2SysStrip,
+    kUnknown
+  };
   ChatFormat chat_format = ChatFormat::kChatML;
 
   int32_t n_tokens() const { return static_cast<int32_t>(tokens.size()); }

@@ -212,9 +212,11 @@ TEST(TokenizerTiny, ChatTemplateWithoutTemplateIsPlainChatMl) {
   EXPECT_STREQ(t.chat_format(), "chatml");
   EXPECT_EQ(t.ApplyChatTemplate({{"user", "hi"}}, true),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-  // Formats attn does not render (Mistral's [INST], Phi-4's <|im_sep|> ChatML variant): an error.
-  for (const char* tmpl : {"{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]",
-                           "<|im_start|>{{ m['role'] }}<|im_sep|>{{ m['content'] }}<|im_end|>"}) {
+  // Formats attn does not render (Phi-4's <|im_sep|> ChatML variant, Zephyr, Vicuna, no markers at
+  // all): an error.
+  for (const char* tmpl : {"<|im_start|>{{ m['role'] }}<|im_sep|>{{ m['content'] }}<|im_end|>",
+                           "{{ '<|user|>\\n' + m['content'] + '<|endoftext|>' }}",
+                           "{{ 'USER: ' + m['content'] + ' ASSISTANT: ' }}", "{{ m['content'] }}"}) {
     gguf::Writer w = TinyVocab().Writer();
     w.SetString("tokenizer.chat_template", tmpl);
     const Tokenizer other = Load(w.ToBytes());

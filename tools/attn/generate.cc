@@ -113,9 +113,10 @@ void AddGenerateCommand(CLI::App& app) {
 void AddChatCommand(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto system = std::make_shared<std::string>();
-  auto* cmd = app.add_subcommand(
-      "chat",
-      "Chat with an instruct model (its chat template: ChatML, Llama 3, Gemma or Phi-3), one line per turn");
+  auto* cmd = app.add_subcommand("chat",
+                                 "Chat with an instruct model in its chat format (ChatML, Llama 3, Gemma, "
+                                 "Phi-3, Mistral, Llama 2), one line "
+                                 "per turn");
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
