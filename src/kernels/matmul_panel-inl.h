@@ -163,6 +163,14 @@ struct XRows {
   const float* xs;
   const int32_t* xc;
   int64_t cols, ldd;
+
+  // From row i on: its quants, scales, block sums and integer starts.
+  struct From {
+    const int8_t* xq;
+    const float *xd, *xs;
+    const int32_t* xc;
+  };
+  From Row(int64_t i) const { return {xq + i * cols, xd + i * ldd, xs + i * ldd, xc + 2 * i * ldd}; }
 };
 
 #if HWY_TARGET <= HWY_AVX3
@@ -189,10 +197,7 @@ ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& 
                                        float* HWY_RESTRICT y, int64_t ldy) {
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
-  const int8_t* xq = x.xq + i * x.cols;
-  const float* xd = x.xd + i * x.ldd;
-  const float* xs = x.xs + i * x.ldd;
-  const int32_t* xc = x.xc + 2 * i * x.ldd;
+  const auto [xq, xd, xs, xc] = x.Row(i);
   _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
     __m512i wv[8];
     for (int k = 0; k < 8; ++k) wv[k] = _mm512_load_si512(p.q + (b * 8 + k) * kPanelRows);
@@ -282,10 +287,7 @@ HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i,
                           float* HWY_RESTRICT y, int64_t ldy) {
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
-  const int8_t* xq = x.xq + i * x.cols;
-  const float* xd = x.xd + i * x.ldd;
-  const float* xs = x.xs + i * x.ldd;
-  const int32_t* xc = x.xc + 2 * i * x.ldd;
+  const auto [xq, xd, xs, xc] = x.Row(i);
   _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
     const uint32_t* w = p.q + b * 8 * kPanelRows + g;
     const __m256 dw0 = _mm256_load_ps(p.dw + 2 * b * kPanelRows + g);
