@@ -317,7 +317,8 @@ HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i,
 }
 
 // Rows [i0, i1) of x against one panel, each 8-row half of it in turn, kPanelTileCols rows of x
-// at a time (16 registers: 4 accumulators, 4 weight vectors of a half block and the temporaries).
+// at a time (4 accumulators leave room in the 16 registers for the weight vectors and temporaries;
+// other widths not measured).
 constexpr int kPanelTileCols = 4;
 template <TensorType kType>
 HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows& x, int64_t i0, int64_t i1, int rows,

@@ -252,8 +252,8 @@ tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
       (has("<|user|>") && has("<|endoftext|>")) || has("bos_token + message['role']"))
     return F::kUnknown;
   if (has("<start_of_turn>")) return F::kGemma;
-  if (has("'\n\nAssistant: ' + eos_token") || has("GPT4 Correct ") || (has("USER: ") && has("ASSISTANT: ")) ||
-      (has("### Instruction:") && has("<|EOT|>")) ||
+  if (has("'\\n\\nAssistant: ' + eos_token") || has("GPT4 Correct ") ||
+      (has("USER: ") && has("ASSISTANT: ")) || (has("### Instruction:") && has("<|EOT|>")) ||
       (has("<|START_OF_TURN_TOKEN|>") && has("<|USER_TOKEN|>")))
     return F::kUnknown;
   if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;

@@ -1,6 +1,7 @@
 // Tokenizer: decoding, accessors and the chat templates. (Loading: load.cc; encoding: encode.cc.)
 #include "attn/tokenizer.h"
 
+#include <iterator>
 #include <string>
 
 #include "attn/error.h"
@@ -62,35 +63,22 @@ std::string Trimmed(const std::string& s) {
 }  // namespace
 
 const char* Tokenizer::chat_format() const {
-  using F = tokenizer::Vocab::ChatFormat;
-  switch (vocab_->chat_format) {
-    case F::kChatML:
-      return "chatml";
-    case F::kLlama3:
-      return "llama3";
-    case F::kGemma:
-      return "gemma";
-    case F::kPhi3:
-      return "phi3";
-    case F::kMistralV7:
-      return "mistral-v7";
-    case F::kMistralV1:
-      return "mistral-v1";
-    case F::kMistralV3:
-      return "mistral-v3";
-    case F::kMistralV3Tekken:
-      return "mistral-v3-tekken";
-    case F::kLlama2:
-      return "llama2";
-    case F::kLlama2Sys:
-      return "llama2-sys";
-    case F::kLlama2SysBos:
-      return "llama2-sys-bos";
-    case F::kLlama2SysStrip:
-      return "llama2-sys-strip";
-    default:
-      return "";
-  }
+  // llama.cpp's names, in the order of Vocab::ChatFormat; "" for kUnknown.
+  static constexpr const char* kNames[] = {"chatml",
+                                           "llama3",
+                                           "gemma",
+                                           "phi3",
+                                           "mistral-v7",
+                                           "mistral-v1",
+                                           "mistral-v3",
+                                           "mistral-v3-tekken",
+                                           "llama2",
+                                           "llama2-sys",
+                                           "llama2-sys-bos",
+                                           "llama2-sys-strip",
+                                           ""};
+  static_assert(std::size(kNames) == static_cast<size_t>(tokenizer::Vocab::ChatFormat::kUnknown) + 1);
+  return kNames[static_cast<size_t>(vocab_->chat_format)];
 }
 
 std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
