@@ -97,8 +97,9 @@ void SplitGpt2(Piece& p) {
   }
 }
 
-// The Llama 3 regex, as llama.cpp's unicode_regex_split_custom_llama3 evaluates it.
-void SplitLlama3(Piece& p) {
+// The Llama 3 regex, as llama.cpp's unicode_regex_split_custom_llama3 evaluates it, with numbers cut
+// into runs of at most `max_digits` (3: \p{N}{1,3}; Qwen2's regex has \p{N}, i.e. 1).
+void SplitLlama3(Piece& p, size_t max_digits) {
   constexpr uint16_t kWordish = kWhitespace | kLetter | kNumber;
   const auto is_newline = [](uint32_t c) { return c == '\r' || c == '\n'; };
   for (size_t pos = p.begin(); pos < p.end();) {
@@ -115,10 +116,10 @@ void SplitLlama3(Piece& p) {
       p.Emit(pos);
       continue;
     }
-    if (Is(flags, kNumber)) {  // \p{N}{1,3}
+    if (Is(flags, kNumber)) {  // \p{N}{1,max_digits}
       size_t start = pos;
       while (Is(p.flags(pos), kNumber)) {
-        if (++pos - start >= 3) {
+        if (++pos - start >= max_digits) {
           p.Emit(pos);
           start = pos;
         }
@@ -209,13 +210,17 @@ bool ParsePreTokenizer(const std::string& name, PreTokenizer& out) {
     out = PreTokenizer::kSmollm;
   } else if (name == "llama3" || name == "llama-v3" || name == "llama-bpe") {
     out = PreTokenizer::kLlama3;
+  } else if (name == "qwen2") {
+    out = PreTokenizer::kQwen2;
   } else {
     return false;
   }
   return true;
 }
 
-const char* SupportedPreTokenizers() { return "default, gpt-2 (gpt2), smollm, llama3 (llama-v3, llama-bpe)"; }
+const char* SupportedPreTokenizers() {
+  return "default, gpt-2 (gpt2), smollm, llama3 (llama-v3, llama-bpe), qwen2";
+}
 
 std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& u) {
   std::vector<uint32_t> pieces;
@@ -231,7 +236,9 @@ std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& u) {
       return Refine(u, pieces, gpt2);
     }
     case PreTokenizer::kLlama3:
-      return Refine(u, pieces, [](Piece& p) { SplitLlama3(p); });
+      return Refine(u, pieces, [](Piece& p) { SplitLlama3(p, 3); });
+    case PreTokenizer::kQwen2:
+      return Refine(u, pieces, [](Piece& p) { SplitLlama3(p, 1); });
     case PreTokenizer::kDefault: {
       // [\p{P}\$\+<=>\^~\|]+ as llama.cpp's "collapsed" std::regex sees it: ASCII punctuation and
       // $+<=>^~| by value (so not `), other code points by category.

@@ -25,6 +25,10 @@ enum class PreTokenizer {
   //   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|
   //   \s+(?!\S)|\s+
   kLlama3,
+  // "qwen2" (Qwen2, Qwen2.5, Qwen3): the Llama 3 regex with single digits (\p{N} for \p{N}{1,3}).
+  // llama.cpp runs it through std::regex rather than a custom splitter; the fixture
+  // tests/fixtures/tokenizer_qwen2_pre.json checks that both agree on a varied corpus.
+  kQwen2,
 };
 
 // Maps tokenizer.ggml.pre to a PreTokenizer; false for names not supported.

@@ -168,8 +168,8 @@ TEST(TokenizerTiny, RejectsBadFiles) {
   gguf::Writer w;
   w.SetString("tokenizer.ggml.model", "llama");
   ExpectRejected(w.ToBytes(), "tokenizer.ggml.model = 'llama' is not supported");
-  ExpectRejected(v.Writer("qwen2").ToBytes(),
-                 "tokenizer.ggml.pre = 'qwen2' is not supported (supported: default");
+  ExpectRejected(v.Writer("deepseek-llm").ToBytes(),
+                 "tokenizer.ggml.pre = 'deepseek-llm' is not supported (supported: default");
   ExpectRejected(gguf::Writer().ToBytes(), "tokenizer.ggml.model is missing");
 
   gguf::Writer no_tokens;
@@ -360,6 +360,35 @@ TEST_F(TokenizerSmolLM2, MatchesLlamaCppOnEveryFixtureString) {
   }
   EXPECT_GE(total, 40);
   std::cout << "[ tokenizer ] " << matched << " / " << total << " fixture strings match llama.cpp\n";
+}
+
+// Other pre-tokenizers on SmolLM2's vocabulary and merges: llama.cpp tokenized the corpus from a
+// copy of the model whose tokenizer.ggml.pre was replaced (make_tokenizer_fixtures.py --pre NAME).
+TEST_F(TokenizerSmolLM2, OtherPreTokenizersMatchLlamaCpp) {
+  for (const char* pre : {"qwen2"}) {
+    const std::string path = std::string(ATTN_FIXTURES_DIR) + "/tokenizer_smollm2_pre_" + pre + ".json";
+    std::ifstream in(path);
+    ASSERT_TRUE(in) << path << " is missing: run make_tokenizer_fixtures.py --pre " << pre;
+    const nlohmann::json fixture = nlohmann::json::parse(in);
+    gguf::Writer w;
+    for (const auto& [key, value] : file_->metadata())
+      if (key.rfind("tokenizer.", 0) == 0 && key != "tokenizer.ggml.pre") w.Set(key, value);
+    w.SetString("tokenizer.ggml.pre", pre);
+    const std::vector<uint8_t> bytes = w.ToBytes();
+    const Tokenizer t = Load(bytes);
+    EXPECT_EQ(t.pre(), pre);
+    int total = 0, differ_from_smollm = 0;
+    for (const auto& c : fixture["cases"]) {
+      const std::string text = FromHex(c["text_hex"]);
+      const bool special = c["parse_special"];
+      const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+      EXPECT_EQ(t.Encode(text, special, InvalidUtf8::kReplace), want) << pre << ": " << c["name"];
+      differ_from_smollm += tokenizer_->Encode(text, special, InvalidUtf8::kReplace) != want;
+      ++total;
+    }
+    EXPECT_GE(total, 40);
+    EXPECT_GT(differ_from_smollm, 5) << pre << " should cut some texts differently from smollm";
+  }
 }
 
 TEST_F(TokenizerSmolLM2, ChatTemplateMatchesJinja) {
