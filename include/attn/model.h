@@ -4,8 +4,10 @@
 //   attn::Session session(*model, capacity);       // a KV cache per layer
 //   model->Forward(session, tokens, logits, ...);  // appends tokens, returns logits
 //
-// Two architectures are described (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU,
-// tied or separate output) and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
+// Architectures (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU, tied or separate
+// output), its relatives "qwen2" (biases on Q, K and V; NEOX RoPE) and "qwen3" (an RMSNorm on every
+// query and key head before RoPE; NEOX RoPE), and "gpt2" (learned positions, LayerNorm, GELU, fused
+// QKV, biases).
 #pragma once
 
 #include <cstdint>
@@ -25,7 +27,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -41,8 +43,11 @@ struct ModelConfig {
   int64_t d_ff = 0;  // feed_forward_length
   int64_t vocab_size = 0;
   int64_t context_length = 0;
-  int64_t rope_dim = 0;  // dimensions rotated per head (llama)
+  int64_t rope_dim = 0;  // dimensions rotated per head (rotary models)
   float rope_base = 10000.0f;
+  bool rope_neox = false;  // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
+  bool qkv_bias = false;   // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
+  bool qk_norm = false;    // RMSNorm over head_dim on every query and key head before RoPE (qwen3)
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)
@@ -63,7 +68,8 @@ struct ModelConfig {
 //       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's
 //       hook_z then comes from this pattern, so editing it patches the attention.
 //   ln_final.hook_normalized                          [pos, d_model]
-// The rotary points exist for rotary (llama) models only.
+// The rotary points exist for rotary (llama, qwen2, qwen3) models only. hook_q and hook_k hold the
+// projections (with qwen2's biases); qwen3's per-head norm comes between them and hook_rot_q/k.
 struct HookPoint {
   const char* name;  // TransformerLens-style name without the "blocks.{l}." prefix
   int layer;

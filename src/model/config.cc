@@ -68,13 +68,20 @@ ModelConfig ReadConfig(const gguf::File& file) {
   c.arch_name = *arch_name;
   if (c.arch_name == "llama") {
     c.arch = Arch::kLlama;
-    c.norm = NormKind::kRms;
+  } else if (c.arch_name == "qwen2") {
+    c.arch = Arch::kQwen2;
+    c.rope_neox = c.qkv_bias = true;
+  } else if (c.arch_name == "qwen3") {
+    c.arch = Arch::kQwen3;
+    c.rope_neox = c.qk_norm = true;
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
-    c.norm = NormKind::kLayer;
   } else {
-    throw Error("model: architecture '" + c.arch_name + "' is not supported (llama and gpt2 are)");
+    throw Error("model: architecture '" + c.arch_name +
+                "' is not supported (llama, qwen2, qwen3 and gpt2 are)");
   }
+  const bool gpt2 = c.arch == Arch::kGpt2;
+  c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
   if (const gguf::Value* n = file.Find("general.name")) {
     if (const auto* s = std::get_if<std::string>(&n->data)) c.name = *s;
   }
@@ -85,18 +92,29 @@ ModelConfig ReadConfig(const gguf::File& file) {
   c.n_kv_heads = GetInt(file, a + "attention.head_count_kv", 1, kMaxDim, &c.n_heads);
   // gpt2 may have no feed-forward sub-block at all (attention-only models, as attn's trainer makes
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
-  c.d_ff = GetInt(file, a + "feed_forward_length", c.arch == Arch::kGpt2 ? 0 : 1, kMaxDim);
+  c.d_ff = GetInt(file, a + "feed_forward_length", gpt2 ? 0 : 1, kMaxDim);
   c.context_length = GetInt(file, a + "context_length", 1, kMaxDim);
-  if (c.d_model % c.n_heads != 0) {
-    throw Error("model: embedding_length " + std::to_string(c.d_model) + " is not a multiple of head_count " +
-                std::to_string(c.n_heads));
-  }
   if (c.n_heads % c.n_kv_heads != 0) {
     throw Error("model: head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
                 std::to_string(c.n_kv_heads));
   }
-  c.head_dim = c.d_model / c.n_heads;
-  if (c.arch == Arch::kLlama) {
+  // The head size is attention.key_length when the file has it (Qwen3: 128 with embedding_length
+  // 1024 and 16 heads), else embedding_length / head_count. Keys and values share it.
+  if (!gpt2 && file.Find(a + "attention.key_length") != nullptr) {
+    c.head_dim = GetInt(file, a + "attention.key_length", 1, kMaxDim);
+    const int64_t value_length = GetInt(file, a + "attention.value_length", 1, kMaxDim, &c.head_dim);
+    if (value_length != c.head_dim) {
+      throw Error("model: attention.value_length " + std::to_string(value_length) +
+                  " differs from attention.key_length " + std::to_string(c.head_dim) + " (not supported)");
+    }
+  } else {
+    if (c.d_model % c.n_heads != 0) {
+      throw Error("model: embedding_length " + std::to_string(c.d_model) +
+                  " is not a multiple of head_count " + std::to_string(c.n_heads));
+    }
+    c.head_dim = c.d_model / c.n_heads;
+  }
+  if (!gpt2) {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_rms_epsilon", 1e-5f);
     c.rope_dim = GetInt(file, a + "rope.dimension_count", 2, c.head_dim, &c.head_dim);
     if (c.rope_dim % 2 != 0)

@@ -1,7 +1,8 @@
 // The decoder forward pass (DESIGN.md, "the way data flows"):
 //   tokens -> embedding (+ learned positions) -> blocks -> final norm -> unembedding -> logits
 // and inside every block
-//   x += Wo . Attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))     (causal, GQA)
+//   x += Wo . Attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))     (causal, GQA;
+//        qwen2 adds biases to the three products, qwen3 RMS-normalizes each q and k head before rope)
 //   x += Wdown . act(Wgate . norm(x), Wup . norm(x))       (absent when d_ff == 0: attention-only gpt2)
 // Every intermediate passes one named hook point (TransformerLens names).
 #include <algorithm>
@@ -323,6 +324,11 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         q_stride = q_dim;
         kv_stride = kv_dim;
       }
+      if (c.qkv_bias) {
+        ops::AddBias(q, Floats(L.bq), n, q_dim);
+        ops::AddBias(k, Floats(L.bk), n, kv_dim);
+        ops::AddBias(v, Floats(L.bv), n, kv_dim);
+      }
       if (hooks != nullptr && gpt2) {
         // Hooks see contiguous [n, heads * head_dim] blocks; copy out of the fused layout.
         for (float* part : {q, k, v}) {
@@ -340,8 +346,13 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         point("attn.hook_k", layer, k, kv_dim);
         point("attn.hook_v", layer, v, kv_dim);
       }
+      if (c.qk_norm) {  // every head's row of head_dim values on its own
+        ops::RmsNorm(q, Floats(L.q_norm), q, n * c.n_heads, hd, c.norm_eps);
+        ops::RmsNorm(k, Floats(L.k_norm), k, n * c.n_kv_heads, hd, c.norm_eps);
+      }
       if (!gpt2) {
-        const auto style = ops::RopeStyle::kNormal;  // GGUF llama: consecutive pairs (REFERENCE.md)
+        // GGUF llama: consecutive pairs (its converter permutes Q and K rows); qwen*: NEOX halves.
+        const auto style = c.rope_neox ? ops::RopeStyle::kNeox : ops::RopeStyle::kNormal;
         ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
         ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
         point("attn.hook_rot_q", layer, q, q_dim);

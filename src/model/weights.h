@@ -16,6 +16,8 @@ namespace attn {
 struct LayerWeights {
   WeightMatrix attn_norm, attn_norm_bias;  // [1, d_model]
   WeightMatrix wq, wk, wv;                 // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
+  WeightMatrix bq, bk, bv;                 // qwen2: their biases
+  WeightMatrix q_norm, k_norm;             // qwen3: [1, head_dim], shared by every head
   WeightMatrix wqkv, bqkv;                 // gpt2: fused [3 * d_model, d_model] and its bias
   WeightMatrix wo, bo;                     // [d_model, n_heads * head_dim]
   WeightMatrix ffn_norm, ffn_norm_bias;    // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
@@ -85,8 +87,15 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       }
     } else {
       mat("attn_q", q_dim, d, L.wq);
+      if (c.qkv_bias) vec("attn_q", ".bias", q_dim, L.bq);
       mat("attn_k", kv_dim, d, L.wk);
+      if (c.qkv_bias) vec("attn_k", ".bias", kv_dim, L.bk);
       mat("attn_v", kv_dim, d, L.wv);
+      if (c.qkv_bias) vec("attn_v", ".bias", kv_dim, L.bv);
+      if (c.qk_norm) {
+        vec("attn_q_norm", ".weight", c.head_dim, L.q_norm);
+        vec("attn_k_norm", ".weight", c.head_dim, L.k_norm);
+      }
       mat("attn_output", d, q_dim, L.wo);
       vec("ffn_norm", ".weight", d, L.ffn_norm);
       mat("ffn_gate", c.d_ff, d, L.w_gate);

@@ -1,0 +1,129 @@
+"""The qwen2 and qwen3 paths against Hugging Face transformers: tiny random Qwen2 / Qwen3 models
+saved by transformers, converted to GGUF as llama.cpp's converter does (llama.cpp reads the same
+files to the same logits), their logits committed as a fixture (tests/fixtures/make_qwen_fixture.py
+has the versions and the layout)."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import attn
+
+FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+
+
+@pytest.fixture(scope="module")
+def golden():
+    with open(os.path.join(FIXTURES, "qwen_tiny_logits.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("kind, key", [("f32", "logits"), ("f16", "logits_f16_weights")])
+def test_logits_match_transformers(golden, arch, kind, key):
+    entry = golden["models"][arch]
+    model = attn.Model.load(os.path.join(FIXTURES, entry["files"][kind]))
+    c = model.config
+    assert c["arch"] == arch
+    # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
+    assert c["head_dim"] == (32 if arch == "qwen3" else 16)
+    assert c["tied_output"] == (arch == "qwen2")
+    for case in entry["cases"]:
+        want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
+        got = model.logits(case["ids"])
+        # float32 on both sides from the same weights: summation order only. A dropped bias or
+        # q/k norm, or RoPE on the wrong pairs, moves these logits by O(1).
+        scale = float(np.abs(want).max())
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
+        assert (got.argmax(-1) == np.asarray(case["argmax"])).all()
+
+
+def test_llamacpp_read_the_same_files(golden):
+    # Recorded by the fixture script's --llamacpp step: llama.cpp's logits on these files agree
+    # with transformers', so the files follow llama.cpp's conventions, not only attn's.
+    checks = golden["llamacpp"]["max_rel_diff_vs_transformers"]
+    assert set(checks) == {f"{a}_{k}" for a in ("qwen2", "qwen3") for k in ("f32", "f16")}
+    assert max(v for k, v in checks.items() if k.endswith("f32")) < 1e-4
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_generation_through_the_cache_matches_fresh_passes(golden, arch):
+    model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
+    ids = golden["models"][arch]["cases"][1]["ids"]
+    r = model.generate(ids[:7], max_tokens=8, return_dict=True)
+    seq = list(ids[:7])
+    for t in r["tokens"]:
+        assert t == int(model.logits(seq)[-1].argmax())
+        seq.append(t)
+
+
+def test_chat_uses_chatml(golden):
+    model = attn.Model.load(os.path.join(FIXTURES, golden["models"]["qwen2"]["files"]["f32"]))
+    assert model.chat_format == "chatml"
+    ids = model.tokenize("<|im_start|>user\n12 + 345<|im_end|>", special=True)
+    # qwen2 pre-tokenizer: every digit is a piece of its own (no "12" or "345" token even though
+    # the merges could make some), and no BOS is added (add_bos_token = false).
+    pieces = [model.detokenize([i]) for i in ids]
+    assert pieces[0] == "<|im_start|>" and pieces[-1] == "<|im_end|>"
+    assert [p for p in pieces if p.strip().isdigit()] == ["1", "2", "3", "4", "5"]
+
+
+def test_bad_head_sizes_are_named(tmp_path, golden):
+    import gguf
+
+    src = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
+    r = gguf.GGUFReader(src)
+
+    def rewrite(dst, **changes):
+        w = gguf.GGUFWriter(str(dst), "qwen3")
+        for name, field in r.fields.items():
+            if name.startswith("GGUF.") or name == "general.architecture":
+                continue
+            value = changes.get(name, field.contents())
+            vtype = field.types[0]
+            if vtype == gguf.GGUFValueType.ARRAY:
+                w.add_key_value(name, value, vtype, sub_type=field.types[-1])
+            else:
+                w.add_key_value(name, value, vtype)
+        for t in r.tensors:
+            data = np.array(t.data)
+            w.add_tensor(t.name, data, raw_shape=list(reversed(t.shape.tolist())), raw_dtype=t.tensor_type)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+
+    rewrite(tmp_path / "v.gguf", **{"qwen3.attention.value_length": 16})
+    with pytest.raises(ValueError, match="value_length 16 differs from attention.key_length 32"):
+        attn.Model.load(str(tmp_path / "v.gguf"))
+    rewrite(tmp_path / "k.gguf", **{"qwen3.attention.key_length": 16, "qwen3.attention.value_length": 16})
+    # The projections are 4 heads x 32 wide in the file: the first tensor checked names the misfit.
+    with pytest.raises(ValueError, match="blk.0.attn_q.weight' has shape \\[64, 128\\], expected \\[64, 64\\]"):
+        attn.Model.load(str(tmp_path / "k.gguf"))
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+def test_cache_sees_the_qwen_steps(golden, arch):
+    model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
+    ids = golden["models"][arch]["cases"][0]["ids"]
+    logits, cache = model.run_with_cache(ids)
+    np.testing.assert_array_equal(logits, model.logits(ids))  # a read-only cache changes no bit
+    hd = model.config["head_dim"]
+    q, rot_q = cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_rot_q"]
+    assert q.shape[-1] == rot_q.shape[-1] == hd
+    # Position 0 has RoPE angle 0: there hook_rot_q is hook_q (qwen2), or hook_q with each head
+    # RMS-normalized and multiplied by the q_norm gain (qwen3).
+    q0, rot_q0 = q.reshape(len(ids), -1, hd)[0], rot_q.reshape(len(ids), -1, hd)[0]
+    want = q0
+    if arch == "qwen3":
+        from attn import _attn
+
+        (gain,) = _attn.read_tensors(model.path, ["blk.0.attn_q_norm.weight"])
+        eps = 1e-6  # the file's attention.layer_norm_rms_epsilon
+        want = q0 / np.sqrt((q0.astype(np.float64) ** 2).mean(-1, keepdims=True) + eps) * gain
+    np.testing.assert_allclose(rot_q0, want, rtol=1e-5, atol=1e-5)
+    pattern = cache["blocks.1.attn.hook_pattern"]
+    np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-5)
