@@ -1,7 +1,8 @@
-// libFuzzer target: SmolLM2's tokenizer on arbitrary bytes. Checks that Encode never throws or crashes,
-// that every id is in range, that Decode(Encode(s)) == s when s holds no special-token text and no byte
-// the vocabulary lacks (see attn/tokenizer.h), and that the llama.cpp-compatible mode
-// (InvalidUtf8::kReplace) agrees with the default on valid UTF-8.
+// libFuzzer target: SmolLM2's tokenizer on arbitrary bytes, under each pre-tokenizer attn has (its own
+// "smollm" and, on the same vocabulary, gpt2, llama-bpe, qwen2 and default; the first byte picks one).
+// Checks that Encode never throws or crashes, that every id is in range, that Decode(Encode(s)) == s
+// when s holds no special-token text and no byte the vocabulary lacks (see attn/tokenizer.h), and that
+// the llama.cpp-compatible mode (InvalidUtf8::kReplace) agrees with the default on valid UTF-8.
 // The model comes from $ATTN_MODEL or ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf.
 #include <cstdint>
 #include <cstdio>
@@ -12,11 +13,17 @@
 
 #include "attn/tokenizer.h"
 #include "format/gguf.h"
+#include "format/gguf_writer.h"
 
 namespace {
 
-const attn::Tokenizer& Get() {
-  static const attn::Tokenizer* tokenizer = [] {
+constexpr const char* kPre[] = {"smollm", "gpt2", "llama-bpe", "qwen2", "default"};
+constexpr size_t kNumPre = sizeof(kPre) / sizeof(kPre[0]);
+
+// The tokenizer of pre-tokenizer kPre[i]: the model's tokenizer metadata with tokenizer.ggml.pre
+// replaced (built once per process).
+const attn::Tokenizer& Get(size_t i = 0) {
+  static const std::vector<attn::Tokenizer>* tokenizers = [] {
     std::string path;
     if (const char* env = std::getenv("ATTN_MODEL"); env != nullptr && *env != '\0') {
       path = env;
@@ -24,10 +31,19 @@ const attn::Tokenizer& Get() {
       const char* home = std::getenv("HOME");
       path = std::string(home ? home : "") + "/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf";
     }
-    static const attn::gguf::File file = attn::gguf::File::Open(path);  // kept alive for the process
-    return new attn::Tokenizer(attn::Tokenizer::FromGGUF(file));
+    const attn::gguf::File file = attn::gguf::File::Open(path);
+    auto* out = new std::vector<attn::Tokenizer>;
+    for (const char* pre : kPre) {
+      attn::gguf::Writer w;
+      for (const auto& [key, value] : file.metadata())
+        if (key.rfind("tokenizer.", 0) == 0 && key != "tokenizer.ggml.pre") w.Set(key, value);
+      w.SetString("tokenizer.ggml.pre", pre);
+      const std::vector<uint8_t> bytes = w.ToBytes();
+      out->push_back(attn::Tokenizer::FromGGUF(attn::gguf::File::Parse(bytes.data(), bytes.size())));
+    }
+    return out;
   }();
-  return *tokenizer;
+  return (*tokenizers)[i];
 }
 
 // Strict UTF-8 validity (what both Encode modes agree on).
@@ -78,7 +94,7 @@ void Check(bool ok, const char* what) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const attn::Tokenizer& t = Get();
+  const attn::Tokenizer& t = Get(size > 0 ? (data[0] >> 1) % kNumPre : 0);
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   const bool parse_special = size > 0 && (data[0] & 1);
   const std::vector<int32_t> ids = t.Encode(text, parse_special);
