@@ -1,5 +1,6 @@
 // libFuzzer target: SmolLM2's tokenizer on arbitrary bytes, under each pre-tokenizer attn has (its own
-// "smollm" and, on the same vocabulary, gpt2, llama-bpe, qwen2 and default; the first byte picks one).
+// "smollm" and, on the same vocabulary, gpt2, llama-bpe, qwen2 and default), and a SentencePiece
+// tokenizer (tests/fixtures/spm_tiny.gguf); the first byte picks one.
 // Checks that Encode never throws or crashes, that every id is in range, that Decode(Encode(s)) == s
 // when s holds no special-token text and no byte the vocabulary lacks (see attn/tokenizer.h), and that
 // the llama.cpp-compatible mode (InvalidUtf8::kReplace) agrees with the default on valid UTF-8.
@@ -93,10 +94,36 @@ void Check(bool ok, const char* what) {
 
 }  // namespace
 
+// The SentencePiece vocabulary of tests/fixtures/spm_tiny.gguf (every byte has a byte token).
+const attn::Tokenizer& Spm() {
+  static const attn::Tokenizer* tokenizer = [] {
+    const attn::gguf::File file = attn::gguf::File::Open(std::string(ATTN_FIXTURES_DIR) + "/spm_tiny.gguf");
+    return new attn::Tokenizer(attn::Tokenizer::FromGGUF(file));
+  }();
+  return *tokenizer;
+}
+
+// SentencePiece: raw bytes in both modes; valid text without special-token text comes back after
+// the space SentencePiece puts in front.
+void CheckSpm(std::string_view text, bool parse_special) {
+  const attn::Tokenizer& t = Spm();
+  const std::vector<int32_t> ids = t.Encode(text, parse_special);
+  for (int32_t id : ids) Check(id >= 0 && id < t.vocab_size(), "id out of range (spm)");
+  Check(t.Encode(text, parse_special, attn::InvalidUtf8::kReplace) == ids, "spm: kReplace changed the ids");
+  if (!text.empty() && IsValidUtf8(text) && text.find('<') == std::string_view::npos) {
+    Check(t.Decode(ids) == " " + std::string(text), "spm: Decode(Encode(s)) != ' ' + s");
+  }
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const attn::Tokenizer& t = Get(size > 0 ? (data[0] >> 1) % kNumPre : 0);
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   const bool parse_special = size > 0 && (data[0] & 1);
+  const size_t choice = size > 0 ? (data[0] >> 1) % (kNumPre + 1) : 0;
+  if (choice == kNumPre) {
+    CheckSpm(text, parse_special);
+    return 0;
+  }
+  const attn::Tokenizer& t = Get(choice);
   const std::vector<int32_t> ids = t.Encode(text, parse_special);
   for (int32_t id : ids) Check(id >= 0 && id < t.vocab_size(), "id out of range");
   // Special-token text ("<|...|>", "<filename>", ...) always starts with '<'; without it, exact round trip.

@@ -1,5 +1,7 @@
 // Tokenizer::Encode: special tokens split out first (llama.cpp's tokenizer_st_partition), then each run
-// of plain text pre-tokenized and BPE-merged (llm_tokenizer_bpe_session::tokenize).
+// of plain text pre-tokenized and BPE-merged (llm_tokenizer_bpe_session::tokenize), or, for
+// SentencePiece vocabularies, merged by score (llm_tokenizer_spm_session::tokenize).
+#include <algorithm>
 #include <cstddef>
 #include <queue>
 #include <string>
@@ -157,12 +159,119 @@ class BpeWord {
   std::priority_queue<Pair> queue_;
 };
 
+// SentencePiece BPE on one run of text (llama.cpp's llm_tokenizer_spm_session): the text is cut into
+// UTF-8 characters (by their lead byte, so invalid bytes are characters of their own), then the
+// adjacent pair whose concatenation is the highest-scoring token is merged, leftmost first on ties,
+// until no pair is a token. A character that is no token becomes its bytes' byte tokens.
+class SpmWord {
+ public:
+  explicit SpmWord(const tokenizer::Vocab& v) : v_(v) {}
+
+  void Encode(std::string_view text, std::vector<int32_t>& out) {
+    text_ = text;
+    symbols_.clear();
+    for (size_t offset = 0; offset < text.size();) {
+      static constexpr uint8_t kLength[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 3, 4};
+      const size_t len =
+          std::min<size_t>(kLength[static_cast<uint8_t>(text[offset]) >> 4], text.size() - offset);
+      const int32_t i = static_cast<int32_t>(symbols_.size());
+      symbols_.push_back({offset, len, i - 1, offset + len == text.size() ? -1 : i + 1});
+      offset += len;
+    }
+    for (int32_t i = 1; i < static_cast<int32_t>(symbols_.size()); ++i) TryPair(i - 1, i);
+    while (!queue_.empty()) {
+      const Pair p = queue_.top();
+      queue_.pop();
+      Symbol& left = symbols_[p.left];
+      Symbol& right = symbols_[p.right];
+      if (left.len == 0 || right.len == 0 || left.len + right.len != p.len) continue;  // stale
+      left.len += right.len;
+      right.len = 0;
+      left.next = right.next;
+      if (right.next >= 0) symbols_[right.next].prev = p.left;
+      TryPair(left.prev, p.left);
+      TryPair(p.left, left.next);
+    }
+    for (int32_t i = symbols_.empty() ? -1 : 0; i != -1; i = symbols_[i].next) {
+      const Symbol& s = symbols_[i];
+      if (const int32_t id = v_.SymbolOf(std::string(text_.substr(s.offset, s.len))); id >= 0) {
+        out.push_back(id);
+        continue;
+      }
+      // Byte fallback. (Without a byte token llama.cpp throws; attn writes the unknown token.)
+      for (size_t k = 0; k < s.len; ++k) {
+        const int32_t id = v_.byte_token[static_cast<uint8_t>(text_[s.offset + k])];
+        if (id >= 0 || v_.unk >= 0) out.push_back(id >= 0 ? id : v_.unk);
+      }
+    }
+  }
+
+ private:
+  struct Symbol {
+    size_t offset, len;  // len 0: merged into the symbol on its left
+    int32_t prev, next;
+  };
+  struct Pair {
+    float score;
+    int32_t left, right;
+    size_t len;
+    bool operator<(const Pair& o) const {  // the top is the highest score, then the leftmost
+      return score < o.score || (score == o.score && left > o.left);
+    }
+  };
+
+  void TryPair(int32_t left, int32_t right) {
+    if (left < 0 || right < 0) return;
+    const Symbol& l = symbols_[left];
+    const int32_t id = v_.SymbolOf(std::string(text_.substr(l.offset, l.len + symbols_[right].len)));
+    if (id < 0) return;
+    queue_.push({v_.scores[id], left, right, l.len + symbols_[right].len});
+  }
+
+  const tokenizer::Vocab& v_;
+  std::string_view text_;
+  std::vector<Symbol> symbols_;
+  std::priority_queue<Pair> queue_;
+};
+
+// SentencePiece encoding of the fragments, as llama.cpp's llama_vocab::impl::tokenize for SPM: every
+// text fragment that starts the input or follows a special token gets a leading space (with
+// add_space_prefix), and spaces become U+2581.
+void EncodeSpm(const tokenizer::Vocab& v, std::string_view text, const std::vector<Fragment>& fragments,
+               std::vector<int32_t>& out) {
+  SpmWord spm(v);
+  bool after_special = true;
+  std::string escaped;
+  for (const Fragment& f : fragments) {
+    if (f.token >= 0) {
+      out.push_back(f.token);
+      after_special = true;
+      continue;
+    }
+    escaped.clear();
+    if (v.add_space_prefix && after_special) escaped = "\xE2\x96\x81";
+    for (char c : text.substr(f.offset, f.length)) {
+      if (c == ' ') {
+        escaped += "\xE2\x96\x81";
+      } else {
+        escaped.push_back(c);
+      }
+    }
+    spm.Encode(escaped, out);
+    after_special = false;
+  }
+}
+
 }  // namespace
 
 std::vector<int32_t> Tokenizer::Encode(std::string_view text, bool parse_special, InvalidUtf8 invalid) const {
   const tokenizer::Vocab& v = *vocab_;
   std::vector<int32_t> out;
   out.reserve(text.size() / 3 + 4);
+  if (v.spm) {  // raw bytes throughout, as llama.cpp: no UTF-8 decoding, so `invalid` changes nothing
+    EncodeSpm(v, text, SplitSpecial(v, text, parse_special), out);
+    return out;
+  }
   BpeWord bpe(v);
   for (const Fragment& f : SplitSpecial(v, text, parse_special)) {
     if (f.token >= 0) {

@@ -1,6 +1,7 @@
 // Tokenizer::FromGGUF: reading and checking the tokenizer.* keys, then the derived tables llama.cpp's
 // llama_vocab::impl::load builds (merge ranks, special-token list, end-of-generation set, pieces).
 #include <algorithm>
+#include <cmath>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -53,13 +54,22 @@ const std::string* FindString(const gguf::File& file, const std::string& key) {
   return s;
 }
 
-const gguf::Array* FindArray(const gguf::File& file, const std::string& key, bool strings) {
+enum class Elements { kStrings, kIntegers, kFloats };
+
+const gguf::Array* FindArray(const gguf::File& file, const std::string& key, Elements elements) {
   const Value* v = file.Find(key);
   if (v == nullptr) return nullptr;
   const auto* a = std::get_if<std::shared_ptr<gguf::Array>>(&v->data);
-  const bool ok = v->type == ValueType::kArray && a != nullptr && *a != nullptr &&
-                  (strings ? v->array_type == ValueType::kString : IsInteger(v->array_type));
-  if (!ok) Fail(key + " = " + v->ToString() + " must be an array of " + (strings ? "strings" : "integers"));
+  const bool typed = elements == Elements::kStrings ? v->array_type == ValueType::kString
+                     : elements == Elements::kIntegers
+                         ? IsInteger(v->array_type)
+                         : v->array_type == ValueType::kF32 || v->array_type == ValueType::kF64;
+  if (v->type != ValueType::kArray || a == nullptr || *a == nullptr || !typed) {
+    const char* what = elements == Elements::kStrings    ? "strings"
+                       : elements == Elements::kIntegers ? "integers"
+                                                         : "floats";
+    Fail(key + " = " + v->ToString() + " must be an array of " + what);
+  }
   return a->get();
 }
 
@@ -194,7 +204,19 @@ std::string PieceOf(const tokenizer::Vocab& v, int32_t id) {
   // Unused tokens decode like normal ones (llama.cpp prints nothing for them): attn's own
   // checkpoints mark the bytes training never saw unused, and text with those bytes must still
   // round-trip.
-  if (attr & (kAttrNormal | kAttrUnused)) return DecodeByteLevel(text);
+  if (attr & (kAttrNormal | kAttrUnused)) {
+    if (!v.spm) return DecodeByteLevel(text);
+    std::string out;  // SentencePiece: "\u2581" back to a space
+    for (size_t i = 0; i < text.size();) {
+      if (text.compare(i, 3, "\xE2\x96\x81") == 0) {
+        out.push_back(' ');
+        i += 3;
+      } else {
+        out.push_back(text[i++]);
+      }
+    }
+    return out;
+  }
   if ((attr & kAttrByte) && text.size() == 6 && text.compare(0, 3, "<0x") == 0) {
     return std::string(1, static_cast<char>(std::stoi(text.substr(3, 2), nullptr, 16)));
   }
@@ -260,6 +282,68 @@ tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
   return F::kUnknown;
 }
 
+// Byte-level BPE: the merge table "left right" (rank = position; the first occurrence of a pair wins,
+// as llama.cpp's emplace) over symbols, and each byte's symbol.
+void LoadMerges(const gguf::File& file, tokenizer::Vocab& v) {
+  const int32_t n = v.n_tokens();
+  const gguf::Array* merges = FindArray(file, "tokenizer.ggml.merges", Elements::kStrings);
+  if (merges == nullptr) Fail("tokenizer.ggml.merges is missing");
+  if (merges->size() > size_t{INT32_MAX}) Fail("tokenizer.ggml.merges is too long");
+  std::unordered_map<std::string, int32_t> extra_ids;
+  auto symbol = [&](const std::string& text) -> int32_t {
+    if (int32_t id = v.SymbolOf(text); id >= 0) return id;
+    auto [it, added] = extra_ids.emplace(text, n + static_cast<int32_t>(v.extra_symbols.size()));
+    if (added) v.extra_symbols.push_back(text);
+    return it->second;
+  };
+  v.byte_symbol.resize(256);
+  for (int b = 0; b < 256; ++b) {
+    std::string text;
+    tokenizer::AppendUtf8(tokenizer::ByteToCodepoint(static_cast<uint8_t>(b)), text);
+    v.byte_symbol[b] = symbol(text);
+  }
+  v.byte_missing.resize(256);
+  for (int b = 0; b < 256; ++b) v.byte_missing[b] = v.byte_symbol[b] >= n;
+  v.merges.reserve(merges->size());
+  for (size_t rank = 0; rank < merges->size(); ++rank) {
+    const std::string& m = std::get<std::string>((*merges)[rank].data);
+    const size_t space = m.find(' ', 1);
+    if (space == std::string::npos) {
+      Fail("tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + m + "' is not 'left right'");
+    }
+    const std::string left = m.substr(0, space), right = m.substr(space + 1);
+    const uint64_t key = (uint64_t(uint32_t(symbol(left))) << 32) | uint32_t(symbol(right));
+    v.merges.emplace(key, tokenizer::Vocab::Merge{static_cast<int32_t>(rank), symbol(left + right)});
+  }
+}
+
+// SentencePiece BPE: the scores, each byte's byte token, the unknown token and the space prefix.
+void LoadSentencePiece(const gguf::File& file, tokenizer::Vocab& v) {
+  const int32_t n = v.n_tokens();
+  v.scores.assign(n, 0.0f);
+  if (const gguf::Array* scores = FindArray(file, "tokenizer.ggml.scores", Elements::kFloats)) {
+    if (scores->size() != static_cast<size_t>(n)) {
+      Fail("tokenizer.ggml.scores has " + std::to_string(scores->size()) +
+           " entries, tokenizer.ggml.tokens " + std::to_string(n));
+    }
+    for (int32_t id = 0; id < n; ++id) {
+      const double score = std::get<double>((*scores)[id].data);
+      if (!std::isfinite(score)) Fail("tokenizer.ggml.scores[" + std::to_string(id) + "] is not finite");
+      v.scores[id] = static_cast<float>(score);
+    }
+  }
+  // llama.cpp's byte_to_token: "<0xXX>" (upper-case hex), else the byte as a one-byte token.
+  v.byte_token.assign(256, -1);
+  static const char kHex[] = "0123456789ABCDEF";
+  for (int b = 0; b < 256; ++b) {
+    const std::string name = {'<', '0', 'x', kHex[b >> 4], kHex[b & 15], '>'};
+    v.byte_token[b] = v.SymbolOf(name);
+    if (v.byte_token[b] < 0) v.byte_token[b] = v.SymbolOf(std::string(1, static_cast<char>(b)));
+  }
+  v.unk = FindTokenId(file, "tokenizer.ggml.unknown_token_id", n, n > 0 ? 0 : -1);
+  v.add_space_prefix = FindBool(file, "tokenizer.ggml.add_space_prefix", true);
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
@@ -267,24 +351,27 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
 
   const std::string* model = FindString(file, "tokenizer.ggml.model");
   if (model == nullptr) Fail("tokenizer.ggml.model is missing");
-  if (*model != "gpt2") {
-    Fail("tokenizer.ggml.model = '" + *model + "' is not supported (only 'gpt2', byte-level BPE)");
+  if (*model != "gpt2" && *model != "llama") {
+    Fail("tokenizer.ggml.model = '" + *model +
+         "' is not supported ('gpt2', byte-level BPE, and 'llama', SentencePiece BPE, are)");
   }
+  v->spm = *model == "llama";
   if (const std::string* pre = FindString(file, "tokenizer.ggml.pre")) v->pre = *pre;
-  if (!tokenizer::ParsePreTokenizer(v->pre, v->pre_kind)) {
+  if (!v->spm && !tokenizer::ParsePreTokenizer(v->pre, v->pre_kind)) {  // SentencePiece has none
     Fail("tokenizer.ggml.pre = '" + v->pre +
          "' is not supported (supported: " + tokenizer::SupportedPreTokenizers() + ")");
   }
   if (v->pre_kind == tokenizer::PreTokenizer::kLlama3) v->ignore_merges = v->add_bos = true;
+  if (v->spm) v->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
 
   // Tokens and their types.
-  const gguf::Array* tokens = FindArray(file, "tokenizer.ggml.tokens", /*strings=*/true);
+  const gguf::Array* tokens = FindArray(file, "tokenizer.ggml.tokens", Elements::kStrings);
   if (tokens == nullptr) Fail("tokenizer.ggml.tokens is missing");
   if (tokens->empty() || tokens->size() > size_t{INT32_MAX}) {
     Fail("tokenizer.ggml.tokens has " + std::to_string(tokens->size()) + " entries");
   }
   const int32_t n = static_cast<int32_t>(tokens->size());
-  const gguf::Array* types = FindArray(file, "tokenizer.ggml.token_type", /*strings=*/false);
+  const gguf::Array* types = FindArray(file, "tokenizer.ggml.token_type", Elements::kIntegers);
   if (types != nullptr && types->size() != tokens->size()) {
     Fail("tokenizer.ggml.token_type has " + std::to_string(types->size()) +
          " entries, tokenizer.ggml.tokens " + std::to_string(tokens->size()));
@@ -303,40 +390,16 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
     if (types != nullptr) v->attrs[id] = AttrOfType(AsInteger((*types)[id]));
   }
 
-  // Merges: "left right", rank = position; the first occurrence of a pair wins (llama.cpp's emplace).
-  const gguf::Array* merges = FindArray(file, "tokenizer.ggml.merges", /*strings=*/true);
-  if (merges == nullptr) Fail("tokenizer.ggml.merges is missing");
-  if (merges->size() > size_t{INT32_MAX}) Fail("tokenizer.ggml.merges is too long");
-  std::unordered_map<std::string, int32_t> extra_ids;
-  auto symbol = [&](const std::string& text) -> int32_t {
-    if (int32_t id = v->SymbolOf(text); id >= 0) return id;
-    auto [it, added] = extra_ids.emplace(text, n + static_cast<int32_t>(v->extra_symbols.size()));
-    if (added) v->extra_symbols.push_back(text);
-    return it->second;
-  };
-  v->byte_symbol.resize(256);
-  for (int b = 0; b < 256; ++b) {
-    std::string text;
-    tokenizer::AppendUtf8(tokenizer::ByteToCodepoint(static_cast<uint8_t>(b)), text);
-    v->byte_symbol[b] = symbol(text);
-  }
-  v->byte_missing.resize(256);
-  for (int b = 0; b < 256; ++b) v->byte_missing[b] = v->byte_symbol[b] >= n;
-  v->merges.reserve(merges->size());
-  for (size_t rank = 0; rank < merges->size(); ++rank) {
-    const std::string& m = std::get<std::string>((*merges)[rank].data);
-    const size_t space = m.find(' ', 1);
-    if (space == std::string::npos) {
-      Fail("tokenizer.ggml.merges[" + std::to_string(rank) + "] = '" + m + "' is not 'left right'");
-    }
-    const std::string left = m.substr(0, space), right = m.substr(space + 1);
-    const uint64_t key = (uint64_t(uint32_t(symbol(left))) << 32) | uint32_t(symbol(right));
-    v->merges.emplace(key, tokenizer::Vocab::Merge{static_cast<int32_t>(rank), symbol(left + right)});
+  if (v->spm) {
+    LoadSentencePiece(file, *v);
+  } else {
+    LoadMerges(file, *v);
   }
 
   // Special ids and flags.
-  v->bos = FindTokenId(file, "tokenizer.ggml.bos_token_id", n, -1);
-  v->eos = FindTokenId(file, "tokenizer.ggml.eos_token_id", n, -1);
+  // SentencePiece files without the keys get llama.cpp's defaults, <s> = 1 and </s> = 2.
+  v->bos = FindTokenId(file, "tokenizer.ggml.bos_token_id", n, v->spm && n > 1 ? 1 : -1);
+  v->eos = FindTokenId(file, "tokenizer.ggml.eos_token_id", n, v->spm && n > 2 ? 2 : -1);
   const int32_t eot = FindTokenId(file, "tokenizer.ggml.eot_token_id", n, -1);
   const int32_t eom = FindTokenId(file, "tokenizer.ggml.eom_token_id", n, -1);
   v->add_bos = FindBool(file, "tokenizer.ggml.add_bos_token", v->add_bos);

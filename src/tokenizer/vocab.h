@@ -26,7 +26,10 @@ enum TokenAttr : uint8_t {
 namespace tokenizer {
 
 struct Vocab {
-  std::vector<std::string> tokens;  // id -> text (GPT-2 byte mapping for normal tokens)
+  // tokenizer.ggml.model: "gpt2" (byte-level BPE: merges, a pre-tokenizer) or "llama" (SentencePiece
+  // BPE: scores, "\u2581" for spaces, byte tokens <0xXX> for what no piece covers).
+  bool spm = false;
+  std::vector<std::string> tokens;  // id -> text (GPT-2 byte mapping / SentencePiece pieces)
   std::vector<uint8_t> attrs;       // id -> TokenAttr bits
   std::vector<std::string> pieces;  // id -> the bytes it decodes to (TokenToPiece)
   std::vector<bool> end_of_generation;
@@ -43,6 +46,13 @@ struct Vocab {
     int32_t result;  // symbol
   };
   std::unordered_map<uint64_t, Merge> merges;  // (left symbol << 32 | right symbol) -> merge
+
+  // SentencePiece: scores (higher merges first), byte -> its byte token (-1: none), the unknown token,
+  // and whether a space goes in front of the text (tokenizer.ggml.add_space_prefix).
+  std::vector<float> scores;
+  std::vector<int32_t> byte_token;
+  int32_t unk = -1;
+  bool add_space_prefix = false;
 
   // Control, user-defined and unknown tokens, longest text first (llama.cpp's cache_special_tokens).
   std::vector<int32_t> special_tokens;

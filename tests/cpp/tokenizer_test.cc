@@ -166,8 +166,8 @@ TEST(TokenizerTiny, RejectsBadIdsInDecode) {
 TEST(TokenizerTiny, RejectsBadFiles) {
   const TinyVocab v;
   gguf::Writer w;
-  w.SetString("tokenizer.ggml.model", "llama");
-  ExpectRejected(w.ToBytes(), "tokenizer.ggml.model = 'llama' is not supported");
+  w.SetString("tokenizer.ggml.model", "t5");
+  ExpectRejected(w.ToBytes(), "tokenizer.ggml.model = 't5' is not supported");
   ExpectRejected(v.Writer("deepseek-llm").ToBytes(),
                  "tokenizer.ggml.pre = 'deepseek-llm' is not supported (supported: default");
   ExpectRejected(gguf::Writer().ToBytes(), "tokenizer.ggml.model is missing");
@@ -441,6 +441,66 @@ TEST_F(TokenizerSmolLM2, EncodesLargeText) {
   const std::vector<int32_t> ids = tokenizer_->Encode(text);
   EXPECT_GT(ids.size(), 10'000u);
   EXPECT_EQ(tokenizer_->Decode(ids), text);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A SentencePiece ("llama") vocabulary against llama.cpp (tests/fixtures/make_spm_fixture.py: trained
+// with sentencepiece as Llama's tokenizer was, written as GGUF as llama.cpp's converter does).
+
+TEST(TokenizerSpm, MatchesLlamaCppOnEveryFixtureString) {
+  const std::string dir = ATTN_FIXTURES_DIR;
+  std::ifstream in(dir + "/tokenizer_spm_tiny.json");
+  ASSERT_TRUE(in) << "tokenizer_spm_tiny.json is missing: run tests/fixtures/make_spm_fixture.py";
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  const gguf::File file = gguf::File::Open(dir + "/" + fixture["file"].get<std::string>());
+  const Tokenizer t = Tokenizer::FromGGUF(file);
+  EXPECT_EQ(t.vocab_size(), fixture["vocab_size"].get<int>());
+  EXPECT_EQ(t.bos_id(), fixture["bos_id"].get<int>());
+  EXPECT_EQ(t.eos_id(), fixture["eos_id"].get<int>());
+  EXPECT_TRUE(t.add_bos());
+  EXPECT_EQ(t.EncodePrompt("x").front(), t.bos_id());
+  int total = 0, round_trips = 0;
+  for (const auto& c : fixture["cases"]) {
+    const std::string name = c["name"];
+    const std::string text = FromHex(c["text_hex"]);
+    const bool special = c["parse_special"];
+    const std::vector<int32_t> want = c["ids"].get<std::vector<int32_t>>();
+    const std::vector<int32_t> got = t.Encode(text, special);
+    EXPECT_EQ(got, want) << name;
+    EXPECT_EQ(t.Encode(text, special, InvalidUtf8::kReplace), want) << name;  // bytes stay bytes
+    EXPECT_EQ(t.Decode(got), FromHex(c["detokenized_hex"])) << name;
+    // Every byte has a byte token, so valid text without special tokens comes back exactly, after
+    // the space SentencePiece puts in front. (In invalid UTF-8 a lead byte takes the next bytes into
+    // its character, so a space after it can come back as the bytes of U+2581, as in llama.cpp.)
+    if (!text.empty() && text.find('<') == std::string::npos && c["valid_utf8"].get<bool>()) {
+      EXPECT_EQ(t.Decode(got), " " + text) << name;
+      ++round_trips;
+    }
+    ++total;
+  }
+  EXPECT_GE(total, 200);
+  EXPECT_GE(round_trips, 90);
+}
+
+TEST(TokenizerSpm, RejectsBadScores) {
+  gguf::Writer w;
+  w.SetString("tokenizer.ggml.model", "llama");
+  w.SetStrings("tokenizer.ggml.tokens", {"<unk>", "<s>", "</s>",
+                                         "\xE2\x96\x81"
+                                         "a"});
+  gguf::Value scores;
+  scores.type = gguf::ValueType::kArray;
+  scores.array_type = gguf::ValueType::kF32;
+  auto array = std::make_shared<gguf::Array>();
+  for (double x : {0.0, 0.0, 0.0}) {
+    gguf::Value e;
+    e.type = gguf::ValueType::kF32;
+    e.data = x;
+    array->push_back(e);
+  }
+  scores.data = array;
+  w.Set("tokenizer.ggml.scores", scores);
+  ExpectRejected(w.ToBytes(), "tokenizer.ggml.scores has 3 entries, tokenizer.ggml.tokens 4");
 }
 
 }  // namespace
