@@ -45,9 +45,10 @@ struct ModelConfig {
   int64_t context_length = 0;
   int64_t rope_dim = 0;  // dimensions rotated per head (rotary models)
   float rope_base = 10000.0f;
-  bool rope_neox = false;  // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
-  bool qkv_bias = false;   // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
-  bool qk_norm = false;    // RMSNorm over head_dim on every query and key head before RoPE (qwen3)
+  float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear scaling), 1 without
+  bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
+  bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
+  bool qk_norm = false;          // RMSNorm over head_dim on every query and key head before RoPE (qwen3)
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)

@@ -29,13 +29,14 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
   }
 }
 
-void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float* cos_out, float* sin_out) {
+void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
+                const float* factors, float* cos_out, float* sin_out) {
   const int64_t half = rope_dim / 2;
   for (int64_t r = 0; r < n_rows; ++r) {
-    const double pos = static_cast<double>(pos0 + r);
+    const double pos = static_cast<double>(pos0 + r) * freq_scale;
     for (int64_t i = 0; i < half; ++i) {
-      const double theta =
-          pos * std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / rope_dim);
+      double theta = pos * std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / rope_dim);
+      if (factors != nullptr) theta /= factors[i];
       cos_out[r * half + i] = static_cast<float>(std::cos(theta));
       sin_out[r * half + i] = static_cast<float>(std::sin(theta));
     }

@@ -21,9 +21,12 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
 enum class RopeStyle : uint8_t { kNormal, kNeox };
 
 // The rotation angles of rows at positions pos0 .. pos0 + n_rows - 1: cos/sin [n_rows][rope_dim / 2],
-// angle of pair i at position p = p * base^(-2i / rope_dim) (computed in double, so long
-// positions keep their precision). Computed once per forward pass, shared by every layer.
-void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float* cos_out, float* sin_out);
+// angle of pair i at position p = p * freq_scale * base^(-2i / rope_dim) / factors[i] (computed in
+// double, so long positions keep their precision). freq_scale is 1 / the linear scaling factor;
+// factors (may be null: all 1) are a file's rope_freqs (Llama 3.1's long-context frequencies).
+// Computed once per forward pass, shared by every layer.
+void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
+                const float* factors, float* cos_out, float* sin_out);
 
 // Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim] by the
 // angles of RopeAngles.

@@ -120,6 +120,19 @@ ModelConfig ReadConfig(const gguf::File& file) {
     if (c.rope_dim % 2 != 0)
       throw Error("model: rope.dimension_count " + std::to_string(c.rope_dim) + " is odd");
     c.rope_base = GetFloat(file, a + "rope.freq_base", 10000.0f);
+    // Linear scaling divides every position by the factor; YaRN and LongRoPE change the
+    // frequencies in ways attn does not implement, so such files are refused rather than run wrong.
+    // (Llama 3.1's scaling comes as the rope_freqs.weight tensor, which attn applies.)
+    if (const gguf::Value* type = file.Find(a + "rope.scaling.type")) {
+      const auto* name = std::get_if<std::string>(&type->data);
+      if (name == nullptr || (*name != "none" && *name != "linear")) {
+        throw Error("model: " + a + "rope.scaling.type = " + type->ToString() +
+                    " is not supported (none and linear are)");
+      }
+    }
+    const float factor =
+        GetFloat(file, a + "rope.scaling.factor", GetFloat(file, a + "rope.scale_linear", 1.0f));
+    c.rope_freq_scale = 1.0f / factor;
   } else {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
   }
@@ -166,6 +179,15 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
     }
   });
   if (weights.output.data == nullptr) weights.output = weights.token_embd;
+  if (weights.rope_freqs.data != nullptr) {
+    const float* f = Floats(weights.rope_freqs);
+    for (int64_t i = 0; i < config.rope_dim / 2; ++i) {
+      if (!(std::isfinite(f[i]) && f[i] > 0.0f)) {
+        throw Error("model: rope_freqs.weight[" + std::to_string(i) + "] = " + std::to_string(f[i]) +
+                    " (must be a positive number)");
+      }
+    }
+  }
 }
 
 std::string Model::DefaultPath() {

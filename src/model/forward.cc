@@ -272,7 +272,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     if (!gpt2) {
       rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
       rope_sin.resize(rope_cos.size());
-      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, rope_cos.data(), rope_sin.data());
+      const float* factors = w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
+      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
+                      rope_sin.data());
     }
 
     // Embedding: x[i] = E[token_i] (+ P[pos_i]).

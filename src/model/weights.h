@@ -30,7 +30,8 @@ struct Model::Weights {
   WeightMatrix token_embd;  // [vocab, d_model]
   WeightMatrix pos_embd;    // gpt2: [context, d_model]
   WeightMatrix output_norm, output_norm_bias;
-  WeightMatrix output;  // [vocab, d_model]; = token_embd when tied
+  WeightMatrix output;      // [vocab, d_model]; = token_embd when tied
+  WeightMatrix rope_freqs;  // [1, rope_dim / 2]: per-pair frequency divisors (Llama 3.1), optional
   std::vector<LayerWeights> layers;
 };
 
@@ -106,6 +107,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
   fn(TensorSpec{"output_norm.weight", 1, d, TensorKind::kVector, true}, w.output_norm);
   if (gpt2) fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
   fn(TensorSpec{"output.weight", c.vocab_size, d, TensorKind::kMatrix, false}, w.output);
+  if (!gpt2) fn(TensorSpec{"rope_freqs.weight", 1, c.rope_dim / 2, TensorKind::kVector, false}, w.rope_freqs);
 }
 
 // A vector tensor's floats (kVector slots are always float32).

@@ -1,7 +1,7 @@
-"""The qwen2 and qwen3 paths against Hugging Face transformers: tiny random Qwen2 / Qwen3 models
-saved by transformers, converted to GGUF as llama.cpp's converter does (llama.cpp reads the same
-files to the same logits), their logits committed as a fixture (tests/fixtures/make_qwen_fixture.py
-has the versions and the layout)."""
+"""The llama (with Llama 3.1's RoPE scaling), qwen2 and qwen3 paths against Hugging Face
+transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
+does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
+(tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
 from __future__ import annotations
 
 import json
@@ -17,11 +17,14 @@ FIXTURES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 @pytest.fixture(scope="module")
 def golden():
-    with open(os.path.join(FIXTURES, "qwen_tiny_logits.json")) as f:
+    with open(os.path.join(FIXTURES, "hf_decoders_logits.json")) as f:
         return json.load(f)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+ARCHS = ["llama", "qwen2", "qwen3"]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("kind, key", [("f32", "logits"), ("f16", "logits_f16_weights")])
 def test_logits_match_transformers(golden, arch, kind, key):
     entry = golden["models"][arch]
@@ -34,8 +37,8 @@ def test_logits_match_transformers(golden, arch, kind, key):
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
         got = model.logits(case["ids"])
-        # float32 on both sides from the same weights: summation order only. A dropped bias or
-        # q/k norm, or RoPE on the wrong pairs, moves these logits by O(1).
+        # float32 on both sides from the same weights: summation order only. A dropped bias, q/k
+        # norm or rope_freqs, or RoPE on the wrong pairs, moves these logits by O(1).
         scale = float(np.abs(want).max())
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * scale)
         assert (got.argmax(-1) == np.asarray(case["argmax"])).all()
@@ -45,11 +48,11 @@ def test_llamacpp_read_the_same_files(golden):
     # Recorded by the fixture script's --llamacpp step: llama.cpp's logits on these files agree
     # with transformers', so the files follow llama.cpp's conventions, not only attn's.
     checks = golden["llamacpp"]["max_rel_diff_vs_transformers"]
-    assert set(checks) == {f"{a}_{k}" for a in ("qwen2", "qwen3") for k in ("f32", "f16")}
+    assert set(checks) == {f"{a}_{k}" for a in ARCHS for k in ("f32", "f16")}
     assert max(v for k, v in checks.items() if k.endswith("f32")) < 1e-4
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_generation_through_the_cache_matches_fresh_passes(golden, arch):
     model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
     ids = golden["models"][arch]["cases"][1]["ids"]
@@ -71,38 +74,63 @@ def test_chat_uses_chatml(golden):
     assert [p for p in pieces if p.strip().isdigit()] == ["1", "2", "3", "4", "5"]
 
 
-def test_bad_head_sizes_are_named(tmp_path, golden):
+def _rewrite(src, dst, *, drop=None, **changes):
+    """src with some metadata values changed and the tensor `drop` left out (llama.cpp's gguf package)."""
     import gguf
 
-    src = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
     r = gguf.GGUFReader(src)
+    w = gguf.GGUFWriter(str(dst), r.fields["general.architecture"].contents())
+    for name, field in r.fields.items():
+        if name.startswith("GGUF.") or name == "general.architecture":
+            continue
+        value = changes.get(name, field.contents())
+        vtype = field.types[0]
+        if vtype == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(name, value, vtype, sub_type=field.types[-1])
+        else:
+            w.add_key_value(name, value, vtype)
+    for name, value in changes.items():  # keys the file does not have yet
+        if name not in r.fields:
+            vtype = gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.FLOAT32
+            w.add_key_value(name, value, vtype)
+    for t in r.tensors:
+        if t.name != drop:
+            w.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed(t.shape.tolist())),
+                         raw_dtype=t.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
-    def rewrite(dst, **changes):
-        w = gguf.GGUFWriter(str(dst), "qwen3")
-        for name, field in r.fields.items():
-            if name.startswith("GGUF.") or name == "general.architecture":
-                continue
-            value = changes.get(name, field.contents())
-            vtype = field.types[0]
-            if vtype == gguf.GGUFValueType.ARRAY:
-                w.add_key_value(name, value, vtype, sub_type=field.types[-1])
-            else:
-                w.add_key_value(name, value, vtype)
-        for t in r.tensors:
-            data = np.array(t.data)
-            w.add_tensor(t.name, data, raw_shape=list(reversed(t.shape.tolist())), raw_dtype=t.tensor_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
 
-    rewrite(tmp_path / "v.gguf", **{"qwen3.attention.value_length": 16})
+def test_bad_head_sizes_are_named(tmp_path, golden):
+    src = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
+    _rewrite(src, tmp_path / "v.gguf", **{"qwen3.attention.value_length": 16})
     with pytest.raises(ValueError, match="value_length 16 differs from attention.key_length 32"):
         attn.Model.load(str(tmp_path / "v.gguf"))
-    rewrite(tmp_path / "k.gguf", **{"qwen3.attention.key_length": 16, "qwen3.attention.value_length": 16})
+    _rewrite(src, tmp_path / "k.gguf", **{"qwen3.attention.key_length": 16, "qwen3.attention.value_length": 16})
     # The projections are 4 heads x 32 wide in the file: the first tensor checked names the misfit.
     with pytest.raises(ValueError, match="blk.0.attn_q.weight' has shape \\[64, 128\\], expected \\[64, 64\\]"):
         attn.Model.load(str(tmp_path / "k.gguf"))
+
+
+def test_rope_scaling(tmp_path, golden):
+    entry = golden["models"]["llama"]
+    src = os.path.join(FIXTURES, entry["files"]["f32"])
+    ids = entry["cases"][1]["ids"]
+    want = np.asarray(entry["cases"][1]["logits"], dtype=np.float32)
+    # Without its rope_freqs the model is another one: the tensor is read and applied.
+    _rewrite(src, tmp_path / "nofreqs.gguf", drop="rope_freqs.weight")
+    assert np.abs(attn.Model.load(str(tmp_path / "nofreqs.gguf")).logits(ids) - want).max() > 0.1
+    # Linear scaling divides positions by the factor: 1 changes no bit, 2 changes the model.
+    _rewrite(src, tmp_path / "lin1.gguf", **{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 1.0})
+    np.testing.assert_array_equal(attn.Model.load(str(tmp_path / "lin1.gguf")).logits(ids),
+                                  attn.Model.load(src).logits(ids))
+    _rewrite(src, tmp_path / "lin2.gguf", **{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0})
+    assert np.abs(attn.Model.load(str(tmp_path / "lin2.gguf")).logits(ids) - want).max() > 0.1
+    _rewrite(src, tmp_path / "yarn.gguf", **{"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
+    with pytest.raises(ValueError, match="rope.scaling.type = .yarn. is not supported"):
+        attn.Model.load(str(tmp_path / "yarn.gguf"))
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
