@@ -61,6 +61,7 @@ class HeadStats {
     float scale;
     std::span<const int32_t> tokens;
     int threads;
+    int64_t window = -1;  // sliding layers: row i sees keys i - window .. i only; -1: all before it
   };
   void Add(const LayerInput& in);
 

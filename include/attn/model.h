@@ -7,7 +7,9 @@
 // Architectures (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU, tied or separate
 // output), its relatives "qwen2" (biases on Q, K and V; NEOX RoPE) and "qwen3" (an RMSNorm on every
 // query and key head before RoPE; NEOX RoPE), and "gpt2" (learned positions, LayerNorm, GELU, fused
-// QKV, biases).
+// QKV, biases), and "gemma3" (dense Gemma 3 text models: embeddings scaled by sqrt(d_model), an
+// RMSNorm on each q / k head, RMSNorms after attention and after the feed-forward block, a GELU
+// gate, and sliding-window attention on five of every six layers with their own RoPE base).
 #pragma once
 
 #include <cstdint>
@@ -27,7 +29,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -48,7 +50,19 @@ struct ModelConfig {
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear scaling), 1 without
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
-  bool qk_norm = false;          // RMSNorm over head_dim on every query and key head before RoPE (qwen3)
+  bool qk_norm = false;      // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
+  float embed_scale = 1.0f;  // token embeddings are multiplied by it (gemma3: sqrt(d_model))
+  bool post_norms = false;   // RMSNorm of the attention and feed-forward outputs before the residual add
+  bool gelu_gate = false;    // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma3)
+  // Sliding-window attention (gemma3): on sliding layers a query sees itself and the
+  // sliding_window - 1 keys before it; every sliding_pattern-th layer sees everything. Sliding
+  // layers rotate with rope_base_swa and no scaling.
+  int64_t sliding_window = 0;  // 0: no sliding layers
+  int64_t sliding_pattern = 0;
+  float rope_base_swa = 10000.0f;
+  bool IsSliding(int64_t layer) const {
+    return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
+  }
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)

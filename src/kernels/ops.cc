@@ -70,6 +70,11 @@ void SwiGlu(float* gate, const float* up, int64_t n) {
   }
 }
 
+void GegluTanh(float* gate, const float* up, int64_t n) {
+  GeluTanh(gate, n);
+  for (int64_t i = 0; i < n; ++i) gate[i] *= up[i];
+}
+
 void GeluTanh(float* x, int64_t n) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   for (int64_t i = 0; i < n; ++i) {

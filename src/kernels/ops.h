@@ -36,6 +36,9 @@ void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int6
 // SwiGLU (Shazeer 2020): gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
 void SwiGlu(float* gate, const float* up, int64_t n);
 
+// GeGLU with the tanh GELU (Gemma): gate[i] = gelu_tanh(gate[i]) * up[i].
+void GegluTanh(float* gate, const float* up, int64_t n);
+
 // GELU, tanh approximation (GPT-2's "gelu_new"):
 // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
 void GeluTanh(float* x, int64_t n);

@@ -57,6 +57,7 @@ float GetFloat(const gguf::File& file, const std::string& key, float fallback) {
 // Limits that keep every size product far from overflow; real models are well inside them.
 constexpr int64_t kMaxDim = 1 << 20;
 constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kZero = 0;
 
 }  // namespace
 
@@ -74,11 +75,14 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "qwen3") {
     c.arch = Arch::kQwen3;
     c.rope_neox = c.qk_norm = true;
+  } else if (c.arch_name == "gemma3") {
+    c.arch = Arch::kGemma3;
+    c.rope_neox = c.qk_norm = c.post_norms = c.gelu_gate = true;
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
   } else {
     throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen3 and gpt2 are)");
+                "' is not supported (llama, qwen2, qwen3, gemma3 and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -135,6 +139,14 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_freq_scale = 1.0f / factor;
   } else {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
+  }
+  if (c.arch == Arch::kGemma3) {
+    // As llama.cpp reads Gemma 3: the embedding scale sqrt(d_model); with attention.sliding_window,
+    // five sliding layers in every six (the sixth, 5, 11, ..., global) at RoPE base 10000.
+    c.embed_scale = std::sqrt(static_cast<float>(c.d_model));
+    c.sliding_window = GetInt(file, a + "attention.sliding_window", 0, kMaxDim, &kZero);
+    c.sliding_pattern = 6;
+    c.rope_base_swa = 10000.0f;
   }
   // The vocabulary size is the embedding's row count (llama.vocab_size is optional in GGUF).
   const gguf::TensorInfo* embd = file.FindTensor("token_embd.weight");

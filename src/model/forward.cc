@@ -61,14 +61,14 @@ TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_
 }
 
 // Attention with the pattern materialized, for the hooks that ask for scores or the pattern:
-//   A[h, r, j] = scale q_r . k_j (j <= pos0 + r, else -inf) -> hook_attn_scores -> softmax ->
-//   hook_pattern -> z[r, h] = sum_j A[h, r, j] v_j.
+//   A[h, r, j] = scale q_r . k_j (pos0 + r - window <= j <= pos0 + r, else -inf; window -1: none) ->
+//   hook_attn_scores -> softmax -> hook_pattern -> z[r, h] = sum_j A[h, r, j] v_j.
 // Both products run on the f32 matrix kernel (the cached K rows and V^T as weight matrices).
 // Also fills the row LSE and entropy for the statistics when they are given. With z == nullptr
 // (read-only hooks) it stops after hook_pattern.
 void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, int64_t n, int64_t pos0,
-                       const ModelConfig& c, const Hooks& hooks, int layer, float* z, float* lse,
-                       float* entropy, ThreadPool& pool, int threads) {
+                       int64_t window, const ModelConfig& c, const Hooks& hooks, int layer, float* z,
+                       float* lse, float* entropy, ThreadPool& pool, int threads) {
   const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const float neg_inf = -std::numeric_limits<float>::infinity();
@@ -84,7 +84,8 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
     MatMul(km, q + h * hd, n, q_stride, ah, keys, pool, threads);
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = 0; j < keys; ++j)
-        ah[r * keys + j] = j <= pos0 + r ? ah[r * keys + j] * scale : neg_inf;
+        ah[r * keys + j] =
+            j <= pos0 + r && (window < 0 || pos0 + r - j <= window) ? ah[r * keys + j] * scale : neg_inf;
   }
   auto visit = [&](const char* name) {
     if (hooks.Wants(name, layer)) hooks.fn(HookPoint{name, layer, a.data(), n, keys, pos0, c.n_heads});
@@ -267,14 +268,19 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       by_rows([&](int64_t r0, int64_t r1) { ops::Add(y + r0 * d, o + r0 * d, (r1 - r0) * d); });
     };
 
-    // Rotary angles of this chunk's positions, shared by every layer.
-    std::vector<float> rope_cos, rope_sin;
+    // Rotary angles of this chunk's positions, shared by every layer (sliding layers have their own).
+    std::vector<float> rope_cos, rope_sin, swa_cos, swa_sin;
     if (!gpt2) {
       rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
       rope_sin.resize(rope_cos.size());
       const float* factors = w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
       ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
                       rope_sin.data());
+      if (c.sliding_window > 0) {
+        swa_cos.resize(rope_cos.size());
+        swa_sin.resize(rope_cos.size());
+        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());
+      }
     }
 
     // Embedding: x[i] = E[token_i] (+ P[pos_i]).
@@ -283,6 +289,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       const int32_t id = tokens[start + i];
       DequantizeRow(w.token_embd.type, w.token_embd.data + static_cast<size_t>(id) * w.token_embd.row_bytes,
                     x + i * d, d);
+    }
+    if (c.embed_scale != 1.0f) {
+      for (int64_t i = 0; i < n * d; ++i) x[i] *= c.embed_scale;
     }
     point("hook_embed", -1, x, d);
     if (gpt2) {
@@ -299,6 +308,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     for (int64_t l = 0; l < c.n_layers; ++l) {
       const LayerWeights& L = w.layers[static_cast<size_t>(l)];
       const int layer = static_cast<int>(l);
+      const bool sliding = c.IsSliding(l);
+      const int64_t window = sliding ? c.sliding_window - 1 : -1;  // keys before the query it sees
       KVCache& cache = *session.caches_[static_cast<size_t>(l)];
       point("hook_resid_pre", layer, x, d);
 
@@ -355,8 +366,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (!gpt2) {
         // GGUF llama: consecutive pairs (its converter permutes Q and K rows); qwen*: NEOX halves.
         const auto style = c.rope_neox ? ops::RopeStyle::kNeox : ops::RopeStyle::kNormal;
-        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
-        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, rope_cos.data(), rope_sin.data(), style);
+        const float* cos_t = sliding ? swa_cos.data() : rope_cos.data();
+        const float* sin_t = sliding ? swa_sin.data() : rope_sin.data();
+        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, cos_t, sin_t, style);
+        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, cos_t, sin_t, style);
         point("attn.hook_rot_q", layer, q, q_dim);
         point("attn.hook_rot_k", layer, k, kv_dim);
       }
@@ -366,15 +379,16 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       const bool explicit_pattern = hooks != nullptr && (hooks->Wants("attn.hook_attn_scores", layer) ||
                                                          hooks->Wants("attn.hook_pattern", layer));
       if (explicit_pattern && hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, c, *hooks, layer, nullptr, nullptr, nullptr, pool,
-                          threads);
+        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, *hooks, layer, nullptr, nullptr, nullptr,
+                          pool, threads);
       }
       if (explicit_pattern && !hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, c, *hooks, layer, s.z.data(), lse, entropy, pool,
-                          threads);
+        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, *hooks, layer, s.z.data(), lse, entropy,
+                          pool, threads);
       } else {
         AttentionOptions opts;
         opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
+        opts.window_left = window;
         opts.threads = threads;
         opts.lse = lse;
         opts.entropy = entropy;
@@ -382,11 +396,13 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       }
       if (stats != nullptr) {
         stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
-                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads});
+                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads,
+                                         window});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
       if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
+      if (c.post_norms) norm(L.post_attn_norm, WeightMatrix{}, s.o.data(), s.o.data());
       point("hook_attn_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());
       if (c.d_ff == 0) {
@@ -416,10 +432,14 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         MatMulShared(ws, s.h.data(), n, d, ys, pool, threads);
         point("mlp.hook_pre", layer, s.gate.data(), c.d_ff);
         by_rows([&](int64_t r0, int64_t r1) {
-          ops::SwiGlu(s.gate.data() + r0 * c.d_ff, s.up.data() + r0 * c.d_ff, (r1 - r0) * c.d_ff);
+          float* gate = s.gate.data() + r0 * c.d_ff;
+          const float* up = s.up.data() + r0 * c.d_ff;
+          c.gelu_gate ? ops::GegluTanh(gate, up, (r1 - r0) * c.d_ff)
+                      : ops::SwiGlu(gate, up, (r1 - r0) * c.d_ff);
         });
         point("mlp.hook_post", layer, s.gate.data(), c.d_ff);
         matmul(L.w_down, s.gate.data(), c.d_ff, s.o.data(), d);
+        if (c.post_norms) norm(L.post_ffn_norm, WeightMatrix{}, s.o.data(), s.o.data());
       }
       point("hook_mlp_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());

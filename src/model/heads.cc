@@ -58,25 +58,32 @@ void HeadStats::Add(const LayerInput& in) {
       const float* q = in.q + r * in.q_stride + h * D;
       const float lse = in.lse[h * n + r];
       // The attention weight on a set of keys: sum exp(scale q . k_j - lse), as the kernel normalizes it.
+      // A key outside a sliding window has weight 0: the sets below only hold keys the row sees.
+      const int64_t lo = in.window < 0 ? 0 : std::max<int64_t>(0, i - in.window);
       auto mass = [&](const int64_t* set, int64_t count, int64_t offset) {
         return kernels::SumKeyWeights(q, k_head, k_dtype, k_stride, D, set, count, offset, in.scale, lse);
       };
       if (i >= 1) {
         const int64_t first_prev[2] = {0, i - 1};
-        acc.mass[kFirst] += mass(first_prev, 1, 0), ++acc.rows[kFirst];
-        acc.mass[kPrev] += mass(first_prev + 1, 1, 0), ++acc.rows[kPrev];
+        acc.mass[kFirst] += lo == 0 ? mass(first_prev, 1, 0) : 0.0, ++acc.rows[kFirst];
+        acc.mass[kPrev] += i - 1 >= lo ? mass(first_prev + 1, 1, 0) : 0.0, ++acc.rows[kPrev];
         acc.mass[kEntropy] += in.entropy[h * n + r], ++acc.rows[kEntropy];
       }
       if (i >= 4) {
-        const int64_t window[4] = {i - 3, i - 2, i - 1, i};
-        acc.mass[kLocal] += mass(window, 4, 0), ++acc.rows[kLocal];
+        const int64_t local[4] = {i - 3, i - 2, i - 1, i};
+        const int64_t skip = std::clamp<int64_t>(lo - (i - 3), 0, 3);
+        acc.mass[kLocal] += mass(local + skip, 4 - skip, 0), ++acc.rows[kLocal];
       }
+      // Earlier copies are in increasing order: those the window cuts off come first. (Their
+      // successors, copy + 1, are cut off when copy + 1 < lo.)
+      const int64_t* set = copies.data() + copy_begin[r];
       const int64_t n_copies = copy_begin[r + 1] - copy_begin[r];
       if (n_copies > 0) {
-        const int64_t* set = copies.data() + copy_begin[r];
-        acc.mass[kDup] += mass(set, n_copies, 0), ++acc.rows[kDup];
+        const int64_t* seen_dup = std::lower_bound(set, set + n_copies, lo);
+        const int64_t* seen_ind = std::lower_bound(set, set + n_copies, lo - 1);
+        acc.mass[kDup] += mass(seen_dup, set + n_copies - seen_dup, 0), ++acc.rows[kDup];
         // The token after each earlier copy (copy < i, so copy + 1 <= i).
-        acc.mass[kInduction] += mass(set, n_copies, 1), ++acc.rows[kInduction];
+        acc.mass[kInduction] += mass(seen_ind, set + n_copies - seen_ind, 1), ++acc.rows[kInduction];
       }
     }
   });

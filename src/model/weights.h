@@ -14,16 +14,17 @@ namespace attn {
 
 // The tensors of one block. A WeightMatrix with data == nullptr is absent (optional tensors).
 struct LayerWeights {
-  WeightMatrix attn_norm, attn_norm_bias;  // [1, d_model]
-  WeightMatrix wq, wk, wv;                 // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
-  WeightMatrix bq, bk, bv;                 // qwen2: their biases
-  WeightMatrix q_norm, k_norm;             // qwen3: [1, head_dim], shared by every head
-  WeightMatrix wqkv, bqkv;                 // gpt2: fused [3 * d_model, d_model] and its bias
-  WeightMatrix wo, bo;                     // [d_model, n_heads * head_dim]
-  WeightMatrix ffn_norm, ffn_norm_bias;    // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
-  WeightMatrix w_gate;                     // llama: [d_ff, d_model]
-  WeightMatrix w_up, b_up;                 // [d_ff, d_model]
-  WeightMatrix w_down, b_down;             // [d_model, d_ff]
+  WeightMatrix attn_norm, attn_norm_bias;      // [1, d_model]
+  WeightMatrix wq, wk, wv;                     // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
+  WeightMatrix bq, bk, bv;                     // qwen2: their biases
+  WeightMatrix q_norm, k_norm;                 // qwen3, gemma3: [1, head_dim], shared by every head
+  WeightMatrix post_attn_norm, post_ffn_norm;  // gemma3: [1, d_model]
+  WeightMatrix wqkv, bqkv;                     // gpt2: fused [3 * d_model, d_model] and its bias
+  WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]
+  WeightMatrix ffn_norm, ffn_norm_bias;        // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
+  WeightMatrix w_gate;                         // llama: [d_ff, d_model]
+  WeightMatrix w_up, b_up;                     // [d_ff, d_model]
+  WeightMatrix w_down, b_down;                 // [d_model, d_ff]
 };
 
 struct Model::Weights {
@@ -98,10 +99,12 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
         vec("attn_k_norm", ".weight", c.head_dim, L.k_norm);
       }
       mat("attn_output", d, q_dim, L.wo);
+      if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
       vec("ffn_norm", ".weight", d, L.ffn_norm);
       mat("ffn_gate", c.d_ff, d, L.w_gate);
       mat("ffn_up", c.d_ff, d, L.w_up);
       mat("ffn_down", d, c.d_ff, L.w_down);
+      if (c.post_norms) vec("post_ffw_norm", ".weight", d, L.post_ffn_norm);
     }
   }
   fn(TensorSpec{"output_norm.weight", 1, d, TensorKind::kVector, true}, w.output_norm);
