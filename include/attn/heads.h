@@ -61,7 +61,8 @@ class HeadStats {
     float scale;
     std::span<const int32_t> tokens;
     int threads;
-    int64_t window = -1;  // sliding layers: row i sees keys i - window .. i only; -1: all before it
+    int64_t window = -1;   // sliding layers: row i sees keys i - window .. i only; -1: all before it
+    float softcap = 0.0f;  // scores capped as softcap * tanh(s / softcap) (gemma2); 0: not
   };
   void Add(const LayerInput& in);
 

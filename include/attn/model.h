@@ -7,9 +7,10 @@
 // Architectures (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU, tied or separate
 // output), its relatives "qwen2" (biases on Q, K and V; NEOX RoPE) and "qwen3" (an RMSNorm on every
 // query and key head before RoPE; NEOX RoPE), and "gpt2" (learned positions, LayerNorm, GELU, fused
-// QKV, biases), and "gemma3" (dense Gemma 3 text models: embeddings scaled by sqrt(d_model), an
+// QKV, biases), "gemma3" (dense Gemma 3 text models: embeddings scaled by sqrt(d_model), an
 // RMSNorm on each q / k head, RMSNorms after attention and after the feed-forward block, a GELU
-// gate, and sliding-window attention on five of every six layers with their own RoPE base).
+// gate, and sliding-window attention on five of every six layers with their own RoPE base) and
+// "gemma2" (the same without q / k norms, every other layer sliding, softcapped scores and logits).
 #pragma once
 
 #include <cstdint>
@@ -29,7 +30,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma3, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma2, kGemma3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -60,6 +61,8 @@ struct ModelConfig {
   int64_t sliding_window = 0;  // 0: no sliding layers
   int64_t sliding_pattern = 0;
   float rope_base_swa = 10000.0f;
+  float attn_softcap = 0.0f;   // scores capped as attn_softcap * tanh(s / attn_softcap) (gemma2); 0: not
+  float final_softcap = 0.0f;  // the same on the logits (gemma2)
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
   }

@@ -41,7 +41,7 @@ inline float KeyValue(hwy::bfloat16_t x) {
 // kChunk keys in vectors (the scalar exp per key had cost as much as the dot products).
 template <class T>
 double SumKeyWeightsT(const float* q, const T* k, int64_t k_stride, int64_t dim, const int64_t* keys,
-                      int64_t n_keys, int64_t offset, float scale, float lse) {
+                      int64_t n_keys, int64_t offset, float scale, float lse, float softcap) {
   constexpr int64_t kChunk = 64;
   const hn::ScalableTag<float> d;
   const int64_t N = hn::Lanes(d), body = dim / N * N;
@@ -80,26 +80,31 @@ double SumKeyWeightsT(const float* q, const T* k, int64_t k_stride, int64_t dim,
       dots[i] = hn::GetLane(hn::SumOfLanes(d, a)) + tail(kr);
     }
     const auto vs = hn::Set(d, scale), vl = hn::Set(d, lse);
+    const auto cap = hn::Set(d, softcap), inv_cap = hn::Set(d, softcap > 0.0f ? 1.0f / softcap : 0.0f);
     for (int64_t j = 0; j < cn; j += N) {
       const auto live = hn::FirstN(d, static_cast<size_t>(cn - j));
       const auto x = hn::IfThenElseZero(live, hn::LoadU(d, dots + j));  // dots past cn are stale
-      sum = hn::Add(sum, hn::IfThenElseZero(live, hn::Exp(d, hn::Sub(hn::Mul(x, vs), vl))));
+      auto s = hn::Mul(x, vs);
+      if (softcap > 0.0f) s = hn::Mul(cap, hn::Tanh(d, hn::Mul(s, inv_cap)));
+      sum = hn::Add(sum, hn::IfThenElseZero(live, hn::Exp(d, hn::Sub(s, vl))));
     }
   }
   return static_cast<double>(hn::GetLane(hn::SumOfLanes(d, sum)));
 }
 
 double SumKeyWeightsImpl(const float* q, const void* k, DType k_dtype, int64_t k_stride, int64_t dim,
-                         const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse) {
+                         const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse,
+                         float softcap) {
   switch (k_dtype) {
     case DType::kF16:
       return SumKeyWeightsT(q, static_cast<const hwy::float16_t*>(k), k_stride, dim, keys, n_keys, offset,
-                            scale, lse);
+                            scale, lse, softcap);
     case DType::kBF16:
       return SumKeyWeightsT(q, static_cast<const hwy::bfloat16_t*>(k), k_stride, dim, keys, n_keys, offset,
-                            scale, lse);
+                            scale, lse, softcap);
     default:
-      return SumKeyWeightsT(q, static_cast<const float*>(k), k_stride, dim, keys, n_keys, offset, scale, lse);
+      return SumKeyWeightsT(q, static_cast<const float*>(k), k_stride, dim, keys, n_keys, offset, scale, lse,
+                            softcap);
   }
 }
 
@@ -111,9 +116,10 @@ namespace attn::kernels {
 HWY_EXPORT(SumKeyWeightsImpl);
 
 double SumKeyWeights(const float* q, const void* k, DType k_dtype, int64_t k_stride, int64_t dim,
-                     const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse) {
+                     const int64_t* keys, int64_t n_keys, int64_t offset, float scale, float lse,
+                     float softcap) {
   return HWY_DYNAMIC_DISPATCH(SumKeyWeightsImpl)(q, k, k_dtype, k_stride, dim, keys, n_keys, offset, scale,
-                                                 lse);
+                                                 lse, softcap);
 }
 }  // namespace attn::kernels
 #endif

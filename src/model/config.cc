@@ -75,6 +75,9 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "qwen3") {
     c.arch = Arch::kQwen3;
     c.rope_neox = c.qk_norm = true;
+  } else if (c.arch_name == "gemma2") {
+    c.arch = Arch::kGemma2;
+    c.rope_neox = c.post_norms = c.gelu_gate = true;
   } else if (c.arch_name == "gemma3") {
     c.arch = Arch::kGemma3;
     c.rope_neox = c.qk_norm = c.post_norms = c.gelu_gate = true;
@@ -82,7 +85,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kGpt2;
   } else {
     throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen3, gemma3 and gpt2 are)");
+                "' is not supported (llama, qwen2, qwen3, gemma2, gemma3 and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -147,6 +150,18 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.sliding_window = GetInt(file, a + "attention.sliding_window", 0, kMaxDim, &kZero);
     c.sliding_pattern = 6;
     c.rope_base_swa = 10000.0f;
+  }
+  if (c.arch == Arch::kGemma2) {
+    // As llama.cpp reads Gemma 2: every other layer (0, 2, ...) slides over attention.sliding_window
+    // keys (4096 when absent) with the global RoPE base; scores and logits are softcapped (50 and
+    // 30 when the keys are absent).
+    c.embed_scale = std::sqrt(static_cast<float>(c.d_model));
+    const int64_t default_window = 4096;
+    c.sliding_window = GetInt(file, a + "attention.sliding_window", 0, kMaxDim, &default_window);
+    c.sliding_pattern = 2;
+    c.rope_base_swa = c.rope_base;
+    c.attn_softcap = GetFloat(file, a + "attn_logit_softcapping", 50.0f);
+    c.final_softcap = GetFloat(file, a + "final_logit_softcapping", 30.0f);
   }
   // The vocabulary size is the embedding's row count (llama.vocab_size is optional in GGUF).
   const gguf::TensorInfo* embd = file.FindTensor("token_embd.weight");

@@ -61,7 +61,8 @@ TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_
 }
 
 // Attention with the pattern materialized, for the hooks that ask for scores or the pattern:
-//   A[h, r, j] = scale q_r . k_j (pos0 + r - window <= j <= pos0 + r, else -inf; window -1: none) ->
+//   A[h, r, j] = scale q_r . k_j (pos0 + r - window <= j <= pos0 + r, else -inf; window -1: none;
+//   softcapped as the model says) ->
 //   hook_attn_scores -> softmax -> hook_pattern -> z[r, h] = sum_j A[h, r, j] v_j.
 // Both products run on the f32 matrix kernel (the cached K rows and V^T as weight matrices).
 // Also fills the row LSE and entropy for the statistics when they are given. With z == nullptr
@@ -71,6 +72,7 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
                        float* lse, float* entropy, ThreadPool& pool, int threads) {
   const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float cap = c.attn_softcap;
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<float> k32, v32;  // a half cache widened (this path is for inspection, not speed)
   const TensorView kt = cache.keys().AsFloat32(&k32), vt = cache.values().AsFloat32(&v32);
@@ -82,10 +84,14 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
                           static_cast<size_t>(kt.stride[1]) * sizeof(float)};
     float* ah = a.data() + h * n * keys;
     MatMul(km, q + h * hd, n, q_stride, ah, keys, pool, threads);
-    for (int64_t r = 0; r < n; ++r)
-      for (int64_t j = 0; j < keys; ++j)
-        ah[r * keys + j] =
-            j <= pos0 + r && (window < 0 || pos0 + r - j <= window) ? ah[r * keys + j] * scale : neg_inf;
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t j = 0; j < keys; ++j) {
+        float& x = ah[r * keys + j];
+        x *= scale;
+        if (cap > 0.0f) x = cap * std::tanh(x / cap);
+        if (j > pos0 + r || (window >= 0 && pos0 + r - j > window)) x = neg_inf;
+      }
+    }
   }
   auto visit = [&](const char* name) {
     if (hooks.Wants(name, layer)) hooks.fn(HookPoint{name, layer, a.data(), n, keys, pos0, c.n_heads});
@@ -389,6 +395,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         AttentionOptions opts;
         opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
         opts.window_left = window;
+        opts.softcap = c.attn_softcap;
         opts.threads = threads;
         opts.lse = lse;
         opts.entropy = entropy;
@@ -397,7 +404,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (stats != nullptr) {
         stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
                                          1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads,
-                                         window});
+                                         window, c.attn_softcap});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
@@ -464,6 +471,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     }
     float* out = all_logits ? logits + start * c.vocab_size : logits;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
+    if (c.final_softcap > 0.0f) {
+      const float cap = c.final_softcap;
+      for (int64_t i = 0; i < rows * c.vocab_size; ++i) out[i] = cap * std::tanh(out[i] / cap);
+    }
   }
 }
 

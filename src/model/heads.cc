@@ -61,7 +61,8 @@ void HeadStats::Add(const LayerInput& in) {
       // A key outside a sliding window has weight 0: the sets below only hold keys the row sees.
       const int64_t lo = in.window < 0 ? 0 : std::max<int64_t>(0, i - in.window);
       auto mass = [&](const int64_t* set, int64_t count, int64_t offset) {
-        return kernels::SumKeyWeights(q, k_head, k_dtype, k_stride, D, set, count, offset, in.scale, lse);
+        return kernels::SumKeyWeights(q, k_head, k_dtype, k_stride, D, set, count, offset, in.scale, lse,
+                                      in.softcap);
       };
       if (i >= 1) {
         const int64_t first_prev[2] = {0, i - 1};

@@ -1,5 +1,5 @@
-"""The llama (with Llama 3.1's RoPE scaling), qwen2, qwen3 and gemma3 paths against Hugging Face
-transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
+"""The llama (with Llama 3.1's RoPE scaling), qwen2, qwen3, gemma3 and gemma2 paths against
+Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
 from __future__ import annotations
@@ -21,7 +21,7 @@ def golden():
         return json.load(f)
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma3"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -32,8 +32,8 @@ def test_logits_match_transformers(golden, arch, kind, key):
     c = model.config
     assert c["arch"] == arch
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
-    assert c["head_dim"] == (32 if arch in ("qwen3", "gemma3") else 16)
-    assert c["tied_output"] == (arch in ("qwen2", "gemma3"))
+    assert c["head_dim"] == (32 if arch in ("qwen3", "gemma3", "gemma2") else 16)
+    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
         got = model.logits(case["ids"])
@@ -49,8 +49,8 @@ def test_llamacpp_read_the_same_files(golden):
     # with transformers', so the files follow llama.cpp's conventions, not only attn's.
     checks = golden["llamacpp"]["max_rel_diff_vs_transformers"]
     assert set(checks) == {f"{a}_{k}" for a in ARCHS for k in ("f32", "f16")}
-    assert max(v for k, v in checks.items() if k.endswith("f32") and not k.startswith("gemma3")) < 1e-4
-    assert checks["gemma3_f32"] < 5e-3  # llama.cpp's CPU GELU reads an F16 table
+    assert max(v for k, v in checks.items() if k.endswith("f32") and not k.startswith("gemma")) < 1e-4
+    assert max(checks["gemma3_f32"], checks["gemma2_f32"]) < 5e-3  # llama.cpp's CPU GELU: an F16 table
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -160,11 +160,12 @@ def test_cache_sees_the_qwen_steps(golden, arch):
     np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-5)
 
 
-def test_gemma3_patterns_through_hooks_match_the_fused_kernel(golden):
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2"])
+def test_gemma_patterns_through_hooks_match_the_fused_kernel(golden, arch):
     # A hook on hook_pattern makes every layer build its pattern and take z from it (the explicit
-    # path, with its own sliding-window mask); z then matches the fused kernel's.
-    model = attn.Model.load(os.path.join(FIXTURES, golden["models"]["gemma3"]["files"]["f32"]))
-    ids = golden["models"]["gemma3"]["cases"][1]["ids"]
+    # path, with its own sliding-window mask and softcap); z then matches the fused kernel's.
+    model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
+    ids = golden["models"][arch]["cases"][1]["ids"]
     fused = model.logits(ids)
     explicit = model.run_with_hooks(ids, hooks=[(lambda n: n.endswith("hook_pattern"), lambda p, h: None)])
     np.testing.assert_allclose(explicit, fused, rtol=0, atol=1e-4 * float(np.abs(fused).max()))
