@@ -204,6 +204,17 @@ void BindModel(nb::module_& m) {
                      d["vocab_size"] = c.vocab_size;
                      d["context_length"] = c.context_length;
                      d["rope_base"] = c.rope_base;
+                     d["rope_dim"] = c.rope_dim;
+                     d["rope_freq_scale"] = c.rope_freq_scale;
+                     d["sliding_window"] = c.sliding_window;  // 0: every layer sees all keys
+                     d["sliding_layers"] = [&] {
+                       std::vector<int64_t> layers;
+                       for (int64_t l = 0; l < c.n_layers; ++l)
+                         if (c.IsSliding(l)) layers.push_back(l);
+                       return layers;
+                     }();
+                     d["attn_softcap"] = c.attn_softcap;  // 0: none
+                     d["final_softcap"] = c.final_softcap;
                      d["norm_eps"] = c.norm_eps;
                      d["tied_output"] = c.tied_output;
                      return d;

@@ -44,6 +44,16 @@ def test_logits_match_transformers(golden, arch, kind, key):
         assert (got.argmax(-1) == np.asarray(case["argmax"])).all()
 
 
+def test_config_says_what_the_files_say(golden):
+    load = lambda arch: attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"])).config
+    g3, g2, llama = load("gemma3"), load("gemma2"), load("llama")
+    assert (g3["sliding_window"], g3["sliding_layers"], g3["attn_softcap"]) == (8, [0, 1, 2, 3, 4, 6], 0.0)
+    assert (g2["sliding_window"], g2["sliding_layers"]) == (8, [0, 2])
+    assert (g2["attn_softcap"], g2["final_softcap"]) == (5.0, 3.0)
+    assert (llama["sliding_window"], llama["sliding_layers"], llama["rope_freq_scale"]) == (0, [], 1.0)
+    assert llama["rope_dim"] == 16
+
+
 def test_llamacpp_read_the_same_files(golden):
     # Recorded by the fixture script's --llamacpp step: llama.cpp's logits on these files agree
     # with transformers', so the files follow llama.cpp's conventions, not only attn's.
