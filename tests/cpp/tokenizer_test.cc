@@ -480,6 +480,11 @@ TEST(TokenizerSpm, MatchesLlamaCppOnEveryFixtureString) {
   }
   EXPECT_GE(total, 200);
   EXPECT_GE(round_trips, 90);
+  // A literal U+2581 in the text is what SentencePiece writes for a space: it decodes as one (the
+  // fuzzer's first finding against a round-trip check that had forgotten it).
+  EXPECT_EQ(t.Decode(t.Encode("a\xE2\x96\x81"
+                              "b")),
+            " a b");
 }
 
 TEST(TokenizerSpm, RejectsBadScores) {
