@@ -5,12 +5,12 @@
 //   model->Forward(session, tokens, logits, ...);  // appends tokens, returns logits
 //
 // Architectures (src/model/config.cc): "llama" (RMSNorm, RoPE, GQA, SwiGLU, tied or separate
-// output), its relatives "qwen2" (biases on Q, K and V; NEOX RoPE) and "qwen3" (an RMSNorm on every
-// query and key head before RoPE; NEOX RoPE), and "gpt2" (learned positions, LayerNorm, GELU, fused
-// QKV, biases), "gemma3" (dense Gemma 3 text models: embeddings scaled by sqrt(d_model), an
-// RMSNorm on each q / k head, RMSNorms after attention and after the feed-forward block, a GELU
-// gate, and sliding-window attention on five of every six layers with their own RoPE base) and
-// "gemma2" (the same without q / k norms, every other layer sliding, softcapped scores and logits).
+// output); its relatives "qwen2" (biases on Q, K and V; NEOX RoPE), "qwen3" (an RMSNorm on every
+// query and key head before RoPE; NEOX RoPE), "gemma3" (dense Gemma 3 text models: embeddings
+// scaled by sqrt(d_model), an RMSNorm on each q / k head, RMSNorms after attention and after the
+// feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
+// their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
+// softcapped scores and logits); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
 #pragma once
 
 #include <cstdint>
@@ -52,10 +52,10 @@ struct ModelConfig {
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
   bool qk_norm = false;      // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
-  float embed_scale = 1.0f;  // token embeddings are multiplied by it (gemma3: sqrt(d_model))
+  float embed_scale = 1.0f;  // token embeddings are multiplied by it (gemma*: sqrt(d_model))
   bool post_norms = false;   // RMSNorm of the attention and feed-forward outputs before the residual add
-  bool gelu_gate = false;    // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma3)
-  // Sliding-window attention (gemma3): on sliding layers a query sees itself and the
+  bool gelu_gate = false;    // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
+  // Sliding-window attention (gemma*): on sliding layers a query sees itself and the
   // sliding_window - 1 keys before it; every sliding_pattern-th layer sees everything. Sliding
   // layers rotate with rope_base_swa and no scaling.
   int64_t sliding_window = 0;  // 0: no sliding layers
@@ -86,8 +86,9 @@ struct ModelConfig {
 //       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's
 //       hook_z then comes from this pattern, so editing it patches the attention.
 //   ln_final.hook_normalized                          [pos, d_model]
-// The rotary points exist for rotary (llama, qwen2, qwen3) models only. hook_q and hook_k hold the
-// projections (with qwen2's biases); qwen3's per-head norm comes between them and hook_rot_q/k.
+// The rotary points exist for rotary models (all but gpt2) only. hook_q and hook_k hold the
+// projections (with qwen2's biases); the per-head norm of qwen3 / gemma3 comes between them and
+// hook_rot_q/k.
 struct HookPoint {
   const char* name;  // TransformerLens-style name without the "blocks.{l}." prefix
   int layer;

@@ -2,7 +2,8 @@
 //   tokens -> embedding (+ learned positions) -> blocks -> final norm -> unembedding -> logits
 // and inside every block
 //   x += Wo . Attention(rope(Wq . norm(x)), rope(Wk . norm(x)), Wv . norm(x))     (causal, GQA;
-//        qwen2 adds biases to the three products, qwen3 RMS-normalizes each q and k head before rope)
+//        qwen2 adds biases to the three products, qwen3 / gemma3 RMS-normalize each q and k head
+//        before rope, gemma2 / gemma3 slide a window on some layers and norm the sub-block outputs)
 //   x += Wdown . act(Wgate . norm(x), Wup . norm(x))       (absent when d_ff == 0: attention-only gpt2)
 // Every intermediate passes one named hook point (TransformerLens names).
 #include <algorithm>
@@ -274,18 +275,22 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       by_rows([&](int64_t r0, int64_t r1) { ops::Add(y + r0 * d, o + r0 * d, (r1 - r0) * d); });
     };
 
-    // Rotary angles of this chunk's positions, shared by every layer (sliding layers have their own).
+    // Rotary angles of this chunk's positions, shared by every layer. Sliding layers rotate at
+    // rope_base_swa without scaling: their own table where that differs (gemma3), else the same one.
     std::vector<float> rope_cos, rope_sin, swa_cos, swa_sin;
+    const float *swa_cos_t = nullptr, *swa_sin_t = nullptr;
     if (!gpt2) {
       rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
       rope_sin.resize(rope_cos.size());
       const float* factors = w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
       ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
                       rope_sin.data());
-      if (c.sliding_window > 0) {
+      swa_cos_t = rope_cos.data(), swa_sin_t = rope_sin.data();
+      if (c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors)) {
         swa_cos.resize(rope_cos.size());
         swa_sin.resize(rope_cos.size());
         ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());
+        swa_cos_t = swa_cos.data(), swa_sin_t = swa_sin.data();
       }
     }
 
@@ -372,8 +377,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (!gpt2) {
         // GGUF llama: consecutive pairs (its converter permutes Q and K rows); qwen*: NEOX halves.
         const auto style = c.rope_neox ? ops::RopeStyle::kNeox : ops::RopeStyle::kNormal;
-        const float* cos_t = sliding ? swa_cos.data() : rope_cos.data();
-        const float* sin_t = sliding ? swa_sin.data() : rope_sin.data();
+        const float* cos_t = sliding ? swa_cos_t : rope_cos.data();
+        const float* sin_t = sliding ? swa_sin_t : rope_sin.data();
         ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, cos_t, sin_t, style);
         ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, cos_t, sin_t, style);
         point("attn.hook_rot_q", layer, q, q_dim);

@@ -18,7 +18,7 @@ struct LayerWeights {
   WeightMatrix wq, wk, wv;                     // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
   WeightMatrix bq, bk, bv;                     // qwen2: their biases
   WeightMatrix q_norm, k_norm;                 // qwen3, gemma3: [1, head_dim], shared by every head
-  WeightMatrix post_attn_norm, post_ffn_norm;  // gemma3: [1, d_model]
+  WeightMatrix post_attn_norm, post_ffn_norm;  // gemma2, gemma3: [1, d_model]
   WeightMatrix wqkv, bqkv;                     // gpt2: fused [3 * d_model, d_model] and its bias
   WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]
   WeightMatrix ffn_norm, ffn_norm_bias;        // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
