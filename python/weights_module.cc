@@ -36,7 +36,7 @@ FloatArray ReadTensor(const attn::gguf::File& file, const std::string& path, con
   if (t == nullptr) throw attn::Error("read_tensor: no tensor named '" + name + "' in " + path);
   if (!attn::IsSupportedWeightType(t->type)) {
     throw attn::Error("read_tensor: tensor '" + name + "' has type " + attn::gguf::TensorTypeName(t->type) +
-                      ", which attn cannot dequantize (F32, F16, BF16, Q4_0, Q4_1, Q8_0)");
+                      ", which attn cannot dequantize (" + attn::kSupportedWeightTypes + " it can)");
   }
   const int64_t cols = static_cast<int64_t>(t->dims[0]);
   const int64_t rows = static_cast<int64_t>(t->n_elements() / t->dims[0]);

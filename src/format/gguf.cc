@@ -182,6 +182,43 @@ BlockLayout Layout(TensorType t) {
       return {256, 210};
     case TensorType::kQ8_K:
       return {256, 292};
+    case TensorType::kIQ2_XXS:
+      return {256, 66};
+    case TensorType::kIQ2_XS:
+      return {256, 74};
+    case TensorType::kIQ3_XXS:
+      return {256, 98};
+    case TensorType::kIQ1_S:
+      return {256, 50};
+    case TensorType::kIQ4_NL:
+      return {32, 18};
+    case TensorType::kIQ3_S:
+      return {256, 110};
+    case TensorType::kIQ2_S:
+      return {256, 82};
+    case TensorType::kIQ4_XS:
+      return {256, 136};
+    case TensorType::kI8:
+      return {1, 1};
+    case TensorType::kI16:
+      return {1, 2};
+    case TensorType::kI32:
+      return {1, 4};
+    case TensorType::kI64:
+    case TensorType::kF64:
+      return {1, 8};
+    case TensorType::kIQ1_M:
+      return {256, 56};
+    case TensorType::kTQ1_0:
+      return {256, 54};
+    case TensorType::kTQ2_0:
+      return {256, 66};
+    case TensorType::kMXFP4:
+      return {32, 17};
+    case TensorType::kNVFP4:
+      return {64, 36};
+    case TensorType::kQ1_0:
+      return {128, 18};
   }
   return {0, 0};
 }
@@ -217,7 +254,44 @@ const char* TensorTypeName(TensorType type) {
     case TensorType::kQ6_K:
       return "Q6_K";
     case TensorType::kQ8_K:
-      return "Q8_K";
+      return "Q8_K";    case TensorType::kIQ2_XXS:
+      return "IQ2_XXS";
+    case TensorType::kIQ2_XS:
+      return "IQ2_XS";
+    case TensorType::kIQ3_XXS:
+      return "IQ3_XXS";
+    case TensorType::kIQ1_S:
+      return "IQ1_S";
+    case TensorType::kIQ4_NL:
+      return "IQ4_NL";
+    case TensorType::kIQ3_S:
+      return "IQ3_S";
+    case TensorType::kIQ2_S:
+      return "IQ2_S";
+    case TensorType::kIQ4_XS:
+      return "IQ4_XS";
+    case TensorType::kI8:
+      return "I8";
+    case TensorType::kI16:
+      return "I16";
+    case TensorType::kI32:
+      return "I32";
+    case TensorType::kI64:
+      return "I64";
+    case TensorType::kF64:
+      return "F64";
+    case TensorType::kIQ1_M:
+      return "IQ1_M";
+    case TensorType::kTQ1_0:
+      return "TQ1_0";
+    case TensorType::kTQ2_0:
+      return "TQ2_0";
+    case TensorType::kMXFP4:
+      return "MXFP4";
+    case TensorType::kNVFP4:
+      return "NVFP4";
+    case TensorType::kQ1_0:
+      return "Q1_0";
   }
   return "unknown";
 }
@@ -306,7 +380,7 @@ File File::Parse(const uint8_t* bytes, size_t size) {
     const uint32_t type = r.Read<uint32_t>(field.c_str());
     t.type = static_cast<TensorType>(type);
     const BlockLayout layout = Layout(t.type);
-    if (layout.elements == 0) Fail(field, ": unknown or unsupported tensor type ", type);
+    if (layout.elements == 0) Fail(field, ": unknown tensor type ", type);
     if (t.dims[0] % layout.elements != 0)
       Fail(field, ": first dimension ", t.dims[0], " is not a multiple of the ", TensorTypeName(t.type),
            " block of ", layout.elements);

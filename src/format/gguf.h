@@ -45,7 +45,9 @@ struct Value {
   std::string ToString(size_t max_items = 8) const;
 };
 
-// ggml tensor types (the numbering of the file format).
+// ggml tensor types (the numbering of the file format). The reader knows the block layout of
+// every one, so any file's tables parse; which of them attn computes with is kernels/matmul.h's
+// IsSupportedWeightType.
 enum class TensorType : uint32_t {
   kF32 = 0,
   kF16 = 1,
@@ -61,7 +63,26 @@ enum class TensorType : uint32_t {
   kQ5_K = 13,
   kQ6_K = 14,
   kQ8_K = 15,
+  kIQ2_XXS = 16,
+  kIQ2_XS = 17,
+  kIQ3_XXS = 18,
+  kIQ1_S = 19,
+  kIQ4_NL = 20,
+  kIQ3_S = 21,
+  kIQ2_S = 22,
+  kIQ4_XS = 23,
+  kI8 = 24,
+  kI16 = 25,
+  kI32 = 26,
+  kI64 = 27,
+  kF64 = 28,
+  kIQ1_M = 29,
   kBF16 = 30,
+  kTQ1_0 = 34,
+  kTQ2_0 = 35,
+  kMXFP4 = 39,
+  kNVFP4 = 40,
+  kQ1_0 = 41,
 };
 const char* TensorTypeName(TensorType type);
 

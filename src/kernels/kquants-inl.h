@@ -37,6 +37,7 @@ inline void ScaleMin(const uint8_t* b, int j, float* sc, float* m) {
 // or'ed with the fifth / sixth bits ((hi[l] >> hi_shift) & hi_mask) << 4 when hi is given, or with
 // bit (bits0 + l) of `bits` << 4 when bits_used (Q5_0 / Q5_1). All in 32-bit SIMD lanes: left to
 // the compiler, these byte loops stayed scalar (the byte pointers may alias the output).
+// (Q2_K / Q3_K: lo_mask 3, and Q3_K's third bit lands at hi_pos 2.)
 struct Unpack {
   const uint8_t* lo;
   int lo_shift;
@@ -46,6 +47,8 @@ struct Unpack {
   bool bits_used = false;
   uint32_t bits = 0;
   int bits0 = 0;
+  uint32_t lo_mask = 15;
+  int hi_pos = 4;
 };
 inline void Scale(const Unpack& u, int count, float a, float b, float* HWY_RESTRICT out) {
   const hn::ScalableTag<float> d;
@@ -54,12 +57,12 @@ inline void Scale(const Unpack& u, int count, float a, float b, float* HWY_RESTR
   const hn::Rebind<uint8_t, decltype(d)> d8;
   const int N = static_cast<int>(hn::Lanes(d));
   const auto va = hn::Set(d, a), vb = hn::Set(d, b);
-  const auto fifteen = hn::Set(du, 15u);
+  const auto lo_mask = hn::Set(du, u.lo_mask);
   for (int l = 0; l < count; l += N) {
-    auto q = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, u.lo + l)), u.lo_shift), fifteen);
+    auto q = hn::And(hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, u.lo + l)), u.lo_shift), lo_mask);
     if (u.hi != nullptr) {
       const auto h = hn::ShiftRightSame(hn::PromoteTo(du, hn::LoadU(d8, u.hi + l)), u.hi_shift);
-      q = hn::Or(q, hn::ShiftLeft<4>(hn::And(h, hn::Set(du, u.hi_mask))));
+      q = hn::Or(q, hn::ShiftLeftSame(hn::And(h, hn::Set(du, u.hi_mask)), u.hi_pos));
     } else if (u.bits_used) {
       const auto idx = hn::Iota(du, static_cast<uint32_t>(u.bits0 + l));
       q = hn::Or(q, hn::ShiftLeft<4>(hn::And(hn::Shr(hn::Set(du, u.bits), idx), hn::Set(du, 1u))));
@@ -113,6 +116,50 @@ inline void DecodeQ5(const uint8_t* HWY_RESTRICT block, bool with_min, float* HW
   }
 }
 
+inline void DecodeQ2KOrQ3K(const uint8_t* HWY_RESTRICT block, bool three, float* HWY_RESTRICT out) {
+  const uint8_t* qs = block + (three ? 32 : 16);
+  const uint8_t* sc = block + (three ? 96 : 0);
+  const float d = HalfAt(block + (three ? 108 : 80)), dmin = three ? 0.0f : HalfAt(block + 82);
+  for (int c = 0; c < 2; ++c) {
+    for (int j = 0; j < 4; ++j) {
+      for (int half = 0; half < 2; ++half) {
+        const int k = 8 * c + 2 * j + half;
+        Unpack u{qs + 32 * c + 16 * half, 2 * j};
+        u.lo_mask = 3;
+        float a, b;
+        if (three) {  // q - 4 as a * q - 4 a
+          u.hi = block + 16 * half, u.hi_shift = 4 * c + j, u.hi_mask = 1, u.hi_pos = 2;
+          const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
+          const int high = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
+          a = d * static_cast<float>((low | high << 4) - 32);
+          b = -4.0f * a;
+        } else {
+          a = d * static_cast<float>(sc[k] & 15);
+          b = -dmin * static_cast<float>(sc[k] >> 4);
+        }
+        Scale(u, 16, a, b, out + 128 * c + 32 * j + 16 * half);
+      }
+    }
+  }
+}
+
+// 32 values of an IQ4 block: d times the levels its 16 nibble bytes pick.
+inline void DecodeIq4(const uint8_t* HWY_RESTRICT nibbles, float d, float* HWY_RESTRICT out) {
+  for (int j = 0; j < 16; ++j) {
+    out[j] = d * static_cast<float>(kquants::kIq4Levels[nibbles[j] & 15]);
+    out[j + 16] = d * static_cast<float>(kquants::kIq4Levels[nibbles[j] >> 4]);
+  }
+}
+
+inline void DecodeIq4Xs(const uint8_t* HWY_RESTRICT block, float* HWY_RESTRICT out) {
+  const float d = HalfAt(block);
+  const uint32_t high = static_cast<uint32_t>(block[2] | (block[3] << 8));
+  for (int s = 0; s < 8; ++s) {
+    const uint32_t ls = ((block[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4;
+    DecodeIq4(block + 8 + 16 * s, d * static_cast<float>(static_cast<int>(ls) - 32), out + 32 * s);
+  }
+}
+
 // Decodes n values (a multiple of the block size) of one row; false for a type not decoded here.
 inline bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int64_t n) {
   switch (type) {
@@ -135,6 +182,22 @@ inline bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int
       for (int64_t b = 0; b < n / 32; ++b) DecodeQ5(src + b * bytes, with_min, dst + b * 32);
       return true;
     }
+    case gguf::TensorType::kQ2_K:
+    case gguf::TensorType::kQ3_K: {
+      const bool three = type == gguf::TensorType::kQ3_K;
+      const int64_t bytes = three ? kquants::kQ3KBytes : kquants::kQ2KBytes;
+      for (int64_t b = 0; b < n / kquants::kBlock; ++b)
+        DecodeQ2KOrQ3K(src + b * bytes, three, dst + b * kquants::kBlock);
+      return true;
+    }
+    case gguf::TensorType::kIQ4_NL:
+      for (int64_t b = 0; b < n / 32; ++b)
+        DecodeIq4(src + b * kquants::kIq4NlBytes + 2, HalfAt(src + b * kquants::kIq4NlBytes), dst + b * 32);
+      return true;
+    case gguf::TensorType::kIQ4_XS:
+      for (int64_t b = 0; b < n / kquants::kBlock; ++b)
+        DecodeIq4Xs(src + b * kquants::kIq4XsBytes, dst + b * kquants::kBlock);
+      return true;
     default:
       return false;
   }

@@ -566,6 +566,10 @@ void MatMulImpl(const MatMulCall& call) {
     case gguf::TensorType::kQ4_K:
     case gguf::TensorType::kQ5_K:
     case gguf::TensorType::kQ6_K:
+    case gguf::TensorType::kQ2_K:
+    case gguf::TensorType::kQ3_K:
+    case gguf::TensorType::kIQ4_NL:
+    case gguf::TensorType::kIQ4_XS:
       return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul

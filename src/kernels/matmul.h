@@ -1,7 +1,8 @@
 // Matrix products with weights stored in ggml's block formats (F32, F16, BF16; Q4_0, Q4_1, Q5_0,
 // Q5_1, Q8_0 with integer kernels; Q4_K, Q5_K, Q6_K (kquants.h) in the VNNI integer kernels for
-// n > 1 and in x86 integer matrix-vector kernels, otherwise decoded to float32 rows first), as a
-// language model's linear layers need them: y = x W^T.
+// n > 1 and in x86 integer matrix-vector kernels, otherwise decoded to float32 rows first; Q2_K,
+// Q3_K, IQ4_NL, IQ4_XS decoded to float32 rows), as a language model's linear layers need them:
+// y = x W^T.
 //
 // A weight is [rows = out features][cols = in features], each row stored contiguously as
 // cols / block_size blocks (GGUF's ne = [cols, rows]). Blocks of 32 values (REFERENCE.md):
@@ -35,6 +36,9 @@ struct WeightMatrix {
 int64_t BlockSize(TensorType type);
 // True when this file supports `type` for products and dequantization.
 bool IsSupportedWeightType(TensorType type);
+// Those types, for messages.
+inline constexpr const char* kSupportedWeightTypes =
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
 // Bytes of a row of `cols` values; throws attn::Error for an unsupported type or when cols is
 // not a multiple of the block size.
 size_t RowBytes(TensorType type, int64_t cols);

@@ -37,6 +37,10 @@ bool IsSupportedWeightType(TensorType type) {
     case TensorType::kQ6_K:
     case TensorType::kQ5_0:
     case TensorType::kQ5_1:
+    case TensorType::kQ2_K:
+    case TensorType::kQ3_K:
+    case TensorType::kIQ4_NL:
+    case TensorType::kIQ4_XS:
       return true;
     default:
       return false;
@@ -46,7 +50,7 @@ bool IsSupportedWeightType(TensorType type) {
 size_t RowBytes(TensorType type, int64_t cols) {
   if (!IsSupportedWeightType(type)) {
     throw Error(std::string("weight type ") + gguf::TensorTypeName(type) +
-                    " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K are)",
+                    " is not supported (" + kSupportedWeightTypes + " are)",
                 Error::Kind::kType);
   }
   if (cols <= 0 || cols % BlockSize(type) != 0) {
@@ -119,6 +123,10 @@ void DequantizeRow(TensorType type, const uint8_t* src, float* dst, int64_t n) {
     case TensorType::kQ6_K:
     case TensorType::kQ5_0:
     case TensorType::kQ5_1:
+    case TensorType::kQ2_K:
+    case TensorType::kQ3_K:
+    case TensorType::kIQ4_NL:
+    case TensorType::kIQ4_XS:
       kernels::DecodeRow(type, src, dst, n);  // kquants-inl.h, the kernels' own decoding
       return;
     default:

@@ -29,7 +29,8 @@ constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  Tensor
                                     TensorType::kQ5_0, TensorType::kQ5_1};
 constexpr double kEps = 1.0 / (1 << 24);  // unit roundoff of f32
 
-bool IsQuantized(TensorType t) { return BlockSize(t) == 32; }
+// The 32-value formats of linear levels (IQ4_NL's are not: it is bounded as the K formats are).
+bool IsQuantized(TensorType t) { return BlockSize(t) == 32 && t != TensorType::kIQ4_NL; }
 
 void PutU16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v & 0xFF);
@@ -79,6 +80,16 @@ std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, 
       }
       break;
     }
+    case TensorType::kIQ4_NL: {
+      for (int64_t b = 0; b < count / 32; ++b, p += 18) {
+        PutU16(p, FloatToHalf(0.01f * scale(rng) * (byte(rng) < 128 ? 1.0f : -1.0f)));
+        for (size_t j = 2; j < 18; ++j) p[j] = static_cast<uint8_t>(byte(rng));
+      }
+      break;
+    }
+    case TensorType::kQ2_K:
+    case TensorType::kQ3_K:
+    case TensorType::kIQ4_XS:
     case TensorType::kQ4_K:
     case TensorType::kQ5_K:
     case TensorType::kQ6_K: {  // random bytes with f16 scales of varying size where they belong
@@ -87,6 +98,13 @@ std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, 
         for (size_t j = 0; j < block_bytes; ++j) p[j] = static_cast<uint8_t>(byte(rng));
         if (type == TensorType::kQ6_K) {
           PutU16(p + 208, FloatToHalf(0.02f * scale(rng)));
+        } else if (type == TensorType::kQ2_K) {
+          PutU16(p + 80, FloatToHalf(0.1f * scale(rng)));
+          PutU16(p + 82, FloatToHalf(0.1f * scale(rng)));
+        } else if (type == TensorType::kQ3_K) {
+          PutU16(p + 108, FloatToHalf(0.05f * scale(rng)));
+        } else if (type == TensorType::kIQ4_XS) {
+          PutU16(p, FloatToHalf(0.01f * scale(rng)));
         } else {
           PutU16(p, FloatToHalf(0.05f * scale(rng)));
           PutU16(p + 2, FloatToHalf(0.1f * scale(rng)));
@@ -227,7 +245,7 @@ void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool&
       const float* xi = x.data() + i * ldx;
       const double bound =
           IsQuantized(type) ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
-          : type == TensorType::kQ4_K || type == TensorType::kQ5_K || type == TensorType::kQ6_K
+          : type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16
               // decoded to float32 or against 8-bit activations, depending on n and the target
               ? std::max(KBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols),
                          FloatBound(wdeq.data(), xi, s.cols))
@@ -264,8 +282,9 @@ TEST_P(MatMulTargetTest, MatchesReference) {
       }
     }
   }
-  // The formats decoded to float32 rows: K (256-value blocks).
-  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K}) {
+  // The formats decoded to float32 rows: K (256-value blocks) and IQ4.
+  for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kQ2_K,
+                          TensorType::kQ3_K, TensorType::kIQ4_XS, TensorType::kIQ4_NL}) {
     for (Shape s : {Shape{1, 256}, Shape{7, 512}, Shape{40, 768}}) {
       for (int64_t n : {1, 3, 17, 64}) {
         CheckMatMul(type, s, n, seed++, pool);
@@ -515,8 +534,8 @@ TEST(MatMul, ErrorsNameTheProblem) {
   ThreadPool pool(1);
   std::vector<uint8_t> data(4096);
   std::vector<float> x(64), y(64);
-  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ2_K, data.data(), 2, 256, "blk.0.ffn_up"); },
-                        "Q2_K");
+  ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kIQ2_XXS, data.data(), 2, 256, "blk.0.ffn_up"); },
+                        "IQ2_XXS");
   ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_K, data.data(), 2, 288, "w"); },
                         "multiple of 256");
   ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, data.data(), 2, 48, "w"); },
@@ -524,12 +543,12 @@ TEST(MatMul, ErrorsNameTheProblem) {
   ExpectErrorContaining([&] { MakeWeightMatrix(TensorType::kQ4_0, nullptr, 2, 32, "w"); }, "null");
 
   WeightMatrix w;  // built by hand, bypassing MakeWeightMatrix's checks
-  w.type = TensorType::kQ2_K;
+  w.type = TensorType::kIQ2_XXS;
   w.data = data.data();
   w.rows = 2;
   w.cols = 32;
   w.row_bytes = 22;
-  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "Q2_K");
+  ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 32, y.data(), 2, pool); }, "IQ2_XXS");
   w.type = TensorType::kQ8_0;
   w.cols = 40;
   ExpectErrorContaining([&] { MatMul(w, x.data(), 1, 40, y.data(), 2, pool); }, "multiple of 32");

@@ -1,7 +1,11 @@
-"""The K block formats (Q4_K, Q5_K, Q6_K: 256-value super-blocks, as Q4_K_M / Q5_K_M / Q6_K GGUF
-files use them) and the 5-bit Q5_0 / Q5_1 those files fall back to: attn's decoding against the `gguf` package's (llama.cpp's own Python reader, an
-independent implementation), on random blocks written into a GGUF file."""
+"""The K block formats (Q2_K ... Q6_K: 256-value super-blocks, as Q2_K, Q3_K_M, Q4_K_M, ... GGUF
+files use them), IQ4_XS, and the 32-value Q5_0 / Q5_1 / IQ4_NL those files fall back to: attn's
+decoding against the `gguf` package's (llama.cpp's own Python reader, an independent
+implementation), on random blocks written into a GGUF file; and the reader's table of every ggml
+type against the package's."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -11,8 +15,12 @@ from attn import _attn
 
 gguf = pytest.importorskip("gguf")  # python/requirements.txt pins gguf==0.19.0
 
-BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "Q5_0": 22, "Q5_1": 24}
-BLOCK = {"Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "Q5_0": 32, "Q5_1": 32}
+BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "Q5_0": 22, "Q5_1": 24, "Q2_K": 84, "Q3_K": 110, "IQ4_NL": 18,
+         "IQ4_XS": 136}
+BLOCK = {"Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "Q5_0": 32, "Q5_1": 32, "Q2_K": 256, "Q3_K": 256, "IQ4_NL": 32,
+         "IQ4_XS": 256}
+D_AT = {"Q6_K": 208, "Q2_K": 80, "Q3_K": 108}  # where the f16 scale d sits (else byte 0)
+DMIN_AT = {"Q4_K": 2, "Q5_K": 2, "Q5_1": 2, "Q2_K": 82}  # the f16 min / dmin
 
 
 def _random_blocks(rng, qtype: str, rows: int, cols: int) -> np.ndarray:
@@ -20,12 +28,11 @@ def _random_blocks(rng, qtype: str, rows: int, cols: int) -> np.ndarray:
     blocks = rng.integers(0, 256, size=(nb, BYTES[qtype]), dtype=np.uint8)
     # f16 scales of moderate size (random bytes could be NaN or infinity)
     d = (rng.uniform(-0.05, 0.05, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
-    if qtype == "Q6_K":
-        blocks[:, 208:210] = d
-    else:
-        blocks[:, 0:2] = d
-    if qtype in ("Q4_K", "Q5_K", "Q5_1"):  # dmin / m
-        blocks[:, 2:4] = (rng.uniform(-0.1, 0.1, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
+    at = D_AT.get(qtype, 0)
+    blocks[:, at:at + 2] = d
+    if qtype in DMIN_AT:
+        at = DMIN_AT[qtype]
+        blocks[:, at:at + 2] = (rng.uniform(-0.1, 0.1, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
     return blocks.reshape(rows, cols // BLOCK[qtype] * BYTES[qtype])
 
 
@@ -45,3 +52,41 @@ def test_k_blocks_decode_as_the_gguf_package_does(tmp_path, qtype):
     got = _attn.read_tensor(path, "w")
     assert got.shape == (rows, cols)
     np.testing.assert_allclose(got, want.reshape(rows, cols), rtol=1e-6, atol=1e-7)
+
+
+def test_every_ggml_type_parses_with_the_gguf_packages_sizes(tmp_path):
+    """One tensor of every type the gguf package knows: attn's reader parses the file, `attn info`
+    lists each tensor with the package's type name and byte count, and the types attn cannot
+    compute with are refused by name when read."""
+    import subprocess
+    rng = np.random.default_rng(3)
+    path = str(tmp_path / "all.gguf")
+    w = gguf.GGUFWriter(path, "llama")
+    want = {}
+    for qt in gguf.GGMLQuantizationType:
+        if qt.name == "Q8_1":  # the package says 40 bytes (two f32), ggml's block_q8_1 has two f16: 36
+            continue
+        block, size = gguf.GGML_QUANT_SIZES[qt]
+        raw = rng.integers(0, 256, size=(2, 256 // block * size), dtype=np.uint8)
+        w.add_tensor(f"t.{qt.name}", raw, raw_dtype=qt)
+        want[f"t.{qt.name}"] = (qt.name, raw.size)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    exe = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "build", "bin", "attn")
+    out = subprocess.run([exe, "info", path], capture_output=True, text=True, check=True).stdout
+    seen = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and parts[0] in want:
+            seen[parts[0]] = (parts[1], int(parts[-1]))
+    assert seen == want
+    supported = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                 "Q6_K", "IQ4_NL", "IQ4_XS"}
+    for name, (tname, _) in want.items():
+        if tname in supported:
+            continue
+        with pytest.raises(ValueError, match=f"type {tname}, which attn cannot dequantize"):
+            _attn.read_tensor(path, name)

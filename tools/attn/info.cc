@@ -22,14 +22,14 @@ void AddInfoCommand(CLI::App& app) {
       std::printf("  %-40s %s\n", key.c_str(), value.ToString().c_str());
     int name_width = 36;  // wider for long names (a checkpoint's train.adam_m.blk.N.attn_output.weight)
     for (const auto& t : f.tensors()) name_width = std::max(name_width, static_cast<int>(t.name.size()));
-    std::printf("\n  %-*s %-6s %-22s %12s\n", name_width, "tensor", "type", "shape (ne, fastest first)",
+    std::printf("\n  %-*s %-7s %-22s %12s\n", name_width, "tensor", "type", "shape (ne, fastest first)",
                 "bytes");
     unsigned long long total = 0;
     for (const auto& t : f.tensors()) {
       std::string shape = "[";
       for (size_t i = 0; i < t.dims.size(); ++i) shape += (i ? ", " : "") + std::to_string(t.dims[i]);
       shape += "]";
-      std::printf("  %-*s %-6s %-22s %12llu\n", name_width, t.name.c_str(), gguf::TensorTypeName(t.type),
+      std::printf("  %-*s %-7s %-22s %12llu\n", name_width, t.name.c_str(), gguf::TensorTypeName(t.type),
                   shape.c_str(), static_cast<unsigned long long>(t.bytes));
       total += t.bytes;
     }
