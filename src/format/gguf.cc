@@ -254,7 +254,8 @@ const char* TensorTypeName(TensorType type) {
     case TensorType::kQ6_K:
       return "Q6_K";
     case TensorType::kQ8_K:
-      return "Q8_K";    case TensorType::kIQ2_XXS:
+      return "Q8_K";
+    case TensorType::kIQ2_XXS:
       return "IQ2_XXS";
     case TensorType::kIQ2_XS:
       return "IQ2_XS";

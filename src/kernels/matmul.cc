@@ -470,6 +470,145 @@ HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
   for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
 }
 
+// Two int16 values, a in the low 128 bits' 8 lanes and b in the high ones: the scales of a
+// 32-value block whose halves are two 16-value sub-blocks, for vpmaddwd after vpmaddubsw.
+HWY_INLINE __m256i Pair16(int a, int b) {
+  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<int16_t>(a))),
+                                 _mm_set1_epi16(static_cast<int16_t>(b)), 1);
+}
+
+// Matrix-vector for Q2_K: value 128c + 32j + l of a super-block is bits [2j, 2j + 2) of quant byte
+// 32c + l, so each 32-value block of x meets one 32-byte load shifted by 2j. vpmaddubsw's 16-bit pair
+// sums of q qx (at most 2 * 3 * 127) times the two sub-blocks' 4-bit scales in vpmaddwd give
+// sum sc q qx exactly, and the same with x alone and the mins give sum m qx: y = sum_b dx_b
+// (d sum sc q qx - dmin sum m qx).
+template <int R>
+HWY_NOINLINE void RowsQ2K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  __m256 acc[R], acc_min[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ2KBytes;
+      for (int line = 0; line < kquants::kQ2KBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      const float d = kq::HalfAt(blk + 80), dmin = kq::HalfAt(blk + 82);
+      for (int c = 0; c < 2; ++c) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
+        for (int j = 0; j < 4; ++j) {
+          const int64_t b = sb * 8 + 4 * c + j;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const __m256i q = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
+          const int s0 = blk[8 * c + 2 * j], s1 = blk[8 * c + 2 * j + 1];
+          const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), Pair16(s0 & 15, s1 & 15));
+          const __m256i dot_min = _mm256_madd_epi16(_mm256_maddubs_epi16(one, xv), Pair16(s0 >> 4, s1 >> 4));
+          const float dx = xds[2 * b];
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * dx), acc[r]);
+          acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_min), _mm256_set1_ps(dmin * dx), acc_min[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]) - matmul::HorizontalSum(acc_min[r]);
+}
+
+// Matrix-vector for Q3_K: the quants as Q2_K's plus a third bit (bit 4c + j of high byte l), made
+// signed (q - 4, -4..3) so that vpmaddubsw takes |w| against x with w's sign; vpmaddwd multiplies
+// the pair sums by the sub-blocks' signed 6-bit scales: the int32 lanes are exactly
+// sum (sc - 32) (q - 4) qx, scaled once by d dx per 32 values.
+template <int R>
+HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ3KBytes;
+      for (int line = 0; line < kquants::kQ3KBytes; line += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      const float d = kq::HalfAt(blk + 108);
+      const uint8_t* sc = blk + 96;
+      int scales[16];
+      for (int k = 0; k < 16; ++k) {
+        const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
+        scales[k] = (low | ((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32;
+      }
+      const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
+      for (int c = 0; c < 2; ++c) {
+        const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 32 * c));
+        for (int j = 0; j < 4; ++j) {
+          const int64_t b = sb * 8 + 4 * c + j;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
+          const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hv, 4 * c + j), one);
+          const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), four);
+          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+          const __m256i dot =
+              _mm256_madd_epi16(pairs, Pair16(scales[8 * c + 2 * j], scales[8 * c + 2 * j + 1]));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
+}
+
+// Matrix-vector for IQ4_NL / IQ4_XS: vpshufb looks the 16 levels up by nibble (16 bytes of nibbles
+// hold values j and j + 16 of 32), vpmaddubsw takes |level| against x with the level's sign (pairs at
+// most 2 * 127 * 127, below 2^15), and vpmaddwd sums the pairs times the block's integer scale
+// (IQ4_XS: ls - 32; IQ4_NL: 1): exact int32 lanes, scaled once by d dx per 32 values.
+template <bool kXs, int R>
+HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i levels =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kIq4Levels)));
+  const __m256i low = _mm256_set1_epi8(0x0F);
+  const auto dot32 = [&](const uint8_t* nibbles, int64_t b, int scale) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles));
+    const __m256i idx =
+        _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), low);
+    const __m256i wv = _mm256_shuffle_epi8(levels, idx);
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(static_cast<int16_t>(scale))));
+  };
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  if constexpr (kXs) {
+    for (int64_t sb = 0; sb < nb / 8; ++sb) {
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * row_bytes + sb * kquants::kIq4XsBytes;
+        for (int line = 0; line < kquants::kIq4XsBytes; line += 64)
+          _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+        const float d = kq::HalfAt(blk);
+        const uint32_t high = static_cast<uint32_t>(blk[2] | (blk[3] << 8));
+        for (int s = 0; s < 8; ++s) {
+          const int ls =
+              static_cast<int>(((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4);
+          const int64_t b = sb * 8 + s;
+          acc[r] =
+              _mm256_fmadd_ps(dot32(blk + 8 + 16 * s, b, ls - 32), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
+        }
+      }
+    }
+  } else {
+    for (int64_t b = 0; b < nb; ++b) {
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* blk = w + r * row_bytes + b * kquants::kIq4NlBytes;
+        if (b % 4 == 0)
+          _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
+        acc[r] = _mm256_fmadd_ps(dot32(blk + 2, b, 1), _mm256_set1_ps(kq::HalfAt(blk) * xds[2 * b]), acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
+}
+
 // One input row through several integer-block matrices: x is quantized once and every row block
 // of every matrix is a task of one pool job, so small products (K and V are 192 rows here) share
 // the threads instead of each paying for a job of its own.
@@ -517,6 +656,12 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
         RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ6_K) {
         RowsQ6K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kQ2_K) {
+        RowsQ2K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kQ3_K) {
+        RowsQ3K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS) {
+        RowsIq4<kType == gguf::TensorType::kIQ4_XS, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       } else {
         matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       }
@@ -529,6 +674,18 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
 // products one by one).
 bool MatVecGroupImpl(const MatMulGroupCall& g) {
 #if ATTN_MATMUL_X86_INT8
+  switch (g.ws[0]->type) {  // the formats with matrix-vector kernels only (no panels)
+    case gguf::TensorType::kQ2_K:
+      return QuantMatVecGroup<gguf::TensorType::kQ2_K>(g), true;
+    case gguf::TensorType::kQ3_K:
+      return QuantMatVecGroup<gguf::TensorType::kQ3_K>(g), true;
+    case gguf::TensorType::kIQ4_NL:
+      return QuantMatVecGroup<gguf::TensorType::kIQ4_NL>(g), true;
+    case gguf::TensorType::kIQ4_XS:
+      return QuantMatVecGroup<gguf::TensorType::kIQ4_XS>(g), true;
+    default:
+      break;
+  }
   return WithIntegerType(g.ws[0]->type, [&]<gguf::TensorType kType>() { QuantMatVecGroup<kType>(g); });
 #else
   (void)g;

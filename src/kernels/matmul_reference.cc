@@ -49,8 +49,8 @@ bool IsSupportedWeightType(TensorType type) {
 
 size_t RowBytes(TensorType type, int64_t cols) {
   if (!IsSupportedWeightType(type)) {
-    throw Error(std::string("weight type ") + gguf::TensorTypeName(type) +
-                    " is not supported (" + kSupportedWeightTypes + " are)",
+    throw Error(std::string("weight type ") + gguf::TensorTypeName(type) + " is not supported (" +
+                    kSupportedWeightTypes + " are)",
                 Error::Kind::kType);
   }
   if (cols <= 0 || cols % BlockSize(type) != 0) {

@@ -26,7 +26,7 @@ using gguf::TensorType;
 
 constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  TensorType::kBF16,
                                     TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0,
-                                    TensorType::kQ5_0, TensorType::kQ5_1};
+                                    TensorType::kQ5_0, TensorType::kQ5_1, TensorType::kIQ4_NL};
 constexpr double kEps = 1.0 / (1 << 24);  // unit roundoff of f32
 
 // The 32-value formats of linear levels (IQ4_NL's are not: it is bounded as the K formats are).
@@ -178,6 +178,11 @@ double BlockOffset(TensorType type, const uint8_t* row, int64_t b) {
       return half(row + b * 20 + 2);
     case TensorType::kQ5_1:
       return half(row + b * 24 + 2);
+    case TensorType::kQ2_K: {  // the larger of the two 16-value sub-blocks' dmin m_k
+      const uint8_t* blk = row + (b / 8) * 84;
+      const int k = static_cast<int>(8 * (b % 8 / 4) + 2 * (b % 4));
+      return half(blk + 82) * std::max(blk[k] >> 4, blk[k + 1] >> 4);
+    }
     case TensorType::kQ4_K:
     case TensorType::kQ5_K: {
       const uint8_t* blk = row + (b / 8) * (type == TensorType::kQ4_K ? 144 : 176);
@@ -284,7 +289,7 @@ TEST_P(MatMulTargetTest, MatchesReference) {
   }
   // The formats decoded to float32 rows: K (256-value blocks) and IQ4.
   for (TensorType type : {TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K, TensorType::kQ2_K,
-                          TensorType::kQ3_K, TensorType::kIQ4_XS, TensorType::kIQ4_NL}) {
+                          TensorType::kQ3_K, TensorType::kIQ4_XS}) {
     for (Shape s : {Shape{1, 256}, Shape{7, 512}, Shape{40, 768}}) {
       for (int64_t n : {1, 3, 17, 64}) {
         CheckMatMul(type, s, n, seed++, pool);
@@ -318,6 +323,8 @@ void MakeExtreme(TensorType type, std::vector<uint8_t>& data, size_t row_bytes, 
       type == TensorType::kQ5_K)
     last = 4;
   if (type == TensorType::kQ6_K) first = 208, last = 210;
+  if (type == TensorType::kQ2_K) first = 80, last = 84;
+  if (type == TensorType::kQ3_K) first = 108, last = 110;
   const uint8_t top = type == TensorType::kQ8_0 ? 0x7F : 0xFF;
   for (size_t blk = 0; blk < data.size() / block_bytes; ++blk) {
     for (size_t j = 0; j < block_bytes; ++j)
@@ -330,16 +337,20 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
   const std::string target = GetParam();
   const bool x86_int8 = target == "AVX2" || target == "AVX3" || target == "AVX3_VNNI";
   uint32_t seed = 500;
-  const TensorType types[] = {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0, TensorType::kQ5_1,
-                              TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K};
+  const TensorType types[] = {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,   TensorType::kQ5_1,
+                              TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ5_K,   TensorType::kQ6_K,
+                              TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS};
   for (const bool extreme : {false, true}) {
     for (TensorType type : types) {
       for (int64_t n : {1, 3, 9, 70}) {
         // K formats run on 8-bit activations in the x86 matrix-vector kernels and in the panel
         // kernels (AVX3_VNNI, AVX2); elsewhere they are decoded to float32.
+        // Q2_K, Q3_K and the IQ4 formats have x86 matrix-vector kernels only.
         const bool k_type = BlockSize(type) == 256;
+        const bool matvec_only = type == TensorType::kQ2_K || type == TensorType::kQ3_K ||
+                                 type == TensorType::kIQ4_NL || type == TensorType::kIQ4_XS;
         const bool k_integer = n == 1 ? x86_int8 : (target == "AVX3_VNNI" || target == "AVX2");
-        if (k_type && !k_integer) continue;
+        if (matvec_only ? !(n == 1 && x86_int8) : k_type && !k_integer) continue;
         const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
         SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n) +
                      (extreme ? " extreme" : ""));
