@@ -166,6 +166,14 @@ bool WithIntegerType(gguf::TensorType type, const F& f) {
       return f.template operator()<T::kQ5_K>(), true;
     case T::kQ6_K:
       return f.template operator()<T::kQ6_K>(), true;
+    case T::kQ2_K:
+      return f.template operator()<T::kQ2_K>(), true;
+    case T::kQ3_K:
+      return f.template operator()<T::kQ3_K>(), true;
+    case T::kIQ4_NL:
+      return f.template operator()<T::kIQ4_NL>(), true;
+    case T::kIQ4_XS:
+      return f.template operator()<T::kIQ4_XS>(), true;
     default:
       return false;
   }
@@ -674,18 +682,6 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
 // products one by one).
 bool MatVecGroupImpl(const MatMulGroupCall& g) {
 #if ATTN_MATMUL_X86_INT8
-  switch (g.ws[0]->type) {  // the formats with matrix-vector kernels only (no panels)
-    case gguf::TensorType::kQ2_K:
-      return QuantMatVecGroup<gguf::TensorType::kQ2_K>(g), true;
-    case gguf::TensorType::kQ3_K:
-      return QuantMatVecGroup<gguf::TensorType::kQ3_K>(g), true;
-    case gguf::TensorType::kIQ4_NL:
-      return QuantMatVecGroup<gguf::TensorType::kIQ4_NL>(g), true;
-    case gguf::TensorType::kIQ4_XS:
-      return QuantMatVecGroup<gguf::TensorType::kIQ4_XS>(g), true;
-    default:
-      break;
-  }
   return WithIntegerType(g.ws[0]->type, [&]<gguf::TensorType kType>() { QuantMatVecGroup<kType>(g); });
 #else
   (void)g;

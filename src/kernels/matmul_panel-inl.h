@@ -7,9 +7,9 @@
 // adds the partial dot products of all those rows at once, and 8 of them cover the block:
 //   panel q [nb][8][16] u32: lane r of vector (b, k) = u[4k .. 4k + 3] of row r's block b,
 // u the block's quants made unsigned (the x86 byte products take u8 x s8): as they are for Q4
-// (0..15), Q5 (0..31) and Q6_K (0..63), Q8_0 as q + 128. Per block and row: dw (the scale) and mw
-// (the min, for formats with one). Results land in lanes that are the output's consecutive
-// columns: no horizontal sums.
+// (0..15), Q5 (0..31), Q3_K (0..7) and Q6_K (0..63), Q8_0 as q + 128, IQ4 as level + 128. Per block and row:
+// dw (the scale) and mw (the min, for formats with one). Results land in lanes that are the output's
+// consecutive columns: no horizontal sums.
 //   AVX-512 with AVX512_VNNI: one vpdpbusd (u8 x s8 -> s32, four products per lane) with the x
 //   bytes broadcast from memory serves the 16 rows: per block and x row 8 vpdpbusd, a conversion
 //   and two FMAs for 16 rows x 32 values, against 16 x 4-6 instructions of the tiles of
@@ -17,9 +17,10 @@
 //   AVX2: two 8-row halves of the panel, vpmaddubsw (u8 x s8 pairs -> s16) on the x bytes
 //   broadcast, several of those added in 16 bits as far as they cannot overflow (kSum16), then
 //   vpmaddwd by 1 into 32 bits. vpmaddubsw saturates a pair above 32767, which 255 x 127 x 2 is:
-//   Q8_0 (u up to 255) stays on TileQ there.
+//   Q8_0 (u up to 255) stays on TileQ there, and the IQ4 formats are decoded to float32.
 //
-// Exactness: the centre of unsigned formats (8 for Q4_0, 16 for Q5_0, 32 for Q6_K, 128 for Q8_0)
+// Exactness: the centre of unsigned formats (8 for Q4_0, 16 for Q5_0, 4 for Q3_K, 32 for Q6_K, 128
+// for Q8_0 and IQ4)
 // is taken out in integers: the dot of each half block starts from -centre * its sum of qx instead
 // of 0, so the int32 result is exactly sum (q - centre) qx (|.| < 2^24, converted to float exactly). Formats
 // with a min add mw * s, s the x block's sum (quantize.h), in float as TileQ does.
@@ -27,7 +28,8 @@
 // Panels are built once per call (a pass over W, parallel over panels) and then serve every
 // chunk of x rows. K formats go through the same kernel: each 32-value sub-block of Q4_K / Q5_K is
 // a block with dw = d sc_j and mw = -dmin m_j; Q6_K's 32 values have a scale d sc per half and
-// the centre 32.
+// the centre 32, Q3_K's d (sc - 32) per half and the centre 4; IQ4_XS's sub-block of 32 is an IQ4_NL
+// block with the scale d (ls - 32).
 #if defined(ATTN_KERNELS_MATMUL_PANEL_INL_H_) == defined(HWY_TARGET_TOGGLE)
 #ifdef ATTN_KERNELS_MATMUL_PANEL_INL_H_
 #undef ATTN_KERNELS_MATMUL_PANEL_INL_H_
@@ -65,14 +67,18 @@ template <TensorType kType>
 constexpr bool kHasMin = matmul::kWithMin<kType> || kType == TensorType::kQ4_K || kType == TensorType::kQ5_K;
 // Formats with a scale per 16 values (Q6_K): each half of a 32-value block has its own dw.
 template <TensorType kType>
-constexpr bool kHalves = kType == TensorType::kQ6_K;
+constexpr bool kHalves = kType == TensorType::kQ6_K || kType == TensorType::kQ3_K;
+// The IQ4 formats: levels looked up by nibble, stored as level + 128 (1..241) like Q8_0's quants.
+template <TensorType kType>
+constexpr bool kIq4 = kType == TensorType::kIQ4_NL || kType == TensorType::kIQ4_XS;
 // The centre subtracted from the unsigned quants (0 for formats with a min).
 template <TensorType kType>
-constexpr int32_t kCentre = kType == TensorType::kQ4_0   ? 8
-                            : kType == TensorType::kQ5_0 ? 16
-                            : kType == TensorType::kQ6_K ? 32
-                            : kType == TensorType::kQ8_0 ? 128
-                                                         : 0;
+constexpr int32_t kCentre = kType == TensorType::kQ4_0                  ? 8
+                            : kType == TensorType::kQ5_0                ? 16
+                            : kType == TensorType::kQ6_K                ? 32
+                            : kType == TensorType::kQ3_K                ? 4
+                            : kType == TensorType::kQ8_0 || kIq4<kType> ? 128
+                                                                        : 0;
 
 // Block b (32 values) of a row: unsigned quants u in value order, the scales of its two halves
 // d[0], d[1] (equal but for Q6_K) and its min *m (0 without).
@@ -91,6 +97,38 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     for (int l = 0; l < 32; ++l)
       u[l] = static_cast<uint8_t>(((ql[l] >> (4 * (s / 2))) & 15) | (((qh[l] >> (2 * s)) & 3) << 4));
     return;
+  } else if constexpr (kType == TensorType::kQ3_K) {  // value 128c + 32j + l: see kquants.h
+    const uint8_t* blk = row + (b / 8) * kquants::kQ3KBytes;
+    const int c = static_cast<int>(b % 8) / 4, j = static_cast<int>(b % 4);
+    const float scale = kq::HalfAt(blk + 108);
+    const uint8_t* sc = blk + 96;
+    for (int half = 0; half < 2; ++half) {
+      const int k = 8 * c + 2 * j + half;
+      const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
+      d[half] = scale * static_cast<float>((low | ((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32);
+    }
+    const uint8_t* qs = blk + 32 + 32 * c;
+    for (int l = 0; l < 32; ++l)
+      u[l] = static_cast<uint8_t>(((qs[l] >> (2 * j)) & 3) | ((blk[l] >> (4 * c + j)) & 1) << 2);
+    return;
+  } else if constexpr (kIq4<kType>) {
+    const uint8_t* qs;
+    if constexpr (kType == TensorType::kIQ4_XS) {  // sub-block b % 8 of a 256-value block
+      const uint8_t* blk = row + (b / 8) * kquants::kIq4XsBytes;
+      const int s = static_cast<int>(b % 8);
+      const uint32_t high = static_cast<uint32_t>(blk[2] | (blk[3] << 8));
+      const uint32_t ls = ((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4;
+      d[0] = kq::HalfAt(blk) * static_cast<float>(static_cast<int>(ls) - 32);
+      qs = blk + 8 + 16 * s;
+    } else {
+      const uint8_t* blk = row + b * kquants::kIq4NlBytes;
+      d[0] = kq::HalfAt(blk);
+      qs = blk + 2;
+    }
+    for (int c = 0; c < 16; ++c) {
+      u[c] = static_cast<uint8_t>(kquants::kIq4Levels[qs[c] & 15] + 128);
+      u[c + 16] = static_cast<uint8_t>(kquants::kIq4Levels[qs[c] >> 4] + 128);
+    }
   } else if constexpr (kType == TensorType::kQ8_0) {
     const uint8_t* blk = row + b * matmul::BlockBytes<kType>();
     d[0] = kq::HalfAt(blk);
@@ -180,8 +218,9 @@ struct XRows {
 #define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 
 // Whether the panels may take products of this type on this target, and whether they do now.
+// (Q2_K's mins, one per 16 values, do not fit the panels' one min per block: it is decoded.)
 template <TensorType kType>
-constexpr bool kTakes = true;
+constexpr bool kTakes = kType != TensorType::kQ2_K;
 inline bool Enabled() { return VnniEnabled(); }
 
 // acc += the 16-lane vpdpbusd of w (u8) with the four int8 at p broadcast to every lane, the
@@ -248,10 +287,11 @@ ATTN_VNNI_FN HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows
 // vpmaddubsw outputs of one weight type that may be added in 16 bits: each lane is at most
 // 2 x umax x 127 in magnitude (x in [-127, 127], quantize.h). Q4: 8, Q5: 4, Q6_K: 2, Q8_0: 0.
 template <TensorType kType>
-constexpr int kUnsignedMax = kType == TensorType::kQ8_0                              ? 255
-                             : kType == TensorType::kQ6_K                            ? 63
-                             : matmul::kFiveBit<kType> || kType == TensorType::kQ5_K ? 31
-                                                                                     : 15;
+constexpr int kUnsignedMax = kType == TensorType::kQ8_0 || kIq4<kType> || kType == TensorType::kQ2_K ? 255
+                             : kType == TensorType::kQ3_K                                            ? 7
+                             : kType == TensorType::kQ6_K                                            ? 63
+                             : matmul::kFiveBit<kType> || kType == TensorType::kQ5_K                 ? 31
+                                                                                                     : 15;
 template <TensorType kType>
 constexpr int kSum16 = 32767 / (2 * kUnsignedMax<kType> * 127);
 
