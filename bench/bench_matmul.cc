@@ -61,12 +61,16 @@ std::vector<uint8_t> RandomBlocks(TensorType type, int64_t rows, int64_t cols, s
   const size_t block_bytes = row_bytes / (cols / attn::BlockSize(type));
   const uint16_t scale = attn::FloatToHalf(0.01f);
   for (size_t off = 0; off < data.size(); off += block_bytes) {
-    // finite scales (random bytes could be NaN): d first, then a min (Q4_1, Q5_1, Q4_K, Q5_K), or d last
-    // (Q6_K)
-    std::memcpy(&data[off + (type == TensorType::kQ6_K ? 208 : 0)], &scale, 2);
+    // finite scales (random bytes could be NaN): d first, then a min (Q4_1, Q5_1, Q4_K, Q5_K), or d
+    // (and Q2_K's dmin) after the quants
+    const size_t d_at = type == TensorType::kQ6_K   ? 208
+                        : type == TensorType::kQ2_K ? 80
+                        : type == TensorType::kQ3_K ? 108
+                                                    : 0;
+    std::memcpy(&data[off + d_at], &scale, 2);
     if (type == TensorType::kQ4_1 || type == TensorType::kQ5_1 || type == TensorType::kQ4_K ||
-        type == TensorType::kQ5_K)
-      std::memcpy(&data[off + 2], &scale, 2);
+        type == TensorType::kQ5_K || type == TensorType::kQ2_K)
+      std::memcpy(&data[off + d_at + 2], &scale, 2);
   }
   return data;
 }
@@ -142,6 +146,10 @@ int main(int argc, char** argv) {
       {"ffn_down 1536->576", TensorType::kQ4_K, 1536, 576},
       {"ffn_down 1536->576", TensorType::kQ5_K, 1536, 576},
       {"ffn_down 1536->576", TensorType::kQ6_K, 1536, 576},
+      {"ffn_down 1536->576", TensorType::kQ3_K, 1536, 576},  // Q2_K / Q3_K / IQ4 files
+      {"ffn_down 1536->576", TensorType::kQ2_K, 1536, 576},
+      {"ffn_down 1536->576", TensorType::kIQ4_XS, 1536, 576},
+      {"ffn_up 576->1536", TensorType::kIQ4_NL, 576, 1536},
       {"ffn_up 576->1536", TensorType::kF16, 576, 1536},  // float weights (GPT-2 files, checkpoints)
       {"ffn_up 576->1536", TensorType::kF32, 576, 1536},
   };

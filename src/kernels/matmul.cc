@@ -478,48 +478,96 @@ HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
   for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
 }
 
-// Two int16 values, a in the low 128 bits' 8 lanes and b in the high ones: the scales of a
-// 32-value block whose halves are two 16-value sub-blocks, for vpmaddwd after vpmaddubsw.
-HWY_INLINE __m256i Pair16(int a, int b) {
-  return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(static_cast<int16_t>(a))),
-                                 _mm_set1_epi16(static_cast<int16_t>(b)), 1);
+// The activations of a matrix-vector product as the kernels of the formats below take them: xq
+// [nb][32] int8, xd [nb] the blocks' scales, and (Q2_K) bsums [2 nb] the sums of qx over each 16 values.
+struct MatVecX {
+  const int8_t* xq;
+  const float* xd;
+  const int16_t* bsums;
+};
+
+HWY_INLINE float HalfAtF16c(const uint8_t* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, 2);
+  return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
+}
+
+// The int16 scales s[0] (low 128 bits' 8 lanes) and s[1] (high ones): the scales of a 32-value
+// block whose halves are two 16-value sub-blocks, for vpmaddwd after vpmaddubsw.
+HWY_INLINE __m256i ScalePair(const int16_t* s, __m256i spread) {
+  int32_t both;
+  std::memcpy(&both, s, 4);
+  return _mm256_shuffle_epi8(_mm256_set1_epi32(both), spread);
+}
+HWY_INLINE __m256i ScalePairSpread() {
+  return _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3,
+                          2, 3, 2, 3);
+}
+
+// d times the 8 x-block scales of super-block sb, to broadcast one per 32 values.
+HWY_INLINE void SuperBlockScales(float d, const float* xd, float* HWY_RESTRICT out) {
+  _mm256_store_ps(out, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(xd)));
 }
 
 // Matrix-vector for Q2_K: value 128c + 32j + l of a super-block is bits [2j, 2j + 2) of quant byte
-// 32c + l, so each 32-value block of x meets one 32-byte load shifted by 2j. vpmaddubsw's 16-bit pair
-// sums of q qx (at most 2 * 3 * 127) times the two sub-blocks' 4-bit scales in vpmaddwd give
-// sum sc q qx exactly, and the same with x alone and the mins give sum m qx: y = sum_b dx_b
-// (d sum sc q qx - dmin sum m qx).
+// 32c + l, so each 32-value block of x meets one 32-byte load shifted by 2j. vpmaddubsw's 16-bit
+// pair sums of q qx (at most 2 * 3 * 127) times the two sub-blocks' 4-bit scales in vpmaddwd give
+// sum sc q qx exactly; the mins meet x's sums per 16 values (bsums) once per super-block, 8 blocks
+// in one vpmaddwd: y = sum_b dx_b (d sum sc q qx - dmin sum m qx).
 template <int R>
-HWY_NOINLINE void RowsQ2K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+HWY_NOINLINE void RowsQ2K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
+                          float* HWY_RESTRICT y) {
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+  const __m256i three = _mm256_set1_epi8(3), spread = ScalePairSpread();
+  const __m128i low4 = _mm_set1_epi8(15);
   __m256 acc[R], acc_min[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
+  alignas(32) float ddx[8];
+  alignas(32) int16_t sc16[16];
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const __m256 dx8 = _mm256_loadu_ps(x.xd + 8 * sb);
+    const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * sb));
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ2KBytes;
       for (int line = 0; line < kquants::kQ2KBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
-      const float d = kq::HalfAt(blk + 80), dmin = kq::HalfAt(blk + 82);
+      const float d = HalfAtF16c(blk + 80), dmin = HalfAtF16c(blk + 82);
+      const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sc16), _mm256_cvtepu8_epi16(_mm_and_si128(sc, low4)));
+      const __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), low4));
+      acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(mins, bsums)),
+                                   _mm256_mul_ps(_mm256_set1_ps(dmin), dx8), acc_min[r]);
+      SuperBlockScales(d, x.xd + 8 * sb, ddx);
       for (int c = 0; c < 2; ++c) {
         const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16 + 32 * c));
         for (int j = 0; j < 4; ++j) {
-          const int64_t b = sb * 8 + 4 * c + j;
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const int b = 4 * c + j;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + (sb * 8 + b) * kQK));
           const __m256i q = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
-          const int s0 = blk[8 * c + 2 * j], s1 = blk[8 * c + 2 * j + 1];
-          const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), Pair16(s0 & 15, s1 & 15));
-          const __m256i dot_min = _mm256_madd_epi16(_mm256_maddubs_epi16(one, xv), Pair16(s0 >> 4, s1 >> 4));
-          const float dx = xds[2 * b];
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * dx), acc[r]);
-          acc_min[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot_min), _mm256_set1_ps(dmin * dx), acc_min[r]);
+          const __m256i dot = _mm256_madd_epi16(_mm256_maddubs_epi16(q, xv), ScalePair(sc16 + 2 * b, spread));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcast_ss(ddx + b), acc[r]);
         }
       }
     }
   }
-  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]) - matmul::HorizontalSum(acc_min[r]);
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(_mm256_sub_ps(acc[r], acc_min[r]));
+}
+
+// The 16 signed scales of a Q3_K block (kquants.h) as int16: low nibbles from bytes 0-7 (values
+// 0-7: low halves, 8-15: high halves), two high bits each from bytes 8-11.
+HWY_INLINE void Q3KScales(const uint8_t* sc, int16_t* HWY_RESTRICT out) {
+  uint64_t lo8;
+  uint32_t hi4;
+  std::memcpy(&lo8, sc, 8);
+  std::memcpy(&hi4, sc + 8, 4);
+  const __m128i b = _mm_cvtsi64_si128(static_cast<int64_t>(lo8)), low4 = _mm_set1_epi8(15);
+  const __m128i low = _mm_unpacklo_epi64(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+  constexpr uint32_t kTwo = 0x03030303u;
+  const __m128i high =
+      _mm_setr_epi32(static_cast<int>(hi4 & kTwo), static_cast<int>((hi4 >> 2) & kTwo),
+                     static_cast<int>((hi4 >> 4) & kTwo), static_cast<int>((hi4 >> 6) & kTwo));
+  const __m128i s8 = _mm_sub_epi8(_mm_or_si128(low, _mm_slli_epi16(high, 4)), _mm_set1_epi8(32));
+  _mm256_store_si256(reinterpret_cast<__m256i*>(out), _mm256_cvtepi8_epi16(s8));
 }
 
 // Matrix-vector for Q3_K: the quants as Q2_K's plus a third bit (bit 4c + j of high byte l), made
@@ -527,37 +575,34 @@ HWY_NOINLINE void RowsQ2K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
 // the pair sums by the sub-blocks' signed 6-bit scales: the int32 lanes are exactly
 // sum (sc - 32) (q - 4) qx, scaled once by d dx per 32 values.
 template <int R>
-HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
+                          float* HWY_RESTRICT y) {
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
   const __m256i three = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1), four = _mm256_set1_epi8(4);
+  const __m256i spread = ScalePairSpread();
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  alignas(32) float ddx[8];
+  alignas(32) int16_t sc16[16];
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ3KBytes;
       for (int line = 0; line < kquants::kQ3KBytes; line += 64)
         _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
-      const float d = kq::HalfAt(blk + 108);
-      const uint8_t* sc = blk + 96;
-      int scales[16];
-      for (int k = 0; k < 16; ++k) {
-        const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
-        scales[k] = (low | ((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32;
-      }
+      Q3KScales(blk + 96, sc16);
+      SuperBlockScales(HalfAtF16c(blk + 108), x.xd + 8 * sb, ddx);
       const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
       for (int c = 0; c < 2; ++c) {
         const __m256i qv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 32 + 32 * c));
         for (int j = 0; j < 4; ++j) {
-          const int64_t b = sb * 8 + 4 * c + j;
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const int b = 4 * c + j;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + (sb * 8 + b) * kQK));
           const __m256i low = _mm256_and_si256(_mm256_srli_epi16(qv, 2 * j), three);
           const __m256i high = _mm256_and_si256(_mm256_srli_epi16(hv, 4 * c + j), one);
           const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 2)), four);
           const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-          const __m256i dot =
-              _mm256_madd_epi16(pairs, Pair16(scales[8 * c + 2 * j], scales[8 * c + 2 * j + 1]));
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
+          const __m256i dot = _mm256_madd_epi16(pairs, ScalePair(sc16 + 2 * b, spread));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcast_ss(ddx + b), acc[r]);
         }
       }
     }
@@ -570,47 +615,49 @@ HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
 // most 2 * 127 * 127, below 2^15), and vpmaddwd sums the pairs times the block's integer scale
 // (IQ4_XS: ls - 32; IQ4_NL: 1): exact int32 lanes, scaled once by d dx per 32 values.
 template <bool kXs, int R>
-HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
+HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
+                          float* HWY_RESTRICT y) {
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
   const __m256i levels =
       _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kIq4Levels)));
   const __m256i low = _mm256_set1_epi8(0x0F);
-  const auto dot32 = [&](const uint8_t* nibbles, int64_t b, int scale) {
+  const auto dot32 = [&](const uint8_t* nibbles, __m256i xv, __m256i scale) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles));
     const __m256i idx =
         _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), low);
     const __m256i wv = _mm256_shuffle_epi8(levels, idx);
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
     const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(static_cast<int16_t>(scale))));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, scale));
   };
   __m256 acc[R];
   for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
   if constexpr (kXs) {
+    alignas(32) float ddx[8];
     for (int64_t sb = 0; sb < nb / 8; ++sb) {
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + sb * kquants::kIq4XsBytes;
         for (int line = 0; line < kquants::kIq4XsBytes; line += 64)
           _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
-        const float d = kq::HalfAt(blk);
+        SuperBlockScales(HalfAtF16c(blk), x.xd + 8 * sb, ddx);
         const uint32_t high = static_cast<uint32_t>(blk[2] | (blk[3] << 8));
         for (int s = 0; s < 8; ++s) {
           const int ls =
               static_cast<int>(((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4);
-          const int64_t b = sb * 8 + s;
-          acc[r] =
-              _mm256_fmadd_ps(dot32(blk + 8 + 16 * s, b, ls - 32), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + (sb * 8 + s) * kQK));
+          const __m256 dot = dot32(blk + 8 + 16 * s, xv, _mm256_set1_epi16(static_cast<int16_t>(ls - 32)));
+          acc[r] = _mm256_fmadd_ps(dot, _mm256_broadcast_ss(ddx + s), acc[r]);
         }
       }
     }
   } else {
+    const __m256i one16 = _mm256_set1_epi16(1);
     for (int64_t b = 0; b < nb; ++b) {
+      const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + b * kQK));
+      const float dx = x.xd[b];
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + b * kquants::kIq4NlBytes;
-        if (b % 4 == 0)
-          _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
-        acc[r] = _mm256_fmadd_ps(dot32(blk + 2, b, 1), _mm256_set1_ps(kq::HalfAt(blk) * xds[2 * b]), acc[r]);
+        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
+        acc[r] = _mm256_fmadd_ps(dot32(blk + 2, xv, one16), _mm256_set1_ps(HalfAtF16c(blk) * dx), acc[r]);
       }
     }
   }
@@ -632,6 +679,17 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
   float* xds = xs + nb;
   QuantizeRowsImpl(g.x, 1, K, K, xq, xd, nb, xs, nb);
   for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
+  MatVecX mx{xq, xd, nullptr};
+  if constexpr (kType == gguf::TensorType::kQ2_K) {  // x's sums per 16 values
+    static thread_local std::vector<int16_t> bsums;
+    bsums.resize(static_cast<size_t>(2 * nb));
+    for (int64_t h = 0; h < 2 * nb; ++h) {
+      int sum = 0;
+      for (int l = 0; l < 16; ++l) sum += xq[16 * h + l];
+      bsums[static_cast<size_t>(h)] = static_cast<int16_t>(sum);
+    }
+    mx.bsums = bsums.data();
+  }
 #if HWY_TARGET <= HWY_AVX3
   constexpr bool kPairs = kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1;
   if constexpr (kPairs) matmul::PairActivations(xq, nb, xp);
@@ -665,11 +723,11 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
       } else if constexpr (kType == gguf::TensorType::kQ6_K) {
         RowsQ6K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ2_K) {
-        RowsQ2K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        RowsQ2K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ3_K) {
-        RowsQ3K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        RowsQ3K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS) {
-        RowsIq4<kType == gguf::TensorType::kIQ4_XS, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        RowsIq4<kType == gguf::TensorType::kIQ4_XS, R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else {
         matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       }
