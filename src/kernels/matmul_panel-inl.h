@@ -23,7 +23,8 @@
 // for Q8_0 and IQ4)
 // is taken out in integers: the dot of each half block starts from -centre * its sum of qx instead
 // of 0, so the int32 result is exactly sum (q - centre) qx (|.| < 2^24, converted to float exactly). Formats
-// with a min add mw * s, s the x block's sum (quantize.h), in float as TileQ does.
+// with a min add mw * s, s the x block's sum (quantize.h), in float as TileQ does (Q2_K: a min per
+// half block times x's sum over the half).
 //
 // Panels are built once per call (a pass over W, parallel over panels) and then serve every
 // chunk of x rows. K formats go through the same kernel: each 32-value sub-block of Q4_K / Q5_K is
@@ -67,7 +68,11 @@ template <TensorType kType>
 constexpr bool kHasMin = matmul::kWithMin<kType> || kType == TensorType::kQ4_K || kType == TensorType::kQ5_K;
 // Formats with a scale per 16 values (Q6_K): each half of a 32-value block has its own dw.
 template <TensorType kType>
-constexpr bool kHalves = kType == TensorType::kQ6_K || kType == TensorType::kQ3_K;
+constexpr bool kHalves =
+    kType == TensorType::kQ6_K || kType == TensorType::kQ3_K || kType == TensorType::kQ2_K;
+// Formats with a min per 16 values (Q2_K): each half adds its own mw times x's sum over the half.
+template <TensorType kType>
+constexpr bool kHalfMins = kType == TensorType::kQ2_K;
 // The IQ4 formats: levels looked up by nibble, stored as level + 128 (1..241) like Q8_0's quants.
 template <TensorType kType>
 constexpr bool kIq4 = kType == TensorType::kIQ4_NL || kType == TensorType::kIQ4_XS;
@@ -81,11 +86,24 @@ constexpr int32_t kCentre = kType == TensorType::kQ4_0                  ? 8
                                                                         : 0;
 
 // Block b (32 values) of a row: unsigned quants u in value order, the scales of its two halves
-// d[0], d[1] (equal but for Q6_K) and its min *m (0 without).
+// d[0], d[1] (equal but for Q6_K, Q3_K, Q2_K) and the mins of its halves m[0], m[1] (equal but for
+// Q2_K; 0 without).
 template <TensorType kType>
 HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRICT u, float* d, float* m) {
-  *m = 0.0f;
-  if constexpr (kType == TensorType::kQ6_K) {  // value 32 s + l of half h: see kquants.h
+  m[0] = m[1] = 0.0f;
+  if constexpr (kType == TensorType::kQ2_K) {  // value 128c + 32j + l: see kquants.h
+    const uint8_t* blk = row + (b / 8) * kquants::kQ2KBytes;
+    const int c = static_cast<int>(b % 8) / 4, j = static_cast<int>(b % 4);
+    const float scale = kq::HalfAt(blk + 80), scale_min = kq::HalfAt(blk + 82);
+    for (int half = 0; half < 2; ++half) {
+      const int sc = blk[8 * c + 2 * j + half];
+      d[half] = scale * static_cast<float>(sc & 15);
+      m[half] = -scale_min * static_cast<float>(sc >> 4);
+    }
+    const uint8_t* qs = blk + 16 + 32 * c;
+    for (int l = 0; l < 32; ++l) u[l] = static_cast<uint8_t>((qs[l] >> (2 * j)) & 3);
+    return;
+  } else if constexpr (kType == TensorType::kQ6_K) {  // value 32 s + l of half h: see kquants.h
     const uint8_t* blk = row + (b / 8) * kquants::kQ6KBytes;
     const int h = static_cast<int>(b % 8) / 4, s = static_cast<int>(b % 4);
     const float scale = kq::HalfAt(blk + 208);
@@ -140,7 +158,7 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     float sc, mn;
     kq::ScaleMin(blk + 4, j, &sc, &mn);
     d[0] = kq::HalfAt(blk) * sc;
-    *m = -kq::HalfAt(blk + 2) * mn;
+    m[0] = m[1] = -kq::HalfAt(blk + 2) * mn;
     const uint8_t* qs = blk + (five ? 48 : 16) + 32 * g;
     for (int l = 0; l < 32; ++l) {
       uint8_t q = static_cast<uint8_t>((qs[l] >> (4 * h)) & 15);
@@ -150,7 +168,7 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
   } else {  // Q4_0, Q4_1, Q5_0, Q5_1: [d][m][fifth bits] nibbles
     const uint8_t* blk = row + b * matmul::BlockBytes<kType>();
     d[0] = kq::HalfAt(blk);
-    if constexpr (matmul::kWithMin<kType>) *m = kq::HalfAt(blk + 2);
+    if constexpr (matmul::kWithMin<kType>) m[0] = m[1] = kq::HalfAt(blk + 2);
     uint32_t high = 0;
     if constexpr (matmul::kFiveBit<kType>) std::memcpy(&high, blk + matmul::HighBitsOffset<kType>(), 4);
     const uint8_t* qs = blk + matmul::QuantOffset<kType>();
@@ -162,9 +180,10 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
   d[1] = d[0];
 }
 
-// A panel of nb blocks: q [nb][8][16] u32, dw [nb][2][16] (the halves' scales), mw [nb][16].
+// A panel of nb blocks: q [nb][8][16] u32, dw [nb][2][16] (the halves' scales), mw [nb][2][16] (the
+// halves' mins).
 inline size_t PanelBytes(int64_t nb) {
-  return static_cast<size_t>(nb) * (8 * kPanelRows * 4 + 3 * kPanelRows * 4);  // a multiple of 64
+  return static_cast<size_t>(nb) * (8 * kPanelRows * 4 + 4 * kPanelRows * 4);  // a multiple of 64
 }
 struct Panel {
   uint32_t* q;
@@ -181,34 +200,41 @@ template <TensorType kType>
 HWY_INLINE void BuildPanel(const uint8_t* w, size_t row_bytes, int rows, int64_t nb, const Panel& p) {
   if (rows < kPanelRows) std::memset(p.q, 0, PanelBytes(nb));
   alignas(32) uint8_t u[32];
-  float d[2];
+  float d[2], m[2];
   for (int r = 0; r < rows; ++r) {
     const uint8_t* row = w + static_cast<size_t>(r) * row_bytes;
     for (int64_t b = 0; b < nb; ++b) {
-      UnsignedBlock<kType>(row, b, u, d, p.mw + b * kPanelRows + r);
+      UnsignedBlock<kType>(row, b, u, d, m);
       p.dw[2 * b * kPanelRows + r] = d[0];
       p.dw[(2 * b + 1) * kPanelRows + r] = d[1];
+      p.mw[2 * b * kPanelRows + r] = m[0];
+      p.mw[(2 * b + 1) * kPanelRows + r] = m[1];
       for (int k = 0; k < 8; ++k) std::memcpy(p.q + (b * 8 + k) * kPanelRows + r, u + 4 * k, 4);
     }
   }
 }
 
 // The activations of a call: xq [n][cols] int8, xd / xs [n][ldd] (scale, block sum d * sum q),
-// xc [n][ldd][2] the integer start of the dot of each half block, -centre * its sum of q.
+// xc [n][ldd][2] the integer start of the dot of each half block, -centre * its sum of q, and
+// xh [n][ldd][2] each half block's sum d * sum q.
 struct XRows {
   const int8_t* xq;
   const float* xd;
   const float* xs;
   const int32_t* xc;
+  const float* xh;
   int64_t cols, ldd;
 
-  // From row i on: its quants, scales, block sums and integer starts.
+  // From row i on: its quants, scales, block sums, integer starts and half-block sums.
   struct From {
     const int8_t* xq;
     const float *xd, *xs;
     const int32_t* xc;
+    const float* xh;
   };
-  From Row(int64_t i) const { return {xq + i * cols, xd + i * ldd, xs + i * ldd, xc + 2 * i * ldd}; }
+  From Row(int64_t i) const {
+    return {xq + i * cols, xd + i * ldd, xs + i * ldd, xc + 2 * i * ldd, xh + 2 * i * ldd};
+  }
 };
 
 #if HWY_TARGET <= HWY_AVX3
@@ -218,9 +244,8 @@ struct XRows {
 #define ATTN_VNNI_FN __attribute__((target(HWY_TARGET_STR ",avx512vnni")))
 
 // Whether the panels may take products of this type on this target, and whether they do now.
-// (Q2_K's mins, one per 16 values, do not fit the panels' one min per block: it is decoded.)
 template <TensorType kType>
-constexpr bool kTakes = kType != TensorType::kQ2_K;
+constexpr bool kTakes = true;
 inline bool Enabled() { return VnniEnabled(); }
 
 // acc += the 16-lane vpdpbusd of w (u8) with the four int8 at p broadcast to every lane, the
@@ -231,12 +256,12 @@ ATTN_VNNI_FN HWY_INLINE void DpbusdBroadcast(__m512i& acc, __m512i w, const int8
 }
 
 // C rows of x (from row i of `x`) against one panel: y[i * ldy + r] for r < rows.
-template <bool kMin, bool kHalf, int C>
+template <bool kMin, bool kHalf, bool kHalfMin, int C>
 ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i, int rows,
                                        float* HWY_RESTRICT y, int64_t ldy) {
   __m512 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm512_setzero_ps();
-  const auto [xq, xd, xs, xc] = x.Row(i);
+  const auto [xq, xd, xs, xc, xh] = x.Row(i);
   _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
     __m512i wv[8];
     for (int k = 0; k < 8; ++k) wv[k] = _mm512_load_si512(p.q + (b * 8 + k) * kPanelRows);
@@ -260,8 +285,14 @@ ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& 
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dot0, dot1)), _mm512_mul_ps(dw0, d), acc[c]);
       }
       if constexpr (kMin) {
+        acc[c] = _mm512_fmadd_ps(_mm512_load_ps(p.mw + 2 * b * kPanelRows), _mm512_set1_ps(xs[c * x.ldd + b]),
+                                 acc[c]);
+      }
+      if constexpr (kHalfMin) {
+        const float* h = xh + 2 * (c * x.ldd + b);
+        acc[c] = _mm512_fmadd_ps(_mm512_load_ps(p.mw + 2 * b * kPanelRows), _mm512_set1_ps(h[0]), acc[c]);
         acc[c] =
-            _mm512_fmadd_ps(_mm512_load_ps(p.mw + b * kPanelRows), _mm512_set1_ps(xs[c * x.ldd + b]), acc[c]);
+            _mm512_fmadd_ps(_mm512_load_ps(p.mw + (2 * b + 1) * kPanelRows), _mm512_set1_ps(h[1]), acc[c]);
       }
     }
   }
@@ -276,22 +307,23 @@ constexpr int kPanelTileCols = 8;
 template <TensorType kType>
 ATTN_VNNI_FN HWY_NOINLINE void PanelRows(const Panel& p, int64_t nb, const XRows& x, int64_t i0, int64_t i1,
                                          int rows, float* HWY_RESTRICT y, int64_t ldy) {
-  constexpr bool kMin = kHasMin<kType>, kHalf = kHalves<kType>;
+  constexpr bool kMin = kHasMin<kType>, kHalf = kHalves<kType>, kHalfMin = kHalfMins<kType>;
   int64_t i = i0;
   for (; i + kPanelTileCols <= i1; i += kPanelTileCols)
-    PanelTile<kMin, kHalf, kPanelTileCols>(p, nb, x, i, rows, y, ldy);
-  for (; i < i1; ++i) PanelTile<kMin, kHalf, 1>(p, nb, x, i, rows, y, ldy);
+    PanelTile<kMin, kHalf, kHalfMin, kPanelTileCols>(p, nb, x, i, rows, y, ldy);
+  for (; i < i1; ++i) PanelTile<kMin, kHalf, kHalfMin, 1>(p, nb, x, i, rows, y, ldy);
 }
 
 #else   // AVX2
 // vpmaddubsw outputs of one weight type that may be added in 16 bits: each lane is at most
 // 2 x umax x 127 in magnitude (x in [-127, 127], quantize.h). Q4: 8, Q5: 4, Q6_K: 2, Q8_0: 0.
 template <TensorType kType>
-constexpr int kUnsignedMax = kType == TensorType::kQ8_0 || kIq4<kType> || kType == TensorType::kQ2_K ? 255
-                             : kType == TensorType::kQ3_K                                            ? 7
-                             : kType == TensorType::kQ6_K                                            ? 63
-                             : matmul::kFiveBit<kType> || kType == TensorType::kQ5_K                 ? 31
-                                                                                                     : 15;
+constexpr int kUnsignedMax = kType == TensorType::kQ8_0 || kIq4<kType>               ? 255
+                             : kType == TensorType::kQ2_K                            ? 3
+                             : kType == TensorType::kQ3_K                            ? 7
+                             : kType == TensorType::kQ6_K                            ? 63
+                             : matmul::kFiveBit<kType> || kType == TensorType::kQ5_K ? 31
+                                                                                     : 15;
 template <TensorType kType>
 constexpr int kSum16 = 32767 / (2 * kUnsignedMax<kType> * 127);
 
@@ -327,7 +359,7 @@ HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i,
                           float* HWY_RESTRICT y, int64_t ldy) {
   __m256 acc[C];
   for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
-  const auto [xq, xd, xs, xc] = x.Row(i);
+  const auto [xq, xd, xs, xc, xh] = x.Row(i);
   _Pragma("GCC unroll 1") for (int64_t b = 0; b < nb; ++b) {
     const uint32_t* w = p.q + b * 8 * kPanelRows + g;
     const __m256 dw0 = _mm256_load_ps(p.dw + 2 * b * kPanelRows + g);
@@ -346,7 +378,13 @@ HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i,
         acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw0, d), acc[c]);
       }
       if constexpr (kHasMin<kType>) {
-        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + b * kPanelRows + g), _mm256_set1_ps(xs[c * x.ldd + b]),
+        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + 2 * b * kPanelRows + g),
+                                 _mm256_set1_ps(xs[c * x.ldd + b]), acc[c]);
+      }
+      if constexpr (kHalfMins<kType>) {
+        const float* h = xh + 2 * (c * x.ldd + b);
+        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + 2 * b * kPanelRows + g), _mm256_set1_ps(h[0]), acc[c]);
+        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + (2 * b + 1) * kPanelRows + g), _mm256_set1_ps(h[1]),
                                  acc[c]);
       }
     }

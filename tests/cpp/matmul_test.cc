@@ -345,15 +345,13 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
       for (int64_t n : {1, 3, 9, 70}) {
         // K formats run on 8-bit activations in the x86 matrix-vector kernels and in the panel
         // kernels (AVX3_VNNI, AVX2); elsewhere they are decoded to float32.
-        // Q2_K has x86 matrix-vector kernels only, the IQ4 formats the VNNI panels too (AVX2's
-        // 16-bit pair sums would saturate on their levels).
+        // The IQ4 formats have no AVX2 panels (their 16-bit pair sums would saturate).
         const bool k_type = BlockSize(type) == 256;
         const bool iq4 = type == TensorType::kIQ4_NL || type == TensorType::kIQ4_XS;
-        const bool integer = n == 1                      ? x86_int8
-                             : type == TensorType::kQ2_K ? false
-                             : iq4                       ? target == "AVX3_VNNI"
-                             : k_type                    ? target == "AVX3_VNNI" || target == "AVX2"
-                                                         : true;
+        const bool integer = n == 1   ? x86_int8
+                             : iq4    ? target == "AVX3_VNNI"
+                             : k_type ? target == "AVX3_VNNI" || target == "AVX2"
+                                      : true;
         if (!integer) continue;
         const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
         SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n) +
