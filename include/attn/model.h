@@ -30,7 +30,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma2, kGemma3, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma2, kGemma3, kPhi3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -55,6 +55,13 @@ struct ModelConfig {
   float embed_scale = 1.0f;  // token embeddings are multiplied by it (gemma*: sqrt(d_model))
   bool post_norms = false;   // RMSNorm of the attention and feed-forward outputs before the residual add
   bool gelu_gate = false;    // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
+  bool fused_qkv = false;    // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
+  bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise
+  // LongRoPE (phi3 files with rope_factors_long / _short): a session whose capacity exceeds
+  // rope_orig_context rotates with the long per-pair frequency divisors, else with the short ones
+  // (as llama.cpp chooses by its context size); cos and sin are multiplied by rope_attn_factor.
+  int64_t rope_orig_context = 0;
+  float rope_attn_factor = 1.0f;
   // Sliding-window attention (gemma*): on sliding layers a query sees itself and the
   // sliding_window - 1 keys before it; every sliding_pattern-th layer sees everything. Sliding
   // layers rotate with rope_base_swa and no scaling.

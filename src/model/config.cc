@@ -81,11 +81,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "gemma3") {
     c.arch = Arch::kGemma3;
     c.rope_neox = c.qk_norm = c.post_norms = c.gelu_gate = true;
+  } else if (c.arch_name == "phi3") {
+    c.arch = Arch::kPhi3;
+    c.rope_neox = c.fused_gate_up = true;
+    // llama.cpp's converter writes attn_qkv; it also accepts separate attn_q / _k / _v.
+    c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
   } else {
     throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen3, gemma2, gemma3 and gpt2 are)");
+                "' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3 and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -140,6 +145,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     const float factor =
         GetFloat(file, a + "rope.scaling.factor", GetFloat(file, a + "rope.scale_linear", 1.0f));
     c.rope_freq_scale = 1.0f / factor;
+    const bool longrope = file.FindTensor("rope_factors_long.weight") != nullptr ||
+                          file.FindTensor("rope_factors_short.weight") != nullptr;
+    if (longrope && c.arch != Arch::kPhi3) {
+      throw Error(
+          "model: rope_factors_long / rope_factors_short (LongRoPE) are supported for phi3 only, not " +
+          c.arch_name);
+    }
+    c.rope_orig_context =
+        GetInt(file, a + "rope.scaling.original_context_length", 1, kMaxDim, &c.context_length);
+    c.rope_attn_factor = GetFloat(file, a + "rope.scaling.attn_factor", 1.0f);
   } else {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
   }
@@ -206,6 +221,40 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
     }
   });
   if (weights.output.data == nullptr) weights.output = weights.token_embd;
+  // Fused tensors (phi3) become views of their row blocks: the forward pass sees separate matrices.
+  const auto rows_of = [](const WeightMatrix& m, int64_t r0, int64_t count) {
+    WeightMatrix v = m;
+    v.data = m.data + static_cast<size_t>(r0) * m.row_bytes;
+    v.rows = count;
+    return v;
+  };
+  const int64_t q_dim = config.n_heads * config.head_dim, kv_dim = config.n_kv_heads * config.head_dim;
+  for (LayerWeights& L : weights.layers) {
+    if (config.fused_qkv) {
+      L.wq = rows_of(L.wqkv, 0, q_dim);
+      L.wk = rows_of(L.wqkv, q_dim, kv_dim);
+      L.wv = rows_of(L.wqkv, q_dim + kv_dim, kv_dim);
+    }
+    if (config.fused_gate_up) {  // gate first, as HF's gate_up_proj and llama.cpp's swiglu split it
+      const WeightMatrix both = L.w_up;
+      L.w_gate = rows_of(both, 0, config.d_ff);
+      L.w_up = rows_of(both, config.d_ff, config.d_ff);
+    }
+  }
+  if ((weights.rope_factors_long.data == nullptr) != (weights.rope_factors_short.data == nullptr))
+    throw Error("model: rope_factors_long.weight and rope_factors_short.weight must come together");
+  for (const WeightMatrix* factors : {&weights.rope_factors_long, &weights.rope_factors_short}) {
+    if (factors->data == nullptr) continue;
+    const float* f = Floats(*factors);
+    for (int64_t i = 0; i < config.rope_dim / 2; ++i) {
+      if (!(std::isfinite(f[i]) && f[i] > 0.0f)) {
+        throw Error(std::string("model: ") +
+                    (factors == &weights.rope_factors_long ? "rope_factors_long" : "rope_factors_short") +
+                    ".weight[" + std::to_string(i) + "] = " + std::to_string(f[i]) +
+                    " (must be a positive number)");
+      }
+    }
+  }
   if (weights.rope_freqs.data != nullptr) {
     const float* f = Floats(weights.rope_freqs);
     for (int64_t i = 0; i < config.rope_dim / 2; ++i) {

@@ -283,8 +283,16 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
       rope_sin.resize(rope_cos.size());
       const float* factors = w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
+      if (w.rope_factors_long.data != nullptr) {  // LongRoPE (phi3), chosen by the session's size
+        factors =
+            Floats(session.capacity_ > c.rope_orig_context ? w.rope_factors_long : w.rope_factors_short);
+      }
       ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
                       rope_sin.data());
+      if (c.rope_attn_factor != 1.0f) {
+        for (float& v : rope_cos) v *= c.rope_attn_factor;
+        for (float& v : rope_sin) v *= c.rope_attn_factor;
+      }
       swa_cos_t = rope_cos.data(), swa_sin_t = rope_sin.data();
       if (c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors)) {
         swa_cos.resize(rope_cos.size());

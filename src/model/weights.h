@@ -19,7 +19,7 @@ struct LayerWeights {
   WeightMatrix bq, bk, bv;                     // qwen2: their biases
   WeightMatrix q_norm, k_norm;                 // qwen3, gemma3: [1, head_dim], shared by every head
   WeightMatrix post_attn_norm, post_ffn_norm;  // gemma2, gemma3: [1, d_model]
-  WeightMatrix wqkv, bqkv;                     // gpt2: fused [3 * d_model, d_model] and its bias
+  WeightMatrix wqkv, bqkv;                     // gpt2, phi3: fused [q_dim + 2 kv_dim, d_model] (gpt2: + bias)
   WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]
   WeightMatrix ffn_norm, ffn_norm_bias;        // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
   WeightMatrix w_gate;                         // llama: [d_ff, d_model]
@@ -33,6 +33,7 @@ struct Model::Weights {
   WeightMatrix output_norm, output_norm_bias;
   WeightMatrix output;      // [vocab, d_model]; = token_embd when tied
   WeightMatrix rope_freqs;  // [1, rope_dim / 2]: per-pair frequency divisors (Llama 3.1), optional
+  WeightMatrix rope_factors_long, rope_factors_short;  // phi3 LongRoPE: the same, by context size
   std::vector<LayerWeights> layers;
 };
 
@@ -88,12 +89,16 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
         vec("ffn_down", ".bias", d, L.b_down);
       }
     } else {
-      mat("attn_q", q_dim, d, L.wq);
-      if (c.qkv_bias) vec("attn_q", ".bias", q_dim, L.bq);
-      mat("attn_k", kv_dim, d, L.wk);
-      if (c.qkv_bias) vec("attn_k", ".bias", kv_dim, L.bk);
-      mat("attn_v", kv_dim, d, L.wv);
-      if (c.qkv_bias) vec("attn_v", ".bias", kv_dim, L.bv);
+      if (c.fused_qkv) {
+        mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);  // split into wq, wk, wv views by LoadWeights
+      } else {
+        mat("attn_q", q_dim, d, L.wq);
+        if (c.qkv_bias) vec("attn_q", ".bias", q_dim, L.bq);
+        mat("attn_k", kv_dim, d, L.wk);
+        if (c.qkv_bias) vec("attn_k", ".bias", kv_dim, L.bk);
+        mat("attn_v", kv_dim, d, L.wv);
+        if (c.qkv_bias) vec("attn_v", ".bias", kv_dim, L.bv);
+      }
       if (c.qk_norm) {
         vec("attn_q_norm", ".weight", c.head_dim, L.q_norm);
         vec("attn_k_norm", ".weight", c.head_dim, L.k_norm);
@@ -101,8 +106,12 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       mat("attn_output", d, q_dim, L.wo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
       vec("ffn_norm", ".weight", d, L.ffn_norm);
-      mat("ffn_gate", c.d_ff, d, L.w_gate);
-      mat("ffn_up", c.d_ff, d, L.w_up);
+      if (c.fused_gate_up) {
+        mat("ffn_up", 2 * c.d_ff, d, L.w_up);  // gate rows, then up rows: split by LoadWeights
+      } else {
+        mat("ffn_gate", c.d_ff, d, L.w_gate);
+        mat("ffn_up", c.d_ff, d, L.w_up);
+      }
       mat("ffn_down", d, c.d_ff, L.w_down);
       if (c.post_norms) vec("post_ffw_norm", ".weight", d, L.post_ffn_norm);
     }
@@ -111,6 +120,12 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
   if (gpt2) fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
   fn(TensorSpec{"output.weight", c.vocab_size, d, TensorKind::kMatrix, false}, w.output);
   if (!gpt2) fn(TensorSpec{"rope_freqs.weight", 1, c.rope_dim / 2, TensorKind::kVector, false}, w.rope_freqs);
+  if (c.arch == Arch::kPhi3) {
+    fn(TensorSpec{"rope_factors_long.weight", 1, c.rope_dim / 2, TensorKind::kVector, false},
+       w.rope_factors_long);
+    fn(TensorSpec{"rope_factors_short.weight", 1, c.rope_dim / 2, TensorKind::kVector, false},
+       w.rope_factors_short);
+  }
 }
 
 // A vector tensor's floats (kVector slots are always float32).

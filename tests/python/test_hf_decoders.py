@@ -1,4 +1,5 @@
-"""The llama (with Llama 3.1's RoPE scaling), qwen2, qwen3, gemma3 and gemma2 paths against
+"""The llama (with Llama 3.1's RoPE scaling), qwen2, qwen3, gemma3, gemma2 and phi3 (fused QKV and
+gate-up, partial rotary, LongRoPE) paths against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
@@ -21,7 +22,7 @@ def golden():
         return json.load(f)
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3"]
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -52,6 +53,30 @@ def test_config_says_what_the_files_say(golden):
     assert (g2["attn_softcap"], g2["final_softcap"]) == (5.0, 3.0)
     assert (llama["sliding_window"], llama["sliding_layers"], llama["rope_freq_scale"]) == (0, [], 1.0)
     assert llama["rope_dim"] == 16
+    phi3 = load("phi3")
+    assert (phi3["rope_dim"], phi3["head_dim"], phi3["sliding_window"]) == (8, 16, 0)  # partial rotary
+
+
+def test_phi3_longrope_tensors(tmp_path, golden):
+    # The fixture's phi3 has LongRoPE: its 20- and 37-id cases took the long factors (past the
+    # original 16 positions), the 12-id case the short ones, in transformers and in attn (a session
+    # of 12 positions), and every case is scaled by the attention factor. Without the factors the
+    # model is another one; one set without the other is refused.
+    entry = golden["models"]["phi3"]
+    src = os.path.join(FIXTURES, entry["files"]["f32"])
+    assert [len(c["ids"]) for c in entry["cases"]] == [20, 37, 12]
+    _rewrite(src, tmp_path / "half.gguf", drop="rope_factors_long.weight")
+    with pytest.raises(ValueError, match="rope_factors_long.weight and rope_factors_short.weight must come together"):
+        attn.Model.load(str(tmp_path / "half.gguf"))
+    import gguf
+
+    r = gguf.GGUFReader(src)
+    assert r.fields["phi3.rope.scaling.original_context_length"].contents() == 16
+    assert abs(r.fields["phi3.rope.scaling.attn_factor"].contents() - (1 + np.log(8) / np.log(16)) ** 0.5) < 1e-6
+    _rewrite(src, tmp_path / "noscale.gguf", **{"phi3.rope.scaling.attn_factor": 1.0})
+    ids = entry["cases"][0]["ids"]
+    want = np.asarray(entry["cases"][0]["logits"], dtype=np.float32)
+    assert np.abs(attn.Model.load(str(tmp_path / "noscale.gguf")).logits(ids) - want).max() > 0.05
 
 
 def test_llamacpp_read_the_same_files(golden):
