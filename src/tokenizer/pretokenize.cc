@@ -201,25 +201,66 @@ std::vector<uint32_t> Refine(const Units& u, const std::vector<uint32_t>& pieces
 
 }  // namespace
 
+namespace {
+// The names llama.cpp gives each of these splits (its llama-vocab.cpp groups them by name; the
+// aliases were checked against its ids on the tokenizer corpus, tests/fixtures/
+// tokenizer_smollm2_pre_*.json). smollm's split is StarCoder's: single digits, then GPT-2's pattern.
+struct PreTokenizerName {
+  std::string_view name;
+  PreTokenizer kind;
+};
+constexpr PreTokenizerName kPreTokenizerNames[] = {
+    {"default", PreTokenizer::kDefault},
+    {"gpt-2", PreTokenizer::kGpt2},
+    {"gpt2", PreTokenizer::kGpt2},
+    {"phi-2", PreTokenizer::kGpt2},
+    {"jina-es", PreTokenizer::kGpt2},
+    {"jina-de", PreTokenizer::kGpt2},
+    {"jina-v2-es", PreTokenizer::kGpt2},
+    {"jina-v2-de", PreTokenizer::kGpt2},
+    {"gigachat", PreTokenizer::kGpt2},
+    {"a.x-4.0", PreTokenizer::kGpt2},
+    {"mellum", PreTokenizer::kGpt2},
+    {"modern-bert", PreTokenizer::kGpt2},
+    {"smollm", PreTokenizer::kSmollm},
+    {"starcoder", PreTokenizer::kSmollm},
+    {"refact", PreTokenizer::kSmollm},
+    {"command-r", PreTokenizer::kSmollm},
+    {"codeshell", PreTokenizer::kSmollm},
+    {"exaone", PreTokenizer::kSmollm},
+    {"minerva-7b", PreTokenizer::kSmollm},
+    {"llama3", PreTokenizer::kLlama3},
+    {"llama-v3", PreTokenizer::kLlama3},
+    {"llama-bpe", PreTokenizer::kLlama3},
+    {"falcon3", PreTokenizer::kLlama3},
+    {"falcon-h1", PreTokenizer::kLlama3},
+    {"pixtral", PreTokenizer::kLlama3},
+    {"midm-2.0", PreTokenizer::kLlama3},
+    {"lfm2", PreTokenizer::kLlama3},
+    {"qwen2", PreTokenizer::kQwen2},
+    {"deepseek-r1-qwen", PreTokenizer::kQwen2},
+    {"megrez", PreTokenizer::kQwen2},
+    {"stablelm2", PreTokenizer::kQwen2},
+};
+}  // namespace
+
 bool ParsePreTokenizer(const std::string& name, PreTokenizer& out) {
-  if (name == "default") {
-    out = PreTokenizer::kDefault;
-  } else if (name == "gpt-2" || name == "gpt2") {
-    out = PreTokenizer::kGpt2;
-  } else if (name == "smollm") {
-    out = PreTokenizer::kSmollm;
-  } else if (name == "llama3" || name == "llama-v3" || name == "llama-bpe") {
-    out = PreTokenizer::kLlama3;
-  } else if (name == "qwen2") {
-    out = PreTokenizer::kQwen2;
-  } else {
-    return false;
+  for (const PreTokenizerName& n : kPreTokenizerNames) {
+    if (n.name == name) {
+      out = n.kind;
+      return true;
+    }
   }
-  return true;
+  return false;
 }
 
-const char* SupportedPreTokenizers() {
-  return "default, gpt-2 (gpt2), smollm, llama3 (llama-v3, llama-bpe), qwen2";
+std::string SupportedPreTokenizers() {
+  std::string out;
+  for (const PreTokenizerName& n : kPreTokenizerNames) {
+    if (!out.empty()) out += ", ";
+    out += n.name;
+  }
+  return out;
 }
 
 std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& u) {

@@ -34,7 +34,7 @@ enum class PreTokenizer {
 // Maps tokenizer.ggml.pre to a PreTokenizer; false for names not supported.
 bool ParsePreTokenizer(const std::string& name, PreTokenizer& out);
 // The names ParsePreTokenizer accepts, for error messages.
-const char* SupportedPreTokenizers();
+std::string SupportedPreTokenizers();
 
 // The pre-tokens of `units`, as lengths in units, in order; they add up to units.cpts.size().
 std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& units);
