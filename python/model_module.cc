@@ -206,6 +206,7 @@ void BindModel(nb::module_& m) {
                      d["rope_base"] = c.rope_base;
                      d["rope_dim"] = c.rope_dim;
                      d["rope_freq_scale"] = c.rope_freq_scale;
+                     d["attn_scale"] = c.AttnScale();         // the scale of q . k
                      d["sliding_window"] = c.sliding_window;  // 0: every layer sees all keys
                      d["sliding_layers"] = [&] {
                        std::vector<int64_t> layers;

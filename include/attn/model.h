@@ -13,6 +13,7 @@
 // softcapped scores and logits); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -68,7 +69,13 @@ struct ModelConfig {
   int64_t sliding_window = 0;  // 0: no sliding layers
   int64_t sliding_pattern = 0;
   float rope_base_swa = 10000.0f;
-  float attn_softcap = 0.0f;   // scores capped as attn_softcap * tanh(s / attn_softcap) (gemma2); 0: not
+  float attn_softcap = 0.0f;  // scores capped as attn_softcap * tanh(s / attn_softcap) (gemma2); 0: not
+  // The scale of q . k: 1 / sqrt(head_dim), except Gemma 2 / 3 27B's 1 / sqrt(d_model / n_heads)
+  // (their query_pre_attn_scalar, which GGUF does not store: llama.cpp knows them by layer count).
+  float attn_scale = 0.0f;  // 0: 1 / sqrt(head_dim)
+  float AttnScale() const {
+    return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  }
   float final_softcap = 0.0f;  // the same on the logits (gemma2)
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);

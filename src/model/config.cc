@@ -178,6 +178,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.attn_softcap = GetFloat(file, a + "attn_logit_softcapping", 50.0f);
     c.final_softcap = GetFloat(file, a + "final_logit_softcapping", 30.0f);
   }
+  // Gemma 2 27B (46 layers) and Gemma 3 27B (62 layers) scale scores by 1 / sqrt(d_model / n_heads)
+  // (168 for both, against a head size of 128): llama.cpp recognizes them by their layer count.
+  if ((c.arch == Arch::kGemma2 && c.n_layers == 46) || (c.arch == Arch::kGemma3 && c.n_layers == 62))
+    c.attn_scale = 1.0f / std::sqrt(static_cast<float>(c.d_model / c.n_heads));
   // The vocabulary size is the embedding's row count (llama.vocab_size is optional in GGUF).
   const gguf::TensorInfo* embd = file.FindTensor("token_embd.weight");
   if (embd == nullptr) throw Error("model: tensor 'token_embd.weight' is missing");

@@ -72,7 +72,7 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
                        int64_t window, const ModelConfig& c, const Hooks& hooks, int layer, float* z,
                        float* lse, float* entropy, ThreadPool& pool, int threads) {
   const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = c.AttnScale();
   const float cap = c.attn_softcap;
   const float neg_inf = -std::numeric_limits<float>::infinity();
   std::vector<float> k32, v32;  // a half cache widened (this path is for inspection, not speed)
@@ -407,6 +407,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       } else {
         AttentionOptions opts;
         opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
+        opts.scale = c.AttnScale();
         opts.window_left = window;
         opts.softcap = c.attn_softcap;
         opts.threads = threads;
@@ -416,8 +417,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       }
       if (stats != nullptr) {
         stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
-                                         1.0f / std::sqrt(static_cast<float>(hd)), session.tokens_, threads,
-                                         window, c.attn_softcap});
+                                         c.AttnScale(), session.tokens_, threads, window, c.attn_softcap});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);

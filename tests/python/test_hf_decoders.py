@@ -204,3 +204,80 @@ def test_gemma_patterns_through_hooks_match_the_fused_kernel(golden, arch):
     fused = model.logits(ids)
     explicit = model.run_with_hooks(ids, hooks=[(lambda n: n.endswith("hook_pattern"), lambda p, h: None)])
     np.testing.assert_allclose(explicit, fused, rtol=0, atol=1e-4 * float(np.abs(fused).max()))
+
+
+def _tiny_gemma(path, arch, n_layers):
+    """A random Gemma 2 / 3 file of n_layers layers, d_model 16 and 2 heads of head size 4
+    (key_length), so that d_model / heads (8) differs from the head size."""
+    import gguf
+
+    rng = np.random.default_rng(0)
+    d, heads, hd, ff, vocab = 16, 2, 4, 8, 300
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_context_length(64)
+    w.add_embedding_length(d)
+    w.add_block_count(n_layers)
+    w.add_feed_forward_length(ff)
+    w.add_head_count(heads)
+    w.add_head_count_kv(1)
+    w.add_key_length(hd)
+    w.add_value_length(hd)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_sliding_window(8)
+    src = gguf.GGUFReader(os.path.join(FIXTURES, golden_files()["qwen2"]))
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type",
+                "tokenizer.ggml.merges"):
+        f = src.fields[key]
+        if f.types[0] == gguf.GGUFValueType.ARRAY:
+            w.add_key_value(key, f.contents(), f.types[0], sub_type=f.types[-1])
+        else:
+            w.add_key_value(key, f.contents(), f.types[0])
+    mat = lambda rows, cols: rng.normal(0, 0.7, (rows, cols)).astype(np.float32)  # scores of a few units
+    ones = lambda n: np.ones(n, np.float32)
+    w.add_tensor("token_embd.weight", mat(vocab, d))
+    for l in range(n_layers):
+        p = f"blk.{l}."
+        for name, a in (("attn_norm.weight", ones(d)), ("attn_q.weight", mat(heads * hd, d)), ("attn_k.weight", mat(hd, d)),
+                        ("attn_v.weight", mat(hd, d)), ("attn_output.weight", mat(d, heads * hd)),
+                        ("post_attention_norm.weight", ones(d)), ("ffn_norm.weight", ones(d)),
+                        ("ffn_gate.weight", mat(ff, d)), ("ffn_up.weight", mat(ff, d)), ("ffn_down.weight", mat(d, ff)),
+                        ("post_ffw_norm.weight", ones(d))):
+            w.add_tensor(p + name, a)
+        if arch == "gemma3":
+            w.add_tensor(p + "attn_q_norm.weight", ones(hd))
+            w.add_tensor(p + "attn_k_norm.weight", ones(hd))
+    w.add_tensor("output_norm.weight", ones(d))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def golden_files():
+    with open(os.path.join(FIXTURES, "hf_decoders_logits.json")) as f:
+        return {a: e["files"]["f32"] for a, e in json.load(f)["models"].items()}
+
+
+@pytest.mark.parametrize("arch, layers_27b", [("gemma2", 46), ("gemma3", 62)])
+def test_gemma_27b_attention_scale(tmp_path, arch, layers_27b):
+    # Gemma 2 / 3 27B scale scores by 1 / sqrt(d_model / heads) (query_pre_attn_scalar 168, head
+    # size 128); GGUF does not say so, and llama.cpp tells the 27B models by their layer count.
+    for layers, want in ((layers_27b, 1 / np.sqrt(8)), (layers_27b - 1, 1 / np.sqrt(4))):
+        _tiny_gemma(tmp_path / f"{layers}.gguf", arch, layers)
+        model = attn.Model.load(str(tmp_path / f"{layers}.gguf"))
+        assert model.config["attn_scale"] == pytest.approx(want, rel=1e-7)
+        # The scores the explicit path shows are cap * tanh(scale q . k / cap) (Gemma 2's default cap
+        # 50; Gemma 3 has none), and the fused kernel computes the logits the explicit path does (a
+        # hook on every layer's scores runs every layer's attention on the explicit path).
+        ids = [5, 17, 42, 7]
+        logits = model.run_with_hooks(ids, [(lambda n: n.endswith("hook_attn_scores"), lambda a, h: None)])
+        _, cache = model.run_with_cache(ids, names=["blocks.1.attn.hook_rot_q", "blocks.1.attn.hook_rot_k",
+                                                    "blocks.1.attn.hook_attn_scores"])
+        q, k = cache["blocks.1.attn.hook_rot_q"][0], cache["blocks.1.attn.hook_rot_k"][0]  # [pos, head, d]
+        raw = np.einsum("ihd,jd->hij", q.astype(np.float64), k[:, 0].astype(np.float64)) * want
+        expect = 50 * np.tanh(raw / 50) if arch == "gemma2" else raw
+        got = cache["blocks.1.attn.hook_attn_scores"][0]
+        causal = np.tril(np.ones((len(ids), len(ids)), bool))
+        np.testing.assert_allclose(got[:, causal], expect[:, causal], rtol=1e-5, atol=1e-6)
+        # (46 or 62 layers of float32 rounding apart: 1e-5 of the logit scale; a wrong scale: O(1).)
+        np.testing.assert_allclose(model.logits(ids), logits, rtol=0, atol=1e-4 * np.abs(logits).max())
