@@ -28,6 +28,15 @@ enum class RopeStyle : uint8_t { kNormal, kNeox };
 void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
                 const float* factors, float* cos_out, float* sin_out);
 
+// YaRN (Peng et al. 2023) as llama.cpp and transformers compute it: pair i's angle blends the
+// interpolated one (p * freq_scale * base^(-2i / rope_dim)) with the original (extrapolated) one,
+// all extrapolation for the fast pairs that turn more than beta_fast times over orig_context
+// positions, all interpolation for those turning fewer than beta_slow times, a linear ramp between
+// (over pairs floor(low) .. ceil(high) of the correction range). The magnitude scale
+// 1 + 0.1 ln(1 / freq_scale) is left to the caller (ModelConfig::rope_attn_factor).
+void RopeAnglesYarn(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
+                    int64_t orig_context, float beta_fast, float beta_slow, float* cos_out, float* sin_out);
+
 // Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim] by the
 // angles of RopeAngles.
 void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int64_t rope_dim,

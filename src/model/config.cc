@@ -132,15 +132,17 @@ ModelConfig ReadConfig(const gguf::File& file) {
     if (c.rope_dim % 2 != 0)
       throw Error("model: rope.dimension_count " + std::to_string(c.rope_dim) + " is odd");
     c.rope_base = GetFloat(file, a + "rope.freq_base", 10000.0f);
-    // Linear scaling divides every position by the factor; YaRN and LongRoPE change the
-    // frequencies in ways attn does not implement, so such files are refused rather than run wrong.
-    // (Llama 3.1's scaling comes as the rope_freqs.weight tensor, which attn applies.)
+    // Linear scaling divides every position by the factor; YaRN blends that with the original
+    // frequencies pair by pair (ops::RopeAnglesYarn); any other type is refused rather than run
+    // wrong. (Llama 3.1's scaling comes as the rope_freqs.weight tensor, Phi-3's LongRoPE as
+    // rope_factors_long / _short: both applied.)
     if (const gguf::Value* type = file.Find(a + "rope.scaling.type")) {
       const auto* name = std::get_if<std::string>(&type->data);
-      if (name == nullptr || (*name != "none" && *name != "linear")) {
+      if (name == nullptr || (*name != "none" && *name != "linear" && *name != "yarn")) {
         throw Error("model: " + a + "rope.scaling.type = " + type->ToString() +
-                    " is not supported (none and linear are)");
+                    " is not supported (none, linear and yarn are)");
       }
+      c.rope_yarn = *name == "yarn";
     }
     const float factor =
         GetFloat(file, a + "rope.scaling.factor", GetFloat(file, a + "rope.scale_linear", 1.0f));
@@ -155,6 +157,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_orig_context =
         GetInt(file, a + "rope.scaling.original_context_length", 1, kMaxDim, &c.context_length);
     c.rope_attn_factor = GetFloat(file, a + "rope.scaling.attn_factor", 1.0f);
+    if (c.rope_yarn) {
+      if (file.Find(a + "rope.scaling.yarn_log_multiplier") != nullptr)
+        throw Error("model: " + a + "rope.scaling.yarn_log_multiplier (DeepSeek's YaRN) is not supported");
+      c.rope_yarn_beta_fast = GetFloat(file, a + "rope.scaling.yarn_beta_fast", 32.0f);
+      c.rope_yarn_beta_slow = GetFloat(file, a + "rope.scaling.yarn_beta_slow", 1.0f);
+      if (factor > 1.0f) c.rope_attn_factor *= 1.0f + 0.1f * std::log(factor);
+    }
   } else {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
   }
@@ -245,6 +254,8 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       L.w_up = rows_of(both, config.d_ff, config.d_ff);
     }
   }
+  if (config.rope_yarn && weights.rope_freqs.data != nullptr)
+    throw Error("model: rope_freqs.weight together with YaRN scaling is not supported");
   if ((weights.rope_factors_long.data == nullptr) != (weights.rope_factors_short.data == nullptr))
     throw Error("model: rope_factors_long.weight and rope_factors_short.weight must come together");
   for (const WeightMatrix* factors : {&weights.rope_factors_long, &weights.rope_factors_short}) {

@@ -287,8 +287,13 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         factors =
             Floats(session.capacity_ > c.rope_orig_context ? w.rope_factors_long : w.rope_factors_short);
       }
-      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
-                      rope_sin.data());
+      if (c.rope_yarn) {
+        ops::RopeAnglesYarn(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, c.rope_orig_context,
+                            c.rope_yarn_beta_fast, c.rope_yarn_beta_slow, rope_cos.data(), rope_sin.data());
+      } else {
+        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
+                        rope_sin.data());
+      }
       if (c.rope_attn_factor != 1.0f) {
         for (float& v : rope_cos) v *= c.rope_attn_factor;
         for (float& v : rope_sin) v *= c.rope_attn_factor;

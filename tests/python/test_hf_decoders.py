@@ -1,5 +1,5 @@
-"""The llama (with Llama 3.1's RoPE scaling), qwen2, qwen3, gemma3, gemma2 and phi3 (fused QKV and
-gate-up, partial rotary, LongRoPE) paths against
+"""The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2 and phi3
+(fused QKV and gate-up, partial rotary, LongRoPE) paths against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
@@ -22,7 +22,7 @@ def golden():
         return json.load(f)
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn"]  # qwen2_yarn: a qwen2 file
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -31,7 +31,7 @@ def test_logits_match_transformers(golden, arch, kind, key):
     entry = golden["models"][arch]
     model = attn.Model.load(os.path.join(FIXTURES, entry["files"][kind]))
     c = model.config
-    assert c["arch"] == arch
+    assert c["arch"] == arch.split("_")[0]
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "gemma3", "gemma2") else 16)
     assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
@@ -166,9 +166,26 @@ def test_rope_scaling(tmp_path, golden):
                                   attn.Model.load(src).logits(ids))
     _rewrite(src, tmp_path / "lin2.gguf", **{"llama.rope.scaling.type": "linear", "llama.rope.scaling.factor": 2.0})
     assert np.abs(attn.Model.load(str(tmp_path / "lin2.gguf")).logits(ids) - want).max() > 0.1
+    _rewrite(src, tmp_path / "other.gguf", **{"llama.rope.scaling.type": "longrope", "llama.rope.scaling.factor": 4.0})
+    with pytest.raises(ValueError, match="rope.scaling.type = .longrope. is not supported"):
+        attn.Model.load(str(tmp_path / "other.gguf"))
     _rewrite(src, tmp_path / "yarn.gguf", **{"llama.rope.scaling.type": "yarn", "llama.rope.scaling.factor": 4.0})
-    with pytest.raises(ValueError, match="rope.scaling.type = .yarn. is not supported"):
+    with pytest.raises(ValueError, match="rope_freqs.weight together with YaRN scaling is not supported"):
         attn.Model.load(str(tmp_path / "yarn.gguf"))
+
+
+def test_yarn_is_applied(tmp_path, golden):
+    # The qwen2_yarn fixture matches transformers (test_logits_match_transformers); without its YaRN
+    # keys, or with linear scaling of the same factor, it is another model.
+    entry = golden["models"]["qwen2_yarn"]
+    src = os.path.join(FIXTURES, entry["files"]["f32"])
+    ids = entry["cases"][1]["ids"]
+    want = np.asarray(entry["cases"][1]["logits"], dtype=np.float32)
+    assert attn.Model.load(src).config["attn_scale"] == pytest.approx(0.25)  # 1 / sqrt(16): YaRN scales cos / sin
+    _rewrite(src, tmp_path / "linear.gguf", **{"qwen2.rope.scaling.type": "linear"})
+    assert np.abs(attn.Model.load(str(tmp_path / "linear.gguf")).logits(ids) - want).max() > 0.05
+    _rewrite(src, tmp_path / "none.gguf", **{"qwen2.rope.scaling.type": "none"})
+    assert np.abs(attn.Model.load(str(tmp_path / "none.gguf")).logits(ids) - want).max() > 0.05
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "qwen3"])
