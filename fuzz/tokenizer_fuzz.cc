@@ -1,10 +1,10 @@
 // libFuzzer target: SmolLM2's tokenizer on arbitrary bytes, under each pre-tokenizer attn has (its own
-// "smollm" and, on the same vocabulary, gpt2, llama-bpe, qwen2 and default), and a SentencePiece
-// tokenizer (tests/fixtures/spm_tiny.gguf); the first byte picks one.
-// Checks that Encode never throws or crashes, that every id is in range, that Decode(Encode(s)) == s
-// when s holds no special-token text and no byte the vocabulary lacks (see attn/tokenizer.h), and that
-// the llama.cpp-compatible mode (InvalidUtf8::kReplace) agrees with the default on valid UTF-8.
-// The model comes from $ATTN_MODEL or ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf.
+// "smollm" and, on the same vocabulary, gpt2, llama-bpe, qwen2, default, tekken and gpt-4o), and a
+// SentencePiece tokenizer (tests/fixtures/spm_tiny.gguf); the first byte picks one. Checks that Encode never
+// throws or crashes, that every id is in range, that Decode(Encode(s)) == s when s holds no special-token
+// text and no byte the vocabulary lacks (see attn/tokenizer.h), and that the llama.cpp-compatible mode
+// (InvalidUtf8::kReplace) agrees with the default on valid UTF-8. The model comes from $ATTN_MODEL or
+// ~/.cache/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -18,7 +18,7 @@
 
 namespace {
 
-constexpr const char* kPre[] = {"smollm", "gpt2", "llama-bpe", "qwen2", "default"};
+constexpr const char* kPre[] = {"smollm", "gpt2", "llama-bpe", "qwen2", "default", "tekken", "gpt-4o"};
 constexpr size_t kNumPre = sizeof(kPre) / sizeof(kPre[0]);
 
 // The tokenizer of pre-tokenizer kPre[i]: the model's tokenizer metadata with tokenizer.ggml.pre

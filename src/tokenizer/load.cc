@@ -361,7 +361,9 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
     Fail("tokenizer.ggml.pre = '" + v->pre +
          "' is not supported (supported: " + tokenizer::SupportedPreTokenizers() + ")");
   }
-  if (v->pre_kind == tokenizer::PreTokenizer::kLlama3) v->ignore_merges = v->add_bos = true;
+  // llama.cpp's defaults for these two: a pre-token that is a token is taken whole, and BOS is added.
+  if (v->pre_kind == tokenizer::PreTokenizer::kLlama3 || v->pre_kind == tokenizer::PreTokenizer::kTekken)
+    v->ignore_merges = v->add_bos = true;
   if (v->spm) v->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
 
   // Tokens and their types.

@@ -199,6 +199,92 @@ std::vector<uint32_t> Refine(const Units& u, const std::vector<uint32_t>& pieces
   return out;
 }
 
+// The Tekken and GPT-4o regexes as llama.cpp evaluates them: std::regex over its "collapsed" text, where
+// every code point outside ASCII is one byte standing for its category (whitespace first), so a
+// letter outside ASCII is both "not a-z" and "not A-Z", and a mark is not a letter. The alternatives
+// are tried in order, each with the backtracking an ECMAScript engine does; `gpt4o` adds the optional
+// contraction after a word and allows up to three digits per number.
+void SplitCased(Piece& p, bool gpt4o) {
+  constexpr size_t kNone = static_cast<size_t>(-1);
+  const auto in = [&](size_t i) { return i >= p.begin() && i < p.end(); };
+  const auto ws = [&](size_t i) { return Is(p.flags(i), kWhitespace); };
+  const auto letter = [&](size_t i) { return !ws(i) && Is(p.flags(i), kLetter); };
+  const auto number = [&](size_t i) { return !ws(i) && Is(p.flags(i), kNumber); };
+  const auto upperish = [&](size_t i) { return letter(i) && !(p.cpt(i) >= 'a' && p.cpt(i) <= 'z'); };
+  const auto lowerish = [&](size_t i) { return letter(i) && !(p.cpt(i) >= 'A' && p.cpt(i) <= 'Z'); };
+  const auto newline = [&](size_t i) { return p.cpt(i) == '\r' || p.cpt(i) == '\n'; };
+  const auto prefix = [&](size_t i) {
+    return in(i) && !newline(i) && !letter(i) && !number(i);
+  };  // [^\r\n\p{L}\p{N}]
+  const auto other = [&](size_t i) {
+    return in(i) && !ws(i) && !letter(i) && !number(i);
+  };  // [^\s\p{L}\p{N}]
+  // U*W+ from q: U* takes all it can, then gives back one at a time until W+ can start.
+  const auto upper_then_lower = [&](size_t q) {
+    size_t e = q;
+    while (upperish(e)) ++e;
+    for (size_t k = e + 1; k-- > q;) {
+      if (lowerish(k)) {
+        while (lowerish(k)) ++k;
+        return k;
+      }
+    }
+    return kNone;
+  };
+  // U+W* from q.
+  const auto upper_run = [&](size_t q) {
+    size_t e = q;
+    while (upperish(e)) ++e;
+    if (e == q) return kNone;
+    while (lowerish(e)) ++e;
+    return e;
+  };
+  // [^\r\n\p{L}\p{N}]? before either form: with the prefix when there is one, else from pos.
+  const auto word = [&](size_t pos, const auto& form) {
+    if (prefix(pos)) return form(pos + 1);
+    return letter(pos) ? form(pos) : kNone;
+  };
+  for (size_t pos = p.begin(); pos < p.end();) {
+    size_t end = word(pos, upper_then_lower);
+    if (end == kNone) end = word(pos, upper_run);
+    if (end != kNone) {
+      if (gpt4o) end += Contraction(p, end, /*fold=*/true);
+      pos = end;
+      p.Emit(pos);
+      continue;
+    }
+    if (number(pos)) {  // \p{N} (tekken), \p{N}{1,3} (gpt-4o)
+      const size_t max_digits = gpt4o ? 3 : 1;
+      size_t n = 1;
+      while (n < max_digits && number(pos + n)) ++n;
+      pos += n;
+      p.Emit(pos);
+      continue;
+    }
+    {  //  ?[^\s\p{L}\p{N}]+[\r\n/]*
+      size_t q = pos + (p.cpt(pos) == ' ' && other(pos + 1) ? 1 : 0);
+      if (other(q)) {
+        while (other(q)) ++q;
+        while (newline(q) || p.cpt(q) == '/') ++q;
+        pos = q;
+        p.Emit(pos);
+        continue;
+      }
+    }
+    size_t n_ws = 0;
+    while (ws(pos + n_ws)) ++n_ws;
+    size_t last_newline = kNone;  // \s*[\r\n]+: up to the run's last \r or \n
+    for (size_t i = pos; i < pos + n_ws; ++i)
+      if (newline(i)) last_newline = i;
+    if (last_newline != kNone) {
+      pos = last_newline + 1;
+      p.Emit(pos);
+      continue;
+    }
+    pos = EmitWhitespaceTail(p, pos, n_ws);  // \s+(?!\S)|\s+
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -241,6 +327,9 @@ constexpr PreTokenizerName kPreTokenizerNames[] = {
     {"deepseek-r1-qwen", PreTokenizer::kQwen2},
     {"megrez", PreTokenizer::kQwen2},
     {"stablelm2", PreTokenizer::kQwen2},
+    {"tekken", PreTokenizer::kTekken},
+    {"gpt-4o", PreTokenizer::kGpt4o},
+    {"llama4", PreTokenizer::kGpt4o},
 };
 }  // namespace
 
@@ -280,6 +369,10 @@ std::vector<uint32_t> PreTokenize(PreTokenizer kind, const Units& u) {
       return Refine(u, pieces, [](Piece& p) { SplitLlama3(p, 3); });
     case PreTokenizer::kQwen2:
       return Refine(u, pieces, [](Piece& p) { SplitLlama3(p, 1); });
+    case PreTokenizer::kTekken:
+      return Refine(u, pieces, [](Piece& p) { SplitCased(p, /*gpt4o=*/false); });
+    case PreTokenizer::kGpt4o:
+      return Refine(u, pieces, [](Piece& p) { SplitCased(p, /*gpt4o=*/true); });
     case PreTokenizer::kDefault: {
       // [\p{P}\$\+<=>\^~\|]+ as llama.cpp's "collapsed" std::regex sees it: ASCII punctuation and
       // $+<=>^~| by value (so not `), other code points by category.

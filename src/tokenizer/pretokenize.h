@@ -29,6 +29,14 @@ enum class PreTokenizer {
   // llama.cpp runs it through std::regex rather than a custom splitter; the fixture
   // tests/fixtures/tokenizer_qwen2_pre.json checks that both agree on a varied corpus.
   kQwen2,
+  // "tekken" (Mistral Nemo, Mistral Small 3), as llama.cpp rewrites its cased letter classes (ASCII
+  // case only; a letter outside ASCII counts as both):
+  //   [^\r\n\p{L}\p{N}]?U*W+|[^\r\n\p{L}\p{N}]?U+W*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|
+  //   \s+(?!\S)|\s+      (U: a letter not in a-z, W: a letter not in A-Z)
+  kTekken,
+  // "gpt-4o", "llama4": the same with an optional (?i:'s|'t|'re|'ve|'m|'ll|'d) after each word and
+  // \p{N}{1,3}.
+  kGpt4o,
 };
 
 // Maps tokenizer.ggml.pre to a PreTokenizer; false for names not supported.

@@ -11,6 +11,7 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -366,7 +367,8 @@ TEST_F(TokenizerSmolLM2, MatchesLlamaCppOnEveryFixtureString) {
 // copy of the model whose tokenizer.ggml.pre was replaced (make_tokenizer_fixtures.py --pre NAME).
 TEST_F(TokenizerSmolLM2, OtherPreTokenizersMatchLlamaCpp) {
   // qwen2 and one alias of each split llama.cpp gives several names (starcoder: smollm's split).
-  for (const char* pre : {"qwen2", "deepseek-r1-qwen", "falcon3", "phi-2", "starcoder"}) {
+  for (const char* pre :
+       {"qwen2", "deepseek-r1-qwen", "falcon3", "phi-2", "starcoder", "tekken", "gpt-4o", "llama4"}) {
     const bool smollm_split = std::string(pre) == "starcoder";
     const std::string path = std::string(ATTN_FIXTURES_DIR) + "/tokenizer_smollm2_pre_" + pre + ".json";
     std::ifstream in(path);
@@ -395,6 +397,54 @@ TEST_F(TokenizerSmolLM2, OtherPreTokenizersMatchLlamaCpp) {
       EXPECT_GT(differ_from_smollm, 5) << pre << " should cut some texts differently from smollm";
     }
   }
+}
+
+// Digit runs and cased words, where the pre-tokenizers differ most, with two-to-four-digit tokens added
+// to the vocabulary (SmolLM2 has none): every split against llama.cpp's ids.
+TEST_F(TokenizerSmolLM2, DigitRunsMatchLlamaCppWithDigitTokens) {
+  std::ifstream in(std::string(ATTN_FIXTURES_DIR) + "/tokenizer_smollm2_digits.json");
+  ASSERT_TRUE(in) << "run make_tokenizer_fixtures.py --digits";
+  const nlohmann::json fixture = nlohmann::json::parse(in);
+  const auto strings = [&](const std::string& key) {
+    std::vector<std::string> out;
+    for (const gguf::Value& v : *std::get<std::shared_ptr<gguf::Array>>(file_->Find(key)->data))
+      out.push_back(std::get<std::string>(v.data));
+    return out;
+  };
+  std::vector<std::string> tokens = strings("tokenizer.ggml.tokens"),
+                           merges = strings("tokenizer.ggml.merges");
+  std::vector<int32_t> types;
+  for (const gguf::Value& v :
+       *std::get<std::shared_ptr<gguf::Array>>(file_->Find("tokenizer.ggml.token_type")->data))
+    types.push_back(static_cast<int32_t>(std::get<int64_t>(v.data)));
+  for (const auto& t : fixture["extra_tokens"]) tokens.push_back(t), types.push_back(1);
+  for (const auto& m : fixture["extra_merges"]) merges.push_back(m);
+  std::vector<std::string> first = fixture["first_merges"].get<std::vector<std::string>>();
+  merges.insert(merges.begin(), first.begin(), first.end());
+  int distinct = 0;
+  std::set<std::vector<int32_t>> seen;
+  for (const auto& [pre, all_ids] : fixture["ids"].items()) {
+    gguf::Writer w;
+    const std::set<std::string> replaced = {"tokenizer.ggml.pre", "tokenizer.ggml.tokens",
+                                            "tokenizer.ggml.token_type", "tokenizer.ggml.merges"};
+    for (const auto& [key, value] : file_->metadata())
+      if (key.rfind("tokenizer.", 0) == 0 && replaced.count(key) == 0) w.Set(key, value);
+    w.SetString("tokenizer.ggml.pre", pre);
+    w.SetStrings("tokenizer.ggml.tokens", tokens);
+    w.SetI32s("tokenizer.ggml.token_type", types);
+    w.SetStrings("tokenizer.ggml.merges", merges);
+    const Tokenizer t = Load(w.ToBytes());
+    std::vector<int32_t> all;
+    for (size_t i = 0; i < all_ids.size(); ++i) {
+      const std::string text = FromHex(fixture["texts_hex"][i]);
+      const std::vector<int32_t> want = all_ids[i].get<std::vector<int32_t>>();
+      EXPECT_EQ(t.Encode(text, /*parse_special=*/false, InvalidUtf8::kReplace), want) << pre << ": " << text;
+      all.insert(all.end(), want.begin(), want.end());
+      all.push_back(-1);
+    }
+    distinct += seen.insert(all).second;
+  }
+  EXPECT_GE(distinct, 5) << "the texts should tell the splits apart";
 }
 
 TEST_F(TokenizerSmolLM2, ChatTemplateMatchesJinja) {
