@@ -188,26 +188,26 @@ void QuantizeRowsImpl(const float* x, int64_t n, int64_t ldx, int64_t cols, int8
 
 // The rows of x quantized once per call (quantize.h), on the pool for more than a few rows:
 // q [n][cols], d and s [n][nbp] (zero past the nb blocks), and, with_start, c [n][nbp][2] =
-// -centre * the sum of q over each half block (the panel kernels' integer start) and h [n][nbp][2]
-// = d * the sum of q over each half block (Q2_K's mins, one per 16 values).
+// -centre * the sum of q over each half block (the panel kernels' integer start) and, with_half_sums,
+// h [n][nbp][2] = d * the sum of q over each half block (Q2_K's mins, one per 16 values).
 struct QuantizedX {
   int8_t* q;
   float *d, *s;
   int32_t* c;
   float* h;
 };
-QuantizedX QuantizeX(const MatMulCall& c, int64_t nbp, bool with_start, int32_t centre) {
+QuantizedX QuantizeX(const MatMulCall& c, int64_t nbp, bool with_start, int32_t centre,
+                     bool with_half_sums = false) {
   const int64_t K = c.w->cols, nb = K / kQK, n = c.n;
   const size_t q_bytes = static_cast<size_t>((n * K + 63) / 64 * 64);
-  const size_t per_block = 2 * sizeof(float) + (with_start ? 2 * sizeof(int32_t) + 2 * sizeof(float) : 0);
+  const size_t per_block =
+      2 * sizeof(float) + (with_start ? 2 * sizeof(int32_t) : 0) + (with_half_sums ? 2 * sizeof(float) : 0);
   uint8_t* xbuf = tls_x.Get(q_bytes + static_cast<size_t>(n * nbp) * per_block);
   QuantizedX x{reinterpret_cast<int8_t*>(xbuf), reinterpret_cast<float*>(xbuf + q_bytes), nullptr, nullptr,
                nullptr};
   x.s = x.d + n * nbp;
-  if (with_start) {
-    x.c = reinterpret_cast<int32_t*>(x.s + n * nbp);
-    x.h = reinterpret_cast<float*>(x.c + 2 * n * nbp);
-  }
+  if (with_start) x.c = reinterpret_cast<int32_t*>(x.s + n * nbp);
+  if (with_start && with_half_sums) x.h = reinterpret_cast<float*>(x.c + 2 * n * nbp);
   constexpr int64_t kQuantRows = 8;
   const auto quantize = [&](int64_t i0, int64_t cnt) {
     QuantizeRowsImpl(c.x + i0 * c.ldx, cnt, c.ldx, K, x.q + i0 * K, x.d + i0 * nbp, nbp, x.s + i0 * nbp, nbp);
@@ -219,10 +219,10 @@ QuantizedX QuantizeX(const MatMulCall& c, int64_t nbp, bool with_start, int32_t 
         int32_t sum = 0;
         for (int64_t k = 0; k < kQK / 2; ++k) sum += x.q[i * K + h * (kQK / 2) + k];
         x.c[2 * i * nbp + h] = -centre * sum;
-        x.h[2 * i * nbp + h] = x.d[i * nbp + h / 2] * static_cast<float>(sum);
+        if (x.h != nullptr) x.h[2 * i * nbp + h] = x.d[i * nbp + h / 2] * static_cast<float>(sum);
       }
       std::fill(x.c + 2 * (i * nbp + nb), x.c + 2 * (i + 1) * nbp, 0);
-      std::fill(x.h + 2 * (i * nbp + nb), x.h + 2 * (i + 1) * nbp, 0.0f);
+      if (x.h != nullptr) std::fill(x.h + 2 * (i * nbp + nb), x.h + 2 * (i + 1) * nbp, 0.0f);
     }
   };
   if (n <= kQuantRows) {
@@ -349,11 +349,11 @@ void PanelMatMul(const MatMulCall& c) {
   const WeightMatrix& w = *c.w;
   const int64_t K = w.cols, nb = K / kQK, n = c.n;
   const int64_t nbp = CeilDiv(nb, matmul::kScalePad) * matmul::kScalePad;
-  const QuantizedX qx = QuantizeX(c, nbp, true, panel::kCentre<kType>);
+  const QuantizedX qx = QuantizeX(c, nbp, true, panel::kCentre<kType>, panel::kHalfMins<kType>);
   const panel::XRows xr{qx.q, qx.d, qx.s, qx.c, qx.h, K, nbp};
 
   const int64_t n_panels = CeilDiv(w.rows, panel::kPanelRows);
-  const size_t panel_bytes = panel::PanelBytes(nb);
+  const size_t panel_bytes = panel::PanelBytes(nb, panel::kHalfMins<kType>);
   const int64_t pass_panels =
       std::clamp<int64_t>(static_cast<int64_t>(kPanelPassBytes / panel_bytes), 1, n_panels);
   uint8_t* panels = tls_panels.Get(static_cast<size_t>(pass_panels) * panel_bytes);

@@ -180,10 +180,11 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
   d[1] = d[0];
 }
 
-// A panel of nb blocks: q [nb][8][16] u32, dw [nb][2][16] (the halves' scales), mw [nb][2][16] (the
-// halves' mins).
-inline size_t PanelBytes(int64_t nb) {
-  return static_cast<size_t>(nb) * (8 * kPanelRows * 4 + 4 * kPanelRows * 4);  // a multiple of 64
+// A panel of nb blocks: q [nb][8][16] u32, dw [nb][2][16] (the halves' scales), mw [nb][16] (the
+// blocks' mins; with half_mins (Q2_K) [nb][2][16], the halves').
+inline size_t PanelBytes(int64_t nb, bool half_mins) {
+  return static_cast<size_t>(nb) *
+         (8 * kPanelRows * 4 + (half_mins ? 4 : 3) * kPanelRows * 4);  // a multiple of 64
 }
 struct Panel {
   uint32_t* q;
@@ -198,7 +199,7 @@ inline Panel PanelAt(uint8_t* base, int64_t nb) {
 // `rows` are zero.
 template <TensorType kType>
 HWY_INLINE void BuildPanel(const uint8_t* w, size_t row_bytes, int rows, int64_t nb, const Panel& p) {
-  if (rows < kPanelRows) std::memset(p.q, 0, PanelBytes(nb));
+  if (rows < kPanelRows) std::memset(p.q, 0, PanelBytes(nb, kHalfMins<kType>));
   alignas(32) uint8_t u[32];
   float d[2], m[2];
   for (int r = 0; r < rows; ++r) {
@@ -207,8 +208,12 @@ HWY_INLINE void BuildPanel(const uint8_t* w, size_t row_bytes, int rows, int64_t
       UnsignedBlock<kType>(row, b, u, d, m);
       p.dw[2 * b * kPanelRows + r] = d[0];
       p.dw[(2 * b + 1) * kPanelRows + r] = d[1];
-      p.mw[2 * b * kPanelRows + r] = m[0];
-      p.mw[(2 * b + 1) * kPanelRows + r] = m[1];
+      if constexpr (kHalfMins<kType>) {
+        p.mw[2 * b * kPanelRows + r] = m[0];
+        p.mw[(2 * b + 1) * kPanelRows + r] = m[1];
+      } else {
+        p.mw[b * kPanelRows + r] = m[0];
+      }
       for (int k = 0; k < 8; ++k) std::memcpy(p.q + (b * 8 + k) * kPanelRows + r, u + 4 * k, 4);
     }
   }
@@ -233,7 +238,7 @@ struct XRows {
     const float* xh;
   };
   From Row(int64_t i) const {
-    return {xq + i * cols, xd + i * ldd, xs + i * ldd, xc + 2 * i * ldd, xh + 2 * i * ldd};
+    return {xq + i * cols, xd + i * ldd, xs + i * ldd, xc + 2 * i * ldd, xh ? xh + 2 * i * ldd : nullptr};
   }
 };
 
@@ -285,8 +290,8 @@ ATTN_VNNI_FN HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& 
             _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(dot0, dot1)), _mm512_mul_ps(dw0, d), acc[c]);
       }
       if constexpr (kMin) {
-        acc[c] = _mm512_fmadd_ps(_mm512_load_ps(p.mw + 2 * b * kPanelRows), _mm512_set1_ps(xs[c * x.ldd + b]),
-                                 acc[c]);
+        acc[c] =
+            _mm512_fmadd_ps(_mm512_load_ps(p.mw + b * kPanelRows), _mm512_set1_ps(xs[c * x.ldd + b]), acc[c]);
       }
       if constexpr (kHalfMin) {
         const float* h = xh + 2 * (c * x.ldd + b);
@@ -378,8 +383,8 @@ HWY_INLINE void PanelTile(const Panel& p, int64_t nb, const XRows& x, int64_t i,
         acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw0, d), acc[c]);
       }
       if constexpr (kHasMin<kType>) {
-        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + 2 * b * kPanelRows + g),
-                                 _mm256_set1_ps(xs[c * x.ldd + b]), acc[c]);
+        acc[c] = _mm256_fmadd_ps(_mm256_load_ps(p.mw + b * kPanelRows + g), _mm256_set1_ps(xs[c * x.ldd + b]),
+                                 acc[c]);
       }
       if constexpr (kHalfMins<kType>) {
         const float* h = xh + 2 * (c * x.ldd + b);
