@@ -85,6 +85,9 @@ def test_every_ggml_type_parses_with_the_gguf_packages_sizes(tmp_path):
     assert seen == want
     supported = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
                  "Q6_K", "IQ4_NL", "IQ4_XS"}
+    refused = [line for line in out.splitlines() if line.strip().startswith("attn cannot compute with")]
+    assert len(refused) == 1
+    assert set(refused[0].split("with", 1)[1].replace(",", " ").split()) == {t for t, _ in want.values()} - supported
     for name, (tname, _) in want.items():
         if tname in supported:
             continue

@@ -1,11 +1,13 @@
 // `attn info MODEL`: a GGUF file's metadata and its table of tensors.
 #include <algorithm>
 #include <cstdio>
+#include <map>
 #include <memory>
 #include <string>
 
 #include "attn/commands.h"
 #include "format/gguf.h"
+#include "kernels/matmul.h"
 
 namespace attn::cli {
 
@@ -34,6 +36,19 @@ void AddInfoCommand(CLI::App& app) {
       total += t.bytes;
     }
     std::printf("\n  %zu tensors, %.2f MB of tensor data\n", f.tensors().size(), total / 1e6);
+    // How many tensors of each type, and the types attn's kernels do not take (a model holding them
+    // does not load; the message names the tensor).
+    std::map<std::string, int> counts;
+    std::string unsupported;
+    for (const auto& t : f.tensors()) {
+      const std::string name = gguf::TensorTypeName(t.type);
+      if (counts[name]++ == 0 && !IsSupportedWeightType(t.type))
+        unsupported += (unsupported.empty() ? "" : ", ") + name;
+    }
+    std::string summary;
+    for (const auto& [name, count] : counts) summary += "  " + name + " x" + std::to_string(count);
+    std::printf("  types:%s\n", summary.c_str());
+    if (!unsupported.empty()) std::printf("  attn cannot compute with %s\n", unsupported.c_str());
   });
 }
 
