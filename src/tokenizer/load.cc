@@ -357,13 +357,14 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
   }
   v->spm = *model == "llama";
   if (const std::string* pre = FindString(file, "tokenizer.ggml.pre")) v->pre = *pre;
-  if (!v->spm && !tokenizer::ParsePreTokenizer(v->pre, v->pre_kind)) {  // SentencePiece has none
+  bool whole_tokens = false;
+  if (!v->spm &&
+      !tokenizer::ParsePreTokenizer(v->pre, v->pre_kind, &whole_tokens)) {  // SentencePiece has none
     Fail("tokenizer.ggml.pre = '" + v->pre +
          "' is not supported (supported: " + tokenizer::SupportedPreTokenizers() + ")");
   }
-  // llama.cpp's defaults for these two: a pre-token that is a token is taken whole, and BOS is added.
-  if (v->pre_kind == tokenizer::PreTokenizer::kLlama3 || v->pre_kind == tokenizer::PreTokenizer::kTekken)
-    v->ignore_merges = v->add_bos = true;
+  // llama.cpp's defaults for some names: a pre-token that is a token is taken whole, and BOS is added.
+  if (whole_tokens) v->ignore_merges = v->add_bos = true;
   if (v->spm) v->add_bos = true;  // llama.cpp's default for SentencePiece vocabularies
 
   // Tokens and their types.

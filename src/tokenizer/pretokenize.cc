@@ -294,6 +294,9 @@ namespace {
 struct PreTokenizerName {
   std::string_view name;
   PreTokenizer kind;
+  // llama.cpp's ignore_merges and add_bos for this name: a pre-token that is a token is taken whole,
+  // and BOS is added unless the file says otherwise (its llama3 names and tekken).
+  bool whole_tokens = false;
 };
 constexpr PreTokenizerName kPreTokenizerNames[] = {
     {"default", PreTokenizer::kDefault},
@@ -315,28 +318,32 @@ constexpr PreTokenizerName kPreTokenizerNames[] = {
     {"codeshell", PreTokenizer::kSmollm},
     {"exaone", PreTokenizer::kSmollm},
     {"minerva-7b", PreTokenizer::kSmollm},
-    {"llama3", PreTokenizer::kLlama3},
-    {"llama-v3", PreTokenizer::kLlama3},
-    {"llama-bpe", PreTokenizer::kLlama3},
-    {"falcon3", PreTokenizer::kLlama3},
-    {"falcon-h1", PreTokenizer::kLlama3},
-    {"pixtral", PreTokenizer::kLlama3},
-    {"midm-2.0", PreTokenizer::kLlama3},
-    {"lfm2", PreTokenizer::kLlama3},
+    {"llama3", PreTokenizer::kLlama3, true},
+    {"llama-v3", PreTokenizer::kLlama3, true},
+    {"llama-bpe", PreTokenizer::kLlama3, true},
+    {"falcon3", PreTokenizer::kLlama3, true},
+    {"falcon-h1", PreTokenizer::kLlama3, true},
+    {"pixtral", PreTokenizer::kLlama3, true},
+    {"midm-2.0", PreTokenizer::kLlama3, true},
+    {"lfm2", PreTokenizer::kLlama3, true},
     {"qwen2", PreTokenizer::kQwen2},
     {"deepseek-r1-qwen", PreTokenizer::kQwen2},
     {"megrez", PreTokenizer::kQwen2},
     {"stablelm2", PreTokenizer::kQwen2},
-    {"tekken", PreTokenizer::kTekken},
+    {"tekken", PreTokenizer::kTekken, true},
     {"gpt-4o", PreTokenizer::kGpt4o},
     {"llama4", PreTokenizer::kGpt4o},
+    // The Llama 3 split without taking whole tokens (llama.cpp's DBRX and Smaug types).
+    {"dbrx", PreTokenizer::kLlama3},
+    {"smaug-bpe", PreTokenizer::kLlama3},
 };
 }  // namespace
 
-bool ParsePreTokenizer(const std::string& name, PreTokenizer& out) {
+bool ParsePreTokenizer(const std::string& name, PreTokenizer& out, bool* whole_tokens) {
   for (const PreTokenizerName& n : kPreTokenizerNames) {
     if (n.name == name) {
       out = n.kind;
+      if (whole_tokens != nullptr) *whole_tokens = n.whole_tokens;
       return true;
     }
   }

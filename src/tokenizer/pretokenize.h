@@ -40,7 +40,8 @@ enum class PreTokenizer {
 };
 
 // Maps tokenizer.ggml.pre to a PreTokenizer; false for names not supported.
-bool ParsePreTokenizer(const std::string& name, PreTokenizer& out);
+// whole_tokens (optional) receives llama.cpp's ignore_merges / add_bos default for the name.
+bool ParsePreTokenizer(const std::string& name, PreTokenizer& out, bool* whole_tokens = nullptr);
 // The names ParsePreTokenizer accepts, for error messages.
 std::string SupportedPreTokenizers();
 
