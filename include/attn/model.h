@@ -63,10 +63,10 @@ struct ModelConfig {
   // (as llama.cpp chooses by its context size); cos and sin are multiplied by rope_attn_factor.
   int64_t rope_orig_context = 0;
   float rope_attn_factor = 1.0f;
-  // YaRN (rope.scaling.type = yarn): ops::RopeAnglesYarn with rope_freq_scale = 1 / factor over
-  // rope_orig_context positions; rope_attn_factor then includes 1 + 0.1 ln(factor).
-  bool rope_yarn = false;
-  float rope_yarn_beta_fast = 32.0f, rope_yarn_beta_slow = 1.0f;
+  // YaRN (rope.scaling.type = yarn): per-pair divisors on top of rope_freq_scale = 1 / factor
+  // (ops::YarnFactors over rope_orig_context positions; empty without YaRN); rope_attn_factor then
+  // includes 1 + 0.1 ln(factor).
+  std::vector<float> rope_yarn_factors;
   // Sliding-window attention (gemma*): on sliding layers a query sees itself and the
   // sliding_window - 1 keys before it; every sliding_pattern-th layer sees everything. Sliding
   // layers rotate with rope_base_swa and no scaling.

@@ -33,6 +33,19 @@ inline void ScaleMin(const uint8_t* b, int j, float* sc, float* m) {
   }
 }
 
+// The signed 6-bit scale (sc - 32) of 16-value sub-block k (0..15) of a Q3_K block, from its 12
+// scale bytes (kquants.h).
+inline int Q3KScale(const uint8_t* sc, int k) {
+  const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
+  return (low | ((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32;
+}
+
+// The signed 6-bit scale (ls - 32) of 32-value sub-block s (0..7) of an IQ4_XS block.
+inline int Iq4XsScale(const uint8_t* block, int s) {
+  const uint32_t high = static_cast<uint32_t>(block[2] | (block[3] << 8));
+  return static_cast<int>(((block[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4) - 32;
+}
+
 // out[l] = a * q[l] + b for `count` values (a multiple of 16), q[l] = (lo[l] >> lo_shift) & 15,
 // or'ed with the fifth / sixth bits ((hi[l] >> hi_shift) & hi_mask) << 4 when hi is given, or with
 // bit (bits0 + l) of `bits` << 4 when bits_used (Q5_0 / Q5_1). All in 32-bit SIMD lanes: left to
@@ -129,9 +142,7 @@ inline void DecodeQ2KOrQ3K(const uint8_t* HWY_RESTRICT block, bool three, float*
         float a, b;
         if (three) {  // q - 4 as a * q - 4 a
           u.hi = block + 16 * half, u.hi_shift = 4 * c + j, u.hi_mask = 1, u.hi_pos = 2;
-          const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
-          const int high = (sc[8 + k % 4] >> (2 * (k / 4))) & 3;
-          a = d * static_cast<float>((low | high << 4) - 32);
+          a = d * static_cast<float>(Q3KScale(sc, k));
           b = -4.0f * a;
         } else {
           a = d * static_cast<float>(sc[k] & 15);
@@ -153,11 +164,8 @@ inline void DecodeIq4(const uint8_t* HWY_RESTRICT nibbles, float d, float* HWY_R
 
 inline void DecodeIq4Xs(const uint8_t* HWY_RESTRICT block, float* HWY_RESTRICT out) {
   const float d = HalfAt(block);
-  const uint32_t high = static_cast<uint32_t>(block[2] | (block[3] << 8));
-  for (int s = 0; s < 8; ++s) {
-    const uint32_t ls = ((block[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4;
-    DecodeIq4(block + 8 + 16 * s, d * static_cast<float>(static_cast<int>(ls) - 32), out + 32 * s);
-  }
+  for (int s = 0; s < 8; ++s)
+    DecodeIq4(block + 8 + 16 * s, d * static_cast<float>(Iq4XsScale(block, s)), out + 32 * s);
 }
 
 // Decodes n values (a multiple of the block size) of one row; false for a type not decoded here.

@@ -395,6 +395,12 @@ bool PanelMatMulIfTaken(const MatMulCall& c) {
 }  // namespace
 
 #if ATTN_MATMUL_X86_INT8
+// Prefetches the `bytes` of a weight block ahead of the reads (prefetch never faults).
+HWY_INLINE void PrefetchBlock(const uint8_t* p, int64_t bytes) {
+  for (int64_t line = 0; line < bytes; line += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(p + line), _MM_HINT_T1);
+}
+
 // Matrix-vector for Q4_K / Q5_K: each 32-value sub-block of a super-block is a Q4_1-like block
 // (scale d * sc_j, min dmin * m_j; Q5_K adds the fifth bit, bit j of byte l of its 32 high-bit
 // bytes, to value l) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
@@ -412,8 +418,7 @@ HWY_NOINLINE void RowsQ45K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, cons
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kBytes;
-      for (int line = 0; line < kBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      PrefetchBlock(blk + ahead, kBytes);
       uint32_t dd;
       std::memcpy(&dd, blk, 4);
       const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
@@ -459,8 +464,7 @@ HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ6KBytes;
-      for (int line = 0; line < kquants::kQ6KBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      PrefetchBlock(blk + ahead, kquants::kQ6KBytes);
       const float d = kq::HalfAt(blk + 208);
       const auto* scales = reinterpret_cast<const int8_t*>(blk + 192);
       for (int h = 0; h < 2; ++h) {
@@ -537,8 +541,7 @@ HWY_NOINLINE void RowsQ2K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
     const __m256i bsums = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.bsums + 16 * sb));
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ2KBytes;
-      for (int line = 0; line < kquants::kQ2KBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      PrefetchBlock(blk + ahead, kquants::kQ2KBytes);
       const float d = HalfAtF16c(blk + 80), dmin = HalfAtF16c(blk + 82);
       const __m128i sc = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk));
       _mm256_store_si256(reinterpret_cast<__m256i*>(sc16), _mm256_cvtepu8_epi16(_mm_and_si128(sc, low4)));
@@ -595,8 +598,7 @@ HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
   for (int64_t sb = 0; sb < nb / 8; ++sb) {
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ3KBytes;
-      for (int line = 0; line < kquants::kQ3KBytes; line += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+      PrefetchBlock(blk + ahead, kquants::kQ3KBytes);
       Q3KScales(blk + 96, sc16);
       SuperBlockScales(HalfAtF16c(blk + 108), x.xd + 8 * sb, ddx);
       const __m256i hv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk));
@@ -644,15 +646,12 @@ HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
     for (int64_t sb = 0; sb < nb / 8; ++sb) {
       for (int r = 0; r < R; ++r) {
         const uint8_t* blk = w + r * row_bytes + sb * kquants::kIq4XsBytes;
-        for (int line = 0; line < kquants::kIq4XsBytes; line += 64)
-          _mm_prefetch(reinterpret_cast<const char*>(blk + ahead + line), _MM_HINT_T1);  // never faults
+        PrefetchBlock(blk + ahead, kquants::kIq4XsBytes);
         SuperBlockScales(HalfAtF16c(blk), x.xd + 8 * sb, ddx);
-        const uint32_t high = static_cast<uint32_t>(blk[2] | (blk[3] << 8));
         for (int s = 0; s < 8; ++s) {
-          const int ls =
-              static_cast<int>(((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4);
           const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + (sb * 8 + s) * kQK));
-          const __m256 dot = dot32(blk + 8 + 16 * s, xv, _mm256_set1_epi16(static_cast<int16_t>(ls - 32)));
+          const __m256 dot =
+              dot32(blk + 8 + 16 * s, xv, _mm256_set1_epi16(static_cast<int16_t>(kq::Iq4XsScale(blk, s))));
           acc[r] = _mm256_fmadd_ps(dot, _mm256_broadcast_ss(ddx + s), acc[r]);
         }
       }

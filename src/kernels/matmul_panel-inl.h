@@ -120,11 +120,8 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     const int c = static_cast<int>(b % 8) / 4, j = static_cast<int>(b % 4);
     const float scale = kq::HalfAt(blk + 108);
     const uint8_t* sc = blk + 96;
-    for (int half = 0; half < 2; ++half) {
-      const int k = 8 * c + 2 * j + half;
-      const int low = k < 8 ? sc[k] & 15 : sc[k - 8] >> 4;
-      d[half] = scale * static_cast<float>((low | ((sc[8 + k % 4] >> (2 * (k / 4))) & 3) << 4) - 32);
-    }
+    for (int half = 0; half < 2; ++half)
+      d[half] = scale * static_cast<float>(kq::Q3KScale(sc, 8 * c + 2 * j + half));
     const uint8_t* qs = blk + 32 + 32 * c;
     for (int l = 0; l < 32; ++l)
       u[l] = static_cast<uint8_t>(((qs[l] >> (2 * j)) & 3) | ((blk[l] >> (4 * c + j)) & 1) << 2);
@@ -134,9 +131,7 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     if constexpr (kType == TensorType::kIQ4_XS) {  // sub-block b % 8 of a 256-value block
       const uint8_t* blk = row + (b / 8) * kquants::kIq4XsBytes;
       const int s = static_cast<int>(b % 8);
-      const uint32_t high = static_cast<uint32_t>(blk[2] | (blk[3] << 8));
-      const uint32_t ls = ((blk[4 + s / 2] >> (4 * (s % 2))) & 15) | ((high >> (2 * s)) & 3) << 4;
-      d[0] = kq::HalfAt(blk) * static_cast<float>(static_cast<int>(ls) - 32);
+      d[0] = kq::HalfAt(blk) * static_cast<float>(kq::Iq4XsScale(blk, s));
       qs = blk + 8 + 16 * s;
     } else {
       const uint8_t* blk = row + b * kquants::kIq4NlBytes;

@@ -32,22 +32,21 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
 }
 
 void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
-                const float* factors, float* cos_out, float* sin_out) {
+                const float* factors, float* cos_out, float* sin_out, float magnitude) {
   const int64_t half = rope_dim / 2;
   for (int64_t r = 0; r < n_rows; ++r) {
     const double pos = static_cast<double>(pos0 + r) * freq_scale;
     for (int64_t i = 0; i < half; ++i) {
       double theta = pos * std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / rope_dim);
       if (factors != nullptr) theta /= factors[i];
-      cos_out[r * half + i] = static_cast<float>(std::cos(theta));
-      sin_out[r * half + i] = static_cast<float>(std::sin(theta));
+      cos_out[r * half + i] = static_cast<float>(std::cos(theta)) * magnitude;
+      sin_out[r * half + i] = static_cast<float>(std::sin(theta)) * magnitude;
     }
   }
 }
 
-void RopeAnglesYarn(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
-                    int64_t orig_context, float beta_fast, float beta_slow, float* cos_out, float* sin_out) {
-  const int64_t half = rope_dim / 2;
+void YarnFactors(int64_t rope_dim, float base, float freq_scale, int64_t orig_context, float beta_fast,
+                 float beta_slow, float* factors) {
   // The pair index at which a pair turns `rotations` times over the original context.
   const auto pair_of = [&](double rotations) {
     return static_cast<double>(rope_dim) *
@@ -56,18 +55,10 @@ void RopeAnglesYarn(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, 
   };
   const double low = std::max(0.0, std::floor(pair_of(beta_fast)));
   const double high = std::min(static_cast<double>(rope_dim - 1), std::ceil(pair_of(beta_slow)));
-  for (int64_t r = 0; r < n_rows; ++r) {
-    const double pos = static_cast<double>(pos0 + r);
-    for (int64_t i = 0; i < half; ++i) {
-      const double extrapolated =
-          pos * std::pow(static_cast<double>(base), -2.0 * static_cast<double>(i) / rope_dim);
-      const double interpolated = extrapolated * freq_scale;
-      const double ramp = (static_cast<double>(i) - low) / std::max(0.001, high - low);
-      const double extrapolation = 1.0 - std::clamp(ramp, 0.0, 1.0);  // its share of the angle
-      const double theta = interpolated * (1.0 - extrapolation) + extrapolated * extrapolation;
-      cos_out[r * half + i] = static_cast<float>(std::cos(theta));
-      sin_out[r * half + i] = static_cast<float>(std::sin(theta));
-    }
+  for (int64_t i = 0; i < rope_dim / 2; ++i) {
+    const double ramp = (static_cast<double>(i) - low) / std::max(0.001, high - low);
+    const double original = 1.0 - std::clamp(ramp, 0.0, 1.0);  // the original angle's share
+    factors[i] = static_cast<float>(freq_scale / (freq_scale * (1.0 - original) + original));
   }
 }
 

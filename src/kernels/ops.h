@@ -22,20 +22,22 @@ enum class RopeStyle : uint8_t { kNormal, kNeox };
 
 // The rotation angles of rows at positions pos0 .. pos0 + n_rows - 1: cos/sin [n_rows][rope_dim / 2],
 // angle of pair i at position p = p * freq_scale * base^(-2i / rope_dim) / factors[i] (computed in
-// double, so long positions keep their precision). freq_scale is 1 / the linear scaling factor;
-// factors (may be null: all 1) are a file's rope_freqs (Llama 3.1's long-context frequencies).
-// Computed once per forward pass, shared by every layer.
+// double, so long positions keep their precision), both scaled by `magnitude`. freq_scale is 1 / the
+// linear scaling factor; factors (may be null: all 1) are per-pair frequency divisors: a file's
+// rope_freqs (Llama 3.1), Phi-3's LongRoPE set, or YarnFactors. Computed once per forward pass,
+// shared by every layer.
 void RopeAngles(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
-                const float* factors, float* cos_out, float* sin_out);
+                const float* factors, float* cos_out, float* sin_out, float magnitude = 1.0f);
 
-// YaRN (Peng et al. 2023) as llama.cpp and transformers compute it: pair i's angle blends the
-// interpolated one (p * freq_scale * base^(-2i / rope_dim)) with the original (extrapolated) one,
-// all extrapolation for the fast pairs that turn more than beta_fast times over orig_context
-// positions, all interpolation for those turning fewer than beta_slow times, a linear ramp between
-// (over pairs floor(low) .. ceil(high) of the correction range). The magnitude scale
-// 1 + 0.1 ln(1 / freq_scale) is left to the caller (ModelConfig::rope_attn_factor).
-void RopeAnglesYarn(int64_t n_rows, int64_t rope_dim, int64_t pos0, float base, float freq_scale,
-                    int64_t orig_context, float beta_fast, float beta_slow, float* cos_out, float* sin_out);
+// YaRN (Peng et al. 2023) as llama.cpp and transformers compute it, as RopeAngles' divisors on top of
+// linear scaling by freq_scale: pair i's angle blends the interpolated one (the linear-scaled angle)
+// with the original (extrapolated) one, all original for the fast pairs that turn more than
+// beta_fast times over orig_context positions, all interpolated for those turning fewer than
+// beta_slow times, a linear ramp between (over pairs floor(low) .. ceil(high) of the correction
+// range). factors[i] = freq_scale / (freq_scale (1 - e_i) + e_i), e_i the original's share. The
+// magnitude 1 + 0.1 ln(1 / freq_scale) is left to the caller (ModelConfig::rope_attn_factor).
+void YarnFactors(int64_t rope_dim, float base, float freq_scale, int64_t orig_context, float beta_fast,
+                 float beta_slow, float* factors);
 
 // Rotates the first `rope_dim` dimensions of each head of x [n_rows][n_heads * head_dim] by the
 // angles of RopeAngles.

@@ -2,10 +2,12 @@
 #include <cmath>
 #include <cstdlib>
 #include <string>
+#include <utility>
 
 #include "attn/error.h"
 #include "attn/model.h"
 #include "core/cache_dir.h"
+#include "kernels/ops.h"
 #include "model/weights.h"
 
 namespace attn {
@@ -133,16 +135,17 @@ ModelConfig ReadConfig(const gguf::File& file) {
       throw Error("model: rope.dimension_count " + std::to_string(c.rope_dim) + " is odd");
     c.rope_base = GetFloat(file, a + "rope.freq_base", 10000.0f);
     // Linear scaling divides every position by the factor; YaRN blends that with the original
-    // frequencies pair by pair (ops::RopeAnglesYarn); any other type is refused rather than run
+    // frequencies pair by pair (ops::YarnFactors); any other type is refused rather than run
     // wrong. (Llama 3.1's scaling comes as the rope_freqs.weight tensor, Phi-3's LongRoPE as
     // rope_factors_long / _short: both applied.)
+    bool yarn = false;
     if (const gguf::Value* type = file.Find(a + "rope.scaling.type")) {
       const auto* name = std::get_if<std::string>(&type->data);
       if (name == nullptr || (*name != "none" && *name != "linear" && *name != "yarn")) {
         throw Error("model: " + a + "rope.scaling.type = " + type->ToString() +
                     " is not supported (none, linear and yarn are)");
       }
-      c.rope_yarn = *name == "yarn";
+      yarn = *name == "yarn";
     }
     const float factor =
         GetFloat(file, a + "rope.scaling.factor", GetFloat(file, a + "rope.scale_linear", 1.0f));
@@ -157,11 +160,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_orig_context =
         GetInt(file, a + "rope.scaling.original_context_length", 1, kMaxDim, &c.context_length);
     c.rope_attn_factor = GetFloat(file, a + "rope.scaling.attn_factor", 1.0f);
-    if (c.rope_yarn) {
+    if (yarn) {
       if (file.Find(a + "rope.scaling.yarn_log_multiplier") != nullptr)
         throw Error("model: " + a + "rope.scaling.yarn_log_multiplier (DeepSeek's YaRN) is not supported");
-      c.rope_yarn_beta_fast = GetFloat(file, a + "rope.scaling.yarn_beta_fast", 32.0f);
-      c.rope_yarn_beta_slow = GetFloat(file, a + "rope.scaling.yarn_beta_slow", 1.0f);
+      c.rope_yarn_factors.resize(static_cast<size_t>(c.rope_dim / 2));
+      ops::YarnFactors(c.rope_dim, c.rope_base, c.rope_freq_scale, c.rope_orig_context,
+                       GetFloat(file, a + "rope.scaling.yarn_beta_fast", 32.0f),
+                       GetFloat(file, a + "rope.scaling.yarn_beta_slow", 1.0f), c.rope_yarn_factors.data());
       if (factor > 1.0f) c.rope_attn_factor *= 1.0f + 0.1f * std::log(factor);
     }
   } else {
@@ -254,28 +259,20 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       L.w_up = rows_of(both, config.d_ff, config.d_ff);
     }
   }
-  if (config.rope_yarn && weights.rope_freqs.data != nullptr)
+  if (!config.rope_yarn_factors.empty() && weights.rope_freqs.data != nullptr)
     throw Error("model: rope_freqs.weight together with YaRN scaling is not supported");
   if ((weights.rope_factors_long.data == nullptr) != (weights.rope_factors_short.data == nullptr))
     throw Error("model: rope_factors_long.weight and rope_factors_short.weight must come together");
-  for (const WeightMatrix* factors : {&weights.rope_factors_long, &weights.rope_factors_short}) {
+  // Per-pair frequency divisors must be positive numbers.
+  for (const auto& [factors, name] : {std::pair{&weights.rope_freqs, "rope_freqs"},
+                                      {&weights.rope_factors_long, "rope_factors_long"},
+                                      {&weights.rope_factors_short, "rope_factors_short"}}) {
     if (factors->data == nullptr) continue;
     const float* f = Floats(*factors);
     for (int64_t i = 0; i < config.rope_dim / 2; ++i) {
       if (!(std::isfinite(f[i]) && f[i] > 0.0f)) {
-        throw Error(std::string("model: ") +
-                    (factors == &weights.rope_factors_long ? "rope_factors_long" : "rope_factors_short") +
-                    ".weight[" + std::to_string(i) + "] = " + std::to_string(f[i]) +
-                    " (must be a positive number)");
-      }
-    }
-  }
-  if (weights.rope_freqs.data != nullptr) {
-    const float* f = Floats(weights.rope_freqs);
-    for (int64_t i = 0; i < config.rope_dim / 2; ++i) {
-      if (!(std::isfinite(f[i]) && f[i] > 0.0f)) {
-        throw Error("model: rope_freqs.weight[" + std::to_string(i) + "] = " + std::to_string(f[i]) +
-                    " (must be a positive number)");
+        throw Error(std::string("model: ") + name + ".weight[" + std::to_string(i) +
+                    "] = " + std::to_string(f[i]) + " (must be a positive number)");
       }
     }
   }

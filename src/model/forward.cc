@@ -287,17 +287,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         factors =
             Floats(session.capacity_ > c.rope_orig_context ? w.rope_factors_long : w.rope_factors_short);
       }
-      if (c.rope_yarn) {
-        ops::RopeAnglesYarn(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, c.rope_orig_context,
-                            c.rope_yarn_beta_fast, c.rope_yarn_beta_slow, rope_cos.data(), rope_sin.data());
-      } else {
-        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
-                        rope_sin.data());
-      }
-      if (c.rope_attn_factor != 1.0f) {
-        for (float& v : rope_cos) v *= c.rope_attn_factor;
-        for (float& v : rope_sin) v *= c.rope_attn_factor;
-      }
+      if (!c.rope_yarn_factors.empty()) factors = c.rope_yarn_factors.data();
+      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
+                      rope_sin.data(), c.rope_attn_factor);
       swa_cos_t = rope_cos.data(), swa_sin_t = rope_sin.data();
       if (c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors)) {
         swa_cos.resize(rope_cos.size());

@@ -38,8 +38,11 @@ TEST(Rope, YarnMatchesTransformersFrequencies) {
   const float factor = y["factor"];
   // Position 1: the angles are the frequencies themselves (all below pi, so atan2 recovers them).
   std::vector<float> c(half), s(half);
-  ops::RopeAnglesYarn(1, dim, 1, y["rope_theta"].get<float>(), 1.0f / factor,
-                      y["original_max_position_embeddings"].get<int64_t>(), 32.0f, 1.0f, c.data(), s.data());
+  std::vector<float> divisors(half);
+  ops::YarnFactors(dim, y["rope_theta"].get<float>(), 1.0f / factor,
+                   y["original_max_position_embeddings"].get<int64_t>(), 32.0f, 1.0f, divisors.data());
+  ops::RopeAngles(1, dim, 1, y["rope_theta"].get<float>(), 1.0f / factor, divisors.data(), c.data(),
+                  s.data());
   int blended = 0;
   for (int64_t i = 0; i < half; ++i) {
     const double theta = std::atan2(s[i], c[i]);
