@@ -3,13 +3,14 @@
 // call, so that "% of bandwidth" is measured against what this process gets from memory at that
 // moment (a benchmark, not a test).
 //
-//   attn_bench_decode [--sk N] [--dtype f32|bf16] [--threads T] [--iters I] [--huge] [--hot]
+//   attn_bench_decode [--sk N] [--dtype f32|bf16] [--threads T] [--iters I] [--huge] [--hot] [--cache]
 //
 // The shape of issue 2's decode rows: B = 1, Hq = 9, Hkv = 3, D = 64, K and V as [B, H, S, D].
 // Without --sk / --dtype it runs Sk in {8192, 32768} x {f32, bf16}. Before each timed call (unless
 // --hot) a 64 MiB buffer is read, which evicts K and V from the caches; a read, so that no dirty
 // lines are left for the timed call to write back. --huge asks for transparent huge pages on K and
 // V (madvise), as a long-lived KV cache could; without it they get the allocator's 4 KiB pages.
+// --cache times attn::KVCache::Attend over f16, bf16 and q8_0 caches of the same K and V instead.
 #include <sys/mman.h>
 
 #include <algorithm>
@@ -18,11 +19,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "attn/attention.h"
+#include "attn/kv_cache.h"
 #include "core/thread_pool.h"
 
 namespace {
@@ -135,13 +138,52 @@ void Run(int64_t sk, attn::DType dtype, int threads, int iters, bool huge, bool 
       gb / a, r * 1e3, gb / r, 100.0 * r / a);
 }
 
+// --cache: one float32 query row per head over attn::KVCache objects holding the same float32 K
+// and V as f16, bf16 and q8_0 (a language model's decode step), calls alternating between them.
+void RunCaches(int64_t sk, int threads, int iters, bool hot) {
+  const std::vector<attn::DType> types = {attn::DType::kF16, attn::DType::kBF16, attn::DType::kQ8_0};
+  std::vector<float> q(kHq * kD), out(kHq * kD), k(kHkv * sk * kD), v(kHkv * sk * kD);
+  std::mt19937 rng(0);
+  std::normal_distribution<float> normal;
+  for (auto* x : {&q, &k, &v})
+    for (float& f : *x) f = normal(rng);
+  std::vector<std::unique_ptr<attn::KVCache>> caches;
+  using attn::TensorView;
+  for (attn::DType t : types) {
+    caches.push_back(std::make_unique<attn::KVCache>(1, kHkv, kD, sk, t));
+    caches.back()->Append(TensorView::Contiguous(k.data(), attn::DType::kF32, 1, sk, kHkv, kD),
+                          TensorView::Contiguous(v.data(), attn::DType::kF32, 1, sk, kHkv, kD));
+  }
+  Buffer flush(64u << 20, false);
+  for (size_t i = 0; i < flush.bytes; i += 4096) flush.data[i] = static_cast<uint8_t>(i >> 12);
+  volatile uint32_t sink = 0;
+  attn::AttentionOptions opt;
+  opt.threads = threads;
+  std::vector<std::vector<double>> t(types.size());
+  for (int it = 0; it < iters; ++it)
+    for (size_t c = 0; c < types.size(); ++c) {
+      if (!hot) sink = sink + SumWords(flush.data, flush.bytes);
+      const auto t0 = std::chrono::steady_clock::now();
+      caches[c]->Attend(TensorView::Contiguous(q.data(), attn::DType::kF32, 1, 1, kHq, kD),
+                        TensorView::Contiguous(out.data(), attn::DType::kF32, 1, 1, kHq, kD), opt);
+      t[c].push_back(Seconds(t0));
+    }
+  for (size_t c = 0; c < types.size(); ++c) {
+    const double bytes = 2.0 * kHkv * sk * kD * (types[c] == attn::DType::kQ8_0 ? 34.0 / 32.0 : 2.0);
+    const double a = Median(t[c]);
+    std::printf("Sk %6lld %-8s cache%s: attend %.3f ms %5.1f GB/s of K and V (%.1f MB)\n",
+                static_cast<long long>(sk), attn::DTypeName(types[c]), hot ? " (hot)" : "", a * 1e3,
+                bytes / a / 1e9, bytes / 1e6);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   std::vector<int64_t> sks = {8192, 32768};
   std::vector<attn::DType> dtypes = {attn::DType::kF32, attn::DType::kBF16};
   int threads = 2, iters = 200;
-  bool huge = false, hot = false;
+  bool huge = false, hot = false, cache = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
@@ -162,10 +204,13 @@ int main(int argc, char** argv) {
       huge = true;
     } else if (a == "--hot") {
       hot = true;
+    } else if (a == "--cache") {
+      cache = true;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--sk N] [--dtype f32|bf16] [--threads T] [--iters I] [--huge] [--hot]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--sk N] [--dtype f32|bf16] [--threads T] [--iters I] [--huge] [--hot] [--cache]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -176,6 +221,10 @@ int main(int argc, char** argv) {
   std::printf("decode B1 H%lld/%lld D%lld, %d threads, median of %d alternating calls each\n",
               static_cast<long long>(kHq), static_cast<long long>(kHkv), static_cast<long long>(kD), threads,
               iters);
+  if (cache) {
+    for (int64_t sk : sks) RunCaches(sk, threads, iters, hot);
+    return 0;
+  }
   for (attn::DType dt : dtypes)
     for (int64_t sk : sks) Run(sk, dt, threads, iters, huge, hot);
   return 0;

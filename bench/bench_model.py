@@ -51,8 +51,10 @@ def llama_child(args) -> None:
     with open(args.prompt_file) as f:
         spec = json.load(f)
     prompt, n_gen, repeats = spec["prompt_ids"], spec["gen_tokens"], spec["repeats"]
+    # A q8_0 cache in llama.cpp needs its flash-attention path (a quantized V cache requires it).
+    cache = dict(type_k=8, type_v=8, flash_attn=True) if args.kv_type == "q8_0" else {}
     llm = llama_cpp.Llama(model_path=args.model, n_ctx=len(prompt) + n_gen, n_batch=len(prompt), n_ubatch=len(prompt),
-                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
+                          n_threads=args.threads, n_threads_batch=args.threads, verbose=False, **cache)
     ctx = llm._ctx.ctx
     vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm._model.model))
 
@@ -138,8 +140,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3, help="runs inside each process")
     ap.add_argument("--rounds", type=int, default=2, help="alternating process launches per engine")
     ap.add_argument("--live-tokens", type=int, default=64, help="greedy tokens compared live (0 = skip)")
-    ap.add_argument("--kv-type", default="f16", choices=["f16", "bf16", "f32"],
-                    help="attn's KV cache storage (llama.cpp's is f16, its default)")
+    ap.add_argument("--kv-type", default="f16", choices=["f16", "bf16", "f32", "q8_0"],
+                    help="attn's KV cache storage (llama.cpp's is f16, its default, except for q8_0: both q8_0)")
     ap.add_argument("--attn-simd-target", default="",
                     help="run attn on this SIMD target (e.g. AVX2: what a CPU without AVX-512 gets; default the best)")
     ap.add_argument("--write-md", action="store_true", help="write the table into BENCHMARKS.md")
@@ -171,7 +173,7 @@ def main() -> None:
                 json.dump({"prompt_ids": j["prompt_ids"], "gen_tokens": args.gen_tokens, "repeats": args.repeats,
                            "live_prompt_ids": live_ids, "live_tokens": args.live_tokens}, f)
         j2, rss2 = run_child([sys.executable, os.path.abspath(__file__), "--llama-child", "--prompt-file", spec_path,
-                              "--model", args.model, "--threads", str(args.threads)])
+                              "--model", args.model, "--threads", str(args.threads), "--kv-type", args.kv_type])
         llama_runs.append((j2, rss2))
         print(f"[round {r + 1}] llama  pp {j2['pp_median']:.1f}  tg {j2['tg_median']:.1f} tokens/s  peak {rss2:.0f} MB",
               file=sys.stderr)
@@ -191,7 +193,8 @@ def main() -> None:
         f"Model `{os.path.basename(args.model)}`, {args.threads} threads, {machine()}, {date}; "
         f"llama-cpp-python {llama_runs[0][0]['version']}. Command: `{cmd}`. Medians of "
         f"{args.rounds} x {args.repeats} runs; peak memory = max RSS of the engine's process. KV cache: "
-        f"{args.kv_type} in attn, f16 in llama.cpp (its default). attn's SIMD target: "
+        + (f"q8_0 in both (llama.cpp: type_k = type_v = q8_0, flash_attn on). " if args.kv_type == "q8_0" else
+           f"{args.kv_type} in attn, f16 in llama.cpp (its default). ") + "attn's SIMD target: "
         f"{attn_runs[0][0]['simd_target']}.",
         "",
         "| measure | attn | llama.cpp | attn / llama.cpp |",

@@ -167,7 +167,8 @@ NB_MODULE(_attn, m) {
   nb::enum_<attn::DType>(m, "DType")
       .value("float32", attn::DType::kF32)
       .value("float16", attn::DType::kF16)
-      .value("bfloat16", attn::DType::kBF16);
+      .value("bfloat16", attn::DType::kBF16)
+      .value("q8_0", attn::DType::kQ8_0);  // a KV cache storage type only
   BindModel(m);
   BindWeights(m);
   BindTrain(m);

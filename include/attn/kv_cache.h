@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "attn/attention.h"
 #include "attn/tensor.h"
@@ -22,13 +23,14 @@ class KVCache {
 
   // Appends k, v of logical shape [batch, n_new, n_kv_heads, head_dim] (any strides) at positions
   // [length, length + n_new). They are of the cache's dtype, or float32 converted into an f16 / bf16
-  // cache (round to nearest even; f16 saturates at +-65504). Throws attn::Error when it would
-  // overflow or for any other dtype.
+  // cache (round to nearest even; f16 saturates at +-65504) or quantized into a q8_0 cache (which
+  // needs head_dim a multiple of 32). Throws attn::Error when it would overflow or for any other dtype.
   void Append(const TensorView& k, const TensorView& v);
   // Attention of q [batch, n_q, n_heads, head_dim] over every cached position, with the causal
   // mask (when options.causal) aligned bottom-right: the queries are the last n_q positions. q (and
-  // out) have the cache's dtype, or are float32 over an f16 / bf16 cache (the rows are widened to
-  // float32 as they are read, so a half cache halves the bytes each generated token reads).
+  // out) have the cache's dtype, or are float32 over an f16 / bf16 / q8_0 cache (the rows are widened
+  // to float32 as they are read, so a half cache halves the bytes each generated token reads and a
+  // q8_0 cache takes 34 bytes per 32 values).
   void Attend(const TensorView& q, const TensorView& out, AttentionOptions options = {}) const;
   // Forgets every position (keeps the memory).
   void Clear() { length_ = 0; }
@@ -41,15 +43,20 @@ class KVCache {
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }
   DType dtype() const { return dtype_; }
-  // Views of the cached keys / values as [batch, length, n_kv_heads, head_dim].
+  // Views of the cached keys / values as [batch, length, n_kv_heads, head_dim] (not for a q8_0
+  // cache: throws attn::Error).
   TensorView keys() const;
   TensorView values() const;
+  // The same as float32: the cache's own memory when it is float32, else widened into *storage.
+  TensorView KeysF32(std::vector<float>* storage) const;
+  TensorView ValuesF32(std::vector<float>* storage) const;
 
  private:
+  struct Buffer;
   TensorView View(void* base, int64_t len) const;
+  TensorView WidenedView(const Buffer& buf, std::vector<float>* storage) const;
   int64_t batch_, n_kv_heads_, head_dim_, capacity_, length_ = 0;
   DType dtype_;
-  struct Buffer;
   std::unique_ptr<Buffer> k_, v_;
 };
 

@@ -8,9 +8,13 @@
 
 namespace attn {
 
-enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2 };
+// kQ8_0 is a storage type of the KV cache only (KVCache, Session), never a tensor's: blocks of 32
+// signed 8-bit values along the head dimension, each with a float16 scale (ggml's Q8_0; llama.cpp's
+// `-ctk q8_0 -ctv q8_0`). Attention rejects a view of that dtype.
+enum class DType : uint8_t { kF32 = 0, kF16 = 1, kBF16 = 2, kQ8_0 = 3 };
 
 const char* DTypeName(DType dtype);
+// Bytes per element (kQ8_0: 1, the 8-bit value; its scales are stored apart).
 size_t DTypeSize(DType dtype);
 
 // A view of a 4-D tensor. For attention inputs the logical axes are

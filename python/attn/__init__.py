@@ -182,13 +182,19 @@ class KVCache:
     Arrays use layout "bhsd": k, v [B, Hkv, n_new, D]; q [B, Hq, n_q, D]. They have the cache's
     dtype; a float16 cache also takes float32 k and v (rounded as they are stored) and float32 q
     (the half keys and values are widened as they are read; the output is float32), as a language
-    model's half KV cache is used.
+    model's half KV cache is used. dtype="q8_0" stores 8-bit values in blocks of 32 along the head
+    dim, each block with a float16 scale (llama.cpp's q8_0 cache; head_dim a multiple of 32): k, v
+    and q are float32.
     """
 
     def __init__(self, batch: int, n_kv_heads: int, head_dim: int, capacity: int, dtype=np.float32):
-        self.dtype = np.dtype(dtype)
-        self._code = _dtype_code("dtype", np.empty(0, self.dtype))
-        self._cache = _attn.KVCache(batch, n_kv_heads, head_dim, capacity, _attn.DType(self._code))
+        if isinstance(dtype, str) and dtype == "q8_0":
+            self.dtype, self._code, kind = "q8_0", 3, _attn.DType.q8_0
+        else:
+            self.dtype = np.dtype(dtype)
+            self._code = _dtype_code("dtype", np.empty(0, self.dtype))
+            kind = _attn.DType(self._code)
+        self._cache = _attn.KVCache(batch, n_kv_heads, head_dim, capacity, kind)
 
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
         k, v = _as_array("k", k), _as_array("v", v)
@@ -202,9 +208,10 @@ class KVCache:
         self._cache.append(_raw(k.swapaxes(1, 2), code), _raw(v.swapaxes(1, 2), code), _attn.DType(code))
 
     def _check_dtype(self, call: str, name: str, a: np.ndarray) -> None:
-        if a.dtype != self.dtype and not (a.dtype == np.float32 and self._code != 0):
+        if (self._code == 3 or a.dtype != self.dtype) and not (a.dtype == np.float32 and self._code != 0):
             raise TypeError(f"KVCache.{call}: {name}: dtype {a.dtype} != cache dtype {self.dtype}"
-                            + ("" if self._code == 0 else " (float32 is also accepted)"))
+                            + ("" if self._code == 0 else " (float32 is required)" if self._code == 3
+                               else " (float32 is also accepted)"))
 
     def attend(self, q: np.ndarray, *, causal: bool = True, threads=None) -> np.ndarray:
         q = _as_array("q", q)

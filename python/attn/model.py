@@ -54,7 +54,8 @@ def _int(what: str, name: str, x, minimum: int) -> int:
 _HEAD_POINTS = frozenset({"attn.hook_q", "attn.hook_k", "attn.hook_v", "attn.hook_rot_q", "attn.hook_rot_k",
                           "attn.hook_z"})
 def _kv_dtype(call: str, kv_type: str):
-    kv_types = {"f16": _attn.DType.float16, "bf16": _attn.DType.bfloat16, "f32": _attn.DType.float32}
+    kv_types = {"f16": _attn.DType.float16, "bf16": _attn.DType.bfloat16, "f32": _attn.DType.float32,
+                "q8_0": _attn.DType.q8_0}
     if kv_type not in kv_types:
         raise ValueError(f"{call}: kv_type = {kv_type!r} (must be one of {', '.join(kv_types)})")
     return kv_types[kv_type]
@@ -174,7 +175,8 @@ class Model:
 
     def logits(self, tokens: Sequence[int], threads: int | None = None, kv_type: str = "f32") -> np.ndarray:
         """Next-token logits for every position: float32 [len(tokens), vocab]. kv_type: the KV
-        cache's storage, "f32" (exact, the default), "f16" (as generate() and llama.cpp) or "bf16"."""
+        cache's storage, "f32" (exact, the default), "f16" (as generate() and llama.cpp), "bf16" or
+        "q8_0" (8-bit blocks of 32 values with a float16 scale, as llama.cpp's q8_0 cache)."""
         return self._m.logits(_token_list("logits", tokens), _threads(threads), _kv_dtype("logits", kv_type))
 
     @property
@@ -197,8 +199,9 @@ class Model:
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
-        model's chat template. kv_type is the KV cache's storage: "f16" (as llama.cpp's), "bf16"
-        or "f32" (exact, as logits() computes). With a `session` (from new_session(); its own
+        model's chat template. kv_type is the KV cache's storage: "f16" (as llama.cpp's), "bf16",
+        "q8_0" (8 bits per value plus a scale per 32; head_dim a multiple of 32) or "f32" (exact, as
+        logits() computes). With a `session` (from new_session(); its own
         kv_type applies), the cached tokens that begin the prompt are reused and only the rest is
         evaluated: pass the whole conversation each turn. With return_dict=True, returns the
         tokens, text, timings and how many prompt tokens were evaluated and taken from the cache."""

@@ -3,6 +3,8 @@
 #include <cstring>
 #include <sstream>
 
+#include "attn/error.h"
+
 namespace attn {
 
 const char* DTypeName(DType dtype) {
@@ -13,11 +15,13 @@ const char* DTypeName(DType dtype) {
       return "float16";
     case DType::kBF16:
       return "bfloat16";
+    case DType::kQ8_0:
+      return "q8_0";
   }
   return "unknown";
 }
 
-size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
+size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : dtype == DType::kQ8_0 ? 1 : 2; }
 
 TensorView TensorView::Contiguous(void* data, DType dtype, int64_t d0, int64_t d1, int64_t d2, int64_t d3) {
   TensorView t;
@@ -46,6 +50,8 @@ std::string TensorView::ShapeString() const {
 
 TensorView TensorView::AsFloat32(std::vector<float>* storage) const {
   if (dtype == DType::kF32) return *this;
+  if (dtype == DType::kQ8_0)
+    throw Error("AsFloat32: a q8_0 view has no scales (KVCache::KeysF32 widens a q8_0 cache)");
   // The same strides over a float32 buffer, so the copy keeps the view's memory order (a KV cache's
   // rows of one head stay adjacent). Strides of views are non-negative here.
   int64_t extent = 1;

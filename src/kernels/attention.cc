@@ -51,13 +51,17 @@ std::atomic<bool> bf16_dot_on{bf16_dot_here};
 void Attention(const TensorView& q, const TensorView& k, const TensorView& v, const TensorView& out,
                const AttentionOptions& options) {
   kernels::AttentionParams p = kernels::MakeParams(q, k, v, out, options);
+  kernels::RunAttention(p);
+}
+
+void kernels::RunAttention(AttentionParams& p) {
   p.bf16_dot = bf16_dot_on.load(std::memory_order_relaxed);
   if (p.batch == 0 || p.seq_q == 0 || p.n_heads == 0) return;
   // The entropy is tracked by the prefill kernel only.
   if (p.entropy == nullptr && p.group * p.seq_q <= kMaxDecodeRows) {
-    kernels::ForwardDecodeDispatch(p, DecodeSplits(p));
+    ForwardDecodeDispatch(p, DecodeSplits(p));
   } else {
-    kernels::ForwardPrefillDispatch(p);
+    ForwardPrefillDispatch(p);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "core/aligned.h"
@@ -43,9 +44,23 @@ using VF = hn::Vec<DF>;
 // One vector of float32 from K or V rows stored as float32, or as bf16 / f16 (widened on the fly,
 // so half-precision caches are read once, without a converted copy).
 HWY_INLINE VF LoadAsF32(DF d, const float* p) { return hn::LoadU(d, p); }
+// q8_0 rows: the int8 values (their block scales are applied by the caller).
+HWY_INLINE VF LoadAsF32(DF d, const int8_t* p) {
+  return hn::ConvertTo(d, hn::PromoteTo(hn::Rebind<int32_t, DF>(), hn::LoadU(hn::Rebind<int8_t, DF>(), p)));
+}
 template <class T>
 HWY_INLINE VF LoadAsF32(DF d, const T* p) {
   return hn::PromoteTo(d, hn::LoadU(hn::Rebind<T, DF>(), p));
+}
+
+// Elements of K or V rows at dd as float32: int8 rows of a q8_0 cache times their block's scale
+// (`scales`: the row's scales as float32, one per 32 values), others as stored.
+template <class T>
+HWY_INLINE VF LoadRowVec(DF d, const T* row, const float* scales, int64_t dd) {
+  if constexpr (std::is_same_v<T, int8_t>)
+    return hn::Mul(LoadAsF32(d, row + dd), hn::Set(d, scales[dd / 32]));
+  (void)scales;
+  return LoadAsF32(d, row + dd);
 }
 
 #if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
@@ -72,14 +87,14 @@ HWY_INLINE __m128 Sum4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
 // accumulators per (row, key) keep the FMA pipes full instead of one latency-bound chain.
 template <int R, class T>
 HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* const* k,
-                        float* HWY_RESTRICT scores, int64_t stride) {
+                        const float* const* ksc, float* HWY_RESTRICT scores, int64_t stride) {
   const int64_t N = hn::Lanes(d);
   VF a[R][kQKKeys];
   for (int r = 0; r < R; ++r)
     for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::Zero(d);
   for (int64_t dd = 0; dd < Dp; dd += N) {
     VF kv[kQKKeys];
-    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadAsF32(d, k[i] + dd);
+    for (int i = 0; i < kQKKeys; ++i) kv[i] = LoadRowVec(d, k[i], ksc[i], dd);
     for (int r = 0; r < R; ++r) {
       const VF qv = hn::LoadU(d, q + r * Dp + dd);
       for (int i = 0; i < kQKKeys; ++i) a[r][i] = hn::MulAdd(qv, kv[i], a[r][i]);
@@ -99,15 +114,17 @@ HWY_INLINE void DotTile(DF d, const float* HWY_RESTRICT q, int64_t Dp, const T* 
 // across the block's keys (v_j = v + j * vs): each V row is read once, front to back.
 template <int R, int C, class T>
 HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stride, const T* v, int64_t vs,
-                               int64_t nk, int64_t dd, float* HWY_RESTRICT acc, int64_t Dp) {
+                               const float* vsc, int64_t nk, int64_t dd, float* HWY_RESTRICT acc,
+                               int64_t Dp) {
   const int64_t N = hn::Lanes(d);
   VF a[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) a[r][c] = hn::LoadU(d, acc + r * Dp + dd + c * N);
   for (int64_t j = 0; j < nk; ++j) {
-    const T* row = v + j * vs + dd;
+    const T* row = v + j * vs;
+    const float* row_sc = vsc + j * (Dp / 32);  // used for q8_0 rows only (then Dp = D)
     VF x[C];
-    for (int c = 0; c < C; ++c) x[c] = LoadAsF32(d, row + c * N);
+    for (int c = 0; c < C; ++c) x[c] = LoadRowVec(d, row, row_sc, dd + c * N);
     for (int r = 0; r < R; ++r) {
       const VF pr = hn::Set(d, p[r * p_stride + j]);
       for (int c = 0; c < C; ++c) a[r][c] = hn::MulAdd(pr, x[c], a[r][c]);
@@ -119,37 +136,42 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
 
 // AccumulateTile for R rows and c (1 .. kPVVecs) vectors.
 template <int R, class T>
-HWY_INLINE void AccumulateVecs(int c, DF d, const float* p, const T* v, int64_t vs, int64_t nk, int64_t dd,
-                               float* acc, int64_t Dp) {
+HWY_INLINE void AccumulateVecs(int c, DF d, const float* p, const T* v, int64_t vs, const float* vsc,
+                               int64_t nk, int64_t dd, float* acc, int64_t Dp) {
   if constexpr (kPVVecs >= 4) {
-    if (c == 4) return AccumulateTile<R, 4, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
-    if (c == 3) return AccumulateTile<R, 3, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
+    if (c == 4) return AccumulateTile<R, 4, T>(d, p, kKeyBlock, v, vs, vsc, nk, dd, acc, Dp);
+    if (c == 3) return AccumulateTile<R, 3, T>(d, p, kKeyBlock, v, vs, vsc, nk, dd, acc, Dp);
   }
-  if (c == 2) return AccumulateTile<R, 2, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
-  AccumulateTile<R, 1, T>(d, p, kKeyBlock, v, vs, nk, dd, acc, Dp);
+  if (c == 2) return AccumulateTile<R, 2, T>(d, p, kKeyBlock, v, vs, vsc, nk, dd, acc, Dp);
+  AccumulateTile<R, 1, T>(d, p, kKeyBlock, v, vs, vsc, nk, dd, acc, Dp);
 }
 
-// Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j (k_j = k + j * ks), kQKRows rows x
-// kQKKeys keys at a time (independent FMA chains); a last partial group repeats key nk - 1.
+// Step 2 of a block: scores[r * kKeyBlock + j] = q_r . k_j (k_j = k + j * ks; for q8_0 rows, key j's
+// float32 scales at ksc + j * Dp / 32), kQKRows rows x kQKKeys keys at a time (independent FMA
+// chains); a last partial group repeats key nk - 1.
 template <class T>
-void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* k, int64_t ks, int64_t nk,
-                 float* scores) {
+void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* k, int64_t ks, const float* ksc,
+                 int64_t nk, float* scores) {
   for (int64_t j = 0; j < nk; j += kQKKeys) {
     const T* kr[kQKKeys];
-    for (int64_t i = 0; i < kQKKeys; ++i) kr[i] = k + std::min(j + i, nk - 1) * ks;
+    const float* sc[kQKKeys];
+    for (int64_t i = 0; i < kQKKeys; ++i) {
+      kr[i] = k + std::min(j + i, nk - 1) * ks;
+      sc[i] = ksc + std::min(j + i, nk - 1) * (Dp / 32);
+    }
     int64_t r = 0;
     for (; r + kQKRows <= rows; r += kQKRows)
-      DotTile<kQKRows, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
-    if (rows - r == 2) DotTile<2, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
-    if (rows - r == 1) DotTile<1, T>(d, q + r * Dp, Dp, kr, scores + r * kKeyBlock + j, kKeyBlock);
+      DotTile<kQKRows, T>(d, q + r * Dp, Dp, kr, sc, scores + r * kKeyBlock + j, kKeyBlock);
+    if (rows - r == 2) DotTile<2, T>(d, q + r * Dp, Dp, kr, sc, scores + r * kKeyBlock + j, kKeyBlock);
+    if (rows - r == 1) DotTile<1, T>(d, q + r * Dp, Dp, kr, sc, scores + r * kKeyBlock + j, kKeyBlock);
   }
 }
 
 // Step 5 of a block: acc_r += sum_j p_r[j] v_j (v_j = v + j * vs), kPVRows rows x kPVVecs vectors of
 // head dims per pass.
 template <class T>
-void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_t vs, int64_t nk, int64_t Dp,
-                     float* acc) {
+void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_t vs, const float* vsc,
+                     int64_t nk, int64_t Dp, float* acc) {
   const int64_t N = hn::Lanes(d);
   for (int64_t r = 0; r < rows; r += kPVRows) {
     const int n = static_cast<int>(std::min<int64_t>(kPVRows, rows - r));
@@ -158,13 +180,13 @@ void BlockAccumulate(DF d, const float* scores, int64_t rows, const T* v, int64_
     for (int64_t dd = 0; dd < Dp; dd += kPVVecs * N) {
       const int c = static_cast<int>(std::min<int64_t>(kPVVecs, (Dp - dd) / N));
       if (n == 4)
-        AccumulateVecs<4, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
+        AccumulateVecs<4, T>(c, d, pr, v, vs, vsc, nk, dd, ar, Dp);
       else if (n == 3)
-        AccumulateVecs<3, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
+        AccumulateVecs<3, T>(c, d, pr, v, vs, vsc, nk, dd, ar, Dp);
       else if (n == 2)
-        AccumulateVecs<2, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
+        AccumulateVecs<2, T>(c, d, pr, v, vs, vsc, nk, dd, ar, Dp);
       else
-        AccumulateVecs<1, T>(c, d, pr, v, vs, nk, dd, ar, Dp);
+        AccumulateVecs<1, T>(c, d, pr, v, vs, vsc, nk, dd, ar, Dp);
     }
   }
 }
@@ -298,6 +320,7 @@ template <class F>
 void WithRowType(DType dtype, bool in_place, const F& f) {
   if (in_place && dtype == DType::kBF16) return f(hwy::bfloat16_t());
   if (in_place && dtype == DType::kF16) return f(hwy::float16_t());
+  if (in_place && dtype == DType::kQ8_0) return f(int8_t());
   f(0.0f);
 }
 
@@ -327,6 +350,16 @@ struct DecodeWork {
   }
 };
 
+// n float16 values as float32 (a block of q8_0 rows' scales).
+void WidenHalves(DF d, const uint16_t* src, int64_t n, float* dst) {
+  const int64_t N = hn::Lanes(d);
+  const hn::Rebind<hwy::float16_t, DF> dh;
+  int64_t i = 0;
+  for (; i + N <= n; i += N)
+    hn::StoreU(hn::PromoteTo(d, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(src) + i)), d, dst + i);
+  for (; i < n; ++i) dst[i] = HalfToFloat(src[i]);
+}
+
 // Decode of rows [0, rows) for KV head kvh over keys [key_begin, key_end). Leaves per row r the
 // unnormalized output acc + r * Dp, m[r] and l[r] (log2 units).
 void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_begin, int64_t key_end,
@@ -351,6 +384,8 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
 #else
   const bool dot = false;
 #endif
+  const bool q8 = p.kv_dtype == DType::kQ8_0;  // a q8_0 KV cache: int8 rows, a scale per 32 values
+  const int64_t nb = D / 32;
 
   int64_t kmin = std::numeric_limits<int64_t>::max(), kmax = -1;
   for (int64_t r = 0; r < rows; ++r) {
@@ -373,9 +408,15 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
   }
   for (int64_t j = 0; j < kKeyBlock; ++j)
     for (int64_t dd = D; dd < Dp; ++dd) kbuf[j * Dp + dd] = vbuf[j * Dp + dd] = 0.0f;
-  // Rows read in place when no padding is needed: float32 as is, bf16 / f16 widened on the fly.
-  const bool k_direct = p.k_stride[3] == 1 && D == Dp;
-  const bool v_direct = p.v_stride[3] == 1 && D == Dp;
+  // Rows read in place when no padding is needed: float32 as is, bf16 / f16 widened on the fly,
+  // q8_0's int8 values widened and scaled (a q8_0 cache's rows always qualify: unit stride, D a
+  // multiple of 32).
+  const bool k_direct = q8 || (p.k_stride[3] == 1 && D == Dp);
+  const bool v_direct = q8 || (p.v_stride[3] == 1 && D == Dp);
+  const Q8Rows* k8 = q8 ? static_cast<const Q8Rows*>(p.k) : nullptr;
+  const Q8Rows* v8 = q8 ? static_cast<const Q8Rows*>(p.v) : nullptr;
+  const float* ksc = nullptr;  // q8_0: the block's K scales as float32 (in kbuf), likewise V's
+  const float* vsc = nullptr;
   const size_t es = DTypeSize(p.kv_dtype);
 
   for (int64_t k0 = kmin; k0 <= kmax; k0 += kKeyBlock) {
@@ -384,10 +425,16 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     //    into a buffer (zero-padded to Dp).
     const int64_t ko = b * p.k_stride[0] + k0 * p.k_stride[1] + kvh * p.k_stride[2];
     const int64_t vo = b * p.v_stride[0] + k0 * p.v_stride[1] + kvh * p.v_stride[2];
-    const void* kbase = static_cast<const char*>(p.k) + ko * es;
-    const void* vbase = static_cast<const char*>(p.v) + vo * es;
+    const void* kbase =
+        q8 ? static_cast<const void*>(k8->quants + ko) : static_cast<const char*>(p.k) + ko * es;
+    const void* vbase =
+        q8 ? static_cast<const void*>(v8->quants + vo) : static_cast<const char*>(p.v) + vo * es;
     int64_t ks = p.k_stride[1], vs = p.v_stride[1];
-    if (dot) {
+    if (q8) {  // the scales of rows k0 .. k0 + nk ([key][block], contiguous like the rows)
+      WidenHalves(d, k8->scales + ko / 32, nk * nb, kbuf);
+      WidenHalves(d, v8->scales + vo / 32, nk * nb, vbuf);
+      ksc = kbuf, vsc = vbuf;
+    } else if (dot) {
       // Strided head dim: the rows copied as bf16 into the (larger) float buffers, row stride Dq.
       if (p.k_stride[3] != 1) {
         uint16_t* rows_k = reinterpret_cast<uint16_t*>(kbuf);
@@ -419,7 +466,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     } else {
       WithRowType(p.kv_dtype, k_direct, [&](auto t) {
         using T = decltype(t);
-        BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, nk, scores);
+        BlockScores<T>(d, q, Dp, rows, static_cast<const T*>(kbase), ks, ksc, nk, scores);
       });
     }
     // 3. Masks. Without softcap or an explicit mask only the key ranges apply: whole vectors of
@@ -488,7 +535,7 @@ void DecodeBlock(const AttentionParams& p, int64_t b, int64_t kvh, int64_t key_b
     } else {
       WithRowType(p.kv_dtype, v_direct, [&](auto t) {
         using T = decltype(t);
-        BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, nk, Dp, acc);
+        BlockAccumulate<T>(d, scores, rows, static_cast<const T*>(vbase), vs, vsc, nk, Dp, acc);
       });
     }
   }

@@ -30,6 +30,8 @@ inline void StoreOut(DType dtype, void* base, int64_t offset, float x) {
     case DType::kBF16:
       static_cast<uint16_t*>(base)[offset] = FloatToBF16(x);
       break;
+    case DType::kQ8_0:  // a KV cache storage type, never an output (MakeParams rejects it)
+      break;
   }
 }
 

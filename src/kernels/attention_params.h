@@ -10,9 +10,19 @@
 
 namespace attn::kernels {
 
+// K or V of a q8_0 KV cache (KVCache): where kv_dtype is kQ8_0, AttentionParams::k and ::v point to
+// one of these. Element offsets (strides) address `quants` as an int8 tensor with unit stride along
+// the head dim; the float16 scale of the 32 values at offset o is scales[o / 32] (rows start at
+// multiples of 32).
+struct Q8Rows {
+  const int8_t* quants;
+  const uint16_t* scales;
+};
+
 struct AttentionParams {
-  DType dtype;     // q and out
-  DType kv_dtype;  // k and v: the same as dtype, or a half type under float32 queries (a half KV cache)
+  DType dtype;  // q and out
+  DType
+      kv_dtype;  // k and v: the same as dtype, or a half type (or kQ8_0, a KV cache's) under float32 queries
   const void* q;
   const void* k;
   const void* v;
@@ -61,5 +71,8 @@ struct AttentionParams {
 // Checks every argument and builds the params; throws attn::Error naming the argument.
 AttentionParams MakeParams(const TensorView& q, const TensorView& k, const TensorView& v,
                            const TensorView& out, const AttentionOptions& options);
+
+// Runs validated params: the split-K decode kernel for few rows, else the prefill kernel.
+void RunAttention(AttentionParams& p);
 
 }  // namespace attn::kernels

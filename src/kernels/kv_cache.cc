@@ -1,11 +1,13 @@
 #include "attn/kv_cache.h"
 
+#include <algorithm>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include "attn/error.h"
 #include "core/aligned.h"
+#include "kernels/attention_params.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "kernels/kv_cache.cc"
@@ -40,6 +42,25 @@ void StoreHalfRowImpl(const float* src, bool bf16, uint16_t* dst, int64_t n) {
     dst[i] = FloatToHalf(src[i] > 65504.0f ? 65504.0f : src[i] < -65504.0f ? -65504.0f : src[i]);
 }
 
+// A float32 row into q8_0 blocks (n a multiple of 32), as ggml's quantize_row_q8_0: per block the
+// scale d = max |x| / 127 (clamped to float16's range, stored as float16) and the values round(x / d)
+// to nearest even; an all-zero block gets d = 0 and zeros. A q8_0 KV cache stores its rows so.
+void QuantizeQ8RowImpl(const float* HWY_RESTRICT src, int8_t* HWY_RESTRICT quants,
+                       uint16_t* HWY_RESTRICT scales, int64_t n) {
+  const hn::ScalableTag<float> d;
+  const hn::Rebind<int8_t, decltype(d)> d8;
+  const int64_t N = static_cast<int64_t>(hn::Lanes(d));
+  for (int64_t b = 0; b < n; b += 32) {
+    auto amax = hn::Zero(d);
+    for (int64_t i = b; i < b + 32; i += N) amax = hn::Max(amax, hn::Abs(hn::LoadU(d, src + i)));
+    const float scale = std::min(hn::GetLane(hn::MaxOfLanes(d, amax)) / 127.0f, 65504.0f);
+    const auto inv = hn::Set(d, scale > 0.0f ? 1.0f / scale : 0.0f);
+    scales[b / 32] = FloatToHalf(scale);
+    for (int64_t i = b; i < b + 32; i += N)
+      hn::StoreU(hn::DemoteTo(d8, hn::NearestInt(hn::Mul(hn::LoadU(d, src + i), inv))), d8, quants + i);
+  }
+}
+
 }  // namespace attn::kernels::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 
@@ -47,11 +68,19 @@ HWY_AFTER_NAMESPACE();
 namespace attn {
 namespace kernels {
 HWY_EXPORT(StoreHalfRowImpl);
+HWY_EXPORT(QuantizeQ8RowImpl);
 }  // namespace kernels
 
+// One of K and V: the elements (float32, half, or q8_0's int8 values) as [batch, n_kv_heads,
+// capacity, head_dim]; for q8_0 also one float16 scale per 32 values in the same order.
 struct KVCache::Buffer {
   AlignedPtr<uint8_t> bytes;
+  AlignedPtr<uint16_t> scales;
 };
+
+namespace {
+constexpr int64_t kQ8Block = 32;
+}  // namespace
 
 KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity, DType dtype)
     : batch_(batch), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity), dtype_(dtype) {
@@ -60,14 +89,19 @@ KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t ca
   };
   check("batch", batch), check("n_kv_heads", n_kv_heads), check("head_dim", head_dim),
       check("capacity", capacity);
+  if (dtype == DType::kQ8_0 && head_dim % kQ8Block != 0)
+    throw Error("KVCache: head_dim = " + std::to_string(head_dim) +
+                " is not a multiple of 32 (a q8_0 cache stores blocks of 32 values)");
   int64_t elems;
   if (__builtin_mul_overflow(batch * n_kv_heads, head_dim, &elems) ||
       __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
     throw Error("KVCache: batch x n_kv_heads x head_dim x capacity overflows");
   k_ = std::make_unique<Buffer>();
   v_ = std::make_unique<Buffer>();
-  k_->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
-  v_->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
+  for (Buffer* buf : {k_.get(), v_.get()}) {
+    buf->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
+    if (dtype == DType::kQ8_0) buf->scales = AllocateAligned<uint16_t>(elems / kQ8Block);
+  }
 }
 
 KVCache::~KVCache() = default;
@@ -99,23 +133,56 @@ void KVCache::Reserve(int64_t capacity) {
       __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
     throw Error("KVCache::Reserve: batch x n_kv_heads x head_dim x capacity overflows");
   const size_t es = DTypeSize(dtype_), row = static_cast<size_t>(head_dim_) * es;
+  const size_t scale_row = static_cast<size_t>(head_dim_ / kQ8Block) * sizeof(uint16_t);
   for (Buffer* buf : {k_.get(), v_.get()}) {
     AlignedPtr<uint8_t> bytes = AllocateAligned<uint8_t>(elems * es);
     // [batch, head] blocks of `length_` rows move from stride capacity_ to stride capacity.
     for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
       std::memcpy(bytes.get() + bh * capacity * row, buf->bytes.get() + bh * capacity_ * row, length_ * row);
     buf->bytes = std::move(bytes);
+    if (dtype_ != DType::kQ8_0) continue;
+    AlignedPtr<uint16_t> scales = AllocateAligned<uint16_t>(elems / kQ8Block);
+    auto* dst = reinterpret_cast<uint8_t*>(scales.get());
+    const auto* src = reinterpret_cast<const uint8_t*>(buf->scales.get());
+    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
+      std::memcpy(dst + bh * capacity * scale_row, src + bh * capacity_ * scale_row, length_ * scale_row);
+    buf->scales = std::move(scales);
   }
   capacity_ = capacity;
 }
 
-TensorView KVCache::keys() const { return View(k_->bytes.get(), length_); }
-TensorView KVCache::values() const { return View(v_->bytes.get(), length_); }
+TensorView KVCache::keys() const {
+  if (dtype_ == DType::kQ8_0) throw Error("KVCache::keys: a q8_0 cache has no element view (use KeysF32)");
+  return View(k_->bytes.get(), length_);
+}
+TensorView KVCache::values() const {
+  if (dtype_ == DType::kQ8_0)
+    throw Error("KVCache::values: a q8_0 cache has no element view (use ValuesF32)");
+  return View(v_->bytes.get(), length_);
+}
+
+TensorView KVCache::WidenedView(const Buffer& buf, std::vector<float>* storage) const {
+  if (dtype_ != DType::kQ8_0) return View(buf.bytes.get(), length_).AsFloat32(storage);
+  // The same [batch, n_kv_heads, capacity, head_dim] order in float32, rows [0, length) filled.
+  const int64_t rows = batch_ * n_kv_heads_ * capacity_;
+  storage->assign(static_cast<size_t>(rows * head_dim_), 0.0f);
+  const auto* quants = reinterpret_cast<const int8_t*>(buf.bytes.get());
+  for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
+    for (int64_t i = bh * capacity_ * head_dim_; i < (bh * capacity_ + length_) * head_dim_; ++i)
+      (*storage)[static_cast<size_t>(i)] =
+          HalfToFloat(buf.scales[static_cast<size_t>(i / kQ8Block)]) * quants[i];
+  TensorView t = View(storage->data(), length_);
+  t.dtype = DType::kF32;
+  return t;
+}
+
+TensorView KVCache::KeysF32(std::vector<float>* storage) const { return WidenedView(*k_, storage); }
+TensorView KVCache::ValuesF32(std::vector<float>* storage) const { return WidenedView(*v_, storage); }
 
 void KVCache::Append(const TensorView& k, const TensorView& v) {
   for (const auto* t : {&k, &v}) {
     const char* name = t == &k ? "k" : "v";
-    if (t->dtype != dtype_ && t->dtype != DType::kF32)
+    if ((t->dtype != dtype_ || dtype_ == DType::kQ8_0) && t->dtype != DType::kF32)
       throw Error(std::string("KVCache::Append: ") + name + " dtype " + DTypeName(t->dtype) +
                       " != cache dtype " + DTypeName(dtype_) +
                       " (float32 rows are converted; other dtypes must match)",
@@ -139,12 +206,12 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
   for (const auto& [src, buf] : {std::pair{&k, k_.get()}, std::pair{&v, v_.get()}}) {
     const TensorView dst = View(buf->bytes.get(), capacity_);
     const size_t ss = DTypeSize(src->dtype);
-    const bool convert = src->dtype != dtype_;  // float32 rows into a half cache
+    const bool convert = src->dtype != dtype_;  // float32 rows into a half or q8_0 cache
     for (int64_t b = 0; b < batch_; ++b)
       for (int64_t s = 0; s < n; ++s)
         for (int64_t h = 0; h < n_kv_heads_; ++h) {
-          uint8_t* d = static_cast<uint8_t*>(dst.data) +
-                       (b * dst.stride[0] + (length_ + s) * dst.stride[1] + h * dst.stride[2]) * es;
+          const int64_t at = b * dst.stride[0] + (length_ + s) * dst.stride[1] + h * dst.stride[2];
+          uint8_t* d = static_cast<uint8_t*>(dst.data) + at * es;
           const uint8_t* sp = static_cast<const uint8_t*>(src->data) +
                               (b * src->stride[0] + s * src->stride[1] + h * src->stride[2]) * ss;
           if (convert) {
@@ -154,8 +221,13 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
               for (int64_t x = 0; x < head_dim_; ++x) row[static_cast<size_t>(x)] = f[x * src->stride[3]];
               f = row.data();
             }
-            HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
-            (f, dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(d), head_dim_);
+            if (dtype_ == DType::kQ8_0) {
+              HWY_DYNAMIC_DISPATCH(kernels::QuantizeQ8RowImpl)
+              (f, reinterpret_cast<int8_t*>(d), buf->scales.get() + at / kQ8Block, head_dim_);
+            } else {
+              HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
+              (f, dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(d), head_dim_);
+            }
           } else if (src->stride[3] == 1) {
             std::memcpy(d, sp, head_dim_ * es);
           } else {
@@ -171,7 +243,22 @@ void KVCache::Attend(const TensorView& q, const TensorView& out, AttentionOption
     throw Error("KVCache::Attend: q has " + std::to_string(q.shape[1]) + " positions but the cache holds " +
                 std::to_string(length_));
   options.causal_align = CausalAlign::kBottomRight;
-  Attention(q, keys(), values(), out, options);
+  if (dtype_ != DType::kQ8_0) return Attention(q, keys(), values(), out, options);
+  if (q.dtype != DType::kF32)
+    throw Error(std::string("KVCache::Attend: q dtype ") + DTypeName(q.dtype) +
+                    " (a q8_0 cache is read by float32 queries)",
+                Error::Kind::kType);
+  // The arguments are checked on stand-in views with the q8_0 values' element strides (a half dtype
+  // is what float32 queries may read); the kernels then read the int8 values and their scales.
+  TensorView k8 = View(k_->bytes.get(), length_), v8 = View(v_->bytes.get(), length_);
+  k8.dtype = v8.dtype = DType::kF16;
+  kernels::AttentionParams p = kernels::MakeParams(q, k8, v8, out, options);
+  const kernels::Q8Rows k_rows{reinterpret_cast<const int8_t*>(k_->bytes.get()), k_->scales.get()};
+  const kernels::Q8Rows v_rows{reinterpret_cast<const int8_t*>(v_->bytes.get()), v_->scales.get()};
+  p.kv_dtype = DType::kQ8_0;
+  p.k = &k_rows;
+  p.v = &v_rows;
+  kernels::RunAttention(p);
 }
 
 }  // namespace attn

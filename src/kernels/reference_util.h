@@ -16,6 +16,8 @@ inline double Load(const void* base, DType dtype, int64_t offset) {
       return HalfToFloat(static_cast<const uint16_t*>(base)[offset]);
     case DType::kBF16:
       return BF16ToFloat(static_cast<const uint16_t*>(base)[offset]);
+    case DType::kQ8_0:  // never a tensor (MakeParams rejects it)
+      break;
   }
   return 0.0;
 }
@@ -30,6 +32,8 @@ inline void Store(void* base, DType dtype, int64_t offset, double x) {
       break;
     case DType::kBF16:
       static_cast<uint16_t*>(base)[offset] = FloatToBF16(static_cast<float>(x));
+      break;
+    case DType::kQ8_0:  // never a tensor (MakeParams rejects it)
       break;
   }
 }
@@ -49,6 +53,8 @@ struct Rounding {
         return HalfToFloat(FloatToHalf(static_cast<float>(x)));
       case DType::kBF16:
         return BF16ToFloat(FloatToBF16(static_cast<float>(x)));
+      case DType::kQ8_0:  // never a tensor (MakeParams rejects it)
+        break;
     }
     return x;
   }

@@ -13,6 +13,7 @@
 #include "attn/tensor.h"
 #include "hwy/contrib/math/math-inl.h"
 #include "hwy/highway.h"
+#include "kernels/attention_params.h"
 
 HWY_BEFORE_NAMESPACE();
 namespace attn::kernels::HWY_NAMESPACE {
@@ -104,6 +105,19 @@ HWY_INLINE void LoadRowF32(D d, DType dtype, const void* base, int64_t offset, i
       return;
     }
     for (; i < count; ++i) dst[i] = src[i * stride];
+    return;
+  }
+  if (dtype == DType::kQ8_0) {  // a q8_0 KV cache's row: unit stride, starts a 32-value block
+    const auto* rows = static_cast<const Q8Rows*>(base);
+    const int8_t* qs = rows->quants + offset;
+    const uint16_t* sc = rows->scales + offset / 32;
+    const hn::Rebind<int32_t, D> di;
+    const hn::Rebind<int8_t, D> d8;
+    for (; i < count; i += 32) {
+      const auto scale = hn::Set(d, HalfToFloat(sc[i / 32]));
+      for (int64_t j = i; j < i + 32; j += N)
+        hn::StoreU(hn::Mul(hn::ConvertTo(d, hn::PromoteTo(di, hn::LoadU(d8, qs + j))), scale), d, dst + j);
+    }
     return;
   }
   const uint16_t* src = static_cast<const uint16_t*>(base) + offset;

@@ -35,6 +35,8 @@ int64_t MaxOffset(const char* name, const TensorView& t) {
 }
 
 void CheckView(const char* name, const TensorView& t) {
+  if (t.dtype == DType::kQ8_0)
+    Fail(Error::Kind::kType, name, ": dtype q8_0 is a KV cache storage type, not a tensor dtype");
   for (int i = 0; i < 4; ++i) {
     if (t.shape[i] < 0) Fail(Error::Kind::kValue, name, ": negative size ", t.shape[i], " on axis ", i);
   }

@@ -75,8 +75,8 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
   const float scale = c.AttnScale();
   const float cap = c.attn_softcap;
   const float neg_inf = -std::numeric_limits<float>::infinity();
-  std::vector<float> k32, v32;  // a half cache widened (this path is for inspection, not speed)
-  const TensorView kt = cache.keys().AsFloat32(&k32), vt = cache.values().AsFloat32(&v32);
+  std::vector<float> k32, v32;  // a half or q8_0 cache widened (this path is for inspection, not speed)
+  const TensorView kt = cache.KeysF32(&k32), vt = cache.ValuesF32(&v32);
   std::vector<float> a(static_cast<size_t>(c.n_heads * n * keys));
   std::vector<float> v_t(static_cast<size_t>(hd * keys));
   for (int64_t h = 0; h < c.n_heads; ++h) {
@@ -413,8 +413,11 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
       }
       if (stats != nullptr) {
-        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, cache.keys(), lse, entropy,
-                                         c.AttnScale(), session.tokens_, threads, window, c.attn_softcap});
+        // The statistics read f32 / half keys in place; a q8_0 cache's are widened first.
+        std::vector<float> k32;
+        const TensorView keys = cache.dtype() == DType::kQ8_0 ? cache.KeysF32(&k32) : cache.keys();
+        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, keys, lse, entropy, c.AttnScale(),
+                                         session.tokens_, threads, window, c.attn_softcap});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);

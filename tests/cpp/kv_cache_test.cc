@@ -3,10 +3,12 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <string>
 
 #include "attn/error.h"
+#include "attn/tensor.h"
 #include "test_util.h"
 
 namespace attn::testing {
@@ -90,6 +92,124 @@ TEST(KVCache, HalfCacheConvertsFloat32RowsAndAttendsFromFloat32Queries) {
   for (int64_t d = 0; d < 16; ++d) {
     EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.keys().data)[d]), 65504.0f);
     EXPECT_EQ(HalfToFloat(static_cast<const uint16_t*>(cache.values().data)[d]), -65504.0f);
+  }
+}
+
+// A q8_0 cache stores ggml's Q8_0 blocks of float32 rows: per 32 values d = max |x| / 127, kept as
+// float16, and round(x / d) to nearest even. Here the same quantization written out in scalars; the
+// cache's widened rows must equal it exactly, and attention over the cache (a prompt through the
+// prefill kernel, then decode steps through the split-K kernel) must equal float32 attention over
+// the widened K and V on every target.
+void QuantizeQ8Scalar(Tensor& t) {
+  const int64_t D = t.view.shape[3];
+  for (int64_t b = 0; b < t.view.shape[0]; ++b)
+    for (int64_t s = 0; s < t.view.shape[1]; ++s)
+      for (int64_t h = 0; h < t.view.shape[2]; ++h)
+        for (int64_t d0 = 0; d0 < D; d0 += 32) {
+          float amax = 0.0f;
+          for (int64_t d = d0; d < d0 + 32; ++d) amax = std::max(amax, std::abs(t.Get(b, s, h, d)));
+          const float scale = amax / 127.0f, inv = scale > 0.0f ? 1.0f / scale : 0.0f;
+          const float stored = HalfToFloat(FloatToHalf(scale));
+          for (int64_t d = d0; d < d0 + 32; ++d)
+            t.Set(b, s, h, d, stored * static_cast<float>(std::nearbyint(t.Get(b, s, h, d) * inv)));
+        }
+}
+
+TEST(KVCache, Q8CacheStoresGgmlBlocksAndAttendsOverThem) {
+  struct Shape {
+    int64_t B, S, Hq, Hkv, D;
+  };
+  // GQA groups of 3 (decode rows 3 and 6) and 8 (two groups of 4 rows), none; head dims of 2, 3
+  // (a half chunk of 64 bytes) and 1 blocks; 1100 keys: two key splits.
+  for (const Shape& shape : {Shape{2, 150, 6, 2, 64}, Shape{1, 1100, 8, 1, 96}, Shape{1, 90, 3, 3, 32}})
+    for (const std::string& target : testing::AttentionTargets()) {
+      SetSimdTarget(target);
+      const auto [B, S, Hq, Hkv, D] = shape;
+      SCOPED_TRACE(target + " D=" + std::to_string(D) + " S=" + std::to_string(S));
+      std::mt19937 rng(11);
+      Tensor q(DType::kF32, B, S, Hq, D), k(DType::kF32, B, S, Hkv, D), v(DType::kF32, B, S, Hkv, D);
+      q.Randomize(rng), k.Randomize(rng), v.Randomize(rng);
+      for (int64_t d = 0; d < 32; ++d) k.Set(B - 1, 7, Hkv - 1, d, 0.0f);  // an all-zero block: scale 0
+      for (int64_t d = 0; d < D; ++d) v.Set(0, 3, 0, d, 1000.0f * v.Get(0, 3, 0, d));  // a wide row
+      Tensor kq(DType::kF32, B, S, Hkv, D), vq(DType::kF32, B, S, Hkv, D);
+      kq.bytes = k.bytes, vq.bytes = v.bytes;  // same sizes: the views keep pointing at their own bytes
+      QuantizeQ8Scalar(kq), QuantizeQ8Scalar(vq);
+
+      KVCache cache(B, Hkv, D, S < 128 ? S : 128, DType::kQ8_0);
+      Tensor out(DType::kF32, B, S, Hq, D), ref(DType::kF32, B, S, Hq, D);
+      auto rows = [](const Tensor& t, int64_t s0, int64_t n) {
+        TensorView view = t.view;
+        view.data = const_cast<uint8_t*>(t.bytes.data()) + s0 * view.stride[1] * sizeof(float);
+        view.shape[1] = n;
+        return view;
+      };
+      // A prompt (> 16 query rows: the prefill kernel), a step of 2 positions and single ones (<= 16
+      // rows: decode), growing the cache past its first capacity.
+      const int64_t prompt = std::min<int64_t>(S - 40, 1000);
+      for (int64_t s0 = 0; s0 < S;) {
+        const int64_t n = s0 == 0 ? prompt : s0 == prompt ? 2 : 1;
+        if (s0 + n > cache.capacity()) cache.Reserve(std::max(2 * cache.capacity(), s0 + n));
+        cache.Append(rows(k, s0, n), rows(v, s0, n));
+        AttentionOptions o;
+        o.causal = true;
+        cache.Attend(rows(q, s0, n), rows(out, s0, n), o);
+        s0 += n;
+      }
+      std::vector<float> k32, v32;
+      const TensorView kw = cache.KeysF32(&k32), vw = cache.ValuesF32(&v32);
+      double k_diff = 0.0, v_diff = 0.0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t s = 0; s < S; ++s)
+          for (int64_t h = 0; h < Hkv; ++h)
+            for (int64_t d = 0; d < D; ++d) {
+              const int64_t o = b * kw.stride[0] + s * kw.stride[1] + h * kw.stride[2] + d;
+              k_diff = std::max(k_diff, std::abs(static_cast<double>(k32[o]) - kq.Get(b, s, h, d)));
+              v_diff = std::max(v_diff, std::abs(static_cast<double>(v32[o]) - vq.Get(b, s, h, d)));
+            }
+      EXPECT_EQ(k_diff, 0.0);
+      EXPECT_EQ(v_diff, 0.0);
+      EXPECT_EQ(vw.dtype, DType::kF32);
+      EXPECT_EQ(kq.Get(B - 1, 7, Hkv - 1, 5), 0.0f);
+      // 8 bits keep about 2-3 significant digits: the widened keys are near, not equal to, the inputs.
+      EXPECT_GT(kq.MaxDiff(k), 1e-3);
+      EXPECT_LT(kq.MaxDiff(k), 0.05);
+      AttentionOptions o;
+      o.causal = true;
+      Attention(q.view, kq.view, vq.view, ref.view, o);
+      // float32 rounding relative to the largest value (the wide row is ~1000x the others).
+      double v_max = 0.0;
+      for (int64_t s = 0; s < S; ++s)
+        for (int64_t d = 0; d < D; ++d)
+          v_max = std::max(v_max, std::abs(static_cast<double>(vq.Get(0, s, 0, d))));
+      EXPECT_LE(out.MaxDiff(ref), 1e-5 + 1e-7 * v_max);
+    }
+  SetSimdTarget("");
+}
+
+TEST(KVCache, Q8CacheRejectsWhatItCannotHold) {
+  try {
+    KVCache bad(1, 2, 40, 8, DType::kQ8_0);
+    ADD_FAILURE() << "head_dim 40 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("head_dim = 40 is not a multiple of 32"), std::string::npos)
+        << e.what();
+  }
+  KVCache cache(1, 1, 32, 4, DType::kQ8_0);
+  Tensor half(DType::kF16, 1, 1, 1, 32), f(DType::kF32, 1, 1, 1, 32), bq(DType::kBF16, 1, 1, 1, 32);
+  EXPECT_THROW(cache.Append(half.view, half.view), Error);
+  cache.Append(f.view, f.view);
+  EXPECT_THROW(cache.keys(), Error);
+  EXPECT_THROW(cache.values(), Error);
+  EXPECT_THROW(cache.Attend(bq.view, bq.view), Error);
+  // A q8_0 view is not a tensor attention takes.
+  TensorView q8 = f.view;
+  q8.dtype = DType::kQ8_0;
+  try {
+    Attention(f.view, q8, q8, f.view);
+    ADD_FAILURE() << "a q8_0 view accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("k: dtype q8_0 is a KV cache storage type"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -40,6 +40,8 @@ struct Tensor {
         return HalfToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
       case DType::kBF16:
         return BF16ToFloat(reinterpret_cast<const uint16_t*>(bytes.data())[o]);
+      case DType::kQ8_0:  // not a tensor dtype
+        break;
     }
     return 0;
   }
@@ -54,6 +56,8 @@ struct Tensor {
         break;
       case DType::kBF16:
         reinterpret_cast<uint16_t*>(bytes.data())[o] = FloatToBF16(x);
+        break;
+      case DType::kQ8_0:  // not a tensor dtype
         break;
     }
   }

@@ -63,6 +63,41 @@ def test_kv_cache_dtype_errors():
         half.append(np.zeros((1, 1, 5, 8), np.float32), np.zeros((1, 1, 5, 8), np.float32))
 
 
+def _q8_0(x):
+    """ggml's Q8_0 along the last axis, written with NumPy: per 32 values d = max |x| / 127 (stored
+    as float16), round(x / d) to nearest even; the values the cache holds."""
+    blocks = x.reshape(*x.shape[:-1], -1, 32).astype(np.float32)
+    d = np.abs(blocks).max(-1, keepdims=True) / np.float32(127)
+    inv = np.where(d > 0, np.float32(1) / np.where(d > 0, d, 1), 0).astype(np.float32)
+    q = np.rint(blocks * inv)
+    return (q * d.astype(np.float16).astype(np.float32)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("prompt", [20, 60])  # 60: the prompt chunk takes the prefill kernel
+def test_q8_0_cache_equals_attention_over_its_blocks(prompt):
+    q, k, v = _qkv(np.random.default_rng(2), S=70, D=64)
+    cache = attn.KVCache(2, 2, 64, 80, dtype="q8_0")
+    out = _run_chunked(cache, q, k, v, prompt=prompt)
+    assert out.dtype == np.float32 and cache.dtype == "q8_0"
+    kq, vq = _q8_0(k), _q8_0(v)
+    assert 1e-3 < np.abs(kq - k).max() < 0.05  # 8 bits: near, not equal
+    ref = sdpa_reference(q.astype(np.float64), kq.astype(np.float64), vq.astype(np.float64), causal=True)[0]
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    # Against the exact keys and values the error is the quantization's: about 1% of the values.
+    exact = attn.sdpa(q, k, v, causal=True)
+    assert 1e-4 < np.abs(out - exact).max() < 0.05
+
+
+def test_q8_0_cache_errors():
+    with pytest.raises(ValueError, match="head_dim = 24 is not a multiple of 32"):
+        attn.KVCache(1, 1, 24, 4, dtype="q8_0")
+    cache = attn.KVCache(1, 1, 32, 4, dtype="q8_0")
+    with pytest.raises(TypeError, match="cache dtype q8_0"):
+        cache.append(np.zeros((1, 1, 1, 32), np.float16), np.zeros((1, 1, 1, 32), np.float16))
+    with pytest.raises(TypeError, match="cache dtype q8_0"):
+        cache.attend(np.zeros((1, 1, 1, 32), np.float16))
+
+
 @pytest.mark.parametrize("half", ["float16", "bfloat16"])
 @pytest.mark.parametrize("Sq", [1, 3, 40])  # decode kernel (3 rows per KV head) and prefill
 def test_sdpa_float32_queries_over_half_keys(half, Sq):

@@ -144,7 +144,7 @@ def test_next_token_predictions_agree_with_llamacpp(golden, model):
     assert centered.mean() < 0.2
 
 
-@pytest.mark.parametrize("kv_type", ["f32", "f16"])
+@pytest.mark.parametrize("kv_type", ["f32", "f16", "q8_0"])
 def test_next_token_agreement_is_within_llamacpp_own_spread(goldens, model, kv_type):
     # llama.cpp's two builds set the yardstick: attn may be no further from either than they are
     # from each other, less 2 points (about 10 of 512 positions).

@@ -80,14 +80,38 @@ def test_generate_returns_tokens_and_timings(model):
 
 
 def test_kv_cache_types(model):
-    # The KV cache's storage: f16 (default, llama.cpp's), bf16, f32. A confident continuation is the
-    # same under each; a name outside the three is an error.
+    # The KV cache's storage: f16 (default, llama.cpp's), bf16, f32, q8_0. A confident continuation
+    # is the same under each; a name outside the four is an error.
     first = {t: tuple(model.generate("1, 2, 3, 4,", max_tokens=4, kv_type=t, return_dict=True)["tokens"][:2])
-             for t in ("f16", "bf16", "f32")}
+             for t in ("f16", "bf16", "f32", "q8_0")}
     assert len(set(first.values())) == 1, first
     assert model.detokenize(list(first["f16"])) == " 5"
     with pytest.raises(ValueError, match="kv_type = 'f8'"):
         model.generate("x", max_tokens=2, kv_type="f8")
+
+
+def test_q8_0_cache_stays_close_to_the_exact_one(model):
+    # Logits over a text with the q8_0 cache (each key and value rounded to 8 bits per 32-value
+    # block) against the float32 cache: the same next token almost everywhere, and a mean
+    # difference of the size the half caches give (any rounding of K and V moves the model's
+    # 8-bit activation products downstream); a session grows and a generation reuses it as with the
+    # other types.
+    text = ("The printing press was invented in the fifteenth century. It changed how books were made, "
+            "how ideas spread, and who could read them. Before it, every copy was written by hand.") * 3
+    ids = model.to_tokens(text)
+    exact = model.logits(ids, kv_type="f32")
+    stats = {}
+    for t in ("f16", "bf16", "q8_0"):
+        x = model.logits(ids, kv_type=t)
+        stats[t] = (float((exact.argmax(-1) == x.argmax(-1)).mean()), float(np.abs(exact - x).mean()))
+        print(f"{t} vs f32 cache over {len(ids)} tokens: top-1 agreement {stats[t][0]:.4f}, "
+              f"mean |logit diff| {stats[t][1]:.4f}")
+    assert stats["q8_0"][0] >= 0.95
+    assert 0 < stats["q8_0"][1] < 2 * max(stats["f16"][1], stats["bf16"][1])
+    s = model.new_session(kv_type="q8_0", capacity=16)
+    a = model.generate(ids[:40], max_tokens=8, session=s, return_dict=True)
+    b = model.generate(ids[:40] + a["tokens"], max_tokens=4, session=s, return_dict=True)
+    assert b["prompt_cached"] == 40 + len(a["tokens"]) - 1, b
 
 
 def test_stop_string_ends_generation(model):

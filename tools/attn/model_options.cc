@@ -17,11 +17,12 @@ void AddModelOptions(CLI::App* cmd, ModelOptions& options) {
 
 void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype) {
   static const std::map<std::string, DType> types = {
-      {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"f32", DType::kF32}};
+      {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"f32", DType::kF32}, {"q8_0", DType::kQ8_0}};
   cmd->add_option_function<std::string>(
          "--kv-type", [&kv_dtype](const std::string& name) { kv_dtype = types.at(name); },
-         "KV cache storage: f16 (default, as llama.cpp), bf16, or f32 (exact; twice the bytes per token)")
-      ->check(CLI::IsMember({"f16", "bf16", "f32"}));
+         "KV cache storage: f16 (default, as llama.cpp), bf16, f32 (exact; twice the bytes per token) or "
+         "q8_0 (8-bit blocks of 32 with a scale, as llama.cpp's -ctk/-ctv q8_0; head_dim a multiple of 32)")
+      ->check(CLI::IsMember({"f16", "bf16", "f32", "q8_0"}));
 }
 
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& o) {

@@ -17,7 +17,7 @@ struct ModelOptions {
 
 // Adds --model and --threads to a subcommand.
 void AddModelOptions(CLI::App* cmd, ModelOptions& options);
-// Adds --kv-type (f16, bf16 or f32): how the KV cache stores keys and values.
+// Adds --kv-type (f16, bf16, f32 or q8_0): how the KV cache stores keys and values.
 void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype);
 // Adds the sampling options (--temperature, --seed, --top-k, --top-p, --min-p, --repeat-penalty).
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
