@@ -164,6 +164,10 @@ Session::Session(const Model& model, int64_t capacity, DType kv_dtype) {
     throw Error("session: capacity = " + std::to_string(capacity) + " (must be in [1, " +
                 std::to_string(c.context_length) + "], the model's context length)");
   }
+  if (kv_dtype == DType::kQ8_0 && c.head_dim % 32 != 0) {
+    throw Error("session: a q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is " +
+                std::to_string(c.head_dim) + " (use f16, bf16 or f32)");
+  }
   capacity_ = capacity;
   context_length_ = c.context_length;
   kv_dtype_ = kv_dtype;

@@ -169,6 +169,8 @@ def test_cli_generate_json(model):
     (["generate", "--model", "/nonexistent.gguf", "hi"], "does not exist"),
     (["generate", "--temperature", "-1", "hi"], "temperature"),
     (["generate", "--kv-type", "f8", "hi"], "kv-type"),
+    (["generate", "--kv-type", "q8_0", "--model", os.path.join(FIXTURES, "gpt2_tiny.gguf"), "hi"],
+     "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16"),
     (["info", "/nonexistent.gguf"], "nonexistent"),
 ])
 def test_cli_bad_input_exits_nonzero(args, fragment):
