@@ -165,6 +165,19 @@ def test_cli_generate_json(model):
     assert j["text"] == model.detokenize(j["tokens"])
 
 
+def test_cli_generate_prompt_from_file_and_stdin(model, tmp_path):
+    # -f FILE and -f - (standard input) take the prompt's bytes as they are (a trailing newline
+    # included): the same prompt tokens as the text given as an argument.
+    text = "Line one.\nLine two, with  two spaces and \u00e9.\n"
+    path = tmp_path / "prompt.txt"
+    path.write_bytes(text.encode())
+    runs = [subprocess.run([ATTN_BIN, "generate", "--json", "-n", "2", *a], input=inp, capture_output=True,
+                           text=True, check=True, timeout=120)
+            for a, inp in ((["-f", str(path)], None), (["-f", "-"], text), ([text], None))]
+    got = [json.loads(r.stdout)["prompt_tokens"] for r in runs]
+    assert got[0] == got[1] == got[2] == model.tokenize(text)
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["generate", "--model", "/nonexistent.gguf", "hi"], "does not exist"),
     (["generate", "--temperature", "-1", "hi"], "temperature"),
@@ -172,6 +185,8 @@ def test_cli_generate_json(model):
     (["generate", "--kv-type", "q8_0", "--model", os.path.join(FIXTURES, "gpt2_tiny.gguf"), "hi"],
      "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16"),
     (["info", "/nonexistent.gguf"], "nonexistent"),
+    (["generate", "-f", "/nonexistent/prompt.txt"], "cannot open the prompt file '/nonexistent/prompt.txt'"),
+    (["generate", "-f", "prompt.txt", "hi"], "excludes"),
 ])
 def test_cli_bad_input_exits_nonzero(args, fragment):
     r = subprocess.run([ATTN_BIN, *args], capture_output=True, text=True, timeout=60)

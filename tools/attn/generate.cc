@@ -2,7 +2,9 @@
 // format).
 #include "attn/generate.h"
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -19,15 +21,33 @@ struct GenerateArgs {
   ModelOptions model;
   GenerateOptions gen;
   std::string prompt = "Once upon a time";
+  std::string prompt_file;  // -f: the prompt's text from a file ("-": standard input)
   bool json = false;
   bool chat_template = false;
 };
 
 double PerSecond(int64_t n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0; }
 
+// The whole text of `path` ("-": standard input), byte for byte.
+std::string ReadPromptFile(const std::string& path) {
+  std::FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
+  if (f == nullptr)
+    throw Error("generate: cannot open the prompt file '" + path + "': " + std::strerror(errno));
+  std::string text;
+  char buf[1 << 16];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
+  const bool failed = std::ferror(f) != 0;
+  const int err = errno;
+  if (f != stdin) std::fclose(f);
+  if (failed) throw Error("generate: cannot read the prompt file '" + path + "': " + std::strerror(err));
+  return text;
+}
+
 void RunGenerate(const GenerateArgs& args) {
+  const std::string text = args.prompt_file.empty() ? args.prompt : ReadPromptFile(args.prompt_file);
   std::unique_ptr<Model> model = LoadModel(args.model);
-  std::string prompt = args.prompt;
+  std::string prompt = text;
   if (args.chat_template) prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true);
   if (args.json) {
     const GenerateResult r = Generate(*model, prompt, args.gen);
@@ -45,7 +65,7 @@ void RunGenerate(const GenerateArgs& args) {
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
-  std::fputs(args.prompt.c_str(), stdout);
+  std::fwrite(text.data(), 1, text.size(), stdout);
   if (args.chat_template) std::fputs("\n", stdout);  // the answer starts on its own line
   std::fflush(stdout);
   const GenerateResult r = Generate(*model, prompt, args.gen, [](const std::string& piece) {
@@ -106,7 +126,9 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--chat", args->chat_template,
                 "Wrap the prompt in the model's chat template as a user message");
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
-  cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
+  auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
+  cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
+      ->excludes(positional);
   cmd->callback([args] { RunGenerate(*args); });
 }
 
