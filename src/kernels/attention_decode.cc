@@ -122,7 +122,8 @@ HWY_INLINE void AccumulateTile(DF d, const float* HWY_RESTRICT p, int64_t p_stri
     for (int c = 0; c < C; ++c) a[r][c] = hn::LoadU(d, acc + r * Dp + dd + c * N);
   for (int64_t j = 0; j < nk; ++j) {
     const T* row = v + j * vs;
-    const float* row_sc = vsc + j * (Dp / 32);  // used for q8_0 rows only (then Dp = D)
+    const float* row_sc = nullptr;  // q8_0 rows only (then Dp = D)
+    if constexpr (std::is_same_v<T, int8_t>) row_sc = vsc + j * (Dp / 32);
     VF x[C];
     for (int c = 0; c < C; ++c) x[c] = LoadRowVec(d, row, row_sc, dd + c * N);
     for (int r = 0; r < R; ++r) {
@@ -157,7 +158,8 @@ void BlockScores(DF d, const float* q, int64_t Dp, int64_t rows, const T* k, int
     const float* sc[kQKKeys];
     for (int64_t i = 0; i < kQKKeys; ++i) {
       kr[i] = k + std::min(j + i, nk - 1) * ks;
-      sc[i] = ksc + std::min(j + i, nk - 1) * (Dp / 32);
+      sc[i] = nullptr;
+      if constexpr (std::is_same_v<T, int8_t>) sc[i] = ksc + std::min(j + i, nk - 1) * (Dp / 32);
     }
     int64_t r = 0;
     for (; r + kQKRows <= rows; r += kQKRows)
