@@ -15,7 +15,7 @@ SECONDS_PER_TARGET=${1:-60}
 export ATTN_MODEL=${ATTN_MODEL:-${XDG_CACHE_HOME:-$HOME/.cache}/attn/models/SmolLM2-135M-Instruct.Q4_1.gguf}
 
 # clang 14 and its runtime libraries (libFuzzer, ASan, UBSan); only for fuzzing, so not in setup.sh.
-APT_PACKAGES=(clang-14 libclang-rt-14-dev cmake ninja-build libhwy-dev nlohmann-json3-dev)
+APT_PACKAGES=(clang-14 libclang-rt-14-dev cmake ninja-build pkg-config libhwy-dev nlohmann-json3-dev libpng-dev libcpp-httplib-dev libcli11-dev)
 bash scripts/apt_install.sh fuzz "${APT_PACKAGES[@]}"
 
 if [ ! -f build-fuzz/build.ninja ]; then

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
 # chromium + chromium-driver: the viewer page's browser tests (tests/python/test_viewer.py).
-APT_PACKAGES=(g++ cmake ninja-build pkg-config libhwy-dev googletest libgtest-dev libcli11-dev nlohmann-json3-dev python3-venv clang-format libpng-dev
+APT_PACKAGES=(g++ cmake ninja-build pkg-config libhwy-dev googletest libgtest-dev libcli11-dev nlohmann-json3-dev python3-venv clang-format libpng-dev libcpp-httplib-dev
               chromium chromium-driver)
 bash scripts/apt_install.sh setup "${APT_PACKAGES[@]}"
 

@@ -13,6 +13,8 @@ void AddInfoCommand(CLI::App& app);
 void AddGenerateCommand(CLI::App& app);
 // Adds `attn chat`: an interactive conversation through the model's chat template.
 void AddChatCommand(CLI::App& app);
+// Adds `attn serve`: an HTTP server with OpenAI's completion and chat API.
+void AddServeCommand(CLI::App& app);
 // Adds `attn bench`: prompt-processing and generation speed of a model.
 void AddBenchCommand(CLI::App& app);
 // Adds `attn heads`: every head's detector scores and role label, as a table or JSON.

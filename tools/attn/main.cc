@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   attn::cli::AddInfoCommand(app);
   attn::cli::AddGenerateCommand(app);
   attn::cli::AddChatCommand(app);
+  attn::cli::AddServeCommand(app);
   attn::cli::AddBenchCommand(app);
   attn::cli::AddHeadsCommand(app);
   attn::cli::AddAblateCommand(app);

@@ -1,0 +1,32 @@
+// libFuzzer target for `attn serve`'s request parser: arbitrary bytes as the body of
+// /v1/completions (first byte even) or /v1/chat/completions (odd). Every input must be refused
+// with attn::Error or parse into a request, and a parsed request must build its response objects
+// and stream chunks, under ASan and UBSan. Seeds: fuzz/corpus/serve_request/ (requests of the
+// tests) and fuzz/serve_request.dict (the field names).
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "attn/error.h"
+#include "serve/openai.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  const auto endpoint =
+      data[0] % 2 ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions;
+  const std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
+  try {
+    const attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
+    attn::GenerateResult result;
+    result.text = r.prompt.substr(0, 16);  // any bytes, UTF-8 or not
+    result.stop_reason = r.stream ? "stop" : "length";
+    const attn::serve::ResponseInfo info{"cmpl-1", 0, "m"};
+    (void)attn::serve::ResponseJson(r, info, result);
+    (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage);
+    (void)attn::serve::StreamEnd(r, info, result);
+    (void)attn::serve::CompleteUtf8Prefix(std::string(body));
+  } catch (const attn::Error&) {
+  }
+  return 0;
+}

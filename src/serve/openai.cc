@@ -1,0 +1,295 @@
+#include "serve/openai.h"
+
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "attn/error.h"
+
+namespace attn::serve {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kMaxDepth = 64;  // nesting levels a request may have
+constexpr int kMaxTokens = 1 << 20;
+
+[[noreturn]] void Fail(const std::string& message) { throw Error(message, Error::Kind::kValue); }
+
+// A value as the error messages quote it (long ones cut).
+std::string Quote(const json& v) {
+  std::string s = v.dump(-1, ' ', false, json::error_handler_t::replace);
+  if (s.size() > 64) s = s.substr(0, 61) + "...";
+  return s;
+}
+
+// j[key] when present and not null.
+const json* Find(const json& j, const char* key) {
+  const auto it = j.find(key);
+  return it == j.end() || it->is_null() ? nullptr : &*it;
+}
+
+double Number(const json& j, const char* key, double lo, double hi) {
+  const json& v = j.at(key);
+  if (!v.is_number()) Fail(std::string(key) + ": expected a number, got " + Quote(v));
+  const double x = v.get<double>();
+  if (!(x >= lo && x <= hi))
+    Fail(std::string(key) + " = " + Quote(v) + " (must be in [" + json(lo).dump() + ", " + json(hi).dump() +
+         "])");
+  return x;
+}
+
+int64_t Integer(const json& j, const char* key, int64_t lo, int64_t hi) {
+  const json& v = j.at(key);
+  if (!v.is_number_integer()) Fail(std::string(key) + ": expected an integer, got " + Quote(v));
+  if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
+    Fail(std::string(key) + " = " + Quote(v) + " (must be <= " + std::to_string(hi) + ")");
+  const int64_t x = v.get<int64_t>();
+  if (x < lo || x > hi)
+    Fail(std::string(key) + " = " + Quote(v) + " (must be in [" + std::to_string(lo) + ", " +
+         std::to_string(hi) + "])");
+  return x;
+}
+
+bool Bool(const json& j, const char* key) {
+  const json& v = j.at(key);
+  if (!v.is_boolean()) Fail(std::string(key) + ": expected true or false, got " + Quote(v));
+  return v.get<bool>();
+}
+
+// Options attn does not implement: rejected when set to anything but their neutral value.
+void RejectUnsupported(const json& j) {
+  auto unsupported = [](const char* key, const json& v) {
+    Fail(std::string(key) + " = " + Quote(v) + " is not supported by attn serve");
+  };
+  if (const json* v = Find(j, "n"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
+    unsupported("n", *v);
+  if (const json* v = Find(j, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
+    unsupported("best_of", *v);
+  for (const char* key : {"logprobs", "top_logprobs", "echo"})
+    if (const json* v = Find(j, key); v && !(v->is_boolean() && !v->get<bool>())) unsupported(key, *v);
+  for (const char* key : {"frequency_penalty", "presence_penalty"})
+    if (const json* v = Find(j, key); v && !(v->is_number() && v->get<double>() == 0.0)) unsupported(key, *v);
+  for (const char* key : {"tools", "functions", "logit_bias"})
+    if (const json* v = Find(j, key); v && !v->empty()) unsupported(key, *v);
+  if (const json* v = Find(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
+    unsupported("suffix", *v);
+  if (const json* v = Find(j, "response_format");
+      v && !(v->is_object() && v->value("type", json()) == json("text")))
+    unsupported("response_format", *v);
+}
+
+// A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined).
+std::string Content(const json& m, size_t i) {
+  const std::string where = "messages[" + std::to_string(i) + "].content";
+  const json* c = Find(m, "content");
+  if (c == nullptr) return "";
+  if (c->is_string()) return c->get<std::string>();
+  if (!c->is_array()) Fail(where + ": expected a string or an array of text parts, got " + Quote(*c));
+  std::string text;
+  for (size_t p = 0; p < c->size(); ++p) {
+    const json& part = (*c)[p];
+    if (!part.is_object() || part.value("type", json()) != json("text") || !part.contains("text") ||
+        !part["text"].is_string())
+      Fail(where + "[" + std::to_string(p) + "]: only text parts are supported, got " + Quote(part));
+    text += part["text"].get<std::string>();
+  }
+  return text;
+}
+
+json ResponseIdentity(const ResponseInfo& info, const char* object) {
+  return json{{"id", info.id}, {"object", object}, {"created", info.created}, {"model", info.model}};
+}
+
+json Usage(const GenerateResult& r) {
+  const auto prompt = static_cast<int64_t>(r.prompt_tokens.size()),
+             completion = static_cast<int64_t>(r.tokens.size());
+  return json{
+      {"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
+}
+
+std::string Event(const json& j) {
+  return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+}  // namespace
+
+Request ParseRequest(std::string_view body, Endpoint endpoint) {
+  // Nesting deeper than any request needs is refused while parsing (before it costs memory).
+  const json::parser_callback_t depth_limit = [](int depth, json::parse_event_t, json&) {
+    if (depth > kMaxDepth) Fail("the request nests deeper than " + std::to_string(kMaxDepth) + " levels");
+    return true;
+  };
+  json j;
+  try {
+    j = json::parse(body.begin(), body.end(), depth_limit);
+  } catch (const json::exception& e) {  // a syntax error, a number out of range, ...
+    Fail(std::string("the request body is not valid JSON: ") + e.what());
+  }
+  if (!j.is_object()) Fail("the request body must be a JSON object, got " + Quote(j));
+  RejectUnsupported(j);
+
+  Request r;
+  r.endpoint = endpoint;
+  r.sampling.temperature = 1.0f;  // OpenAI's defaults; top_k / min_p are llama.cpp's extensions
+  r.sampling.top_p = 1.0f;
+  r.sampling.top_k = 0;
+  r.sampling.min_p = 0.0f;
+  if (endpoint == Endpoint::kCompletions) {
+    const json* p = Find(j, "prompt");
+    if (p == nullptr) Fail("prompt: missing (a string or an array of token ids)");
+    if (p->is_array() && p->size() == 1 && (*p)[0].is_string()) p = &(*p)[0];  // ["text"]
+    if (p->is_string()) {
+      r.prompt = p->get<std::string>();
+      if (r.prompt.empty()) Fail("prompt: empty");
+    } else if (p->is_array() && !p->empty()) {
+      std::vector<int32_t> ids;
+      for (const json& t : *p) {
+        if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+          Fail("prompt: expected a string, or token ids (integers >= 0), got " + Quote(*p));
+        ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+      }
+      r.prompt_tokens = std::move(ids);
+    } else {
+      Fail("prompt: expected a non-empty string or array of token ids (one prompt per request), got " +
+           Quote(*p));
+    }
+  } else {
+    const json* m = Find(j, "messages");
+    if (m == nullptr || !m->is_array() || m->empty())
+      Fail("messages: expected a non-empty array of {\"role\", \"content\"}, got " +
+           (m ? Quote(*m) : "nothing"));
+    for (size_t i = 0; i < m->size(); ++i) {
+      const json& msg = (*m)[i];
+      if (!msg.is_object() || !msg.contains("role") || !msg["role"].is_string())
+        Fail("messages[" + std::to_string(i) + "]: expected an object with a string \"role\", got " +
+             Quote(msg));
+      std::string role = msg["role"].get<std::string>();
+      if (role == "developer") role = "system";  // OpenAI's newer name for the system message
+      if (role != "system" && role != "user" && role != "assistant")
+        Fail("messages[" + std::to_string(i) + "].role = " + Quote(msg["role"]) +
+             " (attn serve takes system, developer, user and assistant)");
+      r.messages.emplace_back(role, Content(msg, i));
+    }
+  }
+
+  for (const char* key : {"max_tokens", "max_completion_tokens"})
+    if (Find(j, key)) r.max_tokens = static_cast<int>(Integer(j, key, 0, kMaxTokens));
+  if (Find(j, "temperature")) r.sampling.temperature = static_cast<float>(Number(j, "temperature", 0.0, 2.0));
+  if (Find(j, "top_p")) r.sampling.top_p = static_cast<float>(Number(j, "top_p", 0.0, 1.0));
+  if (Find(j, "top_k")) r.sampling.top_k = static_cast<int>(Integer(j, "top_k", 0, 1 << 30));
+  if (Find(j, "min_p")) r.sampling.min_p = static_cast<float>(Number(j, "min_p", 0.0, 1.0));
+  if (Find(j, "repeat_penalty"))
+    r.sampling.repetition_penalty = static_cast<float>(Number(j, "repeat_penalty", 0.01, 100.0));
+  if (Find(j, "seed")) {
+    const json& s = j["seed"];
+    if (!s.is_number_integer()) Fail("seed: expected an integer, got " + Quote(s));
+    r.sampling.seed = s.is_number_unsigned() ? s.get<uint64_t>() : static_cast<uint64_t>(s.get<int64_t>());
+    r.seeded = true;
+  }
+  if (const json* s = Find(j, "stop")) {
+    const auto add = [&](const json& x) {
+      if (!x.is_string() || x.get<std::string>().empty())
+        Fail("stop: expected a non-empty string or an array of them, got " + Quote(*s));
+      r.stop.push_back(x.get<std::string>());
+    };
+    if (s->is_array()) {
+      for (const json& x : *s) add(x);
+    } else {
+      add(*s);
+    }
+  }
+  if (Find(j, "stream")) r.stream = Bool(j, "stream");
+  if (Find(j, "cache_prompt")) r.cache_prompt = Bool(j, "cache_prompt");
+  if (const json* o = Find(j, "stream_options")) {
+    if (!o->is_object()) Fail("stream_options: expected an object, got " + Quote(*o));
+    if (Find(*o, "include_usage")) r.include_usage = Bool(*o, "include_usage");
+  }
+  return r;
+}
+
+size_t CompleteUtf8Prefix(const std::string& text) {
+  // Back over at most 3 continuation bytes to the lead byte of the last sequence; keep it out when
+  // its sequence is not complete yet.
+  const size_t n = text.size();
+  size_t i = n;
+  for (int back = 0; i > 0 && back < 4; ++back) {
+    const auto c = static_cast<unsigned char>(text[i - 1]);
+    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII)
+      const size_t need = c < 0x80             ? 1
+                          : (c & 0xE0) == 0xC0 ? 2
+                          : (c & 0xF0) == 0xE0 ? 3
+                          : (c & 0xF8) == 0xF0 ? 4
+                                               : 1;
+      return n - (i - 1) >= need ? n : i - 1;
+    }
+    --i;
+  }
+  return n;  // only continuation bytes at the end: invalid UTF-8, passed on as it is
+}
+
+std::string FinishReason(const std::string& stop_reason) {
+  return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
+}
+
+std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result) {
+  const bool chat = request.endpoint == Endpoint::kChatCompletions;
+  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
+  if (chat) {
+    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+  } else {
+    choice["text"] = result.text;
+  }
+  json j = ResponseIdentity(info, chat ? "chat.completion" : "text_completion");
+  j["choices"] = json::array({choice});
+  j["usage"] = Usage(result);
+  j["timings"] = {{"prompt_n", result.n_prompt_evaluated},
+                  {"prompt_cached", result.n_prompt_cached},
+                  {"prompt_ms", result.prompt_ms},
+                  {"predicted_n", static_cast<int64_t>(result.tokens.size())},
+                  {"predicted_ms", result.gen_ms}};
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
+                        bool role_chunk) {
+  const bool chat = request.endpoint == Endpoint::kChatCompletions;
+  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  if (chat) {
+    choice["delta"] = role_chunk ? json{{"role", "assistant"}, {"content", ""}} : json{{"content", text}};
+  } else {
+    choice["text"] = text;
+  }
+  json j = ResponseIdentity(info, chat ? "chat.completion.chunk" : "text_completion");
+  j["choices"] = json::array({choice});
+  return Event(j);
+}
+
+std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result) {
+  const bool chat = request.endpoint == Endpoint::kChatCompletions;
+  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
+  if (chat) {
+    choice["delta"] = json::object();
+  } else {
+    choice["text"] = "";
+  }
+  json last = ResponseIdentity(info, chat ? "chat.completion.chunk" : "text_completion");
+  last["choices"] = json::array({choice});
+  std::string out = Event(last);
+  if (request.include_usage) {  // as OpenAI: one more chunk, no choices, the usage
+    json usage = ResponseIdentity(info, chat ? "chat.completion.chunk" : "text_completion");
+    usage["choices"] = json::array();
+    usage["usage"] = Usage(result);
+    out += Event(usage);
+  }
+  return out + "data: [DONE]\n\n";
+}
+
+std::string ErrorJson(const std::string& message, int status) {
+  const char* type = status >= 500   ? "server_error"
+                     : status == 404 ? "not_found_error"
+                                     : "invalid_request_error";
+  return json{{"error", {{"message", message}, {"type", type}, {"code", status}}}}.dump(
+      -1, ' ', false, json::error_handler_t::replace);
+}
+
+}  // namespace attn::serve

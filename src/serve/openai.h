@@ -1,0 +1,73 @@
+// The OpenAI-style HTTP API of `attn serve`, without the HTTP: request bodies of /v1/completions
+// and /v1/chat/completions parsed into generation options (every rejection names the field), and
+// the response objects and stream chunks built from a generation's result. Kept apart from the
+// server so that it can be tested and fuzzed on its own.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "attn/generate.h"
+
+namespace attn::serve {
+
+enum class Endpoint { kCompletions, kChatCompletions };
+
+struct Request {
+  Endpoint endpoint = Endpoint::kCompletions;
+  // /v1/completions: the prompt as text, or as token ids.
+  std::string prompt;
+  std::optional<std::vector<int32_t>> prompt_tokens;
+  // /v1/chat/completions: (role, content) in order.
+  std::vector<std::pair<std::string, std::string>> messages;
+  // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
+  // end of the turn or the context for chat.
+  std::optional<int> max_tokens;
+  SamplerOptions sampling;  // OpenAI's defaults: temperature 1, top_p 1; top_k and min_p off
+  bool seeded = false;      // "seed" given (else the server draws one)
+  std::vector<std::string> stop;
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+  // llama.cpp's cache_prompt: reuse the cached positions that begin the prompt (default); false
+  // evaluates the whole prompt afresh, so the numbers are those of a new session.
+  bool cache_prompt = true;
+};
+
+// Parses a request body. Throws attn::Error (kValue) naming the field and the value for malformed
+// JSON, a missing prompt / messages, a value of the wrong type or out of range, and for options
+// attn does not implement (n > 1, logprobs, tools, penalties other than repeat_penalty, ...).
+// Unknown fields are ignored, as OpenAI's clients send many.
+Request ParseRequest(std::string_view body, Endpoint endpoint);
+
+// The length of the longest prefix of `text` that does not end inside a UTF-8 sequence (streamed
+// text is cut there, so that no chunk splits a character).
+size_t CompleteUtf8Prefix(const std::string& text);
+
+// The `finish_reason` of a generation's stop_reason ("eos" and "stop" -> "stop", "length").
+std::string FinishReason(const std::string& stop_reason);
+
+// Identity of one response: its id ("cmpl-N" / "chatcmpl-N"), creation time, model name.
+struct ResponseInfo {
+  std::string id;
+  int64_t created = 0;
+  std::string model;
+};
+
+// The whole (non-streamed) response object, JSON text: choices[0].text or .message.content, usage,
+// and attn's timings (prompt tokens evaluated / taken from the cache, milliseconds).
+std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result);
+
+// One server-sent event of a stream ("data: {...}\n\n"): a piece of text, the role chunk that opens
+// a chat stream (role_chunk), or the last chunk with its finish_reason (and usage when asked for).
+std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
+                        bool role_chunk = false);
+std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result);
+
+// {"error": {"message", "type", "code"}} for an HTTP status.
+std::string ErrorJson(const std::string& message, int status);
+
+}  // namespace attn::serve

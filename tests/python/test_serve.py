@@ -1,0 +1,174 @@
+"""`attn serve`: OpenAI's completion and chat-completion API over HTTP on the default model. Greedy
+answers equal attn.Model.generate's, a stream carries the same text as the plain answer, the KV
+cache of a conversation is reused, and every bad request gets a 4xx with a message naming what was
+wrong (the server keeps serving)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import urllib.error
+import urllib.request
+
+import pytest
+
+import attn
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return attn.Model.load()
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # "attn serve: MODEL on http://127.0.0.1:PORT (...)"
+    if "http://" not in line:
+        proc.kill()
+        pytest.fail(f"attn serve did not start: {line!r} {proc.stderr.read()}")
+    url = line.split("http://", 1)[1].split()[0]
+    yield f"http://{url}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def post(url: str, body, *, raw: bool = False):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            text = r.read().decode()
+            return r.status, text if raw else json.loads(text)
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode())
+
+
+def events(text: str) -> list:
+    """The data of each server-sent event; the last must be [DONE]."""
+    data = [line[len("data: "):] for line in text.split("\n") if line.startswith("data: ")]
+    assert data[-1] == "[DONE]", data[-3:]
+    return [json.loads(d) for d in data[:-1]]
+
+
+def test_health_and_models(server):
+    with urllib.request.urlopen(server + "/health", timeout=30) as r:
+        assert json.loads(r.read()) == {"status": "ok"}
+    with urllib.request.urlopen(server + "/v1/models", timeout=30) as r:
+        models = json.loads(r.read())
+    assert models["data"][0]["id"] == "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def test_completion_equals_generate(server, model):
+    prompt = "The history of the printing press begins"
+    # cache_prompt false: a fresh evaluation, the same numbers as Model.generate's new session.
+    status, r = post(server + "/v1/completions", {"prompt": prompt, "max_tokens": 12, "temperature": 0,
+                                                  "cache_prompt": False})
+    assert status == 200, r
+    want = model.generate(prompt, max_tokens=12, temperature=0, return_dict=True)
+    assert r["object"] == "text_completion" and r["id"].startswith("cmpl-")
+    assert r["choices"][0]["text"] == want["text"]
+    assert r["choices"][0]["finish_reason"] == ("length" if len(want["tokens"]) == 12 else "stop")
+    assert r["usage"] == {"prompt_tokens": len(want["prompt_tokens"]), "completion_tokens": len(want["tokens"]),
+                          "total_tokens": len(want["prompt_tokens"]) + len(want["tokens"])}
+    # The same prompt as token ids.
+    status, r2 = post(server + "/v1/completions", {"prompt": want["prompt_tokens"], "max_tokens": 12,
+                                                   "temperature": 0, "cache_prompt": False})
+    assert status == 200 and r2["choices"][0]["text"] == want["text"]
+
+
+def test_stream_carries_the_same_text(server):
+    body = {"prompt": "Once upon a time", "max_tokens": 20, "temperature": 0, "stop": ["\n\n"], "cache_prompt": False}
+    _, plain = post(server + "/v1/completions", body)
+    status, text = post(server + "/v1/completions", {**body, "stream": True,
+                                                     "stream_options": {"include_usage": True}}, raw=True)
+    assert status == 200
+    chunks = events(text)
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == plain["choices"][0]["text"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == plain["choices"][0]["finish_reason"]
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == plain["usage"]
+
+
+def test_chat_equals_generate_with_the_template_and_reuses_the_cache(server, model):
+    messages = [{"role": "system", "content": "You are brief."}, {"role": "user", "content": "Name a color."}]
+    status, r = post(server + "/v1/chat/completions", {"messages": messages, "temperature": 0, "max_tokens": 24,
+                                                       "cache_prompt": False})
+    assert status == 200, r
+    prompt = model.apply_chat_template([(m["role"], m["content"]) for m in messages])
+    want = model.generate(model.to_tokens(prompt), max_tokens=24, temperature=0)
+    assert r["object"] == "chat.completion"
+    assert r["choices"][0]["message"] == {"role": "assistant", "content": want}
+    # The next turn begins with the whole first one: its positions come from the KV cache (a
+    # reused prefix is evaluated in other chunks, so its numbers may differ in the last bits).
+    follow = messages + [r["choices"][0]["message"], {"role": "user", "content": "Another one."}]
+    status, r2 = post(server + "/v1/chat/completions", {"messages": follow, "temperature": 0, "max_tokens": 8})
+    assert status == 200
+    assert r2["timings"]["prompt_cached"] >= r["usage"]["prompt_tokens"], r2["timings"]
+    assert r2["timings"]["prompt_cached"] + r2["timings"]["prompt_n"] == r2["usage"]["prompt_tokens"]
+    # Streamed: a role chunk, then the same content, then the finish reason.
+    status, text = post(server + "/v1/chat/completions",
+                        {"messages": messages, "temperature": 0, "max_tokens": 24, "stream": True,
+                         "cache_prompt": False}, raw=True)
+    chunks = events(text)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[1:]) == want
+    assert chunks[-1]["choices"][0]["finish_reason"] == r["choices"][0]["finish_reason"]
+
+
+def test_seeded_sampling_repeats(server):
+    # The same seed over the same numbers (cache_prompt false: both evaluate the prompt afresh).
+    body = {"prompt": "My favourite animal is", "max_tokens": 10, "temperature": 1.0, "seed": 7,
+            "cache_prompt": False}
+    a, b = post(server + "/v1/completions", body)[1], post(server + "/v1/completions", body)[1]
+    assert a["choices"][0]["text"] == b["choices"][0]["text"]
+
+
+def test_tokenize_and_detokenize(server, model):
+    text = "Hello, world! \u00e9\u4e2d"
+    _, t = post(server + "/tokenize", {"content": text})
+    assert t["tokens"] == model.tokenize(text)
+    _, d = post(server + "/detokenize", {"tokens": t["tokens"]})
+    assert d["content"] == text
+
+
+@pytest.mark.parametrize("path, body, status, fragment", [
+    ("/v1/completions", b"{not json", 400, "not valid JSON"),
+    ("/v1/completions", b"[1, 2]", 400, "must be a JSON object"),
+    ("/v1/completions", b'{"prompt": "x", "max_tokens": 1e999}', 400, "not valid JSON"),  # found by the fuzzer
+    ("/v1/completions", {"max_tokens": 4}, 400, "prompt: missing"),
+    ("/v1/completions", {"prompt": ""}, 400, "prompt: empty"),
+    ("/v1/completions", {"prompt": [1, -5]}, 400, "token ids"),
+    ("/v1/completions", {"prompt": [10 ** 9]}, 400, "token id 1000000000 is not in [0, 49152)"),
+    ("/v1/completions", {"prompt": "x", "max_tokens": -1}, 400, "max_tokens = -1"),
+    ("/v1/completions", {"prompt": "x", "temperature": "hot"}, 400, "temperature: expected a number"),
+    ("/v1/completions", {"prompt": "x", "temperature": 3}, 400, "temperature = 3"),
+    ("/v1/completions", {"prompt": "x", "top_p": 1.5}, 400, "top_p = 1.5"),
+    ("/v1/completions", {"prompt": "x", "stop": [""]}, 400, "stop: expected a non-empty string"),
+    ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream: expected true or false"),
+    ("/v1/completions", {"prompt": "x", "cache_prompt": 1}, 400, "cache_prompt: expected true or false"),
+    ("/v1/completions", {"prompt": "x", "n": 3}, 400, "n = 3 is not supported"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 5}, 400, "logprobs = 5 is not supported"),
+    ("/v1/completions", {"prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty = 0.5"),
+    ("/v1/completions", {"prompt": "x " * 9000}, 400, "the model's context holds 8192"),
+    ("/v1/chat/completions", {"messages": []}, 400, "messages: expected a non-empty array"),
+    ("/v1/chat/completions", {"messages": [{"content": "hi"}]}, 400, "messages[0]: expected an object"),
+    ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, 400, 'messages[0].role = "tool"'),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+     "only text parts are supported"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
+     400, "tools"),
+    ("/tokenize", {"text": "x"}, 400, "content: expected a string"),
+    ("/detokenize", {"tokens": [-1]}, 400, "token id -1"),
+    ("/v1/embeddings", {"input": "x"}, 404, "no such endpoint: POST /v1/embeddings"),
+])
+def test_bad_requests_get_a_message(server, path, body, status, fragment):
+    got, r = post(server + path, body)
+    assert got == status, r
+    assert fragment in r["error"]["message"], r
+    assert r["error"]["code"] == status
+    # The server still answers afterwards.
+    assert post(server + "/v1/completions", {"prompt": "1, 2,", "max_tokens": 1, "temperature": 0})[0] == 200
