@@ -254,10 +254,11 @@ void BindModel(nb::module_& m) {
           "generate",
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
-             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype,
-             attn::Session* session) {
+             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
+             int64_t context_keep) {
             attn::GenerateOptions o;
             o.kv_dtype = kv_dtype;
+            o.context_keep = context_keep;
             o.max_tokens = max_tokens;
             o.sampling.temperature = temperature;
             o.sampling.seed = seed;
@@ -283,11 +284,13 @@ void BindModel(nb::module_& m) {
             d["n_gen_evaluated"] = r.n_gen_evaluated;
             d["prompt_evaluated"] = r.n_prompt_evaluated;
             d["prompt_cached"] = r.n_prompt_cached;
+            d["context_shifts"] = r.n_context_shifts;
             return d;
           },
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
-          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none())
+          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
+          nb::arg("context_keep") = -1)
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

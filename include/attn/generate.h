@@ -47,6 +47,10 @@ struct GenerateOptions {
   // The KV cache's storage (Session): f16 by default, as llama.cpp's; kF32 for exact float32.
   // (GenerateInSession uses its session's.)
   DType kv_dtype = DType::kF16;
+  // When the model's context is full: -1 ends the generation (stop_reason "context"); k >= 0
+  // shifts the context (Model::ShiftContext), keeping the first k positions and forgetting half
+  // of the rest, and goes on.
+  int64_t context_keep = -1;
 };
 
 struct GenerateResult {
@@ -56,7 +60,8 @@ struct GenerateResult {
   std::string stop_reason;      // "eos", "stop", "length"
   double prompt_ms = 0.0, gen_ms = 0.0;
   int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
-  int64_t n_prompt_cached = 0;  // prompt tokens already in the session's cache (GenerateInSession)
+  int64_t n_prompt_cached = 0;   // prompt tokens already in the session's cache (GenerateInSession)
+  int64_t n_context_shifts = 0;  // context shifts made (GenerateOptions::context_keep)
 };
 
 // Tokenizes `prompt` (special tokens parsed, BOS when the model asks for it), evaluates it, then

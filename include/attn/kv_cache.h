@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -39,6 +40,14 @@ class KVCache {
   // Grows the capacity to at least `capacity` positions, keeping what is cached (a new buffer; the
   // old one is copied and freed). Never shrinks.
   void Reserve(int64_t capacity);
+  // Forgets positions [keep, keep + discard) and moves the later ones down to `keep` (the length
+  // shrinks by `discard`): a context shift. Their keys still carry their old positions' rotation;
+  // Model::ShiftContext rotates them with UpdateKeys.
+  void Shift(int64_t keep, int64_t discard);
+  // Calls fn on every cached key row of positions [begin, end) (each batch and head: head_dim
+  // float32 values, widened from the cache's dtype) and stores the row back (rounded or quantized
+  // again as Append does).
+  void UpdateKeys(int64_t begin, int64_t end, const std::function<void(float* row)>& fn);
 
   int64_t length() const { return length_; }
   int64_t capacity() const { return capacity_; }

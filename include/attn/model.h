@@ -170,6 +170,8 @@ class Session {
   // Grows the capacity to at least `capacity` positions (<= the model's context length), keeping
   // what is cached.
   void Reserve(int64_t capacity);
+  // Layer `layer`'s KV cache (for inspection and tests).
+  const KVCache& cache(int64_t layer) const;
 
  private:
   friend class Model;
@@ -208,6 +210,12 @@ class Model {
     o.threads = threads;
     Forward(session, tokens, logits, o);
   }
+  // A context shift (llama.cpp's; with a small `keep`, StreamingLLM's attention sinks): forgets
+  // positions [keep, keep + discard) of the session and moves the later ones down, rotating their
+  // cached keys by -discard positions so that each sits at its new position. Values are kept as
+  // they are (computed with the forgotten tokens in view). Throws attn::Error for gpt2 (learned
+  // absolute positions) and for keep / discard outside the cached positions.
+  void ShiftContext(Session& session, int64_t keep, int64_t discard) const;
 
   struct Weights;  // defined in src/model/weights.h
 

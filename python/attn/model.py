@@ -195,7 +195,7 @@ class Model:
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,
                  threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
-                 return_dict: bool = False):
+                 context_shift: int | None = None, return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -204,7 +204,10 @@ class Model:
         logits() computes). With a `session` (from new_session(); its own
         kv_type applies), the cached tokens that begin the prompt are reused and only the rest is
         evaluated: pass the whole conversation each turn. With return_dict=True, returns the
-        tokens, text, timings and how many prompt tokens were evaluated and taken from the cache."""
+        tokens, text, timings and how many prompt tokens were evaluated and taken from the cache.
+        context_shift=k: when the model's context is full, keep its first k positions (attention
+        sinks), forget half of the rest and go on (their keys rotated to the new positions;
+        "context_shifts" counts them); None ends the generation there (stop_reason "context")."""
         kv_dtype = _kv_dtype("generate", kv_type)
         if session is not None and not isinstance(session, Session):
             raise TypeError(f"generate: session must come from Model.new_session(), got {type(session).__name__}")
@@ -218,9 +221,12 @@ class Model:
             raise ValueError(f"generate: max_tokens = {max_tokens!r} (must be an integer >= 0)")
         if seed is None:
             seed = int(np.random.default_rng().integers(0, 2**63))
+        if context_shift is not None and (not isinstance(context_shift, int) or context_shift < 0):
+            raise ValueError(f"generate: context_shift = {context_shift!r} (must be None or an integer >= 0)")
         r = self._m.generate(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
                              float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
-                             kv_dtype, None if session is None else session._s)
+                             kv_dtype, None if session is None else session._s,
+                             -1 if context_shift is None else context_shift)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 

@@ -151,6 +151,65 @@ void KVCache::Reserve(int64_t capacity) {
   capacity_ = capacity;
 }
 
+void KVCache::Shift(int64_t keep, int64_t discard) {
+  if (keep < 0 || discard < 0 || keep > length_ - discard)
+    throw Error("KVCache::Shift: keep " + std::to_string(keep) + ", discard " + std::to_string(discard) +
+                " (need keep, discard >= 0 and keep + discard <= length " + std::to_string(length_) + ")");
+  const size_t es = DTypeSize(dtype_), row = static_cast<size_t>(head_dim_) * es;
+  const size_t scale_row = static_cast<size_t>(head_dim_ / kQ8Block) * sizeof(uint16_t);
+  const int64_t moved = length_ - keep - discard;
+  for (Buffer* buf : {k_.get(), v_.get()})
+    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh) {
+      uint8_t* base = buf->bytes.get() + bh * capacity_ * row;
+      std::memmove(base + keep * row, base + (keep + discard) * row, moved * row);
+      if (dtype_ != DType::kQ8_0) continue;
+      auto* scales = reinterpret_cast<uint8_t*>(buf->scales.get()) + bh * capacity_ * scale_row;
+      std::memmove(scales + keep * scale_row, scales + (keep + discard) * scale_row, moved * scale_row);
+    }
+  length_ -= discard;
+}
+
+void KVCache::UpdateKeys(int64_t begin, int64_t end, const std::function<void(float* row)>& fn) {
+  if (begin < 0 || begin > end || end > length_)
+    throw Error("KVCache::UpdateKeys: rows [" + std::to_string(begin) + ", " + std::to_string(end) +
+                ") not within the length " + std::to_string(length_));
+  std::vector<float> row(static_cast<size_t>(head_dim_));
+  const size_t es = DTypeSize(dtype_);
+  for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
+    for (int64_t pos = begin; pos < end; ++pos) {
+      const int64_t at = (bh * capacity_ + pos) * head_dim_;  // element offset of the row
+      uint8_t* p = k_->bytes.get() + at * static_cast<int64_t>(es);
+      for (int64_t x = 0; x < head_dim_; ++x) {
+        const size_t i = static_cast<size_t>(x);
+        switch (dtype_) {
+          case DType::kF32:
+            std::memcpy(&row[i], p + x * 4, 4);
+            break;
+          case DType::kF16:
+            row[i] = HalfToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
+            break;
+          case DType::kBF16:
+            row[i] = BF16ToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
+            break;
+          case DType::kQ8_0:
+            row[i] = HalfToFloat(k_->scales[static_cast<size_t>((at + x) / kQ8Block)]) *
+                     reinterpret_cast<const int8_t*>(p)[x];
+            break;
+        }
+      }
+      fn(row.data());
+      if (dtype_ == DType::kF32) {
+        std::memcpy(p, row.data(), row.size() * sizeof(float));
+      } else if (dtype_ == DType::kQ8_0) {
+        HWY_DYNAMIC_DISPATCH(kernels::QuantizeQ8RowImpl)
+        (row.data(), reinterpret_cast<int8_t*>(p), k_->scales.get() + at / kQ8Block, head_dim_);
+      } else {
+        HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
+        (row.data(), dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(p), head_dim_);
+      }
+    }
+}
+
 TensorView KVCache::keys() const {
   if (dtype_ == DType::kQ8_0) throw Error("KVCache::keys: a q8_0 cache has no element view (use KeysF32)");
   return View(k_->bytes.get(), length_);

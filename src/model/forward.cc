@@ -128,7 +128,57 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
   }
 }
 
+// The per-pair frequency divisors of the rotary angles: Llama 3.1's rope_freqs, Phi-3's LongRoPE
+// set for a session of `capacity` positions, YaRN's; nullptr for none.
+const float* RopeFactors(const ModelConfig& c, const Model::Weights& w, int64_t capacity) {
+  if (!c.rope_yarn_factors.empty()) return c.rope_yarn_factors.data();
+  if (w.rope_factors_long.data != nullptr)  // LongRoPE (phi3), chosen by the session's size
+    return Floats(capacity > c.rope_orig_context ? w.rope_factors_long : w.rope_factors_short);
+  return w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
+}
+
+// Whether sliding-window layers rotate with a table of their own (rope_base_swa, no scaling).
+bool OwnSlidingTable(const ModelConfig& c, const float* factors) {
+  return c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors);
+}
+
 }  // namespace
+
+void Model::ShiftContext(Session& session, int64_t keep, int64_t discard) const {
+  const ModelConfig& c = config_;
+  if (c.arch == Arch::kGpt2)
+    throw Error("context shift: gpt2 has learned absolute positions, so its cached keys cannot move");
+  if (keep < 0 || discard < 1 || keep + discard > session.n_past_)
+    throw Error("context shift: keep " + std::to_string(keep) + ", discard " + std::to_string(discard) +
+                " (need keep >= 0, discard >= 1, keep + discard <= " + std::to_string(session.n_past_) +
+                " cached positions)");
+  // A rotation by -discard positions: the angles of position `discard` without the magnitude
+  // (the cached keys carry theirs already), the sine negated.
+  const int64_t half = c.rope_dim / 2;
+  const float* factors = RopeFactors(c, *weights_, session.capacity_);
+  std::vector<float> cos_t(static_cast<size_t>(half)), sin_t(cos_t.size()), swa_cos = cos_t, swa_sin = cos_t;
+  ops::RopeAngles(1, c.rope_dim, discard, c.rope_base, c.rope_freq_scale, factors, cos_t.data(),
+                  sin_t.data());
+  if (OwnSlidingTable(c, factors)) {
+    ops::RopeAngles(1, c.rope_dim, discard, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());
+  } else {
+    swa_cos = cos_t, swa_sin = sin_t;
+  }
+  for (float* s : {sin_t.data(), swa_sin.data()})
+    for (int64_t i = 0; i < half; ++i) s[i] = -s[i];
+  const auto style = c.rope_neox ? ops::RopeStyle::kNeox : ops::RopeStyle::kNormal;
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    KVCache& cache = *session.caches_[static_cast<size_t>(l)];
+    cache.Shift(keep, discard);
+    const bool sliding = c.IsSliding(l);
+    const float* ct = sliding ? swa_cos.data() : cos_t.data();
+    const float* st = sliding ? swa_sin.data() : sin_t.data();
+    cache.UpdateKeys(keep, cache.length(),
+                     [&](float* row) { ops::ApplyRope(row, 1, 1, c.head_dim, c.rope_dim, ct, st, style); });
+  }
+  session.tokens_.erase(session.tokens_.begin() + keep, session.tokens_.begin() + keep + discard);
+  session.n_past_ -= discard;
+}
 
 Model::Model() = default;
 Model::~Model() = default;
@@ -192,6 +242,13 @@ void Session::Truncate(int64_t n_past) {
   n_past_ = n_past;
   tokens_.resize(static_cast<size_t>(n_past));
   for (auto& cache : caches_) cache->Truncate(n_past);
+}
+
+const KVCache& Session::cache(int64_t layer) const {
+  if (layer < 0 || layer >= static_cast<int64_t>(caches_.size()))
+    throw Error("session: layer " + std::to_string(layer) + " not in [0, " + std::to_string(caches_.size()) +
+                ")");
+  return *caches_[static_cast<size_t>(layer)];
 }
 
 void Session::Reserve(int64_t capacity) {
@@ -286,16 +343,11 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     if (!gpt2) {
       rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
       rope_sin.resize(rope_cos.size());
-      const float* factors = w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
-      if (w.rope_factors_long.data != nullptr) {  // LongRoPE (phi3), chosen by the session's size
-        factors =
-            Floats(session.capacity_ > c.rope_orig_context ? w.rope_factors_long : w.rope_factors_short);
-      }
-      if (!c.rope_yarn_factors.empty()) factors = c.rope_yarn_factors.data();
+      const float* factors = RopeFactors(c, w, session.capacity_);
       ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
                       rope_sin.data(), c.rope_attn_factor);
       swa_cos_t = rope_cos.data(), swa_sin_t = rope_sin.data();
-      if (c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors)) {
+      if (OwnSlidingTable(c, factors)) {
         swa_cos.resize(rope_cos.size());
         swa_sin.resize(rope_cos.size());
         ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());

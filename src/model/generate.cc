@@ -54,6 +54,8 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   for (const std::string& s : options.stop) {
     if (s.empty()) throw Error("generate: an empty stop string");
   }
+  if (options.context_keep >= 0 && c.arch == Arch::kGpt2)
+    throw Error("generate: a context shift needs rotary positions; gpt2's are learned (no --context-shift)");
   const int64_t n_prompt = static_cast<int64_t>(prompt_tokens.size());
   if (n_prompt > c.context_length) {
     throw Error("generate: the prompt has " + std::to_string(n_prompt) +
@@ -109,9 +111,15 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
     if (on_text && ready > streamed) on_text(text.substr(streamed, ready - streamed));
     streamed = std::max(streamed, ready);
 
-    if (i + 1 == options.max_tokens || session.n_past() >= session.capacity()) {
-      if (i + 1 < options.max_tokens) result.stop_reason = "context";
-      break;
+    if (i + 1 == options.max_tokens) break;
+    if (session.n_past() >= session.capacity()) {  // full: the capacity is the model's context
+      if (options.context_keep < 0) {
+        result.stop_reason = "context";
+        break;
+      }
+      const int64_t keep = std::min(options.context_keep, session.n_past() - 2);
+      model.ShiftContext(session, keep, (session.n_past() - keep) / 2);
+      ++result.n_context_shifts;
     }
     // Like llama.cpp's eval timing, gen_ms counts the forward passes only (not sampling).
     const auto t1 = std::chrono::steady_clock::now();

@@ -3,12 +3,15 @@
 // (on the tiny float32 GPT-2 fixture, where chunking changes only the last bits).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <string>
 #include <vector>
 
 #include "attn/error.h"
 #include "attn/generate.h"
 #include "attn/model.h"
+#include "attn/tensor.h"
 
 namespace attn {
 namespace {
@@ -62,6 +65,97 @@ TEST(GenerateInSession, ReusesTheCachedPrefixAndMatchesAFreshRun) {
 
   EXPECT_THROW(session.Truncate(session.n_past() + 1), Error);
   EXPECT_THROW(session.Reserve(model->config().context_length + 1), Error);
+}
+
+// A context shift moves the cached positions after the forgotten ones down and rotates their keys
+// by -discard positions. Layer 0's keys depend only on the token and its position, so after the
+// shift they must equal the keys a fresh session computes for the kept tokens at their new
+// positions: checked on every rotary variant of the fixtures (Llama 3.1's rope_freqs, NEOX order,
+// YaRN, Qwen3's per-head norm, Gemma 3's sliding layers with their own base, Phi-3's partial
+// rotary with LongRoPE). Values move unchanged.
+TEST(ContextShift, RotatedKeysEqualThoseComputedAtTheNewPositions) {
+  for (const char* name : {"llama_tiny", "qwen2_tiny", "qwen2_yarn_tiny", "qwen3_tiny", "gemma3_tiny",
+                           "gemma2_tiny", "phi3_tiny"}) {
+    SCOPED_TRACE(name);
+    auto model = Model::Load(std::string(ATTN_FIXTURES_DIR) + "/" + name + ".gguf");
+    const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+    std::vector<int32_t> tokens;
+    for (int i = 0; i < 40; ++i) tokens.push_back((i * 37 + 11) % vocab);
+    std::vector<float> logits(static_cast<size_t>(vocab));
+    Session shifted(*model, 64, DType::kF32);
+    model->Forward(shifted, tokens, logits.data());
+    // A copy of layer 0's values (for a float32 cache ValuesF32 views the cache's own memory).
+    std::vector<float> unused;
+    const TensorView vb = shifted.cache(0).ValuesF32(&unused);
+    const auto* vb_data = static_cast<const float*>(vb.data);
+    const std::vector<float> v_before(vb_data, vb_data + vb.stride[2] * vb.shape[2]);
+    model->ShiftContext(shifted, 4, 10);
+    ASSERT_EQ(shifted.n_past(), 30);
+    std::vector<int32_t> kept(tokens.begin(), tokens.begin() + 4);
+    kept.insert(kept.end(), tokens.begin() + 14, tokens.end());
+    EXPECT_EQ(shifted.tokens(), kept);
+
+    Session fresh(*model, 64, DType::kF32);
+    model->Forward(fresh, kept, logits.data());
+    std::vector<float> unused_a, unused_b, unused_v;
+    const TensorView a = shifted.cache(0).KeysF32(&unused_a), b = fresh.cache(0).KeysF32(&unused_b);
+    const TensorView va = shifted.cache(0).ValuesF32(&unused_v);
+    const auto* ks = static_cast<const float*>(a.data);
+    const auto* kf = static_cast<const float*>(b.data);
+    const auto* vs = static_cast<const float*>(va.data);
+    const int64_t heads = a.shape[2], D = a.shape[3];
+    double worst = 0.0, scale = 0.0;
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t p = 0; p < 30; ++p)
+        for (int64_t d = 0; d < D; ++d) {
+          const float x = ks[h * a.stride[2] + p * a.stride[1] + d],
+                      y = kf[h * b.stride[2] + p * b.stride[1] + d];
+          worst = std::max(worst, std::abs(static_cast<double>(x) - y));
+          scale = std::max(scale, std::abs(static_cast<double>(y)));
+          // Values: position p now holds what position p (< 4) or p + 10 held.
+          const int64_t old = p < 4 ? p : p + 10;
+          ASSERT_EQ(vs[h * va.stride[2] + p * va.stride[1] + d],
+                    v_before[h * vb.stride[2] + old * vb.stride[1] + d]);
+        }
+    EXPECT_LE(worst, 2e-5 * scale) << "largest key " << scale;
+    EXPECT_GT(scale, 0.0);
+    EXPECT_THROW(model->ShiftContext(shifted, 20, 11), Error);  // beyond the 30 cached positions
+    EXPECT_THROW(model->ShiftContext(shifted, 4, 0), Error);
+  }
+  auto gpt2 = Model::Load(kGpt2);
+  Session s(*gpt2, 16, DType::kF32);
+  std::vector<float> logits(static_cast<size_t>(gpt2->config().vocab_size));
+  const std::vector<int32_t> t = {1, 2, 3, 4, 5, 6};
+  gpt2->Forward(s, t, logits.data());
+  EXPECT_THROW(gpt2->ShiftContext(s, 2, 2), Error);  // learned absolute positions
+}
+
+// With context_keep, generation goes past the model's context (128 positions in the tiny Llama),
+// shifting as often as needed; without it, it stops at the context. Half and q8_0-free caches alike.
+TEST(ContextShift, GenerationGoesPastTheContext) {
+  auto model = Model::Load(std::string(ATTN_FIXTURES_DIR) + "/llama_tiny.gguf");
+  const std::vector<int32_t> prompt = {1, 5, 9, 13, 17};
+  GenerateOptions o;
+  o.max_tokens = 300;
+  o.stop_at_eos = false;
+  o.threads = 2;
+  for (DType kv : {DType::kF32, DType::kF16, DType::kBF16}) {
+    o.kv_dtype = kv;
+    o.context_keep = -1;
+    const GenerateResult stopped = GenerateFromTokens(*model, prompt, o);
+    EXPECT_EQ(stopped.stop_reason, "context");
+    EXPECT_EQ(stopped.tokens.size(), 128u - 5u + 1u);  // the last one sampled, never evaluated
+    o.context_keep = 4;
+    const GenerateResult shifted = GenerateFromTokens(*model, prompt, o);
+    EXPECT_EQ(shifted.stop_reason, "length");
+    EXPECT_EQ(shifted.tokens.size(), 300u);
+    EXPECT_GE(shifted.n_context_shifts, 3);
+    // Up to the first shift the two runs are the same run.
+    EXPECT_TRUE(std::equal(stopped.tokens.begin(), stopped.tokens.end(), shifted.tokens.begin()));
+  }
+  auto gpt2 = Model::Load(kGpt2);
+  o.context_keep = 4;
+  EXPECT_THROW(GenerateFromTokens(*gpt2, prompt, o), Error);
 }
 
 }  // namespace

@@ -213,6 +213,60 @@ TEST(KVCache, Q8CacheRejectsWhatItCannotHold) {
   }
 }
 
+// Shift forgets a span of positions and moves the later ones down, bit for bit in every storage
+// type; UpdateKeys hands each key row over as float32 and stores the result back (an identity
+// leaves a q8_0 cache unchanged: its rows requantize to the same blocks).
+TEST(KVCache, ShiftMovesRowsAndUpdateKeysRewritesThem) {
+  for (DType dtype : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0}) {
+    SCOPED_TRACE(DTypeName(dtype));
+    const int64_t S = 20, Hkv = 2, D = 32;
+    std::mt19937 rng(4);
+    Tensor k(DType::kF32, 1, S, Hkv, D), v(DType::kF32, 1, S, Hkv, D);
+    k.Randomize(rng), v.Randomize(rng);
+    KVCache cache(1, Hkv, D, 24, dtype);
+    cache.Append(k.view, v.view);
+    std::vector<float> k0, v0, k1, v1;
+    const TensorView kb = cache.KeysF32(&k0), vbv = cache.ValuesF32(&v0);
+    const std::vector<float> keys(static_cast<const float*>(kb.data),
+                                  static_cast<const float*>(kb.data) + kb.stride[2] * Hkv);
+    const std::vector<float> values(static_cast<const float*>(vbv.data),
+                                    static_cast<const float*>(vbv.data) + vbv.stride[2] * Hkv);
+    cache.Shift(3, 5);
+    ASSERT_EQ(cache.length(), 15);
+    const TensorView ka = cache.KeysF32(&k1), va = cache.ValuesF32(&v1);
+    auto at = [](const TensorView& t, int64_t p, int64_t h, int64_t d) {
+      return h * t.stride[2] + p * t.stride[1] + d;
+    };
+    for (int64_t h = 0; h < Hkv; ++h)
+      for (int64_t p = 0; p < 15; ++p)
+        for (int64_t d = 0; d < D; ++d) {
+          const int64_t old = p < 3 ? p : p + 5;
+          ASSERT_EQ(static_cast<const float*>(ka.data)[at(ka, p, h, d)], keys[at(kb, old, h, d)]);
+          ASSERT_EQ(static_cast<const float*>(va.data)[at(va, p, h, d)], values[at(vbv, old, h, d)]);
+        }
+    int64_t rows = 0;
+    cache.UpdateKeys(0, 15, [&](float*) { ++rows; });
+    EXPECT_EQ(rows, 15 * Hkv);
+    std::vector<float> k2;
+    const TensorView kc = cache.KeysF32(&k2);
+    for (int64_t h = 0; h < Hkv; ++h)
+      for (int64_t p = 0; p < 15; ++p)
+        for (int64_t d = 0; d < D; ++d)
+          ASSERT_EQ(static_cast<const float*>(kc.data)[at(kc, p, h, d)],
+                    keys[at(kb, p < 3 ? p : p + 5, h, d)]);
+    cache.UpdateKeys(3, 15, [&](float* row) {
+      for (int64_t d = 0; d < D; ++d) row[d] = -row[d];
+    });
+    std::vector<float> k3;
+    const TensorView kn = cache.KeysF32(&k3);
+    EXPECT_EQ(static_cast<const float*>(kn.data)[at(kn, 3, 1, 7)], -keys[at(kb, 8, 1, 7)]);
+    EXPECT_EQ(static_cast<const float*>(kn.data)[at(kn, 2, 1, 7)], keys[at(kb, 2, 1, 7)]);
+    EXPECT_THROW(cache.Shift(10, 6), Error);
+    EXPECT_THROW(cache.Shift(-1, 2), Error);
+    EXPECT_THROW(cache.UpdateKeys(4, 16, [](float*) {}), Error);
+  }
+}
+
 // Reserve keeps what is cached (the result is bit-identical), Truncate forgets the tail so that
 // new positions replace it exactly as in a cache that never held it.
 TEST(KVCache, ReserveKeepsAndTruncateForgets) {

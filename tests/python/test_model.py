@@ -114,6 +114,23 @@ def test_q8_0_cache_stays_close_to_the_exact_one(model):
     assert b["prompt_cached"] == 40 + len(a["tokens"]) - 1, b
 
 
+def test_context_shift_generates_past_the_context():
+    # The tiny Llama fixture holds 128 positions: without a shift generation ends there, with
+    # context_shift=4 it goes on (or ends at an end-of-generation token), shifting as needed.
+    tiny = attn.Model.load(os.path.join(FIXTURES, "llama_tiny.gguf"))
+    stopped = tiny.generate([1, 5, 9], max_tokens=400, kv_type="f32", return_dict=True)
+    shifted = tiny.generate([1, 5, 9], max_tokens=400, kv_type="f32", context_shift=4, return_dict=True)
+    if stopped["stop_reason"] == "context":
+        assert len(stopped["tokens"]) == 128 - 3 + 1 and stopped["context_shifts"] == 0
+        assert shifted["tokens"][:len(stopped["tokens"])] == stopped["tokens"]
+        assert shifted["context_shifts"] >= 1 and shifted["stop_reason"] in ("length", "eos")
+    with pytest.raises(ValueError, match="context_shift = -1"):
+        tiny.generate([1, 5], max_tokens=2, context_shift=-1)
+    gpt2 = attn.Model.load(os.path.join(FIXTURES, "gpt2_tiny.gguf"))
+    with pytest.raises(ValueError, match="context shift needs rotary positions"):
+        gpt2.generate([1, 5], max_tokens=2, context_shift=4)
+
+
 def test_stop_string_ends_generation(model):
     r = model.generate("1, 2, 3, 4,", max_tokens=40, stop=["8"], return_dict=True)
     assert r["stop_reason"] == "stop", r
@@ -187,6 +204,9 @@ def test_cli_generate_prompt_from_file_and_stdin(model, tmp_path):
     (["info", "/nonexistent.gguf"], "nonexistent"),
     (["generate", "-f", "/nonexistent/prompt.txt"], "cannot open the prompt file '/nonexistent/prompt.txt'"),
     (["generate", "-f", "prompt.txt", "hi"], "excludes"),
+    (["generate", "--context-shift", "--model", os.path.join(FIXTURES, "gpt2_tiny.gguf"), "hi"],
+     "context shift needs rotary positions"),
+    (["generate", "--keep", "-3", "hi"], "keep"),
 ])
 def test_cli_bad_input_exits_nonzero(args, fragment):
     r = subprocess.run([ATTN_BIN, *args], capture_output=True, text=True, timeout=60)

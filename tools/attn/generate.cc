@@ -58,6 +58,7 @@ void RunGenerate(const GenerateArgs& args) {
     // Invalid UTF-8 (a token cut inside a character) is replaced rather than failing the dump.
     j["text"] = r.text;
     j["stop_reason"] = r.stop_reason;
+    j["context_shifts"] = r.n_context_shifts;
     j["timings"] = {{"prompt_ms", r.prompt_ms},
                     {"prompt_tokens_per_s", PerSecond(r.n_prompt_evaluated, r.prompt_ms)},
                     {"gen_ms", r.gen_ms},
@@ -74,10 +75,11 @@ void RunGenerate(const GenerateArgs& args) {
   });
   std::printf("\n\n");
   std::fflush(stdout);
-  std::fprintf(stderr,
-               "prompt: %zu tokens in %.1f ms (%.1f tokens/s); generated: %zu tokens, %.1f tokens/s (%s)\n",
-               r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms),
-               r.tokens.size(), PerSecond(r.n_gen_evaluated, r.gen_ms), r.stop_reason.c_str());
+  std::fprintf(
+      stderr, "prompt: %zu tokens in %.1f ms (%.1f tokens/s); generated: %zu tokens, %.1f tokens/s (%s)%s\n",
+      r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms), r.tokens.size(),
+      PerSecond(r.n_gen_evaluated, r.gen_ms), r.stop_reason.c_str(),
+      r.n_context_shifts ? ("; " + std::to_string(r.n_context_shifts) + " context shifts").c_str() : "");
 }
 
 void RunChat(const GenerateArgs& args, const std::string& system) {
@@ -116,6 +118,7 @@ void AddGenerateCommand(CLI::App& app) {
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
+  AddContextShiftOptions(cmd, args->gen.context_keep);
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Tokens to generate")
       ->check(CLI::Range(0, 1 << 20));
   cmd->add_option("--stop", args->gen.stop, "Stop when this text appears (repeatable)")
@@ -142,6 +145,7 @@ void AddChatCommand(CLI::App& app) {
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
+  AddContextShiftOptions(cmd, args->gen.context_keep);
   args->gen.max_tokens = 256;
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <map>
 
 #include "attn/error.h"
@@ -23,6 +24,16 @@ void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype) {
          "KV cache storage: f16 (default, as llama.cpp), bf16, f32 (exact; twice the bytes per token) or "
          "q8_0 (8-bit blocks of 32 with a scale, as llama.cpp's -ctk/-ctv q8_0; head_dim a multiple of 32)")
       ->check(CLI::IsMember({"f16", "bf16", "f32", "q8_0"}));
+}
+
+void AddContextShiftOptions(CLI::App* cmd, int64_t& context_keep) {
+  auto* shift = cmd->add_flag_callback(
+      "--context-shift", [&context_keep] { context_keep = std::max<int64_t>(context_keep, 4); },
+      "When the context is full, keep its first 4 positions (attention sinks), forget half of the rest "
+      "and go on");
+  cmd->add_option("--keep", context_keep, "Positions --context-shift keeps (implies it)")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30))
+      ->excludes(shift);
 }
 
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& o) {

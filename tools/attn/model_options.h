@@ -2,6 +2,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,8 @@ void AddModelOptions(CLI::App* cmd, ModelOptions& options);
 void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype);
 // Adds the sampling options (--temperature, --seed, --top-k, --top-p, --min-p, --repeat-penalty).
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
+// Adds --context-shift and --keep N (GenerateOptions::context_keep): go on past a full context.
+void AddContextShiftOptions(CLI::App* cmd, int64_t& context_keep);
 // Loads the chosen model; a missing default model gets a message saying how to fetch it.
 std::unique_ptr<Model> LoadModel(const ModelOptions& options);
 
