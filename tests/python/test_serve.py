@@ -55,6 +55,13 @@ def events(text: str) -> list:
     return [json.loads(d) for d in data[:-1]]
 
 
+def test_a_port_in_use_is_an_error(server):
+    port = server.rsplit(":", 1)[1]
+    r = subprocess.run([ATTN_BIN, "serve", "--port", port], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0
+    assert f"cannot listen on 127.0.0.1:{port}" in r.stderr
+
+
 def test_health_and_models(server):
     with urllib.request.urlopen(server + "/health", timeout=30) as r:
         assert json.loads(r.read()) == {"status": "ok"}

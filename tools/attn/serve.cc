@@ -213,11 +213,19 @@ void RunServe(const ServeArgs& args) {
   Server server(args);
   httplib::Server http;
   http.set_payload_max_length(size_t{16} << 20);
+  // SO_REUSEADDR only: httplib's default adds SO_REUSEPORT, with which a second server would share
+  // a port already in use instead of failing.
+  http.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   server.Register(http);
   const int port = args.port == 0                            ? http.bind_to_any_port(args.host)
                    : http.bind_to_port(args.host, args.port) ? args.port
                                                              : -1;
-  if (port < 0) throw Error("serve: cannot listen on " + args.host + ":" + std::to_string(args.port));
+  if (port < 0)
+    throw Error("serve: cannot listen on " + args.host + ":" + std::to_string(args.port) +
+                " (in use, or not an address of this machine)");
   // The first line of standard output says where (with --port 0, the port the system chose).
   std::printf("attn serve: %s on http://%s:%d (OpenAI API: /v1/completions, /v1/chat/completions)\n",
               server.name().c_str(), args.host.c_str(), port);
