@@ -65,8 +65,10 @@ void RejectUnsupported(const json& j) {
     unsupported("n", *v);
   if (const json* v = Find(j, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
     unsupported("best_of", *v);
-  for (const char* key : {"logprobs", "top_logprobs", "echo"})
-    if (const json* v = Find(j, key); v && !(v->is_boolean() && !v->get<bool>())) unsupported(key, *v);
+  for (const char* key : {"logprobs", "top_logprobs", "echo"})  // false or 0: off
+    if (const json* v = Find(j, key);
+        v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0))
+      unsupported(key, *v);
   for (const char* key : {"frequency_penalty", "presence_penalty"})
     if (const json* v = Find(j, key); v && !(v->is_number() && v->get<double>() == 0.0)) unsupported(key, *v);
   for (const char* key : {"tools", "functions", "logit_bias"})

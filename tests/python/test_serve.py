@@ -83,8 +83,11 @@ def test_completion_equals_generate(server, model):
     assert r["usage"] == {"prompt_tokens": len(want["prompt_tokens"]), "completion_tokens": len(want["tokens"]),
                           "total_tokens": len(want["prompt_tokens"]) + len(want["tokens"])}
     # The same prompt as token ids.
+    # Neutral values of options attn does not implement are accepted (clients send them).
     status, r2 = post(server + "/v1/completions", {"prompt": want["prompt_tokens"], "max_tokens": 12,
-                                                   "temperature": 0, "cache_prompt": False})
+                                                   "temperature": 0, "cache_prompt": False, "n": 1,
+                                                   "logprobs": 0, "echo": False, "presence_penalty": 0,
+                                                   "tools": [], "suffix": None, "user": "someone"})
     assert status == 200 and r2["choices"][0]["text"] == want["text"]
 
 
