@@ -55,6 +55,23 @@ def events(text: str) -> list:
     return [json.loads(d) for d in data[:-1]]
 
 
+def test_context_shift_goes_past_the_context():
+    # --context-shift on the tiny Llama fixture (128 positions): a completion of 300 tokens.
+    fixture = os.path.join(ROOT, "tests", "fixtures", "llama_tiny.gguf")
+    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "--model", fixture, "--context-shift",
+                             "--kv-type", "f32"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = "http://" + proc.stdout.readline().split("http://", 1)[1].split()[0]
+        status, r = post(url + "/v1/completions", {"prompt": [1, 5, 9], "max_tokens": 300, "temperature": 0,
+                                                   "cache_prompt": False})
+        assert status == 200, r
+        assert r["usage"]["completion_tokens"] == 300 or r["choices"][0]["finish_reason"] == "stop", r["usage"]
+        assert r["usage"]["completion_tokens"] > 128 - 3
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def test_a_port_in_use_is_an_error(server):
     port = server.rsplit(":", 1)[1]
     r = subprocess.run([ATTN_BIN, "serve", "--port", port], capture_output=True, text=True, timeout=60)

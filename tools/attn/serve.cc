@@ -29,6 +29,7 @@ using nlohmann::json;
 struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
+  int64_t context_keep = -1;  // --context-shift / --keep
   std::string host = "127.0.0.1";
   int port = 8080;
 };
@@ -42,6 +43,7 @@ class Server {
       : model_(LoadModel(args.model)),
         session_(*model_, std::min<int64_t>(512, model_->config().context_length), args.kv_dtype),
         threads_(args.model.threads),
+        context_keep_(args.context_keep),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -145,6 +147,7 @@ class Server {
     }
     options.stop = request->stop;
     options.threads = threads_;
+    options.context_keep = context_keep_;
     const bool chat = endpoint == serve::Endpoint::kChatCompletions;
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
@@ -204,6 +207,7 @@ class Server {
   std::unique_ptr<Model> model_;
   Session session_;
   int threads_;
+  int64_t context_keep_;
   std::string name_;
   std::mutex mutex_;
   std::atomic<uint64_t> next_id_{0};
@@ -242,6 +246,7 @@ void AddServeCommand(CLI::App& app) {
       "Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming)");
   AddModelOptions(cmd, args->model);
   AddKvTypeOption(cmd, args->kv_dtype);
+  AddContextShiftOptions(cmd, args->context_keep);
   cmd->add_option("--host", args->host, "Address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", args->port, "Port (default 8080; 0 = any free port, printed at start)")
       ->check(CLI::Range(0, 65535));
