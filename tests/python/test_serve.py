@@ -146,6 +146,27 @@ def test_chat_equals_generate_with_the_template_and_reuses_the_cache(server, mod
     assert chunks[-1]["choices"][0]["finish_reason"] == r["choices"][0]["finish_reason"]
 
 
+def test_a_client_that_leaves_mid_stream_ends_its_generation(server):
+    # A stream of 4000 tokens (seconds of work) dropped after its first event: the generation
+    # stops at the next token it cannot send, so the next request is answered at once, from a
+    # reset session (the dropped one may have left a half-evaluated batch).
+    import http.client
+    import time
+    host, port = server[len("http://"):].split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    conn.request("POST", "/v1/completions", json.dumps({"prompt": "Once upon a time", "max_tokens": 4000,
+                                                        "temperature": 0, "stream": True}),
+                 {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    assert resp.status == 200 and resp.readline().startswith(b"data: ")
+    conn.close()
+    t0 = time.perf_counter()
+    status, r = post(server + "/v1/completions", {"prompt": "Once upon a time", "max_tokens": 4, "temperature": 0})
+    assert status == 200 and r["usage"]["completion_tokens"] == 4
+    assert time.perf_counter() - t0 < 5.0
+    assert r["timings"]["prompt_cached"] == 0
+
+
 def test_seeded_sampling_repeats(server):
     # The same seed over the same numbers (cache_prompt false: both evaluate the prompt afresh).
     body = {"prompt": "My favourite animal is", "max_tokens": 10, "temperature": 1.0, "seed": 7,
