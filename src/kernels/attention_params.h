@@ -20,9 +20,8 @@ struct Q8Rows {
 };
 
 struct AttentionParams {
-  DType dtype;  // q and out
-  DType
-      kv_dtype;  // k and v: the same as dtype, or a half type (or kQ8_0, a KV cache's) under float32 queries
+  DType dtype;     // q and out
+  DType kv_dtype;  // k and v: dtype, or under float32 queries a half type or kQ8_0 (a KV cache's)
   const void* q;
   const void* k;
   const void* v;

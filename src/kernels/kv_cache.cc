@@ -71,16 +71,64 @@ HWY_EXPORT(StoreHalfRowImpl);
 HWY_EXPORT(QuantizeQ8RowImpl);
 }  // namespace kernels
 
-// One of K and V: the elements (float32, half, or q8_0's int8 values) as [batch, n_kv_heads,
-// capacity, head_dim]; for q8_0 also one float16 scale per 32 values in the same order.
-struct KVCache::Buffer {
-  AlignedPtr<uint8_t> bytes;
-  AlignedPtr<uint16_t> scales;
-};
-
 namespace {
 constexpr int64_t kQ8Block = 32;
 }  // namespace
+
+// One of K and V: the elements (float32, half, or q8_0's int8 values) as [batch, n_kv_heads,
+// capacity, head_dim]; for q8_0 also one float16 scale per 32 values in the same order. Element
+// offsets address both (the scale of element e is scale e / 32).
+struct KVCache::Buffer {
+  AlignedPtr<uint8_t> bytes;
+  AlignedPtr<uint8_t> scales;  // float16, q8_0 only
+
+  const uint16_t* Scales() const { return reinterpret_cast<const uint16_t*>(scales.get()); }
+  uint16_t* Scales() { return reinterpret_cast<uint16_t*>(scales.get()); }
+
+  // f(plane, bytes per element row) for the elements and, in a q8_0 cache, the scales: the
+  // arrays that allocation, growth and shifts treat alike.
+  template <class F>
+  void ForEachPlane(DType dtype, int64_t head_dim, F&& f) {
+    f(bytes, static_cast<size_t>(head_dim) * DTypeSize(dtype));
+    if (dtype == DType::kQ8_0) f(scales, static_cast<size_t>(head_dim / kQ8Block) * sizeof(uint16_t));
+  }
+
+  // The n values at element offset `at` as float32.
+  void LoadRow(DType dtype, int64_t at, int64_t n, float* row) const {
+    const uint8_t* p = bytes.get() + at * static_cast<int64_t>(DTypeSize(dtype));
+    for (int64_t x = 0; x < n; ++x) {
+      switch (dtype) {
+        case DType::kF32:
+          std::memcpy(&row[x], p + x * 4, 4);
+          break;
+        case DType::kF16:
+          row[x] = HalfToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
+          break;
+        case DType::kBF16:
+          row[x] = BF16ToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
+          break;
+        case DType::kQ8_0:
+          row[x] = HalfToFloat(Scales()[(at + x) / kQ8Block]) * reinterpret_cast<const int8_t*>(p)[x];
+          break;
+      }
+    }
+  }
+
+  // n float32 values stored at element offset `at`: copied, rounded to a half type (f16
+  // saturating) or quantized to q8_0 blocks.
+  void StoreRow(DType dtype, int64_t at, int64_t n, const float* row) {
+    uint8_t* p = bytes.get() + at * static_cast<int64_t>(DTypeSize(dtype));
+    if (dtype == DType::kF32) {
+      std::memcpy(p, row, static_cast<size_t>(n) * sizeof(float));
+    } else if (dtype == DType::kQ8_0) {
+      HWY_DYNAMIC_DISPATCH(kernels::QuantizeQ8RowImpl)
+      (row, reinterpret_cast<int8_t*>(p), Scales() + at / kQ8Block, n);
+    } else {
+      HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
+      (row, dtype == DType::kBF16, reinterpret_cast<uint16_t*>(p), n);
+    }
+  }
+};
 
 KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t capacity, DType dtype)
     : batch_(batch), n_kv_heads_(n_kv_heads), head_dim_(head_dim), capacity_(capacity), dtype_(dtype) {
@@ -98,10 +146,11 @@ KVCache::KVCache(int64_t batch, int64_t n_kv_heads, int64_t head_dim, int64_t ca
     throw Error("KVCache: batch x n_kv_heads x head_dim x capacity overflows");
   k_ = std::make_unique<Buffer>();
   v_ = std::make_unique<Buffer>();
-  for (Buffer* buf : {k_.get(), v_.get()}) {
-    buf->bytes = AllocateAligned<uint8_t>(elems * DTypeSize(dtype));
-    if (dtype == DType::kQ8_0) buf->scales = AllocateAligned<uint16_t>(elems / kQ8Block);
-  }
+  const int64_t rows = batch * n_kv_heads * capacity;
+  for (Buffer* buf : {k_.get(), v_.get()})
+    buf->ForEachPlane(dtype, head_dim, [&](AlignedPtr<uint8_t>& plane, size_t row_bytes) {
+      plane = AllocateAligned<uint8_t>(static_cast<size_t>(rows) * row_bytes);
+    });
 }
 
 KVCache::~KVCache() = default;
@@ -132,22 +181,14 @@ void KVCache::Reserve(int64_t capacity) {
   if (__builtin_mul_overflow(batch_ * n_kv_heads_, head_dim_, &elems) ||
       __builtin_mul_overflow(elems, capacity, &elems) || elems > (int64_t{1} << 40))
     throw Error("KVCache::Reserve: batch x n_kv_heads x head_dim x capacity overflows");
-  const size_t es = DTypeSize(dtype_), row = static_cast<size_t>(head_dim_) * es;
-  const size_t scale_row = static_cast<size_t>(head_dim_ / kQ8Block) * sizeof(uint16_t);
-  for (Buffer* buf : {k_.get(), v_.get()}) {
-    AlignedPtr<uint8_t> bytes = AllocateAligned<uint8_t>(elems * es);
-    // [batch, head] blocks of `length_` rows move from stride capacity_ to stride capacity.
-    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
-      std::memcpy(bytes.get() + bh * capacity * row, buf->bytes.get() + bh * capacity_ * row, length_ * row);
-    buf->bytes = std::move(bytes);
-    if (dtype_ != DType::kQ8_0) continue;
-    AlignedPtr<uint16_t> scales = AllocateAligned<uint16_t>(elems / kQ8Block);
-    auto* dst = reinterpret_cast<uint8_t*>(scales.get());
-    const auto* src = reinterpret_cast<const uint8_t*>(buf->scales.get());
-    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
-      std::memcpy(dst + bh * capacity * scale_row, src + bh * capacity_ * scale_row, length_ * scale_row);
-    buf->scales = std::move(scales);
-  }
+  for (Buffer* buf : {k_.get(), v_.get()})
+    buf->ForEachPlane(dtype_, head_dim_, [&](AlignedPtr<uint8_t>& plane, size_t row) {
+      AlignedPtr<uint8_t> grown = AllocateAligned<uint8_t>(static_cast<size_t>(elems / head_dim_) * row);
+      // [batch, head] blocks of `length_` rows move from stride capacity_ to stride capacity.
+      for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
+        std::memcpy(grown.get() + bh * capacity * row, plane.get() + bh * capacity_ * row, length_ * row);
+      plane = std::move(grown);
+    });
   capacity_ = capacity;
 }
 
@@ -155,17 +196,14 @@ void KVCache::Shift(int64_t keep, int64_t discard) {
   if (keep < 0 || discard < 0 || keep > length_ - discard)
     throw Error("KVCache::Shift: keep " + std::to_string(keep) + ", discard " + std::to_string(discard) +
                 " (need keep, discard >= 0 and keep + discard <= length " + std::to_string(length_) + ")");
-  const size_t es = DTypeSize(dtype_), row = static_cast<size_t>(head_dim_) * es;
-  const size_t scale_row = static_cast<size_t>(head_dim_ / kQ8Block) * sizeof(uint16_t);
   const int64_t moved = length_ - keep - discard;
   for (Buffer* buf : {k_.get(), v_.get()})
-    for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh) {
-      uint8_t* base = buf->bytes.get() + bh * capacity_ * row;
-      std::memmove(base + keep * row, base + (keep + discard) * row, moved * row);
-      if (dtype_ != DType::kQ8_0) continue;
-      auto* scales = reinterpret_cast<uint8_t*>(buf->scales.get()) + bh * capacity_ * scale_row;
-      std::memmove(scales + keep * scale_row, scales + (keep + discard) * scale_row, moved * scale_row);
-    }
+    buf->ForEachPlane(dtype_, head_dim_, [&](AlignedPtr<uint8_t>& plane, size_t row) {
+      for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh) {
+        uint8_t* base = plane.get() + bh * capacity_ * row;
+        std::memmove(base + keep * row, base + (keep + discard) * row, moved * row);
+      }
+    });
   length_ -= discard;
 }
 
@@ -174,39 +212,12 @@ void KVCache::UpdateKeys(int64_t begin, int64_t end, const std::function<void(fl
     throw Error("KVCache::UpdateKeys: rows [" + std::to_string(begin) + ", " + std::to_string(end) +
                 ") not within the length " + std::to_string(length_));
   std::vector<float> row(static_cast<size_t>(head_dim_));
-  const size_t es = DTypeSize(dtype_);
   for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
     for (int64_t pos = begin; pos < end; ++pos) {
       const int64_t at = (bh * capacity_ + pos) * head_dim_;  // element offset of the row
-      uint8_t* p = k_->bytes.get() + at * static_cast<int64_t>(es);
-      for (int64_t x = 0; x < head_dim_; ++x) {
-        const size_t i = static_cast<size_t>(x);
-        switch (dtype_) {
-          case DType::kF32:
-            std::memcpy(&row[i], p + x * 4, 4);
-            break;
-          case DType::kF16:
-            row[i] = HalfToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
-            break;
-          case DType::kBF16:
-            row[i] = BF16ToFloat(reinterpret_cast<const uint16_t*>(p)[x]);
-            break;
-          case DType::kQ8_0:
-            row[i] = HalfToFloat(k_->scales[static_cast<size_t>((at + x) / kQ8Block)]) *
-                     reinterpret_cast<const int8_t*>(p)[x];
-            break;
-        }
-      }
+      k_->LoadRow(dtype_, at, head_dim_, row.data());
       fn(row.data());
-      if (dtype_ == DType::kF32) {
-        std::memcpy(p, row.data(), row.size() * sizeof(float));
-      } else if (dtype_ == DType::kQ8_0) {
-        HWY_DYNAMIC_DISPATCH(kernels::QuantizeQ8RowImpl)
-        (row.data(), reinterpret_cast<int8_t*>(p), k_->scales.get() + at / kQ8Block, head_dim_);
-      } else {
-        HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
-        (row.data(), dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(p), head_dim_);
-      }
+      k_->StoreRow(dtype_, at, head_dim_, row.data());
     }
 }
 
@@ -223,13 +234,11 @@ TensorView KVCache::values() const {
 TensorView KVCache::WidenedView(const Buffer& buf, std::vector<float>* storage) const {
   if (dtype_ != DType::kQ8_0) return View(buf.bytes.get(), length_).AsFloat32(storage);
   // The same [batch, n_kv_heads, capacity, head_dim] order in float32, rows [0, length) filled.
-  const int64_t rows = batch_ * n_kv_heads_ * capacity_;
-  storage->assign(static_cast<size_t>(rows * head_dim_), 0.0f);
-  const auto* quants = reinterpret_cast<const int8_t*>(buf.bytes.get());
-  for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh)
-    for (int64_t i = bh * capacity_ * head_dim_; i < (bh * capacity_ + length_) * head_dim_; ++i)
-      (*storage)[static_cast<size_t>(i)] =
-          HalfToFloat(buf.scales[static_cast<size_t>(i / kQ8Block)]) * quants[i];
+  storage->assign(static_cast<size_t>(batch_ * n_kv_heads_ * capacity_ * head_dim_), 0.0f);
+  for (int64_t bh = 0; bh < batch_ * n_kv_heads_; ++bh) {
+    const int64_t at = bh * capacity_ * head_dim_;  // the head's rows are contiguous
+    buf.LoadRow(dtype_, at, length_ * head_dim_, storage->data() + at);
+  }
   TensorView t = View(storage->data(), length_);
   t.dtype = DType::kF32;
   return t;
@@ -280,13 +289,7 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
               for (int64_t x = 0; x < head_dim_; ++x) row[static_cast<size_t>(x)] = f[x * src->stride[3]];
               f = row.data();
             }
-            if (dtype_ == DType::kQ8_0) {
-              HWY_DYNAMIC_DISPATCH(kernels::QuantizeQ8RowImpl)
-              (f, reinterpret_cast<int8_t*>(d), buf->scales.get() + at / kQ8Block, head_dim_);
-            } else {
-              HWY_DYNAMIC_DISPATCH(kernels::StoreHalfRowImpl)
-              (f, dtype_ == DType::kBF16, reinterpret_cast<uint16_t*>(d), head_dim_);
-            }
+            buf->StoreRow(dtype_, at, head_dim_, f);
           } else if (src->stride[3] == 1) {
             std::memcpy(d, sp, head_dim_ * es);
           } else {
@@ -312,8 +315,8 @@ void KVCache::Attend(const TensorView& q, const TensorView& out, AttentionOption
   TensorView k8 = View(k_->bytes.get(), length_), v8 = View(v_->bytes.get(), length_);
   k8.dtype = v8.dtype = DType::kF16;
   kernels::AttentionParams p = kernels::MakeParams(q, k8, v8, out, options);
-  const kernels::Q8Rows k_rows{reinterpret_cast<const int8_t*>(k_->bytes.get()), k_->scales.get()};
-  const kernels::Q8Rows v_rows{reinterpret_cast<const int8_t*>(v_->bytes.get()), v_->scales.get()};
+  const kernels::Q8Rows k_rows{reinterpret_cast<const int8_t*>(k_->bytes.get()), k_->Scales()};
+  const kernels::Q8Rows v_rows{reinterpret_cast<const int8_t*>(v_->bytes.get()), v_->Scales()};
   p.kv_dtype = DType::kQ8_0;
   p.k = &k_rows;
   p.v = &v_rows;

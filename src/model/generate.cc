@@ -14,10 +14,23 @@ double MsSince(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Length of the longest suffix of `text` that is a proper prefix of some stop string: that much
-// must be held back from the stream until the next token decides it.
+// Bytes at the end of `text` that begin a UTF-8 sequence whose last bytes have not come yet.
+size_t IncompleteUtf8Tail(const std::string& text) {
+  // Back over at most 3 continuation bytes to the lead byte of the last sequence.
+  for (size_t back = 1; back <= std::min<size_t>(4, text.size()); ++back) {
+    const auto c = static_cast<unsigned char>(text[text.size() - back]);
+    if ((c & 0xC0) == 0x80) continue;
+    const size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 1;
+    return need > back ? back : 0;
+  }
+  return 0;  // only continuation bytes: invalid UTF-8, passed on as it is
+}
+
+// Length of the end of `text` held back from the stream until the next token decides it: the
+// longest suffix that is a proper prefix of some stop string, or a character still incomplete
+// (so that no streamed piece splits one).
 size_t HeldBack(const std::string& text, const std::vector<std::string>& stops) {
-  size_t keep = 0;
+  size_t keep = IncompleteUtf8Tail(text);
   for (const std::string& stop : stops) {
     for (size_t len = std::min(stop.size() - 1, text.size()); len > keep; --len) {
       if (text.compare(text.size() - len, len, stop, 0, len) == 0) {

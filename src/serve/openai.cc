@@ -115,7 +115,7 @@ std::string Event(const json& j) {
 
 }  // namespace
 
-Request ParseRequest(std::string_view body, Endpoint endpoint) {
+nlohmann::json ParseObject(std::string_view body) {
   // Nesting deeper than any request needs is refused while parsing (before it costs memory).
   const json::parser_callback_t depth_limit = [](int depth, json::parse_event_t, json&) {
     if (depth > kMaxDepth) Fail("the request nests deeper than " + std::to_string(kMaxDepth) + " levels");
@@ -128,6 +128,11 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     Fail(std::string("the request body is not valid JSON: ") + e.what());
   }
   if (!j.is_object()) Fail("the request body must be a JSON object, got " + Quote(j));
+  return j;
+}
+
+Request ParseRequest(std::string_view body, Endpoint endpoint) {
+  const json j = ParseObject(body);
   RejectUnsupported(j);
 
   Request r;
@@ -207,26 +212,6 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     if (Find(*o, "include_usage")) r.include_usage = Bool(*o, "include_usage");
   }
   return r;
-}
-
-size_t CompleteUtf8Prefix(const std::string& text) {
-  // Back over at most 3 continuation bytes to the lead byte of the last sequence; keep it out when
-  // its sequence is not complete yet.
-  const size_t n = text.size();
-  size_t i = n;
-  for (int back = 0; i > 0 && back < 4; ++back) {
-    const auto c = static_cast<unsigned char>(text[i - 1]);
-    if ((c & 0xC0) != 0x80) {  // a lead byte (or ASCII)
-      const size_t need = c < 0x80             ? 1
-                          : (c & 0xE0) == 0xC0 ? 2
-                          : (c & 0xF0) == 0xE0 ? 3
-                          : (c & 0xF8) == 0xF0 ? 4
-                                               : 1;
-      return n - (i - 1) >= need ? n : i - 1;
-    }
-    --i;
-  }
-  return n;  // only continuation bytes at the end: invalid UTF-8, passed on as it is
 }
 
 std::string FinishReason(const std::string& stop_reason) {

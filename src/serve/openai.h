@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,15 +38,15 @@ struct Request {
   bool cache_prompt = true;
 };
 
+// A request body that must be a JSON object (at most 64 levels deep); throws attn::Error (kValue)
+// saying what is wrong. /tokenize and /detokenize read theirs with it too.
+nlohmann::json ParseObject(std::string_view body);
+
 // Parses a request body. Throws attn::Error (kValue) naming the field and the value for malformed
 // JSON, a missing prompt / messages, a value of the wrong type or out of range, and for options
 // attn does not implement (n > 1, logprobs, tools, penalties other than repeat_penalty, ...).
 // Unknown fields are ignored, as OpenAI's clients send many.
 Request ParseRequest(std::string_view body, Endpoint endpoint);
-
-// The length of the longest prefix of `text` that does not end inside a UTF-8 sequence (streamed
-// text is cut there, so that no chunk splits a character).
-size_t CompleteUtf8Prefix(const std::string& text);
 
 // The `finish_reason` of a generation's stop_reason ("eos" and "stop" -> "stop", "length").
 std::string FinishReason(const std::string& stop_reason);

@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "attn/error.h"
+#include "core/read_all.h"
 
 namespace attn {
 namespace {
@@ -48,12 +49,7 @@ std::string ReadFile(const std::string& path) {
   if (fs::is_directory(st)) throw Error("corpus: " + path + ": is a directory, not a text file");
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   if (!f) throw Error("corpus: " + path + ": cannot open (" + std::strerror(errno) + ")");
-  std::string bytes;
-  char buf[1 << 16];
-  size_t got;
-  while ((got = std::fread(buf, 1, sizeof(buf), f.get())) > 0) bytes.append(buf, got);
-  if (std::ferror(f.get())) throw Error("corpus: " + path + ": cannot read (" + std::strerror(errno) + ")");
-  return bytes;
+  return ReadAll(f.get(), "corpus: " + path);
 }
 
 // The golden ratio's fractional part, 0.618...: the phase step between evaluation batches

@@ -13,6 +13,7 @@
 #include "attn/commands.h"
 #include "attn/error.h"
 #include "attn/model_options.h"
+#include "core/read_all.h"
 
 namespace attn::cli {
 namespace {
@@ -30,18 +31,10 @@ double PerSecond(int64_t n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0
 
 // The whole text of `path` ("-": standard input), byte for byte.
 std::string ReadPromptFile(const std::string& path) {
-  std::FILE* f = path == "-" ? stdin : std::fopen(path.c_str(), "rb");
-  if (f == nullptr)
-    throw Error("generate: cannot open the prompt file '" + path + "': " + std::strerror(errno));
-  std::string text;
-  char buf[1 << 16];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) text.append(buf, n);
-  const bool failed = std::ferror(f) != 0;
-  const int err = errno;
-  if (f != stdin) std::fclose(f);
-  if (failed) throw Error("generate: cannot read the prompt file '" + path + "': " + std::strerror(err));
-  return text;
+  if (path == "-") return ReadAll(stdin, "generate: standard input");
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  if (!f) throw Error("generate: cannot open the prompt file '" + path + "': " + std::strerror(errno));
+  return ReadAll(f.get(), "generate: the prompt file '" + path + "'");
 }
 
 void RunGenerate(const GenerateArgs& args) {

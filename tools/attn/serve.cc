@@ -65,14 +65,14 @@ class Server {
       Complete(req, res, serve::Endpoint::kChatCompletions);
     });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
-      const json body = Body(req);
+      const json body = serve::ParseObject(req.body);
       if (!body.contains("content") || !body["content"].is_string())
         throw Error("content: expected a string");
       res.set_content(json{{"tokens", model_->tokenizer().Encode(body["content"].get<std::string>())}}.dump(),
                       "application/json");
     });
     http.Post("/detokenize", [this](const httplib::Request& req, httplib::Response& res) {
-      const json body = Body(req);
+      const json body = serve::ParseObject(req.body);
       if (!body.contains("tokens") || !body["tokens"].is_array())
         throw Error("tokens: expected an array of ids");
       std::vector<int32_t> ids;
@@ -107,12 +107,6 @@ class Server {
   const std::string& name() const { return name_; }
 
  private:
-  json Body(const httplib::Request& req) const {
-    json j = json::parse(req.body, nullptr, false);
-    if (j.is_discarded() || !j.is_object()) throw Error("the request body is not a JSON object");
-    return j;
-  }
-
   int32_t TokenId(const json& t) const {
     const int64_t vocab = model_->tokenizer().vocab_size();
     if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab)
@@ -168,18 +162,13 @@ class Server {
           auto send = [&](const std::string& event) {
             if (!sink.write(event.data(), event.size())) throw ClientGone{};
           };
-          std::string pending;  // text not sent yet: the end of a character still to come
           try {
             if (request->endpoint == serve::Endpoint::kChatCompletions)
               send(serve::StreamChunk(*request, *info, "", true));
+            // Pieces end on whole characters (GenerateInSession holds a split one back).
             const GenerateResult r = Generate(tokens, options, [&](const std::string& piece) {
-              pending += piece;
-              const size_t ready = serve::CompleteUtf8Prefix(pending);
-              if (ready == 0) return;
-              send(serve::StreamChunk(*request, *info, pending.substr(0, ready)));
-              pending.erase(0, ready);
+              send(serve::StreamChunk(*request, *info, piece));
             });
-            if (!pending.empty()) send(serve::StreamChunk(*request, *info, pending));
             send(serve::StreamEnd(*request, *info, r));
           } catch (const ClientGone&) {
             return false;
