@@ -66,8 +66,8 @@ struct GenerateResult {
 
 // Tokenizes `prompt` (special tokens parsed, BOS when the model asks for it), evaluates it, then
 // samples up to max_tokens tokens. on_text receives text as soon as it is final (held back only
-// while it could be the start of a stop string or ends inside a UTF-8 character). Throws attn::Error for an empty prompt or one
-// longer than the model's context.
+// while it could be the start of a stop string or ends inside a UTF-8 character). Throws
+// attn::Error for an empty prompt or one longer than the model's context.
 GenerateResult Generate(const Model& model, const std::string& prompt, const GenerateOptions& options,
                         const std::function<void(const std::string&)>& on_text = nullptr);
 // The same from token ids.
