@@ -29,6 +29,7 @@
 #include "attn/generate.h"
 #include "attn/heads.h"
 #include "attn/model.h"
+#include "attn/perplexity.h"
 
 namespace nb = nanobind;
 
@@ -359,6 +360,52 @@ void BindModel(nb::module_& m) {
             return d;
           },
           nb::arg("tokens"), nb::arg("heads"), nb::arg("mode"), nb::arg("threads"))
+      .def(
+          "perplexity",
+          [](const attn::Model& model, const std::vector<int32_t>& tokens, int64_t context,
+             int64_t max_chunks, int threads, attn::DType kv_dtype, const attn::Model* base,
+             attn::DType base_kv_dtype) {
+            attn::PerplexityOptions o;
+            o.context = context;
+            o.max_chunks = max_chunks;
+            o.threads = threads;
+            o.kv_dtype = kv_dtype;
+            o.base = base;
+            o.base_kv_dtype = base_kv_dtype;
+            attn::PerplexityResult r;
+            {
+              nb::gil_scoped_release release;
+              r = attn::Perplexity(model, tokens, o);
+            }
+            nb::dict d;
+            d["ppl"] = r.ppl;
+            d["ppl_stderr"] = r.ppl_stderr;
+            d["nll"] = r.nll;
+            d["tokens"] = r.n_tokens;
+            d["context"] = r.context;
+            d["chunks"] = r.n_chunks;
+            d["scored_tokens"] = r.n_scored;
+            d["chunk_ppl"] = r.chunk_ppl;
+            d["token_nll"] = r.token_nll;
+            d["seconds"] = r.seconds;
+            if (r.has_kl) {
+              nb::dict kl;
+              kl["base_ppl"] = r.kl.base_ppl;
+              kl["base_ppl_stderr"] = r.kl.base_ppl_stderr;
+              kl["mean"] = r.kl.mean;
+              kl["stderr"] = r.kl.stderr_mean;
+              kl["median"] = r.kl.median;
+              kl["p99"] = r.kl.p99;
+              kl["max"] = r.kl.max;
+              kl["top1_agreement"] = r.kl.top1_agreement;
+              kl["delta_p_mean"] = r.kl.delta_p_mean;
+              kl["delta_p_rms"] = r.kl.delta_p_rms;
+              d["kl"] = kl;
+            }
+            return d;
+          },
+          nb::arg("tokens"), nb::arg("context"), nb::arg("max_chunks"), nb::arg("threads"),
+          nb::arg("kv_dtype"), nb::arg("base").none(), nb::arg("base_kv_dtype"))
       .def_static("role_names", &attn::RoleNames)
       .def_prop_ro("bos_id", [](const attn::Model& m) { return m.tokenizer().bos_id(); })
       .def_prop_ro("eos_id", [](const attn::Model& m) { return m.tokenizer().eos_id(); })

@@ -179,6 +179,38 @@ class Model:
         "q8_0" (8-bit blocks of 32 values with a float16 scale, as llama.cpp's q8_0 cache)."""
         return self._m.logits(_token_list("logits", tokens), _threads(threads), _kv_dtype("logits", kv_type))
 
+    def perplexity(self, text: str | Sequence[int], context: int = 512, chunks: int | None = None,
+                   kv_type: str = "f16", base: "Model | None" = None, base_kv_type: str | None = None,
+                   threads: int | None = None) -> dict:
+        """The perplexity of `text` as llama.cpp's llama-perplexity measures it: the tokens (BOS
+        first when the model adds one, special-token text kept as text) are cut into chunks of
+        `context`, each evaluated on its own with its first token replaced by BOS when the model
+        adds one, and the second half of each chunk is scored. `chunks` limits how many are used.
+
+        Returns {"ppl", "ppl_stderr", "nll" (mean, nats), "tokens", "context", "chunks",
+        "scored_tokens", "chunk_ppl" (running estimate after each chunk), "token_nll" (every
+        scored token's NLL), "seconds"}. With `base` (another model of the same vocabulary) or
+        `base_kv_type` (the base is then this model with that KV cache type; default "f32"), also
+        "kl": {"base_ppl", "base_ppl_stderr", "mean", "stderr", "median", "p99", "max" (KL
+        divergence of this model's next-token distributions from the base's, nats),
+        "top1_agreement", "delta_p_mean", "delta_p_rms" (p(next) minus the base's)}."""
+        if isinstance(text, str):
+            ids = ([self._m.bos_id] if self._m.add_bos else []) + self.tokenize(text, special=False)
+        else:
+            ids = _token_list("perplexity", text)
+        for name, v in (("context", context), ("chunks", chunks)):
+            if v is not None and (not isinstance(v, numbers.Integral) or isinstance(v, bool)):
+                raise TypeError(f"perplexity: {name} must be an integer, got {type(v).__name__}")
+        if chunks is not None and chunks < 1:
+            raise ValueError(f"perplexity: chunks = {chunks} (must be >= 1, or None for every chunk)")
+        if base is not None and not isinstance(base, Model):
+            raise TypeError(f"perplexity: base must be a Model, got {type(base).__name__}")
+        compare = base is not None or base_kv_type is not None
+        return self._m.perplexity(ids, int(context), -1 if chunks is None else int(chunks), _threads(threads),
+                                  _kv_dtype("perplexity", kv_type),
+                                  (base._m if base is not None else self._m) if compare else None,
+                                  _kv_dtype("perplexity", base_kv_type or "f32"))
+
     @property
     def chat_format(self) -> str:
         """The chat format the file's template is recognized as, by llama.cpp's name for it:

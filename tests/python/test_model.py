@@ -202,7 +202,7 @@ def test_cli_generate_prompt_from_file_and_stdin(model, tmp_path):
     (["generate", "--kv-type", "q8_0", "--model", os.path.join(FIXTURES, "gpt2_tiny.gguf"), "hi"],
      "q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is 16"),
     (["info", "/nonexistent.gguf"], "nonexistent"),
-    (["generate", "-f", "/nonexistent/prompt.txt"], "cannot open the prompt file '/nonexistent/prompt.txt'"),
+    (["generate", "-f", "/nonexistent/prompt.txt"], "generate: cannot open the file '/nonexistent/prompt.txt'"),
     (["generate", "-f", "prompt.txt", "hi"], "excludes"),
     (["generate", "--context-shift", "--model", os.path.join(FIXTURES, "gpt2_tiny.gguf"), "hi"],
      "context shift needs rotary positions"),

@@ -17,6 +17,9 @@ void AddChatCommand(CLI::App& app);
 void AddServeCommand(CLI::App& app);
 // Adds `attn bench`: prompt-processing and generation speed of a model.
 void AddBenchCommand(CLI::App& app);
+// Adds `attn perplexity`: a text's perplexity as llama-perplexity measures it, and the KL divergence
+// from a base model.
+void AddPerplexityCommand(CLI::App& app);
 // Adds `attn heads`: every head's detector scores and role label, as a table or JSON.
 void AddHeadsCommand(CLI::App& app);
 // Adds `attn ablate`: the loss change on a text when chosen heads are ablated.

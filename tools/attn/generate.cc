@@ -2,9 +2,7 @@
 // format).
 #include "attn/generate.h"
 
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -29,16 +27,9 @@ struct GenerateArgs {
 
 double PerSecond(int64_t n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0; }
 
-// The whole text of `path` ("-": standard input), byte for byte.
-std::string ReadPromptFile(const std::string& path) {
-  if (path == "-") return ReadAll(stdin, "generate: standard input");
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  if (!f) throw Error("generate: cannot open the prompt file '" + path + "': " + std::strerror(errno));
-  return ReadAll(f.get(), "generate: the prompt file '" + path + "'");
-}
-
 void RunGenerate(const GenerateArgs& args) {
-  const std::string text = args.prompt_file.empty() ? args.prompt : ReadPromptFile(args.prompt_file);
+  const std::string text =
+      args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
   std::string prompt = text;
   if (args.chat_template) prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true);

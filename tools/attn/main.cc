@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   attn::cli::AddChatCommand(app);
   attn::cli::AddServeCommand(app);
   attn::cli::AddBenchCommand(app);
+  attn::cli::AddPerplexityCommand(app);
   attn::cli::AddHeadsCommand(app);
   attn::cli::AddAblateCommand(app);
   attn::cli::AddInspectCommand(app);

@@ -16,13 +16,14 @@ void AddModelOptions(CLI::App* cmd, ModelOptions& options) {
   cmd->add_option("-t,--threads", options.threads, "Threads (0 = every core)")->check(CLI::Range(0, 1024));
 }
 
-void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype) {
+void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype, const std::string& name, const std::string& what) {
   static const std::map<std::string, DType> types = {
       {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"f32", DType::kF32}, {"q8_0", DType::kQ8_0}};
   cmd->add_option_function<std::string>(
-         "--kv-type", [&kv_dtype](const std::string& name) { kv_dtype = types.at(name); },
-         "KV cache storage: f16 (default, as llama.cpp), bf16, f32 (exact; twice the bytes per token) or "
-         "q8_0 (8-bit blocks of 32 with a scale, as llama.cpp's -ctk/-ctv q8_0; head_dim a multiple of 32)")
+         name, [&kv_dtype](const std::string& type) { kv_dtype = types.at(type); },
+         what +
+             ": f16 (llama.cpp's default), bf16, f32 (exact; twice the bytes per token) or q8_0 (8-bit "
+             "blocks of 32 with a scale, as llama.cpp's -ctk/-ctv q8_0; head_dim a multiple of 32)")
       ->check(CLI::IsMember({"f16", "bf16", "f32", "q8_0"}));
 }
 

@@ -18,8 +18,10 @@ struct ModelOptions {
 
 // Adds --model and --threads to a subcommand.
 void AddModelOptions(CLI::App* cmd, ModelOptions& options);
-// Adds --kv-type (f16, bf16, f32 or q8_0): how the KV cache stores keys and values.
-void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype);
+// Adds --kv-type (f16, bf16, f32 or q8_0): how the KV cache stores keys and values; `name` and
+// `what` give the option another name and its help another subject (e.g. --base-kv-type).
+void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype, const std::string& name = "--kv-type",
+                     const std::string& what = "KV cache storage (default f16)");
 // Adds the sampling options (--temperature, --seed, --top-k, --top-p, --min-p, --repeat-penalty).
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
 // Adds --context-shift and --keep N (GenerateOptions::context_keep): go on past a full context.
