@@ -3,6 +3,7 @@
 // with attn::Error or parse into a request, and a parsed request must build its response objects
 // and stream chunks, under ASan and UBSan. Seeds: fuzz/corpus/serve_request/ (requests of the
 // tests) and fuzz/serve_request.dict (the field names).
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -21,8 +22,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     attn::GenerateResult result;
     result.text = r.prompt.substr(0, 16);  // any bytes, UTF-8 or not
     result.stop_reason = r.stream ? "stop" : "length";
+    // Log-probabilities for the prompt's tokens and three sampled ones (the last an EOS past the
+    // text), token texts cut from the prompt's bytes (UTF-8 or not).
+    if (r.prompt_tokens)
+      result.prompt_tokens.assign(r.prompt_tokens->begin(),
+                                  r.prompt_tokens->begin() + std::min<size_t>(r.prompt_tokens->size(), 64));
+    for (size_t i = 1; i < result.prompt_tokens.size(); ++i)
+      result.prompt_logprobs.push_back({result.prompt_tokens[i], -1.0f, {{1, -0.5f}, {2, -0.5f}}});
+    result.tokens = {3, 4};
+    result.logprobs = {{3, -0.1f, {{3, -0.1f}}}, {4, -2.0f, {}}, {2, -0.3f, {{5, -0.2f}}}};
     const attn::serve::ResponseInfo info{"cmpl-1", 0, "m"};
-    (void)attn::serve::ResponseJson(r, info, result);
+    (void)attn::serve::ResponseJson(
+        r, info, result, [&r](int32_t t) { return r.prompt.substr(0, static_cast<size_t>(t) % 8); });
     (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage);
     (void)attn::serve::StreamEnd(r, info, result);
   } catch (const attn::Error&) {

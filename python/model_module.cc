@@ -256,8 +256,10 @@ void BindModel(nb::module_& m) {
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
-             int64_t context_keep) {
+             int64_t context_keep, int logprobs, bool prompt_logprobs) {
             attn::GenerateOptions o;
+            o.logprobs = logprobs;
+            o.prompt_logprobs = prompt_logprobs;
             o.kv_dtype = kv_dtype;
             o.context_keep = context_keep;
             o.max_tokens = max_tokens;
@@ -286,12 +288,27 @@ void BindModel(nb::module_& m) {
             d["prompt_evaluated"] = r.n_prompt_evaluated;
             d["prompt_cached"] = r.n_prompt_cached;
             d["context_shifts"] = r.n_context_shifts;
+            if (logprobs >= 0) {
+              const auto entries = [](const std::vector<attn::TokenLogprob>& v) {
+                nb::list out;
+                for (const attn::TokenLogprob& lp : v) {
+                  nb::dict e;
+                  e["token"] = lp.token;
+                  e["logprob"] = lp.logprob;
+                  e["top"] = lp.top;
+                  out.append(e);
+                }
+                return out;
+              };
+              d["logprobs"] = entries(r.logprobs);
+              if (prompt_logprobs) d["prompt_logprobs"] = entries(r.prompt_logprobs);
+            }
             return d;
           },
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
-          nb::arg("context_keep") = -1)
+          nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false)
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

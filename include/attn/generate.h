@@ -51,6 +51,21 @@ struct GenerateOptions {
   // shifts the context (Model::ShiftContext), keeping the first k positions and forgetting half
   // of the rest, and goes on.
   int64_t context_keep = -1;
+  // Log-probabilities, as OpenAI's logprobs: -1 records none; k >= 0 records, for each sampled
+  // token, its log-probability under the model's own next-token distribution (the log-softmax of
+  // the logits, before the sampler's penalty and temperature) and the k most likely tokens.
+  int logprobs = -1;
+  // With logprobs >= 0: the same for every prompt token after the first (OpenAI's echo). The whole
+  // prompt is then evaluated (GenerateInSession takes none of it from the session's cache).
+  bool prompt_logprobs = false;
+};
+
+// One token's log-probability and the most likely alternatives at its position (most likely
+// first; ties by lower id).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
 };
 
 struct GenerateResult {
@@ -62,7 +77,15 @@ struct GenerateResult {
   int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
   int64_t n_prompt_cached = 0;   // prompt tokens already in the session's cache (GenerateInSession)
   int64_t n_context_shifts = 0;  // context shifts made (GenerateOptions::context_keep)
+  // GenerateOptions::logprobs: one per sampled token, aligned with `tokens`, plus the EOS token's
+  // when the generation ended at one (it is not in `tokens`).
+  std::vector<TokenLogprob> logprobs;
+  // GenerateOptions::prompt_logprobs: one per prompt token after the first.
+  std::vector<TokenLogprob> prompt_logprobs;
 };
+
+// token's log-probability under the log-softmax of `logits` [vocab] and the k most likely tokens.
+TokenLogprob LogprobOf(std::span<const float> logits, int32_t token, int k);
 
 // Tokenizes `prompt` (special tokens parsed, BOS when the model asks for it), evaluates it, then
 // samples up to max_tokens tokens. on_text receives text as soon as it is final (held back only

@@ -227,7 +227,8 @@ class Model:
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,
                  threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
-                 context_shift: int | None = None, return_dict: bool = False):
+                 context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
+                 return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -239,8 +240,20 @@ class Model:
         tokens, text, timings and how many prompt tokens were evaluated and taken from the cache.
         context_shift=k: when the model's context is full, keep its first k positions (attention
         sinks), forget half of the rest and go on (their keys rotated to the new positions;
-        "context_shifts" counts them); None ends the generation there (stop_reason "context")."""
+        "context_shifts" counts them); None ends the generation there (stop_reason "context").
+        logprobs=k (0-20; needs return_dict=True) adds "logprobs": for each sampled token (and an
+        EOS that ended the generation, which is not in "tokens") {"token", "logprob", "top": [(id,
+        logprob)] of the k most likely}, under the model's own distribution (log-softmax of the
+        logits, before penalty and temperature); echo=True adds "prompt_logprobs", the same for
+        every prompt token after the first (the whole prompt is then evaluated, even in a session)."""
         kv_dtype = _kv_dtype("generate", kv_type)
+        if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
+                                     or not 0 <= logprobs <= 20):
+            raise ValueError(f"generate: logprobs = {logprobs!r} (must be None or an integer in [0, 20])")
+        if (logprobs is not None or echo) and not return_dict:
+            raise ValueError("generate: logprobs and echo need return_dict=True")
+        if echo and logprobs is None:
+            raise ValueError("generate: echo=True needs logprobs (an integer in [0, 20])")
         if session is not None and not isinstance(session, Session):
             raise TypeError(f"generate: session must come from Model.new_session(), got {type(session).__name__}")
         if isinstance(prompt, str):
@@ -258,7 +271,8 @@ class Model:
         r = self._m.generate(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
                              float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
                              kv_dtype, None if session is None else session._s,
-                             -1 if context_shift is None else context_shift)
+                             -1 if context_shift is None else context_shift,
+                             -1 if logprobs is None else logprobs, bool(echo))
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <numeric>
 #include <string>
 
 #include "attn/error.h"
@@ -42,7 +44,37 @@ size_t HeldBack(const std::string& text, const std::vector<std::string>& stops) 
   return keep;
 }
 
+// Prompt tokens evaluated per pass when their logits are all kept (prompt_logprobs): bounds the
+// [tokens, vocab] buffer.
+constexpr int64_t kLogprobPiece = 256;
+
 }  // namespace
+
+TokenLogprob LogprobOf(std::span<const float> logits, int32_t token, int k) {
+  const int64_t vocab = static_cast<int64_t>(logits.size());
+  if (token < 0 || token >= vocab)
+    throw Error("logprobs: token " + std::to_string(token) + " is not in the vocabulary");
+  const float mx = *std::max_element(logits.begin(), logits.end());
+  double sum = 0.0;
+  for (float x : logits) sum += std::exp(x - mx);
+  const double lse = static_cast<double>(mx) + std::log(sum);
+  TokenLogprob r;
+  r.token = token;
+  r.logprob = static_cast<float>(logits[static_cast<size_t>(token)] - lse);
+  const int64_t n = std::min<int64_t>(std::max(k, 0), vocab);
+  if (n == 0) return r;
+  std::vector<int32_t> ids(static_cast<size_t>(vocab));
+  std::iota(ids.begin(), ids.end(), 0);
+  const auto more_likely = [&](int32_t a, int32_t b) {
+    return logits[static_cast<size_t>(a)] > logits[static_cast<size_t>(b)] ||
+           (logits[static_cast<size_t>(a)] == logits[static_cast<size_t>(b)] && a < b);
+  };
+  std::partial_sort(ids.begin(), ids.begin() + n, ids.end(), more_likely);
+  for (int64_t i = 0; i < n; ++i)
+    r.top.emplace_back(ids[static_cast<size_t>(i)],
+                       static_cast<float>(logits[static_cast<size_t>(ids[static_cast<size_t>(i)])] - lse));
+  return r;
+}
 
 GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> prompt_tokens,
                                   const GenerateOptions& options,
@@ -76,9 +108,10 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   }
   // The session's cached positions that start the prompt are kept (at least the last prompt token
   // is evaluated, for its logits); the rest of the cache is dropped.
+  const bool prompt_logprobs = options.logprobs >= 0 && options.prompt_logprobs;
   const std::vector<int32_t>& cached = session.tokens();
   int64_t reuse = 0;
-  while (reuse < static_cast<int64_t>(cached.size()) && reuse + 1 < n_prompt &&
+  while (!prompt_logprobs && reuse < static_cast<int64_t>(cached.size()) && reuse + 1 < n_prompt &&
          cached[static_cast<size_t>(reuse)] == prompt_tokens[static_cast<size_t>(reuse)])
     ++reuse;
   session.Truncate(reuse);
@@ -91,8 +124,31 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
 
   auto t0 = std::chrono::steady_clock::now();
-  model.Forward(session, std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(reuse)),
-                logits.data(), false, options.threads);
+  if (prompt_logprobs) {
+    // In pieces, every row's logits kept: row p scores prompt token p + 1; the last row is the
+    // first generated token's distribution.
+    const int64_t vocab = c.vocab_size;
+    std::vector<float> rows;
+    for (int64_t start = 0; start < n_prompt; start += kLogprobPiece) {
+      const int64_t n = std::min(kLogprobPiece, n_prompt - start);
+      rows.resize(static_cast<size_t>(n * vocab));
+      model.Forward(
+          session,
+          std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(start), static_cast<size_t>(n)),
+          rows.data(), true, options.threads);
+      for (int64_t r = 0; r < n; ++r) {
+        const std::span<const float> row(rows.data() + r * vocab, static_cast<size_t>(vocab));
+        if (start + r + 1 < n_prompt)
+          result.prompt_logprobs.push_back(
+              LogprobOf(row, prompt_tokens[static_cast<size_t>(start + r + 1)], options.logprobs));
+        else
+          std::copy(row.begin(), row.end(), logits.begin());
+      }
+    }
+  } else {
+    model.Forward(session, std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(reuse)),
+                  logits.data(), false, options.threads);
+  }
   result.prompt_ms = MsSince(t0);
   result.n_prompt_evaluated = n_prompt - reuse;
   result.n_prompt_cached = reuse;
@@ -102,6 +158,7 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   result.stop_reason = "length";
   for (int i = 0; i < options.max_tokens; ++i) {
     const int32_t next = sampler.Sample(logits, history);
+    if (options.logprobs >= 0) result.logprobs.push_back(LogprobOf(logits, next, options.logprobs));
     if (options.stop_at_eos && tok.IsEndOfGeneration(next)) {
       result.stop_reason = "eos";
       break;

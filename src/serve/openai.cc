@@ -1,5 +1,6 @@
 #include "serve/openai.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -12,6 +13,7 @@ using nlohmann::json;
 
 constexpr int kMaxDepth = 64;  // nesting levels a request may have
 constexpr int kMaxTokens = 1 << 20;
+constexpr int kMaxLogprobs = 20;  // alternatives per token (OpenAI's chat limit)
 
 [[noreturn]] void Fail(const std::string& message) { throw Error(message, Error::Kind::kValue); }
 
@@ -65,10 +67,6 @@ void RejectUnsupported(const json& j) {
     unsupported("n", *v);
   if (const json* v = Find(j, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
     unsupported("best_of", *v);
-  for (const char* key : {"logprobs", "top_logprobs", "echo"})  // false or 0: off
-    if (const json* v = Find(j, key);
-        v && !(v->is_boolean() && !v->get<bool>()) && !(v->is_number_integer() && v->get<int64_t>() == 0))
-      unsupported(key, *v);
   for (const char* key : {"frequency_penalty", "presence_penalty"})
     if (const json* v = Find(j, key); v && !(v->is_number() && v->get<double>() == 0.0)) unsupported(key, *v);
   for (const char* key : {"tools", "functions", "logit_bias"})
@@ -111,6 +109,65 @@ json Usage(const GenerateResult& r) {
 
 std::string Event(const json& j) {
   return "data: " + j.dump(-1, ' ', false, json::error_handler_t::replace) + "\n\n";
+}
+
+// Characters (UTF-8 lead bytes) in s: the unit of OpenAI's text_offset.
+int64_t Chars(const std::string& s) {
+  return std::count_if(s.begin(), s.end(),
+                       [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+}
+
+// /v1/completions' logprobs: parallel lists over the echoed prompt's tokens (the first without a
+// log-probability) and the sampled ones (an EOS that ended the generation included).
+json CompletionLogprobs(const Request& request, const std::string& prompt, const GenerateResult& r,
+                        const TokenText& token_text) {
+  json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
+  int64_t offset = 0;
+  const auto add = [&](int32_t token, const TokenLogprob* lp) {
+    const std::string piece = token_text(token);
+    tokens.push_back(piece);
+    token_logprobs.push_back(lp ? json(lp->logprob) : json(nullptr));
+    if (lp) {
+      json alternatives = json::object();
+      for (const auto& [id, logprob] : lp->top) alternatives[token_text(id)] = logprob;
+      top.push_back(std::move(alternatives));
+    } else {
+      top.push_back(nullptr);
+    }
+    offsets.push_back(offset);
+    offset += Chars(piece);
+  };
+  if (request.echo) {
+    for (size_t i = 0; i < r.prompt_tokens.size(); ++i)
+      add(r.prompt_tokens[i], i == 0 || i > r.prompt_logprobs.size() ? nullptr : &r.prompt_logprobs[i - 1]);
+  }
+  offset = Chars(prompt);  // the completion's offsets count from the end of the prompt's text
+  for (const TokenLogprob& lp : r.logprobs) add(lp.token, &lp);
+  return json{{"tokens", tokens},
+              {"token_logprobs", token_logprobs},
+              {"top_logprobs", top},
+              {"text_offset", offsets}};
+}
+
+json TokenEntry(int32_t token, float logprob, const TokenText& token_text) {
+  const std::string piece = token_text(token);
+  json bytes = json::array();
+  for (char c : piece) bytes.push_back(static_cast<unsigned char>(c));
+  return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
+}
+
+// /v1/chat/completions' logprobs: one entry per token of the answer (not the end-of-turn token).
+json ChatLogprobs(const GenerateResult& r, const TokenText& token_text) {
+  json content = json::array();
+  for (size_t i = 0; i < r.tokens.size() && i < r.logprobs.size(); ++i) {
+    const TokenLogprob& lp = r.logprobs[i];
+    json entry = TokenEntry(lp.token, lp.logprob, token_text);
+    json top = json::array();
+    for (const auto& [id, logprob] : lp.top) top.push_back(TokenEntry(id, logprob, token_text));
+    entry["top_logprobs"] = std::move(top);
+    content.push_back(std::move(entry));
+  }
+  return json{{"content", content}, {"refusal", nullptr}};
 }
 
 }  // namespace
@@ -211,6 +268,21 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     if (!o->is_object()) Fail("stream_options: expected an object, got " + Quote(*o));
     if (Find(*o, "include_usage")) r.include_usage = Bool(*o, "include_usage");
   }
+  if (endpoint == Endpoint::kCompletions) {
+    if (Find(j, "logprobs")) r.logprobs = static_cast<int>(Integer(j, "logprobs", 0, kMaxLogprobs));
+    if (Find(j, "echo")) r.echo = Bool(j, "echo");
+  } else {
+    if (Find(j, "echo") && Bool(j, "echo")) Fail("echo = true is not supported by /v1/chat/completions");
+    const bool on = Find(j, "logprobs") && Bool(j, "logprobs");
+    if (Find(j, "top_logprobs")) {
+      const int k = static_cast<int>(Integer(j, "top_logprobs", 0, kMaxLogprobs));
+      if (!on) Fail("top_logprobs needs \"logprobs\": true");
+      r.logprobs = k;
+    } else if (on) {
+      r.logprobs = 0;
+    }
+  }
+  if (r.stream && r.logprobs >= 0) Fail("logprobs with stream = true is not supported by attn serve");
   return r;
 }
 
@@ -218,13 +290,22 @@ std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
 }
 
-std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result) {
+std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                         const TokenText& token_text) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
   json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+    if (request.logprobs >= 0) choice["logprobs"] = ChatLogprobs(result, token_text);
   } else {
-    choice["text"] = result.text;
+    std::string prompt;
+    if (request.prompt_tokens) {
+      for (int32_t t : *request.prompt_tokens) prompt += token_text(t);
+    } else {
+      prompt = request.prompt;
+    }
+    choice["text"] = request.echo ? prompt + result.text : result.text;
+    if (request.logprobs >= 0) choice["logprobs"] = CompletionLogprobs(request, prompt, result, token_text);
   }
   json j = ResponseIdentity(info, chat ? "chat.completion" : "text_completion");
   j["choices"] = json::array({choice});

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
@@ -36,7 +37,17 @@ struct Request {
   // llama.cpp's cache_prompt: reuse the cached positions that begin the prompt (default); false
   // evaluates the whole prompt afresh, so the numbers are those of a new session.
   bool cache_prompt = true;
+  // Log-probabilities (GenerateOptions::logprobs): -1 off, else the number of alternatives per
+  // token. /v1/completions: "logprobs": k; /v1/chat/completions: "logprobs": true with
+  // "top_logprobs": k. Not with "stream".
+  int logprobs = -1;
+  // /v1/completions "echo": the prompt comes back before the completion (with its tokens'
+  // log-probabilities when logprobs is on).
+  bool echo = false;
 };
+
+// The text of one token id (Tokenizer::TokenToPiece), for the logprobs' token strings.
+using TokenText = std::function<std::string(int32_t)>;
 
 // A request body that must be a JSON object (at most 64 levels deep); throws attn::Error (kValue)
 // saying what is wrong. /tokenize and /detokenize read theirs with it too.
@@ -58,9 +69,11 @@ struct ResponseInfo {
   std::string model;
 };
 
-// The whole (non-streamed) response object, JSON text: choices[0].text or .message.content, usage,
-// and attn's timings (prompt tokens evaluated / taken from the cache, milliseconds).
-std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result);
+// The whole (non-streamed) response object, JSON text: choices[0].text or .message.content (after
+// the prompt with echo), choices[0].logprobs in the endpoint's format when asked for, usage, and
+// attn's timings (prompt tokens evaluated / taken from the cache, milliseconds).
+std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                         const TokenText& token_text);
 
 // One server-sent event of a stream ("data: {...}\n\n"): a piece of text, the role chunk that opens
 // a chat stream (role_chunk), or the last chunk with its finish_reason (and usage when asked for).

@@ -158,5 +158,23 @@ TEST(ContextShift, GenerationGoesPastTheContext) {
   EXPECT_THROW(GenerateFromTokens(*gpt2, prompt, o), Error);
 }
 
+TEST(Logprobs, LogSoftmaxAndTheMostLikelyTokensTiesByLowerId) {
+  const std::vector<float> logits = {1.0f, 3.0f, 2.0f, 3.0f, -1.0f};
+  double sum = 0;
+  for (float x : logits) sum += std::exp(static_cast<double>(x));
+  const double lse = std::log(sum);
+  const TokenLogprob r = LogprobOf(logits, 2, 3);
+  EXPECT_EQ(r.token, 2);
+  EXPECT_NEAR(r.logprob, 2.0 - lse, 1e-6);
+  ASSERT_EQ(r.top.size(), 3u);
+  EXPECT_EQ(r.top[0].first, 1);  // 3.0 at ids 1 and 3: the lower id first
+  EXPECT_EQ(r.top[1].first, 3);
+  EXPECT_EQ(r.top[2].first, 2);
+  EXPECT_NEAR(r.top[0].second, 3.0 - lse, 1e-6);
+  EXPECT_EQ(LogprobOf(logits, 0, 99).top.size(), 5u);  // k beyond the vocabulary: all of it
+  EXPECT_TRUE(LogprobOf(logits, 0, 0).top.empty());
+  EXPECT_THROW(LogprobOf(logits, 5, 1), Error);
+}
+
 }  // namespace
 }  // namespace attn

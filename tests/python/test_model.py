@@ -232,3 +232,55 @@ def test_session_reuses_the_conversation(model):
     assert s.n_past == 0 and s.tokens == []
     with pytest.raises(TypeError, match="new_session"):
         model.generate("x", max_tokens=1, session=object())
+
+
+def _log_softmax(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    m = rows.max(axis=-1, keepdims=True)
+    return rows - (m + np.log(np.exp(rows - m).sum(axis=-1, keepdims=True)))
+
+
+def test_generate_logprobs_are_the_log_softmax_of_the_logits():
+    # The tiny float32 GPT-2: evaluating in one pass or token by token changes only the last bits.
+    m = attn.Model.load(os.path.join(FIXTURES, "gpt2_tiny.gguf"))
+    ids = [5, 17, 42, 9, 100, 3]
+    r = m.generate(ids, max_tokens=10, temperature=0.8, seed=3, top_k=0, top_p=1.0, min_p=0.0, kv_type="f32",
+                   logprobs=4, echo=True, return_dict=True)
+    gen = r["tokens"]
+    ref = _log_softmax(m.logits(ids + gen, kv_type="f32"))
+    assert [e["token"] for e in r["logprobs"][:len(gen)]] == gen
+    np.testing.assert_allclose([e["logprob"] for e in r["logprobs"][:len(gen)]],
+                               ref[np.arange(len(ids) - 1, len(ids) - 1 + len(gen)), gen], atol=1e-5)
+    for i, e in enumerate(r["logprobs"][:len(gen)]):
+        row = ref[len(ids) - 1 + i]
+        order = sorted(range(len(row)), key=lambda t: (-row[t], t))[:4]
+        assert [t for t, _ in e["top"]] == order
+        np.testing.assert_allclose([v for _, v in e["top"]], row[order], atol=1e-5)
+    # echo: every prompt token after the first.
+    assert [e["token"] for e in r["prompt_logprobs"]] == ids[1:]
+    np.testing.assert_allclose([e["logprob"] for e in r["prompt_logprobs"]],
+                               ref[np.arange(len(ids) - 1), ids[1:]], atol=1e-5)
+    # Without logprobs the result has none; bad values are named.
+    assert "logprobs" not in m.generate(ids, max_tokens=2, return_dict=True)
+    with pytest.raises(ValueError, match=r"logprobs = 21"):
+        m.generate(ids, max_tokens=2, logprobs=21, return_dict=True)
+    with pytest.raises(ValueError, match=r"need return_dict=True"):
+        m.generate(ids, max_tokens=2, logprobs=2)
+    with pytest.raises(ValueError, match=r"echo=True needs logprobs"):
+        m.generate(ids, max_tokens=2, echo=True, return_dict=True)
+
+
+def test_generate_logprobs_include_the_eos_that_ended_it():
+    m = attn.Model.load(os.path.join(FIXTURES, "gpt2_tiny.gguf"))
+    eos = m._m.eos_id
+    # Hot sampling of the untrained model draws EOS (1 of 300 tokens) within 200 tokens for some seed.
+    ended = 0
+    for seed in range(20):
+        r = m.generate([5, 17, 42], max_tokens=200, temperature=2.0, seed=seed, top_k=0, top_p=1.0, min_p=0.0,
+                       kv_type="f32", logprobs=1, return_dict=True)
+        if r["stop_reason"] == "eos":
+            ended += 1
+            assert len(r["logprobs"]) == len(r["tokens"]) + 1 and r["logprobs"][-1]["token"] == eos
+        else:
+            assert len(r["logprobs"]) == len(r["tokens"])
+    assert ended > 0

@@ -10,6 +10,7 @@ import subprocess
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 import attn
@@ -103,7 +104,7 @@ def test_completion_equals_generate(server, model):
     # Neutral values of options attn does not implement are accepted (clients send them).
     status, r2 = post(server + "/v1/completions", {"prompt": want["prompt_tokens"], "max_tokens": 12,
                                                    "temperature": 0, "cache_prompt": False, "n": 1,
-                                                   "logprobs": 0, "echo": False, "presence_penalty": 0,
+                                                   "logprobs": None, "echo": False, "presence_penalty": 0,
                                                    "tools": [], "suffix": None, "user": "someone"})
     assert status == 200 and r2["choices"][0]["text"] == want["text"]
 
@@ -183,6 +184,80 @@ def test_tokenize_and_detokenize(server, model):
     assert d["content"] == text
 
 
+def log_softmax(rows):
+    rows = np.asarray(rows, dtype=np.float64)
+    m = rows.max(axis=-1, keepdims=True)
+    return rows - (m + np.log(np.exp(rows - m).sum(axis=-1, keepdims=True)))
+
+
+def test_completion_logprobs_equal_generates(server, model):
+    # Model.generate's log-probabilities (checked against NumPy in test_model.py) come back in
+    # OpenAI's completion format.
+    prompt = "The capital of France is"
+    status, r = post(server + "/v1/completions", {"prompt": prompt, "max_tokens": 8, "temperature": 0, "logprobs": 3,
+                                                  "cache_prompt": False})
+    assert status == 200, r
+    lp = r["choices"][0]["logprobs"]
+    want = model.generate(prompt, max_tokens=8, temperature=0, logprobs=3, return_dict=True)
+    gen = want["tokens"]
+    assert len(lp["tokens"]) == len(gen) == r["usage"]["completion_tokens"]
+    assert "".join(lp["tokens"]) == r["choices"][0]["text"]
+    assert lp["token_logprobs"] == pytest.approx([e["logprob"] for e in want["logprobs"]], abs=1e-6)
+    for top, e in zip(lp["top_logprobs"], want["logprobs"]):  # a JSON object: no order
+        assert top == pytest.approx({model.detokenize_bytes([t]).decode("utf-8", "replace"): v for t, v in e["top"]},
+                                    abs=1e-6)
+    for v, top in zip(lp["token_logprobs"], lp["top_logprobs"]):
+        assert v == max(top.values())  # greedy: the chosen token is the most likely one
+    # Offsets count characters from the start of the prompt.
+    assert lp["text_offset"] == [len(prompt) + len("".join(lp["tokens"][:i])) for i in range(len(gen))]
+
+
+def test_echo_scores_the_prompt_as_lm_eval_asks(server, model):
+    # lm-evaluation-harness's loglikelihood request: token ids, echo, one token, logprobs 1; it
+    # sums token_logprobs[ctxlen:-1] and checks each against the top alternative.
+    text = "In the beginning God created the heaven and the earth."
+    ids = model.tokenize(text)
+    status, r = post(server + "/v1/completions", {"prompt": ids, "max_tokens": 1, "temperature": 0, "echo": True,
+                                                  "logprobs": 1, "seed": 1234})
+    assert status == 200, r
+    lp = r["choices"][0]["logprobs"]
+    assert len(lp["tokens"]) == len(ids) + 1
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    ref = log_softmax(model.logits(ids, kv_type="f16"))
+    want = ref[np.arange(len(ids) - 1), ids[1:]]
+    np.testing.assert_allclose(lp["token_logprobs"][1:len(ids)], want, atol=2e-3)
+    greedy = [v == max(t.values()) for v, t in zip(lp["token_logprobs"][1:len(ids)], lp["top_logprobs"][1:len(ids)])]
+    assert greedy == list(ref[:-1].argmax(-1) == np.asarray(ids[1:]))
+    assert r["choices"][0]["text"].startswith(text)
+    assert lp["text_offset"][:3] == [0, len(lp["tokens"][0]), len(lp["tokens"][0]) + len(lp["tokens"][1])]
+    # max_tokens 0: the prompt alone, as a text prompt.
+    status, r0 = post(server + "/v1/completions", {"prompt": text, "max_tokens": 0, "echo": True, "logprobs": 0})
+    assert status == 200 and r0["choices"][0]["text"] == text, r0
+    assert r0["choices"][0]["logprobs"]["token_logprobs"][1:] == pytest.approx(lp["token_logprobs"][1:len(ids)],
+                                                                             abs=1e-6)
+    assert r0["choices"][0]["logprobs"]["top_logprobs"][1] == {}
+    # echo without logprobs: the text only.
+    status, r1 = post(server + "/v1/completions", {"prompt": text, "max_tokens": 2, "temperature": 0, "echo": True})
+    assert r1["choices"][0]["text"].startswith(text) and r1["choices"][0]["logprobs"] is None
+
+
+def test_chat_logprobs_in_openais_format(server, model):
+    body = {"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 6,
+            "logprobs": True, "top_logprobs": 2, "cache_prompt": False}
+    status, r = post(server + "/v1/chat/completions", body)
+    assert status == 200, r
+    content = r["choices"][0]["logprobs"]["content"]
+    assert len(content) == r["usage"]["completion_tokens"]
+    assert "".join(c["token"] for c in content) == r["choices"][0]["message"]["content"]
+    for c in content:
+        assert bytes(c["bytes"]).decode("utf-8", "replace") == c["token"]
+        assert len(c["top_logprobs"]) == 2 and c["top_logprobs"][0]["logprob"] >= c["top_logprobs"][1]["logprob"]
+        assert c["logprob"] == c["top_logprobs"][0]["logprob"] <= 0
+    status, plain = post(server + "/v1/chat/completions", {**body, "logprobs": False, "top_logprobs": None})
+    assert plain["choices"][0]["logprobs"] is None
+    assert plain["choices"][0]["message"] == r["choices"][0]["message"]
+
+
 @pytest.mark.parametrize("path, body, status, fragment", [
     ("/v1/completions", b"{not json", 400, "not valid JSON"),
     ("/v1/completions", b"[1, 2]", 400, "must be a JSON object"),
@@ -199,7 +274,16 @@ def test_tokenize_and_detokenize(server, model):
     ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream: expected true or false"),
     ("/v1/completions", {"prompt": "x", "cache_prompt": 1}, 400, "cache_prompt: expected true or false"),
     ("/v1/completions", {"prompt": "x", "n": 3}, 400, "n = 3 is not supported"),
-    ("/v1/completions", {"prompt": "x", "logprobs": 5}, 400, "logprobs = 5 is not supported"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 21}, 400, "logprobs = 21 (must be <= 20)"),
+    ("/v1/completions", {"prompt": "x", "logprobs": True}, 400, "logprobs: expected an integer"),
+    ("/v1/completions", {"prompt": "x", "logprobs": 2, "stream": True}, 400, "logprobs with stream = true"),
+    ("/v1/completions", {"prompt": "x", "echo": "yes"}, 400, "echo: expected true or false"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, 400,
+     'top_logprobs needs "logprobs": true'),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "logprobs": 1}, 400,
+     "logprobs: expected true or false"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "echo": True}, 400,
+     "echo = true is not supported by /v1/chat/completions"),
     ("/v1/completions", {"prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty = 0.5"),
     ("/v1/completions", {"prompt": "x " * 9000}, 400, "the model's context holds 8192"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages: expected a non-empty array"),

@@ -142,6 +142,8 @@ class Server {
     options.stop = request->stop;
     options.threads = threads_;
     options.context_keep = context_keep_;
+    options.logprobs = request->logprobs;
+    options.prompt_logprobs = request->echo;
     const bool chat = endpoint == serve::Endpoint::kChatCompletions;
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
@@ -151,7 +153,9 @@ class Server {
       std::lock_guard<std::mutex> lock(mutex_);
       if (!request->cache_prompt) session_.Reset();
       const GenerateResult r = Generate(tokens, options, nullptr);
-      res.set_content(serve::ResponseJson(*request, *info, r), "application/json");
+      res.set_content(serve::ResponseJson(*request, *info, r,
+                                          [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); }),
+                      "application/json");
       return;
     }
     res.set_header("Cache-Control", "no-cache");
