@@ -202,6 +202,9 @@ void BindModel(nb::module_& m) {
                      d["n_kv_heads"] = c.n_kv_heads;
                      d["head_dim"] = c.head_dim;
                      d["d_ff"] = c.d_ff;
+                     d["n_expert"] = c.n_expert;  // mixture of experts: 0 for a dense feed-forward
+                     d["n_expert_used"] = c.n_expert_used;
+                     d["d_ff_expert"] = c.d_ff_expert;
                      d["vocab_size"] = c.vocab_size;
                      d["context_length"] = c.context_length;
                      d["rope_base"] = c.rope_base;

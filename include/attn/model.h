@@ -31,7 +31,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kGemma2, kGemma3, kPhi3, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kQwen3Moe, kGemma2, kGemma3, kPhi3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -84,6 +84,12 @@ struct ModelConfig {
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
   }
+  // Mixture of experts (llama files with expert_count, as Mixtral; qwen3moe): every block's
+  // feed-forward is n_expert SwiGLU experts of width d_ff_expert; a router (ffn_gate_inp) picks
+  // n_expert_used of them per token by softmax probability, and their outputs are summed weighted
+  // by those probabilities, renormalized to sum to 1 (llama.cpp's softmax gating with norm_w, as
+  // both families use). 0 experts: a dense feed-forward of width d_ff.
+  int64_t n_expert = 0, n_expert_used = 0, d_ff_expert = 0;
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)
@@ -98,7 +104,7 @@ struct ModelConfig {
 //   ln1.hook_normalized, ln2.hook_normalized          [pos, d_model]
 //   attn.hook_q, attn.hook_rot_q, attn.hook_z         [pos, n_heads, head_dim]
 //   attn.hook_k, attn.hook_v, attn.hook_rot_k         [pos, n_kv_heads, head_dim]
-//   mlp.hook_pre, mlp.hook_post                       [pos, d_ff]
+//   mlp.hook_pre, mlp.hook_post                       [pos, d_ff] (not in mixture-of-experts blocks)
 //   attn.hook_attn_scores, attn.hook_pattern          [n_heads, pos, keys]: `heads` blocks of
 //       [rows, cols = pos0 + rows]; scores are scaled, causally masked with -inf; the pattern is
 //       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's

@@ -59,6 +59,7 @@ float GetFloat(const gguf::File& file, const std::string& key, float fallback) {
 // Limits that keep every size product far from overflow; real models are well inside them.
 constexpr int64_t kMaxDim = 1 << 20;
 constexpr int64_t kMaxLayers = 4096;
+constexpr int64_t kMaxExperts = 1024;
 constexpr int64_t kZero = 0;
 
 }  // namespace
@@ -77,6 +78,9 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "qwen3") {
     c.arch = Arch::kQwen3;
     c.rope_neox = c.qk_norm = true;
+  } else if (c.arch_name == "qwen3moe") {
+    c.arch = Arch::kQwen3Moe;
+    c.rope_neox = c.qk_norm = true;
   } else if (c.arch_name == "gemma2") {
     c.arch = Arch::kGemma2;
     c.rope_neox = c.post_norms = c.gelu_gate = true;
@@ -92,7 +96,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kGpt2;
   } else {
     throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen3, gemma2, gemma3, phi3 and gpt2 are)");
+                "' is not supported (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3 and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -106,7 +110,24 @@ ModelConfig ReadConfig(const gguf::File& file) {
   c.n_kv_heads = GetInt(file, a + "attention.head_count_kv", 1, kMaxDim, &c.n_heads);
   // gpt2 may have no feed-forward sub-block at all (attention-only models, as attn's trainer makes
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
-  c.d_ff = GetInt(file, a + "feed_forward_length", gpt2 ? 0 : 1, kMaxDim);
+  c.n_expert = GetInt(file, a + "expert_count", 0, kMaxExperts, &kZero);
+  if (c.arch == Arch::kQwen3Moe && c.n_expert == 0)
+    throw Error("model: metadata key '" + a + "expert_count' is missing (qwen3moe is a mixture of experts)");
+  if (c.n_expert > 0) {
+    if (c.arch != Arch::kLlama && c.arch != Arch::kQwen3Moe)
+      throw Error("model: " + a + "expert_count = " + std::to_string(c.n_expert) +
+                  ": mixture-of-experts blocks are supported for llama (Mixtral) and qwen3moe files, not " +
+                  c.arch_name);
+    c.n_expert_used = GetInt(file, a + "expert_used_count", 1, c.n_expert);
+  }
+  // qwen3moe's experts have their own width; Mixtral's are feed_forward_length wide.
+  if (c.arch == Arch::kQwen3Moe) {
+    c.d_ff_expert = GetInt(file, a + "expert_feed_forward_length", 1, kMaxDim);
+    c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim, &c.d_ff_expert);
+  } else {
+    c.d_ff = GetInt(file, a + "feed_forward_length", gpt2 ? 0 : 1, kMaxDim);
+    if (c.n_expert > 0) c.d_ff_expert = c.d_ff;
+  }
   c.context_length = GetInt(file, a + "context_length", 1, kMaxDim);
   if (c.n_heads % c.n_kv_heads != 0) {
     throw Error("model: head_count " + std::to_string(c.n_heads) + " is not a multiple of head_count_kv " +
@@ -216,26 +237,31 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       return;
     }
     const uint64_t want_rows = static_cast<uint64_t>(spec.rows), want_cols = static_cast<uint64_t>(spec.cols);
-    const bool shape_ok = spec.kind == TensorKind::kVector
-                              ? (t->dims.size() == 1 && t->dims[0] == want_cols)
-                              : (t->dims.size() == 2 && t->dims[0] == want_cols && t->dims[1] == want_rows);
+    const bool stack = spec.count > 1;  // 3-D: [cols, rows, count]
+    const bool shape_ok =
+        spec.kind == TensorKind::kVector
+            ? (t->dims.size() == 1 && t->dims[0] == want_cols)
+            : (t->dims.size() == (stack ? 3u : 2u) && t->dims[0] == want_cols && t->dims[1] == want_rows &&
+               (!stack || t->dims[2] == static_cast<uint64_t>(spec.count)));
     if (!shape_ok) {
       std::string got;
       for (uint64_t d : t->dims) got += (got.empty() ? "" : ", ") + std::to_string(d);
       throw Error("model: tensor '" + spec.name + "' has shape [" + got + "], expected [" +
                   std::to_string(spec.cols) +
                   (spec.kind == TensorKind::kVector ? "" : ", " + std::to_string(spec.rows)) +
-                  "] (ne order)");
+                  (stack ? ", " + std::to_string(spec.count) : "") + "] (ne order)");
     }
     if (spec.kind == TensorKind::kVector && t->type != gguf::TensorType::kF32) {
       throw Error("model: tensor '" + spec.name + "' has type " + gguf::TensorTypeName(t->type) +
                       " (norm weights and biases must be F32)",
                   Error::Kind::kType);
     }
-    slot = MakeWeightMatrix(t->type, t->data, spec.rows, spec.cols, spec.name.c_str());
-    if (slot.row_bytes * static_cast<uint64_t>(spec.rows) != t->bytes) {
+    // A stack of matrices is bound as one matrix of all their rows; LoadWeights cuts the views.
+    const int64_t rows = spec.rows * spec.count;
+    slot = MakeWeightMatrix(t->type, t->data, rows, spec.cols, spec.name.c_str());
+    if (slot.row_bytes * static_cast<uint64_t>(rows) != t->bytes) {
       throw Error("model: tensor '" + spec.name + "' holds " + std::to_string(t->bytes) +
-                  " bytes, expected " + std::to_string(slot.row_bytes * static_cast<uint64_t>(spec.rows)));
+                  " bytes, expected " + std::to_string(slot.row_bytes * static_cast<uint64_t>(rows)));
     }
   });
   if (weights.output.data == nullptr) weights.output = weights.token_embd;
@@ -257,6 +283,11 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       const WeightMatrix both = L.w_up;
       L.w_gate = rows_of(both, 0, config.d_ff);
       L.w_up = rows_of(both, config.d_ff, config.d_ff);
+    }
+    for (int64_t e = 0; e < config.n_expert; ++e) {  // expert e's rows of each stack
+      L.expert_gate.push_back(rows_of(L.gate_exps, e * config.d_ff_expert, config.d_ff_expert));
+      L.expert_up.push_back(rows_of(L.up_exps, e * config.d_ff_expert, config.d_ff_expert));
+      L.expert_down.push_back(rows_of(L.down_exps, e * config.d_model, config.d_model));
     }
   }
   if (!config.rope_yarn_factors.empty() && weights.rope_freqs.data != nullptr)

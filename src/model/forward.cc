@@ -32,6 +32,7 @@ constexpr int64_t kMaxChunk = 512;
 
 struct Scratch {
   std::vector<float> x, h, q, k, v, z, o, gate, up;
+  std::vector<float> router, expert_x, expert_out;  // mixture of experts only
   explicit Scratch(const ModelConfig& c, int64_t n) {
     const size_t rows = static_cast<size_t>(n);
     x.resize(rows * c.d_model);
@@ -41,10 +42,71 @@ struct Scratch {
     v.resize(rows * c.n_kv_heads * c.head_dim);
     z.resize(rows * c.n_heads * c.head_dim);
     o.resize(rows * c.d_model);
-    gate.resize(rows * c.d_ff);
-    up.resize(rows * c.d_ff);
+    const size_t ff = static_cast<size_t>(std::max(c.d_ff, c.d_ff_expert));
+    gate.resize(rows * ff);
+    up.resize(rows * ff);
+    if (c.n_expert > 0) {
+      router.resize(rows * c.n_expert);
+      expert_x.resize(rows * c.d_model);
+      expert_out.resize(rows * c.d_model);
+    }
   }
 };
+
+// The mixture-of-experts feed-forward (ModelConfig::n_expert) of rows h [n, d_model] into out:
+// each row goes to its n_expert_used most probable experts (softmax of the router's logits; ties
+// to the lower index), whose SwiGLU outputs are summed with the probabilities renormalized over
+// the chosen ones. The rows of one expert are gathered and multiplied together; every product is
+// row by row, so a row's result does not depend on which other rows share the pass.
+void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t n, float* out,
+                      Scratch& s, ThreadPool& pool, int threads) {
+  const int64_t d = c.d_model, n_exp = c.n_expert, k = c.n_expert_used, ff = c.d_ff_expert;
+  MatMul(L.router, h, n, d, s.router.data(), n_exp, pool, threads);
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(n_exp));  // (row, weight)
+  std::vector<int64_t> order(static_cast<size_t>(n_exp));
+  std::vector<double> prob(static_cast<size_t>(n_exp));
+  for (int64_t r = 0; r < n; ++r) {
+    const float* logit = s.router.data() + r * n_exp;
+    const float mx = *std::max_element(logit, logit + n_exp);
+    double sum = 0.0;
+    for (int64_t e = 0; e < n_exp; ++e)
+      sum += prob[static_cast<size_t>(e)] = std::exp(static_cast<double>(logit[e] - mx));
+    for (int64_t e = 0; e < n_exp; ++e) order[static_cast<size_t>(e)] = e;
+    std::partial_sort(order.begin(), order.begin() + k, order.end(), [&](int64_t a, int64_t b) {
+      return logit[a] > logit[b] || (logit[a] == logit[b] && a < b);
+    });
+    double chosen = 0.0;
+    for (int64_t i = 0; i < k; ++i) chosen += prob[static_cast<size_t>(order[static_cast<size_t>(i)])];
+    if (!(chosen > 0.0) || !std::isfinite(sum))
+      throw Error("forward: the router's logits are not finite (layer weights or activations overflowed)");
+    for (int64_t i = 0; i < k; ++i) {
+      const int64_t e = order[static_cast<size_t>(i)];
+      routed[static_cast<size_t>(e)].emplace_back(r,
+                                                  static_cast<float>(prob[static_cast<size_t>(e)] / chosen));
+    }
+  }
+  std::fill(out, out + n * d, 0.0f);
+  for (int64_t e = 0; e < n_exp; ++e) {
+    const auto& rows = routed[static_cast<size_t>(e)];
+    if (rows.empty()) continue;
+    const int64_t m = static_cast<int64_t>(rows.size());
+    for (int64_t i = 0; i < m; ++i)
+      std::copy(h + rows[static_cast<size_t>(i)].first * d, h + (rows[static_cast<size_t>(i)].first + 1) * d,
+                s.expert_x.data() + i * d);
+    const WeightMatrix* ws[] = {&L.expert_gate[static_cast<size_t>(e)], &L.expert_up[static_cast<size_t>(e)]};
+    float* ys[] = {s.gate.data(), s.up.data()};
+    MatMulShared(ws, s.expert_x.data(), m, d, ys, pool, threads);
+    ops::SwiGlu(s.gate.data(), s.up.data(), m * ff);
+    MatMul(L.expert_down[static_cast<size_t>(e)], s.gate.data(), m, ff, s.expert_out.data(), d, pool,
+           threads);
+    for (int64_t i = 0; i < m; ++i) {
+      const auto [row, w] = rows[static_cast<size_t>(i)];
+      float* o = out + row * d;
+      const float* y = s.expert_out.data() + i * d;
+      for (int64_t j = 0; j < d; ++j) o[j] += w * y[j];
+    }
+  }
+}
 
 TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_t row_stride) {
   TensorView t;
@@ -502,6 +564,8 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         point("mlp.hook_post", layer, s.up.data(), c.d_ff);
         matmul(L.w_down, s.up.data(), c.d_ff, s.o.data(), d);
         ops::AddBias(s.o.data(), Floats(L.b_down), n, d);
+      } else if (c.n_expert > 0) {
+        MixtureOfExperts(c, L, s.h.data(), n, s.o.data(), s, pool, threads);
       } else {
         const WeightMatrix* ws[] = {&L.w_gate, &L.w_up};
         float* ys[] = {s.gate.data(), s.up.data()};

@@ -25,6 +25,10 @@ struct LayerWeights {
   WeightMatrix w_gate;                         // llama: [d_ff, d_model]
   WeightMatrix w_up, b_up;                     // [d_ff, d_model]
   WeightMatrix w_down, b_down;                 // [d_model, d_ff]
+  // Mixture of experts (ModelConfig::n_expert > 0) instead of w_gate / w_up / w_down:
+  WeightMatrix router;                                            // ffn_gate_inp [n_expert, d_model]
+  WeightMatrix gate_exps, up_exps, down_exps;                     // stacks of n_expert matrices, as stored
+  std::vector<WeightMatrix> expert_gate, expert_up, expert_down;  // views of one expert each
 };
 
 struct Model::Weights {
@@ -49,6 +53,7 @@ struct TensorSpec {
   int64_t cols;      // GGUF ne[0]
   TensorKind kind;
   bool required;
+  int64_t count = 1;  // GGUF ne[2] of a 3-D tensor: a stack of `count` [rows, cols] matrices
 };
 
 // Reads the architecture's hyperparameters; throws attn::Error naming a missing or bad key.
@@ -106,6 +111,14 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       mat("attn_output", d, q_dim, L.wo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
       vec("ffn_norm", ".weight", d, L.ffn_norm);
+      if (c.n_expert > 0) {  // as llama.cpp's converters write Mixtral and Qwen3-MoE
+        const int64_t e = c.n_expert, ff = c.d_ff_expert;
+        mat("ffn_gate_inp", e, d, L.router);
+        fn(TensorSpec{p + "ffn_gate_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.gate_exps);
+        fn(TensorSpec{p + "ffn_down_exps.weight", d, ff, TensorKind::kMatrix, true, e}, L.down_exps);
+        fn(TensorSpec{p + "ffn_up_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.up_exps);
+        continue;
+      }
       if (c.fused_gate_up) {
         mat("ffn_up", 2 * c.d_ff, d, L.w_up);  // gate rows, then up rows: split by LoadWeights
       } else {

@@ -1,5 +1,6 @@
 """The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2 and phi3
-(fused QKV and gate-up, partial rotary, LongRoPE) paths against
+(fused QKV and gate-up, partial rotary, LongRoPE) paths, and the mixture-of-experts ones (Mixtral as
+a llama file, qwen3moe) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
@@ -22,7 +23,8 @@ def golden():
         return json.load(f)
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn"]  # qwen2_yarn: a qwen2 file
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe"]
+GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama"}  # the general.architecture of the others is their name
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -31,9 +33,9 @@ def test_logits_match_transformers(golden, arch, kind, key):
     entry = golden["models"][arch]
     model = attn.Model.load(os.path.join(FIXTURES, entry["files"][kind]))
     c = model.config
-    assert c["arch"] == arch.split("_")[0]
+    assert c["arch"] == GGUF_ARCH.get(arch, arch)
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
-    assert c["head_dim"] == (32 if arch in ("qwen3", "gemma3", "gemma2") else 16)
+    assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
     assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
@@ -55,6 +57,10 @@ def test_config_says_what_the_files_say(golden):
     assert llama["rope_dim"] == 16
     phi3 = load("phi3")
     assert (phi3["rope_dim"], phi3["head_dim"], phi3["sliding_window"]) == (8, 16, 0)  # partial rotary
+    mixtral, qwen3moe = load("mixtral"), load("qwen3moe")
+    assert (mixtral["n_expert"], mixtral["n_expert_used"], mixtral["d_ff_expert"]) == (4, 2, 128)
+    assert (qwen3moe["n_expert"], qwen3moe["n_expert_used"], qwen3moe["d_ff_expert"]) == (4, 2, 96)
+    assert llama["n_expert"] == 0
 
 
 def test_phi3_longrope_tensors(tmp_path, golden):
@@ -129,7 +135,8 @@ def _rewrite(src, dst, *, drop=None, **changes):
             w.add_key_value(name, value, vtype)
     for name, value in changes.items():  # keys the file does not have yet
         if name not in r.fields:
-            vtype = gguf.GGUFValueType.STRING if isinstance(value, str) else gguf.GGUFValueType.FLOAT32
+            vtype = (gguf.GGUFValueType.STRING if isinstance(value, str)
+                     else gguf.GGUFValueType.UINT32 if isinstance(value, int) else gguf.GGUFValueType.FLOAT32)
             w.add_key_value(name, value, vtype)
     for t in r.tensors:
         if t.name != drop:
@@ -298,3 +305,36 @@ def test_gemma_27b_attention_scale(tmp_path, arch, layers_27b):
         np.testing.assert_allclose(got[:, causal], expect[:, causal], rtol=1e-5, atol=1e-6)
         # (46 or 62 layers of float32 rounding apart: 1e-5 of the logit scale; a wrong scale: O(1).)
         np.testing.assert_allclose(model.logits(ids), logits, rtol=0, atol=1e-4 * np.abs(logits).max())
+
+
+def test_mixture_of_experts_files_are_checked(tmp_path, golden):
+    # Bad expert metadata or a missing / misshapen expert stack is named, never run.
+    moe = os.path.join(FIXTURES, golden["models"]["qwen3moe"]["files"]["f32"])
+    mixtral = os.path.join(FIXTURES, golden["models"]["mixtral"]["files"]["f32"])
+    _rewrite(moe, tmp_path / "k5.gguf", **{"qwen3moe.expert_used_count": 5})
+    with pytest.raises(ValueError, match=r"'qwen3moe.expert_used_count' = 5 \(must be in \[1, 4\]\)"):
+        attn.Model.load(str(tmp_path / "k5.gguf"))
+    _rewrite(mixtral, tmp_path / "noup.gguf", drop="blk.1.ffn_up_exps.weight")
+    with pytest.raises(ValueError, match=r"tensor 'blk.1.ffn_up_exps.weight' is missing"):
+        attn.Model.load(str(tmp_path / "noup.gguf"))
+    _rewrite(mixtral, tmp_path / "e3.gguf", **{"llama.expert_count": 3, "llama.expert_used_count": 2})
+    with pytest.raises(ValueError, match=r"'blk.0.ffn_gate_inp.weight' has shape \[64, 4\], expected \[64, 3\]"):
+        attn.Model.load(str(tmp_path / "e3.gguf"))
+    qwen3 = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
+    _rewrite(qwen3, tmp_path / "q3e.gguf", **{"qwen3.expert_count": 4})
+    with pytest.raises(ValueError, match=r"mixture-of-experts blocks are supported for llama \(Mixtral\) and qwen3moe"):
+        attn.Model.load(str(tmp_path / "q3e.gguf"))
+
+
+def test_each_token_uses_its_own_experts(golden):
+    # Routing is per token: a token's logits do not depend on which other tokens share the pass
+    # (the experts' rows are gathered per expert), so one pass equals the token-by-token cache.
+    for arch in ("mixtral", "qwen3moe"):
+        model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
+        ids = golden["models"][arch]["cases"][0]["ids"]
+        full = model.logits(ids, kv_type="f32")
+        s = model.new_session(kv_type="f32", capacity=64)
+        r = model.generate(ids, max_tokens=1, temperature=0, session=s, return_dict=True, logprobs=0, echo=True)
+        lp = np.asarray([e["logprob"] for e in r["prompt_logprobs"]])
+        ref = full[:-1] - np.log(np.exp(full[:-1].astype(np.float64)).sum(-1, keepdims=True))
+        np.testing.assert_allclose(lp, ref[np.arange(len(ids) - 1), ids[1:]], atol=1e-4)
