@@ -401,103 +401,6 @@ HWY_INLINE void PrefetchBlock(const uint8_t* p, int64_t bytes) {
     _mm_prefetch(reinterpret_cast<const char*>(p + line), _MM_HINT_T1);
 }
 
-// Matrix-vector for Q4_K / Q5_K: each 32-value sub-block of a super-block is a Q4_1-like block
-// (scale d * sc_j, min dmin * m_j; Q5_K adds the fifth bit, bit j of byte l of its 32 high-bit
-// bytes, to value l) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
-// (q_j . qx_j) - dmin m_j s_j, s_j the x block's sum. R rows at a time share x.
-template <bool kFive, int R>
-HWY_NOINLINE void RowsQ45K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                           const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
-  constexpr int64_t kBytes = kFive ? kquants::kQ5KBytes : kquants::kQ4KBytes;
-  constexpr int64_t kNibbles = kFive ? 48 : 16;
-  const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i low = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
-  __m256 acc[R];
-  float off[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), off[r] = 0.0f;
-  for (int64_t sb = 0; sb < nb / 8; ++sb) {
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * row_bytes + sb * kBytes;
-      PrefetchBlock(blk + ahead, kBytes);
-      uint32_t dd;
-      std::memcpy(&dd, blk, 4);
-      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
-      const float d = _mm_cvtss_f32(dm), dmin = _mm_cvtss_f32(_mm_movehdup_ps(dm));
-      __m256i high = _mm256_setzero_si256();
-      if constexpr (kFive) high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
-      for (int g = 0; g < 4; ++g) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kNibbles + 32 * g));
-        const __m256i q[2] = {_mm256_and_si256(v, low), _mm256_and_si256(_mm256_srli_epi16(v, 4), low)};
-        for (int h = 0; h < 2; ++h) {
-          const int j = 2 * g + h;
-          const int64_t b = sb * 8 + j;
-          __m256i u = q[h];
-          if constexpr (kFive) {  // bit j of each byte to bit 4 (16-bit shifts: bit 0 of a byte is its own
-                                  // bit j)
-            u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, j), one), 4));
-          }
-          float sc, m;
-          kq::ScaleMin(blk + 4, j, &sc, &m);
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
-          const __m256i dot = matmul::BlockDot<gguf::TensorType::kQ4_1>(u, xv);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * sc * xds[2 * b]), acc[r]);
-          off[r] += dmin * m * xds[2 * b + 1];
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]) - off[r];
-}
-
-// Matrix-vector for Q6_K: 32 values at a time, the quants made signed (q - 32, -32..31) so that
-// vpmaddubsw takes |w| against x with w's sign (as for Q8_0; pairs stay below 2 * 32 * 127), and
-// vpmaddwd multiplies the 16-bit pair sums of each 16-value half by its int8 scale: the int32 lanes
-// are exactly sum sc (q - 32) qx, scaled once by d dx per 32 values.
-template <int R>
-HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                          const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
-  const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i low = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(0x03),
-                centre = _mm256_set1_epi8(32);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t sb = 0; sb < nb / 8; ++sb) {
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ6KBytes;
-      PrefetchBlock(blk + ahead, kquants::kQ6KBytes);
-      const float d = kq::HalfAt(blk + 208);
-      const auto* scales = reinterpret_cast<const int8_t*>(blk + 192);
-      for (int h = 0; h < 2; ++h) {
-        const __m256i ql[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h)),
-                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32))};
-        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
-        for (int s = 0; s < 4; ++s) {
-          const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql[s % 2], 4 * (s / 2)), low);
-          const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * s), two_bits), 4);
-          const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(lo, hi), centre);
-          const int64_t b = sb * 8 + 4 * h + s;
-          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
-          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-          const int8_t* sc = scales + 8 * h + 2 * s;
-          const __m256i sc16 = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[0])),
-                                                       _mm_set1_epi16(sc[1]), 1);
-          const __m256i dot = _mm256_madd_epi16(pairs, sc16);
-          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_set1_ps(d * xds[2 * b]), acc[r]);
-        }
-      }
-    }
-  }
-  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
-}
-
-// The activations of a matrix-vector product as the kernels of the formats below take them: xq
-// [nb][32] int8, xd [nb] the blocks' scales, and (Q2_K) bsums [2 nb] the sums of qx over each 16 values.
-struct MatVecX {
-  const int8_t* xq;
-  const float* xd;
-  const int16_t* bsums;
-};
-
 HWY_INLINE float HalfAtF16c(const uint8_t* p) {
   uint16_t bits;
   std::memcpy(&bits, p, 2);
@@ -520,6 +423,134 @@ HWY_INLINE __m256i ScalePairSpread() {
 HWY_INLINE void SuperBlockScales(float d, const float* xd, float* HWY_RESTRICT out) {
   _mm256_store_ps(out, _mm256_mul_ps(_mm256_set1_ps(d), _mm256_loadu_ps(xd)));
 }
+
+// The 8 6-bit scales and 8 6-bit mins of a Q4_K / Q5_K super-block, from its 12 packed bytes
+// (kquants.h): bytes 0-3 hold sc0-3 in their low 6 bits, bytes 4-7 m0-3 likewise; bytes 8-11 hold
+// sc4-7 (low nibble) and m4-7 (high nibble), whose top 2 bits are the top bits of bytes 0-3 (sc)
+// and 4-7 (m). Worked on as three 32-bit words, one byte per sub-block.
+HWY_INLINE void UnpackScalesMins(const uint8_t* packed, uint8_t* HWY_RESTRICT sc, uint8_t* HWY_RESTRICT m) {
+  uint32_t a, b, c;  // bytes 0-3, 4-7, 8-11
+  std::memcpy(&a, packed, 4);
+  std::memcpy(&b, packed + 4, 4);
+  std::memcpy(&c, packed + 8, 4);
+  constexpr uint32_t k6 = 0x3F3F3F3F, k4 = 0x0F0F0F0F, k2 = 0x03030303;
+  const uint32_t sc_lo = a & k6, m_lo = b & k6;
+  const uint32_t sc_hi = (c & k4) | (((a >> 6) & k2) << 4);
+  const uint32_t m_hi = ((c >> 4) & k4) | (((b >> 6) & k2) << 4);
+  std::memcpy(sc, &sc_lo, 4);
+  std::memcpy(sc + 4, &sc_hi, 4);
+  std::memcpy(m, &m_lo, 4);
+  std::memcpy(m + 4, &m_hi, 4);
+}
+
+// Matrix-vector for Q4_K / Q5_K: each 32-value sub-block of a super-block is a Q4_1-like block
+// (scale d * sc_j, min dmin * m_j; Q5_K adds the fifth bit, bit j of byte l of its 32 high-bit
+// bytes, to value l) against one 32-value block of the quantized x: y = sum_j d sc_j dx_j
+// (q_j . qx_j) - dmin m_j s_j, s_j the x block's sum. Per super-block the 8 scales and mins are
+// unpacked at once and turned into the 8 products d sc_j dx_j (broadcast from memory, one per
+// sub-block) and a vector of dmin m_j s_j (summed across super-blocks, subtracted at the end).
+// R rows at a time share x; xd and xs are x's block scales and sums.
+template <bool kFive, int R>
+HWY_NOINLINE void RowsQ45K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                           const float* HWY_RESTRICT xd, const float* HWY_RESTRICT xs, int64_t nb,
+                           float* HWY_RESTRICT y) {
+  constexpr int64_t kBytes = kFive ? kquants::kQ5KBytes : kquants::kQ4KBytes;
+  constexpr int64_t kNibbles = kFive ? 48 : 16;
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i low = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
+  __m256 acc[R], acc_min[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), acc_min[r] = _mm256_setzero_ps();
+  alignas(32) float scale[8];
+  alignas(8) uint8_t sc8[8], m8[8];
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const __m256 dx8 = _mm256_loadu_ps(xd + 8 * sb), sx8 = _mm256_loadu_ps(xs + 8 * sb);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kBytes;
+      PrefetchBlock(blk + ahead, kBytes);
+      uint32_t dd;
+      std::memcpy(&dd, blk, 4);
+      const __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(dd)));
+      UnpackScalesMins(blk + 4, sc8, m8);
+      const __m256 scf =
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(sc8))));
+      const __m256 mf =
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(m8))));
+      _mm256_store_ps(scale, _mm256_mul_ps(_mm256_mul_ps(_mm256_broadcastss_ps(dm), scf), dx8));
+      acc_min[r] =
+          _mm256_fmadd_ps(_mm256_mul_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), mf), sx8, acc_min[r]);
+      __m256i high = _mm256_setzero_si256();
+      if constexpr (kFive) high = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 16));
+      for (int g = 0; g < 4; ++g) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + kNibbles + 32 * g));
+        const __m256i q[2] = {_mm256_and_si256(v, low), _mm256_and_si256(_mm256_srli_epi16(v, 4), low)};
+        for (int h = 0; h < 2; ++h) {
+          const int j = 2 * g + h;
+          const int64_t b = sb * 8 + j;
+          __m256i u = q[h];
+          if constexpr (kFive) {  // bit j of each byte to bit 4 (16-bit shifts: bit 0 of a byte is its own
+                                  // bit j)
+            u = _mm256_or_si256(u, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(high, j), one), 4));
+          }
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
+          const __m256i dot = matmul::BlockDot<gguf::TensorType::kQ4_1>(u, xv);
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcast_ss(scale + j), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(_mm256_sub_ps(acc[r], acc_min[r]));
+}
+
+// Matrix-vector for Q6_K: 32 values at a time, the quants made signed (q - 32, -32..31) so that
+// vpmaddubsw takes |w| against x with w's sign (as for Q8_0; pairs stay below 2 * 32 * 127), and
+// vpmaddwd multiplies the 16-bit pair sums of each 16-value half by its int8 scale: the int32 lanes
+// are exactly sum sc (q - 32) qx, scaled once by d dx per 32 values. Per super-block the 16 scales
+// are widened to 16 bits and the 8 products d dx_b formed at once (ScalePair and a broadcast load
+// per 32 values).
+template <int R>
+HWY_NOINLINE void RowsQ6K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
+                          const float* HWY_RESTRICT xd, int64_t nb, float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i low = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(0x03),
+                centre = _mm256_set1_epi8(32), spread = ScalePairSpread();
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  alignas(32) float ddx[8];
+  alignas(32) int16_t sc16[16];
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + sb * kquants::kQ6KBytes;
+      PrefetchBlock(blk + ahead, kquants::kQ6KBytes);
+      SuperBlockScales(HalfAtF16c(blk + 208), xd + 8 * sb, ddx);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(sc16),
+                         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 192))));
+      for (int h = 0; h < 2; ++h) {
+        const __m256i ql[2] = {_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h)),
+                               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 64 * h + 32))};
+        const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 128 + 32 * h));
+        for (int s = 0; s < 4; ++s) {
+          const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(ql[s % 2], 4 * (s / 2)), low);
+          const __m256i hi = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * s), two_bits), 4);
+          const __m256i wv = _mm256_sub_epi8(_mm256_or_si256(lo, hi), centre);
+          const int j = 4 * h + s;
+          const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + (sb * 8 + j) * kQK));
+          const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+          const __m256i dot = _mm256_madd_epi16(pairs, ScalePair(sc16 + 2 * j, spread));
+          acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcast_ss(ddx + j), acc[r]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
+}
+
+// The activations of a matrix-vector product as the kernels of the formats below take them: xq
+// [nb][32] int8, xd [nb] the blocks' scales, and (Q2_K) bsums [2 nb] the sums of qx over each 16 values.
+struct MatVecX {
+  const int8_t* xq;
+  const float* xd;
+  const int16_t* bsums;
+};
 
 // Matrix-vector for Q2_K: value 128c + 32j + l of a super-block is bits [2j, 2j + 2) of quant byte
 // 32c + l, so each 32-value block of x meets one 32-byte load shifted by 2j. vpmaddubsw's 16-bit
@@ -786,9 +817,10 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
       }
 #endif
       if constexpr (kType == gguf::TensorType::kQ4_K || kType == gguf::TensorType::kQ5_K) {
-        RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, xq, xd, xs, nb,
+                                                      g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ6_K) {
-        RowsQ6K<R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        RowsQ6K<R>(rows, w.row_bytes, xq, xd, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ2_K) {
         RowsQ2K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ3_K) {
