@@ -105,6 +105,9 @@ struct ModelConfig {
 //   attn.hook_q, attn.hook_rot_q, attn.hook_z         [pos, n_heads, head_dim]
 //   attn.hook_k, attn.hook_v, attn.hook_rot_k         [pos, n_kv_heads, head_dim]
 //   mlp.hook_pre, mlp.hook_post                       [pos, d_ff] (not in mixture-of-experts blocks)
+//   mlp.hook_expert_indices, mlp.hook_expert_weights  [pos, n_expert_used] (mixture-of-experts blocks:
+//       the experts each token goes to, most probable first, as floats, and their renormalized
+//       weights; edits change the routing)
 //   attn.hook_attn_scores, attn.hook_pattern          [n_heads, pos, keys]: `heads` blocks of
 //       [rows, cols = pos0 + rows]; scores are scaled, causally masked with -inf; the pattern is
 //       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's

@@ -58,11 +58,15 @@ struct Scratch {
 // to the lower index), whose SwiGLU outputs are summed with the probabilities renormalized over
 // the chosen ones. The rows of one expert are gathered and multiplied together; every product is
 // row by row, so a row's result does not depend on which other rows share the pass.
+// `hook(name, data, cols)` visits the choices before they are used, [n, n_expert_used] each:
+// mlp.hook_expert_indices (expert ids, as floats) and mlp.hook_expert_weights (TransformerLens's
+// names); what a hook writes there is what runs (an id must stay a whole number below n_expert).
 void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* h, int64_t n, float* out,
-                      Scratch& s, ThreadPool& pool, int threads) {
+                      Scratch& s, ThreadPool& pool, int threads,
+                      const std::function<void(const char*, float*, int64_t)>& hook) {
   const int64_t d = c.d_model, n_exp = c.n_expert, k = c.n_expert_used, ff = c.d_ff_expert;
   MatMul(L.router, h, n, d, s.router.data(), n_exp, pool, threads);
-  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(n_exp));  // (row, weight)
+  std::vector<float> chosen_ids(static_cast<size_t>(n * k)), chosen_weights(static_cast<size_t>(n * k));
   std::vector<int64_t> order(static_cast<size_t>(n_exp));
   std::vector<double> prob(static_cast<size_t>(n_exp));
   for (int64_t r = 0; r < n; ++r) {
@@ -81,8 +85,27 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
       throw Error("forward: the router's logits are not finite (layer weights or activations overflowed)");
     for (int64_t i = 0; i < k; ++i) {
       const int64_t e = order[static_cast<size_t>(i)];
-      routed[static_cast<size_t>(e)].emplace_back(r,
-                                                  static_cast<float>(prob[static_cast<size_t>(e)] / chosen));
+      chosen_ids[static_cast<size_t>(r * k + i)] = static_cast<float>(e);
+      chosen_weights[static_cast<size_t>(r * k + i)] =
+          static_cast<float>(prob[static_cast<size_t>(e)] / chosen);
+    }
+  }
+  hook("mlp.hook_expert_indices", chosen_ids.data(), k);
+  hook("mlp.hook_expert_weights", chosen_weights.data(), k);
+  std::vector<std::vector<std::pair<int64_t, float>>> routed(static_cast<size_t>(n_exp));  // (row, weight)
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t i = 0; i < k; ++i) {
+      const float id = chosen_ids[static_cast<size_t>(r * k + i)];
+      if (!(id >= 0.0f && id < static_cast<float>(n_exp) && id == std::floor(id)))
+        throw Error("forward: mlp.hook_expert_indices holds " + std::to_string(id) +
+                    " (must be an expert id in [0, " + std::to_string(n_exp) + "))");
+      auto& rows = routed[static_cast<size_t>(id)];
+      const float weight = chosen_weights[static_cast<size_t>(r * k + i)];
+      if (!rows.empty() && rows.back().first == r) {
+        rows.back().second += weight;  // a hook named this expert twice for the row: one product
+      } else {
+        rows.emplace_back(r, weight);
+      }
     }
   }
   std::fill(out, out + n * d, 0.0f);
@@ -565,7 +588,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         matmul(L.w_down, s.up.data(), c.d_ff, s.o.data(), d);
         ops::AddBias(s.o.data(), Floats(L.b_down), n, d);
       } else if (c.n_expert > 0) {
-        MixtureOfExperts(c, L, s.h.data(), n, s.o.data(), s, pool, threads);
+        MixtureOfExperts(
+            c, L, s.h.data(), n, s.o.data(), s, pool, threads,
+            [&](const char* name, float* data, int64_t cols) { point(name, layer, data, cols); });
       } else {
         const WeightMatrix* ws[] = {&L.w_gate, &L.w_up};
         float* ys[] = {s.gate.data(), s.up.data()};

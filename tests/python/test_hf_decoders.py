@@ -338,3 +338,43 @@ def test_each_token_uses_its_own_experts(golden):
         lp = np.asarray([e["logprob"] for e in r["prompt_logprobs"]])
         ref = full[:-1] - np.log(np.exp(full[:-1].astype(np.float64)).sum(-1, keepdims=True))
         np.testing.assert_allclose(lp, ref[np.arange(len(ids) - 1), ids[1:]], atol=1e-4)
+
+
+def test_expert_choices_are_hook_points(golden):
+    # blocks.{l}.mlp.hook_expert_indices / hook_expert_weights (TransformerLens's names): the top
+    # experts of softmax(ln2 output . router) and their renormalized weights; edits re-route.
+    from attn import _attn
+
+    entry = golden["models"]["mixtral"]
+    path = os.path.join(FIXTURES, entry["files"]["f32"])
+    model = attn.Model.load(path)
+    ids = entry["cases"][0]["ids"]
+    assert "blocks.0.mlp.hook_expert_indices" in model.hook_names()
+    assert "blocks.0.mlp.hook_pre" not in model.hook_names()
+    logits, cache = model.run_with_cache(ids)
+    for layer in (0, 1):
+        idx = cache[f"blocks.{layer}.mlp.hook_expert_indices"][0]
+        w = cache[f"blocks.{layer}.mlp.hook_expert_weights"][0]
+        assert idx.shape == w.shape == (len(ids), 2)
+        h = cache[f"blocks.{layer}.ln2.hook_normalized"][0].astype(np.float64)
+        router = _attn.read_tensor(path, f"blk.{layer}.ffn_gate_inp.weight").astype(np.float64)  # [4, 64]
+        p = np.exp(h @ router.T)
+        p /= p.sum(-1, keepdims=True)
+        top = np.argsort(-p, axis=-1, kind="stable")[:, :2]
+        assert (idx == top).all()
+        chosen = np.take_along_axis(p, top, -1)
+        np.testing.assert_allclose(w, chosen / chosen.sum(-1, keepdims=True), rtol=1e-5)
+    # Routing every token of layer 0 to experts 3 and 2 with weights 1 and 0 is what runs.
+    def reroute(name, value):
+        def fn(act, hook):
+            act[...] = value
+        return (name, fn)
+
+    forced = model.run_with_hooks(ids, [reroute("blocks.0.mlp.hook_expert_indices", np.array([3.0, 2.0])),
+                                        reroute("blocks.0.mlp.hook_expert_weights", np.array([1.0, 0.0]))])
+    only3 = model.run_with_hooks(ids, [reroute("blocks.0.mlp.hook_expert_indices", np.array([3.0, 3.0])),
+                                       reroute("blocks.0.mlp.hook_expert_weights", np.array([0.5, 0.5]))])
+    np.testing.assert_allclose(forced, only3, rtol=1e-5, atol=1e-5)
+    assert np.abs(forced - logits).max() > 1e-2
+    with pytest.raises(ValueError, match=r"mlp.hook_expert_indices holds 4.0+ \(must be an expert id in \[0, 4\)\)"):
+        model.run_with_hooks(ids, [reroute("blocks.1.mlp.hook_expert_indices", np.array([4.0, 0.0]))])
