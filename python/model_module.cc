@@ -205,6 +205,8 @@ void BindModel(nb::module_& m) {
                      d["n_expert"] = c.n_expert;  // mixture of experts: 0 for a dense feed-forward
                      d["n_expert_used"] = c.n_expert_used;
                      d["d_ff_expert"] = c.d_ff_expert;
+                     d["d_ff_shared"] = c.d_ff_shared;  // qwen2moe's shared expert (0: none)
+                     d["expert_weights_norm"] = c.expert_weights_norm;
                      d["vocab_size"] = c.vocab_size;
                      d["context_length"] = c.context_length;
                      d["rope_base"] = c.rope_base;

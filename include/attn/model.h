@@ -31,7 +31,7 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen3, kQwen3Moe, kGemma2, kGemma3, kPhi3, kGpt2 };
+enum class Arch : uint8_t { kLlama, kQwen2, kQwen2Moe, kQwen3, kQwen3Moe, kGemma2, kGemma3, kPhi3, kGpt2 };
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -84,12 +84,15 @@ struct ModelConfig {
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
   }
-  // Mixture of experts (llama files with expert_count, as Mixtral; qwen3moe): every block's
-  // feed-forward is n_expert SwiGLU experts of width d_ff_expert; a router (ffn_gate_inp) picks
-  // n_expert_used of them per token by softmax probability, and their outputs are summed weighted
-  // by those probabilities, renormalized to sum to 1 (llama.cpp's softmax gating with norm_w, as
-  // both families use). 0 experts: a dense feed-forward of width d_ff.
-  int64_t n_expert = 0, n_expert_used = 0, d_ff_expert = 0;
+  // Mixture of experts (llama files with expert_count, as Mixtral; qwen2moe; qwen3moe): every
+  // block's feed-forward is n_expert SwiGLU experts of width d_ff_expert; a router (ffn_gate_inp)
+  // picks n_expert_used of them per token by softmax probability, and their outputs are summed
+  // weighted by those probabilities, renormalized to sum to 1 when expert_weights_norm (llama.cpp's
+  // norm_w: Mixtral and Qwen3-MoE, not Qwen2-MoE). qwen2moe adds a shared expert of width
+  // d_ff_shared that every token uses, scaled by sigmoid(ffn_gate_inp_shexp . x). 0 experts: a
+  // dense feed-forward of width d_ff.
+  int64_t n_expert = 0, n_expert_used = 0, d_ff_expert = 0, d_ff_shared = 0;
+  bool expert_weights_norm = true;
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)

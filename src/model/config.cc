@@ -75,6 +75,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "qwen2") {
     c.arch = Arch::kQwen2;
     c.rope_neox = c.qkv_bias = true;
+  } else if (c.arch_name == "qwen2moe") {
+    c.arch = Arch::kQwen2Moe;
+    c.rope_neox = c.qkv_bias = true;
+    c.expert_weights_norm = false;  // as llama.cpp runs Qwen2-MoE (Qwen1.5-MoE, Qwen2-57B-A14B)
   } else if (c.arch_name == "qwen3") {
     c.arch = Arch::kQwen3;
     c.rope_neox = c.qk_norm = true;
@@ -96,7 +100,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kGpt2;
   } else {
     throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen3, qwen3moe, gemma2, gemma3, phi3 and gpt2 are)");
+                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3 and gpt2 "
+                "are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -111,19 +116,25 @@ ModelConfig ReadConfig(const gguf::File& file) {
   // gpt2 may have no feed-forward sub-block at all (attention-only models, as attn's trainer makes
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
   c.n_expert = GetInt(file, a + "expert_count", 0, kMaxExperts, &kZero);
-  if (c.arch == Arch::kQwen3Moe && c.n_expert == 0)
-    throw Error("model: metadata key '" + a + "expert_count' is missing (qwen3moe is a mixture of experts)");
+  const bool moe_arch = c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe;
+  if (moe_arch && c.n_expert == 0)
+    throw Error("model: metadata key '" + a + "expert_count' is missing (" + c.arch_name +
+                " is a mixture of experts)");
   if (c.n_expert > 0) {
-    if (c.arch != Arch::kLlama && c.arch != Arch::kQwen3Moe)
-      throw Error("model: " + a + "expert_count = " + std::to_string(c.n_expert) +
-                  ": mixture-of-experts blocks are supported for llama (Mixtral) and qwen3moe files, not " +
-                  c.arch_name);
+    if (c.arch != Arch::kLlama && !moe_arch)
+      throw Error(
+          "model: " + a + "expert_count = " + std::to_string(c.n_expert) +
+          ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe and qwen3moe files, "
+          "not " +
+          c.arch_name);
     c.n_expert_used = GetInt(file, a + "expert_used_count", 1, c.n_expert);
   }
-  // qwen3moe's experts have their own width; Mixtral's are feed_forward_length wide.
-  if (c.arch == Arch::kQwen3Moe) {
+  // Qwen-MoE experts have their own width; Mixtral's are feed_forward_length wide.
+  if (moe_arch) {
     c.d_ff_expert = GetInt(file, a + "expert_feed_forward_length", 1, kMaxDim);
     c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim, &c.d_ff_expert);
+    if (c.arch == Arch::kQwen2Moe)
+      c.d_ff_shared = GetInt(file, a + "expert_shared_feed_forward_length", 1, kMaxDim);
   } else {
     c.d_ff = GetInt(file, a + "feed_forward_length", gpt2 ? 0 : 1, kMaxDim);
     if (c.n_expert > 0) c.d_ff_expert = c.d_ff;
@@ -238,9 +249,10 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
     }
     const uint64_t want_rows = static_cast<uint64_t>(spec.rows), want_cols = static_cast<uint64_t>(spec.cols);
     const bool stack = spec.count > 1;  // 3-D: [cols, rows, count]
+    // A vector may also come as a [cols, 1] matrix (the converter keeps HF's [1, d] shape).
     const bool shape_ok =
         spec.kind == TensorKind::kVector
-            ? (t->dims.size() == 1 && t->dims[0] == want_cols)
+            ? ((t->dims.size() == 1 || (t->dims.size() == 2 && t->dims[1] == 1)) && t->dims[0] == want_cols)
             : (t->dims.size() == (stack ? 3u : 2u) && t->dims[0] == want_cols && t->dims[1] == want_rows &&
                (!stack || t->dims[2] == static_cast<uint64_t>(spec.count)));
     if (!shape_ok) {

@@ -42,7 +42,7 @@ struct Scratch {
     v.resize(rows * c.n_kv_heads * c.head_dim);
     z.resize(rows * c.n_heads * c.head_dim);
     o.resize(rows * c.d_model);
-    const size_t ff = static_cast<size_t>(std::max(c.d_ff, c.d_ff_expert));
+    const size_t ff = static_cast<size_t>(std::max({c.d_ff, c.d_ff_expert, c.d_ff_shared}));
     gate.resize(rows * ff);
     up.resize(rows * ff);
     if (c.n_expert > 0) {
@@ -81,6 +81,7 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
     });
     double chosen = 0.0;
     for (int64_t i = 0; i < k; ++i) chosen += prob[static_cast<size_t>(order[static_cast<size_t>(i)])];
+    if (!c.expert_weights_norm) chosen = sum;  // the plain softmax probabilities (qwen2moe)
     if (!(chosen > 0.0) || !std::isfinite(sum))
       throw Error("forward: the router's logits are not finite (layer weights or activations overflowed)");
     for (int64_t i = 0; i < k; ++i) {
@@ -127,6 +128,23 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
       float* o = out + row * d;
       const float* y = s.expert_out.data() + i * d;
       for (int64_t j = 0; j < d; ++j) o[j] += w * y[j];
+    }
+  }
+  if (c.d_ff_shared > 0) {  // qwen2moe's shared expert, gated per token by sigmoid(w . x)
+    const int64_t sf = c.d_ff_shared;
+    const WeightMatrix* ws[] = {&L.shared_gate, &L.shared_up};
+    float* ys[] = {s.gate.data(), s.up.data()};
+    MatMulShared(ws, h, n, d, ys, pool, threads);
+    ops::SwiGlu(s.gate.data(), s.up.data(), n * sf);
+    MatMul(L.shared_down, s.gate.data(), n, sf, s.expert_out.data(), d, pool, threads);
+    const float* gw = Floats(L.shared_gate_inp);
+    for (int64_t r = 0; r < n; ++r) {
+      double logit = 0.0;
+      for (int64_t j = 0; j < d; ++j) logit += static_cast<double>(gw[j]) * h[r * d + j];
+      const float g = static_cast<float>(1.0 / (1.0 + std::exp(-logit)));
+      float* o = out + r * d;
+      const float* y = s.expert_out.data() + r * d;
+      for (int64_t j = 0; j < d; ++j) o[j] += g * y[j];
     }
   }
 }

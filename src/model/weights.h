@@ -29,6 +29,8 @@ struct LayerWeights {
   WeightMatrix router;                                            // ffn_gate_inp [n_expert, d_model]
   WeightMatrix gate_exps, up_exps, down_exps;                     // stacks of n_expert matrices, as stored
   std::vector<WeightMatrix> expert_gate, expert_up, expert_down;  // views of one expert each
+  WeightMatrix shared_gate_inp;                                   // qwen2moe: [1, d_model] (F32)
+  WeightMatrix shared_gate, shared_up, shared_down;               // its shared expert
 };
 
 struct Model::Weights {
@@ -117,6 +119,12 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
         fn(TensorSpec{p + "ffn_gate_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.gate_exps);
         fn(TensorSpec{p + "ffn_down_exps.weight", d, ff, TensorKind::kMatrix, true, e}, L.down_exps);
         fn(TensorSpec{p + "ffn_up_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.up_exps);
+        if (c.d_ff_shared > 0) {
+          vec("ffn_gate_inp_shexp", ".weight", d, L.shared_gate_inp);
+          mat("ffn_gate_shexp", c.d_ff_shared, d, L.shared_gate);
+          mat("ffn_up_shexp", c.d_ff_shared, d, L.shared_up);
+          mat("ffn_down_shexp", d, c.d_ff_shared, L.shared_down);
+        }
         continue;
       }
       if (c.fused_gate_up) {
