@@ -32,9 +32,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     result.tokens = {3, 4};
     result.logprobs = {{3, -0.1f, {{3, -0.1f}}}, {4, -2.0f, {}}, {2, -0.3f, {{5, -0.2f}}}};
     const attn::serve::ResponseInfo info{"cmpl-1", 0, "m"};
-    (void)attn::serve::ResponseJson(
-        r, info, result, [&r](int32_t t) { return r.prompt.substr(0, static_cast<size_t>(t) % 8); });
-    (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage);
+    const attn::serve::TokenText text = [&r](int32_t t) {
+      return r.prompt.substr(0, static_cast<size_t>(t) % 8);
+    };
+    (void)attn::serve::ResponseJson(r, info, result, text);
+    (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage,
+                                   attn::serve::StreamLogprobs(r, result.logprobs, 7, text));
     (void)attn::serve::StreamEnd(r, info, result);
   } catch (const attn::Error&) {
   }

@@ -38,6 +38,14 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> candidates_;
 };
 
+// One token's log-probability and the most likely alternatives at its position (most likely
+// first; ties by lower id).
+struct TokenLogprob {
+  int32_t token = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top;
+};
+
 struct GenerateOptions {
   int max_tokens = 128;
   SamplerOptions sampling;
@@ -58,14 +66,9 @@ struct GenerateOptions {
   // With logprobs >= 0: the same for every prompt token after the first (OpenAI's echo). The whole
   // prompt is then evaluated (GenerateInSession takes none of it from the session's cache).
   bool prompt_logprobs = false;
-};
-
-// One token's log-probability and the most likely alternatives at its position (most likely
-// first; ties by lower id).
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0.0f;
-  std::vector<std::pair<int32_t, float>> top;
+  // With logprobs >= 0: called with each sampled token's entry as soon as it is sampled (before the
+  // token's text reaches on_text), for streams.
+  std::function<void(const TokenLogprob&)> on_logprob;
 };
 
 struct GenerateResult {

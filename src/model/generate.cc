@@ -158,7 +158,10 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   result.stop_reason = "length";
   for (int i = 0; i < options.max_tokens; ++i) {
     const int32_t next = sampler.Sample(logits, history);
-    if (options.logprobs >= 0) result.logprobs.push_back(LogprobOf(logits, next, options.logprobs));
+    if (options.logprobs >= 0) {
+      result.logprobs.push_back(LogprobOf(logits, next, options.logprobs));
+      if (options.on_logprob) options.on_logprob(result.logprobs.back());
+    }
     if (options.stop_at_eos && tok.IsEndOfGeneration(next)) {
       result.stop_reason = "eos";
       break;

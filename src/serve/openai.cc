@@ -112,14 +112,10 @@ std::string Event(const json& j) {
 }
 
 // Characters (UTF-8 lead bytes) in s: the unit of OpenAI's text_offset.
-int64_t Chars(const std::string& s) {
-  return std::count_if(s.begin(), s.end(),
-                       [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
-}
-
 // /v1/completions' logprobs: parallel lists over the echoed prompt's tokens (the first without a
-// log-probability) and the sampled ones (an EOS that ended the generation included).
+// log-probability) and the sampled ones `entries` (an EOS that ended the generation included).
 json CompletionLogprobs(const Request& request, const std::string& prompt, const GenerateResult& r,
+                        std::span<const TokenLogprob> entries, int64_t completion_offset,
                         const TokenText& token_text) {
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
   int64_t offset = 0;
@@ -141,8 +137,9 @@ json CompletionLogprobs(const Request& request, const std::string& prompt, const
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i)
       add(r.prompt_tokens[i], i == 0 || i > r.prompt_logprobs.size() ? nullptr : &r.prompt_logprobs[i - 1]);
   }
-  offset = Chars(prompt);  // the completion's offsets count from the end of the prompt's text
-  for (const TokenLogprob& lp : r.logprobs) add(lp.token, &lp);
+  // The completion's offsets count on from the end of the prompt's text.
+  offset = completion_offset < 0 ? Chars(prompt) : completion_offset;
+  for (const TokenLogprob& lp : entries) add(lp.token, &lp);
   return json{{"tokens", tokens},
               {"token_logprobs", token_logprobs},
               {"top_logprobs", top},
@@ -156,11 +153,10 @@ json TokenEntry(int32_t token, float logprob, const TokenText& token_text) {
   return json{{"token", piece}, {"logprob", logprob}, {"bytes", bytes}};
 }
 
-// /v1/chat/completions' logprobs: one entry per token of the answer (not the end-of-turn token).
-json ChatLogprobs(const GenerateResult& r, const TokenText& token_text) {
+// /v1/chat/completions' logprobs: one entry per token of `entries`.
+json ChatLogprobs(std::span<const TokenLogprob> entries, const TokenText& token_text) {
   json content = json::array();
-  for (size_t i = 0; i < r.tokens.size() && i < r.logprobs.size(); ++i) {
-    const TokenLogprob& lp = r.logprobs[i];
+  for (const TokenLogprob& lp : entries) {
     json entry = TokenEntry(lp.token, lp.logprob, token_text);
     json top = json::array();
     for (const auto& [id, logprob] : lp.top) top.push_back(TokenEntry(id, logprob, token_text));
@@ -282,7 +278,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
       r.logprobs = 0;
     }
   }
-  if (r.stream && r.logprobs >= 0) Fail("logprobs with stream = true is not supported by attn serve");
+  if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
   return r;
 }
 
@@ -296,7 +292,10 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
   json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
   if (chat) {
     choice["message"] = {{"role", "assistant"}, {"content", result.text}};
-    if (request.logprobs >= 0) choice["logprobs"] = ChatLogprobs(result, token_text);
+    if (request.logprobs >= 0)  // the answer's tokens, not the end-of-turn token
+      choice["logprobs"] = ChatLogprobs(
+          std::span(result.logprobs).first(std::min(result.logprobs.size(), result.tokens.size())),
+          token_text);
   } else {
     std::string prompt;
     if (request.prompt_tokens) {
@@ -305,7 +304,8 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
       prompt = request.prompt;
     }
     choice["text"] = request.echo ? prompt + result.text : result.text;
-    if (request.logprobs >= 0) choice["logprobs"] = CompletionLogprobs(request, prompt, result, token_text);
+    if (request.logprobs >= 0)
+      choice["logprobs"] = CompletionLogprobs(request, prompt, result, result.logprobs, -1, token_text);
   }
   json j = ResponseIdentity(info, chat ? "chat.completion" : "text_completion");
   j["choices"] = json::array({choice});
@@ -318,10 +318,23 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+int64_t Chars(const std::string& s) {
+  return std::count_if(s.begin(), s.end(),
+                       [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
+}
+
+json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries, int64_t text_offset,
+                    const TokenText& token_text) {
+  if (request.endpoint == Endpoint::kChatCompletions) return ChatLogprobs(entries, token_text);
+  Request no_echo = request;
+  no_echo.echo = false;
+  return CompletionLogprobs(no_echo, "", GenerateResult{}, entries, text_offset, token_text);
+}
+
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk) {
+                        bool role_chunk, const json& logprobs) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
-  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", nullptr}};
+  json choice{{"index", 0}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
   if (chat) {
     choice["delta"] = role_chunk ? json{{"role", "assistant"}, {"content", ""}} : json{{"content", text}};
   } else {

@@ -8,6 +8,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -39,10 +40,10 @@ struct Request {
   bool cache_prompt = true;
   // Log-probabilities (GenerateOptions::logprobs): -1 off, else the number of alternatives per
   // token. /v1/completions: "logprobs": k; /v1/chat/completions: "logprobs": true with
-  // "top_logprobs": k. Not with "stream".
+  // "top_logprobs": k. In a stream, each chunk carries those of the tokens whose text it carries.
   int logprobs = -1;
   // /v1/completions "echo": the prompt comes back before the completion (with its tokens'
-  // log-probabilities when logprobs is on).
+  // log-probabilities when logprobs is on). Not with "stream".
   bool echo = false;
 };
 
@@ -77,8 +78,15 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
 
 // One server-sent event of a stream ("data: {...}\n\n"): a piece of text, the role chunk that opens
 // a chat stream (role_chunk), or the last chunk with its finish_reason (and usage when asked for).
+// `logprobs`: the chunk's choices[0].logprobs (StreamLogprobs), null when not asked for.
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk = false);
+                        bool role_chunk = false, const nlohmann::json& logprobs = nullptr);
+// The logprobs object of a stream chunk for the sampled tokens `entries`, in the endpoint's format;
+// text_offset: characters of prompt and completion before the first of them (completions).
+nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries,
+                              int64_t text_offset, const TokenText& token_text);
+// Characters (UTF-8 lead bytes) of s: the unit of OpenAI's text_offset.
+int64_t Chars(const std::string& s);
 std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result);
 
 // {"error": {"message", "type", "code"}} for an HTTP status.

@@ -212,6 +212,36 @@ def test_completion_logprobs_equal_generates(server, model):
     assert lp["text_offset"] == [len(prompt) + len("".join(lp["tokens"][:i])) for i in range(len(gen))]
 
 
+@pytest.mark.parametrize("stop", [None, ["."]])
+def test_streamed_logprobs_equal_the_plain_answers(server, stop):
+    # Each chunk carries the entries of the tokens whose text it carries; together they equal the
+    # plain answer's (a token cut by a stop string, or an EOS, comes in a last chunk without text).
+    body = {"prompt": "The capital of France is", "max_tokens": 12, "temperature": 0, "logprobs": 2,
+            "cache_prompt": False, "stop": stop}
+    _, plain = post(server + "/v1/completions", body)
+    status, text = post(server + "/v1/completions", {**body, "stream": True}, raw=True)
+    assert status == 200
+    chunks = [c for c in events(text) if c["choices"]]
+    lp = {k: [] for k in ("tokens", "token_logprobs", "top_logprobs", "text_offset")}
+    for c in chunks:
+        got = c["choices"][0]["logprobs"]
+        if got is not None:
+            for k in lp:
+                lp[k] += got[k]
+    assert lp == plain["choices"][0]["logprobs"]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == plain["choices"][0]["text"]
+    # Chat: the content entries.
+    cbody = {"messages": [{"role": "user", "content": "Name a color."}], "temperature": 0, "max_tokens": 48,
+             "logprobs": True, "top_logprobs": 2, "cache_prompt": False}
+    _, cplain = post(server + "/v1/chat/completions", cbody)
+    _, ctext = post(server + "/v1/chat/completions", {**cbody, "stream": True}, raw=True)
+    content = []
+    for c in events(ctext):
+        if c["choices"] and c["choices"][0]["logprobs"] is not None:
+            content += c["choices"][0]["logprobs"]["content"]
+    assert content == cplain["choices"][0]["logprobs"]["content"]
+
+
 def test_echo_scores_the_prompt_as_lm_eval_asks(server, model):
     # lm-evaluation-harness's loglikelihood request: token ids, echo, one token, logprobs 1; it
     # sums token_logprobs[ctxlen:-1] and checks each against the top alternative.
@@ -276,7 +306,7 @@ def test_chat_logprobs_in_openais_format(server, model):
     ("/v1/completions", {"prompt": "x", "n": 3}, 400, "n = 3 is not supported"),
     ("/v1/completions", {"prompt": "x", "logprobs": 21}, 400, "logprobs = 21 (must be <= 20)"),
     ("/v1/completions", {"prompt": "x", "logprobs": True}, 400, "logprobs: expected an integer"),
-    ("/v1/completions", {"prompt": "x", "logprobs": 2, "stream": True}, 400, "logprobs with stream = true"),
+    ("/v1/completions", {"prompt": "x", "echo": True, "stream": True}, 400, "echo with stream = true"),
     ("/v1/completions", {"prompt": "x", "echo": "yes"}, 400, "echo: expected true or false"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "top_logprobs": 3}, 400,
      'top_logprobs needs "logprobs": true'),

@@ -159,30 +159,59 @@ class Server {
       return;
     }
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider(
-        "text/event-stream", [this, request, info, tokens, options](size_t, httplib::DataSink& sink) {
-          std::lock_guard<std::mutex> lock(mutex_);
-          if (!request->cache_prompt) session_.Reset();
-          auto send = [&](const std::string& event) {
-            if (!sink.write(event.data(), event.size())) throw ClientGone{};
-          };
-          try {
-            if (request->endpoint == serve::Endpoint::kChatCompletions)
-              send(serve::StreamChunk(*request, *info, "", true));
-            // Pieces end on whole characters (GenerateInSession holds a split one back).
-            const GenerateResult r = Generate(tokens, options, [&](const std::string& piece) {
-              send(serve::StreamChunk(*request, *info, piece));
-            });
-            send(serve::StreamEnd(*request, *info, r));
-          } catch (const ClientGone&) {
-            return false;
-          } catch (const std::exception& e) {
-            const std::string event = "data: " + serve::ErrorJson(e.what(), 500) + "\n\n";
-            sink.write(event.data(), event.size());
+    res.set_chunked_content_provider("text/event-stream", [this, request, info, tokens, options](
+                                                              size_t, httplib::DataSink& sink) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!request->cache_prompt) session_.Reset();
+      auto send = [&](const std::string& event) {
+        if (!sink.write(event.data(), event.size())) throw ClientGone{};
+      };
+      try {
+        const bool chat = request->endpoint == serve::Endpoint::kChatCompletions;
+        if (chat) send(serve::StreamChunk(*request, *info, "", true));
+        // Log-probabilities ride with the chunk that carries their tokens' text: the entries
+        // of tokens sampled since the last chunk (text held back for a stop string waits).
+        const serve::TokenText token_text = [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); };
+        std::vector<TokenLogprob> pending;
+        int64_t offset = 0;  // text_offset of the next entry
+        if (request->logprobs >= 0) {
+          if (request->prompt_tokens) {
+            for (int32_t t : *request->prompt_tokens) offset += serve::Chars(token_text(t));
+          } else {
+            offset = serve::Chars(request->prompt);
           }
-          sink.done();
-          return true;
+        }
+        GenerateOptions o = options;
+        o.on_logprob = [&](const TokenLogprob& lp) {
+          // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
+          if (!(chat && model_->tokenizer().IsEndOfGeneration(lp.token))) pending.push_back(lp);
+        };
+        const auto chunk_logprobs = [&](size_t count) {
+          if (request->logprobs < 0) return nlohmann::json();
+          const std::span<const TokenLogprob> entries(pending.data(), count);
+          nlohmann::json j = serve::StreamLogprobs(*request, entries, offset, token_text);
+          for (const TokenLogprob& lp : entries) offset += serve::Chars(token_text(lp.token));
+          pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(count));
+          return j;
+        };
+        // Pieces end on whole characters (GenerateInSession holds a split one back).
+        const GenerateResult r = Generate(tokens, o, [&](const std::string& piece) {
+          send(serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(pending.size())));
         });
+        // Entries whose text never came (a stop string cut it, or the EOS of a completion),
+        // as the plain answer lists them.
+        if (request->logprobs >= 0 && !pending.empty())
+          send(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(pending.size())));
+        send(serve::StreamEnd(*request, *info, r));
+      } catch (const ClientGone&) {
+        return false;
+      } catch (const std::exception& e) {
+        const std::string event = "data: " + serve::ErrorJson(e.what(), 500) + "\n\n";
+        sink.write(event.data(), event.size());
+      }
+      sink.done();
+      return true;
+    });
   }
 
   // One generation in the shared session (its cached prefix reused). After a failure the session
