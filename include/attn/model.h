@@ -31,7 +31,18 @@ class File;
 }
 class ThreadPool;
 
-enum class Arch : uint8_t { kLlama, kQwen2, kQwen2Moe, kQwen3, kQwen3Moe, kGemma2, kGemma3, kPhi3, kGpt2 };
+enum class Arch : uint8_t {
+  kLlama,
+  kQwen2,
+  kQwen2Moe,
+  kQwen3,
+  kQwen3Moe,
+  kOlmoe,
+  kGemma2,
+  kGemma3,
+  kPhi3,
+  kGpt2
+};
 enum class NormKind : uint8_t { kRms, kLayer };
 
 // Everything the forward pass needs to know about a model's shape, read from GGUF metadata.
@@ -52,11 +63,12 @@ struct ModelConfig {
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear scaling), 1 without
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
-  bool qk_norm = false;      // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
-  float embed_scale = 1.0f;  // token embeddings are multiplied by it (gemma*: sqrt(d_model))
-  bool post_norms = false;   // RMSNorm of the attention and feed-forward outputs before the residual add
-  bool gelu_gate = false;    // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
-  bool fused_qkv = false;    // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
+  bool qk_norm = false;       // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
+  bool qk_norm_full = false;  // RMSNorm over each token's whole query and whole key row instead (olmoe)
+  float embed_scale = 1.0f;   // token embeddings are multiplied by it (gemma*: sqrt(d_model))
+  bool post_norms = false;    // RMSNorm of the attention and feed-forward outputs before the residual add
+  bool gelu_gate = false;     // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
+  bool fused_qkv = false;     // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
   bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise
   // LongRoPE (phi3 files with rope_factors_long / _short): a session whose capacity exceeds
   // rope_orig_context rotates with the long per-pair frequency divisors, else with the short ones
@@ -84,11 +96,11 @@ struct ModelConfig {
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
   }
-  // Mixture of experts (llama files with expert_count, as Mixtral; qwen2moe; qwen3moe): every
+  // Mixture of experts (llama files with expert_count, as Mixtral; qwen2moe; qwen3moe; olmoe): every
   // block's feed-forward is n_expert SwiGLU experts of width d_ff_expert; a router (ffn_gate_inp)
   // picks n_expert_used of them per token by softmax probability, and their outputs are summed
   // weighted by those probabilities, renormalized to sum to 1 when expert_weights_norm (llama.cpp's
-  // norm_w: Mixtral and Qwen3-MoE, not Qwen2-MoE). qwen2moe adds a shared expert of width
+  // norm_w: Mixtral and Qwen3-MoE, not Qwen2-MoE or OLMoE). qwen2moe adds a shared expert of width
   // d_ff_shared that every token uses, scaled by sigmoid(ffn_gate_inp_shexp . x). 0 experts: a
   // dense feed-forward of width d_ff.
   int64_t n_expert = 0, n_expert_used = 0, d_ff_expert = 0, d_ff_shared = 0;

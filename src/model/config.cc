@@ -85,6 +85,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "qwen3moe") {
     c.arch = Arch::kQwen3Moe;
     c.rope_neox = c.qk_norm = true;
+  } else if (c.arch_name == "olmoe") {
+    c.arch = Arch::kOlmoe;
+    c.rope_neox = c.qk_norm_full = true;
+    c.expert_weights_norm = false;  // as llama.cpp and transformers run OLMoE
   } else if (c.arch_name == "gemma2") {
     c.arch = Arch::kGemma2;
     c.rope_neox = c.post_norms = c.gelu_gate = true;
@@ -99,9 +103,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
   } else {
-    throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, gemma2, gemma3, phi3 and gpt2 "
-                "are)");
+    throw Error(
+        "model: architecture '" + c.arch_name +
+        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3 and "
+        "gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -117,19 +122,19 @@ ModelConfig ReadConfig(const gguf::File& file) {
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
   c.n_expert = GetInt(file, a + "expert_count", 0, kMaxExperts, &kZero);
   const bool moe_arch = c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe;
-  if (moe_arch && c.n_expert == 0)
+  if ((moe_arch || c.arch == Arch::kOlmoe) && c.n_expert == 0)
     throw Error("model: metadata key '" + a + "expert_count' is missing (" + c.arch_name +
                 " is a mixture of experts)");
   if (c.n_expert > 0) {
-    if (c.arch != Arch::kLlama && !moe_arch)
+    if (c.arch != Arch::kLlama && c.arch != Arch::kOlmoe && !moe_arch)
       throw Error(
           "model: " + a + "expert_count = " + std::to_string(c.n_expert) +
-          ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe and qwen3moe files, "
-          "not " +
+          ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe, qwen3moe and olmoe "
+          "files, not " +
           c.arch_name);
     c.n_expert_used = GetInt(file, a + "expert_used_count", 1, c.n_expert);
   }
-  // Qwen-MoE experts have their own width; Mixtral's are feed_forward_length wide.
+  // Qwen-MoE experts have their own width; Mixtral's and OLMoE's are feed_forward_length wide.
   if (moe_arch) {
     c.d_ff_expert = GetInt(file, a + "expert_feed_forward_length", 1, kMaxDim);
     c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim, &c.d_ff_expert);

@@ -537,6 +537,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (c.qk_norm) {  // every head's row of head_dim values on its own
         ops::RmsNorm(q, Floats(L.q_norm), q, n * c.n_heads, hd, c.norm_eps);
         ops::RmsNorm(k, Floats(L.k_norm), k, n * c.n_kv_heads, hd, c.norm_eps);
+      } else if (c.qk_norm_full) {  // each token's whole query row and whole key row (olmoe)
+        ops::RmsNorm(q, Floats(L.q_norm), q, n, q_dim, c.norm_eps);
+        ops::RmsNorm(k, Floats(L.k_norm), k, n, kv_dim, c.norm_eps);
       }
       if (!gpt2) {
         // GGUF llama: consecutive pairs (its converter permutes Q and K rows); qwen*: NEOX halves.

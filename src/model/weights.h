@@ -14,10 +14,10 @@ namespace attn {
 
 // The tensors of one block. A WeightMatrix with data == nullptr is absent (optional tensors).
 struct LayerWeights {
-  WeightMatrix attn_norm, attn_norm_bias;      // [1, d_model]
-  WeightMatrix wq, wk, wv;                     // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
-  WeightMatrix bq, bk, bv;                     // qwen2: their biases
-  WeightMatrix q_norm, k_norm;                 // qwen3, gemma3: [1, head_dim], shared by every head
+  WeightMatrix attn_norm, attn_norm_bias;  // [1, d_model]
+  WeightMatrix wq, wk, wv;                 // llama: [n_heads * head_dim | n_kv_heads * head_dim, d_model]
+  WeightMatrix bq, bk, bv;                 // qwen2: their biases
+  WeightMatrix q_norm, k_norm;  // qwen3, gemma3: [1, head_dim], shared by every head; olmoe: whole rows
   WeightMatrix post_attn_norm, post_ffn_norm;  // gemma2, gemma3: [1, d_model]
   WeightMatrix wqkv, bqkv;                     // gpt2, phi3: fused [q_dim + 2 kv_dim, d_model] (gpt2: + bias)
   WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]
@@ -106,9 +106,9 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
         mat("attn_v", kv_dim, d, L.wv);
         if (c.qkv_bias) vec("attn_v", ".bias", kv_dim, L.bv);
       }
-      if (c.qk_norm) {
-        vec("attn_q_norm", ".weight", c.head_dim, L.q_norm);
-        vec("attn_k_norm", ".weight", c.head_dim, L.k_norm);
+      if (c.qk_norm || c.qk_norm_full) {  // per head: [head_dim]; full rows (olmoe): [q_dim], [kv_dim]
+        vec("attn_q_norm", ".weight", c.qk_norm_full ? q_dim : c.head_dim, L.q_norm);
+        vec("attn_k_norm", ".weight", c.qk_norm_full ? kv_dim : c.head_dim, L.k_norm);
       }
       mat("attn_output", d, q_dim, L.wo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);

@@ -1,6 +1,6 @@
 """The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2 and phi3
 (fused QKV and gate-up, partial rotary, LongRoPE) paths, and the mixture-of-experts ones (Mixtral as
-a llama file, qwen3moe, qwen2moe with its shared expert) against
+a llama file, qwen3moe, qwen2moe with its shared expert, olmoe with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
@@ -23,7 +23,8 @@ def golden():
         return json.load(f)
 
 
-ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe"]
+ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
+         "olmoe"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama"}  # the general.architecture of the others is their name
 
 
@@ -37,7 +38,7 @@ def test_logits_match_transformers(golden, arch, kind, key):
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
     assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
-    assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe") else 0)
+    assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe") else 0)
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
         got = model.logits(case["ids"])
@@ -326,14 +327,14 @@ def test_mixture_of_experts_files_are_checked(tmp_path, golden):
         attn.Model.load(str(tmp_path / "e3.gguf"))
     qwen3 = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
     _rewrite(qwen3, tmp_path / "q3e.gguf", **{"qwen3.expert_count": 4})
-    with pytest.raises(ValueError, match=r"mixture-of-experts blocks are supported for llama \(Mixtral\), qwen2moe and qwen3moe files, not qwen3"):
+    with pytest.raises(ValueError, match=r"mixture-of-experts blocks are supported for llama \(Mixtral\), qwen2moe, qwen3moe and olmoe files, not qwen3"):
         attn.Model.load(str(tmp_path / "q3e.gguf"))
 
 
 def test_each_token_uses_its_own_experts(golden):
     # Routing is per token: a token's logits do not depend on which other tokens share the pass
     # (the experts' rows are gathered per expert), so one pass equals the token-by-token cache.
-    for arch in ("mixtral", "qwen3moe", "qwen2moe"):
+    for arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe"):
         model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
         ids = golden["models"][arch]["cases"][0]["ids"]
         full = model.logits(ids, kv_type="f32")
