@@ -45,10 +45,13 @@ struct Scratch {
     const size_t ff = static_cast<size_t>(std::max({c.d_ff, c.d_ff_expert, c.d_ff_shared}));
     gate.resize(rows * ff);
     up.resize(rows * ff);
-    if (c.n_expert > 0) {
+    if (c.n_expert > 0) {  // a token's chosen experts side by side (MixtureOfExperts, n = 1)
+      const size_t slots = std::max(rows, static_cast<size_t>(c.n_expert_used));
       router.resize(rows * c.n_expert);
       expert_x.resize(rows * c.d_model);
-      expert_out.resize(rows * c.d_model);
+      expert_out.resize(slots * c.d_model);
+      gate.resize(std::max(gate.size(), slots * c.d_ff_expert));
+      up.resize(std::max(up.size(), slots * c.d_ff_expert));
     }
   }
 };
@@ -110,7 +113,43 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
     }
   }
   std::fill(out, out + n * d, 0.0f);
-  for (int64_t e = 0; e < n_exp; ++e) {
+  if (n == 1) {
+    // One token (generation): the gate and up products of all its experts read the same x, so
+    // they go in grouped calls of 4 experts (8 matrices) instead of one pool job per expert.
+    // Every product equals its own MatMul bit for bit, and the sum keeps the experts' order.
+    std::vector<int64_t> used;
+    std::vector<float> weights;
+    for (int64_t e = 0; e < n_exp; ++e) {
+      if (routed[static_cast<size_t>(e)].empty()) continue;
+      used.push_back(e);
+      weights.push_back(routed[static_cast<size_t>(e)][0].second);
+    }
+    const int64_t m = static_cast<int64_t>(used.size());
+    for (int64_t g0 = 0; g0 < m; g0 += 4) {
+      const int64_t count = std::min<int64_t>(4, m - g0);
+      const WeightMatrix* ws[8];
+      float* ys[8];
+      for (int64_t i = 0; i < count; ++i) {
+        const auto e = static_cast<size_t>(used[static_cast<size_t>(g0 + i)]);
+        ws[2 * i] = &L.expert_gate[e];
+        ws[2 * i + 1] = &L.expert_up[e];
+        ys[2 * i] = s.gate.data() + (g0 + i) * ff;
+        ys[2 * i + 1] = s.up.data() + (g0 + i) * ff;
+      }
+      MatMulShared(std::span<const WeightMatrix* const>(ws, static_cast<size_t>(2 * count)), h, 1, d,
+                   std::span<float* const>(ys, static_cast<size_t>(2 * count)), pool, threads);
+    }
+    ops::SwiGlu(s.gate.data(), s.up.data(), m * ff);
+    for (int64_t i = 0; i < m; ++i)
+      MatMul(L.expert_down[static_cast<size_t>(used[static_cast<size_t>(i)])], s.gate.data() + i * ff, 1, ff,
+             s.expert_out.data() + i * d, d, pool, threads);
+    for (int64_t i = 0; i < m; ++i) {
+      const float w = weights[static_cast<size_t>(i)];
+      const float* y = s.expert_out.data() + i * d;
+      for (int64_t j = 0; j < d; ++j) out[j] += w * y[j];
+    }
+  }
+  for (int64_t e = 0; n > 1 && e < n_exp; ++e) {
     const auto& rows = routed[static_cast<size_t>(e)];
     if (rows.empty()) continue;
     const int64_t m = static_cast<int64_t>(rows.size());
