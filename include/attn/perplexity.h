@@ -19,7 +19,9 @@
 namespace attn {
 
 struct PerplexityOptions {
-  int64_t context = 512;         // tokens per chunk (llama.cpp's -c); 4 .. the model's context length
+  // Tokens per chunk (llama.cpp's -c), 4 .. the model's context length; 0: 512, or the model's
+  // context length when that is shorter.
+  int64_t context = 0;
   int64_t max_chunks = -1;       // -1: every whole chunk of the text
   int threads = 0;               // 0 = every core
   DType kv_dtype = DType::kF16;  // the KV cache's storage (llama.cpp's default is f16)

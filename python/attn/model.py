@@ -179,13 +179,14 @@ class Model:
         "q8_0" (8-bit blocks of 32 values with a float16 scale, as llama.cpp's q8_0 cache)."""
         return self._m.logits(_token_list("logits", tokens), _threads(threads), _kv_dtype("logits", kv_type))
 
-    def perplexity(self, text: str | Sequence[int], context: int = 512, chunks: int | None = None,
+    def perplexity(self, text: str | Sequence[int], context: int | None = None, chunks: int | None = None,
                    kv_type: str = "f16", base: "Model | None" = None, base_kv_type: str | None = None,
                    threads: int | None = None) -> dict:
         """The perplexity of `text` as llama.cpp's llama-perplexity measures it: the tokens (BOS
         first when the model adds one, special-token text kept as text) are cut into chunks of
         `context`, each evaluated on its own with its first token replaced by BOS when the model
-        adds one, and the second half of each chunk is scored. `chunks` limits how many are used.
+        adds one, and the second half of each chunk is scored. `context`: 512 by default, or the
+        model's context length when that is shorter. `chunks` limits how many are used.
 
         Returns {"ppl", "ppl_stderr", "nll" (mean, nats), "tokens", "context", "chunks",
         "scored_tokens", "chunk_ppl" (running estimate after each chunk), "token_nll" (every
@@ -206,7 +207,8 @@ class Model:
         if base is not None and not isinstance(base, Model):
             raise TypeError(f"perplexity: base must be a Model, got {type(base).__name__}")
         compare = base is not None or base_kv_type is not None
-        return self._m.perplexity(ids, int(context), -1 if chunks is None else int(chunks), _threads(threads),
+        return self._m.perplexity(ids, 0 if context is None else int(context), -1 if chunks is None else int(chunks),
+                                  _threads(threads),
                                   _kv_dtype("perplexity", kv_type),
                                   (base._m if base is not None else self._m) if compare else None,
                                   _kv_dtype("perplexity", base_kv_type or "f32"))

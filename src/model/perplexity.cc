@@ -84,7 +84,8 @@ PerplexityResult Perplexity(const Model& model, std::span<const int32_t> tokens,
                             const PerplexityOptions& options, const PerplexityProgress& progress) {
   const auto t0 = std::chrono::steady_clock::now();
   const ModelConfig& cfg = model.config();
-  const int64_t context = options.context, n_tokens = static_cast<int64_t>(tokens.size());
+  const int64_t context = options.context == 0 ? std::min<int64_t>(512, cfg.context_length) : options.context;
+  const int64_t n_tokens = static_cast<int64_t>(tokens.size());
   if (context < 4 || context > cfg.context_length) {
     throw Error("perplexity: context = " + std::to_string(context) + " (must be in [4, " +
                 std::to_string(cfg.context_length) + "], the model's context length)");

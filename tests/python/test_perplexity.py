@@ -139,6 +139,15 @@ def test_every_scored_token_equals_numpy(tiny, context):
     np.testing.assert_allclose(r["chunk_ppl"], running, rtol=1e-6)
 
 
+def test_the_default_context_fits_the_model(tiny, smollm2, text):
+    # 512 tokens per chunk, as llama-perplexity, or the model's context when that is shorter.
+    assert tiny.perplexity(tiny_ids(tiny, 300), threads=2)["context"] == 128
+    assert smollm2.perplexity(text, chunks=1, threads=2)["context"] == 512
+    out = subprocess.run([ATTN, "perplexity", "--model", TINY, "--json", "-t", "2", "a b c d e f g " * 60],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["context"] == 128
+
+
 def test_chunks_limits_the_chunks_and_a_tail_is_dropped(tiny):
     ids = tiny_ids(tiny, 130)
     full = tiny.perplexity(ids, context=32, threads=2)

@@ -3,6 +3,7 @@
 // another KV cache type).
 #include "attn/perplexity.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -88,7 +89,8 @@ void RunPerplexity(PerplexityArgs& args) {
     }
   }
 
-  if (!args.json) {
+  if (args.ppl.context == 0) args.ppl.context = std::min<int64_t>(512, model->config().context_length);
+  if (!args.json && args.ppl.context > 0) {
     const int64_t n_chunks = static_cast<int64_t>(tokens.size()) / args.ppl.context;
     std::fprintf(
         stderr, "perplexity: %zu tokens, %lld chunks of %lld (the last %lld of each scored), KV cache %s\n",
@@ -136,7 +138,8 @@ void AddPerplexityCommand(CLI::App& app) {
   AddModelOptions(cmd, args->model);
   AddKvTypeOption(cmd, args->ppl.kv_dtype);
   cmd->add_option("-c,--context", args->ppl.context,
-                  "Tokens per chunk; the second half of each chunk is scored (default 512)");
+                  "Tokens per chunk; the second half of each chunk is scored (default 512, or the model's "
+                  "context when shorter)");
   cmd->add_option("--chunks", args->ppl.max_chunks, "Most chunks to evaluate (default: every whole chunk)")
       ->check(CLI::PositiveNumber);
   auto* base = cmd->add_option("--base", args->base_path,
