@@ -8,6 +8,7 @@
 #define ATTN_KERNELS_KQUANTS_INL_H_
 #endif
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -205,6 +206,16 @@ inline bool DecodeRow(gguf::TensorType type, const uint8_t* src, float* dst, int
     case gguf::TensorType::kIQ4_XS:
       for (int64_t b = 0; b < n / kquants::kBlock; ++b)
         DecodeIq4Xs(src + b * kquants::kIq4XsBytes, dst + b * kquants::kBlock);
+      return true;
+    case gguf::TensorType::kMXFP4:
+      for (int64_t b = 0; b < n / 32; ++b) {
+        const uint8_t* blk = src + b * kquants::kMxfp4Bytes;
+        const float d = std::ldexp(1.0f, static_cast<int>(blk[0]) - 128);  // E8M0, halved
+        for (int j = 0; j < 16; ++j) {
+          dst[b * 32 + j] = d * static_cast<float>(kquants::kMxfp4Levels[blk[1 + j] & 15]);
+          dst[b * 32 + j + 16] = d * static_cast<float>(kquants::kMxfp4Levels[blk[1 + j] >> 4]);
+        }
+      }
       return true;
     default:
       return false;

@@ -43,10 +43,15 @@ namespace attn::kquants {
 
 constexpr int64_t kBlock = 256;
 constexpr int64_t kQ4KBytes = 144, kQ5KBytes = 176, kQ6KBytes = 210, kQ5_0Bytes = 22, kQ5_1Bytes = 24;
-constexpr int64_t kQ2KBytes = 84, kQ3KBytes = 110, kIq4NlBytes = 18, kIq4XsBytes = 136;
+constexpr int64_t kQ2KBytes = 84, kQ3KBytes = 110, kIq4NlBytes = 18, kIq4XsBytes = 136, kMxfp4Bytes = 17;
 
 // The 16 levels of the IQ4 formats (ggml's non-linear 4-bit grid), as integers to scale by d.
 inline constexpr int8_t kIq4Levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
                                           1,    13,   25,  38,  53,  69,  89,  113};
+
+// MXFP4 (OCP microscaling, gpt-oss's experts and llama.cpp's MXFP4_MOE files), 17 bytes per 32
+// values: an E8M0 exponent byte e, then 16 bytes of nibbles as Q4_0's (value j low, j + 16 high);
+// each nibble is an FP4 E2M1 number, here doubled to integers, so x = kMxfp4Levels[q] * 2^(e - 128).
+inline constexpr int8_t kMxfp4Levels[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 }  // namespace attn::kquants

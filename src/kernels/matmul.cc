@@ -880,6 +880,7 @@ void MatMulImpl(const MatMulCall& call) {
     case gguf::TensorType::kQ3_K:
     case gguf::TensorType::kIQ4_NL:
     case gguf::TensorType::kIQ4_XS:
+    case gguf::TensorType::kMXFP4:  // decoded to float32 for now (no integer kernel yet)
       return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul

@@ -38,7 +38,7 @@ int64_t BlockSize(TensorType type);
 bool IsSupportedWeightType(TensorType type);
 // Those types, for messages.
 inline constexpr const char* kSupportedWeightTypes =
-    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS";
+    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS, MXFP4";
 // Bytes of a row of `cols` values; throws attn::Error for an unsupported type or when cols is
 // not a multiple of the block size.
 size_t RowBytes(TensorType type, int64_t cols);

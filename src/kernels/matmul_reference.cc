@@ -1,4 +1,5 @@
 // Block decoding and the scalar reference product (see matmul.h for the formats).
+#include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -41,6 +42,7 @@ bool IsSupportedWeightType(TensorType type) {
     case TensorType::kQ3_K:
     case TensorType::kIQ4_NL:
     case TensorType::kIQ4_XS:
+    case TensorType::kMXFP4:
       return true;
     default:
       return false;
@@ -128,6 +130,16 @@ void DequantizeRow(TensorType type, const uint8_t* src, float* dst, int64_t n) {
     case TensorType::kIQ4_NL:
     case TensorType::kIQ4_XS:
       kernels::DecodeRow(type, src, dst, n);  // kquants-inl.h, the kernels' own decoding
+      return;
+    case TensorType::kMXFP4:  // written out here: the e8m0 exponent halved, FP4 E2M1 levels doubled
+      for (int64_t b = 0; b < n / kQK; ++b, src += 17, dst += kQK) {
+        static constexpr float kFp4[8] = {0.0f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f, 4.0f, 6.0f};
+        const float scale = std::ldexp(1.0f, static_cast<int>(src[0]) - 127);
+        for (int j = 0; j < 32; ++j) {
+          const int q = j < 16 ? src[1 + j] & 15 : src[1 + j - 16] >> 4;
+          dst[j] = (q & 8 ? -kFp4[q & 7] : kFp4[q & 7]) * scale;
+        }
+      }
       return;
     default:
       RowBytes(type, n);  // throws the unsupported-type error

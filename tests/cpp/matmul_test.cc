@@ -30,7 +30,9 @@ constexpr TensorType kAllTypes[] = {TensorType::kF32,  TensorType::kF16,  Tensor
 constexpr double kEps = 1.0 / (1 << 24);  // unit roundoff of f32
 
 // The 32-value formats of linear levels (IQ4_NL's are not: it is bounded as the K formats are).
-bool IsQuantized(TensorType t) { return BlockSize(t) == 32 && t != TensorType::kIQ4_NL; }
+bool IsQuantized(TensorType t) {
+  return BlockSize(t) == 32 && t != TensorType::kIQ4_NL && t != TensorType::kMXFP4;
+}
 
 void PutU16(uint8_t* p, uint16_t v) {
   p[0] = static_cast<uint8_t>(v & 0xFF);
@@ -84,6 +86,13 @@ std::vector<uint8_t> RandomWeights(TensorType type, int64_t rows, int64_t cols, 
       for (int64_t b = 0; b < count / 32; ++b, p += 18) {
         PutU16(p, FloatToHalf(0.01f * scale(rng) * (byte(rng) < 128 ? 1.0f : -1.0f)));
         for (size_t j = 2; j < 18; ++j) p[j] = static_cast<uint8_t>(byte(rng));
+      }
+      break;
+    }
+    case TensorType::kMXFP4: {  // exponents 2^-10 .. 2^2 (e8m0 118..130), random nibbles
+      for (int64_t b = 0; b < count / 32; ++b, p += 17) {
+        p[0] = static_cast<uint8_t>(118 + byte(rng) % 13);
+        for (size_t j = 1; j < 17; ++j) p[j] = static_cast<uint8_t>(byte(rng));
       }
       break;
     }
@@ -250,6 +259,7 @@ void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool&
       const float* xi = x.data() + i * ldx;
       const double bound =
           IsQuantized(type) ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
+          : type == TensorType::kMXFP4 ? FloatBound(wdeq.data(), xi, s.cols)  // decoded to float32
           : type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16
               // decoded to float32 or against 8-bit activations, depending on n and the target
               ? std::max(KBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols),
@@ -295,6 +305,13 @@ TEST_P(MatMulTargetTest, MatchesReference) {
         CheckMatMul(type, s, n, seed++, pool);
         if (HasFailure()) return;
       }
+    }
+  }
+  // MXFP4, decoded to float32 rows.
+  for (Shape s : shapes) {
+    for (int64_t n : {1, 3, 17, 64}) {
+      CheckMatMul(TensorType::kMXFP4, s, n, seed++, pool);
+      if (HasFailure()) return;
     }
   }
   // Taller than one pass of the VNNI kernels' panels (4 MiB: 5280 rows of 576 columns).

@@ -16,9 +16,9 @@ from attn import _attn
 gguf = pytest.importorskip("gguf")  # python/requirements.txt pins gguf==0.19.0
 
 BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "Q5_0": 22, "Q5_1": 24, "Q2_K": 84, "Q3_K": 110, "IQ4_NL": 18,
-         "IQ4_XS": 136}
+         "IQ4_XS": 136, "MXFP4": 17}
 BLOCK = {"Q4_K": 256, "Q5_K": 256, "Q6_K": 256, "Q5_0": 32, "Q5_1": 32, "Q2_K": 256, "Q3_K": 256, "IQ4_NL": 32,
-         "IQ4_XS": 256}
+         "IQ4_XS": 256, "MXFP4": 32}
 D_AT = {"Q6_K": 208, "Q2_K": 80, "Q3_K": 108}  # where the f16 scale d sits (else byte 0)
 DMIN_AT = {"Q4_K": 2, "Q5_K": 2, "Q5_1": 2, "Q2_K": 82}  # the f16 min / dmin
 
@@ -26,6 +26,8 @@ DMIN_AT = {"Q4_K": 2, "Q5_K": 2, "Q5_1": 2, "Q2_K": 82}  # the f16 min / dmin
 def _random_blocks(rng, qtype: str, rows: int, cols: int) -> np.ndarray:
     nb = rows * cols // BLOCK[qtype]
     blocks = rng.integers(0, 256, size=(nb, BYTES[qtype]), dtype=np.uint8)
+    if qtype == "MXFP4":  # an E8M0 exponent byte, every value 0..255 (2^-127 .. 2^128 before halving)
+        return blocks.reshape(rows, cols // BLOCK[qtype] * BYTES[qtype])
     # f16 scales of moderate size (random bytes could be NaN or infinity)
     d = (rng.uniform(-0.05, 0.05, size=nb)).astype(np.float16).view(np.uint8).reshape(nb, 2)
     at = D_AT.get(qtype, 0)
@@ -48,7 +50,8 @@ def test_k_blocks_decode_as_the_gguf_package_does(tmp_path, qtype):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    want = gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, qtype)).astype(np.float32)
+    with np.errstate(over="ignore"):  # MXFP4's largest exponents overflow to infinity, as in attn
+        want = gguf.quants.dequantize(raw, getattr(gguf.GGMLQuantizationType, qtype)).astype(np.float32)
     got = _attn.read_tensor(path, "w")
     assert got.shape == (rows, cols)
     np.testing.assert_allclose(got, want.reshape(rows, cols), rtol=1e-6, atol=1e-7)
@@ -84,7 +87,7 @@ def test_every_ggml_type_parses_with_the_gguf_packages_sizes(tmp_path):
             seen[parts[0]] = (parts[1], int(parts[-1]))
     assert seen == want
     supported = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
-                 "Q6_K", "IQ4_NL", "IQ4_XS"}
+                 "Q6_K", "IQ4_NL", "IQ4_XS", "MXFP4"}
     refused = [line for line in out.splitlines() if line.strip().startswith("attn cannot compute with")]
     assert len(refused) == 1
     assert set(refused[0].split("with", 1)[1].replace(",", " ").split()) == {t for t, _ in want.values()} - supported
