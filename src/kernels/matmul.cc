@@ -8,7 +8,9 @@
 #include "kernels/matmul.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -174,6 +176,8 @@ bool WithIntegerType(gguf::TensorType type, const F& f) {
       return f.template operator()<T::kIQ4_NL>(), true;
     case T::kIQ4_XS:
       return f.template operator()<T::kIQ4_XS>(), true;
+    case T::kMXFP4:
+      return f.template operator()<T::kMXFP4>(), true;
     default:
       return false;
   }
@@ -384,7 +388,8 @@ bool PanelMatMulIfTaken(const MatMulCall& c) {
   if (c.n <= 1) return false;
   bool taken = false;
   WithIntegerType(c.w->type, [&]<gguf::TensorType kType>() {
-    if constexpr (panel::kTakes<kType>) {
+    // MXFP4 has a matrix-vector kernel only: its rows are decoded for more than one x row.
+    if constexpr (panel::kTakes<kType> && kType != gguf::TensorType::kMXFP4) {
       if ((taken = panel::Enabled())) PanelMatMul<kType>(c);
     }
   });
@@ -651,6 +656,47 @@ HWY_NOINLINE void RowsQ3K(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
   for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
 }
 
+// 2^(e - 128) for every E8M0 exponent byte e: MXFP4's block scale with its FP4 levels doubled.
+const float* Mxfp4Scales() {
+  static const auto table = [] {
+    std::array<float, 256> t{};
+    for (int e = 0; e < 256; ++e) t[static_cast<size_t>(e)] = std::ldexp(1.0f, e - 128);
+    return t;
+  }();
+  return table.data();
+}
+
+// Matrix-vector for MXFP4: as IQ4_NL's, vpshufb looks its 16 levels (FP4 E2M1 doubled: 0, 1, 2,
+// 3, 4, 6, 8, 12 and their negatives) up by nibble, vpmaddubsw takes |level| against x with the
+// level's sign, and each 32-value block is scaled by 2^(e - 128) dx.
+template <int R>
+HWY_NOINLINE void RowsMxfp4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
+                            float* HWY_RESTRICT y) {
+  const size_t ahead = matmul::PrefetchOffset(row_bytes);
+  const __m256i levels =
+      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kMxfp4Levels)));
+  const __m256i low = _mm256_set1_epi8(0x0F), one16 = _mm256_set1_epi16(1);
+  const float* scales = Mxfp4Scales();
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + b * kQK));
+    const float dx = x.xd[b];
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* blk = w + r * row_bytes + b * kquants::kMxfp4Bytes;
+      _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 1));
+      const __m256i idx =
+          _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), low);
+      const __m256i wv = _mm256_shuffle_epi8(levels, idx);
+      const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, one16)),
+                               _mm256_set1_ps(scales[blk[0]] * dx), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
+}
+
 // Matrix-vector for IQ4_NL / IQ4_XS: vpshufb looks the 16 levels up by nibble (16 bytes of nibbles
 // hold values j and j + 16 of 32), vpmaddubsw takes |level| against x with the level's sign (pairs at
 // most 2 * 127 * 127, below 2^15), and vpmaddwd sums the pairs times the block's integer scale
@@ -825,6 +871,8 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
         RowsQ2K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ3_K) {
         RowsQ3K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kMXFP4) {
+        RowsMxfp4<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS) {
         RowsIq4<kType == gguf::TensorType::kIQ4_XS, R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else {
@@ -880,7 +928,7 @@ void MatMulImpl(const MatMulCall& call) {
     case gguf::TensorType::kQ3_K:
     case gguf::TensorType::kIQ4_NL:
     case gguf::TensorType::kIQ4_XS:
-    case gguf::TensorType::kMXFP4:  // decoded to float32 for now (no integer kernel yet)
+    case gguf::TensorType::kMXFP4:  // more than one x row: decoded to float32 (no panel kernel yet)
       return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul

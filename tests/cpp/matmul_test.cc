@@ -259,7 +259,6 @@ void CheckMatMul(TensorType type, Shape s, int64_t n, uint32_t seed, ThreadPool&
       const float* xi = x.data() + i * ldx;
       const double bound =
           IsQuantized(type) ? QuantizedBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols)
-          : type == TensorType::kMXFP4 ? FloatBound(wdeq.data(), xi, s.cols)  // decoded to float32
           : type != TensorType::kF32 && type != TensorType::kF16 && type != TensorType::kBF16
               // decoded to float32 or against 8-bit activations, depending on n and the target
               ? std::max(KBound(type, data.data() + r * w.row_bytes, wdeq.data(), xi, s.cols),
@@ -307,7 +306,7 @@ TEST_P(MatMulTargetTest, MatchesReference) {
       }
     }
   }
-  // MXFP4, decoded to float32 rows.
+  // MXFP4: 8-bit activations for one row of x on x86, decoded to float32 rows otherwise.
   for (Shape s : shapes) {
     for (int64_t n : {1, 3, 17, 64}) {
       CheckMatMul(TensorType::kMXFP4, s, n, seed++, pool);
@@ -342,6 +341,7 @@ void MakeExtreme(TensorType type, std::vector<uint8_t>& data, size_t row_bytes, 
   if (type == TensorType::kQ6_K) first = 208, last = 210;
   if (type == TensorType::kQ2_K) first = 80, last = 84;
   if (type == TensorType::kQ3_K) first = 108, last = 110;
+  if (type == TensorType::kMXFP4) last = 1;  // its exponent byte
   const uint8_t top = type == TensorType::kQ8_0 ? 0x7F : 0xFF;
   for (size_t blk = 0; blk < data.size() / block_bytes; ++blk) {
     for (size_t j = 0; j < block_bytes; ++j)
@@ -356,7 +356,8 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
   uint32_t seed = 500;
   const TensorType types[] = {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ5_0,   TensorType::kQ5_1,
                               TensorType::kQ8_0, TensorType::kQ4_K, TensorType::kQ5_K,   TensorType::kQ6_K,
-                              TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS};
+                              TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kIQ4_NL, TensorType::kIQ4_XS,
+                              TensorType::kMXFP4};
   for (const bool extreme : {false, true}) {
     for (TensorType type : types) {
       for (int64_t n : {1, 3, 9, 70}) {
@@ -365,10 +366,12 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
         // The IQ4 formats have no AVX2 panels (their 16-bit pair sums would saturate).
         const bool k_type = BlockSize(type) == 256;
         const bool iq4 = type == TensorType::kIQ4_NL || type == TensorType::kIQ4_XS;
-        const bool integer = n == 1   ? x86_int8
-                             : iq4    ? target == "AVX3_VNNI"
-                             : k_type ? target == "AVX3_VNNI" || target == "AVX2"
-                                      : true;
+        // MXFP4 has the matrix-vector kernel only.
+        const bool integer = n == 1                       ? x86_int8
+                             : type == TensorType::kMXFP4 ? false
+                             : iq4                        ? target == "AVX3_VNNI"
+                             : k_type                     ? target == "AVX3_VNNI" || target == "AVX2"
+                                                          : true;
         if (!integer) continue;
         const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
         SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n) +
