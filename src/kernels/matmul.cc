@@ -388,8 +388,7 @@ bool PanelMatMulIfTaken(const MatMulCall& c) {
   if (c.n <= 1) return false;
   bool taken = false;
   WithIntegerType(c.w->type, [&]<gguf::TensorType kType>() {
-    // MXFP4 has a matrix-vector kernel only: its rows are decoded for more than one x row.
-    if constexpr (panel::kTakes<kType> && kType != gguf::TensorType::kMXFP4) {
+    if constexpr (panel::kTakes<kType>) {
       if ((taken = panel::Enabled())) PanelMatMul<kType>(c);
     }
   });
@@ -928,7 +927,7 @@ void MatMulImpl(const MatMulCall& call) {
     case gguf::TensorType::kQ3_K:
     case gguf::TensorType::kIQ4_NL:
     case gguf::TensorType::kIQ4_XS:
-    case gguf::TensorType::kMXFP4:  // more than one x row: decoded to float32 (no panel kernel yet)
+    case gguf::TensorType::kMXFP4:  // more than one x row without the VNNI panels: decoded
       return DecodedMatMul(c);
     default:
       return;  // rejected by MatMul

@@ -73,9 +73,11 @@ constexpr bool kHalves =
 // Formats with a min per 16 values (Q2_K): each half adds its own mw times x's sum over the half.
 template <TensorType kType>
 constexpr bool kHalfMins = kType == TensorType::kQ2_K;
-// The IQ4 formats: levels looked up by nibble, stored as level + 128 (1..241) like Q8_0's quants.
+// The IQ4 formats and MXFP4: levels looked up by nibble, stored as level + 128 (1..241) like Q8_0's
+// quants.
 template <TensorType kType>
-constexpr bool kIq4 = kType == TensorType::kIQ4_NL || kType == TensorType::kIQ4_XS;
+constexpr bool kIq4 =
+    kType == TensorType::kIQ4_NL || kType == TensorType::kIQ4_XS || kType == TensorType::kMXFP4;
 // The centre subtracted from the unsigned quants (0 for formats with a min).
 template <TensorType kType>
 constexpr int32_t kCentre = kType == TensorType::kQ4_0                  ? 8
@@ -128,7 +130,13 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
     return;
   } else if constexpr (kIq4<kType>) {
     const uint8_t* qs;
-    if constexpr (kType == TensorType::kIQ4_XS) {  // sub-block b % 8 of a 256-value block
+    const int8_t* levels = kquants::kIq4Levels;
+    if constexpr (kType == TensorType::kMXFP4) {  // an E8M0 exponent, FP4 levels doubled: see kquants.h
+      const uint8_t* blk = row + b * kquants::kMxfp4Bytes;
+      d[0] = std::ldexp(1.0f, static_cast<int>(blk[0]) - 128);
+      qs = blk + 1;
+      levels = kquants::kMxfp4Levels;
+    } else if constexpr (kType == TensorType::kIQ4_XS) {  // sub-block b % 8 of a 256-value block
       const uint8_t* blk = row + (b / 8) * kquants::kIq4XsBytes;
       const int s = static_cast<int>(b % 8);
       d[0] = kq::HalfAt(blk) * static_cast<float>(kq::Iq4XsScale(blk, s));
@@ -139,8 +147,8 @@ HWY_INLINE void UnsignedBlock(const uint8_t* row, int64_t b, uint8_t* HWY_RESTRI
       qs = blk + 2;
     }
     for (int c = 0; c < 16; ++c) {
-      u[c] = static_cast<uint8_t>(kquants::kIq4Levels[qs[c] & 15] + 128);
-      u[c + 16] = static_cast<uint8_t>(kquants::kIq4Levels[qs[c] >> 4] + 128);
+      u[c] = static_cast<uint8_t>(levels[qs[c] & 15] + 128);
+      u[c + 16] = static_cast<uint8_t>(levels[qs[c] >> 4] + 128);
     }
   } else if constexpr (kType == TensorType::kQ8_0) {
     const uint8_t* blk = row + b * matmul::BlockBytes<kType>();

@@ -366,12 +366,11 @@ TEST_P(MatMulTargetTest, IntegerKernelsEqualTheQuantizedProduct) {
         // The IQ4 formats have no AVX2 panels (their 16-bit pair sums would saturate).
         const bool k_type = BlockSize(type) == 256;
         const bool iq4 = type == TensorType::kIQ4_NL || type == TensorType::kIQ4_XS;
-        // MXFP4 has the matrix-vector kernel only.
-        const bool integer = n == 1                       ? x86_int8
-                             : type == TensorType::kMXFP4 ? false
-                             : iq4                        ? target == "AVX3_VNNI"
-                             : k_type                     ? target == "AVX3_VNNI" || target == "AVX2"
-                                                          : true;
+        // MXFP4 goes where the IQ4 formats go.
+        const bool integer = n == 1                              ? x86_int8
+                             : iq4 || type == TensorType::kMXFP4 ? target == "AVX3_VNNI"
+                             : k_type                            ? target == "AVX3_VNNI" || target == "AVX2"
+                                                                 : true;
         if (!integer) continue;
         const int64_t rows = 37, cols = k_type ? 768 : 576, nb = cols / 32;
         SCOPED_TRACE(std::string(gguf::TensorTypeName(type)) + " n=" + std::to_string(n) +
