@@ -49,7 +49,7 @@ for src in fuzz/*_fuzz.cc; do
   mkdir -p "$corpus"
   if [ -d "fuzz/corpus/$name" ]; then cp -r "fuzz/corpus/$name/." "$corpus/"; fi
   # The model target starts from the test fixtures' tiny models (F16 copies, the smaller ones).
-  if [ "$name" = model ]; then cp tests/fixtures/*_tiny_f16.gguf "$corpus/"; fi
+  if [ "$name" = model ]; then cp tests/fixtures/*_tiny_f16.gguf tests/fixtures/*_tiny_mxfp4.gguf "$corpus/"; fi
   args=(-max_total_time="$SECONDS_PER_TARGET" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1
         -artifact_prefix="$artifacts/$target-")
   if [ -f "fuzz/$name.dict" ]; then args+=(-dict="fuzz/$name.dict"); fi
