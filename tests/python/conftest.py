@@ -9,6 +9,8 @@ import importlib.util
 import os
 import sys
 
+import pytest
+
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(os.path.dirname(_HERE))
 
@@ -25,3 +27,13 @@ if importlib.util.find_spec("attn") is None:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: a long test (tens of seconds); CI runs it, `-m \"not slow\"` skips it")
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The default model (SmolLM2-135M-Instruct Q4_1, fetched by scripts/setup.sh), loaded once."""
+    import attn
+
+    path = attn.Model.default_path()
+    assert os.path.exists(path), f"default model missing at {path}: run scripts/setup.sh"
+    return attn.Model.load()

@@ -31,13 +31,6 @@ TEXT = ("The old lighthouse keeper climbed the stairs every evening. He lit the 
 
 
 @pytest.fixture(scope="module")
-def model():
-    path = attn.Model.default_path()
-    assert os.path.exists(path), f"default model missing at {path}: run scripts/setup.sh"
-    return attn.Model.load()
-
-
-@pytest.fixture(scope="module")
 def gpt2():
     return attn.Model.load(GPT2_TINY)
 

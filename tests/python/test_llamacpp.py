@@ -37,13 +37,6 @@ def golden(request, goldens):
     return goldens[request.param]
 
 
-@pytest.fixture(scope="module")
-def model():
-    path = attn.Model.default_path()
-    assert os.path.exists(path), f"default model missing at {path}: run scripts/setup.sh"
-    return attn.Model.load()
-
-
 def test_the_fixture_was_made_from_this_model_file(golden, model):
     import hashlib
 

@@ -20,13 +20,6 @@ ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
 GPT2_TINY = os.path.join(FIXTURES, "gpt2_tiny.gguf")
 
 
-@pytest.fixture(scope="module")
-def model():
-    path = attn.Model.default_path()
-    assert os.path.exists(path), f"default model missing at {path}: run scripts/setup.sh"
-    return attn.Model.load()
-
-
 def test_config_matches_smollm2(model):
     c = model.config
     assert (c["arch"], c["n_layers"], c["d_model"], c["n_heads"], c["n_kv_heads"]) == ("llama", 30, 576, 9, 3)

@@ -38,13 +38,6 @@ def text():
 
 
 @pytest.fixture(scope="module")
-def smollm2():
-    path = attn.Model.default_path()
-    assert os.path.exists(path), f"default model missing at {path}: run scripts/setup.sh"
-    return attn.Model.load()
-
-
-@pytest.fixture(scope="module")
 def tiny():
     return attn.Model.load(TINY)
 
@@ -71,23 +64,23 @@ def expected_chunks(model, ids, context, kv_type="f32", bos=None):
 # ---- against llama.cpp ----------------------------------------------------------------------
 
 
-def test_fixture_matches_the_files(golden, smollm2, text):
+def test_fixture_matches_the_files(golden, model, text):
     import hashlib
 
     with open(TEXT_FILE, "rb") as f:
         assert hashlib.sha256(f.read()).hexdigest() == golden["text_sha256"]
     h = hashlib.sha256()
-    with open(smollm2.path, "rb") as f:
+    with open(model.path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     assert h.hexdigest() == golden["versions"]["model_sha256"]
-    assert smollm2.tokenize(text, special=False) == golden["tokens"]
+    assert model.tokenize(text, special=False) == golden["tokens"]
 
 
 @pytest.mark.parametrize("run", [0, 1], ids=["context512", "context128"])
-def test_perplexity_agrees_with_llamacpp(golden, smollm2, text, run):
+def test_perplexity_agrees_with_llamacpp(golden, model, text, run):
     ref = golden["runs"][run]
-    r = smollm2.perplexity(text, context=ref["context"], kv_type="f16", threads=2)
+    r = model.perplexity(text, context=ref["context"], kv_type="f16", threads=2)
     assert r["chunks"] == ref["chunks"] and r["scored_tokens"] == len(ref["token_nll"])
     assert r["context"] == ref["context"] and r["tokens"] == len(golden["tokens"])
     # llama.cpp's own AVX2 and AVX-512 builds differ per token by 0.08 nats on average (max 1.7)
@@ -102,7 +95,7 @@ def test_perplexity_agrees_with_llamacpp(golden, smollm2, text, run):
     np.testing.assert_allclose(np.log(r["chunk_ppl"]), np.log(ref["chunk_ppl"]), atol=0.03)
 
 
-def test_cli_prints_llama_perplexitys_lines(golden, smollm2):
+def test_cli_prints_llama_perplexitys_lines(golden, model):
     ref = golden["runs"][0]
     out = subprocess.run([ATTN, "perplexity", "-f", TEXT_FILE, "-t", "2", "--chunks", "2"], capture_output=True,
                          text=True, check=True)
@@ -139,10 +132,10 @@ def test_every_scored_token_equals_numpy(tiny, context):
     np.testing.assert_allclose(r["chunk_ppl"], running, rtol=1e-6)
 
 
-def test_the_default_context_fits_the_model(tiny, smollm2, text):
+def test_the_default_context_fits_the_model(tiny, model, text):
     # 512 tokens per chunk, as llama-perplexity, or the model's context when that is shorter.
     assert tiny.perplexity(tiny_ids(tiny, 300), threads=2)["context"] == 128
-    assert smollm2.perplexity(text, chunks=1, threads=2)["context"] == 512
+    assert model.perplexity(text, chunks=1, threads=2)["context"] == 512
     out = subprocess.run([ATTN, "perplexity", "--model", TINY, "--json", "-t", "2", "a b c d e f g " * 60],
                          capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["context"] == 128

@@ -20,11 +20,6 @@ ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
 
 
 @pytest.fixture(scope="module")
-def model():
-    return attn.Model.load()
-
-
-@pytest.fixture(scope="module")
 def server():
     proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
