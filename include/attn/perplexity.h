@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <functional>
 #include <span>
+#include <string_view>
 #include <vector>
 
 #include "attn/model.h"
@@ -53,6 +54,10 @@ struct PerplexityResult {
   KlDivergence kl;  // when options.base is set
   double seconds = 0;
 };
+
+// A text's tokens as llama-perplexity reads it: BOS first when the model adds one, then the text
+// with special-token strings kept as text (Encode with parse_special = false).
+std::vector<int32_t> PerplexityTokens(const Tokenizer& tokenizer, std::string_view text);
 
 // Called after each chunk with the chunk's index and the result so far (chunk_ppl filled up to it).
 using PerplexityProgress = std::function<void(int64_t chunk, const PerplexityResult& so_far)>;

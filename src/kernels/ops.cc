@@ -112,4 +112,11 @@ void Add(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+double LogSumExp(const float* x, int64_t n) {
+  const float mx = *std::max_element(x, x + n);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
+  return static_cast<double>(mx) + std::log(sum);
+}
+
 }  // namespace attn::ops

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "attn/error.h"
+#include "kernels/ops.h"
 
 namespace attn {
 namespace {
@@ -54,10 +55,7 @@ TokenLogprob LogprobOf(std::span<const float> logits, int32_t token, int k) {
   const int64_t vocab = static_cast<int64_t>(logits.size());
   if (token < 0 || token >= vocab)
     throw Error("logprobs: token " + std::to_string(token) + " is not in the vocabulary");
-  const float mx = *std::max_element(logits.begin(), logits.end());
-  double sum = 0.0;
-  for (float x : logits) sum += std::exp(x - mx);
-  const double lse = static_cast<double>(mx) + std::log(sum);
+  const double lse = ops::LogSumExp(logits.data(), vocab);
   TokenLogprob r;
   r.token = token;
   r.logprob = static_cast<float>(logits[static_cast<size_t>(token)] - lse);

@@ -9,18 +9,10 @@
 
 #include "attn/error.h"
 #include "core/thread_pool.h"
+#include "kernels/ops.h"
 
 namespace attn {
 namespace {
-
-// log(sum(exp(row))) of a logit row after the row's maximum is taken out: float exponentials
-// (each within an ulp) summed in double.
-double LogSumExp(const float* row, int64_t n) {
-  const float mx = *std::max_element(row, row + n);
-  double sum = 0.0;
-  for (int64_t v = 0; v < n; ++v) sum += std::exp(row[v] - mx);
-  return static_cast<double>(mx) + std::log(sum);
-}
 
 int64_t ArgMax(const float* row, int64_t n) { return std::max_element(row, row + n) - row; }
 
@@ -34,11 +26,11 @@ struct Scored {
 
 Scored ScoreRow(const float* row, const float* base_row, int64_t vocab, int32_t next) {
   Scored s;
-  const double lse = LogSumExp(row, vocab);
+  const double lse = ops::LogSumExp(row, vocab);
   s.nll = lse - row[next];
   if (!std::isfinite(s.nll)) throw Error("perplexity: the model's logits are not finite");
   if (base_row == nullptr) return s;
-  const double base_lse = LogSumExp(base_row, vocab);
+  const double base_lse = ops::LogSumExp(base_row, vocab);
   s.base_nll = base_lse - base_row[next];
   if (!std::isfinite(s.base_nll)) throw Error("perplexity: the base model's logits are not finite");
   double kl = 0.0;
@@ -79,6 +71,14 @@ void ChunkLogits(const Model& model, Session& session, std::span<const int32_t> 
 }
 
 }  // namespace
+
+std::vector<int32_t> PerplexityTokens(const Tokenizer& tokenizer, std::string_view text) {
+  std::vector<int32_t> tokens;
+  if (tokenizer.add_bos() && tokenizer.bos_id() >= 0) tokens.push_back(tokenizer.bos_id());
+  const std::vector<int32_t> body = tokenizer.Encode(text, /*parse_special=*/false);
+  tokens.insert(tokens.end(), body.begin(), body.end());
+  return tokens;
+}
 
 PerplexityResult Perplexity(const Model& model, std::span<const int32_t> tokens,
                             const PerplexityOptions& options, const PerplexityProgress& progress) {

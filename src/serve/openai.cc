@@ -114,7 +114,7 @@ std::string Event(const json& j) {
 // Characters (UTF-8 lead bytes) in s: the unit of OpenAI's text_offset.
 // /v1/completions' logprobs: parallel lists over the echoed prompt's tokens (the first without a
 // log-probability) and the sampled ones `entries` (an EOS that ended the generation included).
-json CompletionLogprobs(const Request& request, const std::string& prompt, const GenerateResult& r,
+json CompletionLogprobs(bool echo, const std::string& prompt, const GenerateResult& r,
                         std::span<const TokenLogprob> entries, int64_t completion_offset,
                         const TokenText& token_text) {
   json tokens = json::array(), token_logprobs = json::array(), top = json::array(), offsets = json::array();
@@ -133,7 +133,7 @@ json CompletionLogprobs(const Request& request, const std::string& prompt, const
     offsets.push_back(offset);
     offset += Chars(piece);
   };
-  if (request.echo) {
+  if (echo) {
     for (size_t i = 0; i < r.prompt_tokens.size(); ++i)
       add(r.prompt_tokens[i], i == 0 || i > r.prompt_logprobs.size() ? nullptr : &r.prompt_logprobs[i - 1]);
   }
@@ -297,15 +297,10 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
           std::span(result.logprobs).first(std::min(result.logprobs.size(), result.tokens.size())),
           token_text);
   } else {
-    std::string prompt;
-    if (request.prompt_tokens) {
-      for (int32_t t : *request.prompt_tokens) prompt += token_text(t);
-    } else {
-      prompt = request.prompt;
-    }
+    const std::string prompt = PromptText(request, token_text);
     choice["text"] = request.echo ? prompt + result.text : result.text;
     if (request.logprobs >= 0)
-      choice["logprobs"] = CompletionLogprobs(request, prompt, result, result.logprobs, -1, token_text);
+      choice["logprobs"] = CompletionLogprobs(request.echo, prompt, result, result.logprobs, -1, token_text);
   }
   json j = ResponseIdentity(info, chat ? "chat.completion" : "text_completion");
   j["choices"] = json::array({choice});
@@ -318,6 +313,13 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info, const
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+std::string PromptText(const Request& request, const TokenText& token_text) {
+  if (!request.prompt_tokens) return request.prompt;
+  std::string text;
+  for (int32_t t : *request.prompt_tokens) text += token_text(t);
+  return text;
+}
+
 int64_t Chars(const std::string& s) {
   return std::count_if(s.begin(), s.end(),
                        [](char c) { return (static_cast<unsigned char>(c) & 0xC0) != 0x80; });
@@ -326,9 +328,7 @@ int64_t Chars(const std::string& s) {
 json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries, int64_t text_offset,
                     const TokenText& token_text) {
   if (request.endpoint == Endpoint::kChatCompletions) return ChatLogprobs(entries, token_text);
-  Request no_echo = request;
-  no_echo.echo = false;
-  return CompletionLogprobs(no_echo, "", GenerateResult{}, entries, text_offset, token_text);
+  return CompletionLogprobs(/*echo=*/false, "", GenerateResult{}, entries, text_offset, token_text);
 }
 
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,

@@ -85,6 +85,8 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
 // text_offset: characters of prompt and completion before the first of them (completions).
 nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries,
                               int64_t text_offset, const TokenText& token_text);
+// A completion request's prompt as text: the prompt string, or its token ids' texts joined.
+std::string PromptText(const Request& request, const TokenText& token_text);
 // Characters (UTF-8 lead bytes) of s: the unit of OpenAI's text_offset.
 int64_t Chars(const std::string& s);
 std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result);

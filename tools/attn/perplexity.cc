@@ -71,37 +71,22 @@ void RunPerplexity(PerplexityArgs& args) {
   if (args.compare) args.ppl.base = base ? base.get() : model.get();
   args.ppl.threads = args.model.threads;
 
-  // As llama-perplexity: BOS when the model adds one, the text's special-token strings kept as text.
-  std::vector<int32_t> tokens;
-  const Tokenizer& tok = model->tokenizer();
-  if (tok.add_bos() && tok.bos_id() >= 0) tokens.push_back(tok.bos_id());
-  const std::vector<int32_t> body = tok.Encode(text, /*parse_special=*/false);
-  tokens.insert(tokens.end(), body.begin(), body.end());
-  if (base) {
-    std::vector<int32_t> base_tokens;
-    const Tokenizer& btok = base->tokenizer();
-    if (btok.add_bos() && btok.bos_id() >= 0) base_tokens.push_back(btok.bos_id());
-    const std::vector<int32_t> bbody = btok.Encode(text, false);
-    base_tokens.insert(base_tokens.end(), bbody.begin(), bbody.end());
-    if (base_tokens != tokens) {
-      throw Error("perplexity: the base model '" + args.base_path +
-                  "' tokenizes the text differently from the model (their vocabularies differ)");
-    }
-  }
-
-  if (args.ppl.context == 0) args.ppl.context = std::min<int64_t>(512, model->config().context_length);
-  if (!args.json && args.ppl.context > 0) {
-    const int64_t n_chunks = static_cast<int64_t>(tokens.size()) / args.ppl.context;
-    std::fprintf(
-        stderr, "perplexity: %zu tokens, %lld chunks of %lld (the last %lld of each scored), KV cache %s\n",
-        tokens.size(),
-        static_cast<long long>(args.ppl.max_chunks > 0 ? std::min(n_chunks, args.ppl.max_chunks) : n_chunks),
-        static_cast<long long>(args.ppl.context),
-        static_cast<long long>(args.ppl.context - 1 - args.ppl.context / 2), DTypeName(args.ppl.kv_dtype));
+  const std::vector<int32_t> tokens = PerplexityTokens(model->tokenizer(), text);
+  if (base && PerplexityTokens(base->tokenizer(), text) != tokens) {
+    throw Error("perplexity: the base model '" + args.base_path +
+                "' tokenizes the text differently from the model (their vocabularies differ)");
   }
   const PerplexityResult r =
       Perplexity(*model, tokens, args.ppl, [&args](int64_t chunk, const PerplexityResult& so_far) {
         if (args.json) return;
+        if (chunk == 0) {  // the settings as Perplexity resolved them (the default context)
+          std::fprintf(
+              stderr,
+              "perplexity: %lld tokens, %lld chunks of %lld (the last %lld of each scored), KV cache %s\n",
+              static_cast<long long>(so_far.n_tokens), static_cast<long long>(so_far.n_chunks),
+              static_cast<long long>(so_far.context),
+              static_cast<long long>(so_far.context - 1 - so_far.context / 2), DTypeName(args.ppl.kv_dtype));
+        }
         std::printf("%s[%lld]%.4f", chunk == 0 ? "" : ",", static_cast<long long>(chunk + 1),
                     so_far.chunk_ppl.back());
         std::fflush(stdout);

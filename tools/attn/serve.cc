@@ -174,13 +174,7 @@ class Server {
         const serve::TokenText token_text = [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); };
         std::vector<TokenLogprob> pending;
         int64_t offset = 0;  // text_offset of the next entry
-        if (request->logprobs >= 0) {
-          if (request->prompt_tokens) {
-            for (int32_t t : *request->prompt_tokens) offset += serve::Chars(token_text(t));
-          } else {
-            offset = serve::Chars(request->prompt);
-          }
-        }
+        if (request->logprobs >= 0 && !chat) offset = serve::Chars(serve::PromptText(*request, token_text));
         GenerateOptions o = options;
         o.on_logprob = [&](const TokenLogprob& lp) {
           // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
