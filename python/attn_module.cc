@@ -23,6 +23,8 @@ void BindWeights(nb::module_& m);  // python/weights_module.cc
 void BindTrain(nb::module_& m);    // python/train_module.cc
 using Array = nb::ndarray<nb::device::cpu>;
 using InArray = nb::ndarray<nb::ro, nb::device::cpu>;  // inputs may be read-only views
+using Floats = nb::ndarray<const float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;  // [Hq] sinks
+using FloatsOut = nb::ndarray<float, nb::ndim<1>, nb::c_contig, nb::device::cpu>;
 
 namespace {
 
@@ -46,10 +48,18 @@ attn::TensorView View(const char* name, A& a, attn::DType dtype) {
 }
 
 // The options sdpa and sdpa_backward share, from the arguments the Python wrappers pass.
-attn::AttentionOptions Options(bool causal, bool top_left, int64_t window_left, int64_t window_right,
-                               std::optional<float> scale, const std::optional<InArray>& mask, int mask_kind,
-                               const std::optional<InArray>& kv_lens, float softcap, int threads) {
+attn::AttentionOptions Options(int64_t n_heads, bool causal, bool top_left, int64_t window_left,
+                               int64_t window_right, std::optional<float> scale,
+                               const std::optional<InArray>& mask, int mask_kind,
+                               const std::optional<InArray>& kv_lens, float softcap,
+                               const std::optional<Floats>& sinks, int threads) {
   attn::AttentionOptions o;
+  if (sinks) {
+    if (static_cast<int64_t>(sinks->shape(0)) != n_heads)
+      throw attn::Error("sinks: length " + std::to_string(sinks->shape(0)) +
+                        " != Hq = " + std::to_string(n_heads));
+    o.sinks = sinks->data();
+  }
   o.scale = scale;
   o.causal = causal;
   o.causal_align = top_left ? attn::CausalAlign::kTopLeft : attn::CausalAlign::kBottomRight;
@@ -72,10 +82,10 @@ attn::AttentionOptions Options(bool causal, bool top_left, int64_t window_left, 
 void Sdpa(InArray q, InArray k, InArray v, Array out, int dtype_code, int kv_dtype_code, bool causal,
           bool top_left, int64_t window_left, int64_t window_right, std::optional<float> scale,
           std::optional<InArray> mask, int mask_kind, std::optional<InArray> kv_lens, float softcap,
-          std::optional<Array> lse, int threads) {
+          std::optional<Floats> sinks, std::optional<Array> lse, int threads) {
   const attn::DType dtype = ToDType(dtype_code), kv_dtype = ToDType(kv_dtype_code);
-  attn::AttentionOptions o =
-      Options(causal, top_left, window_left, window_right, scale, mask, mask_kind, kv_lens, softcap, threads);
+  attn::AttentionOptions o = Options(static_cast<int64_t>(q.shape(2)), causal, top_left, window_left,
+                                     window_right, scale, mask, mask_kind, kv_lens, softcap, sinks, threads);
   if (lse) o.lse = static_cast<float*>(lse->data());
   attn::TensorView tq = View("q", q, dtype), tk = View("k", k, kv_dtype), tv = View("v", v, kv_dtype),
                    to = View("out", out, dtype);
@@ -90,10 +100,15 @@ void SdpaBackward(InArray q, InArray k, InArray v, InArray out,
                   InArray dout, Array dq, Array dk, Array dv, int dtype_code, bool causal, bool top_left,
                   int64_t window_left, int64_t window_right, std::optional<float> scale,
                   std::optional<InArray> mask, int mask_kind, std::optional<InArray> kv_lens, float softcap,
-                  int threads) {
+                  std::optional<Floats> sinks, std::optional<FloatsOut> sinks_grad, int threads) {
   const attn::DType dtype = ToDType(dtype_code);
-  attn::AttentionOptions o =
-      Options(causal, top_left, window_left, window_right, scale, mask, mask_kind, kv_lens, softcap, threads);
+  attn::AttentionOptions o = Options(static_cast<int64_t>(q.shape(2)), causal, top_left, window_left,
+                                     window_right, scale, mask, mask_kind, kv_lens, softcap, sinks, threads);
+  if (sinks_grad) {
+    if (sinks_grad->shape(0) != q.shape(2))
+      throw attn::Error("sinks_grad: length " + std::to_string(sinks_grad->shape(0)) + " != Hq");
+    o.sinks_grad = sinks_grad->data();
+  }
   attn::TensorView tq = View("q", q, dtype), tk = View("k", k, dtype), tv = View("v", v, dtype),
                    to = View("out", out, dtype), tdo = View("dout", dout, dtype), tdq = View("dq", dq, dtype),
                    tdk = View("dk", dk, dtype), tdv = View("dv", dv, dtype);
@@ -124,12 +139,13 @@ NB_MODULE(_attn, m) {
   m.def("sdpa", &Sdpa, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"), nb::arg("dtype"),
         nb::arg("kv_dtype"), nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"),
         nb::arg("window_right"), nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"),
-        nb::arg("kv_lens").none(), nb::arg("softcap"), nb::arg("lse").none(), nb::arg("threads"));
+        nb::arg("kv_lens").none(), nb::arg("softcap"), nb::arg("sinks").none(), nb::arg("lse").none(),
+        nb::arg("threads"));
   m.def("sdpa_backward", &SdpaBackward, nb::arg("q"), nb::arg("k"), nb::arg("v"), nb::arg("out"),
         nb::arg("lse"), nb::arg("dout"), nb::arg("dq"), nb::arg("dk"), nb::arg("dv"), nb::arg("dtype"),
         nb::arg("causal"), nb::arg("top_left"), nb::arg("window_left"), nb::arg("window_right"),
         nb::arg("scale").none(), nb::arg("mask").none(), nb::arg("mask_kind"), nb::arg("kv_lens").none(),
-        nb::arg("softcap"), nb::arg("threads"));
+        nb::arg("softcap"), nb::arg("sinks").none(), nb::arg("sinks_grad").none(), nb::arg("threads"));
   m.def(
       "simd_targets", &attn::SimdTargets,
       "SIMD targets compiled in and supported here, best first. 'AVX3_BF16' is AVX3 plus the bf16 attention\n"

@@ -39,10 +39,20 @@ struct AttentionOptions {
   std::vector<int64_t> kv_lens;
   MaskView mask;
   float softcap = 0.0f;  // scores = softcap * tanh(scores / softcap) when > 0
+  // Optional learned attention sinks (gpt-oss), float32 [n_heads], natural-log units, not scaled:
+  // query head h's softmax gets one more logit sinks[h] that carries no value, so
+  //   p_j = exp(s_j) / (exp(sinks[h]) + sum_k exp(s_k)),  out = sum_j p_j v_j
+  // and the row may give weight to nothing (lse includes the sink's term). -inf = no sink for that
+  // head; NaN and +inf are rejected. A row with every key excluded gets out = 0 and lse = sinks[h].
+  const float* sinks = nullptr;
+  // Backward only (AttentionBackward): when not null, receives dL/dsinks, float32 [n_heads],
+  // summed over batch and query rows (overwritten, not accumulated). Needs `sinks`.
+  float* sinks_grad = nullptr;
   // Optional output: natural-log LSE of each row, contiguous float32 [batch, n_heads, seq_q].
   // A row with every key excluded gets out = 0 and lse = -inf (never NaN).
   float* lse = nullptr;
-  // Optional output: the entropy -sum_j p_j ln p_j of each row's attention distribution (nats),
+  // Optional output: the entropy -sum_j p_j ln p_j of each row's attention distribution (nats; with
+  // sinks, the sink's probability is one more outcome),
   // contiguous float32 [batch, n_heads, seq_q], accumulated inside the fused kernel alongside the
   // online softmax (the pattern is never materialized). A row with every key excluded gets 0.
   // Requesting it runs the prefill kernel without key splits.

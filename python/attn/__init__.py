@@ -102,6 +102,17 @@ def _kv_lens(fn: str, kv_lens, B: int):
     return np.ascontiguousarray(lens, dtype=np.int64)
 
 
+def _sinks(fn: str, sinks, Hq: int):
+    """sinks as a contiguous float32 [Hq] array (None stays None)."""
+    if sinks is None:
+        return None
+    a = np.asarray(sinks)
+    if a.shape != (Hq,) or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(f"{fn}: sinks must be a 1-D floating-point array of length Hq = {Hq}, "
+                         f"got shape {a.shape} dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 def _mask(fn: str, mask):
     """(4-D mask array or None, kind code: 0 none, 1 bool as uint8, 2 additive float32)."""
     if mask is None:
@@ -121,7 +132,7 @@ def _mask(fn: str, mask):
 
 
 def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, scale=None, mask=None,
-         kv_lens=None, softcap=0.0, return_lse=False, layout="bhsd", threads=None):
+         kv_lens=None, softcap=0.0, sinks=None, return_lse=False, layout="bhsd", threads=None):
     """Scaled dot-product attention, exact and fused: softmax(q k^T * scale + mask) v.
 
     q: [B, Hq, Sq, D] and k, v: [B, Hkv, Sk, D] for layout "bhsd" (PyTorch's), or [B, S, H, D] for
@@ -138,8 +149,11 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
     mask: bool (True = attend) or float (added to the scores), broadcastable to [B, Hq, Sq, Sk].
     kv_lens: int [B], number of valid keys of each sequence (the rest is padding); causal and
       window align to kv_lens[b] instead of Sk.
-    return_lse: also return the natural log-sum-exp of each row's scores, float32 [B, Hq, Sq].
-    A row that sees no key returns 0 and lse = -inf. threads: None = every core.
+    sinks: float [Hq], learned attention sinks (gpt-oss): head h's softmax gets one more logit
+      sinks[h] (not scaled) that carries no value, so a row may attend to nothing; -inf = none.
+    return_lse: also return the natural log-sum-exp of each row's scores, float32 [B, Hq, Sq]
+      (with sinks, the sink's term included).
+    A row that sees no key returns 0 and lse = -inf (or its sink). threads: None = every core.
     """
     q, k, v = _as_array("q", q), _as_array("k", k), _as_array("v", v)
     code = _dtype_code("q", q)
@@ -167,12 +181,13 @@ def sdpa(q, k, v, *, causal=False, causal_align="bottom_right", window=None, sca
 
     lens = _kv_lens("sdpa", kv_lens, B)
     mask_arr, mask_kind = _mask("sdpa", mask)
+    sinks = _sinks("sdpa", sinks, Hq)
 
     out = np.empty(q.shape, dtype=q.dtype)
     lse = np.empty((B, Hq, Sq), dtype=np.float32) if return_lse else None
     _attn.sdpa(_raw(ql, code), _raw(kl, kv_code), _raw(vl, kv_code), _raw(_to_logical(out, layout), code), code, kv_code,
                bool(causal), causal_align == "top_left", left, right, scale, mask_arr, mask_kind, lens,
-               float(softcap), lse, n_threads)
+               float(softcap), sinks, lse, n_threads)
     return (out, lse) if return_lse else out
 
 

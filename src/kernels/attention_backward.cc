@@ -1,5 +1,6 @@
 // AttentionBackward's entry point: validate the forward's arguments (MakeParams) and the
 // gradient tensors, then dispatch the fused backward kernel to the best SIMD target.
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -76,6 +77,9 @@ BackwardParams MakeBackwardParams(const TensorView& q, const TensorView& k, cons
     Fail(Error::Kind::kValue,
          "lse: pointer is null (the forward's float32 [B, Hq, Sq] log-sum-exp is required)");
   p.lse = lse;
+  if (options.sinks_grad != nullptr && options.sinks == nullptr)
+    Fail(Error::Kind::kValue, "sinks_grad: given without sinks (the gradient of which sinks?)");
+  p.sinks_grad = options.sinks_grad;
   p.dout = dout.data, p.dq = dq.data, p.dk = dk.data, p.dv = dv.data;
   for (int i = 0; i < 4; ++i) {
     p.dout_stride[i] = dout.stride[i], p.dq_stride[i] = dq.stride[i];
@@ -93,6 +97,7 @@ void AttentionBackward(const TensorView& q, const TensorView& k, const TensorVie
                        const float* lse, const TensorView& dout, const TensorView& dq, const TensorView& dk,
                        const TensorView& dv, const AttentionOptions& options) {
   const kernels::BackwardParams p = kernels::MakeBackwardParams(q, k, v, out, lse, dout, dq, dk, dv, options);
+  if (p.sinks_grad) std::fill(p.sinks_grad, p.sinks_grad + q.shape[2], 0.0f);  // also when B = 0
   kernels::BackwardDispatch(p);  // writes every element of dq, dk, dv (zeros where nothing flows)
 }
 

@@ -483,6 +483,20 @@ void Backward(const BackwardParams& bp) {
     thread_local GrowBuffer<float> row;
     Pack(bp, w, task, row.Get((w.BK + 2) * w.Dp));
   });
+  if (bp.sinks_grad) {
+    // dL/dsink_h = -sum over rows of p_sink D_i, p_sink = 2^(sink2 - lse2): in float64, in a
+    // fixed order (rows without keys or sink have lse2 = +inf: p_sink = 0).
+    for (int64_t h = 0; h < Hq; ++h) {
+      const double sink2 = static_cast<double>(p.sinks[h]) * kLog2e;
+      double g = 0.0;
+      for (int64_t b = 0; sink2 > -std::numeric_limits<double>::infinity() && b < B; ++b)
+        for (int64_t i = 0; i < Sq; ++i) {
+          const int64_t r = (b * Hq + h) * Sq + i;
+          g -= std::exp2(sink2 - w.lse2[r]) * w.dvec[r];
+        }
+      bp.sinks_grad[h] = static_cast<float>(g);
+    }
+  }
 
   if (one_pass) {
     // One pass: a task per (key split, batch, KV head) computes dK, dV of its keys and adds its

@@ -13,11 +13,12 @@ struct BackwardParams {
   // The forward's description (q, k, v, out, sizes, strides, scale, masks, threads) as MakeParams
   // builds it; its lse and entropy outputs are cleared (unused here).
   AttentionParams fwd;
-  const float* lse;  // [batch, n_heads, seq_q], natural log, from the forward
-  const void* dout;  // like out
-  void* dq;          // like q
-  void* dk;          // like k
-  void* dv;          // like v
+  const float* lse;   // [batch, n_heads, seq_q], natural log, from the forward
+  const void* dout;   // like out
+  void* dq;           // like q
+  void* dk;           // like k
+  void* dv;           // like v
+  float* sinks_grad;  // [n_heads] dL/dsinks, or nullptr (needs fwd.sinks)
   // Strides in elements over the logical axes [batch, seq, head, dim].
   int64_t dout_stride[4], dq_stride[4], dk_stride[4], dv_stride[4];
   // Memory the one-pass schedule may take for its float32 dQ rows (one copy per key split);

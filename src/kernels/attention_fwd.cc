@@ -534,11 +534,7 @@ void ForwardPrefill(const AttentionParams& p) {
     for (int64_t r = 0; r < n; ++r) {
       const int64_t row = r0 + r, h = kvh * p.group + row % p.group, qi = row / p.group;
       WriteRow(p, b, h, qi, RowPartial{s.ot + r, BQ, s.m[r], s.l[r]});
-      if (p.entropy) {
-        // Entropy in nats from the statistics-mode state (log2 units): (log2 l - t / l) ln 2.
-        const float bits = s.l[r] > 0.0f ? std::log2(s.l[r]) - s.t[r] / s.l[r] : 0.0f;
-        p.entropy[(b * p.n_heads + h) * p.seq_q + qi] = std::max(0.0f, bits) * 0.6931471805599453f;
-      }
+      if (p.entropy) p.entropy[(b * p.n_heads + h) * p.seq_q + qi] = RowEntropy(p, h, s.m[r], s.l[r], s.t[r]);
     }
   });
 }

@@ -10,6 +10,9 @@
 
 namespace attn::kernels {
 
+inline constexpr float kLog2e = 1.4426950408889634f;  // the kernels work in log2 units
+inline constexpr float kLn2 = 0.6931471805599453f;
+
 // K or V of a q8_0 KV cache (KVCache): where kv_dtype is kQ8_0, AttentionParams::k and ::v point to
 // one of these. Element offsets (strides) address `quants` as an int8 tensor with unit stride along
 // the head dim; the float16 scale of the 32 values at offset o is scales[o / 32] (rows start at
@@ -39,6 +42,7 @@ struct AttentionParams {
   MaskKind mask_kind;
   const void* mask;
   int64_t mask_stride[4];  // [batch, head, q, k]; 0 on broadcast axes
+  const float* sinks;      // [n_heads] natural-log sink logits, or nullptr
   float* lse;              // [batch, n_heads, seq_q] or nullptr
   float* entropy;          // [batch, n_heads, seq_q] or nullptr (nats)
   int threads;

@@ -7,7 +7,9 @@
 //   scores[j]  = softcap * tanh(scores[j] / softcap)          (3. softcap, when > 0)
 //   scores[j] += additive_mask[b, h, i, j]                    (4. mask: additive, boolean,
 //   scores[j]  = -inf if j is excluded                              causal, window, kv_lens)
-//   p[j]       = exp(scores[j] - max) / sum_j exp(...)        (5. softmax; all excluded -> p = 0)
+//   p[j]       = exp(scores[j] - max) / sum_j exp(...)        (5. softmax; all excluded -> p = 0;
+//                                                                a sink adds exp(sink - max) to
+//                                                                the sum and carries no value)
 //   out[i, :]  = sum_j p[j] * v[j, :]                          (6. weighted sum of values)
 #include <cmath>
 #include <limits>
@@ -60,22 +62,29 @@ void AttentionReference(const TensorView& q, const TensorView& k, const TensorVi
           scores[j] = visible ? s : -inf;
           row_max = std::max(row_max, scores[j]);
         }
-        // 5. softmax (a row with no visible key gives p = 0 everywhere and lse = -inf)
+        // 5. softmax (a row with no visible key gives p = 0 everywhere and lse = -inf, or the
+        //    sink's logit: the sink takes all the weight)
+        const double sink = p.sinks ? p.sinks[h] : -inf;
+        const bool any_key = row_max > -inf;
+        row_max = std::max(row_max, sink);
         double sum = 0.0;
         if (row_max > -inf) {
           for (int64_t j = 0; j < p.seq_k; ++j) {
             scores[j] = r.Acc(std::exp(scores[j] - row_max));
             sum = r.Acc(sum + scores[j]);
           }
+          if (sink > -inf) sum = r.Acc(sum + std::exp(sink - row_max));
         }
         const double lse = row_max > -inf ? row_max + std::log(sum) : -inf;
         if (p.lse) p.lse[(b * p.n_heads + h) * p.seq_q + i] = static_cast<float>(lse);
         if (lse64) lse64[(b * p.n_heads + h) * p.seq_q + i] = lse;
-        for (int64_t j = 0; j < p.seq_k; ++j) scores[j] = row_max > -inf ? r.Tensor(scores[j] / sum) : 0.0;
+        for (int64_t j = 0; j < p.seq_k; ++j) scores[j] = any_key ? r.Tensor(scores[j] / sum) : 0.0;
         if (p.entropy) {
-          double entropy = 0.0;  // -sum p ln p
+          double entropy = 0.0;  // -sum p ln p, the sink's p included
           for (int64_t j = 0; j < p.seq_k; ++j)
             if (scores[j] > 0.0) entropy -= scores[j] * std::log(scores[j]);
+          const double p_sink = any_key && sink > -inf ? std::exp(sink - row_max) / sum : 0.0;
+          if (p_sink > 0.0) entropy -= p_sink * std::log(p_sink);
           p.entropy[(b * p.n_heads + h) * p.seq_q + i] = static_cast<float>(entropy);
         }
         // 6. weighted sum of values

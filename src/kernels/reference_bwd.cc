@@ -5,7 +5,8 @@
 //   x[j]   = scale * (q_i . k_j)                               (1. scaled dot products)
 //   s[j]   = softcap * tanh(x[j] / softcap)  (or x[j])         (2. softcap)
 //   s[j]  += additive_mask;  s[j] = -inf where excluded       (3. masks)
-//   p[j]   = exp(s[j] - lse_i),  lse_i = log sum_j exp(s[j])  (4. softmax)
+//   p[j]   = exp(s[j] - lse_i),  lse_i = log sum_j exp(s[j])  (4. softmax; a sink adds
+//                                                                exp(sink) inside the log)
 //   out_i  = sum_j p[j] v_j                                    (5. weighted sum)
 // Backward, given dout_i = dL/dout_i:
 //   dv_j  += p[j] dout_i                                       (6. through the weighted sum)
@@ -15,6 +16,7 @@
 //   dx[j]  = ds[j] (1 - tanh^2(x[j] / softcap))  (or ds[j])    (8. through the softcap)
 //   dq_i   = scale * sum_j dx[j] k_j                           (9. through the dot products)
 //   dk_j  += scale * dx[j] q_i
+//   dsink -= p_sink D_i,  p_sink = exp(sink - lse_i)          (10. the sink's logit)
 // dk and dv of KV head kvh accumulate over the query heads h with h / (Hq / Hkv) == kvh.
 #include <cmath>
 #include <limits>
@@ -63,7 +65,7 @@ void AttentionBackwardReference(const TensorView& q, const TensorView& k, const 
   auto kv_index = [&](int64_t b, int64_t j, int64_t kvh, int64_t d) {
     return ((b * Sk + j) * Hkv + kvh) * D + d;
   };
-  std::vector<double> x(Sk), s(Sk), prob(Sk), dp(Sk), out(D), dq_row(D);
+  std::vector<double> x(Sk), s(Sk), prob(Sk), dp(Sk), out(D), dq_row(D), dsink(Hq, 0.0);
 
   for (int64_t b = 0; b < B; ++b) {
     for (int64_t h = 0; h < Hq; ++h) {
@@ -88,11 +90,15 @@ void AttentionBackwardReference(const TensorView& q, const TensorView& k, const 
           row_max = std::max(row_max, s[j]);
         }
         // 4. softmax; a row with no visible key has p = 0 and passes no gradient
+        const double sink = p.sinks ? p.sinks[h] : -inf;
+        row_max = std::max(row_max, sink);
         double sum = 0.0;
         for (int64_t j = 0; j < Sk; ++j) {
           prob[j] = row_max > -inf ? r.Acc(std::exp(s[j] - row_max)) : 0.0;
           sum = r.Acc(sum + prob[j]);
         }
+        const double p_sink_unnormalized = sink > -inf ? r.Acc(std::exp(sink - row_max)) : 0.0;
+        sum = r.Acc(sum + p_sink_unnormalized);
         for (int64_t j = 0; j < Sk; ++j) prob[j] = sum > 0.0 ? r.Tensor(prob[j] / sum) : 0.0;
         // 5. out_i
         for (int64_t d = 0; d < D; ++d) {
@@ -115,6 +121,8 @@ void AttentionBackwardReference(const TensorView& q, const TensorView& k, const 
         // 7. D_i = dout_i . out_i;  ds = p (dp - D_i)   8. softcap: dx = ds (1 - tanh^2)
         double d_i = 0.0;
         for (int64_t d = 0; d < D; ++d) d_i = r.Acc(d_i + dO(b, i, h, d) * out[d]);
+        // 10. the sink: dL/dsink = -p_sink D_i (out moves toward 0 as the sink grows)
+        if (sink > -inf) dsink[h] -= p_sink_unnormalized / sum * d_i;
         for (int64_t j = 0; j < Sk; ++j) {
           double ds = r.Tensor(prob[j] * (dp[j] - d_i));
           if (p.softcap > 0.0f) {
@@ -142,6 +150,8 @@ void AttentionBackwardReference(const TensorView& q, const TensorView& k, const 
       }
     }
   }
+  if (options.sinks_grad)
+    for (int64_t h = 0; h < Hq; ++h) options.sinks_grad[h] = static_cast<float>(dsink[h]);
   for (int64_t b = 0; b < B; ++b)
     for (int64_t j = 0; j < Sk; ++j)
       for (int64_t kvh = 0; kvh < Hkv; ++kvh)

@@ -48,9 +48,6 @@ HWY_INLINE void CopyRowsBf16(const uint16_t* src, int64_t row_stride, int64_t el
       dst[j * width + dd] = dd < D ? src[j * row_stride + dd * elem_stride] : uint16_t{0};
 }
 
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
 // 2^x. The kernels work in log2 units (scores pre-multiplied by log2(e)), so softmax needs 2^x
 // with x <= 0 only. Range reduction x = n + f, |f| <= 1/2, then the degree-7 Taylor polynomial of
 // 2^f = e^(f ln 2) (truncation error < 6e-9 relative), scaled by 2^n through the exponent bits.

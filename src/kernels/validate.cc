@@ -131,6 +131,13 @@ AttentionParams MakeParams(const TensorView& q, const TensorView& k, const Tenso
     for (int i = 0; i < 4; ++i) mv.shape[i] = o.mask.shape[i], mv.stride[i] = o.mask.stride[i];
     MaxOffset("mask", mv);
   }
+  p.sinks = o.sinks;
+  if (o.sinks) {
+    for (int64_t h = 0; h < Hq; ++h) {
+      if (std::isnan(o.sinks[h]) || o.sinks[h] == std::numeric_limits<float>::infinity())
+        Fail(Error::Kind::kValue, "sinks[", h, "] = ", o.sinks[h], " (must be finite or -inf)");
+    }
+  }
   p.lse = o.lse;
   p.entropy = o.entropy;
   if (o.threads < 0)

@@ -49,8 +49,9 @@ void CheckCase(const Case& c, uint32_t seed) {
       v(c.dtype, c.B, c.Sk, c.Hkv, c.D, c.bhsd), dout(c.dtype, c.B, c.Sq, c.Hq, c.D, c.bhsd);
   q.Randomize(rng), k.Randomize(rng), v.Randomize(rng), dout.Randomize(rng);
   std::vector<uint8_t> bool_mask;
-  std::vector<float> add_mask;
-  AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask);
+  std::vector<float> add_mask, sinks, dsinks_ref(c.Hq), dsinks(c.Hq);
+  AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask, &sinks);
+  if (c.sinks) o.sinks_grad = dsinks_ref.data();
 
   // References: float64, and the naive computation in the input dtype.
   const int64_t nq = c.B * c.Sq * c.Hq * c.D, nk = c.B * c.Sk * c.Hkv * c.D;
@@ -61,7 +62,18 @@ void CheckCase(const Case& c, uint32_t seed) {
       nv_(c.dtype, c.B, c.Sk, c.Hkv, c.D);
   AttentionBackwardReference(q.view, k.view, v.view, dout.view, dq.view, dk.view, dv.view, o, false,
                              dq64.data(), dk64.data(), dv64.data());
+  std::vector<float> dsinks_naive(c.Hq);
+  if (c.sinks) o.sinks_grad = dsinks_naive.data();
   AttentionBackwardReference(q.view, k.view, v.view, dout.view, nq_.view, nk_.view, nv_.view, o, true);
+  o.sinks_grad = nullptr;
+  double dsinks_scale = 0.0, naive_s = 0.0;
+  for (int64_t h = 0; h < c.Hq; ++h) {
+    dsinks_scale = std::max(dsinks_scale, static_cast<double>(std::abs(dsinks_ref[h])));
+    naive_s = std::max(naive_s, static_cast<double>(std::abs(dsinks_naive[h] - dsinks_ref[h])));
+  }
+  if (c.sinks && !c.kv_lens) {  // (kv_lens may leave every row without keys: out = 0, no gradient)
+    EXPECT_GT(dsinks_scale, 0.01) << "the sinks' gradient is (almost) zero: nothing tested";
+  }
   const double naive_q = nq_.MaxDiff(dq64), naive_k = nk_.MaxDiff(dk64), naive_v = nv_.MaxDiff(dv64);
 
   // The forward's out and lse, as training has them.
@@ -79,8 +91,14 @@ void CheckCase(const Case& c, uint32_t seed) {
       const TwoPass two_pass(schedule[0] == 't');
       // Poison the outputs: every element must be written.
       for (Tensor* g : {&dq, &dk, &dv}) std::fill(g->bytes.begin(), g->bytes.end(), 0xff);
+      std::fill(dsinks.begin(), dsinks.end(), std::numeric_limits<float>::quiet_NaN());
+      if (c.sinks) o.sinks_grad = dsinks.data();
       AttentionBackward(q.view, k.view, v.view, out.view, lse.data(), dout.view, dq.view, dk.view, dv.view,
                         o);
+      o.sinks_grad = nullptr;
+      for (int64_t h = 0; c.sinks && h < c.Hq; ++h)
+        EXPECT_NEAR(dsinks[h], dsinks_ref[h], 2 * naive_s + atol)
+            << "dsinks[" << h << "], naive error " << naive_s;
       EXPECT_LE(dq.MaxDiff(dq64), 2 * naive_q + atol) << "dq, naive error " << naive_q;
       EXPECT_LE(dk.MaxDiff(dk64), 2 * naive_k + atol) << "dk, naive error " << naive_k;
       EXPECT_LE(dv.MaxDiff(dv64), 2 * naive_v + atol) << "dv, naive error " << naive_v;
@@ -125,6 +143,7 @@ std::vector<Case> Grid() {
           c.softcap = 5.0f, c.causal = true, c.wl = 50, c.bhsd = true;
           break;
       }
+      c.sinks = n % 3 == 1;
       cases.push_back(c);
       ++n;
     }
@@ -171,19 +190,21 @@ TEST(AttentionBackward, ReferenceMatchesFiniteDifferences) {
     bool kv_lens;
     MaskKind mask;
     float softcap;
+    bool sinks = false;
   };
   const Opt opts[] = {
       {"plain", false, CausalAlign::kBottomRight, -1, -1, false, MaskKind::kNone, 0.0f},
       {"causalBR_window", true, CausalAlign::kBottomRight, 2, -1, false, MaskKind::kNone, 0.0f},
       {"causalTL_kvlens", true, CausalAlign::kTopLeft, -1, -1, true, MaskKind::kNone, 0.0f},
       {"softcap_addmask", false, CausalAlign::kBottomRight, -1, 1, false, MaskKind::kAdditive, 2.0f},
+      {"causalBR_kvlens_sinks", true, CausalAlign::kBottomRight, -1, -1, true, MaskKind::kNone, 0.0f, true},
   };
   const double h = 1.0 / 1024;
   for (const Opt& op : opts) {
     SCOPED_TRACE(op.name);
     Case c{2, 5, 7, 4, 2, 6};
     c.causal = op.causal, c.align = op.align, c.wl = op.wl, c.wr = op.wr, c.kv_lens = op.kv_lens;
-    c.mask = op.mask, c.softcap = op.softcap;
+    c.mask = op.mask, c.softcap = op.softcap, c.sinks = op.sinks;
     std::mt19937 rng(7);
     Tensor q(DType::kF32, c.B, c.Sq, c.Hq, c.D), k(DType::kF32, c.B, c.Sk, c.Hkv, c.D),
         v(DType::kF32, c.B, c.Sk, c.Hkv, c.D), dout(DType::kF32, c.B, c.Sq, c.Hq, c.D);
@@ -193,8 +214,9 @@ TEST(AttentionBackward, ReferenceMatchesFiniteDifferences) {
       for (size_t i = 0; i < t->bytes.size() / 4; ++i) x[i] = std::round(x[i] * 256.0f) / 256.0f;
     }
     std::vector<uint8_t> bool_mask;
-    std::vector<float> add_mask;
-    const AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask);
+    std::vector<float> add_mask, sinks;
+    AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask, &sinks);
+    for (float& x : sinks) x = std::isinf(x) ? x : std::round(x * 256.0f) / 256.0f;
     if (op.kv_lens) {
       EXPECT_EQ(o.kv_lens[0], 0);  // B = 2: batch 0 has no keys
     }
@@ -202,8 +224,24 @@ TEST(AttentionBackward, ReferenceMatchesFiniteDifferences) {
     Tensor dq(DType::kF32, c.B, c.Sq, c.Hq, c.D), dk(DType::kF32, c.B, c.Sk, c.Hkv, c.D),
         dv(DType::kF32, c.B, c.Sk, c.Hkv, c.D);
     std::vector<double> dq64(q.view.numel()), dk64(k.view.numel()), dv64(v.view.numel());
+    std::vector<float> dsinks(c.Hq);
+    if (op.sinks) o.sinks_grad = dsinks.data();
     AttentionBackwardReference(q.view, k.view, v.view, dout.view, dq.view, dk.view, dv.view, o, false,
                                dq64.data(), dk64.data(), dv64.data());
+    o.sinks_grad = nullptr;
+    for (int64_t hd = 0; op.sinks && hd < c.Hq; ++hd) {  // the sinks' gradient (head 0 has none: -inf)
+      const float s0 = sinks[hd];
+      sinks[hd] = static_cast<float>(s0 + h);
+      const double up = Loss(q, k, v, dout, o);
+      sinks[hd] = static_cast<float>(s0 - h);
+      const double down = Loss(q, k, v, dout, o);
+      sinks[hd] = s0;
+      const double fd = std::isinf(s0) ? 0.0 : (up - down) / (2 * h);
+      EXPECT_NEAR(dsinks[hd], fd, 1e-5 * std::max(1.0, std::abs(fd))) << "dsinks[" << hd << "]";
+      if (hd > 0) {
+        EXPECT_GT(std::abs(fd), 1e-3) << "dsinks[" << hd << "] is (almost) zero: nothing tested";
+      }
+    }
     const std::pair<Tensor*, std::vector<double>*> inputs[] = {{&q, &dq64}, {&k, &dk64}, {&v, &dv64}};
     const char* names[] = {"q", "k", "v"};
     for (int w = 0; w < 3; ++w) {
@@ -274,6 +312,8 @@ TEST(AttentionBackward, EmptyShapesWriteZeros) {
     q.Randomize(rng), k.Randomize(rng), v.Randomize(rng), dout.Randomize(rng);
     AttentionOptions o;
     if (use_lens) o.kv_lens = {0};
+    const float sinks[2] = {0.5f, -1.0f};
+    o.sinks = sinks;
     std::vector<float> lse(2 * sq + 1);
     o.lse = lse.data();
     Attention(q.view, k.view, v.view, out.view, o);
@@ -282,8 +322,12 @@ TEST(AttentionBackward, EmptyShapesWriteZeros) {
       const TwoPass schedule(two_pass);
       Tensor dq(DType::kF32, 1, sq, 2, 8), dk(DType::kF32, 1, sk, 1, 8), dv(DType::kF32, 1, sk, 1, 8);
       for (Tensor* g : {&dq, &dk, &dv}) std::fill(g->bytes.begin(), g->bytes.end(), 0xff);
+      std::vector<float> dsinks(2, std::numeric_limits<float>::quiet_NaN());
+      o.sinks_grad = dsinks.data();
       AttentionBackward(q.view, k.view, v.view, out.view, lse.data(), dout.view, dq.view, dk.view, dv.view,
                         o);
+      o.sinks_grad = nullptr;
+      EXPECT_EQ(dsinks, std::vector<float>(2, 0.0f));  // out = 0 on every row: nothing flows to the sinks
       for (const Tensor* g : {&dq, &dk, &dv})
         for (size_t i = 0; i < g->bytes.size(); ++i)
           ASSERT_EQ(g->bytes[i], 0) << "byte " << i << " " << two_pass;
@@ -323,6 +367,13 @@ TEST(AttentionBackward, BadArgumentsNameTheArgument) {
          "dk: dtype");
   expect(message(q.view, k.view, out.view, nullptr, dout.view, dq.view, dk.view, dv.view),
          "lse: pointer is null");
+  {  // a gradient of sinks the forward did not have
+    float grad[2];
+    AttentionOptions o;
+    o.sinks_grad = grad;
+    expect(message(q.view, k.view, out.view, lse.data(), dout.view, dq.view, dk.view, dv.view, o),
+           "sinks_grad: given without sinks");
+  }
   {  // the forward lets f32 queries read half K and V; the backward does not
     Tensor half_v(DType::kF16, 1, 5, 1, 8);
     std::string msg = "no error";

@@ -29,8 +29,8 @@ void CheckCase(const Case& c, uint32_t seed) {
   std::vector<double> ref64(c.B * c.Sq * c.Hq * c.D);
 
   std::vector<uint8_t> bool_mask;
-  std::vector<float> add_mask;
-  AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask);
+  std::vector<float> add_mask, sinks;
+  AttentionOptions o = MakeOptions(c, rng, bool_mask, add_mask, &sinks);
   const int64_t rows = c.B * c.Hq * c.Sq;
   std::vector<float> lse(rows), lse_naive(rows);
   std::vector<double> lse64(rows);
@@ -121,6 +121,7 @@ std::vector<Case> Grid() {
             c.softcap = 5.0f, c.causal = true, c.wl = 50, c.wr = -1, c.bhsd = true;
             break;
         }
+        c.sinks = n % 3 == 2;
         cases.push_back(c);
         ++n;
       }
@@ -231,6 +232,7 @@ TEST(Attention, DecodeEveryRowCountMatchesReferenceOnEveryTarget) {
         Case c{1 + n % 2, sq, keys[n % 5], group, 1, dims[(n + n / 5) % 5], dt};
         if (n % 3 == 1) c.causal = true;
         if (n % 3 == 2) c.kv_lens = true;
+        c.sinks = n % 4 == 1;
         CheckCase(c, static_cast<uint32_t>(100 + n));
         ++n;
       }

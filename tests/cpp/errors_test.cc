@@ -118,6 +118,14 @@ TEST(Errors, Options) {
   o.softcap = -1.0f;
   ExpectError([&] { in.Run(o); }, {"softcap = -1"});
   o = {};
+  const float nan_sink[6] = {0.0f, std::numeric_limits<float>::quiet_NaN(), 0.0f, 0.0f, 0.0f,
+                             0.0f};  // Hq = 6
+  o.sinks = nan_sink;
+  ExpectError([&] { in.Run(o); }, {"sinks[1] = nan", "finite or -inf"});
+  const float inf_sink[6] = {0.0f, 0.0f, 0.0f, std::numeric_limits<float>::infinity(), 0.0f, 0.0f};
+  o.sinks = inf_sink;
+  ExpectError([&] { in.Run(o); }, {"sinks[3] = inf"});
+  o = {};
   o.threads = -1;
   ExpectError([&] { in.Run(o); }, {"threads = -1"});
   o = {};

@@ -138,6 +138,7 @@ struct Case {
   MaskKind mask = MaskKind::kNone;
   float softcap = 0.0f;
   bool bhsd = false;
+  bool sinks = false;  // learned sinks (gpt-oss): random per head, head 0 none (-inf), the last one large
   std::optional<DType> kv_dtype = std::nullopt;  // K and V, when not `dtype` (a half cache under f32 queries)
 
   DType KvDtype() const { return kv_dtype.value_or(dtype); }
@@ -154,15 +155,27 @@ struct Case {
     if (mask == MaskKind::kAdditive) s << "_addmask";
     if (softcap > 0) s << "_softcap";
     if (bhsd) s << "_bhsd";
+    if (sinks) s << "_sinks";
     if (kv_dtype) s << "_kv" << DTypeName(*kv_dtype);
     return s.str();
   }
 };
 
-// The options of a case, with masks and kv_lens drawn from rng (their storage in the vectors).
+// The options of a case, with masks, kv_lens and sinks drawn from rng (their storage in the
+// vectors; a case with sinks needs `sinks`).
 inline AttentionOptions MakeOptions(const Case& c, std::mt19937& rng, std::vector<uint8_t>& bool_mask,
-                                    std::vector<float>& add_mask) {
+                                    std::vector<float>& add_mask, std::vector<float>* sinks = nullptr) {
   AttentionOptions o;
+  if (c.sinks) {
+    EXPECT_NE(sinks, nullptr) << "a case with sinks needs their storage";
+    if (sinks == nullptr) return o;
+    std::normal_distribution<float> normal(0.0f, 2.0f);
+    sinks->resize(c.Hq);
+    for (float& x : *sinks) x = normal(rng);
+    if (c.Hq > 1) (*sinks)[0] = -std::numeric_limits<float>::infinity();
+    if (c.Hq > 2) (*sinks)[c.Hq - 1] = 6.0f;  // dominates most rows: its term sets the max
+    o.sinks = sinks->data();
+  }
   o.causal = c.causal;
   o.causal_align = c.align;
   o.window_left = c.wl, o.window_right = c.wr;

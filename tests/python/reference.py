@@ -113,6 +113,15 @@ def _softmax_rows(s, exp, log, dtype):
     return p, l_safe, lse[..., 0]
 
 
+def _with_sinks(s, sinks, dtype):
+    """The scores [B, Hq, Sq, Sk] with one more column: sinks[h] (gpt-oss), or s itself."""
+    if sinks is None:
+        return s
+    B, Hq, Sq, _ = s.shape
+    column = np.broadcast_to(np.asarray(sinks, dtype=dtype).reshape(1, Hq, 1, 1), (B, Hq, Sq, 1))
+    return np.concatenate([s, column], axis=-1)
+
+
 def _prepare(q, k, v, layout):
     q, k, v = (to_bhsd(np.asarray(x), layout) for x in (q, k, v))
     B, Hq, Sq, D = q.shape
@@ -122,8 +131,11 @@ def _prepare(q, k, v, layout):
 
 
 def sdpa_reference(q, k, v, *, causal=False, causal_align="bottom_right", window=None,
-                   scale=None, mask=None, kv_lens=None, softcap=0.0, layout="bhsd"):
-    """float64 reference. Returns (out float64 with q's shape, lse float64 [B, Hq, Sq])."""
+                   scale=None, mask=None, kv_lens=None, softcap=0.0, sinks=None, layout="bhsd"):
+    """float64 reference. Returns (out float64 with q's shape, lse float64 [B, Hq, Sq]).
+
+    sinks: as transformers' gpt-oss attention: one more score column per head, in the softmax,
+    dropped before the weighted sum."""
     q, k, v, (B, Hq, Hkv, Sq, Sk, D) = _prepare(q, k, v, layout)
     group = Hq // Hkv
     f64 = np.float64
@@ -147,17 +159,17 @@ def sdpa_reference(q, k, v, *, causal=False, causal_align="bottom_right", window
     if keep_mask is not None:
         keep = keep & keep_mask
     s = np.where(keep, s, -np.inf)
-    # softmax
-    p, l, lse = _softmax_rows(s, np.exp, np.log, f64)
+    # softmax (with the sinks' column, if any)
+    p, l, lse = _softmax_rows(_with_sinks(s, sinks, f64), np.exp, np.log, f64)
     # weighted sum
-    out = np.matmul(p, v64) / l                             # [B, Hq, Sq, D]
+    out = np.matmul(p[..., :Sk], v64) / l                             # [B, Hq, Sq, D]
     if layout == "bshd":
         out = np.swapaxes(out, 1, 2)
     return out, lse
 
 
 def sdpa_naive(q, k, v, dtype, *, causal=False, causal_align="bottom_right", window=None,
-               scale=None, mask=None, kv_lens=None, softcap=0.0, layout="bhsd"):
+               scale=None, mask=None, kv_lens=None, softcap=0.0, sinks=None, layout="bhsd"):
     """The same formula with every intermediate rounded to `dtype` (np dtype of q).
 
     Returns (out float32 holding dtype-rounded values, lse float32). The lse returned is
@@ -191,8 +203,8 @@ def sdpa_naive(q, k, v, dtype, *, causal=False, causal_align="bottom_right", win
     if keep_mask is not None:
         keep = keep & keep_mask
     s = np.where(keep, s, f32(-np.inf))
-    p, l, lse = _softmax_rows(s, np.exp, np.log, f32)
-    p = rnd(p / l)
+    p, l, lse = _softmax_rows(_with_sinks(s, sinks, f32), np.exp, np.log, f32)
+    p = rnd(p[..., :Sk] / l)
     out = rnd(np.matmul(p, v32))
     if layout == "bshd":
         out = np.swapaxes(out, 1, 2)

@@ -389,6 +389,55 @@ def test_fully_masked_rows(case):
     run_case(case)
 
 
+def _random_sinks(seed, Hq):
+    """gpt-oss-like sinks: N(0, 2) per head, head 0 without (-inf), the last one large."""
+    sinks = 2.0 * np.random.default_rng(seed).standard_normal(Hq).astype(np.float32)
+    if Hq > 1:
+        sinks[0] = -np.inf
+    if Hq > 2:
+        sinks[-1] = 6.0
+    return sinks
+
+
+# Learned sinks over every dtype, GQA, decode and prefill shapes, and the masks (with rows that
+# see no key: there the sink takes all the weight, out = 0 and lse = the sink).
+_SINK_CASES = GRID[::9] + DEAD[::2]
+
+
+@pytest.mark.parametrize("case", [_param(c) for c in _SINK_CASES])
+def test_sinks(case):
+    q, k, v, kw = make_inputs(case)
+    kw["sinks"] = _random_sinks(case.seed, case.Hq)
+    out, lse = attn.sdpa(q, k, v, layout=case.layout, return_lse=True, **kw)
+    check_against_reference(q, k, v, kw, case.layout, case.dtype, out, lse)
+    # The sinks matter (they take weight) unless every row is empty.
+    plain = attn.sdpa(q, k, v, layout=case.layout, **{x: y for x, y in kw.items() if x != "sinks"})
+    if np.abs(np.asarray(plain, np.float32)).max() > 0:
+        assert not np.array_equal(out, plain)
+
+
+def test_sinks_of_minus_infinity_change_nothing():
+    case = GRID[3]
+    q, k, v, kw = make_inputs(case)
+    plain, plain_lse = attn.sdpa(q, k, v, layout=case.layout, return_lse=True, **kw)
+    none = np.full(case.Hq, -np.inf, np.float32)
+    out, lse = attn.sdpa(q, k, v, layout=case.layout, return_lse=True, sinks=none, **kw)
+    assert np.array_equal(out, plain) and np.array_equal(lse, plain_lse)
+
+
+def test_sink_takes_the_weight_of_rows_without_keys():
+    q = np.ones((2, 3, 4, 8), np.float32)
+    k = v = np.ones((2, 3, 5, 8), np.float32)
+    sinks = np.array([0.5, -np.inf, 3.0], np.float32)
+    out, lse = attn.sdpa(q, k, v, kv_lens=[0, 5], sinks=sinks, return_lse=True)
+    assert np.all(out[0] == 0)
+    np.testing.assert_array_equal(lse[0], np.broadcast_to(sinks[:, None], (3, 4)))
+    # Batch 1: five equal scores s = 8 / sqrt(8) and the sink: out = 5 e^s / (5 e^s + e^sink).
+    sc = 8 / np.sqrt(8)
+    want = 5 * np.exp(sc) / (5 * np.exp(sc) + np.exp(sinks.astype(np.float64)))
+    np.testing.assert_allclose(out[1, :, :, 0], np.broadcast_to(want[:, None], (3, 4)), rtol=1e-6)
+
+
 # Patterns checked without the reference: q = 0 makes the softmax uniform over the visible
 # keys, v = identity makes out[i, j] = 1 / (number visible) where key j is visible.
 _PATTERN_CASES = [
@@ -678,6 +727,11 @@ _ERROR_CASES = [
     ("softcap_negative", _with(softcap=-1.0), ValueError, "softcap"),
     ("scale_nan", _with(scale=float("nan")), ValueError, "scale"),
     ("scale_inf", _with(scale=float("inf")), ValueError, "scale"),
+    ("sinks_wrong_length", _with(sinks=np.zeros(3, np.float32)), ValueError, "sinks"),
+    ("sinks_2d", _with(sinks=np.zeros((1, 4), np.float32)), ValueError, "sinks"),
+    ("sinks_int", _with(sinks=np.zeros(4, np.int32)), ValueError, "sinks"),
+    ("sinks_nan", _with(sinks=np.array([0, np.nan, 0, 0], np.float32)), ValueError, r"sinks\[1\] = nan"),
+    ("sinks_plus_inf", _with(sinks=np.array([0, 0, np.inf, 0], np.float32)), ValueError, r"sinks\[2\] = inf"),
 ]
 
 

@@ -41,7 +41,7 @@ def _grads(name, layout="bhsd", threads=None):
     out, lse = attn.sdpa(q, k, v, return_lse=True, layout=layout, **o)
     grads = attn.sdpa_backward(q, k, v, out, lse, dout, layout=layout, threads=threads, **o)
     if layout == "bshd":
-        grads = tuple(g.swapaxes(1, 2) for g in grads)
+        grads = tuple(g.swapaxes(1, 2) if g.ndim == 4 else g for g in grads)
     return grads
 
 
@@ -54,6 +54,30 @@ def test_matches_torch_autograd(name):
         assert g.shape == ref.shape and g.dtype == np.float32
         diff = np.abs(g.astype(np.float64) - ref).max()
         assert diff <= 2 * err + ATOL, f"{which}: max|attn - torch64| = {diff:.2e}, naive {err:.2e}"
+
+
+@pytest.mark.parametrize("name", [n for n in CASES if f"{n}/dsinks" in DATA])
+def test_sinks_gradient_matches_torch_autograd(name):
+    # gpt-oss's learned sinks: sdpa_backward returns dL/dsinks as a fourth array.
+    grads = _grads(name)
+    assert len(grads) == 4
+    ref, naive = DATA[f"{name}/dsinks"], float(DATA[f"{name}/naive_err_dsinks"])
+    assert grads[3].shape == ref.shape and grads[3].dtype == np.float32
+    diff = np.abs(grads[3].astype(np.float64) - ref).max()
+    assert diff <= 2 * naive + ATOL, f"dsinks: max|attn - torch64| = {diff:.2e}, naive {naive:.2e}"
+    assert grads[3][0] == 0.0  # head 0's sink is -inf: no gradient
+
+
+def test_sinks_gradient_needs_sinks_in_the_forward_options():
+    o = json.loads(str(DATA["sinks_decode/options"]))
+    q, k, v, dout = (DATA[f"sinks_decode/{x}"] for x in ("q", "k", "v", "dout"))
+    out, lse = attn.sdpa(q, k, v, return_lse=True, **o)
+    o.pop("sinks")
+    # Without sinks, the result is three arrays (the lse says the sinks were there: the caller's
+    # business, as with any option that differs between forward and backward).
+    assert len(attn.sdpa_backward(q, k, v, out, lse, dout, **o)) == 3
+    with pytest.raises(ValueError, match="sinks"):
+        attn.sdpa_backward(q, k, v, out, lse, dout, sinks=np.zeros(5, np.float32), **o)
 
 
 def test_fixture_records_versions():
