@@ -207,6 +207,9 @@ void BindModel(nb::module_& m) {
                      d["d_ff_expert"] = c.d_ff_expert;
                      d["d_ff_shared"] = c.d_ff_shared;  // qwen2moe's shared expert (0: none)
                      d["expert_weights_norm"] = c.expert_weights_norm;
+                     d["expert_bias"] = c.expert_bias;  // gpt-oss: biases on the router and experts
+                     d["swiglu_oai"] = c.swiglu_oai;    // gpt-oss's clamped SwiGLU in the experts
+                     d["attn_sinks"] = c.attn_sinks;    // gpt-oss: a learned sink logit per head
                      d["vocab_size"] = c.vocab_size;
                      d["context_length"] = c.context_length;
                      d["rope_base"] = c.rope_base;

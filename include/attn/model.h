@@ -10,7 +10,9 @@
 // scaled by sqrt(d_model), an RMSNorm on each q / k head, RMSNorms after attention and after the
 // feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
-// softcapped scores and logits); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
+// softcapped scores and logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on every
+// projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
+// SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
 #pragma once
 
 #include <cmath>
@@ -41,6 +43,7 @@ enum class Arch : uint8_t {
   kGemma2,
   kGemma3,
   kPhi3,
+  kGptOss,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };
@@ -63,6 +66,8 @@ struct ModelConfig {
   float rope_freq_scale = 1.0f;  // 1 / rope.scaling.factor (linear scaling), 1 without
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
+  bool out_bias = false;         // the attention output projection has a bias (gpt2, gpt-oss)
+  bool attn_sinks = false;       // a learned sink logit per query head (gpt-oss: attn_sinks)
   bool qk_norm = false;       // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
   bool qk_norm_full = false;  // RMSNorm over each token's whole query and whole key row instead (olmoe)
   float embed_scale = 1.0f;   // token embeddings are multiplied by it (gemma*: sqrt(d_model))
@@ -85,7 +90,8 @@ struct ModelConfig {
   int64_t sliding_window = 0;  // 0: no sliding layers
   int64_t sliding_pattern = 0;
   float rope_base_swa = 10000.0f;
-  float attn_softcap = 0.0f;  // scores capped as attn_softcap * tanh(s / attn_softcap) (gemma2); 0: not
+  bool rope_swa_unscaled = false;  // sliding layers rotate without the model's scaling (gemma3)
+  float attn_softcap = 0.0f;       // scores capped as attn_softcap * tanh(s / attn_softcap) (gemma2); 0: not
   // The scale of q . k: 1 / sqrt(head_dim), except Gemma 2 / 3 27B's 1 / sqrt(d_model / n_heads)
   // (their query_pre_attn_scalar, which GGUF does not store: llama.cpp knows them by layer count).
   float attn_scale = 0.0f;  // 0: 1 / sqrt(head_dim)
@@ -103,8 +109,14 @@ struct ModelConfig {
   // norm_w: Mixtral and Qwen3-MoE, not Qwen2-MoE or OLMoE). qwen2moe adds a shared expert of width
   // d_ff_shared that every token uses, scaled by sigmoid(ffn_gate_inp_shexp . x). 0 experts: a
   // dense feed-forward of width d_ff.
+  // gpt-oss: the router and every expert product have biases, and the experts' activation is
+  // SwiGluOai (alpha 1.702, limit 7, as llama.cpp hard-codes them); its gating (softmax over the
+  // k largest logits) is the renormalized top-k softmax.
   int64_t n_expert = 0, n_expert_used = 0, d_ff_expert = 0, d_ff_shared = 0;
   bool expert_weights_norm = true;
+  bool expert_bias = false;
+  bool swiglu_oai = false;
+  static constexpr float kSwigluOaiAlpha = 1.702f, kSwigluOaiLimit = 7.0f;
   float norm_eps = 1e-5f;
   NormKind norm = NormKind::kRms;
   bool tied_output = false;  // output projection = token embedding (no output.weight)
@@ -125,7 +137,7 @@ struct ModelConfig {
 //       weights; edits change the routing)
 //   attn.hook_attn_scores, attn.hook_pattern          [n_heads, pos, keys]: `heads` blocks of
 //       [rows, cols = pos0 + rows]; scores are scaled, causally masked with -inf; the pattern is
-//       their softmax. Computed (O(S^2) memory) only when a filter asks for them; the layer's
+//       their softmax (with gpt-oss's sinks in its denominator: a row sums to 1 - p_sink). Computed (O(S^2) memory) only when a filter asks for them; the layer's
 //       hook_z then comes from this pattern, so editing it patches the attention.
 //   ln_final.hook_normalized                          [pos, d_model]
 // The rotary points exist for rotary models (all but gpt2) only. hook_q and hook_k hold the

@@ -89,6 +89,13 @@ void SwiGlu(float* gate, const float* up, int64_t n) {
   }
 }
 
+void SwiGluOai(float* gate, const float* up, int64_t n, float alpha, float limit) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = std::min(gate[i], limit), u = std::clamp(up[i], -limit, limit);
+    gate[i] = g / (1.0f + std::exp(-alpha * g)) * (u + 1.0f);
+  }
+}
+
 void GegluTanh(float* gate, const float* up, int64_t n) {
   GeluTanh(gate, n);
   for (int64_t i = 0; i < n; ++i) gate[i] *= up[i];

@@ -47,6 +47,10 @@ void ApplyRope(float* x, int64_t n_rows, int64_t n_heads, int64_t head_dim, int6
 // SwiGLU (Shazeer 2020): gate[i] = silu(gate[i]) * up[i], silu(g) = g / (1 + e^-g).
 void SwiGlu(float* gate, const float* up, int64_t n);
 
+// gpt-oss's clamped SwiGLU (llama.cpp's swiglu_oai): with g = min(gate, limit) and
+// u = clamp(up, -limit, limit), gate[i] = g sigmoid(alpha g) (u + 1).
+void SwiGluOai(float* gate, const float* up, int64_t n, float alpha, float limit);
+
 // GeGLU with the tanh GELU (Gemma): gate[i] = gelu_tanh(gate[i]) * up[i].
 void GegluTanh(float* gate, const float* up, int64_t n);
 

@@ -100,13 +100,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_neox = c.fused_gate_up = true;
     // llama.cpp's converter writes attn_qkv; it also accepts separate attn_q / _k / _v.
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "gpt-oss") {
+    c.arch = Arch::kGptOss;
+    c.rope_neox = c.qkv_bias = c.out_bias = c.attn_sinks = c.expert_bias = c.swiglu_oai = true;
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
   } else {
     throw Error(
         "model: architecture '" + c.arch_name +
-        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3 and "
-        "gpt2 are)");
+        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3, gpt-oss "
+        "and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -121,7 +124,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
   // gpt2 may have no feed-forward sub-block at all (attention-only models, as attn's trainer makes
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
   c.n_expert = GetInt(file, a + "expert_count", 0, kMaxExperts, &kZero);
-  const bool moe_arch = c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe;
+  const bool moe_arch = c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe || c.arch == Arch::kGptOss;
   if ((moe_arch || c.arch == Arch::kOlmoe) && c.n_expert == 0)
     throw Error("model: metadata key '" + a + "expert_count' is missing (" + c.arch_name +
                 " is a mixture of experts)");
@@ -129,12 +132,12 @@ ModelConfig ReadConfig(const gguf::File& file) {
     if (c.arch != Arch::kLlama && c.arch != Arch::kOlmoe && !moe_arch)
       throw Error(
           "model: " + a + "expert_count = " + std::to_string(c.n_expert) +
-          ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe, qwen3moe and olmoe "
-          "files, not " +
+          ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe, qwen3moe, olmoe and "
+          "gpt-oss files, not " +
           c.arch_name);
     c.n_expert_used = GetInt(file, a + "expert_used_count", 1, c.n_expert);
   }
-  // Qwen-MoE experts have their own width; Mixtral's and OLMoE's are feed_forward_length wide.
+  // Qwen-MoE and gpt-oss experts have their own width; Mixtral's and OLMoE's are feed_forward_length wide.
   if (moe_arch) {
     c.d_ff_expert = GetInt(file, a + "expert_feed_forward_length", 1, kMaxDim);
     c.d_ff = GetInt(file, a + "feed_forward_length", 1, kMaxDim, &c.d_ff_expert);
@@ -216,6 +219,14 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.sliding_window = GetInt(file, a + "attention.sliding_window", 0, kMaxDim, &kZero);
     c.sliding_pattern = 6;
     c.rope_base_swa = 10000.0f;
+    c.rope_swa_unscaled = true;
+  }
+  if (c.arch == Arch::kGptOss) {
+    // As llama.cpp reads gpt-oss: layers 0, 2, ... slide over attention.sliding_window keys (a
+    // required key), the others see everything; both rotate alike (one YaRN table).
+    c.sliding_window = GetInt(file, a + "attention.sliding_window", 1, kMaxDim);
+    c.sliding_pattern = 2;
+    c.rope_base_swa = c.rope_base;
   }
   if (c.arch == Arch::kGemma2) {
     // As llama.cpp reads Gemma 2: every other layer (0, 2, ...) slides over attention.sliding_window
@@ -254,10 +265,14 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
     }
     const uint64_t want_rows = static_cast<uint64_t>(spec.rows), want_cols = static_cast<uint64_t>(spec.cols);
     const bool stack = spec.count > 1;  // 3-D: [cols, rows, count]
-    // A vector may also come as a [cols, 1] matrix (the converter keeps HF's [1, d] shape).
+    // A vector may also come as a [cols, 1] matrix (the converter keeps HF's [1, d] shape); a
+    // stack of vectors (gpt-oss's expert biases) is [cols, count].
     const bool shape_ok =
         spec.kind == TensorKind::kVector
-            ? ((t->dims.size() == 1 || (t->dims.size() == 2 && t->dims[1] == 1)) && t->dims[0] == want_cols)
+            ? (stack ? t->dims.size() == 2 && t->dims[0] == want_cols &&
+                           t->dims[1] == static_cast<uint64_t>(spec.count)
+                     : (t->dims.size() == 1 || (t->dims.size() == 2 && t->dims[1] == 1)) &&
+                           t->dims[0] == want_cols)
             : (t->dims.size() == (stack ? 3u : 2u) && t->dims[0] == want_cols && t->dims[1] == want_rows &&
                (!stack || t->dims[2] == static_cast<uint64_t>(spec.count)));
     if (!shape_ok) {
@@ -305,6 +320,16 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       L.expert_gate.push_back(rows_of(L.gate_exps, e * config.d_ff_expert, config.d_ff_expert));
       L.expert_up.push_back(rows_of(L.up_exps, e * config.d_ff_expert, config.d_ff_expert));
       L.expert_down.push_back(rows_of(L.down_exps, e * config.d_model, config.d_model));
+    }
+  }
+  // Sink logits (gpt-oss) are numbers or -inf (no sink): the kernel refuses anything else.
+  for (size_t l = 0; l < weights.layers.size(); ++l) {
+    const WeightMatrix& sinks = weights.layers[l].sinks;
+    for (int64_t h = 0; sinks.data != nullptr && h < config.n_heads; ++h) {
+      const float x = Floats(sinks)[h];
+      if (std::isnan(x) || x == INFINITY)
+        throw Error("model: blk." + std::to_string(l) + ".attn_sinks.weight[" + std::to_string(h) +
+                    "] = " + std::to_string(x) + " (must be a number or -inf)");
     }
   }
   if (!config.rope_yarn_factors.empty() && weights.rope_freqs.data != nullptr)

@@ -69,6 +69,7 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
                       const std::function<void(const char*, float*, int64_t)>& hook) {
   const int64_t d = c.d_model, n_exp = c.n_expert, k = c.n_expert_used, ff = c.d_ff_expert;
   MatMul(L.router, h, n, d, s.router.data(), n_exp, pool, threads);
+  if (L.router_bias.data != nullptr) ops::AddBias(s.router.data(), Floats(L.router_bias), n, n_exp);
   std::vector<float> chosen_ids(static_cast<size_t>(n * k)), chosen_weights(static_cast<size_t>(n * k));
   std::vector<int64_t> order(static_cast<size_t>(n_exp));
   std::vector<double> prob(static_cast<size_t>(n_exp));
@@ -112,6 +113,21 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
       }
     }
   }
+  // gpt-oss: expert e's biases on its gate / up rows and its output rows, then its clamped SwiGLU.
+  auto add_biases = [&](int64_t e, int64_t rows, float* gate, float* up, float* y) {
+    if (!c.expert_bias) return;
+    if (gate != nullptr) ops::AddBias(gate, Floats(L.gate_exps_bias) + e * ff, rows, ff);
+    if (up != nullptr) ops::AddBias(up, Floats(L.up_exps_bias) + e * ff, rows, ff);
+    if (y != nullptr) ops::AddBias(y, Floats(L.down_exps_bias) + e * d, rows, d);
+  };
+  auto activate = [&](int64_t rows) {
+    if (c.swiglu_oai) {
+      ops::SwiGluOai(s.gate.data(), s.up.data(), rows * ff, ModelConfig::kSwigluOaiAlpha,
+                     ModelConfig::kSwigluOaiLimit);
+    } else {
+      ops::SwiGlu(s.gate.data(), s.up.data(), rows * ff);
+    }
+  };
   std::fill(out, out + n * d, 0.0f);
   if (n == 1) {
     // One token (generation): the gate and up products of all its experts read the same x, so
@@ -139,10 +155,15 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
       MatMulShared(std::span<const WeightMatrix* const>(ws, static_cast<size_t>(2 * count)), h, 1, d,
                    std::span<float* const>(ys, static_cast<size_t>(2 * count)), pool, threads);
     }
-    ops::SwiGlu(s.gate.data(), s.up.data(), m * ff);
     for (int64_t i = 0; i < m; ++i)
-      MatMul(L.expert_down[static_cast<size_t>(used[static_cast<size_t>(i)])], s.gate.data() + i * ff, 1, ff,
+      add_biases(used[static_cast<size_t>(i)], 1, s.gate.data() + i * ff, s.up.data() + i * ff, nullptr);
+    activate(m);
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t e = used[static_cast<size_t>(i)];
+      MatMul(L.expert_down[static_cast<size_t>(e)], s.gate.data() + i * ff, 1, ff,
              s.expert_out.data() + i * d, d, pool, threads);
+      add_biases(e, 1, nullptr, nullptr, s.expert_out.data() + i * d);
+    }
     for (int64_t i = 0; i < m; ++i) {
       const float w = weights[static_cast<size_t>(i)];
       const float* y = s.expert_out.data() + i * d;
@@ -159,9 +180,11 @@ void MixtureOfExperts(const ModelConfig& c, const LayerWeights& L, const float* 
     const WeightMatrix* ws[] = {&L.expert_gate[static_cast<size_t>(e)], &L.expert_up[static_cast<size_t>(e)]};
     float* ys[] = {s.gate.data(), s.up.data()};
     MatMulShared(ws, s.expert_x.data(), m, d, ys, pool, threads);
-    ops::SwiGlu(s.gate.data(), s.up.data(), m * ff);
+    add_biases(e, m, s.gate.data(), s.up.data(), nullptr);
+    activate(m);
     MatMul(L.expert_down[static_cast<size_t>(e)], s.gate.data(), m, ff, s.expert_out.data(), d, pool,
            threads);
+    add_biases(e, m, nullptr, nullptr, s.expert_out.data());
     for (int64_t i = 0; i < m; ++i) {
       const auto [row, w] = rows[static_cast<size_t>(i)];
       float* o = out + row * d;
@@ -209,10 +232,11 @@ TensorView View4(float* data, int64_t n, int64_t heads, int64_t head_dim, int64_
 //   hook_attn_scores -> softmax -> hook_pattern -> z[r, h] = sum_j A[h, r, j] v_j.
 // Both products run on the f32 matrix kernel (the cached K rows and V^T as weight matrices).
 // Also fills the row LSE and entropy for the statistics when they are given. With z == nullptr
-// (read-only hooks) it stops after hook_pattern.
+// (read-only hooks) it stops after hook_pattern. With sinks (gpt-oss), each head's sink logit
+// joins the softmax's denominator: a pattern row then sums to 1 - p_sink.
 void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, int64_t n, int64_t pos0,
-                       int64_t window, const ModelConfig& c, const Hooks& hooks, int layer, float* z,
-                       float* lse, float* entropy, ThreadPool& pool, int threads) {
+                       int64_t window, const ModelConfig& c, const float* sinks, const Hooks& hooks,
+                       int layer, float* z, float* lse, float* entropy, ThreadPool& pool, int threads) {
   const int64_t keys = pos0 + n, hd = c.head_dim, group = c.n_heads / c.n_kv_heads;
   const float scale = c.AttnScale();
   const float cap = c.attn_softcap;
@@ -242,18 +266,24 @@ void ExplicitAttention(const float* q, int64_t q_stride, const KVCache& cache, i
   visit("attn.hook_attn_scores");
   for (int64_t row = 0; row < c.n_heads * n; ++row) {
     float* ar = a.data() + row * keys;
-    float mx = neg_inf;
+    const int64_t h = row / n, r = row % n;
+    const float sink = sinks != nullptr ? sinks[h] : neg_inf;
+    float mx = sink;
     for (int64_t j = 0; j < keys; ++j) mx = std::max(mx, ar[j]);
-    double sum = 0.0, dot = 0.0;  // sum e^(s - m), sum e^(s - m) (s - m)
+    double sum = 0.0, dot = 0.0;  // sum e^(s - m), sum e^(s - m) (s - m), the sink's term included
     for (int64_t j = 0; j < keys; ++j) {
       const float e = mx == neg_inf ? 0.0f : std::exp(ar[j] - mx);
       sum += e;
       if (e > 0.0f) dot += static_cast<double>(e) * (ar[j] - mx);
       ar[j] = e;
     }
+    if (sink > neg_inf) {
+      const float e = std::exp(sink - mx);
+      sum += e;
+      dot += static_cast<double>(e) * (sink - mx);
+    }
     const float inv = sum > 0.0 ? static_cast<float>(1.0 / sum) : 0.0f;
     for (int64_t j = 0; j < keys; ++j) ar[j] *= inv;
-    const int64_t h = row / n, r = row % n;
     if (lse) lse[h * n + r] = sum > 0.0 ? mx + static_cast<float>(std::log(sum)) : neg_inf;
     if (entropy) entropy[h * n + r] = sum > 0.0 ? static_cast<float>(std::log(sum) - dot / sum) : 0.0f;
   }
@@ -279,9 +309,11 @@ const float* RopeFactors(const ModelConfig& c, const Model::Weights& w, int64_t 
   return w.rope_freqs.data != nullptr ? Floats(w.rope_freqs) : nullptr;
 }
 
-// Whether sliding-window layers rotate with a table of their own (rope_base_swa, no scaling).
+// Whether sliding-window layers rotate with a table of their own (rope_base_swa; no scaling where
+// rope_swa_unscaled, as gemma3's; gemma2's and gpt-oss's share the global layers' scaling).
 bool OwnSlidingTable(const ModelConfig& c, const float* factors) {
-  return c.sliding_window > 0 && (c.rope_base_swa != c.rope_base || c.rope_freq_scale != 1.0f || factors);
+  return c.sliding_window > 0 &&
+         (c.rope_base_swa != c.rope_base || (c.rope_swa_unscaled && (c.rope_freq_scale != 1.0f || factors)));
 }
 
 }  // namespace
@@ -302,7 +334,8 @@ void Model::ShiftContext(Session& session, int64_t keep, int64_t discard) const 
   ops::RopeAngles(1, c.rope_dim, discard, c.rope_base, c.rope_freq_scale, factors, cos_t.data(),
                   sin_t.data());
   if (OwnSlidingTable(c, factors)) {
-    ops::RopeAngles(1, c.rope_dim, discard, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());
+    ops::RopeAngles(1, c.rope_dim, discard, c.rope_base_swa, c.rope_swa_unscaled ? 1.0f : c.rope_freq_scale,
+                    c.rope_swa_unscaled ? nullptr : factors, swa_cos.data(), swa_sin.data());
   } else {
     swa_cos = cos_t, swa_sin = sin_t;
   }
@@ -492,7 +525,9 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       if (OwnSlidingTable(c, factors)) {
         swa_cos.resize(rope_cos.size());
         swa_sin.resize(rope_cos.size());
-        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, 1.0f, nullptr, swa_cos.data(), swa_sin.data());
+        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, c.rope_swa_unscaled ? 1.0f : c.rope_freq_scale,
+                        c.rope_swa_unscaled ? nullptr : factors, swa_cos.data(), swa_sin.data(),
+                        c.rope_swa_unscaled ? 1.0f : c.rope_attn_factor);
         swa_cos_t = swa_cos.data(), swa_sin_t = swa_sin.data();
       }
     }
@@ -593,21 +628,23 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       cache.Append(View4(k, n, c.n_kv_heads, hd, kv_stride), View4(v, n, c.n_kv_heads, hd, kv_stride));
       float* lse = stats != nullptr ? row_lse.data() : nullptr;
       float* entropy = stats != nullptr ? row_entropy.data() : nullptr;
+      const float* sinks = L.sinks.data != nullptr ? Floats(L.sinks) : nullptr;
       const bool explicit_pattern = hooks != nullptr && (hooks->Wants("attn.hook_attn_scores", layer) ||
                                                          hooks->Wants("attn.hook_pattern", layer));
       if (explicit_pattern && hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, *hooks, layer, nullptr, nullptr, nullptr,
-                          pool, threads);
+        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, sinks, *hooks, layer, nullptr, nullptr,
+                          nullptr, pool, threads);
       }
       if (explicit_pattern && !hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, *hooks, layer, s.z.data(), lse, entropy,
-                          pool, threads);
+        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, sinks, *hooks, layer, s.z.data(), lse,
+                          entropy, pool, threads);
       } else {
         AttentionOptions opts;
         opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
         opts.scale = c.AttnScale();
         opts.window_left = window;
         opts.softcap = c.attn_softcap;
+        opts.sinks = sinks;
         opts.threads = threads;
         opts.lse = lse;
         opts.entropy = entropy;
@@ -622,7 +659,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
-      if (gpt2) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
+      if (L.bo.data != nullptr) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
       if (c.post_norms) norm(L.post_attn_norm, WeightMatrix{}, s.o.data(), s.o.data());
       point("hook_attn_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());

@@ -20,15 +20,17 @@ struct LayerWeights {
   WeightMatrix q_norm, k_norm;  // qwen3, gemma3: [1, head_dim], shared by every head; olmoe: whole rows
   WeightMatrix post_attn_norm, post_ffn_norm;  // gemma2, gemma3: [1, d_model]
   WeightMatrix wqkv, bqkv;                     // gpt2, phi3: fused [q_dim + 2 kv_dim, d_model] (gpt2: + bias)
-  WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]
+  WeightMatrix wo, bo;                         // [d_model, n_heads * head_dim]; bo: gpt2, gpt-oss
+  WeightMatrix sinks;                          // gpt-oss: [1, n_heads] sink logits (F32)
   WeightMatrix ffn_norm, ffn_norm_bias;        // [1, d_model]; all ffn_* absent when d_ff == 0 (gpt2)
   WeightMatrix w_gate;                         // llama: [d_ff, d_model]
   WeightMatrix w_up, b_up;                     // [d_ff, d_model]
   WeightMatrix w_down, b_down;                 // [d_model, d_ff]
   // Mixture of experts (ModelConfig::n_expert > 0) instead of w_gate / w_up / w_down:
-  WeightMatrix router;                                            // ffn_gate_inp [n_expert, d_model]
+  WeightMatrix router, router_bias;                               // ffn_gate_inp [n_expert, d_model]
   WeightMatrix gate_exps, up_exps, down_exps;                     // stacks of n_expert matrices, as stored
   std::vector<WeightMatrix> expert_gate, expert_up, expert_down;  // views of one expert each
+  WeightMatrix gate_exps_bias, up_exps_bias, down_exps_bias;      // gpt-oss: F32 [n_expert, ff | d_model]
   WeightMatrix shared_gate_inp;                                   // qwen2moe: [1, d_model] (F32)
   WeightMatrix shared_gate, shared_up, shared_down;               // its shared expert
 };
@@ -46,7 +48,7 @@ struct Model::Weights {
 // How a tensor of the list is stored.
 enum class TensorKind : uint8_t {
   kMatrix,  // any supported weight type, [rows, cols]
-  kVector,  // float32 [cols] (norm weights, biases)
+  kVector,  // float32 [cols] (norm weights, biases); with count > 1, [count, cols] (GGUF ne [cols, count])
 };
 
 struct TensorSpec {
@@ -55,7 +57,7 @@ struct TensorSpec {
   int64_t cols;      // GGUF ne[0]
   TensorKind kind;
   bool required;
-  int64_t count = 1;  // GGUF ne[2] of a 3-D tensor: a stack of `count` [rows, cols] matrices
+  int64_t count = 1;  // GGUF ne[2] of a 3-D tensor: a stack of `count` [rows, cols] matrices (vectors: ne[1])
 };
 
 // Reads the architecture's hyperparameters; throws attn::Error naming a missing or bad key.
@@ -106,19 +108,28 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
         mat("attn_v", kv_dim, d, L.wv);
         if (c.qkv_bias) vec("attn_v", ".bias", kv_dim, L.bv);
       }
+      if (c.attn_sinks) vec("attn_sinks", ".weight", c.n_heads, L.sinks);
       if (c.qk_norm || c.qk_norm_full) {  // per head: [head_dim]; full rows (olmoe): [q_dim], [kv_dim]
         vec("attn_q_norm", ".weight", c.qk_norm_full ? q_dim : c.head_dim, L.q_norm);
         vec("attn_k_norm", ".weight", c.qk_norm_full ? kv_dim : c.head_dim, L.k_norm);
       }
       mat("attn_output", d, q_dim, L.wo);
+      if (c.out_bias) vec("attn_output", ".bias", d, L.bo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
-      vec("ffn_norm", ".weight", d, L.ffn_norm);
-      if (c.n_expert > 0) {  // as llama.cpp's converters write Mixtral and Qwen3-MoE
+      // gpt-oss's norm before the feed-forward block is named post_attention_norm.
+      vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
+      if (c.n_expert > 0) {  // as llama.cpp's converters write Mixtral, Qwen3-MoE and gpt-oss
         const int64_t e = c.n_expert, ff = c.d_ff_expert;
         mat("ffn_gate_inp", e, d, L.router);
+        if (c.expert_bias) vec("ffn_gate_inp", ".bias", e, L.router_bias);
         fn(TensorSpec{p + "ffn_gate_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.gate_exps);
         fn(TensorSpec{p + "ffn_down_exps.weight", d, ff, TensorKind::kMatrix, true, e}, L.down_exps);
         fn(TensorSpec{p + "ffn_up_exps.weight", ff, d, TensorKind::kMatrix, true, e}, L.up_exps);
+        if (c.expert_bias) {
+          fn(TensorSpec{p + "ffn_gate_exps.bias", 1, ff, TensorKind::kVector, true, e}, L.gate_exps_bias);
+          fn(TensorSpec{p + "ffn_down_exps.bias", 1, d, TensorKind::kVector, true, e}, L.down_exps_bias);
+          fn(TensorSpec{p + "ffn_up_exps.bias", 1, ff, TensorKind::kVector, true, e}, L.up_exps_bias);
+        }
         if (c.d_ff_shared > 0) {
           vec("ffn_gate_inp_shexp", ".weight", d, L.shared_gate_inp);
           mat("ffn_gate_shexp", c.d_ff_shared, d, L.shared_gate);

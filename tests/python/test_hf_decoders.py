@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -24,8 +25,8 @@ def golden():
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
-         "olmoe"]
-GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama"}  # the general.architecture of the others is their name
+         "olmoe", "gptoss"]
+GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss"}  # the general.architecture of the others is their name
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -38,7 +39,7 @@ def test_logits_match_transformers(golden, arch, kind, key):
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
     assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
-    assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe") else 0)
+    assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe", "gptoss") else 0)
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
         got = model.logits(case["ids"])
@@ -66,6 +67,11 @@ def test_config_says_what_the_files_say(golden):
     qwen2moe = load("qwen2moe")
     assert (qwen2moe["d_ff_expert"], qwen2moe["d_ff_shared"], qwen2moe["expert_weights_norm"]) == (96, 160, False)
     assert qwen3moe["d_ff_shared"] == 0 and qwen3moe["expert_weights_norm"]
+    assert not any(qwen3moe[k] for k in ("expert_bias", "swiglu_oai", "attn_sinks"))
+    gptoss = load("gptoss")
+    assert (gptoss["sliding_window"], gptoss["sliding_layers"], gptoss["d_ff_expert"]) == (8, [0, 2], 96)
+    assert all(gptoss[k] for k in ("expert_bias", "swiglu_oai", "attn_sinks", "expert_weights_norm"))
+    assert gptoss["rope_freq_scale"] == 1 / 8 and not gptoss["tied_output"]
 
 
 def test_phi3_longrope_tensors(tmp_path, golden):
@@ -123,8 +129,10 @@ def test_chat_uses_chatml(golden):
     assert [p for p in pieces if p.strip().isdigit()] == ["1", "2", "3", "4", "5"]
 
 
-def _rewrite(src, dst, *, drop=None, **changes):
-    """src with some metadata values changed and the tensor `drop` left out (llama.cpp's gguf package)."""
+def _rewrite(src, dst, *, drop=None, replace=None, **changes):
+    """src with some metadata values changed, the tensor `drop` left out and the tensors of
+    `replace` ({name: array}) given new values; a change to None drops the key (llama.cpp's gguf
+    package)."""
     import gguf
 
     r = gguf.GGUFReader(src)
@@ -133,18 +141,22 @@ def _rewrite(src, dst, *, drop=None, **changes):
         if name.startswith("GGUF.") or name == "general.architecture":
             continue
         value = changes.get(name, field.contents())
+        if value is None:
+            continue
         vtype = field.types[0]
         if vtype == gguf.GGUFValueType.ARRAY:
             w.add_key_value(name, value, vtype, sub_type=field.types[-1])
         else:
             w.add_key_value(name, value, vtype)
     for name, value in changes.items():  # keys the file does not have yet
-        if name not in r.fields:
+        if name not in r.fields and value is not None:
             vtype = (gguf.GGUFValueType.STRING if isinstance(value, str)
                      else gguf.GGUFValueType.UINT32 if isinstance(value, int) else gguf.GGUFValueType.FLOAT32)
             w.add_key_value(name, value, vtype)
     for t in r.tensors:
-        if t.name != drop:
+        if t.name in (replace or {}):
+            w.add_tensor(t.name, replace[t.name])  # float32, shaped as given
+        elif t.name != drop:
             w.add_tensor(t.name, np.array(t.data), raw_shape=list(reversed(t.shape.tolist())),
                          raw_dtype=t.tensor_type)
     w.write_header_to_file()
@@ -224,10 +236,10 @@ def test_cache_sees_the_qwen_steps(golden, arch):
     np.testing.assert_allclose(pattern.sum(-1), 1.0, rtol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["gemma3", "gemma2"])
+@pytest.mark.parametrize("arch", ["gemma3", "gemma2", "gptoss"])
 def test_gemma_patterns_through_hooks_match_the_fused_kernel(golden, arch):
     # A hook on hook_pattern makes every layer build its pattern and take z from it (the explicit
-    # path, with its own sliding-window mask and softcap); z then matches the fused kernel's.
+    # path, with its own sliding-window mask, softcap and sinks); z then matches the fused kernel's.
     model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
     ids = golden["models"][arch]["cases"][1]["ids"]
     fused = model.logits(ids)
@@ -327,14 +339,53 @@ def test_mixture_of_experts_files_are_checked(tmp_path, golden):
         attn.Model.load(str(tmp_path / "e3.gguf"))
     qwen3 = os.path.join(FIXTURES, golden["models"]["qwen3"]["files"]["f32"])
     _rewrite(qwen3, tmp_path / "q3e.gguf", **{"qwen3.expert_count": 4})
-    with pytest.raises(ValueError, match=r"mixture-of-experts blocks are supported for llama \(Mixtral\), qwen2moe, qwen3moe and olmoe files, not qwen3"):
+    with pytest.raises(ValueError, match=r"mixture-of-experts blocks are supported for llama \(Mixtral\), qwen2moe, qwen3moe, olmoe and gpt-oss files, not qwen3"):
         attn.Model.load(str(tmp_path / "q3e.gguf"))
+
+
+def test_gptoss_files_are_checked(tmp_path, golden):
+    # What gpt-oss adds (sinks, biases on the router and every expert, the window) is required,
+    # shaped and named; a sink that is not a number or -inf is refused at load time.
+    src = os.path.join(FIXTURES, golden["models"]["gptoss"]["files"]["f32"])
+    for drop in ("blk.1.attn_sinks.weight", "blk.2.ffn_down_exps.bias", "blk.0.ffn_gate_inp.bias",
+                 "blk.3.attn_output.bias", "blk.0.post_attention_norm.weight"):
+        _rewrite(src, tmp_path / f"{drop}.gguf", drop=drop)
+        with pytest.raises(ValueError, match=f"tensor '{re.escape(drop)}' is missing"):
+            attn.Model.load(str(tmp_path / f"{drop}.gguf"))
+    _rewrite(src, tmp_path / "bias.gguf", replace={"blk.0.ffn_up_exps.bias": np.zeros((3, 96), np.float32)})
+    with pytest.raises(ValueError, match=r"'blk.0.ffn_up_exps.bias' has shape \[96, 3\], expected \[96, 4\]"):
+        attn.Model.load(str(tmp_path / "bias.gguf"))
+    sinks = np.array([0.5, np.nan, 1.0, -np.inf], np.float32)
+    _rewrite(src, tmp_path / "nan.gguf", replace={"blk.2.attn_sinks.weight": sinks})
+    with pytest.raises(ValueError, match=r"blk.2.attn_sinks.weight\[1\] = nan \(must be a number or -inf\)"):
+        attn.Model.load(str(tmp_path / "nan.gguf"))
+    _rewrite(src, tmp_path / "nowin.gguf", **{"gpt-oss.attention.sliding_window": None})
+    with pytest.raises(ValueError, match=r"'gpt-oss.attention.sliding_window' is missing"):
+        attn.Model.load(str(tmp_path / "nowin.gguf"))
+
+
+def test_gptoss_sinks_take_attention_weight(golden):
+    # hook_pattern of a gpt-oss layer: each head's row sums to 1 - p_sink (the sink takes the
+    # rest), and p_sink = exp(sink) / (exp(sink) + sum_j exp(score_j)) from the layer's own scores.
+    from attn import _attn
+
+    entry = golden["models"]["gptoss"]
+    path = os.path.join(FIXTURES, entry["files"]["f32"])
+    model = attn.Model.load(path)
+    ids = entry["cases"][0]["ids"]
+    _, cache = model.run_with_cache(ids, names=lambda n: n.startswith("blocks.1.attn.hook_"))
+    scores = cache["blocks.1.attn.hook_attn_scores"][0].astype(np.float64)  # [heads, pos, keys]
+    pattern = cache["blocks.1.attn.hook_pattern"][0].astype(np.float64)
+    sinks = _attn.read_tensor(path, "blk.1.attn_sinks.weight").astype(np.float64).reshape(-1)
+    p_sink = np.exp(sinks[:, None]) / (np.exp(sinks[:, None]) + np.exp(scores).sum(-1))
+    np.testing.assert_allclose(pattern.sum(-1), 1 - p_sink, rtol=1e-5, atol=1e-6)
+    assert (p_sink > 0.01).any()
 
 
 def test_each_token_uses_its_own_experts(golden):
     # Routing is per token: a token's logits do not depend on which other tokens share the pass
     # (the experts' rows are gathered per expert), so one pass equals the token-by-token cache.
-    for arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe"):
+    for arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe", "gptoss"):
         model = attn.Model.load(os.path.join(FIXTURES, golden["models"][arch]["files"]["f32"]))
         ids = golden["models"][arch]["cases"][0]["ids"]
         full = model.logits(ids, kv_type="f32")

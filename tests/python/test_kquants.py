@@ -98,16 +98,21 @@ def test_every_ggml_type_parses_with_the_gguf_packages_sizes(tmp_path):
             _attn.read_tensor(path, name)
 
 
-def test_an_mxfp4_file_llamacpp_made_runs_as_llamacpp_runs_it():
-    # tests/fixtures/make_mxfp4_fixture.py: the tiny Qwen3-MoE quantized by llama.cpp as MXFP4_MOE
-    # (experts MXFP4, the rest Q8_0) and llama.cpp's logits on it. Both engines multiply with
-    # 8-bit activations but round differently: measured, the median row differs by 1.3% / 1.4% of
-    # the largest logit (as on the same model quantized all to Q8_0), and on the 37-token case one
-    # row by 15%, where the router's top-2 choice flips between the engines.
+@pytest.mark.parametrize("fixture, min_top1", [("qwen3moe_mxfp4_llamacpp.json", 0.95),
+                                               ("gptoss_mxfp4_llamacpp.json", 0.85)])
+def test_an_mxfp4_file_llamacpp_made_runs_as_llamacpp_runs_it(fixture, min_top1):
+    # tests/fixtures/make_mxfp4_fixture.py: the tiny Qwen3-MoE and gpt-oss quantized by llama.cpp as
+    # MXFP4_MOE (experts MXFP4, the rest Q8_0) and llama.cpp's logits on them. Both engines multiply
+    # with 8-bit activations but round differently: measured, the median row differs by 1.3% / 1.4%
+    # of the largest logit on Qwen3-MoE (as on the same model quantized all to Q8_0; one row of the
+    # 37-token case by 15%, where the router's top-2 choice flips between the engines) and by 2.3% /
+    # 2.2% on gpt-oss, whose quantized routers have near-ties (gaps of 0.003-0.008 between the 2nd and
+    # 3rd logit): top-1 agreement 90% / 89% there (llama.cpp against transformers on the same
+    # dequantized weights: 85% / 95%, medians 5.3% / 3.9%).
     import json
 
     fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
-    with open(os.path.join(fixtures, "qwen3moe_mxfp4_llamacpp.json")) as f:
+    with open(os.path.join(fixtures, fixture)) as f:
         golden = json.load(f)
     path = os.path.join(fixtures, golden["file"])
     names = _attn.tensor_names(path)
@@ -118,7 +123,7 @@ def test_an_mxfp4_file_llamacpp_made_runs_as_llamacpp_runs_it():
         got = model.logits(case["ids"], kv_type="f32")
         rows = np.abs(got - want).max(-1) / np.abs(want).max()
         assert np.median(rows) < 0.03, np.median(rows)
-        assert (got.argmax(-1) == want.argmax(-1)).mean() >= 0.95
+        assert (got.argmax(-1) == want.argmax(-1)).mean() >= min_top1
     # The expert stacks are MXFP4, decoded as the gguf package decodes them.
     r = gguf.GGUFReader(path)
     t = next(t for t in r.tensors if t.name == "blk.0.ffn_up_exps.weight")
