@@ -137,8 +137,9 @@ struct ModelConfig {
 //       weights; edits change the routing)
 //   attn.hook_attn_scores, attn.hook_pattern          [n_heads, pos, keys]: `heads` blocks of
 //       [rows, cols = pos0 + rows]; scores are scaled, causally masked with -inf; the pattern is
-//       their softmax (with gpt-oss's sinks in its denominator: a row sums to 1 - p_sink). Computed (O(S^2) memory) only when a filter asks for them; the layer's
-//       hook_z then comes from this pattern, so editing it patches the attention.
+//       their softmax (with gpt-oss's sinks in its denominator: a row sums to 1 - p_sink).
+//       Computed (O(S^2) memory) only when a filter asks for them; the layer's hook_z then comes
+//       from this pattern, so editing it patches the attention.
 //   ln_final.hook_normalized                          [pos, d_model]
 // The rotary points exist for rotary models (all but gpt2) only. hook_q and hook_k hold the
 // projections (with qwen2's biases); the per-head norm of qwen3 / gemma3 comes between them and
