@@ -84,6 +84,8 @@ class Tokenizer {
   //   gemma: "<start_of_turn>" role "\n" trimmed content "<end_of_turn>\n", the assistant named
   //     "model"; system messages (no such role) open the next user message, followed by "\n\n".
   //   phi3: "<|" role "|>\n" content "<|end|>\n".
+  //   gpt-oss (harmony): "<|start|>" role "<|message|>" content, then "<|return|>" after an
+  //     assistant message and "<|end|>" after others; "<|start|>assistant" as generation prompt.
   //   mistral-v7, mistral-v1, mistral-v3, mistral-v3-tekken, llama2, llama2-sys, llama2-sys-bos,
   //     llama2-sys-strip: the [INST] ... [/INST] formats of Mistral and Llama 2 (answers end with
   //     "</s>"; a prompt ends with "[/INST]", there is no generation prompt), as llama.cpp writes them.

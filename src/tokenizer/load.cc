@@ -279,6 +279,7 @@ tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
       (has("<|START_OF_TURN_TOKEN|>") && has("<|USER_TOKEN|>")))
     return F::kUnknown;
   if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;
+  if (has("<|channel|>")) return F::kGptOss;  // harmony (gpt-oss)
   return F::kUnknown;
 }
 

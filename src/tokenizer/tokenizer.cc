@@ -64,19 +64,13 @@ std::string Trimmed(const std::string& s) {
 
 const char* Tokenizer::chat_format() const {
   // llama.cpp's names, in the order of Vocab::ChatFormat; "" for kUnknown.
-  static constexpr const char* kNames[] = {"chatml",
-                                           "llama3",
-                                           "gemma",
-                                           "phi3",
-                                           "mistral-v7",
-                                           "mistral-v1",
-                                           "mistral-v3",
-                                           "mistral-v3-tekken",
-                                           "llama2",
-                                           "llama2-sys",
-                                           "llama2-sys-bos",
-                                           "llama2-sys-strip",
-                                           ""};
+  static constexpr const char* kNames[] = {"chatml",         "llama3",
+                                           "gemma",          "phi3",
+                                           "mistral-v7",     "mistral-v1",
+                                           "mistral-v3",     "mistral-v3-tekken",
+                                           "llama2",         "llama2-sys",
+                                           "llama2-sys-bos", "llama2-sys-strip",
+                                           "gpt-oss",        ""};
   static_assert(std::size(kNames) == static_cast<size_t>(tokenizer::Vocab::ChatFormat::kUnknown) + 1);
   return kNames[static_cast<size_t>(vocab_->chat_format)];
 }
@@ -121,6 +115,13 @@ std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
     case F::kPhi3:
       for (const Message& m : messages) out += "<|" + m.role + "|>\n" + m.content + "<|end|>\n";
       if (add_generation_prompt) out += "<|assistant|>\n";
+      return out;
+    case F::kGptOss:  // OpenAI's harmony, as llama.cpp's built-in renders it (no channels, no system
+                      // preamble)
+      for (const Message& m : messages)
+        out += "<|start|>" + m.role + "<|message|>" + m.content +
+               (m.role == "assistant" ? "<|return|>" : "<|end|>");
+      if (add_generation_prompt) out += "<|start|>assistant";
       return out;
     case F::kMistralV7:  // no generation prompt in the [INST] formats: a prompt ends with [/INST]
       for (const Message& m : messages) {
@@ -179,7 +180,8 @@ std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
       throw Error(
           "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is of no chat format attn knows (ChatML, "
           "Llama 3, "
-          "Gemma, Phi-3, Mistral v1 / v3 / v7, Llama 2, recognized by their markers as llama.cpp does)");
+          "Gemma, Phi-3, Mistral v1 / v3 / v7, Llama 2, gpt-oss, recognized by their markers as llama.cpp "
+          "does)");
   }
 }
 

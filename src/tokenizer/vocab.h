@@ -78,6 +78,7 @@ struct Vocab {
     kLlama2Sys,
     kLlama2SysBos,
     kLlama2SysStrip,
+    kGptOss,
     kUnknown
   };
   ChatFormat chat_format = ChatFormat::kChatML;
