@@ -9,21 +9,37 @@ Model (GPT-2 layout, byte-level vocab by default):
     h = token_embd[x_t] + position_embd[t]
     per layer L:  a = LayerNorm(h; attn_norm)    qkv = a W_qkv^T + b_qkv   (q | k | v, head j at j*dh)
                   z = causal softmax(q k^T / sqrt(dh)) v                  (per head)
+                      (with attn_sinks: the sink softmax below)
                   h = h + z W_o^T + b_o
                   if d_ff > 0:  h = h + GELU_tanh(LayerNorm(h; ffn_norm) W_up^T + b_up) W_down^T + b_down
     logits = LayerNorm(h; output_norm) W_out^T    (untied, no bias)
     loss   = mean over batch and positions of -log softmax(logits_t)[x_{t+1}]
 
+Learned attention sinks (cfg.attn_sinks, as in OpenAI's gpt-oss; off by default): one more
+parameter per layer, sinks = blk.L.attn_sinks.weight [n_heads], one logit per head that joins
+every query row's softmax but has no value. For head j, query i and key m <= i:
+    s_im = q_i . k_m / sqrt(dh)      (the sink logit is NOT scaled)
+    p_im = exp(s_im) / (exp(sinks[j]) + sum_{m' <= i} exp(s_im'))      z_i = sum_m p_im v_m
+i.e. softmax over the row's causal scores concatenated with sinks[j], then the sink's column
+dropped (transformers' gpt-oss eager attention: torch.cat([scores, sinks.reshape(1, H, 1, 1)
+.expand(B, H, T, 1)], -1), softmax, [..., :-1]), so each row's weights sum to < 1. sinks = -inf
+is the model without sinks. forward writes it as explicit torch ops (there is no sink in
+F.scaled_dot_product_attention), so with sinks fused_attention is ignored. With the flag off,
+parameters, init, config JSON (to_json leaves the key out) and every number are exactly what the
+twin gave before the flag existed.
+
 Parameters, in GGUF order (matrices are [rows, cols] = [out, in], as attn stores them):
     token_embd.weight [vocab, d]      position_embd.weight [context, d]
     blk.L.attn_norm.weight/.bias [d]  blk.L.attn_qkv.weight [3d, d] / .bias [3d]
     blk.L.attn_output.weight [d, d] / .bias [d]
+    blk.L.attn_sinks.weight [n_heads]                                                  (attn_sinks)
     blk.L.ffn_norm.weight/.bias [d]   blk.L.ffn_up.weight [d_ff, d] / .bias [d_ff]     (d_ff > 0)
     blk.L.ffn_down.weight [d, d_ff] / .bias [d]                                        (d_ff > 0)
     output_norm.weight/.bias [d]      output.weight [vocab, d]
 
 Initialization (init_params_torch): every matrix N(0, init_std), the output projections
-(attn_output.weight, ffn_down.weight) N(0, init_std / sqrt(2 n_layers)); biases 0, norm weights 1.
+(attn_output.weight, ffn_down.weight) N(0, init_std / sqrt(2 n_layers)); biases 0, norm weights 1,
+sinks 0 (vectors take no draws, so the sinks do not move any other parameter's draw).
 (attn's C++ trainer draws from its own RNG, so only the distribution is shared.)
 
 Optimizer step (train_step / apply_update), exactly:
@@ -35,7 +51,7 @@ Optimizer step (train_step / apply_update), exactly:
           decay params (every 2-D matrix, embeddings included):  p *= 1 - lr_s * weight_decay
           m = beta1 m + (1 - beta1) g;   v = beta2 v + (1 - beta2) g^2
           p -= (lr_s / (1 - beta1^t)) * m / (sqrt(v) / sqrt(1 - beta2^t) + adam_eps)
-       Biases and norm weights get no decay.
+       Biases, norm weights and sinks (every vector) get no decay.
 Learning rate at 0-based step s (learning_rate):
     s < warmup:  lr * (s + 1) / warmup
     else:        p = min(1, (s - warmup) / max(1, steps - warmup))
@@ -63,6 +79,7 @@ class TrainConfig:
     n_heads: int = 4
     d_ff: int = 0
     norm_eps: float = 1e-5
+    attn_sinks: bool = False  # learned attention sinks (blk.L.attn_sinks.weight [n_heads])
     # options (attn::TrainOptions)
     batch: int = 16
     steps: int = 1000
@@ -78,10 +95,16 @@ class TrainConfig:
     seed: int = 0
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        """Sorted keys; "attn_sinks" only when true, so a flag-off config writes the JSON it did
+        before the flag existed (from_json reads a missing key as false)."""
+        d = dataclasses.asdict(self)
+        if not d["attn_sinks"]:
+            del d["attn_sinks"]
+        return json.dumps(d, sort_keys=True)
 
     @staticmethod
     def from_json(s: str) -> "TrainConfig":
+        """A config JSON without "attn_sinks" (older fixtures) means attn_sinks = False."""
         return TrainConfig(**json.loads(s))
 
 
@@ -95,6 +118,8 @@ def param_shapes(cfg: TrainConfig) -> list[tuple[str, tuple[int, ...]]]:
         out += [(p + "attn_norm.weight", (d,)), (p + "attn_norm.bias", (d,)),
                 (p + "attn_qkv.weight", (3 * d, d)), (p + "attn_qkv.bias", (3 * d,)),
                 (p + "attn_output.weight", (d, d)), (p + "attn_output.bias", (d,))]
+        if cfg.attn_sinks:
+            out.append((p + "attn_sinks.weight", (cfg.n_heads,)))
         if cfg.d_ff > 0:
             out += [(p + "ffn_norm.weight", (d,)), (p + "ffn_norm.bias", (d,)),
                     (p + "ffn_up.weight", (cfg.d_ff, d)), (p + "ffn_up.bias", (cfg.d_ff,)),
@@ -105,7 +130,7 @@ def param_shapes(cfg: TrainConfig) -> list[tuple[str, tuple[int, ...]]]:
 
 
 def is_decay(name: str, shape) -> bool:
-    """Weight decay applies to 2-D matrices (embeddings included), not biases or norms."""
+    """Weight decay applies to 2-D matrices (embeddings included), not biases, norms or sinks."""
     return len(shape) == 2
 
 
@@ -122,7 +147,7 @@ def init_params_torch(cfg: TrainConfig, generator: torch.Generator | None = None
             t = torch.randn(shape, generator=generator, dtype=torch.float32) * std
         elif name.endswith("norm.weight"):
             t = torch.ones(shape)
-        else:
+        else:  # biases and sinks
             t = torch.zeros(shape)
         params[name] = t.to(dtype).requires_grad_(True)
     return params
@@ -131,8 +156,9 @@ def init_params_torch(cfg: TrainConfig, generator: torch.Generator | None = None
 def forward(params: dict[str, torch.Tensor], cfg: TrainConfig, x: torch.Tensor,
             return_patterns: bool = False, fused_attention: bool = True):
     """x: int64 [B, T] (T <= context). Returns logits [B, T, vocab] (and, with return_patterns,
-    a list per layer of attention weights [B, H, T, T]). fused_attention uses
-    F.scaled_dot_product_attention (same math, faster on CPU); otherwise softmax written out."""
+    a list per layer of attention weights [B, H, T, T]; with sinks, the weights on the keys, the
+    sink's column dropped). fused_attention uses F.scaled_dot_product_attention (same math, faster
+    on CPU); otherwise, and always with cfg.attn_sinks, the softmax is written out."""
     B, T = x.shape
     d, H = cfg.d_model, cfg.n_heads
     dh = d // H
@@ -144,12 +170,16 @@ def forward(params: dict[str, torch.Tensor], cfg: TrainConfig, x: torch.Tensor,
         a = F.layer_norm(h, (d,), params[p + "attn_norm.weight"], params[p + "attn_norm.bias"], cfg.norm_eps)
         qkv = F.linear(a, params[p + "attn_qkv.weight"], params[p + "attn_qkv.bias"])
         q, k, v = qkv.view(B, T, 3, H, dh).permute(2, 0, 3, 1, 4)  # each [B, H, T, dh]
-        if return_patterns or not fused_attention:
+        if return_patterns or not fused_attention or cfg.attn_sinks:
             if mask is None:
                 mask = torch.ones(T, T, dtype=torch.bool).tril()
             s = (q @ k.transpose(-1, -2)) / math.sqrt(dh)
             s = s.masked_fill(~mask, float("-inf"))
-            w = torch.softmax(s, dim=-1)
+            if cfg.attn_sinks:  # the sink's logit (unscaled) joins each row's softmax, then is dropped
+                sink = params[p + "attn_sinks.weight"].reshape(1, H, 1, 1).expand(B, H, T, 1)
+                w = torch.softmax(torch.cat([s, sink], dim=-1), dim=-1)[..., :-1]
+            else:
+                w = torch.softmax(s, dim=-1)
             if return_patterns:
                 patterns.append(w.detach())
             z = w @ v

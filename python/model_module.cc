@@ -151,6 +151,7 @@ nb::list ScoresToPython(const std::vector<attn::HeadScores>& scores) {
     d["duplicate_token"] = s.duplicate_token;
     d["induction"] = s.induction;
     d["first_token"] = s.first_token;
+    d["learned_sink"] = s.learned_sink;
     d["entropy"] = s.entropy;
     d["local"] = s.local;
     d["role"] = s.role;

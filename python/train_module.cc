@@ -74,12 +74,12 @@ void BindTrain(nb::module_& m) {
       .def(
           "__init__",
           [](attn::Trainer* self, int64_t vocab_size, int64_t context, int64_t n_layers, int64_t d_model,
-             int64_t n_heads, int64_t d_ff, float norm_eps, int64_t batch, int64_t steps, float lr,
-             int64_t warmup, float min_lr_ratio, float beta1, float beta2, float adam_eps, float weight_decay,
-             float clip, float init_std, uint64_t seed, int threads) {
+             int64_t n_heads, int64_t d_ff, float norm_eps, bool attn_sinks, int64_t batch, int64_t steps,
+             float lr, int64_t warmup, float min_lr_ratio, float beta1, float beta2, float adam_eps,
+             float weight_decay, float clip, float init_std, uint64_t seed, int threads) {
             attn::TrainModelConfig c;
             c.vocab_size = vocab_size, c.context = context, c.n_layers = n_layers, c.d_model = d_model;
-            c.n_heads = n_heads, c.d_ff = d_ff, c.norm_eps = norm_eps;
+            c.n_heads = n_heads, c.d_ff = d_ff, c.norm_eps = norm_eps, c.attn_sinks = attn_sinks;
             attn::TrainOptions o;
             o.batch = batch, o.steps = steps, o.lr = lr, o.warmup = warmup, o.min_lr_ratio = min_lr_ratio;
             o.beta1 = beta1, o.beta2 = beta2, o.adam_eps = adam_eps, o.weight_decay = weight_decay;
@@ -89,10 +89,11 @@ void BindTrain(nb::module_& m) {
           },
           nb::arg("vocab_size") = 256, nb::arg("context") = 256, nb::arg("n_layers") = 2,
           nb::arg("d_model") = 128, nb::arg("n_heads") = 4, nb::arg("d_ff") = 0, nb::arg("norm_eps") = 1e-5f,
-          nb::arg("batch") = 16, nb::arg("steps") = 1000, nb::arg("lr") = 1e-3f, nb::arg("warmup") = 100,
-          nb::arg("min_lr_ratio") = 0.1f, nb::arg("beta1") = 0.9f, nb::arg("beta2") = 0.95f,
-          nb::arg("adam_eps") = 1e-8f, nb::arg("weight_decay") = 0.1f, nb::arg("clip") = 1.0f,
-          nb::arg("init_std") = 0.02f, nb::arg("seed") = 0, nb::arg("threads") = 0)
+          nb::arg("attn_sinks") = false, nb::arg("batch") = 16, nb::arg("steps") = 1000,
+          nb::arg("lr") = 1e-3f, nb::arg("warmup") = 100, nb::arg("min_lr_ratio") = 0.1f,
+          nb::arg("beta1") = 0.9f, nb::arg("beta2") = 0.95f, nb::arg("adam_eps") = 1e-8f,
+          nb::arg("weight_decay") = 0.1f, nb::arg("clip") = 1.0f, nb::arg("init_std") = 0.02f,
+          nb::arg("seed") = 0, nb::arg("threads") = 0)
       .def_prop_ro("config",
                    [](const attn::Trainer& t) {
                      const attn::TrainModelConfig& c = t.config();
@@ -100,6 +101,7 @@ void BindTrain(nb::module_& m) {
                      d["vocab_size"] = c.vocab_size, d["context"] = c.context, d["n_layers"] = c.n_layers;
                      d["d_model"] = c.d_model, d["n_heads"] = c.n_heads, d["d_ff"] = c.d_ff;
                      d["norm_eps"] = c.norm_eps;
+                     d["attn_sinks"] = c.attn_sinks;
                      return d;
                    })
       .def_prop_ro("options",

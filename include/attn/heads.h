@@ -14,6 +14,10 @@
 //   first_token      D[i][0] = 1 (attention sink)             rows i >= 1
 //   local            D[i][j] = 1 for i - 3 <= j <= i          rows i >= 4 (the window misses key 0)
 //   entropy          mean over rows i >= 1 of -sum_j A_ij ln A_ij (nats)
+//   learned_sink     mean over all rows of p_sink = exp(sink_h - lse_i): the share of the row's
+//                    attention a learned sink (gpt-oss, attn train --sinks) takes; 0 without sinks.
+//                    With sinks the other scores are shares of the whole softmax, the sink's part
+//                    included (a row's key weights sum to 1 - p_sink).
 // The entropy is accumulated by the fused kernel beside its online softmax; the masses are
 // exp(scale q_i . k_j - lse_i) for the few target keys j of each row, from the kernel's row LSE.
 // On the probe (distinct random tokens repeated once), induction is the mean attention from each
@@ -34,6 +38,7 @@ struct HeadScores {
   int layer = 0, head = 0;
   double previous_token = 0, duplicate_token = 0, induction = 0, first_token = 0, local = 0;
   double entropy = 0;
+  double learned_sink = 0;
   std::string role;  // RoleOf(*this)
 };
 
@@ -61,12 +66,13 @@ class HeadStats {
     float scale;
     std::span<const int32_t> tokens;
     int threads;
-    int64_t window = -1;   // sliding layers: row i sees keys i - window .. i only; -1: all before it
-    float softcap = 0.0f;  // scores capped as softcap * tanh(s / softcap) (gemma2); 0: not
+    int64_t window = -1;           // sliding layers: row i sees keys i - window .. i only; -1: all before it
+    float softcap = 0.0f;          // scores capped as softcap * tanh(s / softcap) (gemma2); 0: not
+    const float* sinks = nullptr;  // the layer's learned sink logits [heads], or nullptr
   };
   void Add(const LayerInput& in);
 
-  enum Stat : int { kPrev, kDup, kInduction, kFirst, kLocal, kEntropy, kStats };
+  enum Stat : int { kPrev, kDup, kInduction, kFirst, kLocal, kEntropy, kSink, kStats };
 
  private:
   struct Sums {

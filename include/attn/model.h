@@ -67,7 +67,7 @@ struct ModelConfig {
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
   bool out_bias = false;         // the attention output projection has a bias (gpt2, gpt-oss)
-  bool attn_sinks = false;       // a learned sink logit per query head (gpt-oss: attn_sinks)
+  bool attn_sinks = false;       // a learned sink logit per query head (gpt-oss; gpt2 files of attn train --sinks)
   bool qk_norm = false;       // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
   bool qk_norm_full = false;  // RMSNorm over each token's whole query and whole key row instead (olmoe)
   float embed_scale = 1.0f;   // token embeddings are multiplied by it (gemma*: sqrt(d_model))

@@ -5,7 +5,8 @@
 // The model is GPT-2's layout, so a checkpoint is a "gpt2" GGUF file:
 //   h = wte[x_t] + wpe[t]
 //   per layer:  a = LayerNorm(h; ln1)        qkv = a Wqkv^T + bqkv   (q | k | v, head h at h*dh)
-//               z = causal softmax(q k^T / sqrt(dh)) v (the fused kernel, per head)
+//               z = causal softmax(q k^T / sqrt(dh)) v (the fused kernel, per head; with
+//                   attn_sinks, head h's softmax also has the learned logit sinks[h], gpt-oss's)
 //               h = h + z Wo^T + bo
 //               if d_ff > 0:  h = h + GELU_tanh(LayerNorm(h; ln2) Wup^T + bup) Wdown^T + bdown
 //   logits = LayerNorm(h; lnf) Wout^T        (untied output, no bias)
@@ -31,6 +32,10 @@ struct TrainModelConfig {
   int64_t n_heads = 4;  // head_dim = d_model / n_heads
   int64_t d_ff = 0;     // 0: attention-only
   float norm_eps = 1e-5f;
+  // Learned attention sinks (gpt-oss): a parameter blk.L.attn_sinks.weight [n_heads] per layer
+  // (initialized to 0, no weight decay), one more logit in each head's softmax that carries no
+  // value, so a head can attend to nothing instead of parking its weight on some token.
+  bool attn_sinks = false;
 };
 
 struct TrainOptions {

@@ -355,7 +355,8 @@ class Model:
     def head_scores(self, tokens: str | Sequence[int] | None = None, *, probe_length: int = 64,
                     sequences: int = 4, seed: int = 0, threads: int | None = None) -> list[dict]:
         """Detector scores of every head (layer-major), as dicts with layer, head, previous_token,
-        duplicate_token, induction, first_token, local, entropy (nats) and role.
+        duplicate_token, induction, first_token, local, entropy (nats), learned_sink (the share of
+        attention a learned sink takes: gpt-oss, attn train --sinks; 0 without) and role.
 
         With tokens=None, runs the standard probe: `sequences` sequences of `probe_length`
         distinct random tokens repeated once (BOS first when the model adds one), seeded by

@@ -20,17 +20,18 @@ class Trainer:
     """The trainer's whole state: parameters, gradients, AdamW moments and the step.
 
     Model: vocab_size, context, n_layers, d_model, n_heads (head_dim = d_model / n_heads), d_ff
-    (0 = attention-only), norm_eps. Options: batch, steps, lr (peak), warmup, min_lr_ratio (cosine
+    (0 = attention-only), norm_eps, attn_sinks (gpt-oss's learned sinks: a parameter
+    blk.L.attn_sinks.weight [n_heads] per layer, one more logit in each head's softmax). Options: batch, steps, lr (peak), warmup, min_lr_ratio (cosine
     floor), beta1, beta2, adam_eps, weight_decay (matrices only), clip (global norm, 0 = off),
     init_std, seed, threads (0 = every core). A bad setting raises ValueError naming it.
     """
 
     def __init__(self, vocab_size=256, context=256, n_layers=2, d_model=128, n_heads=4, d_ff=0, norm_eps=1e-5,
-                 batch=16, steps=1000, lr=1e-3, warmup=100, min_lr_ratio=0.1, beta1=0.9, beta2=0.95,
+                 attn_sinks=False, batch=16, steps=1000, lr=1e-3, warmup=100, min_lr_ratio=0.1, beta1=0.9, beta2=0.95,
                  adam_eps=1e-8, weight_decay=0.1, clip=1.0, init_std=0.02, seed=0, threads=0):
         self._t = _attn.Trainer(vocab_size=int(vocab_size), context=int(context), n_layers=int(n_layers),
                                 d_model=int(d_model), n_heads=int(n_heads), d_ff=int(d_ff),
-                                norm_eps=float(norm_eps), batch=int(batch), steps=int(steps), lr=float(lr),
+                                norm_eps=float(norm_eps), attn_sinks=bool(attn_sinks), batch=int(batch), steps=int(steps), lr=float(lr),
                                 warmup=int(warmup), min_lr_ratio=float(min_lr_ratio), beta1=float(beta1),
                                 beta2=float(beta2), adam_eps=float(adam_eps), weight_decay=float(weight_decay),
                                 clip=float(clip), init_std=float(init_std), seed=int(seed), threads=int(threads))

@@ -105,6 +105,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_neox = c.qkv_bias = c.out_bias = c.attn_sinks = c.expert_bias = c.swiglu_oai = true;
   } else if (c.arch_name == "gpt2") {
     c.arch = Arch::kGpt2;
+    // attn's trainer writes gpt2 files, with learned sinks when it trained them (train.h).
+    c.attn_sinks = file.FindTensor("blk.0.attn_sinks.weight") != nullptr;
   } else {
     throw Error(
         "model: architecture '" + c.arch_name +

@@ -655,7 +655,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         std::vector<float> k32;
         const TensorView keys = cache.dtype() == DType::kQ8_0 ? cache.KeysF32(&k32) : cache.keys();
         stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, keys, lse, entropy, c.AttnScale(),
-                                         session.tokens_, threads, window, c.attn_softcap});
+                                         session.tokens_, threads, window, c.attn_softcap, sinks});
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);

@@ -64,6 +64,8 @@ void HeadStats::Add(const LayerInput& in) {
         return kernels::SumKeyWeights(q, k_head, k_dtype, k_stride, D, set, count, offset, in.scale, lse,
                                       in.softcap);
       };
+      if (in.sinks != nullptr)
+        acc.mass[kSink] += std::exp(static_cast<double>(in.sinks[h]) - lse), ++acc.rows[kSink];
       if (i >= 1) {
         const int64_t first_prev[2] = {0, i - 1};
         acc.mass[kFirst] += lo == 0 ? mass(first_prev, 1, 0) : 0.0, ++acc.rows[kFirst];
@@ -112,6 +114,7 @@ std::vector<HeadScores> HeadStats::Scores() const {
       hs.first_token = mean(kFirst);
       hs.local = mean(kLocal);
       hs.entropy = mean(kEntropy);
+      hs.learned_sink = mean(kSink);
       hs.role = RoleOf(hs);
       out.push_back(hs);
     }

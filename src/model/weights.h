@@ -89,6 +89,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       vec("attn_qkv", ".bias", q_dim + 2 * kv_dim, L.bqkv);
       mat("attn_output", d, q_dim, L.wo);
       vec("attn_output", ".bias", d, L.bo);
+      if (c.attn_sinks) vec("attn_sinks", ".weight", c.n_heads, L.sinks);  // attn's trainer with sinks
       if (c.d_ff > 0) {  // d_ff == 0: attention-only, no feed-forward tensors
         vec("ffn_norm", ".weight", d, L.ffn_norm);
         vec("ffn_norm", ".bias", d, L.ffn_norm_bias);

@@ -52,6 +52,7 @@ ModelConfig RuntimeConfig(const TrainModelConfig& c) {
   m.vocab_size = c.vocab_size;
   m.context_length = c.context;
   m.norm_eps = c.norm_eps;
+  m.attn_sinks = c.attn_sinks;
   return m;
 }
 
@@ -139,6 +140,7 @@ TrainModelConfig ConfigOf(const gguf::File& f, const std::string& path) {
   c.d_ff = GetInt(f, "gpt2.feed_forward_length", path);
   c.context = GetInt(f, "gpt2.context_length", path);
   c.norm_eps = static_cast<float>(GetFloat(f, "gpt2.attention.layer_norm_epsilon", path));
+  c.attn_sinks = f.FindTensor("blk.0.attn_sinks.weight") != nullptr;  // as the model loader decides
   const int64_t kv_heads = GetInt(f, "gpt2.attention.head_count_kv", path);
   if (kv_heads != c.n_heads)
     Fail(path, "gpt2.attention.head_count_kv = ", kv_heads, " differs from head_count = ", c.n_heads);

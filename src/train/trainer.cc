@@ -123,6 +123,7 @@ void Validate(const TrainModelConfig& c, const TrainOptions& o) {
 // The parameters of one block.
 struct LayerParams {
   TrainParam *ln1_w, *ln1_b, *qkv_w, *qkv_b, *out_w, *out_b;
+  TrainParam* sinks = nullptr;  // attn_sinks only
   TrainParam *ln2_w = nullptr, *ln2_b = nullptr, *up_w = nullptr, *up_b = nullptr, *down_w = nullptr,
              *down_b = nullptr;
 };
@@ -193,6 +194,7 @@ Trainer::Trainer(const TrainModelConfig& config, const TrainOptions& options)
     add(b + "attn_qkv.bias", 1, 3 * d);
     add(b + "attn_output.weight", d, d);
     add(b + "attn_output.bias", 1, d);
+    if (config_.attn_sinks) add(b + "attn_sinks.weight", 1, config_.n_heads);
     if (F > 0) {
       add(b + "ffn_norm.weight", 1, d);
       add(b + "ffn_norm.bias", 1, d);
@@ -215,6 +217,7 @@ Trainer::Trainer(const TrainModelConfig& config, const TrainOptions& options)
     LayerParams lp{};
     lp.ln1_w = &params_[i++], lp.ln1_b = &params_[i++], lp.qkv_w = &params_[i++], lp.qkv_b = &params_[i++];
     lp.out_w = &params_[i++], lp.out_b = &params_[i++];
+    if (config_.attn_sinks) lp.sinks = &params_[i++];
     if (F > 0) {
       lp.ln2_w = &params_[i++], lp.ln2_b = &params_[i++], lp.up_w = &params_[i++], lp.up_b = &params_[i++];
       lp.down_w = &params_[i++], lp.down_b = &params_[i++];
@@ -387,6 +390,7 @@ void Trainer::Impl::Forward(const TrainModelConfig& c, int64_t batch, int64_t se
     AttentionOptions opts;
     opts.causal = true;
     opts.lse = a.lse.data();  // [B, H, T]
+    opts.sinks = p.sinks != nullptr ? p.sinks->value.data() : nullptr;
     opts.threads = im.threads;
     const TensorView out = TensorView::Contiguous(a.z.data(), DType::kF32, batch, seq, H, dh);
     Attention(QkvView(a.qkv.data(), 0, batch, seq, H, dh), QkvView(a.qkv.data(), 1, batch, seq, H, dh),
@@ -480,6 +484,10 @@ void Trainer::Impl::Backward(const TrainModelConfig& c) {
     AttentionOptions opts;
     opts.causal = true;
     opts.threads = im.threads;
+    if (p.sinks != nullptr) {  // dL/dsinks, summed over the batch and rows by the kernel
+      opts.sinks = p.sinks->value.data();
+      opts.sinks_grad = p.sinks->grad.data();
+    }
     const TensorView out = TensorView::Contiguous(a.z.data(), DType::kF32, batch, seq, H, dh);
     const TensorView dout = TensorView::Contiguous(im.g_z.data(), DType::kF32, batch, seq, H, dh);
     AttentionBackward(

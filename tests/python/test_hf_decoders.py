@@ -380,6 +380,11 @@ def test_gptoss_sinks_take_attention_weight(golden):
     p_sink = np.exp(sinks[:, None]) / (np.exp(sinks[:, None]) + np.exp(scores).sum(-1))
     np.testing.assert_allclose(pattern.sum(-1), 1 - p_sink, rtol=1e-5, atol=1e-6)
     assert (p_sink > 0.01).any()
+    # The head statistics' learned_sink is the mean of p_sink over the rows (from the kernel's LSE).
+    scores = [s for s in model.head_scores(ids) if s["layer"] == 1]
+    np.testing.assert_allclose([s["learned_sink"] for s in scores], p_sink.mean(-1), rtol=1e-4, atol=1e-6)
+    other = attn.Model.load(os.path.join(FIXTURES, golden["models"]["qwen3moe"]["files"]["f32"]))
+    assert all(s["learned_sink"] == 0.0 for s in other.head_scores(ids))
 
 
 def test_each_token_uses_its_own_experts(golden):

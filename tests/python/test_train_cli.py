@@ -96,6 +96,21 @@ def test_train_writes_checkpoint_metrics_and_curves(corpus, tmp_path):
     assert (out / "report" / "report.html").stat().st_size > 1000
 
 
+def test_train_with_sinks_writes_them_and_resumes(corpus, tmp_path):
+    # --sinks: gpt-oss's learned sinks in every layer, saved in the gpt2 checkpoint, read by the
+    # model loader, and required again by --resume (the same model settings).
+    out = tmp_path / "sinks"
+    r = train(corpus, out, "--steps", "10", "--sinks", "--until", "5")
+    assert r.returncode == 0, r.stderr
+    r = run("info", str(out / "model.gguf"))
+    assert r.returncode == 0 and "blk.1.attn_sinks.weight" in r.stdout, r.stdout
+    r = train(corpus, out, "--steps", "10", "--resume")
+    assert r.returncode != 0 and "attn_sinks" in r.stderr, r.stderr
+    r = train(corpus, out, "--steps", "10", "--sinks", "--resume", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["steps"] == 10
+
+
 def test_training_is_reproducible_bit_for_bit(corpus, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert train(corpus, a, "--steps", "10", "--seed", "7").returncode == 0

@@ -1,6 +1,6 @@
 """attn.Trainer against PyTorch (tests/fixtures/make_train_fixture.py): loss, per-position losses,
-every parameter gradient, and three clipped AdamW steps, for the attention-only model and the one
-with an MLP.
+every parameter gradient, and three clipped AdamW steps, for the attention-only model, the one
+with an MLP, and the attention-only one with learned sinks (gpt-oss's).
 
 Tolerances: gradients and the loss follow FlashAttention's rule against the float64 autograd
 reference, max|ours - f64| <= 2 max|torch32 - f64| + atol, with atol = 1e-6 of the tensor's largest
@@ -20,7 +20,7 @@ import pytest
 import attn
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
-FILES = ["train_torch.npz", "train_torch_mlp.npz"]
+FILES = ["train_torch.npz", "train_torch_mlp.npz", "train_torch_sinks.npz"]
 
 
 def load(name):
@@ -36,7 +36,7 @@ def load(name):
 def make_trainer(cfg, threads=2):
     keys = ("vocab_size", "context", "n_layers", "d_model", "n_heads", "d_ff", "norm_eps", "batch", "steps", "lr",
             "warmup", "min_lr_ratio", "beta1", "beta2", "adam_eps", "weight_decay", "clip", "init_std", "seed")
-    return attn.Trainer(**{k: cfg[k] for k in keys}, threads=threads)
+    return attn.Trainer(**{k: cfg[k] for k in keys}, attn_sinks=cfg.get("attn_sinks", False), threads=threads)
 
 
 def set_params(t, z, names):
@@ -89,6 +89,46 @@ def test_three_adamw_steps_match_torch(fixture):
     assert float(z["after_err"]) < 1e-5  # float32 torch is itself this close to float64 torch
     for n in names:
         np.testing.assert_allclose(t.get_param(n), z["after/" + n], rtol=0, atol=2e-5, err_msg=n)
+
+
+def test_sinks_gradient_matches_finite_differences(tmp_path):
+    # Learned sinks (attn_sinks): the gradient the fused backward returns for each layer's
+    # blk.L.attn_sinks.weight against central differences of the trainer's own float32 loss.
+    rng = np.random.default_rng(0)
+    t = attn.Trainer(context=16, n_layers=2, d_model=32, n_heads=4, attn_sinks=True, batch=3, threads=2,
+                     init_std=0.3)
+    names = t.param_names()
+    assert names.index("blk.0.attn_sinks.weight") == names.index("blk.0.attn_output.bias") + 1
+    assert t.get_param("blk.0.attn_sinks.weight").tolist() == [0.0] * 4  # initialized to 0
+    tokens = rng.integers(0, 256, (3, 17)).astype(np.int32)
+    for layer in (0, 1):
+        name = f"blk.{layer}.attn_sinks.weight"
+        t.set_param(name, rng.standard_normal(4).astype(np.float32))
+    t.forward_backward(tokens)
+    for layer in (0, 1):
+        name = f"blk.{layer}.attn_sinks.weight"
+        grad, s = t.get_grad(name).copy(), t.get_param(name).copy()
+        fd = []
+        for h in range(4):
+            e = np.zeros(4, np.float32)
+            e[h] = 1e-2
+            t.set_param(name, s + e)
+            up = t.losses(tokens).mean(dtype=np.float64)
+            t.set_param(name, s - e)
+            fd.append((up - t.losses(tokens).mean(dtype=np.float64)) / 2e-2)
+        t.set_param(name, s)
+        np.testing.assert_allclose(grad, fd, rtol=2e-3, atol=2e-6, err_msg=name)
+        assert np.abs(grad).max() > 1e-3
+    # A head's pattern row gives 1 - p_sink to the keys; the checkpoint carries the sinks to the model.
+    p = t.patterns(tokens[0, :16])
+    assert (p.sum(-1) < 0.999).any() and (p.sum(-1) <= 1 + 1e-5).all()
+    t.save(str(tmp_path / "sinks.gguf"))
+    model = attn.Model.load(str(tmp_path / "sinks.gguf"))
+    assert model.config["attn_sinks"]
+    np.testing.assert_allclose(model.logits(tokens[0, :16].tolist()), t.logits(tokens[0, :16]), atol=1e-4)
+    plain = attn.Trainer(context=16, n_layers=2, d_model=32, n_heads=4, batch=3, threads=1)
+    with pytest.raises(ValueError, match="tensor 'blk.0.attn_sinks.weight' in the file is not a parameter"):
+        plain.load(str(tmp_path / "sinks.gguf"))
 
 
 def test_python_api_shapes_and_errors():

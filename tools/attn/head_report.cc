@@ -18,18 +18,24 @@ nlohmann::json HeadScoresJson(const std::vector<HeadScores>& scores) {
                     {"first_token", s.first_token},
                     {"entropy", s.entropy},
                     {"local", s.local},
+                    {"learned_sink", s.learned_sink},
                     {"role", s.role}});
   }
   return list;
 }
 
 void PrintHeadTable(const std::vector<HeadScores>& scores, std::FILE* out) {
-  std::fprintf(out, "%-6s %-16s %8s %8s %8s %8s %8s %8s\n", "head", "role", "prev", "dup", "induct", "first",
-               "local", "entropy");
+  // The learned sink's column only for models that have sinks (gpt-oss, attn train --sinks).
+  const bool sinks =
+      std::any_of(scores.begin(), scores.end(), [](const HeadScores& s) { return s.learned_sink > 0.0; });
+  std::fprintf(out, "%-6s %-16s %8s %8s %8s %8s %8s %8s%s\n", "head", "role", "prev", "dup", "induct",
+               "first", "local", "entropy", sinks ? "    lsink" : "");
   for (const HeadScores& s : scores) {
     const std::string name = std::to_string(s.layer) + "." + std::to_string(s.head);
-    std::fprintf(out, "%-6s %-16s %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f\n", name.c_str(), s.role.c_str(),
+    std::fprintf(out, "%-6s %-16s %8.3f %8.3f %8.3f %8.3f %8.3f %8.3f", name.c_str(), s.role.c_str(),
                  s.previous_token, s.duplicate_token, s.induction, s.first_token, s.local, s.entropy);
+    if (sinks) std::fprintf(out, " %8.3f", s.learned_sink);
+    std::fprintf(out, "\n");
   }
 }
 

@@ -13,7 +13,7 @@
 namespace attn::cli {
 
 // [{"layer", "head", "previous_token", "duplicate_token", "induction", "first_token", "entropy",
-//   "local", "role"}, ...]
+//   "local", "learned_sink", "role"}, ...]
 nlohmann::json HeadScoresJson(const std::vector<HeadScores>& scores);
 // One line per head: layer.head, role, and every score.
 void PrintHeadTable(const std::vector<HeadScores>& scores, std::FILE* out);

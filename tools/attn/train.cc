@@ -514,6 +514,9 @@ void AddTrainCommand(CLI::App& app) {
   cmd->add_option("--d-model", m.d_model, "Residual stream width")->capture_default_str();
   cmd->add_option("--heads", m.n_heads, "Attention heads per layer")->capture_default_str();
   cmd->add_option("--d-ff", m.d_ff, "MLP width (0: attention-only)")->capture_default_str();
+  cmd->add_flag("--sinks", m.attn_sinks,
+                "Learned attention sinks (gpt-oss's): one more trained logit per head, with no value, so a "
+                "head can attend to nothing");
   cmd->add_option("--context", m.context, "Tokens per training sequence")->capture_default_str();
   cmd->add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
   cmd->add_option("--steps", o.steps, "Optimizer steps")->capture_default_str();
