@@ -67,13 +67,13 @@ struct ModelConfig {
   bool rope_neox = false;        // RoPE pairs (i, i + rope_dim / 2) (qwen*) instead of (2i, 2i + 1) (llama)
   bool qkv_bias = false;         // Q, K and V projections have biases (qwen2; gpt2's are in its fused QKV)
   bool out_bias = false;         // the attention output projection has a bias (gpt2, gpt-oss)
-  bool attn_sinks = false;       // a learned sink logit per query head (gpt-oss; gpt2 files of attn train --sinks)
-  bool qk_norm = false;       // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
-  bool qk_norm_full = false;  // RMSNorm over each token's whole query and whole key row instead (olmoe)
-  float embed_scale = 1.0f;   // token embeddings are multiplied by it (gemma*: sqrt(d_model))
-  bool post_norms = false;    // RMSNorm of the attention and feed-forward outputs before the residual add
-  bool gelu_gate = false;     // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
-  bool fused_qkv = false;     // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
+  bool attn_sinks = false;  // a learned sink logit per query head (gpt-oss; gpt2 files of attn train --sinks)
+  bool qk_norm = false;     // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
+  bool qk_norm_full = false;   // RMSNorm over each token's whole query and whole key row instead (olmoe)
+  float embed_scale = 1.0f;    // token embeddings are multiplied by it (gemma*: sqrt(d_model))
+  bool post_norms = false;     // RMSNorm of the attention and feed-forward outputs before the residual add
+  bool gelu_gate = false;      // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
+  bool fused_qkv = false;      // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
   bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise
   // LongRoPE (phi3 files with rope_factors_long / _short): a session whose capacity exceeds
   // rope_orig_context rotates with the long per-pair frequency divisors, else with the short ones
