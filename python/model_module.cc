@@ -215,6 +215,12 @@ void BindModel(nb::module_& m) {
                      d["context_length"] = c.context_length;
                      d["rope_base"] = c.rope_base;
                      d["rope_dim"] = c.rope_dim;
+                     d["nope_layers"] = [&] {  // SmolLM3: layers without RoPE
+                       std::vector<int64_t> layers;
+                       for (int64_t l = 0; l < c.n_layers; ++l)
+                         if (c.arch != attn::Arch::kGpt2 && !c.UsesRope(l)) layers.push_back(l);
+                       return layers;
+                     }();
                      d["rope_freq_scale"] = c.rope_freq_scale;
                      d["attn_scale"] = c.AttnScale();         // the scale of q . k
                      d["sliding_window"] = c.sliding_window;  // 0: every layer sees all keys

@@ -10,7 +10,8 @@
 // scaled by sqrt(d_model), an RMSNorm on each q / k head, RMSNorms after attention and after the
 // feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
-// softcapped scores and logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on every
+// softcapped scores and logits); "smollm3" (llama with no RoPE on every fourth layer);
+// "gpt-oss" (OpenAI's: learned attention sinks, biases on every
 // projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
 // SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
 #pragma once
@@ -44,6 +45,7 @@ enum class Arch : uint8_t {
   kGemma3,
   kPhi3,
   kGptOss,
+  kSmolLM3,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };
@@ -99,6 +101,10 @@ struct ModelConfig {
     return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   }
   float final_softcap = 0.0f;  // the same on the logits (gemma2)
+  // SmolLM3: every no_rope_interval-th layer (3, 7, ... for 4) has no RoPE (NoPE: its queries and
+  // keys carry no position; only the causal mask orders them). 0: every layer rotates.
+  int64_t no_rope_interval = 0;
+  bool UsesRope(int64_t layer) const { return no_rope_interval <= 0 || (layer + 1) % no_rope_interval != 0; }
   bool IsSliding(int64_t layer) const {
     return sliding_window > 0 && (sliding_pattern <= 0 || (layer + 1) % sliding_pattern != 0);
   }

@@ -100,6 +100,9 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_neox = c.fused_gate_up = true;
     // llama.cpp's converter writes attn_qkv; it also accepts separate attn_q / _k / _v.
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "smollm3") {
+    c.arch = Arch::kSmolLM3;
+    c.no_rope_interval = 4;  // as llama.cpp runs SmolLM3: layers 3, 7, 11, ... without RoPE
   } else if (c.arch_name == "gpt-oss") {
     c.arch = Arch::kGptOss;
     c.rope_neox = c.qkv_bias = c.out_bias = c.attn_sinks = c.expert_bias = c.swiglu_oai = true;
@@ -110,8 +113,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else {
     throw Error(
         "model: architecture '" + c.arch_name +
-        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3, gpt-oss "
-        "and gpt2 are)");
+        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3, smollm3, "
+        "gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;

@@ -345,6 +345,7 @@ void Model::ShiftContext(Session& session, int64_t keep, int64_t discard) const 
   for (int64_t l = 0; l < c.n_layers; ++l) {
     KVCache& cache = *session.caches_[static_cast<size_t>(l)];
     cache.Shift(keep, discard);
+    if (!c.UsesRope(l)) continue;  // NoPE keys carry no position: nothing to rotate back
     const bool sliding = c.IsSliding(l);
     const float* ct = sliding ? swa_cos.data() : cos_t.data();
     const float* st = sliding ? swa_sin.data() : sin_t.data();
@@ -620,8 +621,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         const auto style = c.rope_neox ? ops::RopeStyle::kNeox : ops::RopeStyle::kNormal;
         const float* cos_t = sliding ? swa_cos_t : rope_cos.data();
         const float* sin_t = sliding ? swa_sin_t : rope_sin.data();
-        ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, cos_t, sin_t, style);
-        ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, cos_t, sin_t, style);
+        if (c.UsesRope(l)) {  // SmolLM3's NoPE layers skip it (hook_rot_q / _k then equal hook_q / _k)
+          ops::ApplyRope(q, n, c.n_heads, hd, c.rope_dim, cos_t, sin_t, style);
+          ops::ApplyRope(k, n, c.n_kv_heads, hd, c.rope_dim, cos_t, sin_t, style);
+        }
         point("attn.hook_rot_q", layer, q, q_dim);
         point("attn.hook_rot_k", layer, k, kv_dim);
       }

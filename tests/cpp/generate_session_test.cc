@@ -72,10 +72,11 @@ TEST(GenerateInSession, ReusesTheCachedPrefixAndMatchesAFreshRun) {
 // shift they must equal the keys a fresh session computes for the kept tokens at their new
 // positions: checked on every rotary variant of the fixtures (Llama 3.1's rope_freqs, NEOX order,
 // YaRN, Qwen3's per-head norm, Gemma 3's sliding layers with their own base, Phi-3's partial
-// rotary with LongRoPE). Values move unchanged.
+// rotary with LongRoPE, gpt-oss's sliding layers sharing the YaRN table, SmolLM3). Values move
+// unchanged, and so do the keys of SmolLM3's NoPE layers (they carry no position to rotate).
 TEST(ContextShift, RotatedKeysEqualThoseComputedAtTheNewPositions) {
   for (const char* name : {"llama_tiny", "qwen2_tiny", "qwen2_yarn_tiny", "qwen3_tiny", "gemma3_tiny",
-                           "gemma2_tiny", "phi3_tiny"}) {
+                           "gemma2_tiny", "phi3_tiny", "gptoss_tiny", "smollm3_tiny"}) {
     SCOPED_TRACE(name);
     auto model = Model::Load(std::string(ATTN_FIXTURES_DIR) + "/" + name + ".gguf");
     const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
@@ -89,7 +90,26 @@ TEST(ContextShift, RotatedKeysEqualThoseComputedAtTheNewPositions) {
     const TensorView vb = shifted.cache(0).ValuesF32(&unused);
     const auto* vb_data = static_cast<const float*>(vb.data);
     const std::vector<float> v_before(vb_data, vb_data + vb.stride[2] * vb.shape[2]);
+    const int64_t nope = model->config().UsesRope(3) ? -1 : 3;  // smollm3: layer 3 has no RoPE
+    std::vector<float> k_nope_before;
+    if (nope >= 0) {
+      std::vector<float> unused_k;
+      const TensorView kn = shifted.cache(nope).KeysF32(&unused_k);
+      const auto* kn_data = static_cast<const float*>(kn.data);
+      k_nope_before.assign(kn_data, kn_data + kn.stride[2] * kn.shape[2]);
+    }
     model->ShiftContext(shifted, 4, 10);
+    if (nope >= 0) {
+      std::vector<float> unused_k;
+      const TensorView kn = shifted.cache(nope).KeysF32(&unused_k);
+      const auto* kn_data = static_cast<const float*>(kn.data);
+      for (int64_t h = 0; h < kn.shape[2]; ++h)
+        for (int64_t p = 0; p < 30; ++p)
+          for (int64_t d = 0; d < kn.shape[3]; ++d)
+            ASSERT_EQ(kn_data[h * kn.stride[2] + p * kn.stride[1] + d],
+                      k_nope_before[h * kn.stride[2] + (p < 4 ? p : p + 10) * kn.stride[1] + d])
+                << "NoPE layer key moved but changed";
+    }
     ASSERT_EQ(shifted.n_past(), 30);
     std::vector<int32_t> kept(tokens.begin(), tokens.begin() + 4);
     kept.insert(kept.end(), tokens.begin() + 14, tokens.end());

@@ -25,7 +25,7 @@ def golden():
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
-         "olmoe", "gptoss"]
+         "olmoe", "gptoss", "smollm3"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss"}  # the general.architecture of the others is their name
 
 
@@ -38,7 +38,8 @@ def test_logits_match_transformers(golden, arch, kind, key):
     assert c["arch"] == GGUF_ARCH.get(arch, arch)
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
-    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2"))
+    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3"))
+    assert c["nope_layers"] == ([3, 7] if arch == "smollm3" else [])
     assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe", "gptoss") else 0)
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
