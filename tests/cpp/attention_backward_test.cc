@@ -229,14 +229,18 @@ TEST(AttentionBackward, ReferenceMatchesFiniteDifferences) {
     AttentionBackwardReference(q.view, k.view, v.view, dout.view, dq.view, dk.view, dv.view, o, false,
                                dq64.data(), dk64.data(), dv64.data());
     o.sinks_grad = nullptr;
-    for (int64_t hd = 0; op.sinks && hd < c.Hq; ++hd) {  // the sinks' gradient (head 0 has none: -inf)
-      const float s0 = sinks[hd];
-      sinks[hd] = static_cast<float>(s0 + h);
+    // (L(x + h) - L(x - h)) / 2h for one input value x, left as it was.
+    auto central = [&](float& x) {
+      const float x0 = x;
+      x = static_cast<float>(x0 + h);
       const double up = Loss(q, k, v, dout, o);
-      sinks[hd] = static_cast<float>(s0 - h);
+      x = static_cast<float>(x0 - h);
       const double down = Loss(q, k, v, dout, o);
-      sinks[hd] = s0;
-      const double fd = std::isinf(s0) ? 0.0 : (up - down) / (2 * h);
+      x = x0;
+      return (up - down) / (2 * h);
+    };
+    for (int64_t hd = 0; op.sinks && hd < c.Hq; ++hd) {  // the sinks' gradient (head 0 has none: -inf)
+      const double fd = std::isinf(sinks[hd]) ? 0.0 : central(sinks[hd]);
       EXPECT_NEAR(dsinks[hd], fd, 1e-5 * std::max(1.0, std::abs(fd))) << "dsinks[" << hd << "]";
       if (hd > 0) {
         EXPECT_GT(std::abs(fd), 1e-3) << "dsinks[" << hd << "] is (almost) zero: nothing tested";
@@ -250,13 +254,7 @@ TEST(AttentionBackward, ReferenceMatchesFiniteDifferences) {
       float* data = reinterpret_cast<float*>(x.bytes.data());
       double max_err = 0.0, max_grad = 0.0;
       for (int64_t i = 0; i < x.view.numel(); ++i) {
-        const float x0 = data[i];
-        data[i] = static_cast<float>(x0 + h);
-        const double up = Loss(q, k, v, dout, o);
-        data[i] = static_cast<float>(x0 - h);
-        const double down = Loss(q, k, v, dout, o);
-        data[i] = x0;
-        const double fd = (up - down) / (2 * h);
+        const double fd = central(data[i]);
         max_err = std::max(max_err, std::abs(fd - grad[i]));
         max_grad = std::max(max_grad, std::abs(grad[i]));
       }
