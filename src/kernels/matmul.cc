@@ -748,18 +748,21 @@ HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
 }
 
 #if HWY_TARGET <= HWY_AVX3
-// Matrix-vector for IQ4_NL on AVX-512: two blocks per 512-bit register, x reordered as for
-// RowsQ4Pairs (matmul-inl.h). AVX-512 has no vpsignb: x takes the level's sign by a masked
+// Matrix-vector for IQ4_NL and MXFP4 on AVX-512: two blocks per 512-bit register, x reordered as
+// for RowsQ4Pairs (matmul-inl.h). AVX-512 has no vpsignb: x takes the level's sign by a masked
 // negation (x is never -128) and vpmaddubsw multiplies |level|. Lanes 0-3 and 8-11 of the int32
-// dot belong to block b, 4-7 and 12-15 to block b + 1; an odd last block goes through RowsIq4.
-template <int R>
-HWY_NOINLINE void RowsIq4NlPairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes,
-                                 const int8_t* HWY_RESTRICT xp, const MatVecX& x, int64_t nb,
-                                 float* HWY_RESTRICT y) {
-  constexpr int64_t BB = kquants::kIq4NlBytes;
+// dot belong to block b, 4-7 and 12-15 to block b + 1; an odd last block goes through RowsIq4 /
+// RowsMxfp4. IQ4_NL's block scale is a float16 before its 16 bytes of nibbles, MXFP4's an E8M0
+// exponent byte (Mxfp4Scales).
+template <gguf::TensorType kType, int R>
+HWY_NOINLINE void RowsNl4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xp,
+                               const MatVecX& x, int64_t nb, float* HWY_RESTRICT y) {
+  constexpr bool kMx = kType == gguf::TensorType::kMXFP4;
+  constexpr int64_t BB = kMx ? kquants::kMxfp4Bytes : kquants::kIq4NlBytes, kNib = kMx ? 1 : 2;
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m512i levels =
-      _mm512_broadcast_i32x4(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kIq4Levels)));
+  const float* e8m0 = Mxfp4Scales();
+  const __m512i levels = _mm512_broadcast_i32x4(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(kMx ? kquants::kMxfp4Levels : kquants::kIq4Levels)));
   const __m512i low4 = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi16(1), zero = _mm512_setzero_si512();
   const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
   __m512 acc[R];
@@ -772,14 +775,19 @@ HWY_NOINLINE void RowsIq4NlPairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes
     for (int r = 0; r < R; ++r) {
       const uint8_t* blk = w + r * row_bytes + b * BB;
       _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
-      uint16_t d0, d1;
-      std::memcpy(&d0, blk, 2);
-      std::memcpy(&d1, blk + BB, 2);
-      const __m128 prod =
-          _mm_mul_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d0 | (uint32_t{d1} << 16)))), dx);
+      __m128 scale;
+      if constexpr (kMx) {
+        scale = _mm_setr_ps(e8m0[blk[0]], e8m0[blk[BB]], 0.0f, 0.0f);
+      } else {
+        uint16_t d0, d1;
+        std::memcpy(&d0, blk, 2);
+        std::memcpy(&d1, blk + BB, 2);
+        scale = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(d0 | (uint32_t{d1} << 16))));
+      }
+      const __m128 prod = _mm_mul_ps(scale, dx);
       const __m256i nib = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 2))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + BB + 2)), 1);
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + kNib))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + BB + kNib)), 1);
       const __m512i idx = _mm512_and_si512(
           _mm512_inserti64x4(_mm512_castsi256_si512(nib), _mm256_srli_epi16(nib, 4), 1), low4);
       const __m512i wv = _mm512_shuffle_epi8(levels, idx);
@@ -792,7 +800,11 @@ HWY_NOINLINE void RowsIq4NlPairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes
   float tail[R] = {};
   if (b < nb) {  // the odd last block, unpaired in xp
     const MatVecX last{xp + b * kQK, x.xd + b, nullptr};
-    RowsIq4<false, R>(w + b * BB, row_bytes, last, 1, tail);
+    if constexpr (kMx) {
+      RowsMxfp4<R>(w + b * BB, row_bytes, last, 1, tail);
+    } else {
+      RowsIq4<false, R>(w + b * BB, row_bytes, last, 1, tail);
+    }
   }
   for (int r = 0; r < R; ++r) {
     const __m256 halves =
@@ -831,7 +843,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
   }
 #if HWY_TARGET <= HWY_AVX3
   constexpr bool kPairs = kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1 ||
-                          kType == gguf::TensorType::kIQ4_NL;
+                          kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kMXFP4;
   if constexpr (kPairs) matmul::PairActivations(xq, nb, xp);
 #else
   (void)xp;
@@ -853,8 +865,8 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
       const uint8_t* rows = w.data + static_cast<size_t>(r_begin + r) * w.row_bytes;
 #if HWY_TARGET <= HWY_AVX3
-      if constexpr (kType == gguf::TensorType::kIQ4_NL) {
-        RowsIq4NlPairs<R>(rows, w.row_bytes, xp, mx, nb, g.ys[k] + r_begin + r);
+      if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kMXFP4) {
+        RowsNl4Pairs<kType, R>(rows, w.row_bytes, xp, mx, nb, g.ys[k] + r_begin + r);
         return;
       } else if constexpr (kPairs) {
         matmul::RowsQ4Pairs<kType, R>(rows, w.row_bytes, xp, xds, nb, g.ys[k] + r_begin + r);
