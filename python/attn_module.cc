@@ -168,15 +168,25 @@ NB_MODULE(_attn, m) {
              attn::TensorView tk = View("k", k, dtype), tv = View("v", v, dtype);
              c.Append(tk, tv);
            })
-      .def("attend",
-           [](const attn::KVCache& c, InArray q, Array out, attn::DType dtype, bool causal, int threads) {
-             attn::AttentionOptions o;
-             o.causal = causal;
-             o.threads = threads;
-             attn::TensorView tq = View("q", q, dtype), to = View("out", out, dtype);
-             nb::gil_scoped_release release;
-             c.Attend(tq, to, o);
-           })
+      .def(
+          "attend",
+          [](const attn::KVCache& c, InArray q, Array out, attn::DType dtype, bool causal,
+             std::optional<Floats> sinks, int threads) {
+            attn::AttentionOptions o;
+            o.causal = causal;
+            o.threads = threads;
+            if (sinks) {
+              if (sinks->shape(0) != q.shape(2))
+                throw attn::Error("KVCache.attend: sinks: length " + std::to_string(sinks->shape(0)) +
+                                  " != Hq = " + std::to_string(q.shape(2)));
+              o.sinks = sinks->data();
+            }
+            attn::TensorView tq = View("q", q, dtype), to = View("out", out, dtype);
+            nb::gil_scoped_release release;
+            c.Attend(tq, to, o);
+          },
+          nb::arg("q"), nb::arg("out"), nb::arg("dtype"), nb::arg("causal"), nb::arg("sinks").none(),
+          nb::arg("threads"))
       .def("clear", &attn::KVCache::Clear)
       .def_prop_ro("length", &attn::KVCache::length)
       .def_prop_ro("capacity", &attn::KVCache::capacity);

@@ -228,15 +228,18 @@ class KVCache:
                             + ("" if self._code == 0 else " (float32 is required)" if self._code == 3
                                else " (float32 is also accepted)"))
 
-    def attend(self, q: np.ndarray, *, causal: bool = True, threads=None) -> np.ndarray:
+    def attend(self, q: np.ndarray, *, causal: bool = True, sinks=None, threads=None) -> np.ndarray:
+        """Attention of q [B, Hq, n_q, D] to everything cached (causal: aligned bottom-right);
+        sinks: float [Hq], learned sinks as in sdpa."""
         q = _as_array("q", q)
         self._check_dtype("attend", "q", q)
         if q.ndim != 4:
             raise ValueError(f"KVCache.attend: q: expected [B, Hq, n, D], got shape {q.shape}")
         out = np.empty(q.shape, dtype=q.dtype)
         code = _dtype_code("q", q)
+        sinks = _sinks("KVCache.attend", sinks, q.shape[1])
         self._cache.attend(_raw(q.swapaxes(1, 2), code), _raw(out.swapaxes(1, 2), code), _attn.DType(code),
-                           bool(causal), _threads(threads))
+                           bool(causal), sinks, _threads(threads))
         return out
 
     def clear(self) -> None:

@@ -37,6 +37,24 @@ def test_chunked_decode_equals_full_causal_attention():
     assert cache.length == 0
 
 
+def test_chunked_decode_with_sinks_equals_the_float64_reference():
+    # gpt-oss decodes through its cache with learned sinks (one per query head).
+    rng = np.random.default_rng(1)
+    q, k, v = _qkv(rng)
+    sinks = (2 * rng.standard_normal(6)).astype(np.float32)
+    cache = attn.KVCache(2, 2, 24, 64)
+    outs, s0 = [], 0
+    while s0 < 37:
+        n = 20 if s0 == 0 else 1
+        cache.append(k[:, :, s0:s0 + n], v[:, :, s0:s0 + n])
+        outs.append(cache.attend(q[:, :, s0:s0 + n], sinks=sinks))
+        s0 += n
+    ref, _ = sdpa_reference(q, k, v, causal=True, sinks=sinks)
+    np.testing.assert_allclose(np.concatenate(outs, axis=2), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="sinks"):
+        cache.attend(q[:, :, :1], sinks=sinks[:5])
+
+
 def test_float16_cache_under_float32_queries():
     q, k, v = _qkv(np.random.default_rng(1))
     cache = attn.KVCache(2, 2, 24, 64, dtype=np.float16)
