@@ -223,6 +223,9 @@ void BindModel(nb::module_& m) {
                      }();
                      d["rope_freq_scale"] = c.rope_freq_scale;
                      d["attn_scale"] = c.AttnScale();         // the scale of q . k
+                     d["embed_scale"] = c.embed_scale;        // gemma*, granite
+                     d["residual_scale"] = c.residual_scale;  // granite: block outputs times it
+                     d["logit_scale"] = c.logit_scale;        // granite: logits divided by it
                      d["sliding_window"] = c.sliding_window;  // 0: every layer sees all keys
                      d["sliding_layers"] = [&] {
                        std::vector<int64_t> layers;

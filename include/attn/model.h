@@ -10,7 +10,8 @@
 // scaled by sqrt(d_model), an RMSNorm on each q / k head, RMSNorms after attention and after the
 // feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
-// softcapped scores and logits); "smollm3" (llama with no RoPE on every fourth layer);
+// softcapped scores and logits); "smollm3" (llama with no RoPE on every fourth layer); "granite"
+// (llama with four multipliers: embeddings, residual branches, the score scale and the logits);
 // "gpt-oss" (OpenAI's: learned attention sinks, biases on every
 // projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
 // SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
@@ -46,6 +47,7 @@ enum class Arch : uint8_t {
   kPhi3,
   kGptOss,
   kSmolLM3,
+  kGranite,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };
@@ -101,6 +103,10 @@ struct ModelConfig {
     return attn_scale > 0.0f ? attn_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
   }
   float final_softcap = 0.0f;  // the same on the logits (gemma2)
+  // Granite: each block's attention and MLP outputs are multiplied by residual_scale before the
+  // residual add, and the logits divided by logit_scale (its embeddings use embed_scale, its
+  // scores attn_scale).
+  float residual_scale = 1.0f, logit_scale = 1.0f;
   // SmolLM3: every no_rope_interval-th layer (3, 7, ... for 4) has no RoPE (NoPE: its queries and
   // keys carry no position; only the causal mask orders them). 0: every layer rotates.
   int64_t no_rope_interval = 0;

@@ -119,6 +119,10 @@ void Add(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }
 
+void Scale(float* x, float s, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] *= s;
+}
+
 double LogSumExp(const float* x, int64_t n) {
   const float mx = *std::max_element(x, x + n);
   double sum = 0.0;

@@ -64,6 +64,9 @@ void AddBias(float* y, const float* bias, int64_t n_rows, int64_t dim);
 // y[i] += x[i].
 void Add(float* y, const float* x, int64_t n);
 
+// x[i] *= s.
+void Scale(float* x, float s, int64_t n);
+
 // log(sum(exp(x))) over n values, the maximum taken out first: float exponentials summed in double
 // (the normalizer of a logit row's log-softmax).
 double LogSumExp(const float* x, int64_t n);

@@ -100,6 +100,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_neox = c.fused_gate_up = true;
     // llama.cpp's converter writes attn_qkv; it also accepts separate attn_q / _k / _v.
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "granite") {
+    c.arch = Arch::kGranite;
   } else if (c.arch_name == "smollm3") {
     c.arch = Arch::kSmolLM3;
     c.no_rope_interval = 4;  // as llama.cpp runs SmolLM3: layers 3, 7, 11, ... without RoPE
@@ -114,7 +116,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     throw Error(
         "model: architecture '" + c.arch_name +
         "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3, smollm3, "
-        "gpt-oss and gpt2 are)");
+        "granite, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -225,6 +227,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.sliding_pattern = 6;
     c.rope_base_swa = 10000.0f;
     c.rope_swa_unscaled = true;
+  }
+  if (c.arch == Arch::kGranite) {
+    // As llama.cpp reads Granite 3.x: embeddings times embedding_scale, every block's attention and
+    // MLP outputs times residual_scale, scores times attention.scale (instead of 1 / sqrt(head_dim)),
+    // logits divided by logit_scale.
+    c.embed_scale = GetFloat(file, a + "embedding_scale", 1.0f);
+    c.residual_scale = GetFloat(file, a + "residual_scale", 1.0f);
+    c.attn_scale = GetFloat(file, a + "attention.scale", c.AttnScale());
+    Require(file, a + "logit_scale");  // required, as llama.cpp requires it (the others default to 1)
+    c.logit_scale = GetFloat(file, a + "logit_scale", 1.0f);
   }
   if (c.arch == Arch::kGptOss) {
     // As llama.cpp reads gpt-oss: layers 0, 2, ... slide over attention.sliding_window keys (a

@@ -540,9 +540,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       DequantizeRow(w.token_embd.type, w.token_embd.data + static_cast<size_t>(id) * w.token_embd.row_bytes,
                     x + i * d, d);
     }
-    if (c.embed_scale != 1.0f) {
-      for (int64_t i = 0; i < n * d; ++i) x[i] *= c.embed_scale;
-    }
+    if (c.embed_scale != 1.0f) ops::Scale(x, c.embed_scale, n * d);
     point("hook_embed", -1, x, d);
     if (gpt2) {
       // All n position rows first, so hook_pos_embed sees one [n, d_model] block.
@@ -664,6 +662,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
       if (L.bo.data != nullptr) ops::AddBias(s.o.data(), Floats(L.bo), n, d);
       if (c.post_norms) norm(L.post_attn_norm, WeightMatrix{}, s.o.data(), s.o.data());
+      if (c.residual_scale != 1.0f) ops::Scale(s.o.data(), c.residual_scale, n * d);  // granite
       point("hook_attn_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());
       if (c.d_ff == 0) {
@@ -706,6 +705,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         matmul(L.w_down, s.gate.data(), c.d_ff, s.o.data(), d);
         if (c.post_norms) norm(L.post_ffn_norm, WeightMatrix{}, s.o.data(), s.o.data());
       }
+      if (c.residual_scale != 1.0f) ops::Scale(s.o.data(), c.residual_scale, n * d);  // granite
       point("hook_mlp_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());
       point("hook_resid_post", layer, x, d);
@@ -729,6 +729,7 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
     }
     float* out = all_logits ? logits + start * c.vocab_size : logits;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
+    if (c.logit_scale != 1.0f) ops::Scale(out, 1.0f / c.logit_scale, rows * c.vocab_size);  // granite
     if (c.final_softcap > 0.0f) {
       const float cap = c.final_softcap;
       for (int64_t i = 0; i < rows * c.vocab_size; ++i) out[i] = cap * std::tanh(out[i] / cap);

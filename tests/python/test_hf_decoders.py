@@ -25,7 +25,7 @@ def golden():
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
-         "olmoe", "gptoss", "smollm3"]
+         "olmoe", "gptoss", "smollm3", "granite"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss"}  # the general.architecture of the others is their name
 
 
@@ -38,7 +38,10 @@ def test_logits_match_transformers(golden, arch, kind, key):
     assert c["arch"] == GGUF_ARCH.get(arch, arch)
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
-    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3"))
+    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite"))
+    scales = (12.0, 0.22, 0.0625, 8.0) if arch == "granite" else (c["embed_scale"], 1.0, c["attn_scale"], 1.0)
+    np.testing.assert_allclose((c["embed_scale"], c["residual_scale"], c["attn_scale"], c["logit_scale"]), scales,
+                               rtol=1e-6)
     assert c["nope_layers"] == ([3, 7] if arch == "smollm3" else [])
     assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe", "gptoss") else 0)
     for case in entry["cases"]:
@@ -363,6 +366,22 @@ def test_gptoss_files_are_checked(tmp_path, golden):
     _rewrite(src, tmp_path / "nowin.gguf", **{"gpt-oss.attention.sliding_window": None})
     with pytest.raises(ValueError, match=r"'gpt-oss.attention.sliding_window' is missing"):
         attn.Model.load(str(tmp_path / "nowin.gguf"))
+
+
+def test_granite_multipliers_are_read_and_required(tmp_path, golden):
+    # Each multiplier changes the logits (the fixture's check); a file without logit_scale is refused
+    # as llama.cpp refuses it, and a nonpositive multiplier is named.
+    src = os.path.join(FIXTURES, golden["models"]["granite"]["files"]["f32"])
+    _rewrite(src, tmp_path / "nologit.gguf", **{"granite.logit_scale": None})
+    with pytest.raises(ValueError, match=r"'granite.logit_scale' is missing"):
+        attn.Model.load(str(tmp_path / "nologit.gguf"))
+    _rewrite(src, tmp_path / "neg.gguf", **{"granite.residual_scale": -0.5})
+    with pytest.raises(ValueError, match=r"'granite.residual_scale' = -0.5"):
+        attn.Model.load(str(tmp_path / "neg.gguf"))
+    ids = golden["models"]["granite"]["cases"][0]["ids"]
+    base = attn.Model.load(src).logits(ids)
+    _rewrite(src, tmp_path / "res1.gguf", **{"granite.residual_scale": 1.0})
+    assert np.abs(attn.Model.load(str(tmp_path / "res1.gguf")).logits(ids) - base).max() > 0.1 * np.abs(base).max()
 
 
 def test_gptoss_sinks_take_attention_weight(golden):
