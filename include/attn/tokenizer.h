@@ -86,6 +86,7 @@ class Tokenizer {
   //   phi3: "<|" role "|>\n" content "<|end|>\n".
   //   gpt-oss (harmony): "<|start|>" role "<|message|>" content, then "<|return|>" after an
   //     assistant message and "<|end|>" after others; "<|start|>assistant" as generation prompt.
+  //   granite: "<|start_of_role|>" role "<|end_of_role|>" content "<|end_of_text|>\n".
   //   mistral-v7, mistral-v1, mistral-v3, mistral-v3-tekken, llama2, llama2-sys, llama2-sys-bos,
   //     llama2-sys-strip: the [INST] ... [/INST] formats of Mistral and Llama 2 (answers end with
   //     "</s>"; a prompt ends with "[/INST]", there is no generation prompt), as llama.cpp writes them.

@@ -280,6 +280,7 @@ tokenizer::Vocab::ChatFormat DetectChatFormat(const std::string& tmpl) {
     return F::kUnknown;
   if (has("<|start_header_id|>") && has("<|end_header_id|>")) return F::kLlama3;
   if (has("<|channel|>")) return F::kGptOss;  // harmony (gpt-oss)
+  if (has("<|start_of_role|>")) return F::kGranite;
   return F::kUnknown;
 }
 

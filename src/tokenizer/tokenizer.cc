@@ -64,13 +64,21 @@ std::string Trimmed(const std::string& s) {
 
 const char* Tokenizer::chat_format() const {
   // llama.cpp's names, in the order of Vocab::ChatFormat; "" for kUnknown.
-  static constexpr const char* kNames[] = {"chatml",         "llama3",
-                                           "gemma",          "phi3",
-                                           "mistral-v7",     "mistral-v1",
-                                           "mistral-v3",     "mistral-v3-tekken",
-                                           "llama2",         "llama2-sys",
-                                           "llama2-sys-bos", "llama2-sys-strip",
-                                           "gpt-oss",        ""};
+  static constexpr const char* kNames[] = {"chatml",
+                                           "llama3",
+                                           "gemma",
+                                           "phi3",
+                                           "mistral-v7",
+                                           "mistral-v1",
+                                           "mistral-v3",
+                                           "mistral-v3-tekken",
+                                           "llama2",
+                                           "llama2-sys",
+                                           "llama2-sys-bos",
+                                           "llama2-sys-strip",
+                                           "gpt-oss",
+                                           "granite",
+                                           ""};
   static_assert(std::size(kNames) == static_cast<size_t>(tokenizer::Vocab::ChatFormat::kUnknown) + 1);
   return kNames[static_cast<size_t>(vocab_->chat_format)];
 }
@@ -122,6 +130,11 @@ std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
         out += "<|start|>" + m.role + "<|message|>" + m.content +
                (m.role == "assistant" ? "<|return|>" : "<|end|>");
       if (add_generation_prompt) out += "<|start|>assistant";
+      return out;
+    case F::kGranite:
+      for (const Message& m : messages)
+        out += "<|start_of_role|>" + m.role + "<|end_of_role|>" + m.content + "<|end_of_text|>\n";
+      if (add_generation_prompt) out += "<|start_of_role|>assistant<|end_of_role|>";
       return out;
     case F::kMistralV7:  // no generation prompt in the [INST] formats: a prompt ends with [/INST]
       for (const Message& m : messages) {
@@ -180,7 +193,8 @@ std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
       throw Error(
           "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is of no chat format attn knows (ChatML, "
           "Llama 3, "
-          "Gemma, Phi-3, Mistral v1 / v3 / v7, Llama 2, gpt-oss, recognized by their markers as llama.cpp "
+          "Gemma, Phi-3, Mistral v1 / v3 / v7, Llama 2, gpt-oss, Granite, recognized by their markers as "
+          "llama.cpp "
           "does)");
   }
 }

@@ -79,6 +79,7 @@ struct Vocab {
     kLlama2SysBos,
     kLlama2SysStrip,
     kGptOss,
+    kGranite,
     kUnknown
   };
   ChatFormat chat_format = ChatFormat::kChatML;
