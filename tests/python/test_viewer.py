@@ -338,6 +338,23 @@ def test_other_shapes(driver, tmp_path, n, layers, heads, kv_heads, index_bytes)
     check_report(viewer_data.render(data, str(tmp_path / "r.html")), driver)
 
 
+def test_learned_sink_score_shown_only_for_models_with_sinks(driver, tmp_path):
+    # A selected head's scores list the learned sink's share when the model has sinks (gpt-oss,
+    # attn train --sinks), and not otherwise.
+    data = viewer_data.make_data(16, 2, 2, 2, seed=4)
+    plain = viewer_data.render(data, str(tmp_path / "plain.html"))
+    for i, s in enumerate(data["heads_scores"]):
+        s["learned_sink"] = 0.1 * (i + 1)
+    sinks = viewer_data.render(data, str(tmp_path / "sinks.html"))
+    metrics = "[...document.querySelectorAll('#score-list .score')].map(e => e.dataset.metric)"
+    load(driver, plain)
+    assert js(driver, "attnViewer.state.error") is None and console_problems(driver) == []
+    assert "learned_sink" not in js(driver, metrics) and "first_token" in js(driver, metrics)
+    load(driver, sinks)
+    assert js(driver, "attnViewer.state.error") is None and console_problems(driver) == []
+    assert "learned_sink" in js(driver, metrics)
+
+
 def test_markup_in_tokens_stays_text(driver, tmp_path):
     # "<!--" followed by "<script" would put an HTML parser in the script's double-escaped state, where
     # the element's own </script> no longer ends it; the page must still load and show these as text.
