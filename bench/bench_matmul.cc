@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
       {"ffn_down 1536->576", TensorType::kIQ4_XS, 1536, 576},
       {"ffn_up 576->1536", TensorType::kIQ4_NL, 576, 1536},
       {"ffn_up 576->1536", TensorType::kMXFP4, 576, 1536},  // gpt-oss's / MXFP4_MOE's experts
-      {"ffn_up 576->1536", TensorType::kF16, 576, 1536},  // float weights (GPT-2 files, checkpoints)
+      {"ffn_up 576->1536", TensorType::kF16, 576, 1536},    // float weights (GPT-2 files, checkpoints)
       {"ffn_up 576->1536", TensorType::kF32, 576, 1536},
   };
   std::mt19937 rng(1);
