@@ -665,47 +665,19 @@ const float* Mxfp4Scales() {
   return table.data();
 }
 
-// Matrix-vector for MXFP4: as IQ4_NL's, vpshufb looks its 16 levels (FP4 E2M1 doubled: 0, 1, 2,
-// 3, 4, 6, 8, 12 and their negatives) up by nibble, vpmaddubsw takes |level| against x with the
-// level's sign, and each 32-value block is scaled by 2^(e - 128) dx.
-template <int R>
-HWY_NOINLINE void RowsMxfp4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
-                            float* HWY_RESTRICT y) {
-  const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i levels =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kMxfp4Levels)));
-  const __m256i low = _mm256_set1_epi8(0x0F), one16 = _mm256_set1_epi16(1);
-  const float* scales = Mxfp4Scales();
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + b * kQK));
-    const float dx = x.xd[b];
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* blk = w + r * row_bytes + b * kquants::kMxfp4Bytes;
-      _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
-      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 1));
-      const __m256i idx =
-          _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), low);
-      const __m256i wv = _mm256_shuffle_epi8(levels, idx);
-      const __m256i pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, one16)),
-                               _mm256_set1_ps(scales[blk[0]] * dx), acc[r]);
-    }
-  }
-  for (int r = 0; r < R; ++r) y[r] = matmul::HorizontalSum(acc[r]);
-}
-
-// Matrix-vector for IQ4_NL / IQ4_XS: vpshufb looks the 16 levels up by nibble (16 bytes of nibbles
-// hold values j and j + 16 of 32), vpmaddubsw takes |level| against x with the level's sign (pairs at
-// most 2 * 127 * 127, below 2^15), and vpmaddwd sums the pairs times the block's integer scale
-// (IQ4_XS: ls - 32; IQ4_NL: 1): exact int32 lanes, scaled once by d dx per 32 values.
-template <bool kXs, int R>
+// Matrix-vector for IQ4_NL / IQ4_XS / MXFP4: vpshufb looks the 16 levels up by nibble (16 bytes of
+// nibbles hold values j and j + 16 of 32), vpmaddubsw takes |level| against x with the level's sign
+// (pairs at most 2 * 127 * 127, below 2^15), and vpmaddwd sums the pairs times the block's integer
+// scale (IQ4_XS: ls - 32; else 1): exact int32 lanes, scaled once per 32 values by d dx (IQ4_NL's
+// float16 d) or 2^(e - 128) dx (MXFP4's E8M0 exponent byte e, its FP4 levels doubled: 0, 1, 2, 3,
+// 4, 6, 8, 12 and their negatives).
+template <gguf::TensorType kType, int R>
 HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const MatVecX& x, int64_t nb,
                           float* HWY_RESTRICT y) {
+  constexpr bool kXs = kType == gguf::TensorType::kIQ4_XS, kMx = kType == gguf::TensorType::kMXFP4;
   const size_t ahead = matmul::PrefetchOffset(row_bytes);
-  const __m256i levels =
-      _mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(kquants::kIq4Levels)));
+  const __m256i levels = _mm256_broadcastsi128_si256(
+      _mm_loadu_si128(reinterpret_cast<const __m128i*>(kMx ? kquants::kMxfp4Levels : kquants::kIq4Levels)));
   const __m256i low = _mm256_set1_epi8(0x0F);
   const auto dot32 = [&](const uint8_t* nibbles, __m256i xv, __m256i scale) {
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(nibbles));
@@ -733,14 +705,17 @@ HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
       }
     }
   } else {
+    constexpr int64_t BB = kMx ? kquants::kMxfp4Bytes : kquants::kIq4NlBytes, kNib = kMx ? 1 : 2;
     const __m256i one16 = _mm256_set1_epi16(1);
+    const float* e8m0 = Mxfp4Scales();
     for (int64_t b = 0; b < nb; ++b) {
       const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.xq + b * kQK));
       const float dx = x.xd[b];
       for (int r = 0; r < R; ++r) {
-        const uint8_t* blk = w + r * row_bytes + b * kquants::kIq4NlBytes;
+        const uint8_t* blk = w + r * row_bytes + b * BB;
         _mm_prefetch(reinterpret_cast<const char*>(blk + ahead), _MM_HINT_T1);  // never faults
-        acc[r] = _mm256_fmadd_ps(dot32(blk + 2, xv, one16), _mm256_set1_ps(HalfAtF16c(blk) * dx), acc[r]);
+        const float d = kMx ? e8m0[blk[0]] : HalfAtF16c(blk);
+        acc[r] = _mm256_fmadd_ps(dot32(blk + kNib, xv, one16), _mm256_set1_ps(d * dx), acc[r]);
       }
     }
   }
@@ -751,8 +726,8 @@ HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
 // Matrix-vector for IQ4_NL and MXFP4 on AVX-512: two blocks per 512-bit register, x reordered as
 // for RowsQ4Pairs (matmul-inl.h). AVX-512 has no vpsignb: x takes the level's sign by a masked
 // negation (x is never -128) and vpmaddubsw multiplies |level|. Lanes 0-3 and 8-11 of the int32
-// dot belong to block b, 4-7 and 12-15 to block b + 1; an odd last block goes through RowsIq4 /
-// RowsMxfp4. IQ4_NL's block scale is a float16 before its 16 bytes of nibbles, MXFP4's an E8M0
+// dot belong to block b, 4-7 and 12-15 to block b + 1; an odd last block goes through RowsIq4.
+// IQ4_NL's block scale is a float16 before its 16 bytes of nibbles, MXFP4's an E8M0
 // exponent byte (Mxfp4Scales).
 template <gguf::TensorType kType, int R>
 HWY_NOINLINE void RowsNl4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xp,
@@ -800,11 +775,7 @@ HWY_NOINLINE void RowsNl4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
   float tail[R] = {};
   if (b < nb) {  // the odd last block, unpaired in xp
     const MatVecX last{xp + b * kQK, x.xd + b, nullptr};
-    if constexpr (kMx) {
-      RowsMxfp4<R>(w + b * BB, row_bytes, last, 1, tail);
-    } else {
-      RowsIq4<false, R>(w + b * BB, row_bytes, last, 1, tail);
-    }
+    RowsIq4<kType, R>(w + b * BB, row_bytes, last, 1, tail);
   }
   for (int r = 0; r < R; ++r) {
     const __m256 halves =
@@ -882,10 +853,9 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
         RowsQ2K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else if constexpr (kType == gguf::TensorType::kQ3_K) {
         RowsQ3K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kMXFP4) {
-        RowsMxfp4<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS) {
-        RowsIq4<kType == gguf::TensorType::kIQ4_XS, R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
+      } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS ||
+                           kType == gguf::TensorType::kMXFP4) {
+        RowsIq4<kType, R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
       } else {
         matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
       }
