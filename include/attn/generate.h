@@ -109,4 +109,62 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
                                  const GenerateOptions& options,
                                  const std::function<void(const std::string&)>& on_text = nullptr);
 
+// One sequence's generation, one step at a time: GenerateInSession is a loop of it, and a driver
+// of several (GenerateBatch, a server with parallel slots) runs their pending tokens through one
+// Model::ForwardBatch and hands each its row of logits. The same options, sampling, stop rules,
+// streaming, log-probabilities and context shift as GenerateInSession.
+class SequenceGeneration {
+ public:
+  // Checks the prompt and options (attn::Error), keeps the session's cached positions that begin
+  // the prompt and drops the rest, and reserves room for the prompt and max_tokens.
+  SequenceGeneration(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
+                     const GenerateOptions& options,
+                     std::function<void(const std::string&)> on_text = nullptr);
+  SequenceGeneration(const SequenceGeneration&) = delete;
+  SequenceGeneration& operator=(const SequenceGeneration&) = delete;
+
+  Session& session() const { return *session_; }
+  bool done() const { return done_; }
+  // Whether the prompt must be evaluated by EvaluatePrompt (every row's logits kept, for
+  // prompt_logprobs) rather than through pending().
+  bool needs_prompt_rows() const { return !prompt_done_ && prompt_rows_; }
+  // The tokens to run next at the session's position: the rest of the prompt, then the token just
+  // sampled. Empty once done().
+  std::span<const int32_t> pending() const;
+  // Runs the prompt on its own (Model::Forward) and accepts its logits.
+  void EvaluatePrompt();
+  // Takes the logits [vocab] of pending()'s last token (whose forward pass took `forward_ms`),
+  // samples the next token, streams its text, and decides whether to go on.
+  void Accept(std::span<const float> logits, double forward_ms);
+  // The result so far (complete once done()).
+  const GenerateResult& result() const { return result_; }
+
+ private:
+  void Finish();
+
+  const Model* model_;
+  Session* session_;
+  GenerateOptions options_;
+  std::function<void(const std::string&)> on_text_;
+  Sampler sampler_;
+  GenerateResult result_;
+  std::vector<int32_t> history_;
+  std::string text_;     // everything generated so far
+  size_t streamed_ = 0;  // bytes of text_ already passed to on_text_
+  int64_t reuse_ = 0;    // cached prompt positions reused
+  int sampled_ = 0;
+  int32_t next_ = 0;
+  bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
+};
+
+// Several prompts generated together: one sequence per prompt in its own session, every step's
+// tokens in one Model::ForwardBatch (each weight read once per step for all of them). options[i]
+// (or options[0] for all when there is one) and on_text[i] (optional) belong to prompt i. Each
+// result is what GenerateFromTokens gives within rounding (a batched product can take another
+// kernel than a one-row one); timings are of the shared passes.
+std::vector<GenerateResult> GenerateBatch(
+    const Model& model, std::span<const std::vector<int32_t>> prompts,
+    std::span<const GenerateOptions> options,
+    std::span<const std::function<void(const std::string&)>> on_text = {});
+
 }  // namespace attn

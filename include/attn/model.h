@@ -224,6 +224,7 @@ class Session {
 
  private:
   friend class Model;
+  const Model* model_ = nullptr;  // the model it was made for (compared, never followed)
   int64_t n_past_ = 0;
   int64_t capacity_ = 0;
   int64_t context_length_ = 0;
@@ -259,6 +260,18 @@ class Model {
     o.threads = threads;
     Forward(session, tokens, logits, o);
   }
+  // One sequence of a batched forward pass: `tokens` run at positions [session->n_past(), + size).
+  struct BatchItem {
+    Session* session;
+    std::span<const int32_t> tokens;
+  };
+  // Several sequences in one pass (llama.cpp's batch of sequences, as a server with parallel slots
+  // decodes): the rows of every item share each matrix product, and each item's rows attend to its
+  // own session's cache. Logits: with all_logits, [total tokens, vocab] in item order; else one row
+  // [vocab] per item, its last token's. Each session at most once; hooks and statistics need a
+  // single item. Everything is checked before any session changes. A row's result can differ from
+  // a one-sequence Forward's in the last bits (a product over more rows may take another kernel).
+  void ForwardBatch(std::span<const BatchItem> items, float* logits, const ForwardOptions& options) const;
   // A context shift (llama.cpp's; with a small `keep`, StreamingLLM's attention sinks): forgets
   // positions [keep, keep + discard) of the session and moves the later ones down, rotating their
   // cached keys by -discard positions so that each sits at its new position. Values are kept as

@@ -394,6 +394,7 @@ Session::Session(const Model& model, int64_t capacity, DType kv_dtype) {
     throw Error("session: a q8_0 KV cache needs a head_dim that is a multiple of 32; this model's is " +
                 std::to_string(c.head_dim) + " (use f16, bf16 or f32)");
   }
+  model_ = &model;
   capacity_ = capacity;
   context_length_ = c.context_length;
   kv_dtype_ = kv_dtype;
@@ -439,26 +440,76 @@ void Session::Reserve(int64_t capacity) {
 
 void Model::Forward(Session& session, std::span<const int32_t> tokens, float* logits,
                     const ForwardOptions& options) const {
+  const BatchItem item{&session, tokens};
+  ForwardBatch(std::span<const BatchItem>(&item, 1), logits, options);
+}
+
+namespace {
+
+// One item's rows within one pass through the blocks.
+struct Piece {
+  int64_t item;   // index in the batch
+  int64_t begin;  // first token of the item's in this pass
+  int64_t count;  // its tokens in this pass
+  int64_t row;    // first row of the pass's matrices
+};
+
+// Splits the items' tokens into passes of at most max_chunk rows, in item order; an item longer
+// than what is left of a pass continues in the next one (after its earlier tokens are cached).
+std::vector<std::vector<Piece>> PlanPasses(std::span<const Model::BatchItem> items, int64_t max_chunk) {
+  std::vector<std::vector<Piece>> passes(1);
+  int64_t rows = 0;
+  for (size_t i = 0; i < items.size(); ++i) {
+    const int64_t total = static_cast<int64_t>(items[i].tokens.size());
+    for (int64_t begin = 0; begin < total;) {
+      if (rows == max_chunk) passes.emplace_back(), rows = 0;
+      const int64_t count = std::min(total - begin, max_chunk - rows);
+      passes.back().push_back(Piece{static_cast<int64_t>(i), begin, count, rows});
+      begin += count, rows += count;
+    }
+  }
+  return passes;
+}
+
+}  // namespace
+
+void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
+                         const ForwardOptions& options) const {
   const bool all_logits = options.all_logits;
   const int threads = options.threads;
   const Hooks* hooks = options.hooks;
   HeadStats* stats = options.stats;
   const ModelConfig& c = config_;
   const Weights& w = *weights_;
-  const int64_t n_total = static_cast<int64_t>(tokens.size());
-  if (n_total == 0) throw Error("forward: no tokens");
-  if (session.caches_.size() != static_cast<size_t>(c.n_layers)) {
-    throw Error("forward: the session was made for another model");
-  }
-  if (session.n_past_ + n_total > session.capacity_) {
-    throw Error("forward: " + std::to_string(session.n_past_) + " cached + " + std::to_string(n_total) +
-                " new tokens exceed the session's capacity of " + std::to_string(session.capacity_) +
-                " positions (the prompt is too long for the context)");
-  }
-  for (int64_t i = 0; i < n_total; ++i) {
-    if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
-      throw Error("forward: token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
-                  " is out of range [0, " + std::to_string(c.vocab_size) + ")");
+  if (items.empty()) throw Error("forward: no sequences");
+  if (items.size() > 1 && (hooks != nullptr || stats != nullptr))
+    throw Error("forward: hooks and head statistics need a single sequence, not a batch of " +
+                std::to_string(items.size()));
+  for (size_t b = 0; b < items.size(); ++b) {
+    const std::string which = items.size() > 1 ? "sequence " + std::to_string(b) + ": " : "";
+    const Session* session = items[b].session;
+    const std::span<const int32_t> tokens = items[b].tokens;
+    const int64_t n_total = static_cast<int64_t>(tokens.size());
+    if (session == nullptr) throw Error("forward: " + which + "no session");
+    if (n_total == 0) throw Error("forward: " + which + "no tokens");
+    for (size_t e = 0; e < b; ++e) {
+      if (items[e].session == session)
+        throw Error("forward: sequences " + std::to_string(e) + " and " + std::to_string(b) +
+                    " share one session");
+    }
+    if (session->model_ != this || session->caches_.size() != static_cast<size_t>(c.n_layers)) {
+      throw Error("forward: " + which + "the session was made for another model");
+    }
+    if (session->n_past_ + n_total > session->capacity_) {
+      throw Error("forward: " + which + std::to_string(session->n_past_) + " cached + " +
+                  std::to_string(n_total) + " new tokens exceed the session's capacity of " +
+                  std::to_string(session->capacity_) + " positions (the prompt is too long for the context)");
+    }
+    for (int64_t i = 0; i < n_total; ++i) {
+      if (tokens[i] < 0 || tokens[i] >= c.vocab_size) {
+        throw Error("forward: " + which + "token id " + std::to_string(tokens[i]) + " at index " +
+                    std::to_string(i) + " is out of range [0, " + std::to_string(c.vocab_size) + ")");
+      }
     }
   }
 
@@ -470,14 +521,22 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
   if (stats != nullptr && (stats->layers() != c.n_layers || stats->heads() != c.n_heads)) {
     throw Error("forward: the head statistics were made for another model");
   }
-  const int64_t max_chunk = options.max_chunk;
-  Scratch s(c, std::min(n_total, max_chunk));
+  const std::vector<std::vector<Piece>> passes = PlanPasses(items, options.max_chunk);
+  int64_t max_rows = 0;
+  for (const auto& pass : passes) max_rows = std::max(max_rows, pass.back().row + pass.back().count);
+  Scratch s(c, max_rows);
   std::vector<float> row_lse, row_entropy;  // [n_heads, n] per layer, statistics mode only
+  int64_t logit_row = 0;                    // all_logits: the output row of the pass's first row
 
-  for (int64_t start = 0; start < n_total; start += max_chunk) {
-    const int64_t n = std::min(max_chunk, n_total - start);
-    const int64_t pos0 = session.n_past_;
-    session.tokens_.insert(session.tokens_.end(), tokens.begin() + start, tokens.begin() + start + n);
+  for (const std::vector<Piece>& pass : passes) {
+    const int64_t n = pass.back().row + pass.back().count;
+    // Hooks and statistics (a single item) see the pass's positions from pos0.
+    const int64_t pos0 = items[static_cast<size_t>(pass[0].item)].session->n_past_;
+    for (const Piece& p : pass) {
+      const BatchItem& it = items[static_cast<size_t>(p.item)];
+      it.session->tokens_.insert(it.session->tokens_.end(), it.tokens.begin() + p.begin,
+                                 it.tokens.begin() + p.begin + p.count);
+    }
     auto point = [&](const char* name, int layer, float* data, int64_t cols) {
       if (hooks != nullptr && hooks->Wants(name, layer))
         hooks->fn(HookPoint{name, layer, data, n, cols, pos0});
@@ -512,42 +571,63 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       by_rows([&](int64_t r0, int64_t r1) { ops::Add(y + r0 * d, o + r0 * d, (r1 - r0) * d); });
     };
 
-    // Rotary angles of this chunk's positions, shared by every layer. Sliding layers rotate at
-    // rope_base_swa without scaling: their own table where that differs (gemma3), else the same one.
+    // Rotary angles of this pass's positions (each piece at its session's), shared by every
+    // layer. Sliding layers rotate at rope_base_swa without scaling: their own table where that
+    // differs (gemma3), else the same one. LongRoPE's factors depend on each session's capacity.
     std::vector<float> rope_cos, rope_sin, swa_cos, swa_sin;
     const float *swa_cos_t = nullptr, *swa_sin_t = nullptr;
+    auto session_of = [&](const Piece& p) -> Session& { return *items[static_cast<size_t>(p.item)].session; };
     if (!gpt2) {
-      rope_cos.resize(static_cast<size_t>(n * c.rope_dim / 2));
+      const int64_t half = c.rope_dim / 2;
+      rope_cos.resize(static_cast<size_t>(n * half));
       rope_sin.resize(rope_cos.size());
-      const float* factors = RopeFactors(c, w, session.capacity_);
-      ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base, c.rope_freq_scale, factors, rope_cos.data(),
-                      rope_sin.data(), c.rope_attn_factor);
-      swa_cos_t = rope_cos.data(), swa_sin_t = rope_sin.data();
-      if (OwnSlidingTable(c, factors)) {
+      bool own_table = false;
+      for (const Piece& p : pass) own_table |= OwnSlidingTable(c, RopeFactors(c, w, session_of(p).capacity_));
+      if (own_table) {
         swa_cos.resize(rope_cos.size());
         swa_sin.resize(rope_cos.size());
-        ops::RopeAngles(n, c.rope_dim, pos0, c.rope_base_swa, c.rope_swa_unscaled ? 1.0f : c.rope_freq_scale,
-                        c.rope_swa_unscaled ? nullptr : factors, swa_cos.data(), swa_sin.data(),
-                        c.rope_swa_unscaled ? 1.0f : c.rope_attn_factor);
-        swa_cos_t = swa_cos.data(), swa_sin_t = swa_sin.data();
       }
+      for (const Piece& p : pass) {
+        const Session& ps = session_of(p);
+        const float* factors = RopeFactors(c, w, ps.capacity_);
+        const size_t at = static_cast<size_t>(p.row * half);
+        ops::RopeAngles(p.count, c.rope_dim, ps.n_past_, c.rope_base, c.rope_freq_scale, factors,
+                        rope_cos.data() + at, rope_sin.data() + at, c.rope_attn_factor);
+        if (!own_table) continue;
+        if (OwnSlidingTable(c, factors)) {
+          ops::RopeAngles(p.count, c.rope_dim, ps.n_past_, c.rope_base_swa,
+                          c.rope_swa_unscaled ? 1.0f : c.rope_freq_scale,
+                          c.rope_swa_unscaled ? nullptr : factors, swa_cos.data() + at, swa_sin.data() + at,
+                          c.rope_swa_unscaled ? 1.0f : c.rope_attn_factor);
+        } else {
+          std::copy_n(rope_cos.data() + at, p.count * half, swa_cos.data() + at);
+          std::copy_n(rope_sin.data() + at, p.count * half, swa_sin.data() + at);
+        }
+      }
+      swa_cos_t = own_table ? swa_cos.data() : rope_cos.data();
+      swa_sin_t = own_table ? swa_sin.data() : rope_sin.data();
     }
 
     // Embedding: x[i] = E[token_i] (+ P[pos_i]).
     float* x = s.x.data();
-    for (int64_t i = 0; i < n; ++i) {
-      const int32_t id = tokens[start + i];
-      DequantizeRow(w.token_embd.type, w.token_embd.data + static_cast<size_t>(id) * w.token_embd.row_bytes,
-                    x + i * d, d);
+    for (const Piece& p : pass) {
+      for (int64_t i = 0; i < p.count; ++i) {
+        const int32_t id = items[static_cast<size_t>(p.item)].tokens[static_cast<size_t>(p.begin + i)];
+        DequantizeRow(w.token_embd.type, w.token_embd.data + static_cast<size_t>(id) * w.token_embd.row_bytes,
+                      x + (p.row + i) * d, d);
+      }
     }
     if (c.embed_scale != 1.0f) ops::Scale(x, c.embed_scale, n * d);
     point("hook_embed", -1, x, d);
     if (gpt2) {
       // All n position rows first, so hook_pos_embed sees one [n, d_model] block.
       std::vector<float> pos_rows(static_cast<size_t>(n * d));
-      for (int64_t i = 0; i < n; ++i) {
-        DequantizeRow(w.pos_embd.type, w.pos_embd.data + static_cast<size_t>(pos0 + i) * w.pos_embd.row_bytes,
-                      pos_rows.data() + i * d, d);
+      for (const Piece& p : pass) {
+        for (int64_t i = 0; i < p.count; ++i) {
+          const int64_t pos = session_of(p).n_past_ + i;
+          DequantizeRow(w.pos_embd.type, w.pos_embd.data + static_cast<size_t>(pos) * w.pos_embd.row_bytes,
+                        pos_rows.data() + (p.row + i) * d, d);
+        }
       }
       point("hook_pos_embed", -1, pos_rows.data(), d);
       ops::Add(x, pos_rows.data(), n * d);
@@ -558,7 +638,6 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       const int layer = static_cast<int>(l);
       const bool sliding = c.IsSliding(l);
       const int64_t window = sliding ? c.sliding_window - 1 : -1;  // keys before the query it sees
-      KVCache& cache = *session.caches_[static_cast<size_t>(l)];
       point("hook_resid_pre", layer, x, d);
 
       // Attention sub-block.
@@ -626,37 +705,47 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
         point("attn.hook_rot_q", layer, q, q_dim);
         point("attn.hook_rot_k", layer, k, kv_dim);
       }
-      cache.Append(View4(k, n, c.n_kv_heads, hd, kv_stride), View4(v, n, c.n_kv_heads, hd, kv_stride));
       float* lse = stats != nullptr ? row_lse.data() : nullptr;
       float* entropy = stats != nullptr ? row_entropy.data() : nullptr;
       const float* sinks = L.sinks.data != nullptr ? Floats(L.sinks) : nullptr;
       const bool explicit_pattern = hooks != nullptr && (hooks->Wants("attn.hook_attn_scores", layer) ||
                                                          hooks->Wants("attn.hook_pattern", layer));
-      if (explicit_pattern && hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, sinks, *hooks, layer, nullptr, nullptr,
-                          nullptr, pool, threads);
-      }
-      if (explicit_pattern && !hooks->read_only) {
-        ExplicitAttention(q, q_stride, cache, n, pos0, window, c, sinks, *hooks, layer, s.z.data(), lse,
-                          entropy, pool, threads);
-      } else {
-        AttentionOptions opts;
-        opts.causal = true;  // bottom-right: the n new queries are the last n cached positions
-        opts.scale = c.AttnScale();
-        opts.window_left = window;
-        opts.softcap = c.attn_softcap;
-        opts.sinks = sinks;
-        opts.threads = threads;
-        opts.lse = lse;
-        opts.entropy = entropy;
-        cache.Attend(View4(q, n, c.n_heads, hd, q_stride), View4(s.z.data(), n, c.n_heads, hd, q_dim), opts);
-      }
-      if (stats != nullptr) {
-        // The statistics read f32 / half keys in place; a q8_0 cache's are widened first.
-        std::vector<float> k32;
-        const TensorView keys = cache.dtype() == DType::kQ8_0 ? cache.KeysF32(&k32) : cache.keys();
-        stats->Add(HeadStats::LayerInput{layer, pos0, n, q, q_stride, keys, lse, entropy, c.AttnScale(),
-                                         session.tokens_, threads, window, c.attn_softcap, sinks});
+      // Each piece's rows join its own session's cache and attend to it. (With hooks or statistics
+      // there is one piece: rows [0, n) at pos0.)
+      for (const Piece& p : pass) {
+        Session& ps = session_of(p);
+        KVCache& cache = *ps.caches_[static_cast<size_t>(l)];
+        const int64_t m = p.count;
+        float* pq = q + p.row * q_stride;
+        float* pz = s.z.data() + p.row * q_dim;
+        cache.Append(View4(k + p.row * kv_stride, m, c.n_kv_heads, hd, kv_stride),
+                     View4(v + p.row * kv_stride, m, c.n_kv_heads, hd, kv_stride));
+        if (explicit_pattern && hooks->read_only) {
+          ExplicitAttention(pq, q_stride, cache, m, pos0, window, c, sinks, *hooks, layer, nullptr, nullptr,
+                            nullptr, pool, threads);
+        }
+        if (explicit_pattern && !hooks->read_only) {
+          ExplicitAttention(pq, q_stride, cache, m, pos0, window, c, sinks, *hooks, layer, pz, lse, entropy,
+                            pool, threads);
+        } else {
+          AttentionOptions opts;
+          opts.causal = true;  // bottom-right: the m new queries are the last m cached positions
+          opts.scale = c.AttnScale();
+          opts.window_left = window;
+          opts.softcap = c.attn_softcap;
+          opts.sinks = sinks;
+          opts.threads = threads;
+          opts.lse = lse;
+          opts.entropy = entropy;
+          cache.Attend(View4(pq, m, c.n_heads, hd, q_stride), View4(pz, m, c.n_heads, hd, q_dim), opts);
+        }
+        if (stats != nullptr) {
+          // The statistics read f32 / half keys in place; a q8_0 cache's are widened first.
+          std::vector<float> k32;
+          const TensorView keys = cache.dtype() == DType::kQ8_0 ? cache.KeysF32(&k32) : cache.keys();
+          stats->Add(HeadStats::LayerInput{layer, pos0, m, pq, q_stride, keys, lse, entropy, c.AttnScale(),
+                                           ps.tokens_, threads, window, c.attn_softcap, sinks});
+        }
       }
       point("attn.hook_z", layer, s.z.data(), q_dim);
       matmul(L.wo, s.z.data(), q_dim, s.o.data(), d);
@@ -710,24 +799,42 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
       add_rows(x, s.o.data());
       point("hook_resid_post", layer, x, d);
     }
-    session.n_past_ += n;
+    for (const Piece& p : pass) session_of(p).n_past_ += p.count;
 
-    // Final norm and unembedding, for every row or only the sequence's last one.
-    const bool last_chunk = start + n == n_total;
-    if (!all_logits && !last_chunk) continue;
-    const int64_t first = all_logits ? 0 : n - 1;
-    const int64_t rows = n - first;
+    // Final norm and unembedding, for every row, or for the last row of each item that ends in this
+    // pass (consecutive items: only a pass's last piece can leave its item unfinished).
+    int64_t first = 0, rows = n;  // rows [first, first + rows) of x when all_logits
+    std::vector<int64_t> last_rows;
+    int64_t first_item = -1;
+    if (!all_logits) {
+      for (const Piece& p : pass) {
+        if (p.begin + p.count < static_cast<int64_t>(items[static_cast<size_t>(p.item)].tokens.size()))
+          continue;
+        if (first_item < 0) first_item = p.item;
+        last_rows.push_back(p.row + p.count - 1);
+      }
+      if (last_rows.empty()) continue;
+      first = last_rows[0];
+      rows = static_cast<int64_t>(last_rows.size());
+    }
     float* h = s.h.data();
-    if (c.norm == NormKind::kRms) {
-      ops::RmsNorm(x + first * d, Floats(w.output_norm), h, rows, d, c.norm_eps);
+    auto final_norm = [&](const float* in, float* out_rows, int64_t count) {
+      if (c.norm == NormKind::kRms) {
+        ops::RmsNorm(in, Floats(w.output_norm), out_rows, count, d, c.norm_eps);
+      } else {
+        ops::LayerNorm(in, Floats(w.output_norm), Floats(w.output_norm_bias), out_rows, count, d, c.norm_eps);
+      }
+    };
+    if (all_logits) {
+      final_norm(x, h, n);
     } else {
-      ops::LayerNorm(x + first * d, Floats(w.output_norm), Floats(w.output_norm_bias), h, rows, d,
-                     c.norm_eps);
+      for (int64_t j = 0; j < rows; ++j) final_norm(x + last_rows[static_cast<size_t>(j)] * d, h + j * d, 1);
     }
     if (hooks != nullptr && hooks->Wants("ln_final.hook_normalized", -1)) {
       hooks->fn(HookPoint{"ln_final.hook_normalized", -1, h, rows, d, pos0 + first});
     }
-    float* out = all_logits ? logits + start * c.vocab_size : logits;
+    float* out = logits + (all_logits ? logit_row : first_item) * c.vocab_size;
+    logit_row += n;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
     if (c.logit_scale != 1.0f) ops::Scale(out, 1.0f / c.logit_scale, rows * c.vocab_size);  // granite
     if (c.final_softcap > 0.0f) {

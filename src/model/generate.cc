@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <memory>
 #include <numeric>
 #include <string>
 
@@ -85,11 +86,15 @@ GenerateResult GenerateFromTokens(const Model& model, std::vector<int32_t> promp
   return GenerateInSession(model, session, std::move(prompt_tokens), options, on_text);
 }
 
-GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
-                                 const GenerateOptions& options,
-                                 const std::function<void(const std::string&)>& on_text) {
+SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
+                                       std::vector<int32_t> prompt_tokens, const GenerateOptions& options,
+                                       std::function<void(const std::string&)> on_text)
+    : model_(&model),
+      session_(&session),
+      options_(options),
+      on_text_(std::move(on_text)),
+      sampler_(options.sampling) {
   const ModelConfig& c = model.config();
-  const Tokenizer& tok = model.tokenizer();
   if (prompt_tokens.empty()) throw Error("generate: the prompt is empty (no tokens)");
   if (options.max_tokens < 0) {
     throw Error("generate: max_tokens = " + std::to_string(options.max_tokens) + " (must be >= 0)");
@@ -106,101 +111,186 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   }
   // The session's cached positions that start the prompt are kept (at least the last prompt token
   // is evaluated, for its logits); the rest of the cache is dropped.
-  const bool prompt_logprobs = options.logprobs >= 0 && options.prompt_logprobs;
+  prompt_rows_ = options.logprobs >= 0 && options.prompt_logprobs;
   const std::vector<int32_t>& cached = session.tokens();
-  int64_t reuse = 0;
-  while (!prompt_logprobs && reuse < static_cast<int64_t>(cached.size()) && reuse + 1 < n_prompt &&
-         cached[static_cast<size_t>(reuse)] == prompt_tokens[static_cast<size_t>(reuse)])
-    ++reuse;
-  session.Truncate(reuse);
+  while (!prompt_rows_ && reuse_ < static_cast<int64_t>(cached.size()) && reuse_ + 1 < n_prompt &&
+         cached[static_cast<size_t>(reuse_)] == prompt_tokens[static_cast<size_t>(reuse_)])
+    ++reuse_;
+  session.Truncate(reuse_);
   session.Reserve(std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1)));
-  Sampler sampler(options.sampling);
+  history_ = prompt_tokens;
+  result_.prompt_tokens = std::move(prompt_tokens);
+  result_.n_prompt_evaluated = n_prompt - reuse_;
+  result_.n_prompt_cached = reuse_;
+  result_.stop_reason = "length";
+}
 
-  GenerateResult result;
-  result.prompt_tokens = prompt_tokens;
-  std::vector<int32_t> history = prompt_tokens;
-  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+std::span<const int32_t> SequenceGeneration::pending() const {
+  if (done_) return {};
+  if (!prompt_done_)
+    return std::span<const int32_t>(result_.prompt_tokens).subspan(static_cast<size_t>(reuse_));
+  return std::span<const int32_t>(&next_, 1);
+}
 
-  auto t0 = std::chrono::steady_clock::now();
-  if (prompt_logprobs) {
-    // In pieces, every row's logits kept: row p scores prompt token p + 1; the last row is the
-    // first generated token's distribution.
-    const int64_t vocab = c.vocab_size;
-    std::vector<float> rows;
-    for (int64_t start = 0; start < n_prompt; start += kLogprobPiece) {
-      const int64_t n = std::min(kLogprobPiece, n_prompt - start);
-      rows.resize(static_cast<size_t>(n * vocab));
-      model.Forward(
-          session,
-          std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(start), static_cast<size_t>(n)),
-          rows.data(), true, options.threads);
-      for (int64_t r = 0; r < n; ++r) {
-        const std::span<const float> row(rows.data() + r * vocab, static_cast<size_t>(vocab));
-        if (start + r + 1 < n_prompt)
-          result.prompt_logprobs.push_back(
-              LogprobOf(row, prompt_tokens[static_cast<size_t>(start + r + 1)], options.logprobs));
-        else
-          std::copy(row.begin(), row.end(), logits.begin());
-      }
+void SequenceGeneration::EvaluatePrompt() {
+  if (prompt_done_) throw Error("generate: the prompt was evaluated already");
+  const int64_t vocab = model_->config().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  const auto t0 = std::chrono::steady_clock::now();
+  if (!prompt_rows_) {
+    model_->Forward(*session_, pending(), logits.data(), false, options_.threads);
+    return Accept(logits, MsSince(t0));
+  }
+  // In pieces, every row's logits kept: row p scores prompt token p + 1; the last row is the first
+  // generated token's distribution.
+  const std::vector<int32_t>& prompt = result_.prompt_tokens;
+  const int64_t n_prompt = static_cast<int64_t>(prompt.size());
+  std::vector<float> rows;
+  for (int64_t start = 0; start < n_prompt; start += kLogprobPiece) {
+    const int64_t n = std::min(kLogprobPiece, n_prompt - start);
+    rows.resize(static_cast<size_t>(n * vocab));
+    model_->Forward(
+        *session_,
+        std::span<const int32_t>(prompt).subspan(static_cast<size_t>(start), static_cast<size_t>(n)),
+        rows.data(), true, options_.threads);
+    for (int64_t r = 0; r < n; ++r) {
+      const std::span<const float> row(rows.data() + r * vocab, static_cast<size_t>(vocab));
+      if (start + r + 1 < n_prompt)
+        result_.prompt_logprobs.push_back(
+            LogprobOf(row, prompt[static_cast<size_t>(start + r + 1)], options_.logprobs));
+      else
+        std::copy(row.begin(), row.end(), logits.begin());
     }
+  }
+  Accept(logits, MsSince(t0));
+}
+
+void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms) {
+  if (done_) throw Error("generate: the sequence is finished");
+  // Like llama.cpp's eval timing, gen_ms counts the forward passes only (not sampling).
+  if (!prompt_done_) {
+    prompt_done_ = true;
+    result_.prompt_ms = forward_ms;
   } else {
-    model.Forward(session, std::span<const int32_t>(prompt_tokens).subspan(static_cast<size_t>(reuse)),
-                  logits.data(), false, options.threads);
+    result_.gen_ms += forward_ms;
+    ++result_.n_gen_evaluated;
   }
-  result.prompt_ms = MsSince(t0);
-  result.n_prompt_evaluated = n_prompt - reuse;
-  result.n_prompt_cached = reuse;
-
-  std::string text;     // everything generated so far
-  size_t streamed = 0;  // bytes of `text` already passed to on_text
-  result.stop_reason = "length";
-  for (int i = 0; i < options.max_tokens; ++i) {
-    const int32_t next = sampler.Sample(logits, history);
-    if (options.logprobs >= 0) {
-      result.logprobs.push_back(LogprobOf(logits, next, options.logprobs));
-      if (options.on_logprob) options.on_logprob(result.logprobs.back());
-    }
-    if (options.stop_at_eos && tok.IsEndOfGeneration(next)) {
-      result.stop_reason = "eos";
-      break;
-    }
-    result.tokens.push_back(next);
-    history.push_back(next);
-    text += tok.TokenToPiece(next);
-
-    size_t stop_at = std::string::npos;
-    for (const std::string& s : options.stop) {
-      const size_t found = text.find(s, streamed > s.size() ? streamed - s.size() : 0);
-      if (found != std::string::npos) stop_at = std::min(stop_at, found);
-    }
-    if (stop_at != std::string::npos) {
-      text.resize(stop_at);
-      result.stop_reason = "stop";
-      break;
-    }
-    const size_t ready = text.size() - HeldBack(text, options.stop);
-    if (on_text && ready > streamed) on_text(text.substr(streamed, ready - streamed));
-    streamed = std::max(streamed, ready);
-
-    if (i + 1 == options.max_tokens) break;
-    if (session.n_past() >= session.capacity()) {  // full: the capacity is the model's context
-      if (options.context_keep < 0) {
-        result.stop_reason = "context";
-        break;
-      }
-      const int64_t keep = std::min(options.context_keep, session.n_past() - 2);
-      model.ShiftContext(session, keep, (session.n_past() - keep) / 2);
-      ++result.n_context_shifts;
-    }
-    // Like llama.cpp's eval timing, gen_ms counts the forward passes only (not sampling).
-    const auto t1 = std::chrono::steady_clock::now();
-    model.Forward(session, std::span<const int32_t>(&next, 1), logits.data(), false, options.threads);
-    result.gen_ms += MsSince(t1);
-    ++result.n_gen_evaluated;
+  if (sampled_ >= options_.max_tokens) return Finish();
+  const Tokenizer& tok = model_->tokenizer();
+  const int32_t next = sampler_.Sample(logits, history_);
+  ++sampled_;
+  if (options_.logprobs >= 0) {
+    result_.logprobs.push_back(LogprobOf(logits, next, options_.logprobs));
+    if (options_.on_logprob) options_.on_logprob(result_.logprobs.back());
   }
-  if (on_text && text.size() > streamed) on_text(text.substr(streamed));
-  result.text = std::move(text);
-  return result;
+  if (options_.stop_at_eos && tok.IsEndOfGeneration(next)) {
+    result_.stop_reason = "eos";
+    return Finish();
+  }
+  result_.tokens.push_back(next);
+  history_.push_back(next);
+  text_ += tok.TokenToPiece(next);
+
+  size_t stop_at = std::string::npos;
+  for (const std::string& s : options_.stop) {
+    const size_t found = text_.find(s, streamed_ > s.size() ? streamed_ - s.size() : 0);
+    if (found != std::string::npos) stop_at = std::min(stop_at, found);
+  }
+  if (stop_at != std::string::npos) {
+    text_.resize(stop_at);
+    result_.stop_reason = "stop";
+    return Finish();
+  }
+  const size_t ready = text_.size() - HeldBack(text_, options_.stop);
+  if (on_text_ && ready > streamed_) on_text_(text_.substr(streamed_, ready - streamed_));
+  streamed_ = std::max(streamed_, ready);
+
+  if (sampled_ == options_.max_tokens) return Finish();
+  Session& session = *session_;
+  if (session.n_past() >= session.capacity()) {  // full: the capacity is the model's context
+    if (options_.context_keep < 0) {
+      result_.stop_reason = "context";
+      return Finish();
+    }
+    const int64_t keep = std::min(options_.context_keep, session.n_past() - 2);
+    model_->ShiftContext(session, keep, (session.n_past() - keep) / 2);
+    ++result_.n_context_shifts;
+  }
+  next_ = next;
+}
+
+void SequenceGeneration::Finish() {
+  done_ = true;
+  if (on_text_ && text_.size() > streamed_) on_text_(text_.substr(streamed_));
+  streamed_ = text_.size();
+  result_.text = text_;
+}
+
+GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
+                                 const GenerateOptions& options,
+                                 const std::function<void(const std::string&)>& on_text) {
+  SequenceGeneration g(model, session, std::move(prompt_tokens), options, on_text);
+  g.EvaluatePrompt();
+  std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
+  while (!g.done()) {
+    const auto t0 = std::chrono::steady_clock::now();
+    model.Forward(session, g.pending(), logits.data(), false, options.threads);
+    g.Accept(logits, MsSince(t0));
+  }
+  return g.result();
+}
+
+std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const std::vector<int32_t>> prompts,
+                                          std::span<const GenerateOptions> options,
+                                          std::span<const std::function<void(const std::string&)>> on_text) {
+  const size_t n = prompts.size();
+  if (n == 0) throw Error("generate: no prompts");
+  if (options.size() != 1 && options.size() != n)
+    throw Error("generate: " + std::to_string(options.size()) + " option sets for " + std::to_string(n) +
+                " prompts (give one, or one per prompt)");
+  if (!on_text.empty() && on_text.size() != n)
+    throw Error("generate: " + std::to_string(on_text.size()) + " text callbacks for " + std::to_string(n) +
+                " prompts");
+  const int64_t vocab = model.config().vocab_size;
+  std::vector<std::unique_ptr<Session>> sessions;
+  std::vector<std::unique_ptr<SequenceGeneration>> gens;
+  for (size_t i = 0; i < n; ++i) {
+    const GenerateOptions& o = options[options.size() == 1 ? 0 : i];
+    const int64_t n_prompt = static_cast<int64_t>(prompts[i].size());
+    const int64_t capacity = std::clamp<int64_t>(n_prompt + std::max(o.max_tokens, 1), 1,
+                                                 std::max<int64_t>(model.config().context_length, 1));
+    sessions.push_back(std::make_unique<Session>(model, capacity, o.kv_dtype));
+    gens.push_back(std::make_unique<SequenceGeneration>(model, *sessions.back(), prompts[i], o,
+                                                        on_text.empty() ? nullptr : on_text[i]));
+  }
+  for (auto& g : gens) {
+    if (g->needs_prompt_rows()) g->EvaluatePrompt();
+  }
+  // Every step: the pending tokens of the unfinished sequences (prompts first, then one token
+  // each) in one pass, each sequence's last row of logits back to it.
+  std::vector<Model::BatchItem> items;
+  std::vector<SequenceGeneration*> active;
+  std::vector<float> logits;
+  for (;;) {
+    items.clear(), active.clear();
+    for (auto& g : gens) {
+      if (g->done()) continue;
+      items.push_back({&g->session(), g->pending()});
+      active.push_back(g.get());
+    }
+    if (items.empty()) break;
+    logits.resize(items.size() * static_cast<size_t>(vocab));
+    ForwardOptions fo;
+    fo.threads = options[0].threads;
+    const auto t0 = std::chrono::steady_clock::now();
+    model.ForwardBatch(items, logits.data(), fo);
+    const double ms = MsSince(t0);
+    for (size_t i = 0; i < active.size(); ++i)
+      active[i]->Accept(std::span<const float>(logits.data() + i * vocab, static_cast<size_t>(vocab)), ms);
+  }
+  std::vector<GenerateResult> results;
+  for (auto& g : gens) results.push_back(g->result());
+  return results;
 }
 
 GenerateResult Generate(const Model& model, const std::string& prompt, const GenerateOptions& options,
