@@ -44,15 +44,22 @@ struct MatMulCall {
   ThreadPool* pool;
   int threads;
 };
-// Several products that share one input row (see MatMulShared in matmul.h), validated.
+// Several products that share their input rows (see MatMulShared in matmul.h), validated: n rows
+// of x (stride ldx), at most kGroupRows; product k writes row i at ys[k] + i * ldys[k].
 struct MatMulGroupCall {
   const WeightMatrix* const* ws;
   float* const* ys;
+  const int64_t* ldys;
   int count;
   const float* x;
+  int64_t n, ldx;
   ThreadPool* pool;
   int threads;
 };
+// Up to this many x rows (a batch of sequences decoding together) go through the matrix-vector
+// kernels, each weight block read from memory once and applied to every row while in cache: a
+// row's result is then bit for bit its one-row result. More rows take the matrix kernels.
+constexpr int64_t kGroupRows = 8;
 }  // namespace attn::kernels
 #endif
 
@@ -786,38 +793,53 @@ HWY_NOINLINE void RowsNl4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
 }
 #endif
 
-// One input row through several integer-block matrices: x is quantized once and every row block
-// of every matrix is a task of one pool job, so small products (K and V are 192 rows here) share
-// the threads instead of each paying for a job of its own.
+// A few input rows (n <= kGroupRows) through several integer-block matrices: each x row is
+// quantized once, and every row block of every matrix is a task of one pool job, so small products
+// (K and V are 192 rows here) share the threads instead of each paying for a job of its own. A
+// task applies each tile of weight rows to every x row in turn while the tile is in L1: the
+// weights stream from memory once for all rows, and each row's result is its one-row result.
 template <gguf::TensorType kType>
 void QuantMatVecGroup(const MatMulGroupCall& g) {
-  const int64_t K = g.ws[0]->cols, nb = K / kQK;
+  const int64_t K = g.ws[0]->cols, nb = K / kQK, n = g.n;
+  // Per x row: xq, xp (xq reordered for RowsQ4Pairs) [kp], then xd, xs, xds [4 nb floats].
   const size_t kp = static_cast<size_t>((K + 63) / 64 * 64);
-  uint8_t* xbuf = tls_x.Get(2 * kp + static_cast<size_t>(4 * nb) * sizeof(float));
-  int8_t* xq = reinterpret_cast<int8_t*>(xbuf);
-  int8_t* xp = reinterpret_cast<int8_t*>(xbuf + kp);  // xq reordered for RowsQ4Pairs
-  float* xd = reinterpret_cast<float*>(xbuf + 2 * kp);
-  float* xs = xd + nb;
-  float* xds = xs + nb;
-  QuantizeRowsImpl(g.x, 1, K, K, xq, xd, nb, xs, nb);
-  for (int64_t b = 0; b < nb; ++b) xds[2 * b] = xd[b], xds[2 * b + 1] = xs[b];
-  MatVecX mx{xq, xd, nullptr};
-  if constexpr (kType == gguf::TensorType::kQ2_K) {  // x's sums per 16 values
-    static thread_local std::vector<int16_t> bsums;
-    bsums.resize(static_cast<size_t>(2 * nb));
-    for (int64_t h = 0; h < 2 * nb; ++h) {
-      int sum = 0;
-      for (int l = 0; l < 16; ++l) sum += xq[16 * h + l];
-      bsums[static_cast<size_t>(h)] = static_cast<int16_t>(sum);
+  const size_t per_row = 2 * kp + static_cast<size_t>(4 * nb) * sizeof(float);
+  uint8_t* xbuf = tls_x.Get(static_cast<size_t>(n) * per_row);
+  struct RowX {
+    int8_t *xq, *xp;
+    float *xd, *xs, *xds;
+    MatVecX mx;
+  };
+  RowX xr[kGroupRows];
+  static thread_local std::vector<int16_t> bsums;  // Q2_K: x's sums per 16 values
+  if constexpr (kType == gguf::TensorType::kQ2_K) bsums.resize(static_cast<size_t>(2 * nb * n));
+  for (int64_t i = 0; i < n; ++i) {
+    uint8_t* base = xbuf + static_cast<size_t>(i) * per_row;
+    RowX& r = xr[i];
+    r.xq = reinterpret_cast<int8_t*>(base);
+    r.xp = reinterpret_cast<int8_t*>(base + kp);
+    r.xd = reinterpret_cast<float*>(base + 2 * kp);
+    r.xs = r.xd + nb;
+    r.xds = r.xs + nb;
+    QuantizeRowsImpl(g.x + i * g.ldx, 1, K, K, r.xq, r.xd, nb, r.xs, nb);
+    for (int64_t b = 0; b < nb; ++b) r.xds[2 * b] = r.xd[b], r.xds[2 * b + 1] = r.xs[b];
+    r.mx = MatVecX{r.xq, r.xd, nullptr};
+    if constexpr (kType == gguf::TensorType::kQ2_K) {
+      int16_t* sums = bsums.data() + 2 * nb * i;
+      for (int64_t h = 0; h < 2 * nb; ++h) {
+        int sum = 0;
+        for (int l = 0; l < 16; ++l) sum += r.xq[16 * h + l];
+        sums[h] = static_cast<int16_t>(sum);
+      }
+      r.mx.bsums = sums;
     }
-    mx.bsums = bsums.data();
   }
 #if HWY_TARGET <= HWY_AVX3
   constexpr bool kPairs = kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1 ||
                           kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kMXFP4;
-  if constexpr (kPairs) matmul::PairActivations(xq, nb, xp);
-#else
-  (void)xp;
+  if constexpr (kPairs) {
+    for (int64_t i = 0; i < n; ++i) matmul::PairActivations(xr[i].xq, nb, xr[i].xp);
+  }
 #endif
   int64_t first_task[9] = {0};
   double bytes = 0.0;
@@ -826,7 +848,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     first_task[k + 1] = first_task[k] + CeilDiv(w.rows, RowsPerTask(w.rows, 1));
     bytes += static_cast<double>(w.row_bytes) * static_cast<double>(w.rows);
   }
-  const int threads = ThreadsFor(MatVecMicros(bytes), g.threads, *g.pool);
+  const int threads = ThreadsFor(MatVecMicros(bytes) * static_cast<double>(n), g.threads, *g.pool);
   RunTasks(*g.pool, first_task[g.count], threads, 1, [&](int64_t task, int) {
     int k = 0;
     while (task >= first_task[k + 1]) ++k;
@@ -835,29 +857,32 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     const int64_t r_begin = (task - first_task[k]) * rb, r_count = std::min(rb, w.rows - r_begin);
     ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
       const uint8_t* rows = w.data + static_cast<size_t>(r_begin + r) * w.row_bytes;
+      for (int64_t i = 0; i < n; ++i) {
+        const RowX& x = xr[i];
+        float* y = g.ys[k] + i * g.ldys[k] + r_begin + r;
 #if HWY_TARGET <= HWY_AVX3
-      if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kMXFP4) {
-        RowsNl4Pairs<kType, R>(rows, w.row_bytes, xp, mx, nb, g.ys[k] + r_begin + r);
-        return;
-      } else if constexpr (kPairs) {
-        matmul::RowsQ4Pairs<kType, R>(rows, w.row_bytes, xp, xds, nb, g.ys[k] + r_begin + r);
-        return;
-      }
+        if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kMXFP4) {
+          RowsNl4Pairs<kType, R>(rows, w.row_bytes, x.xp, x.mx, nb, y);
+          continue;
+        } else if constexpr (kPairs) {
+          matmul::RowsQ4Pairs<kType, R>(rows, w.row_bytes, x.xp, x.xds, nb, y);
+          continue;
+        }
 #endif
-      if constexpr (kType == gguf::TensorType::kQ4_K || kType == gguf::TensorType::kQ5_K) {
-        RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, xq, xd, xs, nb,
-                                                      g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kQ6_K) {
-        RowsQ6K<R>(rows, w.row_bytes, xq, xd, nb, g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kQ2_K) {
-        RowsQ2K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kQ3_K) {
-        RowsQ3K<R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
-      } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS ||
-                           kType == gguf::TensorType::kMXFP4) {
-        RowsIq4<kType, R>(rows, w.row_bytes, mx, nb, g.ys[k] + r_begin + r);
-      } else {
-        matmul::RowsQ<kType, R>(rows, w.row_bytes, xq, xds, nb, g.ys[k] + r_begin + r);
+        if constexpr (kType == gguf::TensorType::kQ4_K || kType == gguf::TensorType::kQ5_K) {
+          RowsQ45K<kType == gguf::TensorType::kQ5_K, R>(rows, w.row_bytes, x.xq, x.xd, x.xs, nb, y);
+        } else if constexpr (kType == gguf::TensorType::kQ6_K) {
+          RowsQ6K<R>(rows, w.row_bytes, x.xq, x.xd, nb, y);
+        } else if constexpr (kType == gguf::TensorType::kQ2_K) {
+          RowsQ2K<R>(rows, w.row_bytes, x.mx, nb, y);
+        } else if constexpr (kType == gguf::TensorType::kQ3_K) {
+          RowsQ3K<R>(rows, w.row_bytes, x.mx, nb, y);
+        } else if constexpr (kType == gguf::TensorType::kIQ4_NL || kType == gguf::TensorType::kIQ4_XS ||
+                             kType == gguf::TensorType::kMXFP4) {
+          RowsIq4<kType, R>(rows, w.row_bytes, x.mx, nb, y);
+        } else {
+          matmul::RowsQ<kType, R>(rows, w.row_bytes, x.xq, x.xds, nb, y);
+        }
       }
     });
   });
@@ -878,8 +903,8 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
 void MatMulImpl(const MatMulCall& call) {
   MatMulCall c = call;
   c.threads = UsefulThreads(call);
-  if (c.n == 1) {  // a matrix-vector product is a group of one
-    const MatMulGroupCall g{&c.w, &c.y, 1, c.x, c.pool, c.threads};
+  if (c.n <= kGroupRows) {  // a matrix-vector product (or a few) is a group of one
+    const MatMulGroupCall g{&c.w, &c.y, &c.ldy, 1, c.x, c.n, c.ldx, c.pool, c.threads};
     if (MatVecGroupImpl(g)) return;
   }
 #if ATTN_MATMUL_PANELS
@@ -994,7 +1019,7 @@ void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64
     throw Error("MatMulShared: " + std::to_string(ws.size()) + " weights and " + std::to_string(ys.size()) +
                 " outputs (must be equal, 1 to 8)");
   }
-  bool grouped = n == 1;
+  bool grouped = n >= 1 && n <= kernels::kGroupRows;
   for (size_t k = 0; k < ws.size(); ++k) {
     if (ws[k] == nullptr) throw Error("MatMulShared: weight " + std::to_string(k) + " is null");
     grouped = grouped && ws[k]->type == ws[0]->type && ws[k]->cols == ws[0]->cols;
@@ -1009,8 +1034,10 @@ void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64
     }
   }
   if (grouped) {
-    const kernels::MatMulGroupCall call{ws.data(), ys.data(), static_cast<int>(ws.size()),
-                                        x,         &pool,     std::max(threads, 0)};
+    int64_t ldys[8];
+    for (size_t k = 0; k < ws.size(); ++k) ldys[k] = ws[k]->rows;
+    const kernels::MatMulGroupCall call{ws.data(), ys.data(), ldys,  static_cast<int>(ws.size()), x,
+                                        n,         ldx,       &pool, std::max(threads, 0)};
     if (HWY_DYNAMIC_DISPATCH(kernels::MatVecGroupImpl)(call)) return;
   }
   for (size_t k = 0; k < ws.size(); ++k) {

@@ -425,7 +425,7 @@ TEST_P(MatMulTargetTest, SharedProductsEqualSeparateOnesBitForBit) {
   ThreadPool pool(2);
   std::mt19937 rng(99);
   for (TensorType type : kAllTypes) {
-    // Q, K, V of SmolLM2's shapes (576 -> 576, 192, 192); n = 4 takes the separate-product path.
+    // Q, K, V of SmolLM2's shapes (576 -> 576, 192, 192); n = 9 takes the separate-product path.
     const int64_t cols = 576, rows[] = {576, 192, 192};
     std::vector<std::vector<uint8_t>> data;
     std::vector<WeightMatrix> w;
@@ -433,7 +433,7 @@ TEST_P(MatMulTargetTest, SharedProductsEqualSeparateOnesBitForBit) {
       data.push_back(RandomWeights(type, r, cols, rng));
       w.push_back(MakeWeightMatrix(type, data.back().data(), r, cols, "w"));
     }
-    for (int64_t n : {1, 4}) {
+    for (int64_t n : {1, 3, 9}) {  // 9: more rows than the grouped matrix-vector path takes
       std::normal_distribution<float> normal;
       std::vector<float> x(static_cast<size_t>(n * cols));
       for (float& v : x) v = normal(rng);
@@ -454,6 +454,33 @@ TEST_P(MatMulTargetTest, SharedProductsEqualSeparateOnesBitForBit) {
   EXPECT_THROW(
       MatMulShared(std::span<const WeightMatrix* const>(), nullptr, 1, 1, std::span<float* const>(), pool),
       Error);
+}
+
+// A few x rows (a batch of sequences decoding together) go through the matrix-vector kernels on
+// x86: each row's result is then its one-row result bit for bit, whatever else shares the call.
+TEST_P(MatMulTargetTest, FewRowsEqualOneRowAtATimeBitForBit) {
+  const std::string target = GetParam();
+  if (target.rfind("AVX", 0) != 0) GTEST_SKIP() << "the grouped rows are the x86 integer kernels'";
+  ThreadPool pool(2);
+  std::mt19937 rng(7);
+  for (TensorType type :
+       {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0, TensorType::kQ5_0, TensorType::kQ5_1,
+        TensorType::kIQ4_NL, TensorType::kMXFP4, TensorType::kQ4_K, TensorType::kQ5_K, TensorType::kQ6_K,
+        TensorType::kQ2_K, TensorType::kQ3_K, TensorType::kIQ4_XS}) {
+    const int64_t rows = 70, cols = 512, ldx = cols + 3, ldy = rows + 5;  // 70: an edge tile of 2 rows
+    const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
+    const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
+    for (int64_t n : {2, 5, 8}) {
+      std::normal_distribution<float> normal;
+      std::vector<float> x(static_cast<size_t>(n * ldx));
+      for (float& v : x) v = normal(rng);
+      std::vector<float> together(static_cast<size_t>(n * ldy), -1.0f), alone(together.size(), -1.0f);
+      MatMul(w, x.data(), n, ldx, together.data(), ldy, pool, 2);
+      for (int64_t i = 0; i < n; ++i)
+        MatMul(w, x.data() + i * ldx, 1, ldx, alone.data() + i * ldy, ldy, pool, 1);
+      ASSERT_EQ(together, alone) << gguf::TensorTypeName(type) << " n=" << n;
+    }
+  }
 }
 
 TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {

@@ -1,5 +1,8 @@
 // `attn bench`: prompt processing and generation speed of a model, llama-bench style
 // (pp = one batch of N prompt tokens, tg = N tokens generated one at a time), median of repeats.
+// With --parallel P, P sequences go through every pass together (Model::ForwardBatch), as a
+// server's slots do: each processes the prompt, then each step generates one token for each of
+// them; tokens/s count all P sequences' tokens.
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -24,6 +27,7 @@ struct BenchArgs {
   int prompt_tokens = 512;
   int gen_tokens = 128;
   int repeats = 3;
+  int parallel = 1;  // sequences evaluated and generated together (llama-batched-bench's -npl)
   bool json = false;
   bool head_stats = false;  // also time prompt processing with per-head statistics
   DType kv_dtype = DType::kF16;
@@ -56,16 +60,28 @@ void RunBench(const BenchArgs& args) {
   while (static_cast<int>(prompt.size()) < args.prompt_tokens)
     prompt.push_back(text[prompt.size() % text.size()]);
 
-  Session session(*model, args.prompt_tokens + args.gen_tokens, args.kv_dtype);
-  std::vector<float> logits(static_cast<size_t>(c.vocab_size));
+  const int P = args.parallel;
+  std::vector<std::unique_ptr<Session>> sessions;
+  for (int i = 0; i < P; ++i)
+    sessions.push_back(
+        std::make_unique<Session>(*model, args.prompt_tokens + args.gen_tokens, args.kv_dtype));
+  std::vector<float> logits(static_cast<size_t>(c.vocab_size) * P);
+  std::vector<Model::BatchItem> items(static_cast<size_t>(P));
+  std::vector<int32_t> next(static_cast<size_t>(P));
+  ForwardOptions fo;
+  fo.threads = args.model.threads;
   std::vector<double> pp, tg, pp_stats;
   HeadStats stats(c);
   using Clock = std::chrono::steady_clock;
   for (int rep = 0; rep < args.repeats; ++rep) {
-    session.Reset();
+    for (int i = 0; i < P; ++i) {
+      sessions[static_cast<size_t>(i)]->Reset();
+      items[static_cast<size_t>(i)] = {sessions[static_cast<size_t>(i)].get(), prompt};
+    }
     auto t0 = Clock::now();
-    model->Forward(session, prompt, logits.data(), false, args.model.threads);
-    pp.push_back(args.prompt_tokens / std::chrono::duration<double>(Clock::now() - t0).count());
+    model->ForwardBatch(items, logits.data(), fo);
+    pp.push_back(static_cast<double>(args.prompt_tokens) * P /
+                 std::chrono::duration<double>(Clock::now() - t0).count());
     if (args.head_stats) {
       // The same prompt with the head statistics accumulated (entropy in the kernel, LSE masses).
       Session stats_session(*model, args.prompt_tokens, args.kv_dtype);
@@ -78,14 +94,18 @@ void RunBench(const BenchArgs& args) {
       if (!args.json)
         std::fprintf(stderr, "  run %d: pp with head statistics %.1f tokens/s\n", rep + 1, pp_stats.back());
     }
-    // Generation: feed the argmax back, one token per forward pass.
+    // Generation: feed each sequence's argmax back, one token per sequence and forward pass.
     auto t1 = Clock::now();
     for (int i = 0; i < args.gen_tokens; ++i) {
-      const int32_t next =
-          static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
-      model->Forward(session, std::span<const int32_t>(&next, 1), logits.data(), false, args.model.threads);
+      for (size_t b = 0; b < next.size(); ++b) {
+        const auto row = logits.begin() + static_cast<std::ptrdiff_t>(b * c.vocab_size);
+        next[b] = static_cast<int32_t>(std::max_element(row, row + c.vocab_size) - row);
+        items[b].tokens = std::span<const int32_t>(&next[b], 1);
+      }
+      model->ForwardBatch(items, logits.data(), fo);
     }
-    tg.push_back(args.gen_tokens / std::chrono::duration<double>(Clock::now() - t1).count());
+    tg.push_back(static_cast<double>(args.gen_tokens) * P /
+                 std::chrono::duration<double>(Clock::now() - t1).count());
     if (!args.json)
       std::fprintf(stderr, "  run %d: pp %.1f tokens/s, tg %.1f tokens/s\n", rep + 1, pp.back(), tg.back());
   }
@@ -96,6 +116,7 @@ void RunBench(const BenchArgs& args) {
     nlohmann::json j = {{"model", model->path()},
                         {"threads", args.model.threads},
                         {"prompt_tokens", args.prompt_tokens},
+                        {"parallel", P},
                         {"kv_type", DTypeName(args.kv_dtype)},
                         {"simd_target", CurrentSimdTarget()},
                         {"prompt_ids", prompt},
@@ -113,10 +134,12 @@ void RunBench(const BenchArgs& args) {
     std::printf("%s\n", j.dump().c_str());
     return;
   }
+  const std::string seqs = P > 1 ? std::to_string(P) + " sequences, " : "";
   std::printf(
-      "%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (median of %d; %s KV cache; %s; peak RSS %.0f MB)\n",
-      model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg), args.repeats,
-      DTypeName(args.kv_dtype), CurrentSimdTarget().c_str(), peak_mb);
+      "%s\n  pp%d: %.1f tokens/s   tg%d: %.1f tokens/s   (%smedian of %d; %s KV cache; %s; peak RSS %.0f "
+      "MB)\n",
+      model->path().c_str(), args.prompt_tokens, Median(pp), args.gen_tokens, Median(tg), seqs.c_str(),
+      args.repeats, DTypeName(args.kv_dtype), CurrentSimdTarget().c_str(), peak_mb);
   if (args.head_stats) {
     std::printf("  pp%d with head statistics: %.1f tokens/s (%.1f%% slower than plain)\n", args.prompt_tokens,
                 Median(pp_stats), 100.0 * (Median(pp) / Median(pp_stats) - 1.0));
@@ -136,6 +159,9 @@ void AddBenchCommand(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("-r,--repeats", args->repeats, "Repeats (the median is reported)")
       ->check(CLI::Range(1, 1000));
+  cmd->add_option("--parallel", args->parallel,
+                  "Sequences run together in every pass (a server's parallel slots); tokens/s count them all")
+      ->check(CLI::Range(1, 256));
   cmd->add_flag("--json", args->json, "Print one JSON object");
   cmd->add_flag("--head-stats", args->head_stats,
                 "Also time prompt processing with per-head statistics (attn heads' scores)");
