@@ -1,12 +1,15 @@
 // `attn serve`: an HTTP server with OpenAI's completion and chat-completion API (and llama.cpp's
-// /tokenize, /detokenize, /health), streaming as server-sent events. One model and one KV-cache
-// session: requests are answered one at a time, and a request whose prompt begins with the
-// previous conversation reuses its cached positions (as `attn chat` does).
+// /tokenize, /detokenize, /health, /slots), streaming as server-sent events. One model and
+// --parallel slots (src/serve/slots.h): up to that many requests generate together, their tokens
+// sharing every forward pass, and a request whose prompt begins with a slot's cached conversation
+// reuses those positions (as `attn chat` does).
 #include <httplib.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -20,6 +23,7 @@
 #include "attn/generate.h"
 #include "attn/model_options.h"
 #include "serve/openai.h"
+#include "serve/slots.h"
 
 namespace attn::cli {
 namespace {
@@ -30,18 +34,50 @@ struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
   int64_t context_keep = -1;  // --context-shift / --keep
+  int parallel = 4;           // slots: requests generated together
   std::string host = "127.0.0.1";
   int port = 8080;
 };
 
-// Thrown from the streaming callback when the client has gone: ends the generation.
-struct ClientGone {};
+// The events of one stream, from the slots' thread to the request's.
+class EventQueue {
+ public:
+  void Push(std::string event) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      events_.push_back(std::move(event));
+    }
+    cv_.notify_all();
+  }
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      closed_ = true;
+    }
+    cv_.notify_all();
+  }
+  // The next event; false once closed and drained.
+  bool Pop(std::string& event) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    cv_.wait(lock, [&] { return closed_ || !events_.empty(); });
+    if (events_.empty()) return false;
+    event = std::move(events_.front());
+    events_.pop_front();
+    return true;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::deque<std::string> events_;
+  bool closed_ = false;
+};
 
 class Server {
  public:
   explicit Server(const ServeArgs& args)
       : model_(LoadModel(args.model)),
-        session_(*model_, std::min<int64_t>(512, model_->config().context_length), args.kv_dtype),
+        slots_(*model_, args.parallel, args.kv_dtype, args.model.threads),
         threads_(args.model.threads),
         context_keep_(args.context_keep),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
@@ -49,6 +85,13 @@ class Server {
   void Register(httplib::Server& http) {
     http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
+    });
+    // llama.cpp's /slots, in brief: each slot, whether a request holds it, and its cached positions.
+    http.Get("/slots", [this](const httplib::Request&, httplib::Response& res) {
+      json list = json::array();
+      for (const serve::Slots::Info& s : slots_.Describe())
+        list.push_back({{"id", s.id}, {"is_processing", s.busy}, {"n_past", s.n_past}});
+      res.set_content(list.dump(), "application/json");
     });
     http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
       const json list{{"object", "list"},
@@ -148,84 +191,107 @@ class Server {
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
                             static_cast<int64_t>(std::time(nullptr)), name_});
+    auto job = std::make_shared<serve::Job>();
+    job->tokens = std::move(tokens);
+    job->cache_prompt = request->cache_prompt;
+    const serve::TokenText token_text = [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); };
 
     if (!request->stream) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!request->cache_prompt) session_.Reset();
-      const GenerateResult r = Generate(tokens, options, nullptr);
-      res.set_content(serve::ResponseJson(*request, *info, r,
-                                          [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); }),
-                      "application/json");
+      struct Outcome {
+        std::mutex mutex;
+        std::condition_variable cv;
+        bool done = false;
+        GenerateResult result;
+        std::exception_ptr error;
+      };
+      auto outcome = std::make_shared<Outcome>();
+      auto finish = [outcome](auto&& set) {
+        {
+          std::lock_guard<std::mutex> lock(outcome->mutex);
+          set(*outcome);
+          outcome->done = true;
+        }
+        outcome->cv.notify_all();
+      };
+      job->options = options;
+      job->on_done = [finish](const GenerateResult& r) { finish([&](Outcome& o) { o.result = r; }); };
+      job->on_error = [finish](std::exception_ptr e) { finish([&](Outcome& o) { o.error = e; }); };
+      slots_.Submit(job);
+      std::unique_lock<std::mutex> lock(outcome->mutex);
+      outcome->cv.wait(lock, [&] { return outcome->done; });
+      if (outcome->error) std::rethrow_exception(outcome->error);
+      res.set_content(serve::ResponseJson(*request, *info, outcome->result, token_text), "application/json");
       return;
     }
-    res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [this, request, info, tokens, options](
-                                                              size_t, httplib::DataSink& sink) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!request->cache_prompt) session_.Reset();
-      auto send = [&](const std::string& event) {
-        if (!sink.write(event.data(), event.size())) throw ClientGone{};
-      };
+
+    // A stream: the slots' thread formats the events and queues them; this request's thread writes
+    // them out, and marks the job cancelled when the client has gone.
+    auto events = std::make_shared<EventQueue>();
+    if (chat) events->Push(serve::StreamChunk(*request, *info, "", true));
+    // Log-probabilities ride with the chunk that carries their tokens' text: the entries of tokens
+    // sampled since the last chunk (text held back for a stop string waits).
+    struct LogprobState {
+      std::vector<TokenLogprob> pending;
+      int64_t offset = 0;  // text_offset of the next entry
+    };
+    auto lp = std::make_shared<LogprobState>();
+    if (request->logprobs >= 0 && !chat) lp->offset = serve::Chars(serve::PromptText(*request, token_text));
+    auto chunk_logprobs = [request, lp, token_text](size_t count) {
+      if (request->logprobs < 0) return nlohmann::json();
+      const std::span<const TokenLogprob> entries(lp->pending.data(), count);
+      nlohmann::json j = serve::StreamLogprobs(*request, entries, lp->offset, token_text);
+      for (const TokenLogprob& e : entries) lp->offset += serve::Chars(token_text(e.token));
+      lp->pending.erase(lp->pending.begin(), lp->pending.begin() + static_cast<std::ptrdiff_t>(count));
+      return j;
+    };
+    job->options = options;
+    job->options.on_logprob = [this, lp, chat](const TokenLogprob& e) {
+      // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
+      if (!(chat && model_->tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
+    };
+    // Pieces end on whole characters (SequenceGeneration holds a split one back).
+    job->on_text = [events, request, info, lp, chunk_logprobs](const std::string& piece) {
+      events->Push(serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size())));
+    };
+    job->on_done = [events, request, info, lp, chunk_logprobs](const GenerateResult& r) {
+      // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
+      // plain answer lists them.
+      if (request->logprobs >= 0 && !lp->pending.empty())
+        events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size())));
+      events->Push(serve::StreamEnd(*request, *info, r));
+      events->Close();
+    };
+    job->on_error = [events](std::exception_ptr e) {
+      std::string message = "unknown error";
       try {
-        const bool chat = request->endpoint == serve::Endpoint::kChatCompletions;
-        if (chat) send(serve::StreamChunk(*request, *info, "", true));
-        // Log-probabilities ride with the chunk that carries their tokens' text: the entries
-        // of tokens sampled since the last chunk (text held back for a stop string waits).
-        const serve::TokenText token_text = [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); };
-        std::vector<TokenLogprob> pending;
-        int64_t offset = 0;  // text_offset of the next entry
-        if (request->logprobs >= 0 && !chat) offset = serve::Chars(serve::PromptText(*request, token_text));
-        GenerateOptions o = options;
-        o.on_logprob = [&](const TokenLogprob& lp) {
-          // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
-          if (!(chat && model_->tokenizer().IsEndOfGeneration(lp.token))) pending.push_back(lp);
-        };
-        const auto chunk_logprobs = [&](size_t count) {
-          if (request->logprobs < 0) return nlohmann::json();
-          const std::span<const TokenLogprob> entries(pending.data(), count);
-          nlohmann::json j = serve::StreamLogprobs(*request, entries, offset, token_text);
-          for (const TokenLogprob& lp : entries) offset += serve::Chars(token_text(lp.token));
-          pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(count));
-          return j;
-        };
-        // Pieces end on whole characters (GenerateInSession holds a split one back).
-        const GenerateResult r = Generate(tokens, o, [&](const std::string& piece) {
-          send(serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(pending.size())));
-        });
-        // Entries whose text never came (a stop string cut it, or the EOS of a completion),
-        // as the plain answer lists them.
-        if (request->logprobs >= 0 && !pending.empty())
-          send(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(pending.size())));
-        send(serve::StreamEnd(*request, *info, r));
-      } catch (const ClientGone&) {
-        return false;
-      } catch (const std::exception& e) {
-        const std::string event = "data: " + serve::ErrorJson(e.what(), 500) + "\n\n";
-        sink.write(event.data(), event.size());
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        message = ex.what();
+      } catch (...) {
+      }
+      events->Push("data: " + serve::ErrorJson(message, 500) + "\n\n");
+      events->Close();
+    };
+    slots_.Submit(job);
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider("text/event-stream", [events, job](size_t, httplib::DataSink& sink) {
+      std::string event;
+      while (events->Pop(event)) {
+        if (!sink.write(event.data(), event.size())) {
+          job->cancelled = true;
+          return false;
+        }
       }
       sink.done();
       return true;
     });
   }
 
-  // One generation in the shared session (its cached prefix reused). After a failure the session
-  // is reset: it may hold a half-evaluated batch.
-  GenerateResult Generate(const std::vector<int32_t>& tokens, const GenerateOptions& options,
-                          const std::function<void(const std::string&)>& on_text) {
-    try {
-      return GenerateInSession(*model_, session_, tokens, options, on_text);
-    } catch (...) {
-      session_.Reset();
-      throw;
-    }
-  }
-
   std::unique_ptr<Model> model_;
-  Session session_;
+  serve::Slots slots_;
   int threads_;
   int64_t context_keep_;
   std::string name_;
-  std::mutex mutex_;
   std::atomic<uint64_t> next_id_{0};
 };
 
@@ -263,6 +329,9 @@ void AddServeCommand(CLI::App& app) {
   AddModelOptions(cmd, args->model);
   AddKvTypeOption(cmd, args->kv_dtype);
   AddContextShiftOptions(cmd, args->context_keep);
+  cmd->add_option("--parallel", args->parallel,
+                  "Slots: requests generated together, their tokens in one forward pass per step (default 4)")
+      ->check(CLI::Range(1, 256));
   cmd->add_option("--host", args->host, "Address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", args->port, "Port (default 8080; 0 = any free port, printed at start)")
       ->check(CLI::Range(0, 65535));
