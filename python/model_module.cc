@@ -169,6 +169,37 @@ attn::ProbeOptions Probe(int64_t length, int64_t sequences, uint64_t seed, int t
   return o;
 }
 
+// A generation's result as the dict of Model.generate(return_dict=True).
+nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_logprobs) {
+  nb::dict d;
+  d["prompt_tokens"] = r.prompt_tokens;
+  d["tokens"] = r.tokens;
+  d["text"] = nb::bytes(r.text.data(), r.text.size());
+  d["stop_reason"] = r.stop_reason;
+  d["prompt_ms"] = r.prompt_ms;
+  d["gen_ms"] = r.gen_ms;
+  d["n_gen_evaluated"] = r.n_gen_evaluated;
+  d["prompt_evaluated"] = r.n_prompt_evaluated;
+  d["prompt_cached"] = r.n_prompt_cached;
+  d["context_shifts"] = r.n_context_shifts;
+  if (logprobs >= 0) {
+    const auto entries = [](const std::vector<attn::TokenLogprob>& v) {
+      nb::list out;
+      for (const attn::TokenLogprob& lp : v) {
+        nb::dict e;
+        e["token"] = lp.token;
+        e["logprob"] = lp.logprob;
+        e["top"] = lp.top;
+        out.append(e);
+      }
+      return out;
+    };
+    d["logprobs"] = entries(r.logprobs);
+    if (prompt_logprobs) d["prompt_logprobs"] = entries(r.prompt_logprobs);
+  }
+  return d;
+}
+
 }  // namespace
 
 void BindModel(nb::module_& m) {
@@ -295,38 +326,48 @@ void BindModel(nb::module_& m) {
               r = session != nullptr ? attn::GenerateInSession(model, *session, prompt_tokens, o)
                                      : attn::GenerateFromTokens(model, prompt_tokens, o);
             }
-            nb::dict d;
-            d["prompt_tokens"] = r.prompt_tokens;
-            d["tokens"] = r.tokens;
-            d["text"] = nb::bytes(r.text.data(), r.text.size());
-            d["stop_reason"] = r.stop_reason;
-            d["prompt_ms"] = r.prompt_ms;
-            d["gen_ms"] = r.gen_ms;
-            d["n_gen_evaluated"] = r.n_gen_evaluated;
-            d["prompt_evaluated"] = r.n_prompt_evaluated;
-            d["prompt_cached"] = r.n_prompt_cached;
-            d["context_shifts"] = r.n_context_shifts;
-            if (logprobs >= 0) {
-              const auto entries = [](const std::vector<attn::TokenLogprob>& v) {
-                nb::list out;
-                for (const attn::TokenLogprob& lp : v) {
-                  nb::dict e;
-                  e["token"] = lp.token;
-                  e["logprob"] = lp.logprob;
-                  e["top"] = lp.top;
-                  out.append(e);
-                }
-                return out;
-              };
-              d["logprobs"] = entries(r.logprobs);
-              if (prompt_logprobs) d["prompt_logprobs"] = entries(r.prompt_logprobs);
-            }
-            return d;
+            return ResultDict(r, logprobs, prompt_logprobs);
           },
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
           nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false)
+      .def(
+          "generate_batch",
+          [](const attn::Model& model, const std::vector<std::vector<int32_t>>& prompts, int max_tokens,
+             float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
+             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, int64_t context_keep,
+             int logprobs) {
+            // Prompt i samples with seed + i: what generate(prompt i, seed = seed + i) draws.
+            std::vector<attn::GenerateOptions> options(prompts.size());
+            for (size_t i = 0; i < prompts.size(); ++i) {
+              attn::GenerateOptions& o = options[i];
+              o.logprobs = logprobs;
+              o.kv_dtype = kv_dtype;
+              o.context_keep = context_keep;
+              o.max_tokens = max_tokens;
+              o.sampling.temperature = temperature;
+              o.sampling.seed = seed + i;
+              o.sampling.top_k = top_k;
+              o.sampling.top_p = top_p;
+              o.sampling.min_p = min_p;
+              o.sampling.repetition_penalty = repetition_penalty;
+              o.stop = stop;
+              o.threads = threads;
+            }
+            std::vector<attn::GenerateResult> rs;
+            {
+              nb::gil_scoped_release release;
+              rs = attn::GenerateBatch(model, prompts, options);
+            }
+            nb::list out;
+            for (const attn::GenerateResult& r : rs) out.append(ResultDict(r, logprobs, false));
+            return out;
+          },
+          nb::arg("prompts"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
+          nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
+          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"),
+          nb::arg("logprobs"))
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

@@ -345,6 +345,49 @@ HWY_NOINLINE void RowsQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const i
   }
 }
 
+// C x rows at once through R rows of W, as RowsQ takes them (a batch of sequences decoding
+// together): each weight block is loaded once and applied to every x row, with RowsQ's operations
+// in RowsQ's order for each (weight row, x row), so each result is bit for bit RowsQ's.
+template <TensorType kType, int R, int C>
+HWY_NOINLINE void RowsQX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xq,
+                         const float* const* xds, int64_t nb, float* const* y) {
+  const size_t ahead = PrefetchOffset(row_bytes);
+  __m256 acc[R][C];
+  __m128 offset[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_setzero_ps(), offset[r][c] = _mm_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    __m256i xv[C];
+    __m128 ds[C];
+    for (int c = 0; c < C; ++c) {
+      xv[c] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq[c] + b * kQK));
+      ds[c] = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds[c] + 2 * b)));
+    }
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = w + r * row_bytes + b * BlockBytes<kType>();
+      _mm_prefetch(reinterpret_cast<const char*>(block + ahead), _MM_HINT_T1);
+      const __m128 scales = BlockScales<kType>(block);
+      const __m256i wv = LoadWeightBlock<kType>(block);
+      for (int c = 0; c < C; ++c) {
+        const __m128 prod = _mm_mul_ps(scales, ds[c]);
+        const __m256i dot = BlockDot<kType>(wv, xv[c]);
+        acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), acc[r][c]);
+        if constexpr (kType != TensorType::kQ8_0) offset[r][c] = _mm_add_ps(offset[r][c], prod);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) {
+      float sum = HorizontalSum(acc[r][c]);
+      if constexpr (kType != TensorType::kQ8_0) {
+        const float off = _mm_cvtss_f32(_mm_movehdup_ps(offset[r][c]));
+        sum += kWithMin<kType> ? off : -kCentre<kType> * off;
+      }
+      y[c][r] = sum;
+    }
+  }
+}
+
 #if HWY_TARGET <= HWY_AVX3
 // ---------------------------------------------------------------- AVX-512: two Q4 blocks per register
 
@@ -434,6 +477,90 @@ HWY_NOINLINE void RowsQ4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, c
     const float off = _mm_cvtss_f32(_mm_movehdup_ps(offset[r])) + _mm_cvtss_f32(_mm_permute_ps(offset[r], 3));
     sum += kType == TensorType::kQ4_0 ? -8.0f * off : off;
     y[r] = sum;
+  }
+}
+
+// C x rows at once through R rows of a Q4_0 / Q4_1 matrix (a batch of sequences decoding
+// together): each pair of weight blocks is loaded and unpacked once and applied to every x row.
+// The operations for each (weight row, x row) are RowsQ4Pairs's in the same order, so each result
+// is bit for bit RowsQ4Pairs's. xp[c], xds[c]: x row c as RowsQ4Pairs takes it; y[c][r] its outputs.
+template <TensorType kType, int R, int C>
+HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xp,
+                               const float* const* xds, int64_t nb, float* const* y) {
+  static_assert(kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1);
+  constexpr int64_t BB = BlockBytes<kType>(), QO = QuantOffset<kType>();
+  const __m512i low4 = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi16(1);
+  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
+  const size_t ahead = PrefetchOffset(row_bytes);
+  __m512 acc[R][C];
+  __m128 offset[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps(), offset[r][c] = _mm_setzero_ps();
+  int64_t b = 0;
+  for (; b + 2 <= nb; b += 2) {
+    __m512i xv[C];
+    __m128 ds[C];
+    for (int c = 0; c < C; ++c)
+      xv[c] = _mm512_loadu_si512(xp[c] + b * kQK), ds[c] = _mm_loadu_ps(xds[c] + 2 * b);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = w + r * row_bytes + b * BB;
+      _mm_prefetch(reinterpret_cast<const char*>(block + ahead), _MM_HINT_T1);
+      __m128 dm;
+      if constexpr (kType == TensorType::kQ4_1) {
+        uint32_t b0, b1;
+        std::memcpy(&b0, block, 4);
+        std::memcpy(&b1, block + BB, 4);
+        dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(b0)), static_cast<int>(b1), 1));
+      } else {
+        uint16_t b0, b1;
+        std::memcpy(&b0, block, 2);
+        std::memcpy(&b1, block + BB, 2);
+        const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(b0 | (uint32_t{b1} << 16))));
+        dm = _mm_unpacklo_ps(d2, d2);
+      }
+      const __m256i nib = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + QO))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + BB + QO)), 1);
+      const __m512i wv = _mm512_and_si512(
+          _mm512_inserti64x4(_mm512_castsi256_si512(nib), _mm256_srli_epi16(nib, 4), 1), low4);
+      for (int c = 0; c < C; ++c) {
+        const __m128 prod = _mm_mul_ps(dm, ds[c]);
+        const __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv[c]), ones);
+        const __m512 scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
+        acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
+        offset[r][c] = _mm_add_ps(offset[r][c], prod);
+      }
+    }
+  }
+  __m256 tail[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c) tail[r][c] = _mm256_setzero_ps();
+  if (b < nb) {  // an odd last block, as in RowsQ4Pairs
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* block = w + r * row_bytes + b * BB;
+      const __m128 scales = BlockScales<kType>(block);
+      const __m256i wv = LoadWeightBlock<kType>(block);
+      for (int c = 0; c < C; ++c) {
+        const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp[c] + b * kQK));
+        const __m128 ds = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds[c] + 2 * b)));
+        const __m128 prod = _mm_mul_ps(scales, ds);
+        const __m256i dot = BlockDot<kType>(wv, xv);
+        tail[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), tail[r][c]);
+        offset[r][c] = _mm_add_ps(offset[r][c], prod);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) {
+      const __m256 halves =
+          _mm256_add_ps(_mm512_castps512_ps256(acc[r][c]),
+                        _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r][c]), 1)));
+      float sum = HorizontalSum(_mm256_add_ps(halves, tail[r][c]));
+      const float off =
+          _mm_cvtss_f32(_mm_movehdup_ps(offset[r][c])) + _mm_cvtss_f32(_mm_permute_ps(offset[r][c], 3));
+      sum += kType == TensorType::kQ4_0 ? -8.0f * off : off;
+      y[c][r] = sum;
+    }
   }
 }
 #endif  // HWY_TARGET <= HWY_AVX3

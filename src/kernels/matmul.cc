@@ -860,7 +860,29 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     const int64_t r_begin = (task - first_task[k]) * rb, r_count = std::min(rb, w.rows - r_begin);
     ForEachTile<kVectorRows, 1>(r_count, 1, [&]<int R, int C>(int64_t r, int64_t) {
       const uint8_t* rows = w.data + static_cast<size_t>(r_begin + r) * w.row_bytes;
-      for (int64_t i = 0; i < n; ++i) {
+      int64_t i = 0;
+#if HWY_TARGET <= HWY_AVX3
+      if constexpr (kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1) {
+        for (; i + 2 <= n; i += 2) {  // two x rows per pass over the tile's blocks
+          const int8_t* xps[2] = {xr[i].xp, xr[i + 1].xp};
+          const float* xdss[2] = {xr[i].xds, xr[i + 1].xds};
+          float* ys[2] = {g.ys[k] + i * g.ldys[k] + r_begin + r, g.ys[k] + (i + 1) * g.ldys[k] + r_begin + r};
+          matmul::RowsQ4PairsX<kType, R, 2>(rows, w.row_bytes, xps, xdss, nb, ys);
+        }
+      }
+#endif
+      if constexpr (kType == gguf::TensorType::kQ8_0 || kType == gguf::TensorType::kQ5_0 ||
+                    kType == gguf::TensorType::kQ5_1 ||
+                    (HWY_TARGET > HWY_AVX3 &&
+                     (kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1))) {
+        for (; i + 2 <= n; i += 2) {  // RowsQ's types: two x rows per pass as well
+          const int8_t* xqs[2] = {xr[i].xq, xr[i + 1].xq};
+          const float* xdss[2] = {xr[i].xds, xr[i + 1].xds};
+          float* ys[2] = {g.ys[k] + i * g.ldys[k] + r_begin + r, g.ys[k] + (i + 1) * g.ldys[k] + r_begin + r};
+          matmul::RowsQX<kType, R, 2>(rows, w.row_bytes, xqs, xdss, nb, ys);
+        }
+      }
+      for (; i < n; ++i) {
         const RowX& x = xr[i];
         float* y = g.ys[k] + i * g.ldys[k] + r_begin + r;
 #if HWY_TARGET <= HWY_AVX3

@@ -72,6 +72,27 @@ def test_generate_returns_tokens_and_timings(model):
     assert r["prompt_ms"] > 0 and r["stop_reason"] in ("eos", "length", "stop")
 
 
+def test_generate_batch_equals_generate_one_at_a_time(model):
+    # Four prompts generated together (each step one forward pass for all): every result equals
+    # generate()'s on its own prompt, token for token (Q4_1 / Q8_0 weights: a batch of up to 24
+    # rows is computed as one-row products), with each prompt's own stop and its own seed (+ i).
+    prompts = ["Once upon a time", "def fibonacci(n):", model.tokenize("The capital of France is"),
+               "List three colors:"]
+    got = model.generate_batch(prompts, max_tokens=24, stop=["\n\n"], return_dict=True)
+    for p, r in zip(prompts, got):
+        want = model.generate(p, max_tokens=24, stop=["\n\n"], return_dict=True)
+        assert (r["tokens"], r["text"], r["stop_reason"]) == (want["tokens"], want["text"], want["stop_reason"])
+    sampled = model.generate_batch(prompts[:2], max_tokens=12, temperature=1.0, seed=7)
+    assert sampled == [model.generate(p, max_tokens=12, temperature=1.0, seed=7 + i) for i, p in enumerate(prompts[:2])]
+    assert model.generate_batch(["Hi"], max_tokens=0) == [""]
+    with pytest.raises(ValueError, match="no prompts"):
+        model.generate_batch([])
+    with pytest.raises(TypeError, match="list of prompts"):
+        model.generate_batch("one string")
+    with pytest.raises(ValueError, match="the prompt is empty"):
+        model.generate_batch(["fine", []])
+
+
 def test_kv_cache_types(model):
     # The KV cache's storage: f16 (default, llama.cpp's), bf16, f32, q8_0. A confident continuation
     # is the same under each; a name outside the four is an error.
