@@ -157,11 +157,12 @@ class SequenceGeneration {
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
 };
 
-// Several prompts generated together: one sequence per prompt in its own session, every step's
-// tokens in one Model::ForwardBatch (each weight read once per step for all of them). options[i]
-// (or options[0] for all when there is one) and on_text[i] (optional) belong to prompt i. Each
-// result is what GenerateFromTokens gives within rounding (a batched product can take another
-// kernel than a one-row one); timings are of the shared passes.
+// Several prompts generated together: one sequence per prompt in its own session; each prompt is
+// evaluated on its own, then every step's tokens go through one Model::ForwardBatch (each weight
+// read once per step for all of them). options[i] (or options[0] for all when there is one) and
+// on_text[i] (optional) belong to prompt i. Each result is what GenerateFromTokens gives: bit for
+// bit for weights in integer formats with up to 24 prompts on x86 (matmul.h), else within rounding
+// (a batched product can take another kernel than a one-row one). gen_ms is of the shared passes.
 std::vector<GenerateResult> GenerateBatch(
     const Model& model, std::span<const std::vector<int32_t>> prompts,
     std::span<const GenerateOptions> options,

@@ -263,11 +263,10 @@ std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const st
     gens.push_back(std::make_unique<SequenceGeneration>(model, *sessions.back(), prompts[i], o,
                                                         on_text.empty() ? nullptr : on_text[i]));
   }
-  for (auto& g : gens) {
-    if (g->needs_prompt_rows()) g->EvaluatePrompt();
-  }
-  // Every step: the pending tokens of the unfinished sequences (prompts first, then one token
-  // each) in one pass, each sequence's last row of logits back to it.
+  // Each prompt on its own (a batch of whole prompts would gain little: long prompts already fill
+  // the matrix kernels), so that every row is computed as it is alone; then every step runs the
+  // unfinished sequences' next tokens in one pass, each sequence's row of logits back to it.
+  for (auto& g : gens) g->EvaluatePrompt();
   std::vector<Model::BatchItem> items;
   std::vector<SequenceGeneration*> active;
   std::vector<float> logits;

@@ -77,7 +77,7 @@ def test_generate_batch_equals_generate_one_at_a_time(model):
     # generate()'s on its own prompt, token for token (Q4_1 / Q8_0 weights: a batch of up to 24
     # rows is computed as one-row products), with each prompt's own stop and its own seed (+ i).
     prompts = ["Once upon a time", "def fibonacci(n):", model.tokenize("The capital of France is"),
-               "List three colors:"]
+               "List three colors, then explain in a few sentences why the sky looks blue on a clear day:"]
     got = model.generate_batch(prompts, max_tokens=24, stop=["\n\n"], return_dict=True)
     for p, r in zip(prompts, got):
         want = model.generate(p, max_tokens=24, stop=["\n\n"], return_dict=True)
