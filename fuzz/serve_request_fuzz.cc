@@ -1,19 +1,30 @@
-// libFuzzer target for `attn serve`'s request parser: arbitrary bytes as the body of
-// /v1/completions (first byte even) or /v1/chat/completions (odd). Every input must be refused
-// with attn::Error or parse into a request, and a parsed request must build its response objects
-// and stream chunks, under ASan and UBSan. Seeds: fuzz/corpus/serve_request/ (requests of the
-// tests) and fuzz/serve_request.dict (the field names).
+// libFuzzer target for `attn serve`'s request parsers: arbitrary bytes as the body of
+// /v1/embeddings (first byte 'E'), else /v1/completions (first byte even) or /v1/chat/completions (odd).
+// Every input must be refused with attn::Error or parse into a request, and a parsed request must build its
+// response objects and stream chunks, under ASan and UBSan. Seeds: fuzz/corpus/serve_request/ (requests of
+// the tests) and fuzz/serve_request.dict (the field names).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "attn/error.h"
 #include "serve/openai.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
+  if (data[0] == 'E') {  // /v1/embeddings: parse, then build a response for what parsed
+    try {
+      const attn::serve::EmbeddingRequest r = attn::serve::ParseEmbeddingRequest(
+          std::string_view(reinterpret_cast<const char*>(data + 1), size - 1));
+      std::vector<std::vector<float>> out(r.inputs.size(), std::vector<float>(3, 0.5f));
+      (void)attn::serve::EmbeddingResponseJson(out, "m", static_cast<int64_t>(r.inputs.size()));
+    } catch (const attn::Error&) {
+    }
+    return 0;
+  }
   const auto endpoint =
       data[0] % 2 ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions;
   const std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);

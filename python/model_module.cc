@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "attn/embed.h"
 #include "attn/error.h"
 #include "attn/generate.h"
 #include "attn/heads.h"
@@ -332,6 +333,29 @@ void BindModel(nb::module_& m) {
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
           nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false)
+      .def(
+          "embed",
+          [](const attn::Model& model, const std::vector<std::vector<int32_t>>& inputs,
+             const std::string& pooling, bool normalize, int threads, attn::DType kv_dtype) {
+            attn::EmbedOptions o;
+            o.pooling = attn::ParsePooling(pooling);
+            o.normalize = normalize;
+            o.threads = threads;
+            o.kv_dtype = kv_dtype;
+            const size_t d = static_cast<size_t>(model.config().d_model);
+            auto* out = new std::vector<float>(inputs.size() * d);
+            nb::capsule owner(out, [](void* p) noexcept { delete static_cast<std::vector<float>*>(p); });
+            {
+              nb::gil_scoped_release release;
+              for (size_t i = 0; i < inputs.size(); ++i) {
+                const std::vector<float> e = attn::Embed(model, inputs[i], o);
+                std::copy(e.begin(), e.end(), out->begin() + static_cast<std::ptrdiff_t>(i * d));
+              }
+            }
+            return nb::ndarray<nb::numpy, float, nb::ndim<2>>(out->data(), {inputs.size(), d}, owner);
+          },
+          nb::arg("inputs"), nb::arg("pooling"), nb::arg("normalize"), nb::arg("threads"),
+          nb::arg("kv_dtype"))
       .def(
           "generate_batch",
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& prompts, int max_tokens,

@@ -191,6 +191,9 @@ struct ForwardOptions {
   // computed inside the fused kernel and from its row LSE, never materializing the pattern.
   HeadStats* stats = nullptr;
   int64_t max_chunk = 512;  // tokens per pass through the blocks (bounds scratch memory)
+  // When set: the final norm's output of every token, [tokens, d_model] (what embeddings pool).
+  // The logits pointer may then be null: the unembedding is skipped.
+  float* hidden = nullptr;
 };
 
 class Model;

@@ -322,6 +322,34 @@ class Model:
             r["text"] = r["text"].decode("utf-8", "replace")
         return rs if return_dict else [r["text"] for r in rs]
 
+    def embed(self, inputs: str | Sequence[int] | Sequence[str | Sequence[int]], *, pooling: str = "mean",
+              normalize: bool = True, threads: int | None = None, kv_type: str = "f16") -> np.ndarray:
+        """Text embeddings, as llama.cpp's --embeddings computes them: one forward pass per input
+        (a fresh sequence; texts tokenized with the model's own BOS rule), the final norm's output
+        of every token (what the unembedding reads) pooled into one vector of d_model floats:
+        pooling "mean" (every token), "last" (the last token's: a causal model has read the
+        whole text there) or "cls" (the first token's); unit L2 norm when normalize. One input
+        (a text, or a list of token ids) gives a vector [d_model]; a list of them a matrix
+        [len(inputs), d_model]."""
+        kv_dtype = _kv_dtype("embed", kv_type)
+        if pooling not in ("mean", "last", "cls"):
+            raise ValueError(f"embed: pooling = {pooling!r} (must be 'mean', 'last' or 'cls')")
+        single = isinstance(inputs, str) or (isinstance(inputs, Sequence) and len(inputs) > 0
+                                             and all(isinstance(t, numbers.Integral) for t in inputs))
+        if isinstance(inputs, np.ndarray) and inputs.ndim == 1:
+            single = True
+        items = [inputs] if single else list(inputs)
+        if not items:
+            raise ValueError("embed: no inputs")
+        ids = []
+        for i, x in enumerate(items):
+            if isinstance(x, str):
+                ids.append(self.to_tokens(x))
+            else:
+                ids.append(_token_list(f"embed: input {i}", x))
+        out = self._m.embed(ids, pooling, bool(normalize), _threads(threads), kv_dtype)
+        return out[0] if single else out
+
     def new_session(self, kv_type: str = "f16", capacity: int = 512) -> "Session":
         """KV caches kept between generate(..., session=) calls (a conversation). The capacity
         grows as needed up to the model's context length."""

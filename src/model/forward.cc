@@ -482,6 +482,8 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
   const ModelConfig& c = config_;
   const Weights& w = *weights_;
   if (items.empty()) throw Error("forward: no sequences");
+  if (logits == nullptr && options.hidden == nullptr)
+    throw Error("forward: no output asked for (logits and hidden are both null)");
   if (items.size() > 1 && (hooks != nullptr || stats != nullptr))
     throw Error("forward: hooks and head statistics need a single sequence, not a batch of " +
                 std::to_string(items.size()));
@@ -527,6 +529,7 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
   Scratch s(c, max_rows);
   std::vector<float> row_lse, row_entropy;  // [n_heads, n] per layer, statistics mode only
   int64_t logit_row = 0;                    // all_logits: the output row of the pass's first row
+  int64_t hidden_row = 0;                   // options.hidden: likewise
 
   for (const std::vector<Piece>& pass : passes) {
     const int64_t n = pass.back().row + pass.back().count;
@@ -800,6 +803,16 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
       point("hook_resid_post", layer, x, d);
     }
     for (const Piece& p : pass) session_of(p).n_past_ += p.count;
+    auto final_norm = [&](const float* in, float* out_rows, int64_t count) {
+      if (c.norm == NormKind::kRms) {
+        ops::RmsNorm(in, Floats(w.output_norm), out_rows, count, d, c.norm_eps);
+      } else {
+        ops::LayerNorm(in, Floats(w.output_norm), Floats(w.output_norm_bias), out_rows, count, d, c.norm_eps);
+      }
+    };
+    if (options.hidden != nullptr) final_norm(x, options.hidden + hidden_row * d, n);
+    hidden_row += n;
+    if (logits == nullptr) continue;
 
     // Final norm and unembedding, for every row, or for the last row of each item that ends in this
     // pass (consecutive items: only a pass's last piece can leave its item unfinished).
@@ -818,13 +831,6 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
       rows = static_cast<int64_t>(last_rows.size());
     }
     float* h = s.h.data();
-    auto final_norm = [&](const float* in, float* out_rows, int64_t count) {
-      if (c.norm == NormKind::kRms) {
-        ops::RmsNorm(in, Floats(w.output_norm), out_rows, count, d, c.norm_eps);
-      } else {
-        ops::LayerNorm(in, Floats(w.output_norm), Floats(w.output_norm_bias), out_rows, count, d, c.norm_eps);
-      }
-    };
     if (all_logits) {
       final_norm(x, h, n);
     } else {

@@ -365,6 +365,70 @@ std::string StreamEnd(const Request& request, const ResponseInfo& info, const Ge
   return out + "data: [DONE]\n\n";
 }
 
+EmbeddingRequest ParseEmbeddingRequest(std::string_view body) {
+  const json j = ParseObject(body);
+  const json* in = Find(j, "input");
+  if (in == nullptr) Fail("input: missing (a string, an array of strings or token ids)");
+  const auto ids_of = [](const json& a) {
+    std::vector<int32_t> ids;
+    for (const json& t : a) {
+      if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() > INT32_MAX)
+        Fail("input: token ids must be integers >= 0, got " + Quote(a));
+      ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
+    }
+    return ids;
+  };
+  EmbeddingRequest r;
+  if (in->is_string()) {
+    r.inputs.push_back({in->get<std::string>(), std::nullopt});
+  } else if (in->is_array() && !in->empty() && (*in)[0].is_number()) {
+    r.inputs.push_back({"", ids_of(*in)});
+  } else if (in->is_array() && !in->empty()) {
+    if (in->size() > 2048)
+      Fail("input: " + std::to_string(in->size()) + " inputs (at most 2048 per request)");
+    for (const json& x : *in) {
+      if (x.is_string()) {
+        r.inputs.push_back({x.get<std::string>(), std::nullopt});
+      } else if (x.is_array() && !x.empty()) {
+        r.inputs.push_back({"", ids_of(x)});
+      } else {
+        Fail("input: each item must be a string or a non-empty array of token ids, got " + Quote(x));
+      }
+    }
+  } else {
+    Fail("input: expected a string, or a non-empty array of strings or token ids, got " + Quote(*in));
+  }
+  for (size_t i = 0; i < r.inputs.size(); ++i) {
+    if (!r.inputs[i].tokens && r.inputs[i].text.empty()) Fail("input " + std::to_string(i) + ": empty");
+  }
+  if (const json* f = Find(j, "encoding_format")) {
+    if (!f->is_string() || f->get<std::string>() != "float")
+      Fail("encoding_format = " + Quote(*f) + " is not supported by attn serve (only \"float\")");
+  }
+  if (Find(j, "dimensions") != nullptr)
+    Fail("dimensions is not supported by attn serve (full d_model vectors)");
+  if (const json* p = Find(j, "pooling")) {
+    if (!p->is_string()) Fail("pooling: expected \"mean\", \"last\" or \"cls\", got " + Quote(*p));
+    const std::string name = p->get<std::string>();
+    if (name != "mean" && name != "last" && name != "cls")
+      Fail("pooling = " + Quote(*p) + " (must be \"mean\", \"last\" or \"cls\")");
+    r.pooling = name;
+  }
+  return r;
+}
+
+std::string EmbeddingResponseJson(const std::vector<std::vector<float>>& embeddings, const std::string& model,
+                                  int64_t prompt_tokens) {
+  json data = json::array();
+  for (size_t i = 0; i < embeddings.size(); ++i)
+    data.push_back({{"object", "embedding"}, {"index", i}, {"embedding", embeddings[i]}});
+  return json{{"object", "list"},
+              {"data", std::move(data)},
+              {"model", model},
+              {"usage", {{"prompt_tokens", prompt_tokens}, {"total_tokens", prompt_tokens}}}}
+      .dump();
+}
+
 std::string ErrorJson(const std::string& message, int status) {
   const char* type = status >= 500   ? "server_error"
                      : status == 404 ? "not_found_error"

@@ -91,6 +91,24 @@ std::string PromptText(const Request& request, const TokenText& token_text);
 int64_t Chars(const std::string& s);
 std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result);
 
+// A /v1/embeddings request: "input" is a string, an array of strings, an array of token ids, or an
+// array of such arrays (OpenAI's four forms); each becomes one input, as text or as token ids.
+// "encoding_format" may only be "float"; "dimensions" is refused (no truncation); "pooling" (mean,
+// last, cls) overrides the server's. Throws attn::Error (kValue) naming the field.
+struct EmbeddingInput {
+  std::string text;
+  std::optional<std::vector<int32_t>> tokens;
+};
+struct EmbeddingRequest {
+  std::vector<EmbeddingInput> inputs;
+  std::optional<std::string> pooling;
+};
+EmbeddingRequest ParseEmbeddingRequest(std::string_view body);
+// The response: {"object": "list", "data": [{"object": "embedding", "index", "embedding"}], "model",
+// "usage": {"prompt_tokens", "total_tokens"}}.
+std::string EmbeddingResponseJson(const std::vector<std::vector<float>>& embeddings, const std::string& model,
+                                  int64_t prompt_tokens);
+
 // {"error": {"message", "type", "code"}} for an HTTP status.
 std::string ErrorJson(const std::string& message, int status);
 

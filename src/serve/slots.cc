@@ -39,6 +39,33 @@ void Slots::Submit(std::shared_ptr<Job> job) {
   wake_.notify_all();
 }
 
+void Slots::RunBetweenSteps(const std::function<void()>& task) {
+  std::mutex m;
+  std::condition_variable cv;
+  bool done = false;
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stop_) throw Error("slots: the server is stopping");
+    tasks_.push_back([&] {
+      try {
+        task();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> l(m);
+        done = true;
+      }
+      cv.notify_all();
+    });
+  }
+  wake_.notify_all();
+  std::unique_lock<std::mutex> l(m);
+  cv.wait(l, [&] { return done; });
+  if (error) std::rethrow_exception(error);
+}
+
 std::vector<Slots::Info> Slots::Describe() const {
   std::lock_guard<std::mutex> lock(mutex_);
   std::vector<Info> out;
@@ -117,6 +144,7 @@ void Slots::Run() {
     // Admit queued jobs into free slots: each to the free slot whose cache shares the longest
     // beginning with its prompt (ties: the least recently used).
     std::vector<std::pair<Slot*, std::shared_ptr<Job>>> starting;
+    std::deque<std::function<void()>> tasks;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       auto busy = [&] {
@@ -125,8 +153,10 @@ void Slots::Run() {
       auto free_slot = [&] {
         return std::any_of(slots_.begin(), slots_.end(), [](const auto& s) { return s->job == nullptr; });
       };
-      wake_.wait(lock, [&] { return stop_ || busy() || (!queue_.empty() && free_slot()); });
+      wake_.wait(lock,
+                 [&] { return stop_ || busy() || !tasks_.empty() || (!queue_.empty() && free_slot()); });
       if (stop_) break;
+      tasks.swap(tasks_);
       while (!queue_.empty() && free_slot()) {
         std::shared_ptr<Job> job = std::move(queue_.front());
         queue_.pop_front();
@@ -144,6 +174,7 @@ void Slots::Run() {
         starting.emplace_back(best, std::move(job));
       }
     }
+    for (auto& task : tasks) task();  // each catches its own errors
     for (auto& [slot, job] : starting) Start(*slot, job);
 
     // One pass for every busy slot's next token.
@@ -189,10 +220,13 @@ void Slots::Run() {
     if (s->job != nullptr) Fail(*s, stopping);
   }
   std::deque<std::shared_ptr<Job>> left;
+  std::deque<std::function<void()>> tasks;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     left.swap(queue_);
+    tasks.swap(tasks_);
   }
+  for (auto& task : tasks) task();  // their callers wait for them
   for (auto& job : left) {
     try {
       job->on_error(stopping);

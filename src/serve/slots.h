@@ -52,6 +52,9 @@ class Slots {
   Slots& operator=(const Slots&) = delete;
 
   void Submit(std::shared_ptr<Job> job);
+  // Runs `task` on the slots' thread between two steps (other work on the model: embeddings), so
+  // that one thread at a time computes; returns when it has run, rethrowing what it threw.
+  void RunBetweenSteps(const std::function<void()>& task);
 
   struct Info {
     int id;
@@ -85,6 +88,7 @@ class Slots {
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<std::function<void()>> tasks_;  // RunBetweenSteps's, each signalling its caller
   bool stop_ = false;
   int64_t jobs_started_ = 0;
   std::atomic<int64_t> passes_{0};

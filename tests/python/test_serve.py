@@ -363,7 +363,7 @@ def test_chat_logprobs_in_openais_format(server, model):
      400, "tools"),
     ("/tokenize", {"text": "x"}, 400, "content: expected a string"),
     ("/detokenize", {"tokens": [-1]}, 400, "token id -1"),
-    ("/v1/embeddings", {"input": "x"}, 404, "no such endpoint: POST /v1/embeddings"),
+    ("/v1/rerank", {"query": "x"}, 404, "no such endpoint: POST /v1/rerank"),
 ])
 def test_bad_requests_get_a_message(server, path, body, status, fragment):
     got, r = post(server + path, body)
@@ -372,3 +372,31 @@ def test_bad_requests_get_a_message(server, path, body, status, fragment):
     assert r["error"]["code"] == status
     # The server still answers afterwards.
     assert post(server + "/v1/completions", {"prompt": "1, 2,", "max_tokens": 1, "temperature": 0})[0] == 200
+
+
+def test_embeddings_equal_model_embed_and_llama_cpp(server, model):
+    # /v1/embeddings in OpenAI's format: the same vectors as Model.embed (mean pooling, unit norm),
+    # for each of OpenAI's input forms; a per-request "pooling" overrides the server's.
+    texts = ["The capital of France is Paris.", "Paris is the capital city of France.", "def f(x): return x"]
+    status, r = post(server + "/v1/embeddings", {"input": texts, "model": "any", "encoding_format": "float"})
+    assert status == 200, r
+    assert r["object"] == "list" and [d["index"] for d in r["data"]] == [0, 1, 2]
+    got = np.array([d["embedding"] for d in r["data"]], dtype=np.float32)
+    want = model.embed(texts)
+    assert got.shape == (3, 576)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    assert r["usage"]["prompt_tokens"] == sum(len(model.to_tokens(t)) for t in texts)
+    ids = model.to_tokens(texts[0])
+    for body in ({"input": texts[0]}, {"input": ids}, {"input": [ids]}):
+        status, one = post(server + "/v1/embeddings", body)
+        assert status == 200 and len(one["data"]) == 1
+        np.testing.assert_allclose(one["data"][0]["embedding"], want[0], atol=1e-6)
+    status, last = post(server + "/v1/embeddings", {"input": texts[0], "pooling": "last"})
+    np.testing.assert_allclose(last["data"][0]["embedding"], model.embed(texts[0], pooling="last"), atol=1e-6)
+    for body, fragment in (({}, "input: missing"), ({"input": ""}, "input 0: empty"), ({"input": [[]]}, "input"),
+                           ({"input": "x", "encoding_format": "base64"}, "encoding_format"),
+                           ({"input": "x", "dimensions": 8}, "dimensions"), ({"input": "x", "pooling": "max"}, "pooling"),
+                           ({"input": [1, -2]}, "token ids"), ({"input": [99999999]}, "token id")):
+        status, err = post(server + "/v1/embeddings", body)
+        assert status == 400 and fragment in err["error"]["message"], (body, err)

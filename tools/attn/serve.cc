@@ -1,5 +1,5 @@
 // `attn serve`: an HTTP server with OpenAI's completion and chat-completion API (and llama.cpp's
-// /tokenize, /detokenize, /health, /slots), streaming as server-sent events. One model and
+// /tokenize, /detokenize, /health, /slots; /v1/embeddings), streaming as server-sent events. One model and
 // --parallel slots (src/serve/slots.h): up to that many requests generate together, their tokens
 // sharing every forward pass, and a request whose prompt begins with a slot's cached conversation
 // reuses those positions (as `attn chat` does).
@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "attn/commands.h"
+#include "attn/embed.h"
 #include "attn/error.h"
 #include "attn/generate.h"
 #include "attn/model_options.h"
@@ -33,8 +34,9 @@ using nlohmann::json;
 struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
-  int64_t context_keep = -1;  // --context-shift / --keep
-  int parallel = 4;           // slots: requests generated together
+  int64_t context_keep = -1;     // --context-shift / --keep
+  int parallel = 4;              // slots: requests generated together
+  std::string pooling = "mean";  // /v1/embeddings
   std::string host = "127.0.0.1";
   int port = 8080;
 };
@@ -78,6 +80,8 @@ class Server {
   explicit Server(const ServeArgs& args)
       : model_(LoadModel(args.model)),
         slots_(*model_, args.parallel, args.kv_dtype, args.model.threads),
+        pooling_(ParsePooling(args.pooling)),
+        kv_dtype_(args.kv_dtype),
         threads_(args.model.threads),
         context_keep_(args.context_keep),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
@@ -106,6 +110,32 @@ class Server {
     });
     http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
       Complete(req, res, serve::Endpoint::kChatCompletions);
+    });
+    // OpenAI's embeddings: the final norm's outputs pooled (--pooling, or the request's "pooling"),
+    // unit L2 norm, computed on the slots' thread between generation steps.
+    http.Post("/v1/embeddings", [this](const httplib::Request& req, httplib::Response& res) {
+      const serve::EmbeddingRequest r = serve::ParseEmbeddingRequest(req.body);
+      std::vector<std::vector<int32_t>> inputs;
+      int64_t n_tokens = 0;
+      for (const serve::EmbeddingInput& in : r.inputs) {
+        if (in.tokens) {
+          std::vector<int32_t> ids;
+          for (int32_t id : *in.tokens) ids.push_back(TokenId(id));
+          inputs.push_back(std::move(ids));
+        } else {
+          inputs.push_back(model_->tokenizer().EncodePrompt(in.text));
+        }
+        n_tokens += static_cast<int64_t>(inputs.back().size());
+      }
+      EmbedOptions o;
+      o.pooling = r.pooling ? ParsePooling(*r.pooling) : pooling_;
+      o.threads = threads_;
+      o.kv_dtype = kv_dtype_;
+      std::vector<std::vector<float>> out;
+      slots_.RunBetweenSteps([&] {
+        for (const auto& ids : inputs) out.push_back(Embed(*model_, ids, o));
+      });
+      res.set_content(serve::EmbeddingResponseJson(out, name_, n_tokens), "application/json");
     });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       const json body = serve::ParseObject(req.body);
@@ -289,6 +319,8 @@ class Server {
 
   std::unique_ptr<Model> model_;
   serve::Slots slots_;
+  Pooling pooling_;
+  DType kv_dtype_;
   int threads_;
   int64_t context_keep_;
   std::string name_;
@@ -332,6 +364,9 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--parallel", args->parallel,
                   "Slots: requests generated together, their tokens in one forward pass per step (default 4)")
       ->check(CLI::Range(1, 256));
+  cmd->add_option("--pooling", args->pooling,
+                  "How /v1/embeddings pools the tokens' final hidden states: mean (default), last or cls")
+      ->check(CLI::IsMember({"mean", "last", "cls"}));
   cmd->add_option("--host", args->host, "Address to listen on (default 127.0.0.1: this machine only)");
   cmd->add_option("--port", args->port, "Port (default 8080; 0 = any free port, printed at start)")
       ->check(CLI::Range(0, 65535));
