@@ -46,10 +46,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const attn::serve::TokenText text = [&r](int32_t t) {
       return r.prompt.substr(0, static_cast<size_t>(t) % 8);
     };
-    (void)attn::serve::ResponseJson(r, info, result, text);
+    const attn::GenerateResult results[] = {result, result};
+    (void)attn::serve::ResponseJson(r, info, std::span(results, static_cast<size_t>(r.n > 1 ? 2 : 1)), text);
     (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage,
                                    attn::serve::StreamLogprobs(r, result.logprobs, 7, text));
-    (void)attn::serve::StreamEnd(r, info, result);
+    (void)attn::serve::StreamFinish(r, info, result, r.n - 1);
+    (void)attn::serve::StreamEnd(r, info, results);
   } catch (const attn::Error&) {
   }
   return 0;

@@ -306,7 +306,8 @@ void BindModel(nb::module_& m) {
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
-             int64_t context_keep, int logprobs, bool prompt_logprobs) {
+             int64_t context_keep, int logprobs, bool prompt_logprobs, float frequency_penalty,
+             float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias) {
             attn::GenerateOptions o;
             o.logprobs = logprobs;
             o.prompt_logprobs = prompt_logprobs;
@@ -319,6 +320,9 @@ void BindModel(nb::module_& m) {
             o.sampling.top_p = top_p;
             o.sampling.min_p = min_p;
             o.sampling.repetition_penalty = repetition_penalty;
+            o.sampling.frequency_penalty = frequency_penalty;
+            o.sampling.presence_penalty = presence_penalty;
+            o.sampling.logit_bias = logit_bias;
             o.stop = stop;
             o.threads = threads;
             attn::GenerateResult r;
@@ -332,7 +336,9 @@ void BindModel(nb::module_& m) {
           nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
-          nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false)
+          nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false,
+          nb::arg("frequency_penalty") = 0.0f, nb::arg("presence_penalty") = 0.0f,
+          nb::arg("logit_bias") = std::vector<std::pair<int32_t, float>>())
       .def(
           "embed",
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& inputs,
@@ -361,7 +367,8 @@ void BindModel(nb::module_& m) {
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& prompts, int max_tokens,
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, int64_t context_keep,
-             int logprobs) {
+             int logprobs, float frequency_penalty, float presence_penalty,
+             const std::vector<std::pair<int32_t, float>>& logit_bias) {
             // Prompt i samples with seed + i: what generate(prompt i, seed = seed + i) draws.
             std::vector<attn::GenerateOptions> options(prompts.size());
             for (size_t i = 0; i < prompts.size(); ++i) {
@@ -376,6 +383,9 @@ void BindModel(nb::module_& m) {
               o.sampling.top_p = top_p;
               o.sampling.min_p = min_p;
               o.sampling.repetition_penalty = repetition_penalty;
+              o.sampling.frequency_penalty = frequency_penalty;
+              o.sampling.presence_penalty = presence_penalty;
+              o.sampling.logit_bias = logit_bias;
               o.stop = stop;
               o.threads = threads;
             }
@@ -391,7 +401,8 @@ void BindModel(nb::module_& m) {
           nb::arg("prompts"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"),
-          nb::arg("logprobs"))
+          nb::arg("logprobs"), nb::arg("frequency_penalty"), nb::arg("presence_penalty"),
+          nb::arg("logit_bias"))
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

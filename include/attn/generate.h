@@ -13,15 +13,23 @@
 namespace attn {
 
 // The sampling chain, applied in this order (llama.cpp's default order for these stages):
-// repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw.
-// temperature == 0 is greedy (argmax, ties to the lowest id); the other stages then do nothing.
+// logit bias -> penalties -> top-k -> top-p -> min-p -> temperature -> draw.
+// temperature == 0 is greedy (argmax of the biased, penalized logits, ties to the lowest id); the
+// stages after the penalties then do nothing.
 struct SamplerOptions {
   float temperature = 0.0f;
   int top_k = 40;                   // 0 = off
   float top_p = 0.95f;              // 1 = off
   float min_p = 0.05f;              // 0 = off
   float repetition_penalty = 1.0f;  // 1 = off; llama.cpp/CTRL rule: logit > 0 ? logit / p : logit * p
-  int repetition_window = 64;       // last tokens the penalty looks at
+  // OpenAI's penalties (llama.cpp's penalty_freq / penalty_present): a token seen c times in the
+  // window loses c * frequency_penalty + (c > 0) * presence_penalty from its logit. 0 = off.
+  float frequency_penalty = 0.0f;
+  float presence_penalty = 0.0f;
+  int repetition_window = 64;  // last tokens (prompt included) the three penalties look at
+  // Added to the named tokens' logits first (OpenAI's logit_bias; -inf bans a token). An id outside
+  // the vocabulary is an error at the first Sample.
+  std::vector<std::pair<int32_t, float>> logit_bias;
   uint64_t seed = 0;
 };
 

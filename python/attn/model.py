@@ -44,6 +44,19 @@ def _token_list(name: str, tokens) -> list[int]:
     return [int(t) for t in arr]
 
 
+def _logit_bias(name: str, bias) -> list[tuple[int, float]]:
+    if bias is None:
+        return []
+    if not isinstance(bias, dict):
+        raise TypeError(f"{name}: logit_bias must be a dict of token id -> bias, got {type(bias).__name__}")
+    out = []
+    for k, v in bias.items():
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or not 0 <= k < 2**31:
+            raise ValueError(f"{name}: logit_bias key {k!r} is not a token id")
+        out.append((int(k), float(v)))
+    return out
+
+
 def _int(what: str, name: str, x, minimum: int) -> int:
     if not isinstance(x, numbers.Integral) or isinstance(x, bool) or x < minimum:
         raise ValueError(f"{what}: {name} = {x!r} (must be an integer >= {minimum})")
@@ -230,7 +243,8 @@ class Model:
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,
                  threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
                  context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
-                 return_dict: bool = False):
+                 frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                 logit_bias: dict[int, float] | None = None, return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -247,7 +261,10 @@ class Model:
         EOS that ended the generation, which is not in "tokens") {"token", "logprob", "top": [(id,
         logprob)] of the k most likely}, under the model's own distribution (log-softmax of the
         logits, before penalty and temperature); echo=True adds "prompt_logprobs", the same for
-        every prompt token after the first (the whole prompt is then evaluated, even in a session)."""
+        every prompt token after the first (the whole prompt is then evaluated, even in a session).
+        frequency_penalty / presence_penalty (OpenAI's, llama.cpp's penalty_freq / _present): a
+        token seen c times in the last 64 tokens loses c * frequency_penalty + presence_penalty
+        from its logit; logit_bias {token id: bias} is added to those logits first (-inf bans)."""
         kv_dtype = _kv_dtype("generate", kv_type)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
@@ -274,7 +291,8 @@ class Model:
                              float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
                              kv_dtype, None if session is None else session._s,
                              -1 if context_shift is None else context_shift,
-                             -1 if logprobs is None else logprobs, bool(echo))
+                             -1 if logprobs is None else logprobs, bool(echo), float(frequency_penalty),
+                             float(presence_penalty), _logit_bias("generate", logit_bias))
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 
@@ -283,7 +301,8 @@ class Model:
                        min_p: float = 0.05, repetition_penalty: float = 1.0, stop: Sequence[str] | None = None,
                        chat: bool = False, threads: int | None = None, kv_type: str = "f16",
                        context_shift: int | None = None, logprobs: int | None = None,
-                       return_dict: bool = False) -> list:
+                       frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
+                       logit_bias: dict[int, float] | None = None, return_dict: bool = False) -> list:
         """Continues several prompts together and returns a list of texts (or of generate()'s dicts).
 
         Each prompt is a sequence of its own (its own KV cache, stop rules and sampler); every step
@@ -317,7 +336,8 @@ class Model:
         rs = self._m.generate_batch(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
                                     float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
                                     kv_dtype, -1 if context_shift is None else context_shift,
-                                    -1 if logprobs is None else logprobs)
+                                    -1 if logprobs is None else logprobs, float(frequency_penalty),
+                                    float(presence_penalty), _logit_bias("generate_batch", logit_bias))
         for r in rs:
             r["text"] = r["text"].decode("utf-8", "replace")
         return rs if return_dict else [r["text"] for r in rs]

@@ -1,9 +1,10 @@
 // The sampling chain (see attn/generate.h for the order and the rules).
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <string>
-#include <unordered_set>
+#include <unordered_map>
 
 #include "attn/error.h"
 #include "attn/generate.h"
@@ -25,6 +26,16 @@ Sampler::Sampler(const SamplerOptions& options) : options_(options), rng_(option
     throw Error("sampler: repetition_penalty = " + std::to_string(options.repetition_penalty) +
                 " (must be > 0)");
   }
+  for (const auto& [name, value] :
+       {std::pair<const char*, float>{"frequency_penalty", options.frequency_penalty},
+        {"presence_penalty", options.presence_penalty}}) {
+    if (!std::isfinite(value)) throw Error(std::string("sampler: ") + name + " = " + std::to_string(value));
+  }
+  for (const auto& [id, bias] : options.logit_bias) {
+    if (std::isnan(bias) || bias == std::numeric_limits<float>::infinity())
+      throw Error("sampler: logit_bias of token " + std::to_string(id) + " = " + std::to_string(bias) +
+                  " (must be a number or -inf)");
+  }
 }
 
 int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
@@ -38,19 +49,32 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
   }
   candidates_.resize(static_cast<size_t>(vocab));
   for (int32_t i = 0; i < vocab; ++i) candidates_[i] = {logits[i], i};
+  for (const auto& [id, bias] : options_.logit_bias) {
+    if (id < 0 || id >= vocab)
+      throw Error("sampler: logit_bias names token " + std::to_string(id) + ", not in the vocabulary of " +
+                  std::to_string(vocab));
+    candidates_[static_cast<size_t>(id)].first += bias;
+  }
 
-  // Repetition penalty over the recent window, each distinct token once.
-  if (options_.repetition_penalty != 1.0f && options_.repetition_window > 0) {
+  // The penalties over the recent window: each distinct token once, with its count.
+  const bool penalize = options_.repetition_penalty != 1.0f || options_.frequency_penalty != 0.0f ||
+                        options_.presence_penalty != 0.0f;
+  if (penalize && options_.repetition_window > 0) {
     const size_t from = history.size() > static_cast<size_t>(options_.repetition_window)
                             ? history.size() - static_cast<size_t>(options_.repetition_window)
                             : 0;
-    std::unordered_set<int32_t> seen(history.begin() + static_cast<std::ptrdiff_t>(from), history.end());
-    for (int32_t id : seen) {
+    std::unordered_map<int32_t, int> counts;
+    for (size_t i = from; i < history.size(); ++i) ++counts[history[i]];
+    for (const auto& [id, count] : counts) {
       if (id < 0 || id >= vocab) continue;
-      float& l = candidates_[id].first;
+      float& l = candidates_[static_cast<size_t>(id)].first;
       l = l > 0.0f ? l / options_.repetition_penalty : l * options_.repetition_penalty;
+      l -= static_cast<float>(count) * options_.frequency_penalty + options_.presence_penalty;
     }
   }
+  if (std::all_of(candidates_.begin(), candidates_.end(),
+                  [](const auto& c) { return c.first == -std::numeric_limits<float>::infinity(); }))
+    throw Error("sampler: logit_bias bans every token");
 
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);

@@ -63,13 +63,9 @@ void RejectUnsupported(const json& j) {
   auto unsupported = [](const char* key, const json& v) {
     Fail(std::string(key) + " = " + Quote(v) + " is not supported by attn serve");
   };
-  if (const json* v = Find(j, "n"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
-    unsupported("n", *v);
   if (const json* v = Find(j, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
     unsupported("best_of", *v);
-  for (const char* key : {"frequency_penalty", "presence_penalty"})
-    if (const json* v = Find(j, key); v && !(v->is_number() && v->get<double>() == 0.0)) unsupported(key, *v);
-  for (const char* key : {"tools", "functions", "logit_bias"})
+  for (const char* key : {"tools", "functions"})
     if (const json* v = Find(j, key); v && !v->empty()) unsupported(key, *v);
   if (const json* v = Find(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     unsupported("suffix", *v);
@@ -100,9 +96,11 @@ json ResponseIdentity(const ResponseInfo& info, const char* object) {
   return json{{"id", info.id}, {"object", object}, {"created", info.created}, {"model", info.model}};
 }
 
-json Usage(const GenerateResult& r) {
-  const auto prompt = static_cast<int64_t>(r.prompt_tokens.size()),
-             completion = static_cast<int64_t>(r.tokens.size());
+// The prompt once, every choice's completion.
+json Usage(std::span<const GenerateResult> results) {
+  const auto prompt = results.empty() ? int64_t{0} : static_cast<int64_t>(results[0].prompt_tokens.size());
+  int64_t completion = 0;
+  for (const GenerateResult& r : results) completion += static_cast<int64_t>(r.tokens.size());
   return json{
       {"prompt_tokens", prompt}, {"completion_tokens", completion}, {"total_tokens", prompt + completion}};
 }
@@ -240,6 +238,28 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   if (Find(j, "min_p")) r.sampling.min_p = static_cast<float>(Number(j, "min_p", 0.0, 1.0));
   if (Find(j, "repeat_penalty"))
     r.sampling.repetition_penalty = static_cast<float>(Number(j, "repeat_penalty", 0.01, 100.0));
+  if (Find(j, "frequency_penalty"))
+    r.sampling.frequency_penalty = static_cast<float>(Number(j, "frequency_penalty", -2.0, 2.0));
+  if (Find(j, "presence_penalty"))
+    r.sampling.presence_penalty = static_cast<float>(Number(j, "presence_penalty", -2.0, 2.0));
+  if (const json* b = Find(j, "logit_bias")) {
+    // OpenAI's {"token id": bias in [-100, 100]} (-100 bans the token in practice).
+    if (!b->is_object()) Fail("logit_bias: expected an object of token id -> bias, got " + Quote(*b));
+    for (const auto& [key, value] : b->items()) {
+      size_t used = 0;
+      long long id = -1;
+      try {
+        id = std::stoll(key, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != key.size() || key.empty() || id < 0 || id > INT32_MAX)
+        Fail("logit_bias: key " + Quote(json(key)) + " is not a token id");
+      if (!value.is_number() || !(value.get<double>() >= -100.0 && value.get<double>() <= 100.0))
+        Fail("logit_bias[" + key + "] = " + Quote(value) + " (must be a number in [-100, 100])");
+      r.sampling.logit_bias.emplace_back(static_cast<int32_t>(id), static_cast<float>(value.get<double>()));
+    }
+  }
   if (Find(j, "seed")) {
     const json& s = j["seed"];
     if (!s.is_number_integer()) Fail("seed: expected an integer, got " + Quote(s));
@@ -279,6 +299,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     }
   }
   if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
+  if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
   return r;
 }
 
@@ -286,25 +307,33 @@ std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
 }
 
-std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                         const TokenText& token_text) {
+std::string ResponseJson(const Request& request, const ResponseInfo& info,
+                         std::span<const GenerateResult> results, const TokenText& token_text) {
+  if (results.empty()) throw Error("serve: a response without results");
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
-  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
-  if (chat) {
-    choice["message"] = {{"role", "assistant"}, {"content", result.text}};
-    if (request.logprobs >= 0)  // the answer's tokens, not the end-of-turn token
-      choice["logprobs"] = ChatLogprobs(
-          std::span(result.logprobs).first(std::min(result.logprobs.size(), result.tokens.size())),
-          token_text);
-  } else {
-    const std::string prompt = PromptText(request, token_text);
-    choice["text"] = request.echo ? prompt + result.text : result.text;
-    if (request.logprobs >= 0)
-      choice["logprobs"] = CompletionLogprobs(request.echo, prompt, result, result.logprobs, -1, token_text);
+  json choices = json::array();
+  for (size_t i = 0; i < results.size(); ++i) {
+    const GenerateResult& result = results[i];
+    json choice{{"index", i}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
+    if (chat) {
+      choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+      if (request.logprobs >= 0)  // the answer's tokens, not the end-of-turn token
+        choice["logprobs"] = ChatLogprobs(
+            std::span(result.logprobs).first(std::min(result.logprobs.size(), result.tokens.size())),
+            token_text);
+    } else {
+      const std::string prompt = PromptText(request, token_text);
+      choice["text"] = request.echo ? prompt + result.text : result.text;
+      if (request.logprobs >= 0)
+        choice["logprobs"] =
+            CompletionLogprobs(request.echo, prompt, result, result.logprobs, -1, token_text);
+    }
+    choices.push_back(std::move(choice));
   }
+  const GenerateResult& result = results[0];
   json j = ResponseIdentity(info, chat ? "chat.completion" : "text_completion");
-  j["choices"] = json::array({choice});
-  j["usage"] = Usage(result);
+  j["choices"] = std::move(choices);
+  j["usage"] = Usage(results);
   j["timings"] = {{"prompt_n", result.n_prompt_evaluated},
                   {"prompt_cached", result.n_prompt_cached},
                   {"prompt_ms", result.prompt_ms},
@@ -332,9 +361,9 @@ json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entrie
 }
 
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk, const json& logprobs) {
+                        bool role_chunk, const json& logprobs, int index) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
-  json choice{{"index", 0}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
+  json choice{{"index", index}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
   if (chat) {
     choice["delta"] = role_chunk ? json{{"role", "assistant"}, {"content", ""}} : json{{"content", text}};
   } else {
@@ -345,9 +374,10 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
   return Event(j);
 }
 
-std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result) {
+std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                         int index) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
-  json choice{{"index", 0}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
+  json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
   if (chat) {
     choice["delta"] = json::object();
   } else {
@@ -355,11 +385,17 @@ std::string StreamEnd(const Request& request, const ResponseInfo& info, const Ge
   }
   json last = ResponseIdentity(info, chat ? "chat.completion.chunk" : "text_completion");
   last["choices"] = json::array({choice});
-  std::string out = Event(last);
+  return Event(last);
+}
+
+std::string StreamEnd(const Request& request, const ResponseInfo& info,
+                      std::span<const GenerateResult> results) {
+  const bool chat = request.endpoint == Endpoint::kChatCompletions;
+  std::string out;
   if (request.include_usage) {  // as OpenAI: one more chunk, no choices, the usage
     json usage = ResponseIdentity(info, chat ? "chat.completion.chunk" : "text_completion");
     usage["choices"] = json::array();
-    usage["usage"] = Usage(result);
+    usage["usage"] = Usage(results);
     out += Event(usage);
   }
   return out + "data: [DONE]\n\n";

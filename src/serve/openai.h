@@ -45,7 +45,11 @@ struct Request {
   // /v1/completions "echo": the prompt comes back before the completion (with its tokens'
   // log-probabilities when logprobs is on). Not with "stream".
   bool echo = false;
+  // OpenAI's "n": choices generated for the prompt (each its own sequence and draw: seed + i when
+  // seeded), 1 to kMaxChoices.
+  int n = 1;
 };
+constexpr int kMaxChoices = 16;
 
 // The text of one token id (Tokenizer::TokenToPiece), for the logprobs' token strings.
 using TokenText = std::function<std::string(int32_t)>;
@@ -70,17 +74,18 @@ struct ResponseInfo {
   std::string model;
 };
 
-// The whole (non-streamed) response object, JSON text: choices[0].text or .message.content (after
-// the prompt with echo), choices[0].logprobs in the endpoint's format when asked for, usage, and
-// attn's timings (prompt tokens evaluated / taken from the cache, milliseconds).
-std::string ResponseJson(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                         const TokenText& token_text);
+// The whole (non-streamed) response object, JSON text: choices[i].text or .message.content (after
+// the prompt with echo), choices[i].logprobs in the endpoint's format when asked for, one choice
+// per result; usage (the prompt counted once, every choice's completion tokens); and attn's
+// timings of choice 0 (prompt tokens evaluated / taken from the cache, milliseconds).
+std::string ResponseJson(const Request& request, const ResponseInfo& info,
+                         std::span<const GenerateResult> results, const TokenText& token_text);
 
-// One server-sent event of a stream ("data: {...}\n\n"): a piece of text, the role chunk that opens
-// a chat stream (role_chunk), or the last chunk with its finish_reason (and usage when asked for).
-// `logprobs`: the chunk's choices[0].logprobs (StreamLogprobs), null when not asked for.
+// One server-sent event of a stream ("data: {...}\n\n") for choice `index`: a piece of text, or the
+// role chunk that opens a chat stream (role_chunk). `logprobs`: the chunk's choices[0].logprobs
+// (StreamLogprobs), null when not asked for.
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk = false, const nlohmann::json& logprobs = nullptr);
+                        bool role_chunk = false, const nlohmann::json& logprobs = nullptr, int index = 0);
 // The logprobs object of a stream chunk for the sampled tokens `entries`, in the endpoint's format;
 // text_offset: characters of prompt and completion before the first of them (completions).
 nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries,
@@ -89,7 +94,13 @@ nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogpr
 std::string PromptText(const Request& request, const TokenText& token_text);
 // Characters (UTF-8 lead bytes) of s: the unit of OpenAI's text_offset.
 int64_t Chars(const std::string& s);
-std::string StreamEnd(const Request& request, const ResponseInfo& info, const GenerateResult& result);
+// The chunk that ends choice `index` with its finish_reason.
+std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                         int index = 0);
+// The end of the stream once every choice has finished: the usage chunk when asked for, then
+// "data: [DONE]".
+std::string StreamEnd(const Request& request, const ResponseInfo& info,
+                      std::span<const GenerateResult> results);
 
 // A /v1/embeddings request: "input" is a string, an array of strings, an array of token ids, or an
 // array of such arrays (OpenAI's four forms); each becomes one input, as text or as token ids.

@@ -206,6 +206,55 @@ def test_parallel_requests_run_together_and_each_gets_its_own_answer(server, mod
     assert len(get(server + "/slots")) == 4
 
 
+def test_penalties_and_logit_bias_as_model_generate(server, model):
+    # OpenAI's frequency / presence penalties and logit_bias reach the sampler: the greedy answer
+    # equals Model.generate's with the same settings, and a bias of -100 on the token the model
+    # would pick first makes it pick another.
+    prompt = "1, 2, 3, 1, 2, 3, 1, 2, 3,"
+    base = {"prompt": prompt, "max_tokens": 12, "temperature": 0, "cache_prompt": False}
+    _, plain = post(server + "/v1/completions", base)
+    _, pen = post(server + "/v1/completions", {**base, "frequency_penalty": 1.5, "presence_penalty": 0.5})
+    want = model.generate(prompt, max_tokens=12, frequency_penalty=1.5, presence_penalty=0.5)
+    assert pen["choices"][0]["text"] == want != plain["choices"][0]["text"]
+    first = model.generate(prompt, max_tokens=1, return_dict=True)["tokens"][0]
+    _, banned = post(server + "/v1/completions", {**base, "max_tokens": 1, "logit_bias": {str(first): -100}})
+    assert banned["choices"][0]["text"] == model.generate(prompt, max_tokens=1, logit_bias={first: -100})
+    assert banned["choices"][0]["text"] != model.detokenize([first])
+
+
+def test_n_choices_each_equal_generate_with_its_seed(server, model):
+    # "n": 3 sampled choices of one prompt, generated side by side on the slots: choice i is
+    # Model.generate's draw with seed + i; the usage counts the prompt once. Streamed, the chunks of
+    # each index join into the same texts, each index ends with its finish_reason, one [DONE].
+    prompt = "Once upon a time"
+    opts = {"temperature": 1.0, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
+    body = {"prompt": prompt, "max_tokens": 12, "n": 3, "seed": 5, "cache_prompt": False, **opts}
+    status, r = post(server + "/v1/completions", body)
+    assert status == 200, r
+    texts = [c["text"] for c in sorted(r["choices"], key=lambda c: c["index"])]
+    wants = [model.generate(prompt, max_tokens=12, seed=5 + i, **opts, return_dict=True) for i in range(3)]
+    assert texts == [w["text"] for w in wants]
+    assert len(set(texts)) > 1
+    assert r["usage"]["prompt_tokens"] == len(wants[0]["prompt_tokens"])
+    assert r["usage"]["completion_tokens"] == sum(len(w["tokens"]) for w in wants)
+    status, text = post(server + "/v1/completions", {**body, "stream": True,
+                                                     "stream_options": {"include_usage": True}}, raw=True)
+    chunks = events(text)
+    joined = ["", "", ""]
+    finished = set()
+    for c in chunks[:-1]:
+        (choice,) = c["choices"]
+        joined[choice["index"]] += choice["text"]
+        if choice["finish_reason"] is not None:
+            finished.add(choice["index"])
+    assert joined == texts and finished == {0, 1, 2}
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"] == r["usage"]
+    # Chat, greedy: every choice is the same answer.
+    status, c = post(server + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                                       "max_tokens": 8, "temperature": 0, "n": 2})
+    assert status == 200 and len({ch["message"]["content"] for ch in c["choices"]}) == 1
+
+
 def test_seeded_sampling_repeats(server):
     # The same seed over the same numbers (cache_prompt false: both evaluate the prompt afresh).
     body = {"prompt": "My favourite animal is", "max_tokens": 10, "temperature": 1.0, "seed": 7,
@@ -341,7 +390,9 @@ def test_chat_logprobs_in_openais_format(server, model):
     ("/v1/completions", {"prompt": "x", "stop": [""]}, 400, "stop: expected a non-empty string"),
     ("/v1/completions", {"prompt": "x", "stream": "yes"}, 400, "stream: expected true or false"),
     ("/v1/completions", {"prompt": "x", "cache_prompt": 1}, 400, "cache_prompt: expected true or false"),
-    ("/v1/completions", {"prompt": "x", "n": 3}, 400, "n = 3 is not supported"),
+    ("/v1/completions", {"prompt": "x", "n": 17}, 400, "n = 17 (must be <= 16)"),
+    ("/v1/completions", {"prompt": "x", "n": 0}, 400, "n = 0 (must be in [1, 16])"),
+    ("/v1/completions", {"prompt": "x", "best_of": 3}, 400, "best_of = 3 is not supported"),
     ("/v1/completions", {"prompt": "x", "logprobs": 21}, 400, "logprobs = 21 (must be <= 20)"),
     ("/v1/completions", {"prompt": "x", "logprobs": True}, 400, "logprobs: expected an integer"),
     ("/v1/completions", {"prompt": "x", "echo": True, "stream": True}, 400, "echo with stream = true"),
@@ -352,7 +403,12 @@ def test_chat_logprobs_in_openais_format(server, model):
      "logprobs: expected true or false"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "echo": True}, 400,
      "echo = true is not supported by /v1/chat/completions"),
-    ("/v1/completions", {"prompt": "x", "presence_penalty": 0.5}, 400, "presence_penalty = 0.5"),
+    ("/v1/completions", {"prompt": "x", "presence_penalty": 2.5}, 400, "presence_penalty = 2.5"),
+    ("/v1/completions", {"prompt": "x", "frequency_penalty": "lots"}, 400, "frequency_penalty: expected a number"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"abc": 1}}, 400, 'logit_bias: key "abc" is not a token id'),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"5": 101}}, 400, "logit_bias[5] = 101"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": {"99999": 1}}, 400, "token id 99999 is not in"),
+    ("/v1/completions", {"prompt": "x", "logit_bias": [1, 2]}, 400, "logit_bias: expected an object"),
     ("/v1/completions", {"prompt": "x " * 9000}, 400, "the model's context holds 8192"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages: expected a non-empty array"),
     ("/v1/chat/completions", {"messages": [{"content": "hi"}]}, 400, "messages[0]: expected an object"),

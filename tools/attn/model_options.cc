@@ -49,6 +49,12 @@ void AddSamplingOptions(CLI::App* cmd, SamplerOptions& o) {
   cmd->add_option("--repeat-penalty", o.repetition_penalty,
                   "Repetition penalty over the last 64 tokens (1 = off)")
       ->check(CLI::Range(0.01, 100.0));
+  cmd->add_option("--frequency-penalty", o.frequency_penalty,
+                  "Subtract this times each token's count in the last 64 tokens from its logit (0 = off)")
+      ->check(CLI::Range(-2.0, 2.0));
+  cmd->add_option("--presence-penalty", o.presence_penalty,
+                  "Subtract this from the logit of every token in the last 64 tokens (0 = off)")
+      ->check(CLI::Range(-2.0, 2.0));
 }
 
 std::unique_ptr<Model> LoadModel(const ModelOptions& options) {

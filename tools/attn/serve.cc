@@ -204,6 +204,7 @@ class Server {
     if (n_prompt >= context)
       throw Error("the prompt has " + std::to_string(n_prompt) + " tokens; the model's context holds " +
                   std::to_string(context) + " (prompt and completion together)");
+    for (const auto& [id, bias] : request->sampling.logit_bias) (void)TokenId(id);  // in the vocabulary
     GenerateOptions options;
     options.max_tokens = request->max_tokens.value_or(
         endpoint == serve::Endpoint::kCompletions ? 16 : static_cast<int>(context - n_prompt));
@@ -221,94 +222,133 @@ class Server {
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
                             static_cast<int64_t>(std::time(nullptr)), name_});
-    auto job = std::make_shared<serve::Job>();
-    job->tokens = std::move(tokens);
-    job->cache_prompt = request->cache_prompt;
     const serve::TokenText token_text = [this](int32_t t) { return model_->tokenizer().TokenToPiece(t); };
+    // One job per choice ("n"), each its own sequence on a slot (seed + i), run side by side.
+    const int n = request->n;
+    std::vector<std::shared_ptr<serve::Job>> jobs;
+    for (int i = 0; i < n; ++i) {
+      auto job = std::make_shared<serve::Job>();
+      job->tokens = tokens;
+      job->cache_prompt = request->cache_prompt;
+      job->options = options;
+      job->options.sampling.seed = options.sampling.seed + static_cast<uint64_t>(i);
+      jobs.push_back(std::move(job));
+    }
 
     if (!request->stream) {
       struct Outcome {
         std::mutex mutex;
         std::condition_variable cv;
-        bool done = false;
-        GenerateResult result;
+        int left = 0;
+        std::vector<GenerateResult> results;
         std::exception_ptr error;
       };
       auto outcome = std::make_shared<Outcome>();
+      outcome->left = n;
+      outcome->results.resize(static_cast<size_t>(n));
       auto finish = [outcome](auto&& set) {
         {
           std::lock_guard<std::mutex> lock(outcome->mutex);
           set(*outcome);
-          outcome->done = true;
+          --outcome->left;
         }
         outcome->cv.notify_all();
       };
-      job->options = options;
-      job->on_done = [finish](const GenerateResult& r) { finish([&](Outcome& o) { o.result = r; }); };
-      job->on_error = [finish](std::exception_ptr e) { finish([&](Outcome& o) { o.error = e; }); };
-      slots_.Submit(job);
+      for (int i = 0; i < n; ++i) {
+        jobs[static_cast<size_t>(i)]->on_done = [finish, i](const GenerateResult& r) {
+          finish([&](Outcome& o) { o.results[static_cast<size_t>(i)] = r; });
+        };
+        jobs[static_cast<size_t>(i)]->on_error = [finish](std::exception_ptr e) {
+          finish([&](Outcome& o) {
+            if (!o.error) o.error = e;
+          });
+        };
+      }
+      for (auto& job : jobs) slots_.Submit(job);
       std::unique_lock<std::mutex> lock(outcome->mutex);
-      outcome->cv.wait(lock, [&] { return outcome->done; });
+      outcome->cv.wait(lock, [&] { return outcome->left == 0; });
       if (outcome->error) std::rethrow_exception(outcome->error);
-      res.set_content(serve::ResponseJson(*request, *info, outcome->result, token_text), "application/json");
+      res.set_content(serve::ResponseJson(*request, *info, outcome->results, token_text), "application/json");
       return;
     }
 
     // A stream: the slots' thread formats the events and queues them; this request's thread writes
-    // them out, and marks the job cancelled when the client has gone.
+    // them out, and marks the jobs cancelled when the client has gone. Choices interleave, each
+    // chunk naming its index; the usage and [DONE] follow the last choice's end.
     auto events = std::make_shared<EventQueue>();
-    if (chat) events->Push(serve::StreamChunk(*request, *info, "", true));
-    // Log-probabilities ride with the chunk that carries their tokens' text: the entries of tokens
-    // sampled since the last chunk (text held back for a stop string waits).
-    struct LogprobState {
-      std::vector<TokenLogprob> pending;
-      int64_t offset = 0;  // text_offset of the next entry
+    struct Shared {  // touched on the slots' thread only
+      int left = 0;
+      bool failed = false;
+      std::vector<GenerateResult> results;
     };
-    auto lp = std::make_shared<LogprobState>();
-    if (request->logprobs >= 0 && !chat) lp->offset = serve::Chars(serve::PromptText(*request, token_text));
-    auto chunk_logprobs = [request, lp, token_text](size_t count) {
-      if (request->logprobs < 0) return nlohmann::json();
-      const std::span<const TokenLogprob> entries(lp->pending.data(), count);
-      nlohmann::json j = serve::StreamLogprobs(*request, entries, lp->offset, token_text);
-      for (const TokenLogprob& e : entries) lp->offset += serve::Chars(token_text(e.token));
-      lp->pending.erase(lp->pending.begin(), lp->pending.begin() + static_cast<std::ptrdiff_t>(count));
-      return j;
-    };
-    job->options = options;
-    job->options.on_logprob = [this, lp, chat](const TokenLogprob& e) {
-      // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
-      if (!(chat && model_->tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
-    };
-    // Pieces end on whole characters (SequenceGeneration holds a split one back).
-    job->on_text = [events, request, info, lp, chunk_logprobs](const std::string& piece) {
-      events->Push(serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size())));
-    };
-    job->on_done = [events, request, info, lp, chunk_logprobs](const GenerateResult& r) {
-      // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
-      // plain answer lists them.
-      if (request->logprobs >= 0 && !lp->pending.empty())
-        events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size())));
-      events->Push(serve::StreamEnd(*request, *info, r));
-      events->Close();
-    };
-    job->on_error = [events](std::exception_ptr e) {
-      std::string message = "unknown error";
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        message = ex.what();
-      } catch (...) {
-      }
-      events->Push("data: " + serve::ErrorJson(message, 500) + "\n\n");
-      events->Close();
-    };
-    slots_.Submit(job);
+    auto shared = std::make_shared<Shared>();
+    shared->left = n;
+    shared->results.resize(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      serve::Job& job = *jobs[static_cast<size_t>(i)];
+      if (chat) events->Push(serve::StreamChunk(*request, *info, "", true, nullptr, i));
+      // Log-probabilities ride with the chunk that carries their tokens' text: the entries of
+      // tokens sampled since the last chunk (text held back for a stop string waits).
+      struct LogprobState {
+        std::vector<TokenLogprob> pending;
+        int64_t offset = 0;  // text_offset of the next entry
+      };
+      auto lp = std::make_shared<LogprobState>();
+      if (request->logprobs >= 0 && !chat) lp->offset = serve::Chars(serve::PromptText(*request, token_text));
+      auto chunk_logprobs = [request, lp, token_text](size_t count) {
+        if (request->logprobs < 0) return nlohmann::json();
+        const std::span<const TokenLogprob> entries(lp->pending.data(), count);
+        nlohmann::json j = serve::StreamLogprobs(*request, entries, lp->offset, token_text);
+        for (const TokenLogprob& e : entries) lp->offset += serve::Chars(token_text(e.token));
+        lp->pending.erase(lp->pending.begin(), lp->pending.begin() + static_cast<std::ptrdiff_t>(count));
+        return j;
+      };
+      job.options.on_logprob = [this, lp, chat](const TokenLogprob& e) {
+        // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
+        if (!(chat && model_->tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
+      };
+      // Pieces end on whole characters (SequenceGeneration holds a split one back).
+      job.on_text = [events, request, info, lp, chunk_logprobs, i](const std::string& piece) {
+        events->Push(
+            serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size()), i));
+      };
+      job.on_done = [events, request, info, lp, chunk_logprobs, shared, i](const GenerateResult& r) {
+        if (shared->failed) return;
+        // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
+        // plain answer lists them.
+        if (request->logprobs >= 0 && !lp->pending.empty())
+          events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
+        events->Push(serve::StreamFinish(*request, *info, r, i));
+        shared->results[static_cast<size_t>(i)] = r;
+        if (--shared->left == 0) {
+          events->Push(serve::StreamEnd(*request, *info, shared->results));
+          events->Close();
+        }
+      };
+      std::vector<std::weak_ptr<serve::Job>> siblings(jobs.begin(), jobs.end());  // no cycle through the job
+      job.on_error = [events, shared, siblings](std::exception_ptr e) {
+        if (shared->failed) return;
+        shared->failed = true;
+        for (const auto& other : siblings)
+          if (auto j = other.lock()) j->cancelled = true;
+        std::string message = "unknown error";
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          message = ex.what();
+        } catch (...) {
+        }
+        events->Push("data: " + serve::ErrorJson(message, 500) + "\n\n");
+        events->Close();
+      };
+    }
+    for (auto& job : jobs) slots_.Submit(job);
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [events, job](size_t, httplib::DataSink& sink) {
+    res.set_chunked_content_provider("text/event-stream", [events, jobs](size_t, httplib::DataSink& sink) {
       std::string event;
       while (events->Pop(event)) {
         if (!sink.write(event.data(), event.size())) {
-          job->cancelled = true;
+          for (const auto& job : jobs) job->cancelled = true;
           return false;
         }
       }
