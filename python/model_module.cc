@@ -170,6 +170,32 @@ attn::ProbeOptions Probe(int64_t length, int64_t sequences, uint64_t seed, int t
   return o;
 }
 
+// The options of Model.generate / generate_batch.
+attn::GenerateOptions MakeOptions(int max_tokens, float temperature, uint64_t seed, int top_k, float top_p,
+                                  float min_p, float repetition_penalty, float frequency_penalty,
+                                  float presence_penalty,
+                                  const std::vector<std::pair<int32_t, float>>& logit_bias,
+                                  const std::vector<std::string>& stop, int threads, attn::DType kv_dtype,
+                                  int64_t context_keep, int logprobs) {
+  attn::GenerateOptions o;
+  o.logprobs = logprobs;
+  o.kv_dtype = kv_dtype;
+  o.context_keep = context_keep;
+  o.max_tokens = max_tokens;
+  o.sampling.temperature = temperature;
+  o.sampling.seed = seed;
+  o.sampling.top_k = top_k;
+  o.sampling.top_p = top_p;
+  o.sampling.min_p = min_p;
+  o.sampling.repetition_penalty = repetition_penalty;
+  o.sampling.frequency_penalty = frequency_penalty;
+  o.sampling.presence_penalty = presence_penalty;
+  o.sampling.logit_bias = logit_bias;
+  o.stop = stop;
+  o.threads = threads;
+  return o;
+}
+
 // A generation's result as the dict of Model.generate(return_dict=True).
 nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_logprobs) {
   nb::dict d;
@@ -308,23 +334,10 @@ void BindModel(nb::module_& m) {
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
              int64_t context_keep, int logprobs, bool prompt_logprobs, float frequency_penalty,
              float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias) {
-            attn::GenerateOptions o;
-            o.logprobs = logprobs;
+            attn::GenerateOptions o = MakeOptions(
+                max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
+                presence_penalty, logit_bias, stop, threads, kv_dtype, context_keep, logprobs);
             o.prompt_logprobs = prompt_logprobs;
-            o.kv_dtype = kv_dtype;
-            o.context_keep = context_keep;
-            o.max_tokens = max_tokens;
-            o.sampling.temperature = temperature;
-            o.sampling.seed = seed;
-            o.sampling.top_k = top_k;
-            o.sampling.top_p = top_p;
-            o.sampling.min_p = min_p;
-            o.sampling.repetition_penalty = repetition_penalty;
-            o.sampling.frequency_penalty = frequency_penalty;
-            o.sampling.presence_penalty = presence_penalty;
-            o.sampling.logit_bias = logit_bias;
-            o.stop = stop;
-            o.threads = threads;
             attn::GenerateResult r;
             {
               nb::gil_scoped_release release;
@@ -370,25 +383,11 @@ void BindModel(nb::module_& m) {
              int logprobs, float frequency_penalty, float presence_penalty,
              const std::vector<std::pair<int32_t, float>>& logit_bias) {
             // Prompt i samples with seed + i: what generate(prompt i, seed = seed + i) draws.
-            std::vector<attn::GenerateOptions> options(prompts.size());
-            for (size_t i = 0; i < prompts.size(); ++i) {
-              attn::GenerateOptions& o = options[i];
-              o.logprobs = logprobs;
-              o.kv_dtype = kv_dtype;
-              o.context_keep = context_keep;
-              o.max_tokens = max_tokens;
-              o.sampling.temperature = temperature;
-              o.sampling.seed = seed + i;
-              o.sampling.top_k = top_k;
-              o.sampling.top_p = top_p;
-              o.sampling.min_p = min_p;
-              o.sampling.repetition_penalty = repetition_penalty;
-              o.sampling.frequency_penalty = frequency_penalty;
-              o.sampling.presence_penalty = presence_penalty;
-              o.sampling.logit_bias = logit_bias;
-              o.stop = stop;
-              o.threads = threads;
-            }
+            const attn::GenerateOptions base = MakeOptions(
+                max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
+                presence_penalty, logit_bias, stop, threads, kv_dtype, context_keep, logprobs);
+            std::vector<attn::GenerateOptions> options(prompts.size(), base);
+            for (size_t i = 0; i < prompts.size(); ++i) options[i].sampling.seed = seed + i;
             std::vector<attn::GenerateResult> rs;
             {
               nb::gil_scoped_release release;

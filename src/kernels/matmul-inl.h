@@ -11,8 +11,8 @@
 // sums are exact (int32); rounding enters only through the f32 scale products and accumulation.
 //
 // Kernels: TileQ (n > 1, compute-bound: scales converted per task, scale products per tile),
-// RowsQ (n = 1 on AVX2 and AVX-512, memory-bound: scales read from the streaming blocks,
-// software prefetch into L2; Q4_0 / Q4_1 on AVX-512 use RowsQ4Pairs, two blocks per register),
+// RowsQX (n <= 24 on AVX2 and AVX-512, memory-bound: scales read from the streaming blocks,
+// software prefetch into L2; Q4_0 / Q4_1 on AVX-512 use RowsQ4PairsX, two blocks per register),
 // TileF (F32 / F16 / BF16 weights, f32 FMA). On AVX2 and AVX-512 targets the integer dot is
 // vpmaddubsw + vpmaddwd (Highway 1.0.3 has no u8 x i8 pairwise op); other targets widen to i16
 // and use Highway's ReorderWidenMulAccumulate on rows expanded to int8.
@@ -316,38 +316,11 @@ HWY_INLINE __m128 BlockScales(const uint8_t* block) {
   }
 }
 
-template <TensorType kType, int R>
-HWY_NOINLINE void RowsQ(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xq,
-                        const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
-  const size_t ahead = PrefetchOffset(row_bytes);
-  __m256 acc[R];
-  __m128 offset[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps(), offset[r] = _mm_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + b * kQK));
-    const __m128 ds = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds + 2 * b)));
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* block = w + r * row_bytes + b * BlockBytes<kType>();
-      _mm_prefetch(reinterpret_cast<const char*>(block + ahead), _MM_HINT_T1);  // never faults
-      const __m128 prod = _mm_mul_ps(BlockScales<kType>(block), ds);
-      const __m256i dot = BlockDot<kType>(LoadWeightBlock<kType>(block), xv);
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), acc[r]);
-      if constexpr (kType != TensorType::kQ8_0) offset[r] = _mm_add_ps(offset[r], prod);
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    float sum = HorizontalSum(acc[r]);
-    if constexpr (kType != TensorType::kQ8_0) {
-      const float off = _mm_cvtss_f32(_mm_movehdup_ps(offset[r]));
-      sum += kWithMin<kType> ? off : -kCentre<kType> * off;
-    }
-    y[r] = sum;
-  }
-}
-
-// C x rows at once through R rows of W, as RowsQ takes them (a batch of sequences decoding
-// together): each weight block is loaded once and applied to every x row, with RowsQ's operations
-// in RowsQ's order for each (weight row, x row), so each result is bit for bit RowsQ's.
+// R rows of W times C rows of x, one block at a time (C = 1: a matrix-vector product; more: a batch
+// of sequences decoding together, each weight block loaded once and applied to every x row, with
+// the same operations in the same order for each (weight row, x row), so each row's result is bit
+// for bit its C = 1 result). xq[c]: x row c quantized; xds[c]: its (d, s) pairs per block; y[c][r]
+// the outputs.
 template <TensorType kType, int R, int C>
 HWY_NOINLINE void RowsQX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xq,
                          const float* const* xds, int64_t nb, float* const* y) {
@@ -393,7 +366,7 @@ HWY_NOINLINE void RowsQX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const 
 
 // Matrix-vector products of Q4_0 / Q4_1 on AVX-512 take blocks in pairs: one 512-bit register
 // holds both blocks' 64 quants, so every step of the dot and of the scale handling serves two
-// blocks (the 256-bit RowsQ above: 14 instructions per block; here about 8). The activations are
+// blocks (the 256-bit RowsQX above: 14 instructions per block; here about 8). The activations are
 // reordered once per call to match: per pair (b, b + 1), bytes [x_b 0..15 | x_b+1 0..15 |
 // x_b 16..31 | x_b+1 16..31], the order of [low nibbles of b | of b + 1 | high nibbles of b |
 // of b + 1]; an odd last block stays as it was.
@@ -410,80 +383,11 @@ HWY_INLINE void PairActivations(const int8_t* HWY_RESTRICT xq, int64_t nb, int8_
   if (b < nb) std::memcpy(xp + b * kQK, xq + b * kQK, kQK);
 }
 
-// R rows of a Q4_0 / Q4_1 matrix times x (xp: PairActivations; xds as for RowsQ). Lanes 0-3 and
-// 8-11 of a step's integer dot belong to block b, lanes 4-7 and 12-15 to block b + 1.
-template <TensorType kType, int R>
-HWY_NOINLINE void RowsQ4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* HWY_RESTRICT xp,
-                              const float* HWY_RESTRICT xds, int64_t nb, float* HWY_RESTRICT y) {
-  static_assert(kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1);
-  constexpr int64_t BB = BlockBytes<kType>(), QO = QuantOffset<kType>();
-  const __m512i low4 = _mm512_set1_epi8(0x0F), ones = _mm512_set1_epi16(1);
-  const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2);
-  const size_t ahead = PrefetchOffset(row_bytes);
-  __m512 acc[R];
-  __m128 offset[R];
-  for (int r = 0; r < R; ++r) acc[r] = _mm512_setzero_ps(), offset[r] = _mm_setzero_ps();
-  int64_t b = 0;
-  for (; b + 2 <= nb; b += 2) {
-    const __m512i xv = _mm512_loadu_si512(xp + b * kQK);
-    const __m128 ds = _mm_loadu_ps(xds + 2 * b);  // [dx_b, s_b, dx_b+1, s_b+1]
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* block = w + r * row_bytes + b * BB;
-      _mm_prefetch(reinterpret_cast<const char*>(block + ahead), _MM_HINT_T1);
-      __m128 dm;  // [dw, mw] of both blocks, or [dw, dw] (Q4_0)
-      if constexpr (kType == TensorType::kQ4_1) {
-        uint32_t b0, b1;
-        std::memcpy(&b0, block, 4);
-        std::memcpy(&b1, block + BB, 4);
-        dm = _mm_cvtph_ps(_mm_insert_epi32(_mm_cvtsi32_si128(static_cast<int>(b0)), static_cast<int>(b1), 1));
-      } else {
-        uint16_t b0, b1;
-        std::memcpy(&b0, block, 2);
-        std::memcpy(&b1, block + BB, 2);
-        const __m128 d2 = _mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(b0 | (uint32_t{b1} << 16))));
-        dm = _mm_unpacklo_ps(d2, d2);
-      }
-      const __m128 prod = _mm_mul_ps(dm, ds);
-      const __m256i nib = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block + QO))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + BB + QO)), 1);
-      const __m512i wv = _mm512_and_si512(
-          _mm512_inserti64x4(_mm512_castsi256_si512(nib), _mm256_srli_epi16(nib, 4), 1), low4);
-      const __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv), ones);
-      const __m512 scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
-      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r]);
-      offset[r] = _mm_add_ps(offset[r], prod);
-    }
-  }
-  __m256 tail[R];
-  for (int r = 0; r < R; ++r) tail[r] = _mm256_setzero_ps();
-  if (b < nb) {  // an odd last block, as in RowsQ
-    const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kQK));
-    const __m128 ds = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds + 2 * b)));
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* block = w + r * row_bytes + b * BB;
-      const __m128 prod = _mm_mul_ps(BlockScales<kType>(block), ds);
-      const __m256i dot = BlockDot<kType>(LoadWeightBlock<kType>(block), xv);
-      tail[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), tail[r]);
-      offset[r] = _mm_add_ps(offset[r], prod);  // prod = [dd, ms, 0, 0]: its offset term in lane 1
-    }
-  }
-  for (int r = 0; r < R; ++r) {
-    const __m256 halves =
-        _mm256_add_ps(_mm512_castps512_ps256(acc[r]),
-                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[r]), 1)));
-    float sum = HorizontalSum(_mm256_add_ps(halves, tail[r]));
-    // lanes 1 and 3 hold the offset terms (lanes 0 and 2 the scale products, unused)
-    const float off = _mm_cvtss_f32(_mm_movehdup_ps(offset[r])) + _mm_cvtss_f32(_mm_permute_ps(offset[r], 3));
-    sum += kType == TensorType::kQ4_0 ? -8.0f * off : off;
-    y[r] = sum;
-  }
-}
-
-// C x rows at once through R rows of a Q4_0 / Q4_1 matrix (a batch of sequences decoding
-// together): each pair of weight blocks is loaded and unpacked once and applied to every x row.
-// The operations for each (weight row, x row) are RowsQ4Pairs's in the same order, so each result
-// is bit for bit RowsQ4Pairs's. xp[c], xds[c]: x row c as RowsQ4Pairs takes it; y[c][r] its outputs.
+// R rows of a Q4_0 / Q4_1 matrix times C rows of x, two blocks per 512-bit step (xp[c]: x row c
+// reordered by PairActivations; xds[c] as for RowsQX; y[c][r] the outputs). Lanes 0-3 and 8-11 of
+// a step's integer dot belong to block b, lanes 4-7 and 12-15 to block b + 1. Each pair of weight
+// blocks is loaded and unpacked once for all C rows, each row's operations are those of C = 1 in
+// the same order: each row's result is bit for bit its C = 1 result.
 template <TensorType kType, int R, int C>
 HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xp,
                                const float* const* xds, int64_t nb, float* const* y) {
@@ -535,7 +439,7 @@ HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
   __m256 tail[R][C];
   for (int r = 0; r < R; ++r)
     for (int c = 0; c < C; ++c) tail[r][c] = _mm256_setzero_ps();
-  if (b < nb) {  // an odd last block, as in RowsQ4Pairs
+  if (b < nb) {  // an odd last block, as RowsQX takes it
     for (int r = 0; r < R; ++r) {
       const uint8_t* block = w + r * row_bytes + b * BB;
       const __m128 scales = BlockScales<kType>(block);

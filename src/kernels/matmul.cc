@@ -78,7 +78,7 @@ using matmul::kQK;
 constexpr int kTileRows = 2;  // W rows per register tile
 constexpr int kTileCols = 4;  // x rows per register tile
 #if ATTN_MATMUL_X86_INT8
-// Matrix-vector: W rows per call of RowsQ (independent accumulator chains sharing x).
+// Matrix-vector: W rows per call of RowsQX (independent accumulator chains sharing x).
 constexpr int kVectorRows = 4;
 #endif
 // Float weights: 8 accumulators, 4 weight vectors and x within the 16 AVX2 registers.
@@ -734,7 +734,7 @@ HWY_NOINLINE void RowsIq4(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const
 
 #if HWY_TARGET <= HWY_AVX3
 // Matrix-vector for IQ4_NL and MXFP4 on AVX-512: two blocks per 512-bit register, x reordered as
-// for RowsQ4Pairs (matmul-inl.h). AVX-512 has no vpsignb: x takes the level's sign by a masked
+// for RowsQ4PairsX (matmul-inl.h). AVX-512 has no vpsignb: x takes the level's sign by a masked
 // negation (x is never -128) and vpmaddubsw multiplies |level|. Lanes 0-3 and 8-11 of the int32
 // dot belong to block b, 4-7 and 12-15 to block b + 1; an odd last block goes through RowsIq4.
 // IQ4_NL's block scale is a float16 before its 16 bytes of nibbles, MXFP4's an E8M0
@@ -804,7 +804,7 @@ HWY_NOINLINE void RowsNl4Pairs(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
 template <gguf::TensorType kType>
 void QuantMatVecGroup(const MatMulGroupCall& g) {
   const int64_t K = g.ws[0]->cols, nb = K / kQK, n = g.n;
-  // Per x row: xq, xp (xq reordered for RowsQ4Pairs) [kp], then xd, xs, xds [4 nb floats].
+  // Per x row: xq, xp (xq reordered for RowsQ4PairsX) [kp], then xd, xs, xds [4 nb floats].
   const size_t kp = static_cast<size_t>((K + 63) / 64 * 64);
   const size_t per_row = 2 * kp + static_cast<size_t>(4 * nb) * sizeof(float);
   uint8_t* xbuf = tls_x.Get(static_cast<size_t>(n) * per_row);
@@ -875,7 +875,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
                     kType == gguf::TensorType::kQ5_1 ||
                     (HWY_TARGET > HWY_AVX3 &&
                      (kType == gguf::TensorType::kQ4_0 || kType == gguf::TensorType::kQ4_1))) {
-        for (; i + 2 <= n; i += 2) {  // RowsQ's types: two x rows per pass as well
+        for (; i + 2 <= n; i += 2) {  // RowsQX's types: two x rows per pass as well
           const int8_t* xqs[2] = {xr[i].xq, xr[i + 1].xq};
           const float* xdss[2] = {xr[i].xds, xr[i + 1].xds};
           float* ys[2] = {g.ys[k] + i * g.ldys[k] + r_begin + r, g.ys[k] + (i + 1) * g.ldys[k] + r_begin + r};
@@ -890,7 +890,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
           RowsNl4Pairs<kType, R>(rows, w.row_bytes, x.xp, x.mx, nb, y);
           continue;
         } else if constexpr (kPairs) {
-          matmul::RowsQ4Pairs<kType, R>(rows, w.row_bytes, x.xp, x.xds, nb, y);
+          matmul::RowsQ4PairsX<kType, R, 1>(rows, w.row_bytes, &x.xp, &x.xds, nb, &y);
           continue;
         }
 #endif
@@ -906,7 +906,7 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
                              kType == gguf::TensorType::kMXFP4) {
           RowsIq4<kType, R>(rows, w.row_bytes, x.mx, nb, y);
         } else {
-          matmul::RowsQ<kType, R>(rows, w.row_bytes, x.xq, x.xds, nb, y);
+          matmul::RowsQX<kType, R, 1>(rows, w.row_bytes, &x.xq, &x.xds, nb, &y);
         }
       }
     });
