@@ -37,8 +37,10 @@ class Sampler {
  public:
   explicit Sampler(const SamplerOptions& options);
   // Picks the next token from logits [vocab]; `history` is every token so far (for the penalty).
-  // Throws attn::Error when the logits hold a NaN or infinity.
-  int32_t Sample(std::span<const float> logits, std::span<const int32_t> history);
+  // `allowed` (empty, or one flag per token): only flagged tokens can be drawn (a constraint such
+  // as JSON mode). Throws attn::Error when the logits hold a NaN or infinity, or nothing is allowed.
+  int32_t Sample(std::span<const float> logits, std::span<const int32_t> history,
+                 std::span<const uint8_t> allowed = {});
 
  private:
   SamplerOptions options_;
@@ -77,6 +79,11 @@ struct GenerateOptions {
   // With logprobs >= 0: called with each sampled token's entry as soon as it is sampled (before the
   // token's text reaches on_text), for streams.
   std::function<void(const TokenLogprob&)> on_logprob;
+  // JSON mode (OpenAI's response_format json_object): only tokens that keep the text a prefix of
+  // one JSON object can be drawn, and the end of generation only once the object is complete
+  // (src/model/json_constraint.h). A generation cut by max_tokens or a stop string may still end
+  // inside the object, as in OpenAI's and llama.cpp's JSON modes.
+  bool json = false;
 };
 
 struct GenerateResult {
@@ -121,6 +128,8 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
 // of several (GenerateBatch, a server with parallel slots) runs their pending tokens through one
 // Model::ForwardBatch and hands each its row of logits. The same options, sampling, stop rules,
 // streaming, log-probabilities and context shift as GenerateInSession.
+class JsonRecognizer;
+
 class SequenceGeneration {
  public:
   // Checks the prompt and options (attn::Error), keeps the session's cached positions that begin
@@ -128,6 +137,7 @@ class SequenceGeneration {
   SequenceGeneration(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
                      const GenerateOptions& options,
                      std::function<void(const std::string&)> on_text = nullptr);
+  ~SequenceGeneration();
   SequenceGeneration(const SequenceGeneration&) = delete;
   SequenceGeneration& operator=(const SequenceGeneration&) = delete;
 
@@ -163,6 +173,10 @@ class SequenceGeneration {
   int sampled_ = 0;
   int32_t next_ = 0;
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
+  // JSON mode: the recognizer of the text so far, every token's text, and the allowed flags.
+  std::unique_ptr<JsonRecognizer> json_;
+  std::vector<std::string> pieces_;
+  std::vector<uint8_t> allowed_;
 };
 
 // Several prompts generated together: one sequence per prompt in its own session; each prompt is

@@ -244,7 +244,7 @@ class Model:
                  threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
                  context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                 logit_bias: dict[int, float] | None = None, return_dict: bool = False):
+                 logit_bias: dict[int, float] | None = None, json_mode: bool = False, return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -264,7 +264,10 @@ class Model:
         every prompt token after the first (the whole prompt is then evaluated, even in a session).
         frequency_penalty / presence_penalty (OpenAI's, llama.cpp's penalty_freq / _present): a
         token seen c times in the last 64 tokens loses c * frequency_penalty + presence_penalty
-        from its logit; logit_bias {token id: bias} is added to those logits first (-inf bans)."""
+        from its logit; logit_bias {token id: bias} is added to those logits first (-inf bans).
+        json_mode=True (OpenAI's json_object response format): only tokens that keep the text a
+        prefix of one JSON object are drawn, and the generation ends once the object is complete
+        (unless max_tokens or a stop string cut it first)."""
         kv_dtype = _kv_dtype("generate", kv_type)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
@@ -292,7 +295,7 @@ class Model:
                              kv_dtype, None if session is None else session._s,
                              -1 if context_shift is None else context_shift,
                              -1 if logprobs is None else logprobs, bool(echo), float(frequency_penalty),
-                             float(presence_penalty), _logit_bias("generate", logit_bias))
+                             float(presence_penalty), _logit_bias("generate", logit_bias), bool(json_mode))
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 
@@ -302,7 +305,8 @@ class Model:
                        chat: bool = False, threads: int | None = None, kv_type: str = "f16",
                        context_shift: int | None = None, logprobs: int | None = None,
                        frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                       logit_bias: dict[int, float] | None = None, return_dict: bool = False) -> list:
+                       logit_bias: dict[int, float] | None = None, json_mode: bool = False,
+                       return_dict: bool = False) -> list:
         """Continues several prompts together and returns a list of texts (or of generate()'s dicts).
 
         Each prompt is a sequence of its own (its own KV cache, stop rules and sampler); every step
@@ -337,7 +341,8 @@ class Model:
                                     float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
                                     kv_dtype, -1 if context_shift is None else context_shift,
                                     -1 if logprobs is None else logprobs, float(frequency_penalty),
-                                    float(presence_penalty), _logit_bias("generate_batch", logit_bias))
+                                    float(presence_penalty), _logit_bias("generate_batch", logit_bias),
+                                    bool(json_mode))
         for r in rs:
             r["text"] = r["text"].decode("utf-8", "replace")
         return rs if return_dict else [r["text"] for r in rs]

@@ -10,6 +10,7 @@
 
 #include "attn/error.h"
 #include "kernels/ops.h"
+#include "model/json_constraint.h"
 
 namespace attn {
 namespace {
@@ -120,6 +121,16 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
   session.Reserve(std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1)));
   history_ = prompt_tokens;
   result_.prompt_tokens = std::move(prompt_tokens);
+  if (options.json) {
+    const Tokenizer& tok = model.tokenizer();
+    json_ = std::make_unique<JsonRecognizer>();
+    pieces_.resize(static_cast<size_t>(c.vocab_size));
+    for (int32_t id = 0; id < tok.vocab_size(); ++id) {
+      // Control tokens never enter the text; end-of-generation ones are decided at each step.
+      if (!tok.IsControl(id) && !tok.IsUnused(id)) pieces_[static_cast<size_t>(id)] = tok.TokenToPiece(id);
+    }
+    allowed_.resize(pieces_.size());
+  }
   result_.n_prompt_evaluated = n_prompt - reuse_;
   result_.n_prompt_cached = reuse_;
   result_.stop_reason = "length";
@@ -177,7 +188,20 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
   }
   if (sampled_ >= options_.max_tokens) return Finish();
   const Tokenizer& tok = model_->tokenizer();
-  const int32_t next = sampler_.Sample(logits, history_);
+  if (json_) {  // the tokens that keep the text a prefix of one JSON object
+    for (size_t id = 0; id < pieces_.size(); ++id) {
+      const std::string& piece = pieces_[id];
+      if (piece.empty()) {
+        allowed_[id] = json_->complete() && id < static_cast<size_t>(tok.vocab_size()) &&
+                       tok.IsEndOfGeneration(static_cast<int32_t>(id));
+      } else {
+        JsonRecognizer trial = *json_;
+        allowed_[id] = trial.Feed(piece);
+      }
+    }
+  }
+  const int32_t next = sampler_.Sample(logits, history_, allowed_);
+  if (json_ && !pieces_[static_cast<size_t>(next)].empty()) json_->Feed(pieces_[static_cast<size_t>(next)]);
   ++sampled_;
   if (options_.logprobs >= 0) {
     result_.logprobs.push_back(LogprobOf(logits, next, options_.logprobs));
@@ -225,6 +249,8 @@ void SequenceGeneration::Finish() {
   streamed_ = text_.size();
   result_.text = text_;
 }
+
+SequenceGeneration::~SequenceGeneration() = default;
 
 GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
                                  const GenerateOptions& options,

@@ -38,9 +38,13 @@ Sampler::Sampler(const SamplerOptions& options) : options_(options), rng_(option
   }
 }
 
-int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history) {
+int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> history,
+                        std::span<const uint8_t> allowed) {
   const int32_t vocab = static_cast<int32_t>(logits.size());
   if (vocab == 0) throw Error("sampler: empty logits");
+  if (!allowed.empty() && allowed.size() != logits.size())
+    throw Error("sampler: " + std::to_string(allowed.size()) + " allowed flags for " + std::to_string(vocab) +
+                " logits");
   for (int32_t i = 0; i < vocab; ++i) {
     if (!std::isfinite(logits[i])) {
       throw Error("sampler: logit " + std::to_string(i) + " is " + std::to_string(logits[i]) +
@@ -72,9 +76,15 @@ int32_t Sampler::Sample(std::span<const float> logits, std::span<const int32_t> 
       l -= static_cast<float>(count) * options_.frequency_penalty + options_.presence_penalty;
     }
   }
+  if (!allowed.empty()) {
+    for (int32_t i = 0; i < vocab; ++i)
+      if (!allowed[static_cast<size_t>(i)])
+        candidates_[static_cast<size_t>(i)].first = -std::numeric_limits<float>::infinity();
+  }
   if (std::all_of(candidates_.begin(), candidates_.end(),
                   [](const auto& c) { return c.first == -std::numeric_limits<float>::infinity(); }))
-    throw Error("sampler: logit_bias bans every token");
+    throw Error(allowed.empty() ? "sampler: logit_bias bans every token"
+                                : "sampler: no token is allowed (the constraint and logit_bias leave none)");
 
   auto by_logit = [](const auto& a, const auto& b) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);

@@ -70,7 +70,8 @@ void RejectUnsupported(const json& j) {
   if (const json* v = Find(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     unsupported("suffix", *v);
   if (const json* v = Find(j, "response_format");
-      v && !(v->is_object() && v->value("type", json()) == json("text")))
+      v && !(v->is_object() &&
+             (v->value("type", json()) == json("text") || v->value("type", json()) == json("json_object"))))
     unsupported("response_format", *v);
 }
 
@@ -300,6 +301,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   }
   if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
   if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
+  if (const json* v = Find(j, "response_format")) r.json = v->value("type", json()) == json("json_object");
   return r;
 }
 

@@ -45,6 +45,8 @@ struct Request {
   // /v1/completions "echo": the prompt comes back before the completion (with its tokens'
   // log-probabilities when logprobs is on). Not with "stream".
   bool echo = false;
+  // response_format {"type": "json_object"}: JSON mode (GenerateOptions::json).
+  bool json = false;
   // OpenAI's "n": choices generated for the prompt (each its own sequence and draw: seed + i when
   // seeded), 1 to kMaxChoices.
   int n = 1;

@@ -347,3 +347,22 @@ def test_embed_pools_the_final_hidden_states(model):
         model.embed([[]])
     with pytest.raises(ValueError, match="no inputs"):
         model.embed([])
+
+
+def test_json_mode_keeps_the_answer_one_json_object(model):
+    # Asked for JSON, this small model answers with Python code; in JSON mode every token keeps the
+    # text a prefix of one JSON object, and it ends (EOS) once the object is complete.
+    prompt = model.apply_chat_template([("user", 'Return {"ok": true} as JSON.')])
+    plain = model.generate(prompt, max_tokens=24)
+    assert not plain.lstrip().startswith("{")
+    r = model.generate(prompt, max_tokens=64, json_mode=True, return_dict=True)
+    assert r["stop_reason"] == "eos"
+    assert isinstance(json.loads(r["text"]), dict)
+    # Cut by max_tokens, the text is the beginning of an object, not yet one.
+    cut = model.generate(model.apply_chat_template([("user", "Describe a person in JSON.")]), max_tokens=3,
+                         json_mode=True)
+    assert cut.startswith("{")
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(cut)
+    assert model.generate_batch([prompt, prompt], max_tokens=64, json_mode=True) == [r["text"]] * 2
+

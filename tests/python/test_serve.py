@@ -456,3 +456,17 @@ def test_embeddings_equal_model_embed_and_llama_cpp(server, model):
                            ({"input": [1, -2]}, "token ids"), ({"input": [99999999]}, "token id")):
         status, err = post(server + "/v1/embeddings", body)
         assert status == 400 and fragment in err["error"]["message"], (body, err)
+
+
+def test_json_mode_response_format(server, model):
+    messages = [{"role": "user", "content": 'Return {"ok": true} as JSON.'}]
+    status, r = post(server + "/v1/chat/completions", {"messages": messages, "temperature": 0, "max_tokens": 64,
+                                                       "response_format": {"type": "json_object"}})
+    assert status == 200, r
+    content = r["choices"][0]["message"]["content"]
+    assert isinstance(json.loads(content), dict)
+    prompt = model.apply_chat_template([(m["role"], m["content"]) for m in messages])
+    assert content == model.generate(model.to_tokens(prompt), max_tokens=64, json_mode=True)
+    status, err = post(server + "/v1/chat/completions", {"messages": messages, "response_format":
+                                                         {"type": "json_schema", "json_schema": {}}})
+    assert status == 400 and "response_format" in err["error"]["message"]

@@ -218,6 +218,7 @@ class Server {
     options.context_keep = context_keep_;
     options.logprobs = request->logprobs;
     options.prompt_logprobs = request->echo;
+    options.json = request->json;
     const bool chat = endpoint == serve::Endpoint::kChatCompletions;
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
