@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shlex
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ ATTN = os.path.join(ROOT, "build", "bin", "attn")
 DEFAULT_MODEL = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "attn", "models",
                              "SmolLM2-135M-Instruct.Q4_1.gguf")
 BEGIN, END = "<!-- batched-bench:begin -->", "<!-- batched-bench:end -->"
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_model import machine  # noqa: E402  (the same machine line as the model table)
 
 
 def llama_child(args) -> None:
@@ -89,16 +91,6 @@ def run(cmd: list[str]) -> dict:
     if out.returncode != 0:
         raise SystemExit(f"failed ({out.returncode}): {shlex.join(cmd)}\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def machine() -> str:
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
 
 
 def main() -> None:
