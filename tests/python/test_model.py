@@ -196,6 +196,15 @@ def test_cli_generate_json(model):
     assert j["text"] == model.detokenize(j["tokens"])
 
 
+def test_cli_generate_json_mode(model):
+    prompt = model.apply_chat_template([("user", 'Return {"ok": true} as JSON.')])
+    out = subprocess.run([ATTN_BIN, "generate", "--json-mode", "--json", "-n", "64", "-t", "2", prompt],
+                         capture_output=True, text=True, check=True, timeout=120)
+    text = json.loads(out.stdout)["text"]
+    assert isinstance(json.loads(text), dict)
+    assert text == model.generate(prompt, max_tokens=64, json_mode=True)
+
+
 def test_cli_generate_prompt_from_file_and_stdin(model, tmp_path):
     # -f FILE and -f - (standard input) take the prompt's bytes as they are (a trailing newline
     # included): the same prompt tokens as the text given as an argument.

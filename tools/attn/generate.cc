@@ -113,6 +113,9 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--chat", args->chat_template,
                 "Wrap the prompt in the model's chat template as a user message");
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
+  cmd->add_flag(
+      "--json-mode", args->gen.json,
+      "JSON mode: the answer is kept one JSON object (tokens that would leave one are never drawn)");
   auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
       ->excludes(positional);
@@ -134,6 +137,7 @@ void AddChatCommand(CLI::App& app) {
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--system", *system, "System message (default: the template's own)");
+  cmd->add_flag("--json-mode", args->gen.json, "JSON mode: every answer is kept one JSON object");
   cmd->callback([args, system] { RunChat(*args, *system); });
 }
 
