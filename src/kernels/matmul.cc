@@ -57,12 +57,11 @@ struct MatMulGroupCall {
   int threads;
 };
 // Up to kGroupRows x rows (a batch of sequences decoding together) go through the matrix-vector
-// kernels in one call, each weight block read from memory once and applied to every row while in
-// cache: a row's result is then bit for bit its one-row result. Up to kGroupedMax rows take them
-// in calls of kGroupRows (the panel kernels only pay for building their panels on more rows:
-// attn bench --parallel, 2026-12-04); more rows take the matrix kernels.
-constexpr int64_t kGroupRows = 8;
-constexpr int64_t kGroupedMax = 24;
+// kernels in one call, each weight tile read from memory once and applied to every row while in
+// L1: a row's result is then bit for bit its one-row result. More rows take the matrix kernels
+// (the panel kernels only pay for building their panels above about 24 rows: attn bench
+// --parallel, 2026-12-04).
+constexpr int64_t kGroupRows = 24;
 }  // namespace attn::kernels
 #endif
 
@@ -928,15 +927,9 @@ bool MatVecGroupImpl(const MatMulGroupCall& g) {
 void MatMulImpl(const MatMulCall& call) {
   MatMulCall c = call;
   c.threads = UsefulThreads(call);
-  if (c.n <= kGroupedMax) {  // a matrix-vector product (or a few) is a group of one
-    bool taken = true;
-    for (int64_t i = 0; taken && i < c.n; i += kGroupRows) {
-      float* y = c.y + i * c.ldy;
-      const MatMulGroupCall g{&c.w,  &y,     &c.ldy,   1, c.x + i * c.ldx, std::min(kGroupRows, c.n - i),
-                              c.ldx, c.pool, c.threads};
-      taken = MatVecGroupImpl(g);  // false only on the first call
-    }
-    if (taken) return;
+  if (c.n <= kGroupRows) {  // a matrix-vector product (or a few) is a group of one
+    const MatMulGroupCall g{&c.w, &c.y, &c.ldy, 1, c.x, c.n, c.ldx, c.pool, c.threads};
+    if (MatVecGroupImpl(g)) return;
   }
 #if ATTN_MATMUL_PANELS
   if (PanelMatMulIfTaken(c)) return;
@@ -1050,7 +1043,7 @@ void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64
     throw Error("MatMulShared: " + std::to_string(ws.size()) + " weights and " + std::to_string(ys.size()) +
                 " outputs (must be equal, 1 to 8)");
   }
-  bool grouped = n >= 1 && n <= kernels::kGroupedMax;
+  bool grouped = n >= 1 && n <= kernels::kGroupRows;
   for (size_t k = 0; k < ws.size(); ++k) {
     if (ws[k] == nullptr) throw Error("MatMulShared: weight " + std::to_string(k) + " is null");
     grouped = grouped && ws[k]->type == ws[0]->type && ws[k]->cols == ws[0]->cols;
@@ -1066,22 +1059,10 @@ void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64
   }
   if (grouped) {
     int64_t ldys[8];
-    float* yi[8];
     for (size_t k = 0; k < ws.size(); ++k) ldys[k] = ws[k]->rows;
-    for (int64_t i = 0; grouped && i < n; i += kernels::kGroupRows) {
-      for (size_t k = 0; k < ws.size(); ++k) yi[k] = ys[k] + i * ldys[k];
-      const kernels::MatMulGroupCall call{ws.data(),
-                                          yi,
-                                          ldys,
-                                          static_cast<int>(ws.size()),
-                                          x + i * ldx,
-                                          std::min(kernels::kGroupRows, n - i),
-                                          ldx,
-                                          &pool,
-                                          std::max(threads, 0)};
-      grouped = HWY_DYNAMIC_DISPATCH(kernels::MatVecGroupImpl)(call);  // false only on the first call
-    }
-    if (grouped) return;
+    const kernels::MatMulGroupCall call{ws.data(), ys.data(), ldys,  static_cast<int>(ws.size()), x,
+                                        n,         ldx,       &pool, std::max(threads, 0)};
+    if (HWY_DYNAMIC_DISPATCH(kernels::MatVecGroupImpl)(call)) return;
   }
   for (size_t k = 0; k < ws.size(); ++k) {
     if (ws[k] == nullptr) continue;

@@ -58,10 +58,10 @@ void MatMul(const WeightMatrix& w, const float* x, int64_t n, int64_t ldx, float
 
 // y_k[i, :] = x[i, :] W_k^T for several weights that read the same x (Q, K and V; gate and
 // up), each y_k contiguous [n, W_k.rows]. When n <= 24 and the weights share type and cols, x
-// is quantized once and all rows of all products form one pool job per 8 rows; otherwise this is
-// MatMul for each. Results equal MatMul's bit for bit. (On x86, for integer block formats, MatMul
-// of n <= 24 rows gives each row exactly its one-row result: the matrix-vector kernels, each
-// weight tile applied to 8 rows at a time while in cache.)
+// is quantized once and all rows of all products form one pool job; otherwise this is MatMul for
+// each. Results equal MatMul's bit for bit. (On x86, for integer block formats, MatMul of n <= 24
+// rows gives each row exactly its one-row result: the matrix-vector kernels, each weight tile
+// applied to every row while in cache.)
 void MatMulShared(std::span<const WeightMatrix* const> ws, const float* x, int64_t n, int64_t ldx,
                   std::span<float* const> ys, ThreadPool& pool, int threads = 0);
 

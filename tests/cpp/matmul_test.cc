@@ -433,7 +433,7 @@ TEST_P(MatMulTargetTest, SharedProductsEqualSeparateOnesBitForBit) {
       data.push_back(RandomWeights(type, r, cols, rng));
       w.push_back(MakeWeightMatrix(type, data.back().data(), r, cols, "w"));
     }
-    for (int64_t n : {1, 3, 11, 30}) {  // 11: two grouped calls; 30: the separate products
+    for (int64_t n : {1, 3, 11, 30}) {  // 30: the separate products
       std::normal_distribution<float> normal;
       std::vector<float> x(static_cast<size_t>(n * cols));
       for (float& v : x) v = normal(rng);
@@ -470,7 +470,7 @@ TEST_P(MatMulTargetTest, FewRowsEqualOneRowAtATimeBitForBit) {
     const int64_t rows = 70, cols = 512, ldx = cols + 3, ldy = rows + 5;  // 70: an edge tile of 2 rows
     const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
     const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
-    for (int64_t n : {2, 5, 8, 21}) {  // 21: three calls of the grouped kernels
+    for (int64_t n : {2, 5, 8, 21}) {  // 21: most of the grouped kernels' 24 rows
       std::normal_distribution<float> normal;
       std::vector<float> x(static_cast<size_t>(n * ldx));
       for (float& v : x) v = normal(rng);
