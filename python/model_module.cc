@@ -176,9 +176,12 @@ attn::GenerateOptions MakeOptions(int max_tokens, float temperature, uint64_t se
                                   float presence_penalty,
                                   const std::vector<std::pair<int32_t, float>>& logit_bias,
                                   const std::vector<std::string>& stop, int threads, attn::DType kv_dtype,
-                                  int64_t context_keep, int logprobs, bool json_mode) {
+                                  int64_t context_keep, int logprobs, bool json_mode,
+                                  const std::string& grammar, const std::string& json_schema) {
   attn::GenerateOptions o;
   o.json = json_mode;
+  o.grammar = grammar;
+  o.json_schema = json_schema;
   o.logprobs = logprobs;
   o.kv_dtype = kv_dtype;
   o.context_keep = context_keep;
@@ -334,11 +337,12 @@ void BindModel(nb::module_& m) {
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
              int64_t context_keep, int logprobs, bool prompt_logprobs, float frequency_penalty,
-             float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias,
-             bool json_mode) {
-            attn::GenerateOptions o = MakeOptions(
-                max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
-                presence_penalty, logit_bias, stop, threads, kv_dtype, context_keep, logprobs, json_mode);
+             float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode,
+             const std::string& grammar, const std::string& json_schema) {
+            attn::GenerateOptions o =
+                MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty,
+                            frequency_penalty, presence_penalty, logit_bias, stop, threads, kv_dtype,
+                            context_keep, logprobs, json_mode, grammar, json_schema);
             o.prompt_logprobs = prompt_logprobs;
             attn::GenerateResult r;
             {
@@ -353,7 +357,8 @@ void BindModel(nb::module_& m) {
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
           nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false,
           nb::arg("frequency_penalty") = 0.0f, nb::arg("presence_penalty") = 0.0f,
-          nb::arg("logit_bias") = std::vector<std::pair<int32_t, float>>(), nb::arg("json_mode") = false)
+          nb::arg("logit_bias") = std::vector<std::pair<int32_t, float>>(), nb::arg("json_mode") = false,
+          nb::arg("grammar") = std::string(), nb::arg("json_schema") = std::string())
       .def(
           "embed",
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& inputs,
@@ -383,11 +388,13 @@ void BindModel(nb::module_& m) {
              float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, int64_t context_keep,
              int logprobs, float frequency_penalty, float presence_penalty,
-             const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode) {
+             const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode,
+             const std::string& grammar, const std::string& json_schema) {
             // Prompt i samples with seed + i: what generate(prompt i, seed = seed + i) draws.
-            const attn::GenerateOptions base = MakeOptions(
-                max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
-                presence_penalty, logit_bias, stop, threads, kv_dtype, context_keep, logprobs, json_mode);
+            const attn::GenerateOptions base =
+                MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty,
+                            frequency_penalty, presence_penalty, logit_bias, stop, threads, kv_dtype,
+                            context_keep, logprobs, json_mode, grammar, json_schema);
             std::vector<attn::GenerateOptions> options(prompts.size(), base);
             for (size_t i = 0; i < prompts.size(); ++i) options[i].sampling.seed = seed + i;
             std::vector<attn::GenerateResult> rs;
@@ -403,7 +410,7 @@ void BindModel(nb::module_& m) {
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"),
           nb::arg("logprobs"), nb::arg("frequency_penalty"), nb::arg("presence_penalty"),
-          nb::arg("logit_bias"), nb::arg("json_mode"))
+          nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"))
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

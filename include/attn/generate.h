@@ -84,6 +84,14 @@ struct GenerateOptions {
   // (src/model/json_constraint.h). A generation cut by max_tokens or a stop string may still end
   // inside the object, as in OpenAI's and llama.cpp's JSON modes.
   bool json = false;
+  // A GBNF grammar (llama.cpp's format, src/model/grammar.h; start rule "root"): only tokens that
+  // keep the text a prefix of one of its sentences can be drawn, and the end of generation only
+  // where a sentence is complete. A grammar that is invalid or left-recursive is an attn::Error
+  // before anything is evaluated. Exclusive with `json` and `json_schema`.
+  std::string grammar;
+  // A JSON schema (the text of one, as OpenAI's structured outputs and llama.cpp's --json-schema):
+  // converted to a grammar (src/model/json_schema.h), then as `grammar`.
+  std::string json_schema;
 };
 
 struct GenerateResult {
@@ -129,6 +137,9 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
 // Model::ForwardBatch and hands each its row of logits. The same options, sampling, stop rules,
 // streaming, log-probabilities and context shift as GenerateInSession.
 class JsonRecognizer;
+class GrammarMatcher;
+struct TokenMaskCache;
+struct ConstraintVocabulary;
 
 class SequenceGeneration {
  public:
@@ -173,10 +184,13 @@ class SequenceGeneration {
   int sampled_ = 0;
   int32_t next_ = 0;
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
-  // JSON mode: the recognizer of the text so far, every token's text, and the allowed flags.
+  // JSON mode: the recognizer of the text so far.
   std::unique_ptr<JsonRecognizer> json_;
-  std::vector<std::string> pieces_;
-  std::vector<uint8_t> allowed_;
+  // A grammar (GenerateOptions::grammar / json_schema): its matcher and its masks by state.
+  std::unique_ptr<GrammarMatcher> grammar_;
+  std::unique_ptr<TokenMaskCache> masks_;
+  const ConstraintVocabulary* vocab_ = nullptr;  // the model's token texts and their trie
+  std::vector<uint8_t> allowed_;                 // this step's mask (JSON mode or a grammar)
 };
 
 // Several prompts generated together: one sequence per prompt in its own session; each prompt is

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <vector>
@@ -236,6 +237,8 @@ class Session {
   std::vector<std::unique_ptr<KVCache>> caches_;  // one per layer
 };
 
+struct ConstraintVocabulary;  // src/model/grammar.h
+
 class Model {
  public:
   // Opens and validates a GGUF model; throws attn::Error naming what is wrong or missing.
@@ -284,6 +287,10 @@ class Model {
 
   struct Weights;  // defined in src/model/weights.h
 
+  // Every token's text (control and unused tokens empty) and their byte trie, for constrained
+  // generation (JSON mode, grammars): built on first use (thread-safe), then shared.
+  const ConstraintVocabulary& constraint_vocabulary() const;
+
  private:
   Model();
   std::string path_;
@@ -291,6 +298,8 @@ class Model {
   std::unique_ptr<gguf::File> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Weights> weights_;
+  mutable std::once_flag constraint_once_;
+  mutable std::unique_ptr<ConstraintVocabulary> constraint_vocabulary_;
 };
 
 // One hook point's activation kept by RunWithCache: data [heads, rows, cols] (heads = 1 except

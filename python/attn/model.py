@@ -19,6 +19,7 @@ A look inside, with TransformerLens's names and shapes (batch 1):
 from __future__ import annotations
 
 import difflib
+import json
 import numbers
 from typing import Callable, Iterable, Sequence, Union
 
@@ -42,6 +43,23 @@ def _token_list(name: str, tokens) -> list[int]:
     if arr.size and (arr.min() < -(2**31) or arr.max() >= 2**31):
         raise ValueError(f"{name}: token id out of the int32 range")
     return [int(t) for t in arr]
+
+
+def _constraint(name: str, grammar, json_schema) -> tuple[str, str]:
+    """grammar (GBNF text) and json_schema (a dict or its JSON text) as the strings the engine takes."""
+    if grammar is not None and not isinstance(grammar, str):
+        raise TypeError(f"{name}: grammar must be GBNF text (a str), got {type(grammar).__name__}")
+    if json_schema is None:
+        schema = ""
+    elif isinstance(json_schema, str):
+        schema = json_schema
+    elif isinstance(json_schema, (dict, bool)):
+        schema = json.dumps(json_schema)
+    else:
+        raise TypeError(f"{name}: json_schema must be a dict or its JSON text, got {type(json_schema).__name__}")
+    if grammar == "" or (isinstance(json_schema, str) and json_schema == ""):
+        raise ValueError(f"{name}: an empty grammar or json_schema (give None for no constraint)")
+    return grammar or "", schema
 
 
 def _logit_bias(name: str, bias) -> list[tuple[int, float]]:
@@ -244,7 +262,8 @@ class Model:
                  threads: int | None = None, kv_type: str = "f16", session: "Session | None" = None,
                  context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
-                 logit_bias: dict[int, float] | None = None, json_mode: bool = False, return_dict: bool = False):
+                 logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
+                 json_schema: dict | str | None = None, return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -267,8 +286,12 @@ class Model:
         from its logit; logit_bias {token id: bias} is added to those logits first (-inf bans).
         json_mode=True (OpenAI's json_object response format): only tokens that keep the text a
         prefix of one JSON object are drawn, and the generation ends once the object is complete
-        (unless max_tokens or a stop string cut it first)."""
+        (unless max_tokens or a stop string cut it first). grammar (GBNF text, llama.cpp's format,
+        start rule "root") does the same for the grammar's sentences; json_schema (a dict or its
+        JSON text; OpenAI's structured outputs) for the JSON that the schema allows (converted to a
+        grammar). Give at most one of json_mode, grammar and json_schema."""
         kv_dtype = _kv_dtype("generate", kv_type)
+        grammar, json_schema = _constraint("generate", grammar, json_schema)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
             raise ValueError(f"generate: logprobs = {logprobs!r} (must be None or an integer in [0, 20])")
@@ -295,7 +318,8 @@ class Model:
                              kv_dtype, None if session is None else session._s,
                              -1 if context_shift is None else context_shift,
                              -1 if logprobs is None else logprobs, bool(echo), float(frequency_penalty),
-                             float(presence_penalty), _logit_bias("generate", logit_bias), bool(json_mode))
+                             float(presence_penalty), _logit_bias("generate", logit_bias), bool(json_mode),
+                             grammar, json_schema)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 
@@ -306,6 +330,7 @@ class Model:
                        context_shift: int | None = None, logprobs: int | None = None,
                        frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                        logit_bias: dict[int, float] | None = None, json_mode: bool = False,
+                       grammar: str | None = None, json_schema: dict | str | None = None,
                        return_dict: bool = False) -> list:
         """Continues several prompts together and returns a list of texts (or of generate()'s dicts).
 
@@ -316,6 +341,7 @@ class Model:
         model whose weights are in integer formats and up to 24 prompts, each result equals
         generate()'s on its own prompt token for token; otherwise they agree within rounding."""
         kv_dtype = _kv_dtype("generate_batch", kv_type)
+        grammar, json_schema = _constraint("generate_batch", grammar, json_schema)
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             raise TypeError("generate_batch: prompts must be a list of prompts (texts or token-id lists)")
         if len(prompts) == 0:
@@ -342,7 +368,7 @@ class Model:
                                     kv_dtype, -1 if context_shift is None else context_shift,
                                     -1 if logprobs is None else logprobs, float(frequency_penalty),
                                     float(presence_penalty), _logit_bias("generate_batch", logit_bias),
-                                    bool(json_mode))
+                                    bool(json_mode), grammar, json_schema)
         for r in rs:
             r["text"] = r["text"].decode("utf-8", "replace")
         return rs if return_dict else [r["text"] for r in rs]

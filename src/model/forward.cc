@@ -18,6 +18,7 @@
 #include "attn/model.h"
 #include "core/thread_pool.h"
 #include "kernels/ops.h"
+#include "model/grammar.h"
 #include "model/weights.h"
 
 namespace attn {
@@ -358,6 +359,21 @@ void Model::ShiftContext(Session& session, int64_t keep, int64_t discard) const 
 
 Model::Model() = default;
 Model::~Model() = default;
+
+const ConstraintVocabulary& Model::constraint_vocabulary() const {
+  std::call_once(constraint_once_, [this] {
+    const Tokenizer& tok = tokenizer();
+    std::vector<std::string> pieces(static_cast<size_t>(config_.vocab_size));
+    for (int32_t id = 0; id < tok.vocab_size() && id < config_.vocab_size; ++id) {
+      // Control tokens never enter the text; end-of-generation ones are decided at each step.
+      if (!tok.IsControl(id) && !tok.IsUnused(id)) pieces[static_cast<size_t>(id)] = tok.TokenToPiece(id);
+    }
+    TokenTrie trie(pieces);
+    constraint_vocabulary_ =
+        std::make_unique<ConstraintVocabulary>(ConstraintVocabulary{std::move(pieces), std::move(trie)});
+  });
+  return *constraint_vocabulary_;
+}
 
 std::unique_ptr<Model> Model::Load(const std::string& path) {
   std::unique_ptr<Model> m(new Model());

@@ -10,7 +10,9 @@
 
 #include "attn/error.h"
 #include "kernels/ops.h"
+#include "model/grammar.h"
 #include "model/json_constraint.h"
+#include "model/json_schema.h"
 
 namespace attn {
 namespace {
@@ -121,15 +123,19 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
   session.Reserve(std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1)));
   history_ = prompt_tokens;
   result_.prompt_tokens = std::move(prompt_tokens);
-  if (options.json) {
-    const Tokenizer& tok = model.tokenizer();
-    json_ = std::make_unique<JsonRecognizer>();
-    pieces_.resize(static_cast<size_t>(c.vocab_size));
-    for (int32_t id = 0; id < tok.vocab_size(); ++id) {
-      // Control tokens never enter the text; end-of-generation ones are decided at each step.
-      if (!tok.IsControl(id) && !tok.IsUnused(id)) pieces_[static_cast<size_t>(id)] = tok.TokenToPiece(id);
-    }
-    allowed_.resize(pieces_.size());
+  if (int(options.json) + int(!options.grammar.empty()) + int(!options.json_schema.empty()) > 1)
+    throw Error("generate: json mode, grammar and json_schema exclude each other (give one)");
+  if (!options.grammar.empty()) {
+    grammar_ = std::make_unique<GrammarMatcher>(Grammar::Parse(options.grammar));
+  } else if (!options.json_schema.empty()) {
+    grammar_ = std::make_unique<GrammarMatcher>(
+        Grammar::Parse(JsonSchemaToGbnf(std::string_view(options.json_schema))));
+  }
+  if (options.json || grammar_) {
+    if (options.json) json_ = std::make_unique<JsonRecognizer>();
+    if (grammar_) masks_ = std::make_unique<TokenMaskCache>();
+    vocab_ = &model.constraint_vocabulary();
+    allowed_.resize(vocab_->pieces.size());
   }
   result_.n_prompt_evaluated = n_prompt - reuse_;
   result_.n_prompt_cached = reuse_;
@@ -188,20 +194,24 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
   }
   if (sampled_ >= options_.max_tokens) return Finish();
   const Tokenizer& tok = model_->tokenizer();
-  if (json_) {  // the tokens that keep the text a prefix of one JSON object
-    for (size_t id = 0; id < pieces_.size(); ++id) {
-      const std::string& piece = pieces_[id];
-      if (piece.empty()) {
-        allowed_[id] = json_->complete() && id < static_cast<size_t>(tok.vocab_size()) &&
+  // The tokens that keep the text a prefix of one JSON object / of a sentence of the grammar.
+  if (json_ || grammar_) {
+    if (json_) vocab_->trie.Allowed(*json_, allowed_);
+    if (grammar_) vocab_->trie.Allowed(*grammar_, allowed_, masks_.get());
+    const bool complete = json_ ? json_->complete() : grammar_->complete();
+    for (size_t id = 0; id < vocab_->pieces.size(); ++id) {
+      if (vocab_->pieces[id].empty()) {
+        allowed_[id] = complete && id < static_cast<size_t>(tok.vocab_size()) &&
                        tok.IsEndOfGeneration(static_cast<int32_t>(id));
-      } else {
-        JsonRecognizer trial = *json_;
-        allowed_[id] = trial.Feed(piece);
       }
     }
   }
   const int32_t next = sampler_.Sample(logits, history_, allowed_);
-  if (json_ && !pieces_[static_cast<size_t>(next)].empty()) json_->Feed(pieces_[static_cast<size_t>(next)]);
+  if (vocab_ != nullptr) {
+    const std::string& piece = vocab_->pieces[static_cast<size_t>(next)];
+    if (json_) json_->Feed(piece);
+    if (grammar_) grammar_->Feed(piece);
+  }
   ++sampled_;
   if (options_.logprobs >= 0) {
     result_.logprobs.push_back(LogprobOf(logits, next, options_.logprobs));

@@ -5,6 +5,8 @@
 #include <string>
 
 #include "attn/error.h"
+#include "model/grammar.h"
+#include "model/json_schema.h"
 
 namespace attn::serve {
 namespace {
@@ -69,10 +71,58 @@ void RejectUnsupported(const json& j) {
     if (const json* v = Find(j, key); v && !v->empty()) unsupported(key, *v);
   if (const json* v = Find(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     unsupported("suffix", *v);
-  if (const json* v = Find(j, "response_format");
-      v && !(v->is_object() &&
-             (v->value("type", json()) == json("text") || v->value("type", json()) == json("json_object"))))
-    unsupported("response_format", *v);
+}
+
+// response_format, "grammar" and "json_schema" into the request's constraint, each checked now
+// (a grammar that does not parse, a schema attn cannot convert: the request is refused at once).
+// A schema is taken from the body parsed again in document order: its properties' order is the
+// order the answer's keys follow (`json` sorts keys).
+void ReadConstraint(const json& j, std::string_view body, Request& r) {
+  std::vector<const char*> schema_path;  // where the schema is in the body
+  int given = 0;
+  if (const json* v = Find(j, "response_format")) {
+    const json type = v->is_object() ? v->value("type", json()) : json();
+    if (type == json("json_object")) {
+      if (Find(*v, "schema") != nullptr) {
+        schema_path = {"response_format", "schema"};
+      } else {
+        r.json = true;
+      }
+      ++given;
+    } else if (type == json("json_schema")) {
+      const json* spec = Find(*v, "json_schema");
+      if (spec == nullptr || !spec->is_object() || Find(*spec, "schema") == nullptr)
+        Fail("response_format: type json_schema needs \"json_schema\": {\"schema\": {...}}, got " +
+             Quote(*v));
+      schema_path = {"response_format", "json_schema", "schema"};
+      ++given;
+    } else if (type != json("text")) {
+      Fail("response_format = " + Quote(*v) +
+           " is not supported by attn serve (type text, json_object or json_schema)");
+    }
+  }
+  if (const json* v = Find(j, "grammar"); v && !(v->is_string() && v->get<std::string>().empty())) {
+    if (!v->is_string()) Fail("grammar: expected GBNF text (a string), got " + Quote(*v));
+    r.grammar = v->get<std::string>();
+    ++given;
+  }
+  if (const json* v = Find(j, "json_schema"); v && !v->is_null()) {
+    schema_path = {"json_schema"};
+    ++given;
+  }
+  if (given > 1) Fail("response_format (json), grammar and json_schema exclude each other (give one)");
+  if (!schema_path.empty()) {
+    const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(body.begin(), body.end());
+    const nlohmann::ordered_json* schema = &ordered;
+    for (const char* key : schema_path) schema = &schema->at(key);
+    r.json_schema = schema->dump();
+  }
+  try {
+    if (!r.grammar.empty()) Grammar::Parse(r.grammar);
+    if (!r.json_schema.empty()) Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.json_schema)));
+  } catch (const Error& e) {
+    Fail(e.what());
+  }
 }
 
 // A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined).
@@ -301,7 +351,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   }
   if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
   if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
-  if (const json* v = Find(j, "response_format")) r.json = v->value("type", json()) == json("json_object");
+  ReadConstraint(j, body, r);
   return r;
 }
 

@@ -47,6 +47,12 @@ struct Request {
   bool echo = false;
   // response_format {"type": "json_object"}: JSON mode (GenerateOptions::json).
   bool json = false;
+  // A grammar the answer must follow (GenerateOptions::grammar / json_schema, checked while the
+  // request is read): llama.cpp's "grammar" (GBNF text) and "json_schema" (an object), OpenAI's
+  // response_format {"type": "json_schema", "json_schema": {"schema": ...}} and llama.cpp's
+  // {"type": "json_object", "schema": ...}. At most one constraint per request.
+  std::string grammar;
+  std::string json_schema;
   // OpenAI's "n": choices generated for the prompt (each its own sequence and draw: seed + i when
   // seeded), 1 to kMaxChoices.
   int n = 1;

@@ -23,11 +23,43 @@ struct GenerateArgs {
   std::string prompt_file;  // -f: the prompt's text from a file ("-": standard input)
   bool json = false;
   bool chat_template = false;
+  std::string grammar_file, json_schema_file;  // read into gen.grammar / gen.json_schema
 };
+
+// The files of --grammar-file / --json-schema-file into the options (before the model loads, so
+// that a missing file or a bad grammar fails fast: the grammar itself is checked by generation).
+void ReadConstraintFiles(GenerateArgs& args) {
+  if (!args.grammar_file.empty()) args.gen.grammar = ReadFileOrStdin(args.grammar_file, "grammar file");
+  if (!args.json_schema_file.empty())
+    args.gen.json_schema = ReadFileOrStdin(args.json_schema_file, "json schema file");
+}
+
+// --json-mode, --grammar(-file), --json-schema(-file): llama.cpp's names.
+void AddConstraintOptions(CLI::App* cmd, GenerateArgs& args) {
+  auto* mode = cmd->add_flag(
+      "--json-mode", args.gen.json,
+      "JSON mode: the answer is kept one JSON object (tokens that would leave one are never drawn)");
+  auto* grammar =
+      cmd->add_option("--grammar", args.gen.grammar,
+                      "A GBNF grammar (llama.cpp's format, start rule root) the answer must follow");
+  auto* grammar_file =
+      cmd->add_option("--grammar-file", args.grammar_file, "Read the GBNF grammar from a file");
+  auto* schema = cmd->add_option("-j,--json-schema", args.gen.json_schema,
+                                 "A JSON schema the answer must follow (converted to a grammar)");
+  auto* schema_file =
+      cmd->add_option("--json-schema-file", args.json_schema_file, "Read the JSON schema from a file");
+  const std::vector<CLI::Option*> all = {mode, grammar, grammar_file, schema, schema_file};
+  for (CLI::Option* a : all) {
+    for (CLI::Option* b : all) {
+      if (a != b) a->excludes(b);
+    }
+  }
+}
 
 double PerSecond(int64_t n, double ms) { return ms > 0.0 ? n * 1000.0 / ms : 0.0; }
 
-void RunGenerate(const GenerateArgs& args) {
+void RunGenerate(GenerateArgs& args) {
+  ReadConstraintFiles(args);
   const std::string text =
       args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
@@ -66,7 +98,8 @@ void RunGenerate(const GenerateArgs& args) {
       r.n_context_shifts ? ("; " + std::to_string(r.n_context_shifts) + " context shifts").c_str() : "");
 }
 
-void RunChat(const GenerateArgs& args, const std::string& system) {
+void RunChat(GenerateArgs& args, const std::string& system) {
+  ReadConstraintFiles(args);
   std::unique_ptr<Model> model = LoadModel(args.model);
   std::vector<Tokenizer::Message> messages;
   if (!system.empty()) messages.push_back({"system", system});
@@ -113,9 +146,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--chat", args->chat_template,
                 "Wrap the prompt in the model's chat template as a user message");
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
-  cmd->add_flag(
-      "--json-mode", args->gen.json,
-      "JSON mode: the answer is kept one JSON object (tokens that would leave one are never drawn)");
+  AddConstraintOptions(cmd, *args);
   auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
       ->excludes(positional);
@@ -137,7 +168,7 @@ void AddChatCommand(CLI::App& app) {
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--system", *system, "System message (default: the template's own)");
-  cmd->add_flag("--json-mode", args->gen.json, "JSON mode: every answer is kept one JSON object");
+  AddConstraintOptions(cmd, *args);
   cmd->callback([args, system] { RunChat(*args, *system); });
 }
 

@@ -219,6 +219,8 @@ class Server {
     options.logprobs = request->logprobs;
     options.prompt_logprobs = request->echo;
     options.json = request->json;
+    options.grammar = request->grammar;
+    options.json_schema = request->json_schema;
     const bool chat = endpoint == serve::Endpoint::kChatCompletions;
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
