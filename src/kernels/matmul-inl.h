@@ -225,15 +225,31 @@ HWY_INLINE __m256i LoadWeightBlock(const uint8_t* block) {
 // 8 partial i32 sums of qw * qx over a block. vpmaddubsw takes u8 x s8 into saturating i16 pairs:
 // Q4 pairs reach 2 * 15 * 127, Q5 2 * 31 * 127, and Q8_0 (|qw| with the sign moved onto qx)
 // 2 * 128 * 127 < 32767, so nothing saturates.
-template <TensorType kType>
+//
+// With kVnni (AVX-512 targets where CPUID reports AVX512_VNNI, kernels::VnniEnabled()), one
+// vpdpbusd sums the four u8 x s8 products of each i32 lane at once: the same exact integers, one
+// instruction instead of two. It is written as inline assembly so that the kernels need no
+// function target attribute (the compiler may not use VNNI anywhere else in them).
+#if HWY_TARGET <= HWY_AVX3
+HWY_INLINE __m256i Dpbusd(__m256i u8, __m256i s8) {
+  __m256i acc = _mm256_setzero_si256();
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+HWY_INLINE __m512i Dpbusd(__m512i u8, __m512i s8) {
+  __m512i acc = _mm512_setzero_si512();
+  asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u8), "v"(s8));
+  return acc;
+}
+#endif
+template <TensorType kType, bool kVnni = false>
 HWY_INLINE __m256i BlockDot(__m256i w, __m256i x) {
-  __m256i p;
-  if constexpr (kType == TensorType::kQ8_0) {
-    p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(x, w));
-  } else {
-    p = _mm256_maddubs_epi16(w, x);
-  }
-  return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+  __m256i u = w, s = x;
+  if constexpr (kType == TensorType::kQ8_0) u = _mm256_sign_epi8(w, w), s = _mm256_sign_epi8(x, w);
+#if HWY_TARGET <= HWY_AVX3
+  if constexpr (kVnni) return Dpbusd(u, s);
+#endif
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
 }
 
 HWY_INLINE float HorizontalSum(__m256 v) {
@@ -321,7 +337,7 @@ HWY_INLINE __m128 BlockScales(const uint8_t* block) {
 // the same operations in the same order for each (weight row, x row), so each row's result is bit
 // for bit its C = 1 result). xq[c]: x row c quantized; xds[c]: its (d, s) pairs per block; y[c][r]
 // the outputs.
-template <TensorType kType, int R, int C>
+template <TensorType kType, int R, int C, bool kVnni = false>
 HWY_NOINLINE void RowsQX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xq,
                          const float* const* xds, int64_t nb, float* const* y) {
   const size_t ahead = PrefetchOffset(row_bytes);
@@ -343,7 +359,7 @@ HWY_NOINLINE void RowsQX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const 
       const __m256i wv = LoadWeightBlock<kType>(block);
       for (int c = 0; c < C; ++c) {
         const __m128 prod = _mm_mul_ps(scales, ds[c]);
-        const __m256i dot = BlockDot<kType>(wv, xv[c]);
+        const __m256i dot = BlockDot<kType, kVnni>(wv, xv[c]);
         acc[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), acc[r][c]);
         if constexpr (kType != TensorType::kQ8_0) offset[r][c] = _mm_add_ps(offset[r][c], prod);
       }
@@ -388,7 +404,7 @@ HWY_INLINE void PairActivations(const int8_t* HWY_RESTRICT xq, int64_t nb, int8_
 // a step's integer dot belong to block b, lanes 4-7 and 12-15 to block b + 1. Each pair of weight
 // blocks is loaded and unpacked once for all C rows, each row's operations are those of C = 1 in
 // the same order: each row's result is bit for bit its C = 1 result.
-template <TensorType kType, int R, int C>
+template <TensorType kType, int R, int C, bool kVnni = false>
 HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, const int8_t* const* xp,
                                const float* const* xds, int64_t nb, float* const* y) {
   static_assert(kType == TensorType::kQ4_0 || kType == TensorType::kQ4_1);
@@ -429,7 +445,12 @@ HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
           _mm512_inserti64x4(_mm512_castsi256_si512(nib), _mm256_srli_epi16(nib, 4), 1), low4);
       for (int c = 0; c < C; ++c) {
         const __m128 prod = _mm_mul_ps(dm, ds[c]);
-        const __m512i dot = _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv[c]), ones);
+        __m512i dot;
+        if constexpr (kVnni) {
+          dot = Dpbusd(wv, xv[c]);
+        } else {
+          dot = _mm512_madd_epi16(_mm512_maddubs_epi16(wv, xv[c]), ones);
+        }
         const __m512 scale = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(prod));
         acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), scale, acc[r][c]);
         offset[r][c] = _mm_add_ps(offset[r][c], prod);
@@ -448,7 +469,7 @@ HWY_NOINLINE void RowsQ4PairsX(const uint8_t* HWY_RESTRICT w, size_t row_bytes, 
         const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp[c] + b * kQK));
         const __m128 ds = _mm_castpd_ps(_mm_load_sd(reinterpret_cast<const double*>(xds[c] + 2 * b)));
         const __m128 prod = _mm_mul_ps(scales, ds);
-        const __m256i dot = BlockDot<kType>(wv, xv);
+        const __m256i dot = BlockDot<kType, kVnni>(wv, xv);
         tail[r][c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_broadcastss_ps(prod), tail[r][c]);
         offset[r][c] = _mm_add_ps(offset[r][c], prod);
       }

@@ -851,6 +851,9 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
     bytes += static_cast<double>(w.row_bytes) * static_cast<double>(w.rows);
   }
   const int threads = ThreadsFor(MatVecMicros(bytes) * static_cast<double>(n), g.threads, *g.pool);
+#if HWY_TARGET <= HWY_AVX3
+  const bool vnni = VnniEnabled();  // vpdpbusd in RowsQ4PairsX / RowsQX (the same results)
+#endif
   RunTasks(*g.pool, first_task[g.count], threads, 1, [&](int64_t task, int) {
     int k = 0;
     while (task >= first_task[k + 1]) ++k;
@@ -866,7 +869,11 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
           const int8_t* xps[2] = {xr[i].xp, xr[i + 1].xp};
           const float* xdss[2] = {xr[i].xds, xr[i + 1].xds};
           float* ys[2] = {g.ys[k] + i * g.ldys[k] + r_begin + r, g.ys[k] + (i + 1) * g.ldys[k] + r_begin + r};
-          matmul::RowsQ4PairsX<kType, R, 2>(rows, w.row_bytes, xps, xdss, nb, ys);
+          if (vnni) {
+            matmul::RowsQ4PairsX<kType, R, 2, true>(rows, w.row_bytes, xps, xdss, nb, ys);
+          } else {
+            matmul::RowsQ4PairsX<kType, R, 2>(rows, w.row_bytes, xps, xdss, nb, ys);
+          }
         }
       }
 #endif
@@ -878,6 +885,12 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
           const int8_t* xqs[2] = {xr[i].xq, xr[i + 1].xq};
           const float* xdss[2] = {xr[i].xds, xr[i + 1].xds};
           float* ys[2] = {g.ys[k] + i * g.ldys[k] + r_begin + r, g.ys[k] + (i + 1) * g.ldys[k] + r_begin + r};
+#if HWY_TARGET <= HWY_AVX3
+          if (vnni) {
+            matmul::RowsQX<kType, R, 2, true>(rows, w.row_bytes, xqs, xdss, nb, ys);
+            continue;
+          }
+#endif
           matmul::RowsQX<kType, R, 2>(rows, w.row_bytes, xqs, xdss, nb, ys);
         }
       }
@@ -889,7 +902,11 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
           RowsNl4Pairs<kType, R>(rows, w.row_bytes, x.xp, x.mx, nb, y);
           continue;
         } else if constexpr (kPairs) {
-          matmul::RowsQ4PairsX<kType, R, 1>(rows, w.row_bytes, &x.xp, &x.xds, nb, &y);
+          if (vnni) {
+            matmul::RowsQ4PairsX<kType, R, 1, true>(rows, w.row_bytes, &x.xp, &x.xds, nb, &y);
+          } else {
+            matmul::RowsQ4PairsX<kType, R, 1>(rows, w.row_bytes, &x.xp, &x.xds, nb, &y);
+          }
           continue;
         }
 #endif
@@ -905,6 +922,12 @@ void QuantMatVecGroup(const MatMulGroupCall& g) {
                              kType == gguf::TensorType::kMXFP4) {
           RowsIq4<kType, R>(rows, w.row_bytes, x.mx, nb, y);
         } else {
+#if HWY_TARGET <= HWY_AVX3
+          if (vnni) {
+            matmul::RowsQX<kType, R, 1, true>(rows, w.row_bytes, &x.xq, &x.xds, nb, &y);
+            continue;
+          }
+#endif
           matmul::RowsQX<kType, R, 1>(rows, w.row_bytes, &x.xq, &x.xds, nb, &y);
         }
       }

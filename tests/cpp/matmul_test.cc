@@ -483,6 +483,37 @@ TEST_P(MatMulTargetTest, FewRowsEqualOneRowAtATimeBitForBit) {
   }
 }
 
+// The matrix-vector kernels' vpdpbusd (AVX3_VNNI) sums the same integers as vpmaddubsw + vpmaddwd
+// (AVX3): the results are equal bit for bit, for one x row and for grouped ones.
+TEST(MatMul, VnniMatrixVectorEqualsAvx3BitForBit) {
+  const std::vector<std::string> targets = testing::MatMulTargets();
+  if (std::find(targets.begin(), targets.end(), "AVX3_VNNI") == targets.end() ||
+      std::find(targets.begin(), targets.end(), "AVX3") == targets.end()) {
+    GTEST_SKIP() << "needs a CPU with AVX-512 and AVX512_VNNI";
+  }
+  ThreadPool pool(2);
+  std::mt19937 rng(11);
+  for (TensorType type : {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0, TensorType::kQ5_0,
+                          TensorType::kQ5_1}) {
+    const int64_t rows = 70, cols = 544;  // 17 blocks: an odd last block for the paired kernels
+    const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
+    const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
+    for (int64_t n : {1, 2, 5}) {
+      std::normal_distribution<float> normal;
+      std::vector<float> x(static_cast<size_t>(n * cols));
+      for (float& v : x) v = normal(rng);
+      std::vector<float> y[2];
+      for (int k = 0; k < 2; ++k) {
+        SetSimdTarget(k == 0 ? "AVX3" : "AVX3_VNNI");
+        y[k].assign(static_cast<size_t>(n * rows), -1.0f);
+        MatMul(w, x.data(), n, cols, y[k].data(), rows, pool, 2);
+      }
+      SetSimdTarget("");
+      ASSERT_EQ(y[0], y[1]) << gguf::TensorTypeName(type) << " n=" << n;
+    }
+  }
+}
+
 TEST_P(MatMulTargetTest, QuantizeRowsWithinHalfAStep) {
   ASSERT_EQ(std::string(MatMulTargetName()), GetParam());
   std::mt19937 rng(3);
