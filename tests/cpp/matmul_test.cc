@@ -493,8 +493,8 @@ TEST(MatMul, VnniMatrixVectorEqualsAvx3BitForBit) {
   }
   ThreadPool pool(2);
   std::mt19937 rng(11);
-  for (TensorType type : {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0, TensorType::kQ5_0,
-                          TensorType::kQ5_1}) {
+  for (TensorType type :
+       {TensorType::kQ4_0, TensorType::kQ4_1, TensorType::kQ8_0, TensorType::kQ5_0, TensorType::kQ5_1}) {
     const int64_t rows = 70, cols = 544;  // 17 blocks: an odd last block for the paired kernels
     const std::vector<uint8_t> data = RandomWeights(type, rows, cols, rng);
     const WeightMatrix w = MakeWeightMatrix(type, data.data(), rows, cols, "w");
