@@ -7,6 +7,7 @@
 #include "attn/error.h"
 #include "model/grammar.h"
 #include "model/json_schema.h"
+#include "serve/tools.h"
 
 namespace attn::serve {
 namespace {
@@ -67,8 +68,7 @@ void RejectUnsupported(const json& j) {
   };
   if (const json* v = Find(j, "best_of"); v && !(v->is_number_integer() && v->get<int64_t>() == 1))
     unsupported("best_of", *v);
-  for (const char* key : {"tools", "functions"})
-    if (const json* v = Find(j, key); v && !v->empty()) unsupported(key, *v);
+  if (const json* v = Find(j, "functions"); v && !v->empty()) unsupported("functions", *v);
   if (const json* v = Find(j, "suffix"); v && !(v->is_string() && v->get<std::string>().empty()))
     unsupported("suffix", *v);
 }
@@ -129,7 +129,7 @@ void ReadConstraint(const json& j, std::string_view body, Request& r) {
 std::string Content(const json& m, size_t i) {
   const std::string where = "messages[" + std::to_string(i) + "].content";
   const json* c = Find(m, "content");
-  if (c == nullptr) return "";
+  if (c == nullptr || c->is_null()) return "";  // (an assistant message with tool_calls)
   if (c->is_string()) return c->get<std::string>();
   if (!c->is_array()) Fail(where + ": expected a string or an array of text parts, got " + Quote(*c));
   std::string text;
@@ -274,10 +274,21 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
              Quote(msg));
       std::string role = msg["role"].get<std::string>();
       if (role == "developer") role = "system";  // OpenAI's newer name for the system message
-      if (role != "system" && role != "user" && role != "assistant")
+      if (role != "system" && role != "user" && role != "assistant" && role != "tool")
         Fail("messages[" + std::to_string(i) + "].role = " + Quote(msg["role"]) +
-             " (attn serve takes system, developer, user and assistant)");
-      r.messages.emplace_back(role, Content(msg, i));
+             " (attn serve takes system, developer, user, assistant and tool)");
+      // A tool's result goes back as a user turn, an assistant's calls as the JSON it wrote.
+      const std::string content = ToolAwareContent(msg, i, Content(msg, i));
+      r.messages.emplace_back(role == "tool" ? "user" : role, content);
+    }
+  }
+  std::optional<ToolRequest> tools;
+  if (const json* t = Find(j, "tools"); t != nullptr || Find(j, "tool_choice") != nullptr) {
+    if (endpoint == Endpoint::kCompletions) {
+      if (t != nullptr && !t->is_null() && !t->empty())
+        Fail("tools = " + Quote(*t) + " is not supported by /v1/completions (use /v1/chat/completions)");
+    } else {
+      tools = ParseTools(nlohmann::ordered_json::parse(body));
     }
   }
 
@@ -352,6 +363,32 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
   if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
   ReadConstraint(j, body, r);
+  if (tools) {
+    if (r.json || !r.grammar.empty() || !r.json_schema.empty())
+      Fail("tools and response_format (json), grammar or json_schema exclude each other");
+    if (r.stream) Fail("tools with stream = true is not supported by attn serve");
+    for (size_t i = 0; i < tools->tools.size(); ++i) {
+      try {
+        Grammar::Parse(JsonSchemaToGbnf(tools->tools[i].parameters));
+      } catch (const Error& e) {
+        Fail("tools[" + std::to_string(i) + "].function.parameters: " + e.what());
+      }
+    }
+    r.tools = true;
+    r.json_schema = ToolAnswerSchema(*tools);
+    try {
+      Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.json_schema)));
+    } catch (const Error& e) {
+      Fail(std::string("tools: ") + e.what());
+    }
+    // The tools' description joins the system message (or becomes one).
+    const std::string instructions = ToolInstructions(*tools);
+    if (!r.messages.empty() && r.messages[0].first == "system") {
+      r.messages[0].second += "\n\n" + instructions;
+    } else {
+      r.messages.insert(r.messages.begin(), {"system", instructions});
+    }
+  }
   return r;
 }
 
@@ -367,7 +404,11 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info,
   for (size_t i = 0; i < results.size(); ++i) {
     const GenerateResult& result = results[i];
     json choice{{"index", i}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
-    if (chat) {
+    if (chat && request.tools) {
+      bool calls = false;
+      choice["message"] = ToolAnswerMessage(result.text, info.id + "_" + std::to_string(i), &calls);
+      if (calls && choice["finish_reason"] == "stop") choice["finish_reason"] = "tool_calls";
+    } else if (chat) {
       choice["message"] = {{"role", "assistant"}, {"content", result.text}};
       if (request.logprobs >= 0)  // the answer's tokens, not the end-of-turn token
         choice["logprobs"] = ChatLogprobs(

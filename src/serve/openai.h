@@ -53,6 +53,9 @@ struct Request {
   // {"type": "json_object", "schema": ...}. At most one constraint per request.
   std::string grammar;
   std::string json_schema;
+  // /v1/chat/completions with "tools" (serve/tools.h): the tools are described in the system
+  // message, json_schema holds the answer's form, and the answer becomes tool_calls or content.
+  bool tools = false;
   // OpenAI's "n": choices generated for the prompt (each its own sequence and draw: seed + i when
   // seeded), 1 to kMaxChoices.
   int n = 1;

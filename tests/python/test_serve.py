@@ -413,7 +413,7 @@ def test_chat_logprobs_in_openais_format(server, model):
     ("/v1/completions", {"prompt": "x " * 9000}, 400, "the model's context holds 8192"),
     ("/v1/chat/completions", {"messages": []}, 400, "messages: expected a non-empty array"),
     ("/v1/chat/completions", {"messages": [{"content": "hi"}]}, 400, "messages[0]: expected an object"),
-    ("/v1/chat/completions", {"messages": [{"role": "tool", "content": "x"}]}, 400, 'messages[0].role = "tool"'),
+    ("/v1/chat/completions", {"messages": [{"role": "function", "content": "x"}]}, 400, 'messages[0].role = "function"'),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
      "only text parts are supported"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},

@@ -1,0 +1,50 @@
+// OpenAI's function calling ("tools" in /v1/chat/completions) for any chat model, in the way of
+// llama.cpp's generic tool handling for models without a tool format of their own: the tools are
+// described in the system message, the answer is constrained (a JSON schema, src/model/
+// json_schema.h) to one JSON object, either {"tool_calls": [{"name": ..., "arguments": {...}}]} or
+// {"response": "..."}, and that object becomes the choice's message: tool_calls (finish_reason
+// "tool_calls") or content. Earlier turns go back into the prompt in the same form: an assistant
+// message's tool_calls as that JSON, a "tool" message as a user turn {"tool_response": ...}.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace attn::serve {
+
+struct ToolSpec {
+  std::string name;
+  std::string description;
+  nlohmann::ordered_json parameters;  // a JSON schema of the arguments (an object)
+};
+
+struct ToolRequest {
+  std::vector<ToolSpec> tools;
+  // "auto" (the model chooses: calls or an answer), "required" (calls only), or one tool's name.
+  std::string choice = "auto";
+  bool parallel = true;  // parallel_tool_calls: up to kMaxCalls calls in one answer, else one
+};
+constexpr int kMaxCalls = 8;
+
+// "tools", "tool_choice" and "parallel_tool_calls" of a request body (parsed in document order);
+// nullopt when there are no tools or tool_choice is "none". Throws attn::Error naming the field.
+std::optional<ToolRequest> ParseTools(const nlohmann::ordered_json& body);
+
+// The system text that describes the tools and the answer's two forms.
+std::string ToolInstructions(const ToolRequest& tools);
+// The JSON schema (text) the answer follows.
+std::string ToolAnswerSchema(const ToolRequest& tools);
+
+// A message of the conversation in the prompt's form: an assistant message with "tool_calls" as
+// the JSON object the model writes, a "tool" message as a user turn; others as their content.
+// Throws attn::Error naming messages[i] for a malformed one.
+std::string ToolAwareContent(const nlohmann::json& message, size_t i, const std::string& content);
+
+// The choice's message for an answer `text`: {"role": "assistant", "content": null, "tool_calls":
+// [...]} (ids "call_" + id_prefix + "_" + k) or {"role": "assistant", "content": response}.
+// *tool_calls tells which; an answer cut short (not one JSON object) is returned as its text.
+nlohmann::json ToolAnswerMessage(const std::string& text, const std::string& id_prefix, bool* tool_calls);
+
+}  // namespace attn::serve
