@@ -162,6 +162,12 @@ class SequenceGeneration {
   std::span<const int32_t> pending() const;
   // Runs the prompt on its own (Model::Forward) and accepts its logits.
   void EvaluatePrompt();
+  // Runs up to `max_tokens` more of the prompt (Model::Forward) and accepts the logits once all of
+  // it is in; returns whether it is. With max_tokens a multiple of ForwardOptions::max_chunk
+  // (512), the pieces are the passes one Forward of the whole prompt makes, so the results are
+  // EvaluatePrompt's bit for bit. (With prompt log-probabilities the whole prompt runs at once.)
+  bool EvaluatePromptPiece(int64_t max_tokens);
+  bool prompt_done() const { return prompt_done_; }
   // Takes the logits [vocab] of pending()'s last token (whose forward pass took `forward_ms`),
   // samples the next token, streams its text, and decides whether to go on.
   void Accept(std::span<const float> logits, double forward_ms);
@@ -178,9 +184,11 @@ class SequenceGeneration {
   Sampler sampler_;
   GenerateResult result_;
   std::vector<int32_t> history_;
-  std::string text_;     // everything generated so far
-  size_t streamed_ = 0;  // bytes of text_ already passed to on_text_
-  int64_t reuse_ = 0;    // cached prompt positions reused
+  std::string text_;        // everything generated so far
+  size_t streamed_ = 0;     // bytes of text_ already passed to on_text_
+  int64_t reuse_ = 0;       // cached prompt positions reused
+  int64_t prompt_pos_ = 0;  // prompt tokens in the session so far (EvaluatePromptPiece)
+  double prompt_ms_ = 0.0;  // their forward passes' time
   int sampled_ = 0;
   int32_t next_ = 0;
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;

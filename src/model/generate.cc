@@ -120,6 +120,7 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
          cached[static_cast<size_t>(reuse_)] == prompt_tokens[static_cast<size_t>(reuse_)])
     ++reuse_;
   session.Truncate(reuse_);
+  prompt_pos_ = reuse_;
   session.Reserve(std::min<int64_t>(c.context_length, n_prompt + std::max(options.max_tokens, 1)));
   history_ = prompt_tokens;
   result_.prompt_tokens = std::move(prompt_tokens);
@@ -145,8 +146,27 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
 std::span<const int32_t> SequenceGeneration::pending() const {
   if (done_) return {};
   if (!prompt_done_)
-    return std::span<const int32_t>(result_.prompt_tokens).subspan(static_cast<size_t>(reuse_));
+    return std::span<const int32_t>(result_.prompt_tokens).subspan(static_cast<size_t>(prompt_pos_));
   return std::span<const int32_t>(&next_, 1);
+}
+
+bool SequenceGeneration::EvaluatePromptPiece(int64_t max_tokens) {
+  if (prompt_done_) throw Error("generate: the prompt was evaluated already");
+  if (max_tokens <= 0) throw Error("generate: a prompt piece of " + std::to_string(max_tokens) + " tokens");
+  if (prompt_rows_) {
+    EvaluatePrompt();
+    return true;
+  }
+  const std::span<const int32_t> rest = pending();
+  const int64_t n = std::min<int64_t>(max_tokens, static_cast<int64_t>(rest.size()));
+  std::vector<float> logits(static_cast<size_t>(model_->config().vocab_size));
+  const auto t0 = std::chrono::steady_clock::now();
+  model_->Forward(*session_, rest.first(static_cast<size_t>(n)), logits.data(), false, options_.threads);
+  prompt_ms_ += MsSince(t0);
+  prompt_pos_ += n;
+  if (n < static_cast<int64_t>(rest.size())) return false;
+  Accept(logits, prompt_ms_);
+  return true;
 }
 
 void SequenceGeneration::EvaluatePrompt() {

@@ -10,9 +10,10 @@
 
 namespace attn::serve {
 
-Slots::Slots(const Model& model, int n_slots, DType kv_dtype, int threads)
-    : model_(model), kv_dtype_(kv_dtype), threads_(threads) {
+Slots::Slots(const Model& model, int n_slots, DType kv_dtype, int threads, int64_t prompt_piece)
+    : model_(model), kv_dtype_(kv_dtype), threads_(threads), prompt_piece_(prompt_piece) {
   if (n_slots < 1 || n_slots > 256) throw Error("slots: " + std::to_string(n_slots) + " (must be 1 to 256)");
+  if (prompt_piece < 1) throw Error("slots: prompt piece of " + std::to_string(prompt_piece) + " tokens");
   for (int i = 0; i < n_slots; ++i) {
     slots_.push_back(std::make_unique<Slot>());
     slots_.back()->id = i;
@@ -95,9 +96,13 @@ void Slots::Start(Slot& slot, std::shared_ptr<Job> job) {
     options.threads = threads_;
     slot.gen =
         std::make_unique<SequenceGeneration>(model_, *slot.session, job->tokens, options, job->on_text);
-    slot.gen->EvaluatePrompt();  // alone: a prompt's rows would change the batch's products
-    slot.n_past = slot.session->n_past();
-    if (slot.gen->done()) Complete(slot);
+    // The prompt is evaluated alone (its rows in a shared pass would change the batch's
+    // products), in pieces between steps (Run); with prompt log-probabilities, at once.
+    if (slot.gen->needs_prompt_rows()) {
+      slot.gen->EvaluatePrompt();
+      slot.n_past = slot.session->n_past();
+      if (slot.gen->done()) Complete(slot);
+    }
   } catch (...) {
     Fail(slot, std::current_exception());
   }
@@ -177,10 +182,29 @@ void Slots::Run() {
     for (auto& task : tasks) task();  // each catches its own errors
     for (auto& [slot, job] : starting) Start(*slot, job);
 
+    // One piece of one waiting prompt (the slots take turns).
+    for (size_t k = 0; k < slots_.size(); ++k) {
+      Slot& s = *slots_[(next_prefill_ + k) % slots_.size()];
+      if (s.job == nullptr || !s.gen || s.gen->prompt_done()) continue;
+      next_prefill_ = (next_prefill_ + k + 1) % slots_.size();
+      if (s.job->cancelled) {
+        Complete(s);
+        break;
+      }
+      try {
+        s.gen->EvaluatePromptPiece(prompt_piece_);
+        s.n_past = s.session->n_past();
+        if (s.gen->done()) Complete(s);
+      } catch (...) {
+        Fail(s, std::current_exception());
+      }
+      break;
+    }
+
     // One pass for every busy slot's next token.
     items.clear(), stepping.clear();
     for (const auto& s : slots_) {
-      if (s->job == nullptr || !s->gen) continue;
+      if (s->job == nullptr || !s->gen || !s->gen->prompt_done()) continue;
       if (s->job->cancelled) {
         Complete(*s);
         continue;

@@ -1,7 +1,9 @@
 // The generation slots of `attn serve` (llama.cpp's server slots), without the HTTP: requests wait
 // in a queue, each free slot (one KV-cache session) takes the next one, and one thread runs them:
-// a new request's prompt is evaluated on its own between steps, then every busy slot's next token
-// goes through one Model::ForwardBatch per step (each weight read once for all of them). So each
+// a new request's prompt is evaluated on its own between steps, one piece of at most
+// `prompt_piece` tokens per step (so a long prompt delays the other slots' next tokens by one
+// piece, not by all of it), then every busy slot's next token goes through one
+// Model::ForwardBatch per step (each weight read once for all of them). So each
 // request gets the numbers it gets alone, whatever else runs beside it: one-row products and
 // batched ones agree bit for bit for weights in integer formats up to 24 slots (matmul.h), and
 // every sequence attends to its own cache. A slot keeps its
@@ -44,8 +46,11 @@ struct Job {
 
 class Slots {
  public:
-  // `n_slots` sessions of `kv_dtype`, made as they are first used; `threads` for the passes.
-  Slots(const Model& model, int n_slots, DType kv_dtype, int threads);
+  // `n_slots` sessions of `kv_dtype`, made as they are first used; `threads` for the passes. The
+  // default prompt piece is the pass size of Model::Forward (ForwardOptions::max_chunk), so a
+  // prompt evaluated in pieces gives exactly the numbers of one Forward.
+  static constexpr int64_t kPromptPiece = 512;
+  Slots(const Model& model, int n_slots, DType kv_dtype, int threads, int64_t prompt_piece = kPromptPiece);
   // Stops the thread after the current step; jobs still queued or running get on_error.
   ~Slots();
   Slots(const Slots&) = delete;
@@ -84,6 +89,8 @@ class Slots {
   const Model& model_;
   const DType kv_dtype_;
   const int threads_;
+  const int64_t prompt_piece_;
+  size_t next_prefill_ = 0;  // where the search for a slot with prompt left starts (round robin)
   std::vector<std::unique_ptr<Slot>> slots_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;

@@ -5,10 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "attn/error.h"
@@ -93,6 +95,35 @@ TEST(Slots, ANextTurnReusesTheSlotThatHoldsItsConversation) {
   const GenerateResult c = fresh.promise.get_future().get();
   EXPECT_EQ(c.n_prompt_cached, 0);
   EXPECT_EQ(c.tokens, b.tokens);
+}
+
+// A long prompt goes in pieces, one between two of the other slots' steps, so they keep
+// generating meanwhile; its answer is the one it gets alone with the same pieces.
+TEST(Slots, ALongPromptIsEvaluatedInPiecesBetweenTheOtherSlotsSteps) {
+  auto model = Model::Load(kLlama);
+  const auto alone = [&] {
+    serve::Slots slots(*model, 2, DType::kF32, 2, /*prompt_piece=*/8);
+    Waiter b(Prompt(96, 2), Greedy(6));
+    slots.Submit(b.job);
+    return b.promise.get_future().get();
+  }();
+  serve::Slots slots(*model, 2, DType::kF32, 2, /*prompt_piece=*/8);
+  Waiter a(Prompt(4, 1), Greedy(110));
+  slots.Submit(a.job);
+  while (slots.passes() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  Waiter b(Prompt(96, 2), Greedy(6));  // 96 tokens: 12 pieces of 8
+  std::atomic<int64_t> passes_at_first_token{-1};
+  b.job->options.logprobs = 0;  // (a callback at each sampled token, the first included)
+  b.job->options.on_logprob = [&](const TokenLogprob&) {
+    if (passes_at_first_token < 0) passes_at_first_token = slots.passes();
+  };
+  const int64_t before = slots.passes();
+  slots.Submit(b.job);
+  const GenerateResult got = b.promise.get_future().get();
+  EXPECT_GE(passes_at_first_token - before, 10) << "the other slot's steps while the prompt went in";
+  EXPECT_EQ(got.tokens, alone.tokens);
+  EXPECT_EQ(got.n_prompt_evaluated, 96);
+  EXPECT_EQ(a.promise.get_future().get().tokens.size(), 110u);
 }
 
 TEST(Slots, CancelledFailingAndUnfinishedJobsGetTheirCallback) {

@@ -206,6 +206,30 @@ def test_parallel_requests_run_together_and_each_gets_its_own_answer(server, mod
     assert len(get(server + "/slots")) == 4
 
 
+def test_a_long_prompt_in_pieces_beside_a_running_request(server, model):
+    # A prompt of more than two pieces (512 tokens each) goes in one piece per step while another
+    # request generates; each answer still equals Model.generate's (pieces of Forward's own pass
+    # size compute what one Forward computes).
+    import threading
+    long_prompt = " ".join(f"item {i}," for i in range(400)) + " and the last item is"
+    assert len(model.to_tokens(long_prompt)) > 1100
+    short_prompt = "Once upon a time"
+    wants = [model.generate(p, max_tokens=n, temperature=0) for p, n in ((short_prompt, 96), (long_prompt, 8))]
+    results = [None, None]
+
+    def ask(i, prompt, n):
+        results[i] = post(server + "/v1/completions", {"prompt": prompt, "max_tokens": n, "temperature": 0,
+                                                       "cache_prompt": False})
+
+    first = threading.Thread(target=ask, args=(0, short_prompt, 96))
+    first.start()
+    ask(1, long_prompt, 8)
+    first.join()
+    for (status, r), want in zip(results, wants):
+        assert status == 200, r
+        assert r["choices"][0]["text"] == want
+
+
 def test_penalties_and_logit_bias_as_model_generate(server, model):
     # OpenAI's frequency / presence penalties and logit_bias reach the sampler: the greedy answer
     # equals Model.generate's with the same settings, and a bias of -100 on the token the model
