@@ -109,16 +109,22 @@ TEST(Slots, ALongPromptIsEvaluatedInPiecesBetweenTheOtherSlotsSteps) {
   }();
   serve::Slots slots(*model, 2, DType::kF32, 2, /*prompt_piece=*/8);
   Waiter a(Prompt(4, 1), Greedy(110));
-  slots.Submit(a.job);
-  while (slots.passes() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   Waiter b(Prompt(96, 2), Greedy(6));  // 96 tokens: 12 pieces of 8
-  std::atomic<int64_t> passes_at_first_token{-1};
-  b.job->options.logprobs = 0;  // (a callback at each sampled token, the first included)
+  // B arrives while A generates: submitted from A's second token's callback (on the slots' thread).
+  std::atomic<int64_t> before{-1}, passes_at_first_token{-1};
+  int a_tokens = 0;
+  a.job->options.logprobs = 0;  // (a callback at each sampled token)
+  a.job->options.on_logprob = [&](const TokenLogprob&) {
+    if (++a_tokens == 2) {
+      before = slots.passes();
+      slots.Submit(b.job);
+    }
+  };
+  b.job->options.logprobs = 0;
   b.job->options.on_logprob = [&](const TokenLogprob&) {
     if (passes_at_first_token < 0) passes_at_first_token = slots.passes();
   };
-  const int64_t before = slots.passes();
-  slots.Submit(b.job);
+  slots.Submit(a.job);
   const GenerateResult got = b.promise.get_future().get();
   EXPECT_GE(passes_at_first_token - before, 10) << "the other slot's steps while the prompt went in";
   EXPECT_EQ(got.tokens, alone.tokens);
