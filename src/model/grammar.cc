@@ -857,26 +857,13 @@ void TokenTrie::Allowed(const GrammarMatcher& matcher, std::vector<uint8_t>& all
     }
   }
   // Depth-first over the trie with the automaton's state numbers.
-  struct Frame {
-    uint32_t node, next_child;
-    int32_t state;
-  };
-  std::vector<Frame> path{{0, 0, start}};
-  while (!path.empty()) {
-    Frame& f = path.back();
-    const Node& n = nodes_[f.node];
-    if (f.next_child == n.num_children) {
-      path.pop_back();
-      continue;
-    }
-    const Edge& edge = children_[n.first_child + f.next_child++];
-    const int32_t next = g.Next(f.state, edge.byte);
-    if (next == Grammar::kDead) continue;
-    const Node& child = nodes_[edge.node];
-    for (uint32_t t = 0; t < child.num_tokens; ++t)
-      allowed[static_cast<size_t>(tokens_[child.first_token + t])] = 1;
-    path.push_back({edge.node, 0, next});
-  }
+  Walk(
+      start,
+      [&g](int32_t parent, uint8_t byte, int32_t& child) {
+        child = g.Next(parent, byte);
+        return child != Grammar::kDead;
+      },
+      allowed);
   if (cache != nullptr && cache->epoch == g.dfa_epoch_) cache->masks.emplace(start, allowed);
 }
 

@@ -178,6 +178,11 @@ class TokenTrie {
                TokenMaskCache* cache = nullptr) const;
 
  private:
+  // Depth-first over the trie from `root`: advance(parent, byte, child) sets the state after a
+  // byte and says whether it lives; every token at a live node is allowed, all others not.
+  template <class State, class Advance>
+  void Walk(const State& root, const Advance& advance, std::vector<uint8_t>& allowed) const;
+
   struct Node {
     uint32_t first_child = 0, num_children = 0;  // into children_
     uint32_t first_token = 0, num_tokens = 0;    // into tokens_
@@ -197,11 +202,11 @@ struct ConstraintVocabulary {
   TokenTrie trie;
 };
 
-template <class Recognizer>
-void TokenTrie::Allowed(const Recognizer& recognizer, std::vector<uint8_t>& allowed) const {
+template <class State, class Advance>
+void TokenTrie::Walk(const State& root, const Advance& advance, std::vector<uint8_t>& allowed) const {
   for (int32_t id : tokens_) allowed[static_cast<size_t>(id)] = 0;
-  // Depth-first, one recognizer per depth (its storage reused between siblings).
-  std::vector<Recognizer> state{recognizer};
+  // Depth-first, one state per depth (its storage reused between siblings).
+  std::vector<State> states{root};
   struct Frame {
     uint32_t node, next_child;
   };
@@ -215,17 +220,24 @@ void TokenTrie::Allowed(const Recognizer& recognizer, std::vector<uint8_t>& allo
     }
     const Edge& edge = children_[n.first_child + f.next_child++];
     const size_t depth = path.size();
-    if (state.size() <= depth) {
-      state.push_back(state[depth - 1]);
-    } else {
-      state[depth] = state[depth - 1];
-    }
-    if (!state[depth].Feed(edge.byte)) continue;
+    if (states.size() <= depth) states.resize(depth + 1, root);
+    if (!advance(states[depth - 1], edge.byte, states[depth])) continue;
     const Node& child = nodes_[edge.node];
     for (uint32_t t = 0; t < child.num_tokens; ++t)
       allowed[static_cast<size_t>(tokens_[child.first_token + t])] = 1;
     path.push_back({edge.node, 0});
   }
+}
+
+template <class Recognizer>
+void TokenTrie::Allowed(const Recognizer& recognizer, std::vector<uint8_t>& allowed) const {
+  Walk(
+      recognizer,
+      [](const Recognizer& parent, uint8_t byte, Recognizer& child) {
+        child = parent;
+        return child.Feed(byte);
+      },
+      allowed);
 }
 
 }  // namespace attn
