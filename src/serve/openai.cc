@@ -366,7 +366,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   if (tools) {
     if (r.json || !r.grammar.empty() || !r.json_schema.empty())
       Fail("tools and response_format (json), grammar or json_schema exclude each other");
-    if (r.stream) Fail("tools with stream = true is not supported by attn serve");
+    if (r.stream && r.logprobs >= 0) Fail("tools with stream and logprobs is not supported by attn serve");
     for (size_t i = 0; i < tools->tools.size(); ++i) {
       try {
         Grammar::Parse(JsonSchemaToGbnf(tools->tools[i].parameters));
@@ -467,10 +467,37 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
   return Event(j);
 }
 
+std::string StreamToolAnswer(const ResponseInfo& info, const GenerateResult& result, int index) {
+  bool calls = false;
+  json message = ToolAnswerMessage(result.text, info.id + "_" + std::to_string(index), &calls);
+  json delta = json::object();
+  if (calls) {
+    json list = json::array();
+    for (size_t k = 0; k < message["tool_calls"].size(); ++k) {
+      json call = message["tool_calls"][k];
+      call["index"] = k;
+      list.push_back(std::move(call));
+    }
+    delta["tool_calls"] = std::move(list);
+  } else {
+    delta["content"] = message["content"];
+  }
+  json j = ResponseIdentity(info, "chat.completion.chunk");
+  j["choices"] = json::array(
+      {json{{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr}, {"delta", delta}}});
+  return Event(j);
+}
+
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                          int index) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
-  json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
+  std::string reason = FinishReason(result.stop_reason);
+  if (chat && request.tools && reason == "stop") {
+    bool calls = false;
+    ToolAnswerMessage(result.text, "", &calls);
+    if (calls) reason = "tool_calls";
+  }
+  json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", reason}};
   if (chat) {
     choice["delta"] = json::object();
   } else {

@@ -105,7 +105,10 @@ nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogpr
 std::string PromptText(const Request& request, const TokenText& token_text);
 // Characters (UTF-8 lead bytes) of s: the unit of OpenAI's text_offset.
 int64_t Chars(const std::string& s);
-// The chunk that ends choice `index` with its finish_reason.
+// With tools (Request::tools), the answer is not streamed piece by piece: this one chunk carries
+// it once generated, as delta.tool_calls (each with its index) or delta.content.
+std::string StreamToolAnswer(const ResponseInfo& info, const GenerateResult& result, int index = 0);
+// The chunk that ends choice `index` with its finish_reason (tool_calls for an answer of calls).
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                          int index = 0);
 // The end of the stream once every choice has finished: the usage chunk when asked for, then

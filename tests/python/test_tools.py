@@ -91,6 +91,32 @@ def test_auto_and_none(server):  # noqa: F811
     assert none["message"] == plain["message"]
 
 
+def test_streamed_tool_calls_equal_the_plain_answer(server):  # noqa: F811
+    # A stream with tools sends the role chunk, then the whole answer in one chunk (delta.tool_calls
+    # with indexes, or delta.content), then the finish.
+    import urllib.request
+    plain = chat(server, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", cache_prompt=False)
+    body = {"messages": ASK, "tools": [WEATHER, TIME], "tool_choice": "required", "temperature": 0,
+            "max_tokens": 128, "stream": True, "cache_prompt": False}
+    req = urllib.request.Request(server + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        events = [line[6:] for line in r.read().decode().split("\n") if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e)["choices"][0] for e in events[:-1]]
+    assert chunks[0]["delta"] == {"role": "assistant", "content": ""}
+    calls = [c for c in chunks if "tool_calls" in c["delta"]]
+    assert len(calls) == 1
+    streamed = calls[0]["delta"]["tool_calls"]
+    assert [c.pop("index") for c in streamed] == list(range(len(streamed)))
+    # The same calls (ids name their response, so they differ between the two).
+    assert [(c["type"], c["function"]) for c in streamed] == \
+        [(c["type"], c["function"]) for c in plain["message"]["tool_calls"]]
+    assert all(c["id"].startswith("call_chatcmpl-") for c in streamed)
+    assert not any(c["delta"].get("content") for c in chunks)
+    assert chunks[-1]["finish_reason"] == "tool_calls"
+
+
 def test_a_conversation_with_a_call_and_its_result(server):  # noqa: F811
     first = chat(server, messages=ASK, tools=[WEATHER], tool_choice="required")
     call = first["message"]["tool_calls"][0]
@@ -115,7 +141,7 @@ def test_bad_tools_are_refused_by_name(server):  # noqa: F811
         ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "not among the tools"),
         ({"tool_choice": "required"}, "without tools"),
         ({"tools": [WEATHER], "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
-        ({"tools": [WEATHER], "stream": True}, "stream"),
+        ({"tools": [WEATHER], "stream": True, "logprobs": True}, "stream and logprobs"),
         ({"tools": [WEATHER], "response_format": {"type": "json_object"}}, "exclude each other"),
         ({"messages": ASK + [{"role": "assistant", "content": None, "tool_calls": [{"function": {"name": "get_weather",
                                                                                              "arguments": "{nope"}}]}],

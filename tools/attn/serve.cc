@@ -310,8 +310,10 @@ class Server {
         // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
         if (!(chat && model_->tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
       };
-      // Pieces end on whole characters (SequenceGeneration holds a split one back).
+      // Pieces end on whole characters (SequenceGeneration holds a split one back). With tools the
+      // answer is one JSON object, sent as calls or content once complete (on_done).
       job.on_text = [events, request, info, lp, chunk_logprobs, i](const std::string& piece) {
+        if (request->tools) return;
         events->Push(
             serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size()), i));
       };
@@ -321,6 +323,7 @@ class Server {
         // plain answer lists them.
         if (request->logprobs >= 0 && !lp->pending.empty())
           events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
+        if (request->tools) events->Push(serve::StreamToolAnswer(*info, r, i));
         events->Push(serve::StreamFinish(*request, *info, r, i));
         shared->results[static_cast<size_t>(i)] = r;
         if (--shared->left == 0) {
