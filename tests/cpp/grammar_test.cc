@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 #include <vector>
@@ -218,6 +220,33 @@ TEST(Grammar, LineBreaksAfterDefinitionAndBar) {
   EXPECT_TRUE(Sentence(g, "b"));
   EXPECT_TRUE(Sentence(g, "c"));
   EXPECT_FALSE(Sentence(g, ""));
+}
+
+// The example grammars in grammars/ parse, and judge texts as their comments say.
+TEST(Grammar, ShippedGrammarsParseAndJudgeExamples) {
+  struct Case {
+    const char* file;
+    std::vector<std::string> sentences, not_sentences;
+  };
+  const std::vector<Case> cases = {
+      {"json.gbnf",
+       {R"({"a": [1, -2.5e3, true, null, "x\u00e9\n"], "b": {}})", "[]", R"("cafÃ©")", "0.5",
+        "{\n  \"k\": {\n    \"n\": 12\n  }\n}"},
+       {R"({"a" 1})", "[1,]", "01", "{'a': 1}", R"({"a": 1} x)", "\"tab\there\""}},
+      {"list.gbnf", {"- bread\n- cheese and wine\n"}, {"- \n", "bread\n", "- bread"}},
+      {"yes_no.gbnf", {"yes.", "no."}, {"maybe.", "yes"}},
+      {"arithmetic.gbnf", {"(1+2)*3/4-5", "((7))"}, {"1+", "1++2", "(1", "1 + 2"}},
+      {"chess.gbnf", {"1. e4 e5 2. Nf3 Nc6 3. Bb5 a6 4. O-O Nf6 5. exd5 Qxd5+"}, {"1. e9 e5", "1. e4"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.file);
+    std::ifstream in(std::string(ATTN_FIXTURES_DIR) + "/../../grammars/" + c.file);
+    ASSERT_TRUE(in) << "missing grammars/" << c.file;
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto g = Grammar::Parse(text);
+    for (const std::string& t : c.sentences) EXPECT_TRUE(Sentence(g, t)) << t;
+    for (const std::string& t : c.not_sentences) EXPECT_FALSE(Sentence(g, t)) << t;
+  }
 }
 
 TEST(Grammar, OtherStartRule) {
