@@ -5,6 +5,7 @@
 #include <functional>
 
 #include "attn/error.h"
+#include "tokenizer/unicode.h"
 
 namespace attn {
 
@@ -30,22 +31,8 @@ std::string Escape(uint32_t cp, bool in_class) {
     static const char kHex[] = "0123456789ABCDEF";
     return std::string("\\x") + kHex[cp >> 4] + kHex[cp & 15];
   }
-  std::string out;  // UTF-8
-  if (cp < 0x80) {
-    out += static_cast<char>(cp);
-  } else if (cp < 0x800) {
-    out += static_cast<char>(0xC0 | (cp >> 6));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else if (cp < 0x10000) {
-    out += static_cast<char>(0xE0 | (cp >> 12));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (cp >> 18));
-    out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (cp & 0x3F));
-  }
+  std::string out;
+  tokenizer::AppendUtf8(cp, out);
   return out;
 }
 

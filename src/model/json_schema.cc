@@ -5,16 +5,19 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <list>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "attn/error.h"
+#include "tokenizer/unicode.h"
 
 namespace attn {
 
@@ -40,14 +43,14 @@ const std::set<std::string, std::less<>> kSupported = {
     "type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref",           // any type
     "properties", "required", "additionalProperties",                     // objects
     "items", "prefixItems", "additionalItems", "minItems", "maxItems",    // arrays
-    "minLength", "maxLength", "format",                                   // strings (format: numbers too)
+    "minLength", "maxLength", "pattern", "format",                        // strings (format: numbers too)
     "minimum", "exclusiveMinimum"};                                       // numbers (a few values)
 // clang-format on
 // Keywords that say which type a schema without "type" is about.
 const std::set<std::string, std::less<>> kObjectKeywords = {"properties", "required", "additionalProperties"};
 const std::set<std::string, std::less<>> kArrayKeywords = {"items", "prefixItems", "additionalItems",
                                                            "minItems", "maxItems"};
-const std::set<std::string, std::less<>> kStringKeywords = {"minLength", "maxLength"};
+const std::set<std::string, std::less<>> kStringKeywords = {"minLength", "maxLength", "pattern"};
 const std::set<std::string, std::less<>> kStringFormats = {"date", "time", "date-time", "uuid"};
 const std::set<std::string, std::less<>> kNumberFormats = {"int32", "int64", "float", "double"};
 const std::set<std::string, std::less<>> kTypes = {"string", "number", "integer", "boolean",
@@ -184,6 +187,538 @@ bool HasType(const Json& value, const std::string& type) {
   if (type == "object") return value.is_object();
   return value.is_array();
 }
+
+// ---------------------------------------------------------------- "pattern"
+
+// Sets of code points: sorted, disjoint, non-adjacent inclusive ranges.
+using Ranges = std::vector<std::pair<uint32_t, uint32_t>>;
+constexpr uint32_t kMaxCodePoint = 0x10FFFF;
+
+Ranges Normalize(Ranges r) {
+  std::sort(r.begin(), r.end());
+  Ranges out;
+  for (const auto& [lo, hi] : r) {
+    if (!out.empty() && lo <= out.back().second + 1) {
+      out.back().second = std::max(out.back().second, hi);
+    } else {
+      out.push_back({lo, hi});
+    }
+  }
+  return out;
+}
+
+Ranges Complement(const Ranges& r) {  // r normalized
+  Ranges out;
+  uint32_t next = 0;
+  for (const auto& [lo, hi] : r) {
+    if (lo > next) out.push_back({next, lo - 1});
+    next = hi + 1;
+  }
+  if (next <= kMaxCodePoint) out.push_back({next, kMaxCodePoint});
+  return out;
+}
+
+Ranges Intersect(const Ranges& a, const Ranges& b) {
+  Ranges out;
+  for (const auto& [alo, ahi] : a) {
+    for (const auto& [blo, bhi] : b) {
+      const uint32_t lo = std::max(alo, blo), hi = std::min(ahi, bhi);
+      if (lo <= hi) out.push_back({lo, hi});
+    }
+  }
+  return Normalize(out);
+}
+
+bool Contains(const Ranges& r, uint32_t c) {
+  return std::any_of(r.begin(), r.end(),
+                     [c](const auto& range) { return range.first <= c && c <= range.second; });
+}
+
+std::string Utf8(uint32_t c) {
+  std::string out;
+  tokenizer::AppendUtf8(c, out);
+  return out;
+}
+
+// A code point inside a GBNF character class: ASCII letters and digits as they are, the rest
+// escaped (\xHH, \uHHHH, \UHHHHHHHH).
+std::string ClassChar(uint32_t c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+    return std::string(1, char(c));
+  static const char kHex[] = "0123456789ABCDEF";
+  const int digits = c < 0x80 ? 2 : c < 0x10000 ? 4 : 8;
+  std::string out = c < 0x80 ? "\\x" : c < 0x10000 ? "\\u" : "\\U";
+  for (int i = digits - 1; i >= 0; --i) out += kHex[(c >> (4 * i)) & 15];
+  return out;
+}
+
+std::string ClassExpr(const Ranges& r, bool negated) {
+  std::string out = negated ? "[^" : "[";
+  for (const auto& [lo, hi] : r) {
+    out += ClassChar(lo);
+    if (hi != lo) {
+      if (hi != lo + 1) out += '-';
+      out += ClassChar(hi);
+    }
+  }
+  return out + "]";
+}
+
+// Translates an ECMA-262 regular expression (json_schema.h lists the subset) into a GBNF
+// expression of the contents of the JSON strings that match it: each character of the regex's
+// alphabet as JSON text writes it (json_schema.h says which spellings are admitted).
+class PatternTranslator {
+ public:
+  PatternTranslator(const std::string& pattern, const std::string& path) : pattern_(pattern), path_(path) {
+    for (size_t i = 0; i < pattern.size();) {
+      const auto b = static_cast<unsigned char>(pattern[i]);
+      const int n = b < 0x80 ? 1 : (b >> 5) == 6 ? 2 : (b >> 4) == 14 ? 3 : (b >> 3) == 30 ? 4 : 0;
+      if (n == 0 || i + n > pattern.size()) Fail("it is not UTF-8");
+      uint32_t c = n == 1 ? b : n == 2 ? (b & 0x1F) : n == 3 ? (b & 0x0F) : (b & 0x07);
+      for (int k = 1; k < n; ++k) c = (c << 6) | (static_cast<unsigned char>(pattern[i + k]) & 0x3F);
+      text_.push_back(c);
+      i += n;
+    }
+  }
+
+  // The expression (empty: the empty string), and whether it uses the primitive `char` (the
+  // unanchored ends).
+  std::string Translate() {
+    std::vector<Piece> alternatives;
+    while (true) {
+      const bool anchored_start = Eat('^');
+      bool anchored_end = false;
+      Piece body = Sequence(true, &anchored_end);
+      std::vector<Piece> parts;
+      const Piece any = {"char*", false, std::nullopt, true};
+      if (!anchored_start) parts.push_back(any);
+      parts.push_back(body);
+      if (!anchored_end && (anchored_start || !body.expr.empty())) parts.push_back(any);
+      uses_char_ = uses_char_ || !anchored_start || !anchored_end;
+      alternatives.push_back(Concat(parts));
+      if (AtEnd()) break;
+      if (Eat('|')) continue;
+      Fail("unbalanced parenthesis \")\"");
+    }
+    return Alternation(alternatives).expr;
+  }
+  bool uses_char() const { return uses_char_; }
+
+ private:
+  struct Piece {
+    std::string expr;                 // GBNF; empty: the empty string
+    bool atomic;                      // may take a postfix operator as it is
+    std::optional<std::string> text;  // the one JSON text it matches, where it is one literal
+    bool nullable;                    // matches the empty string
+  };
+  // A regex atom of one character: a code point, or a set (a class, \d, .).
+  struct Atom {
+    Ranges set;
+    bool single;
+  };
+
+  [[noreturn]] void Fail(const std::string& what) const {
+    std::string message = "pattern ";
+    message += Quote(pattern_);
+    message += ": ";
+    message += what;
+    attn::Fail(path_, message);
+  }
+  [[noreturn]] void Unsupported(const std::string& what) const {
+    std::string message = what;
+    message += " is not supported";
+    Fail(message);
+  }
+
+  bool AtEnd() const { return pos_ >= text_.size(); }
+  uint32_t Peek(size_t ahead = 0) const {
+    return pos_ + ahead < text_.size() ? text_[pos_ + ahead] : 0xFFFFFFFF;
+  }
+  bool Eat(uint32_t c) {
+    if (Peek() != c) return false;
+    ++pos_;
+    return true;
+  }
+
+  static Piece Empty() { return {"", true, std::string(), true}; }
+
+  // Concatenation; adjacent literals merge into one.
+  static Piece Concat(const std::vector<Piece>& parts) {
+    std::vector<Piece> merged;
+    for (const Piece& p : parts) {
+      if (p.expr.empty()) continue;
+      if (!merged.empty() && merged.back().text && p.text) {
+        *merged.back().text += *p.text;
+        merged.back().expr = Literal(*merged.back().text);
+      } else {
+        merged.push_back(p);
+      }
+    }
+    if (merged.empty()) return Empty();
+    if (merged.size() == 1) return merged[0];
+    Piece out = {"", false, std::nullopt, true};
+    for (const Piece& p : merged) {
+      if (!out.expr.empty()) out.expr += ' ';
+      out.expr += p.expr;
+      out.nullable = out.nullable && p.nullable;
+    }
+    return out;
+  }
+
+  static Piece Alternation(const std::vector<Piece>& alternatives) {
+    std::vector<std::string> exprs;
+    bool optional = false, nullable = false;
+    for (const Piece& p : alternatives) {
+      if (p.expr.empty()) {
+        optional = true;
+        continue;
+      }
+      nullable = nullable || p.nullable;
+      if (std::find(exprs.begin(), exprs.end(), p.expr) == exprs.end()) exprs.push_back(p.expr);
+    }
+    if (exprs.empty()) return Empty();
+    if (exprs.size() == 1 && !optional) {
+      for (const Piece& p : alternatives) {
+        if (!p.expr.empty()) return p;
+      }
+    }
+    std::string expr;
+    if (exprs.size() == 1) {
+      const Piece& only = *std::find_if(alternatives.begin(), alternatives.end(),
+                                        [](const Piece& p) { return !p.expr.empty(); });
+      expr = only.atomic ? only.expr : "( " + only.expr + " )";
+    } else {
+      expr = "( " + Join(exprs, " | ") + " )";
+    }
+    if (!optional) return {expr, true, std::nullopt, nullable};
+    return {expr + "?", false, std::nullopt, true};
+  }
+
+  // The JSON text of the characters of `set`: raw where JSON allows (not a quote, a backslash,
+  // a control character or DEL), else escaped: \" \\ \b \f \n \r \t, \u00XX for the other control
+  // characters and DEL; "/" also as \/.
+  Piece SetPiece(const Ranges& set) const {
+    if (set.empty()) Fail("a character class that matches no character");
+    static const Ranges kRaw = {{0x20, 0x21}, {0x23, 0x5B}, {0x5D, 0x7E}, {0x80, kMaxCodePoint}};
+    const Ranges raw = Intersect(set, kRaw);
+    std::vector<std::string> alternatives;
+    std::optional<std::string> text;
+    if (!raw.empty()) {
+      if (raw.size() == 1 && raw[0].first == raw[0].second) {
+        text = Utf8(raw[0].first);
+        alternatives.push_back(Literal(*text));
+      } else {
+        const Ranges complement = Complement(raw);
+        alternatives.push_back(complement.size() < raw.size() ? ClassExpr(complement, true)
+                                                              : ClassExpr(raw, false));
+      }
+    }
+    Ranges shorts;  // the letters after the backslash
+    const std::pair<uint32_t, uint32_t> kShort[] = {{'"', '"'}, {'\\', '\\'}, {'/', '/'}, {8, 'b'},
+                                                    {12, 'f'},  {10, 'n'},    {13, 'r'},  {9, 't'}};
+    for (const auto& [c, letter] : kShort) {
+      if (Contains(set, c)) shorts.push_back({letter, letter});
+    }
+    std::vector<std::string> escapes;
+    if (!shorts.empty()) {
+      shorts = Normalize(shorts);
+      escapes.push_back(shorts.size() == 1 && shorts[0].first == shorts[0].second
+                            ? Literal(std::string(1, char(shorts[0].first)))
+                            : ClassExpr(shorts, false));
+    }
+    static const char kHex[] = "0123456789abcdef";
+    for (uint32_t high = 0; high < 2; ++high) {
+      Ranges lows;
+      for (uint32_t low = 0; low < 16; ++low) {
+        const uint32_t c = high * 16 + low;
+        if (c == 8 || c == 9 || c == 10 || c == 12 || c == 13 || !Contains(set, c)) continue;
+        lows.push_back({uint32_t(kHex[low]), uint32_t(kHex[low])});
+        if (low >= 10) lows.push_back({uint32_t(kHex[low] - 'a' + 'A'), uint32_t(kHex[low] - 'a' + 'A')});
+      }
+      if (lows.empty()) continue;
+      std::string u = "u00";
+      u += char('0' + high);
+      escapes.push_back(Literal(u) + " " + ClassExpr(Normalize(lows), false));
+    }
+    if (Contains(set, 0x7F)) escapes.push_back(R"("u007" [fF])");
+    if (!escapes.empty()) {
+      std::string escape = Literal("\\");
+      escape += ' ';
+      escape += escapes.size() == 1 ? escapes[0] : "( " + Join(escapes, " | ") + " )";
+      alternatives.push_back(escape);
+      if (set.size() == 1 && set[0].first == set[0].second && shorts.size() == 1 && set[0].first != '/') {
+        text = "\\" + std::string(1, char(shorts[0].first));
+        alternatives.back() = Literal(*text);
+      }
+    }
+    if (alternatives.size() > 1) return {"( " + Join(alternatives, " | ") + " )", true, std::nullopt, false};
+    const bool atomic = alternatives[0].find(' ') == std::string::npos || text.has_value();
+    return {alternatives[0], atomic, text, false};
+  }
+
+  // Terms up to "|", ")" or the end. At the top (not in a group) a final "$" anchors the end.
+  Piece Sequence(bool top, bool* anchored_end) {
+    std::vector<Piece> parts;
+    while (!AtEnd() && Peek() != '|' && Peek() != ')') {
+      if (Peek() == '$') {
+        if (top && (pos_ + 1 == text_.size() || Peek(1) == '|')) {
+          ++pos_;
+          *anchored_end = true;
+          break;
+        }
+        Unsupported("the anchor \"$\" before the end");
+      }
+      parts.push_back(Term());
+    }
+    return Concat(parts);
+  }
+
+  Piece Group() {
+    if (++depth_ > kMaxDepth) Fail("groups nested deeper than " + std::to_string(kMaxDepth));
+    std::vector<Piece> alternatives;
+    bool unused = false;
+    while (true) {
+      alternatives.push_back(Sequence(false, &unused));
+      if (Eat('|')) continue;
+      if (Eat(')')) break;
+      Fail("unbalanced parenthesis \"(\"");
+    }
+    --depth_;
+    return Alternation(alternatives);
+  }
+
+  // A quantifier {m}, {m,}, {m,n} at pos_: whether there is one (read, with its counts).
+  bool Braces(long* min, long* max) {
+    size_t at = pos_;
+    if (at >= text_.size() || text_[at] != '{') return false;
+    ++at;
+    auto number = [&](long* out) {
+      const size_t start = at;
+      long value = 0;
+      while (at < text_.size() && text_[at] >= '0' && text_[at] <= '9') {
+        value = std::min(value * 10 + long(text_[at] - '0'), 1000000L);
+        ++at;
+      }
+      *out = value;
+      return at > start;
+    };
+    if (!number(min)) return false;
+    *max = *min;
+    if (at < text_.size() && text_[at] == ',') {
+      ++at;
+      if (!number(max)) *max = -1;
+    }
+    if (at >= text_.size() || text_[at] != '}') return false;
+    pos_ = at + 1;
+    return true;
+  }
+
+  Piece Term() {
+    Piece atom = AtomPiece();
+    long min = 0, max = 0;
+    if (Eat('*')) {
+      min = 0, max = -1;
+    } else if (Eat('+')) {
+      min = 1, max = -1;
+    } else if (Eat('?')) {
+      min = 0, max = 1;
+    } else if (Braces(&min, &max)) {
+      if (min > kMaxCount || max > kMaxCount) Fail("a count over " + std::to_string(kMaxCount));
+      if (max != -1 && max < min) Fail("a quantifier {m,n} with n < m");
+    } else {
+      return atom;
+    }
+    Eat('?');  // lazy: the same strings
+    if (atom.expr.empty() || max == 0) return Empty();
+    if (max == -1 && atom.nullable) {
+      Unsupported("a repetition (*, + or {m,}) of what can match the empty string");
+    }
+    if (min == 1 && max == 1) return atom;
+    std::string x = atom.atomic ? atom.expr : "( " + atom.expr + " )";
+    if (min == max) {
+      x += "{" + std::to_string(min) + "}";
+    } else if (max == -1) {
+      x += min == 0 ? "*" : min == 1 ? "+" : "{" + std::to_string(min) + ",}";
+    } else if (min == 0 && max == 1) {
+      x += "?";
+    } else {
+      x += "{" + std::to_string(min) + "," + std::to_string(max) + "}";
+    }
+    return {x, false, std::nullopt, atom.nullable || min == 0};
+  }
+
+  Piece AtomPiece() {
+    const uint32_t c = Peek();
+    if (c == '(') {
+      ++pos_;
+      if (Eat('?')) {
+        if (Eat(':')) return Group();
+        if (Peek() == '=' || Peek() == '!') Unsupported("lookahead (?" + Utf8(Peek()));
+        if (Peek() == '<' && (Peek(1) == '=' || Peek(1) == '!'))
+          Unsupported("lookbehind (?<" + Utf8(Peek(1)));
+        if (Peek() == '<') Unsupported("the named group (?<");
+        Unsupported("the group (?" + (AtEnd() ? std::string() : Utf8(Peek())));
+      }
+      return Group();
+    }
+    if (c == '^') Unsupported("the anchor \"^\" after the start");
+    if (c == '*' || c == '+' || c == '?') Fail("nothing to repeat before \"" + Utf8(c) + "\"");
+    if (c == '{') {
+      long min, max;
+      if (Braces(&min, &max)) Fail("nothing to repeat before \"{\"");
+    }
+    if (c == '[') return SetPiece(Class());
+    if (c == '.') {
+      ++pos_;  // any character but the line terminators
+      return SetPiece(Complement(Normalize({{'\n', '\n'}, {'\r', '\r'}, {0x2028, 0x2029}})));
+    }
+    if (c == '\\') {
+      ++pos_;
+      return SetPiece(Escape(false).set);
+    }
+    ++pos_;
+    return SetPiece({{c, c}});
+  }
+
+  // After "[": the set of the class, through "]".
+  Ranges Class() {
+    ++pos_;
+    const bool negated = Eat('^');
+    Ranges set;
+    if (Eat(']')) {
+      if (negated) return {{0, kMaxCodePoint}};
+      Fail("an empty class [] (it matches no character)");
+    }
+    while (true) {
+      if (AtEnd()) Fail("unbalanced bracket \"[\"");
+      if (Eat(']')) break;
+      const Atom lo = ClassAtom();
+      if (Peek() == '-' && pos_ + 1 < text_.size() && Peek(1) != ']') {
+        ++pos_;
+        const Atom hi = ClassAtom();
+        if (!lo.single || !hi.single) Unsupported("a range of a class escape (such as [\\d-z])");
+        if (lo.set[0].first > hi.set[0].first) Fail("a range out of order in a class");
+        set.push_back({lo.set[0].first, hi.set[0].first});
+      } else {
+        set.insert(set.end(), lo.set.begin(), lo.set.end());
+      }
+    }
+    set = Normalize(set);
+    return negated ? Complement(set) : set;
+  }
+
+  Atom ClassAtom() {
+    const uint32_t c = Peek();
+    ++pos_;
+    if (c == '\\') return Escape(true);
+    return {{{c, c}}, true};
+  }
+
+  uint32_t Hex(int digits) {
+    uint32_t value = 0;
+    for (int i = 0; i < digits; ++i) {
+      const uint32_t d = Peek();
+      int v;
+      if (d >= '0' && d <= '9') {
+        v = int(d - '0');
+      } else if (d >= 'a' && d <= 'f') {
+        v = int(d - 'a' + 10);
+      } else if (d >= 'A' && d <= 'F') {
+        v = int(d - 'A' + 10);
+      } else {
+        Unsupported(digits == 4 ? "an escape \\u not followed by 4 hex digits (or \\u{...})"
+                                : "an escape \\x not followed by 2 hex digits");
+      }
+      value = value * 16 + uint32_t(v);
+      ++pos_;
+    }
+    return value;
+  }
+
+  // After "\": the escape's character or set.
+  Atom Escape(bool in_class) {
+    if (AtEnd()) Fail("a \"\\\" at the end");
+    const uint32_t c = Peek();
+    ++pos_;
+    static const Ranges kDigit = {{'0', '9'}};
+    static const Ranges kWord = {{'0', '9'}, {'A', 'Z'}, {'_', '_'}, {'a', 'z'}};
+    static const Ranges kSpace = Normalize({{9, 13},
+                                            {' ', ' '},
+                                            {0xA0, 0xA0},
+                                            {0x1680, 0x1680},
+                                            {0x2000, 0x200A},
+                                            {0x2028, 0x2029},
+                                            {0x202F, 0x202F},
+                                            {0x205F, 0x205F},
+                                            {0x3000, 0x3000},
+                                            {0xFEFF, 0xFEFF}});
+    auto one = [](uint32_t cp) { return Atom{{{cp, cp}}, true}; };
+    switch (c) {
+      case 'd':
+        return {kDigit, false};
+      case 'D':
+        return {Complement(kDigit), false};
+      case 'w':
+        return {kWord, false};
+      case 'W':
+        return {Complement(kWord), false};
+      case 's':
+        return {kSpace, false};
+      case 'S':
+        return {Complement(kSpace), false};
+      case 'n':
+        return one('\n');
+      case 't':
+        return one('\t');
+      case 'r':
+        return one('\r');
+      case 'f':
+        return one('\f');
+      case 'v':
+        return one('\v');
+      case 'b':
+        if (in_class) return one('\b');
+        Unsupported("the word boundary \\b");
+      case 'B':
+        Unsupported("the word boundary \\B");
+      case 'x':
+        return one(Hex(2));
+      case 'u': {
+        const uint32_t unit = Hex(4);
+        if (unit >= 0xD800 && unit <= 0xDBFF && Peek() == '\\' && Peek(1) == 'u') {
+          pos_ += 2;
+          const uint32_t low = Hex(4);
+          if (low < 0xDC00 || low > 0xDFFF) Fail("a \\u surrogate without its pair");
+          return one(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00));
+        }
+        if (unit >= 0xD800 && unit <= 0xDFFF) Fail("a \\u surrogate without its pair");
+        return one(unit);
+      }
+      case '0':
+        if (Peek() < '0' || Peek() > '9') return one(0);
+        Unsupported("the octal escape \\0" + Utf8(Peek()));
+      case 'k':
+        Unsupported("the named backreference \\k");
+      case 'c':
+        Unsupported("the control escape \\c");
+      case 'p':
+      case 'P':
+        Unsupported("the Unicode property escape \\" + Utf8(c));
+      default:
+        break;
+    }
+    if (c >= '1' && c <= '9') Unsupported("the backreference \\" + Utf8(c));
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) Unsupported("the escape \\" + Utf8(c));
+    return one(c);  // \. \\ \/ \- \[ ... and other identity escapes
+  }
+
+  const std::string& pattern_;
+  const std::string& path_;
+  std::vector<uint32_t> text_;
+  size_t pos_ = 0;
+  int depth_ = 0;
+  bool uses_char_ = false;
+};
 
 class Converter {
  public:
@@ -461,6 +996,17 @@ class Converter {
 
   std::string VisitString(const Json& s, const std::string& path, const std::string& hint,
                           const std::string* define_as) {
+    if (auto it = s.find("pattern"); it != s.end()) {
+      if (!it->is_string()) Fail(path, "\"pattern\" must be a string, not " + it->dump());
+      for (const char* key : {"format", "minLength", "maxLength"}) {
+        if (s.contains(key)) Fail(path, std::string("\"") + key + "\" beside \"pattern\" is not supported");
+      }
+      const std::string pattern = it->get<std::string>();
+      PatternTranslator translator(pattern, path);
+      const std::string body = translator.Translate();
+      if (translator.uses_char()) Use("char");
+      return Finish(hint, Seq({R"("\"")", body, R"("\"")"}), define_as);
+    }
     if (auto it = s.find("format"); it != s.end()) {
       if (!it->is_string() || kStringFormats.count(it->get<std::string>()) == 0) {
         Fail(path, "unsupported format " + it->dump());

@@ -18,6 +18,24 @@
 //                 an escape is one, a surrogate pair one; counts up to 1000000); format "date", "time",
 //                 "date-time" (RFC 3339: upper-case T and Z only, fractions of 1-9 digits, and days
 //                 up to 31 in every month) and "uuid" as patterns.
+//   pattern       an ECMA-262 regular expression over the string's characters (the decoded
+//                 content), unanchored as JSON Schema says: a match anywhere, unless it starts
+//                 with ^ / ends with $ (also per top-level alternative: "^a|b$"). Supported:
+//                 literal characters; escapes \d \w \s \D \W \S \n \t \r \f \v \0 \xHH \uHHHH
+//                 (surrogate pairs joined) and identity escapes of punctuation (\. \\ \/ \- ...);
+//                 classes [...] with ranges, negation and those escapes ([\b] is backspace, []
+//                 is refused, [^] is any character); . (any character but \n \r U+2028 U+2029);
+//                 groups ( ) and (?: ); |; quantifiers * + ? {m} {m,} {m,n} (counts up to 1000;
+//                 lazy ? ignored). Each character is admitted as JSON text spells it: raw where
+//                 JSON allows it (not ", \, U+0000-U+001F or DEL), else escaped: \" \\ \b \f \n
+//                 \r \t, \u00XX for the other control characters and DEL; "/" also as \/. Other
+//                 \u escapes of characters that need none (such as \u00e9 for a raw e-acute)
+//                 are not admitted (a subset of the instances). Refused: backreferences (\1,
+//                 \k<n>), lookahead / lookbehind, named groups, other (?...) groups and flags,
+//                 \b \B, ^ / $ anywhere but the ends, \p{...}, \u{...}, \c, octal escapes,
+//                 other letter escapes, unbalanced ( ) [, a quantifier with nothing to repeat,
+//                 * + {m,} over what can match the empty string (such as (a*)*), classes that
+//                 match nothing, and "pattern" beside minLength, maxLength or format.
 //   integer       "-"? ("0" | [1-9] [0-9]{0,15}): at most 16 digits. minimum 0 / 1 and
 //                 exclusiveMinimum -1 / 0 (no minus sign; no leading "0" for the positive ones).
 //   number        an integer, then "." and 1-16 digits, then [eE] [-+]? and 1-16 digits, each
@@ -47,7 +65,7 @@
 //   annotations   title, description, default, examples, $schema, $id, $comment, deprecated,
 //                 readOnly, writeOnly, and $defs / definitions (read only through $ref).
 // Everything else throws attn::Error naming the keyword (or value) and the schema's path, e.g.
-// `json_schema: unsupported keyword "if" at /properties/a`: "pattern", "minimum" and other bounds
+// `json_schema: unsupported keyword "if" at /properties/a`: "minimum" and other bounds
 // of numbers, "multipleOf", other formats, "uniqueItems", "contains", "minProperties",
 // "patternProperties", "propertyNames", "dependentRequired", "if", remote $refs, "required"
 // naming a property that "properties" lacks, schemas that are not objects or booleans, schemas

@@ -458,7 +458,7 @@ TEST(JsonSchema, RulesOnePerLineRootFirstNamesSanitized) {
 
 TEST(JsonSchema, UnsupportedSchemasNameWhat) {
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {R"({"type": "string", "pattern": "^a+$"})", R"(unsupported keyword "pattern" at the root)"},
+      {R"({"type": "string", "pattern": "^(a)\\1$"})", R"(backreference \1 is not supported at the root)"},
       {R"({"type": "object", "properties": {"a": {"if": {}}}})",
        R"(unsupported keyword "if" at /properties/a)"},
       {R"({"type": "integer", "minimum": 5})", R"("minimum")"},
@@ -515,6 +515,114 @@ TEST(JsonSchema, UnsupportedSchemasNameWhat) {
   EXPECT_NE(ErrorOf(deep).find("JSON nests deeper than 512"), std::string::npos);
 }
 
+// "pattern": the grammar admits the JSON strings whose contents match the regular expression
+// (anchored only where it says ^ / $), each character spelled as JSON writes it.
+TEST(JsonSchema, PatternsOnStrings) {
+  struct Case {
+    std::string pattern;
+    std::vector<std::string> valid, invalid;  // JSON texts
+  };
+  const std::vector<Case> cases = {
+      {"^[a-z]+$", {R"("abc")", R"("z")"}, {R"("")", R"("aBc")", R"("ab1")", R"("abc )", "abc"}},
+      {R"(^\d{3}-\d{4}$)",
+       {R"("555-1234")"},
+       {R"("55-1234")", R"("5551234")", R"("555-12345")", R"("abc-defg")"}},
+      {"^(red|green|blue)$", {R"("red")", R"("green")", R"("blue")"}, {R"("redd")", R"("")", R"("gren")"}},
+      {"^[A-Z][a-z]*( [A-Z][a-z]*)*$",
+       {R"("Hello")", R"("Hello World X")", R"("A")"},
+       {R"("hello")", R"("Hello world")", R"("Hello ")", R"("")"}},
+      {"ab",
+       {R"("ab")", R"("xxabyy")", R"("abab")", R"("\"ab\n")"},
+       {R"("a")", R"("")", R"("ba")", R"("xaxb")"}},
+      {"^abc", {R"("abc")", R"("abcdef")"}, {R"("xabc")", R"("ab")"}},
+      {"xyz$", {R"("xyz")", R"("wxyz")"}, {R"("xyzw")"}},
+      {"^a|b$", {R"("ax")", R"("xb")", R"("a")"}, {R"("xa")", R"("bx")"}},
+      {"^a.c$",
+       {R"("abc")", R"("a c")", R"("a\"c")", R"("a\\c")", R"("a\tc")",
+        "\"a\xC3\xA9"
+        "c\"",
+        R"("a\u0001c")"},
+       {R"("ac")", R"("a\nc")", R"("a\rc")", R"("abbc")", "\"a\nc\""}},
+      {"^[^0-9]+$",
+       {R"("abc")", R"("a b")", R"("\"")", R"("\n")", R"("\\")"},
+       {R"("a1")", R"("")", R"("9")"}},
+      {R"(^\w+@\w+\.com$)",
+       {R"("joe@example.com")", R"("a_1@b.com")"},
+       {R"("joe@example.org")", R"("joe@examplecom")", R"("@x.com")", R"("j.e@x.com")"}},
+      {"^(?:ab)+$", {R"("ab")", R"("abab")"}, {R"("")", R"("aba")", R"("ba")"}},
+      {"^x{2,3}$", {R"("xx")", R"("xxx")"}, {R"("x")", R"("xxxx")"}},
+      {"^x{2}y{1,}z*?$", {R"("xxy")", R"("xxyyzz")"}, {R"("xy")", R"("xxz")"}},
+      {R"(^\u00e9+$)", {"\"\xC3\xA9\"", "\"\xC3\xA9\xC3\xA9\""}, {R"("e")", R"("")", R"("\u00e9")"}},
+      // A backslash and a quote: in the JSON text, \\ and \".
+      {R"(^[\\"]+$)", {R"("\\")", R"("\"")", R"("\\\"\\")"}, {R"("\")", R"("a")", R"("")"}},
+      {R"(^a\nb\/c$)", {R"("a\nb/c")", R"("a\nb\/c")"}, {"\"a\nb/c\"", R"("anb/c")"}},
+      {R"(^[\x00-\x1f]$)", {R"("\u0001")", R"("\u001F")", R"("\u001f")", R"("\t")"}, {R"("a")", "\"\x01\""}},
+      {R"(^[\s]$)", {R"(" ")", R"("\t")", "\"\xE3\x80\x80\""}, {R"("a")"}},
+      {R"(^\(\d\)[.?*+]$)", {R"("(1).")", R"("(2)?")"}, {R"("(1)a")", R"("1.")"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.pattern);
+    const std::string schema = Json({{"type", "string"}, {"pattern", c.pattern}}).dump();
+    std::shared_ptr<Grammar> g;
+    ASSERT_NO_THROW(g = Compile(schema)) << ErrorOf(schema);
+    for (const std::string& text : c.valid) EXPECT_TRUE(Accepts(g, text)) << "refused: " << text;
+    for (const std::string& text : c.invalid) EXPECT_FALSE(Accepts(g, text)) << "accepted: " << text;
+  }
+  // Without "type": a string; in a property, the rule named after it.
+  const auto g = Compile(R"({"type": "object", "properties": {"code": {"pattern": "^[A-Z]{2}$"}},
+      "required": ["code"]})");
+  EXPECT_TRUE(Accepts(g, R"({"code":"AB"})"));
+  EXPECT_FALSE(Accepts(g, R"({"code":"ABC"})"));
+  EXPECT_FALSE(Accepts(g, R"({"code":12})"));
+}
+
+TEST(JsonSchema, UnsupportedPatternsNameWhat) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"(^(a)\1$)", R"(backreference \1 is not supported)"},
+      {R"(^(?<n>a)\k<n>$)", "named group (?< is not supported"},
+      {"^(?=a)a$", "lookahead (?= is not supported"},
+      {"^(?!a)b$", "lookahead (?! is not supported"},
+      {"(?<=a)b", "lookbehind (?<= is not supported"},
+      {R"(\bfoo)", R"(word boundary \b is not supported)"},
+      {"a^b", R"(anchor "^" after the start is not supported)"},
+      {"a$b", R"(anchor "$" before the end is not supported)"},
+      {"(^a)", R"(anchor "^" after the start)"},
+      {"(ab", "unbalanced parenthesis \"(\""},
+      {"ab)", "unbalanced parenthesis \")\""},
+      {"[ab", R"(unbalanced bracket "[")"},
+      {"*a", R"(nothing to repeat before "*")"},
+      {"a{1001}", "a count over 1000"},
+      {"a{3,2}", "n < m"},
+      {"[b-a]", "range out of order"},
+      {"[]", "empty class"},
+      {R"([\d-z])", "range of a class escape"},
+      {R"(\p{L})", R"(Unicode property escape \p)"},
+      {R"(\u{1F600})", R"(escape \u not followed by 4 hex digits)"},
+      {R"(\q)", R"(escape \q is not supported)"},
+      {"(a*)*", "repetition (*, + or {m,}) of what can match the empty string"},
+      {"(?i)a", "group (?i is not supported"},
+      {"a\\", R"(a "\" at the end)"},
+  };
+  for (const auto& [pattern, message] : cases) {
+    const std::string schema = Json({{"type", "string"}, {"pattern", pattern}}).dump();
+    const std::string error = ErrorOf(schema);
+    EXPECT_NE(error.find("json_schema: pattern "), std::string::npos) << pattern << "\n  gave: " << error;
+    EXPECT_NE(error.find(message), std::string::npos) << pattern << "\n  gave: " << error;
+    EXPECT_NE(error.find("at the root"), std::string::npos) << pattern << "\n  gave: " << error;
+  }
+  EXPECT_NE(
+      ErrorOf(R"j({"properties": {"p": {"type": "string", "pattern": "(?=x)"}}})j").find("at /properties/p"),
+      std::string::npos);
+  EXPECT_NE(ErrorOf(R"({"type": "string", "pattern": "^a+$", "maxLength": 3})")
+                .find(R"("maxLength" beside "pattern" is not supported)"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(R"({"type": "string", "pattern": "^a+$", "format": "date"})")
+                .find(R"("format" beside "pattern" is not supported)"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(R"({"type": "string", "pattern": 5})").find(R"("pattern" must be a string)"),
+            std::string::npos);
+}
+
 // llama.cpp's grammars (tests/fixtures/make_json_schema_fixture.py) read by attn's GBNF parser, and
 // attn's grammars for the same schemas, on instances llama.cpp's own matcher labelled.
 TEST(JsonSchema, AgreesWithLlamaCpp) {
@@ -531,7 +639,7 @@ TEST(JsonSchema, AgreesWithLlamaCpp) {
       ADD_FAILURE() << "attn's parser refuses llama.cpp's grammar: " << e.what() << "\n" << c["llama_gbnf"];
       continue;
     }
-    // Schemas attn's converter refuses (a "pattern") test the parser only.
+    // Schemas attn's converter refuses (attn_supports: false; none at present) test the parser only.
     const bool supported = c.value("attn_supports", true);
     if (supported) {
       ASSERT_NO_THROW(ours = Grammar::Parse(JsonSchemaToGbnf(c["schema"])));
