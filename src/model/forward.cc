@@ -369,8 +369,12 @@ const ConstraintVocabulary& Model::constraint_vocabulary() const {
       if (!tok.IsControl(id) && !tok.IsUnused(id)) pieces[static_cast<size_t>(id)] = tok.TokenToPiece(id);
     }
     TokenTrie trie(pieces);
-    constraint_vocabulary_ =
-        std::make_unique<ConstraintVocabulary>(ConstraintVocabulary{std::move(pieces), std::move(trie)});
+    std::vector<int32_t> textless;
+    for (size_t id = 0; id < pieces.size(); ++id) {
+      if (pieces[id].empty()) textless.push_back(static_cast<int32_t>(id));
+    }
+    constraint_vocabulary_ = std::make_unique<ConstraintVocabulary>(
+        ConstraintVocabulary{std::move(pieces), std::move(trie), std::move(textless)});
   });
   return *constraint_vocabulary_;
 }

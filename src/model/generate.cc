@@ -219,11 +219,8 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
     if (json_) vocab_->trie.Allowed(*json_, allowed_);
     if (grammar_) vocab_->trie.Allowed(*grammar_, allowed_, masks_.get());
     const bool complete = json_ ? json_->complete() : grammar_->complete();
-    for (size_t id = 0; id < vocab_->pieces.size(); ++id) {
-      if (vocab_->pieces[id].empty()) {
-        allowed_[id] = complete && id < static_cast<size_t>(tok.vocab_size()) &&
-                       tok.IsEndOfGeneration(static_cast<int32_t>(id));
-      }
+    for (int32_t id : vocab_->textless) {  // control tokens: end of generation once complete
+      allowed_[static_cast<size_t>(id)] = complete && id < tok.vocab_size() && tok.IsEndOfGeneration(id);
     }
   }
   const int32_t next = sampler_.Sample(logits, history_, allowed_);

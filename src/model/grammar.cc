@@ -827,8 +827,10 @@ TokenTrie::TokenTrie(const std::vector<std::string>& pieces) {
 
 void TokenTrie::Allowed(const GrammarMatcher& matcher, std::vector<uint8_t>& allowed,
                         TokenMaskCache* cache) const {
-  for (int32_t id : tokens_) allowed[static_cast<size_t>(id)] = 0;
-  if (matcher.dead()) return;
+  if (matcher.dead()) {
+    for (int32_t id : tokens_) allowed[static_cast<size_t>(id)] = 0;
+    return;
+  }
   Grammar& g = *matcher.grammar_;
   g.ResetAutomatonIfFull();
   const int32_t start = matcher.Id();

@@ -200,6 +200,7 @@ class TokenTrie {
 struct ConstraintVocabulary {
   std::vector<std::string> pieces;  // every token's text; control and unused tokens empty
   TokenTrie trie;
+  std::vector<int32_t> textless;  // the ids whose piece is empty (not in the trie)
 };
 
 template <class State, class Advance>

@@ -75,9 +75,10 @@ void RejectUnsupported(const json& j) {
 
 // response_format, "grammar" and "json_schema" into the request's constraint, each checked now
 // (a grammar that does not parse, a schema attn cannot convert: the request is refused at once).
-// A schema is taken from the body parsed again in document order: its properties' order is the
-// order the answer's keys follow (`json` sorts keys).
-void ReadConstraint(const json& j, std::string_view body, Request& r) {
+// A schema is taken from the body in document order (`ordered`, parsed again when first asked
+// for): its properties' order is the order the answer's keys follow (`json` sorts keys).
+using OrderedBody = std::function<const nlohmann::ordered_json&()>;
+void ReadConstraint(const json& j, const OrderedBody& ordered, Request& r) {
   std::vector<const char*> schema_path;  // where the schema is in the body
   int given = 0;
   if (const json* v = Find(j, "response_format")) {
@@ -112,8 +113,7 @@ void ReadConstraint(const json& j, std::string_view body, Request& r) {
   }
   if (given > 1) Fail("response_format (json), grammar and json_schema exclude each other (give one)");
   if (!schema_path.empty()) {
-    const nlohmann::ordered_json ordered = nlohmann::ordered_json::parse(body.begin(), body.end());
-    const nlohmann::ordered_json* schema = &ordered;
+    const nlohmann::ordered_json* schema = &ordered();
     for (const char* key : schema_path) schema = &schema->at(key);
     r.json_schema = schema->dump();
   }
@@ -236,6 +236,12 @@ nlohmann::json ParseObject(std::string_view body) {
 Request ParseRequest(std::string_view body, Endpoint endpoint) {
   const json j = ParseObject(body);
   RejectUnsupported(j);
+  // The body in document order, for JSON schemas and tools' parameters: parsed once, if needed.
+  std::optional<nlohmann::ordered_json> ordered;
+  const OrderedBody ordered_body = [&]() -> const nlohmann::ordered_json& {
+    if (!ordered) ordered = nlohmann::ordered_json::parse(body.begin(), body.end());
+    return *ordered;
+  };
 
   Request r;
   r.endpoint = endpoint;
@@ -288,7 +294,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
       if (t != nullptr && !t->is_null() && !t->empty())
         Fail("tools = " + Quote(*t) + " is not supported by /v1/completions (use /v1/chat/completions)");
     } else {
-      tools = ParseTools(nlohmann::ordered_json::parse(body));
+      tools = ParseTools(ordered_body());
     }
   }
 
@@ -362,7 +368,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   }
   if (r.stream && r.echo) Fail("echo with stream = true is not supported by attn serve");
   if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
-  ReadConstraint(j, body, r);
+  ReadConstraint(j, ordered_body, r);
   if (tools) {
     if (r.json || !r.grammar.empty() || !r.json_schema.empty())
       Fail("tools and response_format (json), grammar or json_schema exclude each other");
