@@ -210,6 +210,8 @@ nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_log
   d["prompt_ms"] = r.prompt_ms;
   d["gen_ms"] = r.gen_ms;
   d["n_gen_evaluated"] = r.n_gen_evaluated;
+  d["drafted"] = r.n_drafted;  // lookup decoding: drafts run and kept
+  d["draft_accepted"] = r.n_draft_accepted;
   d["prompt_evaluated"] = r.n_prompt_evaluated;
   d["prompt_cached"] = r.n_prompt_cached;
   d["context_shifts"] = r.n_context_shifts;
@@ -338,12 +340,13 @@ void BindModel(nb::module_& m) {
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
              int64_t context_keep, int logprobs, bool prompt_logprobs, float frequency_penalty,
              float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode,
-             const std::string& grammar, const std::string& json_schema) {
+             const std::string& grammar, const std::string& json_schema, int lookup) {
             attn::GenerateOptions o =
                 MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty,
                             frequency_penalty, presence_penalty, logit_bias, stop, threads, kv_dtype,
                             context_keep, logprobs, json_mode, grammar, json_schema);
             o.prompt_logprobs = prompt_logprobs;
+            o.lookup = lookup;
             attn::GenerateResult r;
             {
               nb::gil_scoped_release release;
@@ -358,7 +361,7 @@ void BindModel(nb::module_& m) {
           nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false,
           nb::arg("frequency_penalty") = 0.0f, nb::arg("presence_penalty") = 0.0f,
           nb::arg("logit_bias") = std::vector<std::pair<int32_t, float>>(), nb::arg("json_mode") = false,
-          nb::arg("grammar") = std::string(), nb::arg("json_schema") = std::string())
+          nb::arg("grammar") = std::string(), nb::arg("json_schema") = std::string(), nb::arg("lookup") = 0)
       .def(
           "embed",
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& inputs,

@@ -92,6 +92,21 @@ struct GenerateOptions {
   // A JSON schema (the text of one, as OpenAI's structured outputs and llama.cpp's --json-schema):
   // converted to a grammar (src/model/json_schema.h), then as `grammar`.
   std::string json_schema;
+  // Prompt lookup decoding (speculation without a draft model, as llama.cpp's lookup decoding and
+  // transformers' prompt_lookup_num_tokens): after each sampled token, the tokens that followed
+  // the latest earlier occurrence of the last lookup_ngram tokens of the prompt and generation
+  // (else of fewer, down to lookup_min_ngram) are drafted, up to `lookup` of them, and run in one
+  // pass with the sampled token (ForwardOptions::one_row_attention). The sampler draws from each
+  // row's logits as it would have one token at a time; a draft is kept while it equals the token
+  // drawn before it, and the cache of the rest is dropped. So the tokens, text, log-probabilities
+  // and random draws are those of generation without it (bit for bit where the weights are in
+  // integer formats, matmul.h); only the number of passes changes. How many of the proposed
+  // tokens run (0 to `lookup`) follows the share of earlier drafts that held, weighed against
+  // the cost of a longer pass. 0 = off; at most 23 (a pass of 24 rows). One sequence at a time
+  // (not GenerateBatch).
+  int lookup = 0;
+  int lookup_ngram = 3;
+  int lookup_min_ngram = 2;
 };
 
 struct GenerateResult {
@@ -103,6 +118,12 @@ struct GenerateResult {
   int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
   int64_t n_prompt_cached = 0;   // prompt tokens already in the session's cache (GenerateInSession)
   int64_t n_context_shifts = 0;  // context shifts made (GenerateOptions::context_keep)
+  // GenerateOptions::lookup: draft tokens run, and those kept (each saved one forward pass).
+  int64_t n_drafted = 0, n_draft_accepted = 0;
+  // Tokens drawn from the generation passes' logits (the first token comes from the prompt's
+  // pass): what gen_ms produced, so generation speed is n_gen_drawn() / gen_ms. Equals
+  // n_gen_evaluated without lookup.
+  int64_t n_gen_drawn() const { return n_gen_evaluated - n_drafted + n_draft_accepted; }
   // GenerateOptions::logprobs: one per sampled token, aligned with `tokens`, plus the EOS token's
   // when the generation ended at one (it is not in `tokens`).
   std::vector<TokenLogprob> logprobs;
@@ -158,8 +179,11 @@ class SequenceGeneration {
   // prompt_logprobs) rather than through pending().
   bool needs_prompt_rows() const { return !prompt_done_ && prompt_rows_; }
   // The tokens to run next at the session's position: the rest of the prompt, then the token just
-  // sampled. Empty once done().
+  // sampled (followed by its drafts with GenerateOptions::lookup). Empty once done().
   std::span<const int32_t> pending() const;
+  // The number of drafts at the end of pending() (GenerateOptions::lookup): Accept then takes the
+  // logits of every pending() row, from a pass with ForwardOptions::one_row_attention.
+  int64_t drafts() const { return prompt_done_ && !done_ ? static_cast<int64_t>(step_.size()) - 1 : 0; }
   // Runs the prompt on its own (Model::Forward) and accepts its logits.
   void EvaluatePrompt();
   // Runs up to `max_tokens` more of the prompt (Model::Forward) and accepts the logits once all of
@@ -169,13 +193,22 @@ class SequenceGeneration {
   bool EvaluatePromptPiece(int64_t max_tokens);
   bool prompt_done() const { return prompt_done_; }
   // Takes the logits [vocab] of pending()'s last token (whose forward pass took `forward_ms`),
-  // samples the next token, streams its text, and decides whether to go on.
+  // samples the next token, streams its text, and decides whether to go on. With drafts, the
+  // logits are [1 + drafts(), vocab], one row per pending() token: the rows are sampled in turn
+  // while the drawn token equals the next row's draft, and the session forgets the positions of
+  // the drafts that were not kept.
   void Accept(std::span<const float> logits, double forward_ms);
   // The result so far (complete once done()).
   const GenerateResult& result() const { return result_; }
 
  private:
   void Finish();
+  // Samples from one row of logits; the drawn token is next_.
+  void SampleOne(std::span<const float> logits);
+  // Fills step_[1..] with the lookup drafts for next_ worth running (none when lookup is off).
+  void Draft();
+  // Records a proposal's outcome: `kept` drafts held, then one failed when `missed`.
+  void Observe(int64_t kept, bool missed);
 
   const Model* model_;
   Session* session_;
@@ -191,6 +224,11 @@ class SequenceGeneration {
   double prompt_ms_ = 0.0;  // their forward passes' time
   int sampled_ = 0;
   int32_t next_ = 0;
+  std::vector<int32_t> step_;  // the next pass's tokens after the prompt: next_, then its drafts
+  // Draft outcomes, older ones forgotten geometrically: held drafts and failed ones (a prior of
+  // one each), and a first draft proposed but not run, checked against the next drawn token.
+  double hits_ = 3.0, misses_ = 1.0;
+  int32_t shadow_ = -1;
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
   // JSON mode: the recognizer of the text so far.
   std::unique_ptr<JsonRecognizer> json_;

@@ -33,6 +33,11 @@ class KVCache {
   // to float32 as they are read, so a half cache halves the bytes each generated token reads and a
   // q8_0 cache takes 34 bytes per 32 values).
   void Attend(const TensorView& q, const TensorView& out, AttentionOptions options = {}) const;
+  // The same over the first n_keys cached positions only (1 <= n_keys <= length()), as Attend did
+  // when the cache held n_keys: speculative decoding checks several new tokens in one pass, each
+  // query attending as it would have alone (bit for bit).
+  void AttendFirst(const TensorView& q, const TensorView& out, AttentionOptions options,
+                   int64_t n_keys) const;
   // Forgets every position (keeps the memory).
   void Clear() { length_ = 0; }
   // Keeps positions [0, length) and forgets the rest (a shared prefix reused by the next request).

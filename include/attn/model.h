@@ -195,6 +195,13 @@ struct ForwardOptions {
   // When set: the final norm's output of every token, [tokens, d_model] (what embeddings pool).
   // The logits pointer may then be null: the unembedding is skipped.
   float* hidden = nullptr;
+  // Each new token's attention is computed as a pass of that token alone would compute it (its
+  // own kernel call over the keys up to its position) instead of one call for all the pass's
+  // queries. With the matrix products' row-for-row results (integer weight formats, up to 24
+  // rows: matmul.h), a pass of a few tokens then gives every row the logits of one-token passes
+  // bit for bit: speculative decoding checks its drafts this way (GenerateOptions::lookup).
+  // Not with hooks or head statistics.
+  bool one_row_attention = false;
 };
 
 class Model;

@@ -263,7 +263,7 @@ class Model:
                  context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                  logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
-                 json_schema: dict | str | None = None, return_dict: bool = False):
+                 json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -289,8 +289,16 @@ class Model:
         (unless max_tokens or a stop string cut it first). grammar (GBNF text, llama.cpp's format,
         start rule "root") does the same for the grammar's sentences; json_schema (a dict or its
         JSON text; OpenAI's structured outputs) for the JSON that the schema allows (converted to a
-        grammar). Give at most one of json_mode, grammar and json_schema."""
+        grammar). Give at most one of json_mode, grammar and json_schema.
+        lookup=k (0-23; llama.cpp's lookup decoding, transformers' prompt_lookup_num_tokens):
+        after each token, up to k tokens that followed an earlier occurrence of the last 3 (or 2)
+        tokens of the prompt and text are drafted and checked in the same forward pass; the
+        result is the one without it, token for token (and logprob for logprob), in fewer passes
+        where the text repeats its prompt (quoting, editing, extracting). The dict's "drafted" and
+        "draft_accepted" count the drafts run and kept."""
         kv_dtype = _kv_dtype("generate", kv_type)
+        if not isinstance(lookup, int) or isinstance(lookup, bool) or not 0 <= lookup <= 23:
+            raise ValueError(f"generate: lookup = {lookup!r} (must be an integer in [0, 23])")
         grammar, json_schema = _constraint("generate", grammar, json_schema)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
@@ -319,7 +327,7 @@ class Model:
                              -1 if context_shift is None else context_shift,
                              -1 if logprobs is None else logprobs, bool(echo), float(frequency_penalty),
                              float(presence_penalty), _logit_bias("generate", logit_bias), bool(json_mode),
-                             grammar, json_schema)
+                             grammar, json_schema, lookup)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 

@@ -301,18 +301,27 @@ void KVCache::Append(const TensorView& k, const TensorView& v) {
 }
 
 void KVCache::Attend(const TensorView& q, const TensorView& out, AttentionOptions options) const {
-  if (q.shape[1] > length_)
+  AttendFirst(q, out, options, length_);
+}
+
+void KVCache::AttendFirst(const TensorView& q, const TensorView& out, AttentionOptions options,
+                          int64_t n_keys) const {
+  if (n_keys < 1 || n_keys > length_)
+    throw Error("KVCache::Attend: n_keys = " + std::to_string(n_keys) + " (the cache holds " +
+                std::to_string(length_) + ")");
+  if (q.shape[1] > n_keys)
     throw Error("KVCache::Attend: q has " + std::to_string(q.shape[1]) + " positions but the cache holds " +
-                std::to_string(length_));
+                std::to_string(n_keys));
   options.causal_align = CausalAlign::kBottomRight;
-  if (dtype_ != DType::kQ8_0) return Attention(q, keys(), values(), out, options);
+  if (dtype_ != DType::kQ8_0)
+    return Attention(q, View(k_->bytes.get(), n_keys), View(v_->bytes.get(), n_keys), out, options);
   if (q.dtype != DType::kF32)
     throw Error(std::string("KVCache::Attend: q dtype ") + DTypeName(q.dtype) +
                     " (a q8_0 cache is read by float32 queries)",
                 Error::Kind::kType);
   // The arguments are checked on stand-in views with the q8_0 values' element strides (a half dtype
   // is what float32 queries may read); the kernels then read the int8 values and their scales.
-  TensorView k8 = View(k_->bytes.get(), length_), v8 = View(v_->bytes.get(), length_);
+  TensorView k8 = View(k_->bytes.get(), n_keys), v8 = View(v_->bytes.get(), n_keys);
   k8.dtype = v8.dtype = DType::kF16;
   kernels::AttentionParams p = kernels::MakeParams(q, k8, v8, out, options);
   const kernels::Q8Rows k_rows{reinterpret_cast<const int8_t*>(k_->bytes.get()), k_->Scales()};

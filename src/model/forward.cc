@@ -504,6 +504,8 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
   if (items.empty()) throw Error("forward: no sequences");
   if (logits == nullptr && options.hidden == nullptr)
     throw Error("forward: no output asked for (logits and hidden are both null)");
+  if (options.one_row_attention && (hooks != nullptr || stats != nullptr))
+    throw Error("forward: one_row_attention is not for passes with hooks or head statistics");
   if (items.size() > 1 && (hooks != nullptr || stats != nullptr))
     throw Error("forward: hooks and head statistics need a single sequence, not a batch of " +
                 std::to_string(items.size()));
@@ -760,7 +762,15 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
           opts.threads = threads;
           opts.lse = lse;
           opts.entropy = entropy;
-          cache.Attend(View4(pq, m, c.n_heads, hd, q_stride), View4(pz, m, c.n_heads, hd, q_dim), opts);
+          if (options.one_row_attention) {
+            // Row i as a one-token pass at its position: the keys up to and including its own.
+            for (int64_t i = 0; i < m; ++i)
+              cache.AttendFirst(View4(pq + i * q_stride, 1, c.n_heads, hd, q_stride),
+                                View4(pz + i * q_dim, 1, c.n_heads, hd, q_dim), opts,
+                                cache.length() - m + 1 + i);
+          } else {
+            cache.Attend(View4(pq, m, c.n_heads, hd, q_stride), View4(pz, m, c.n_heads, hd, q_dim), opts);
+          }
         }
         if (stats != nullptr) {
           // The statistics read f32 / half keys in place; a q8_0 cache's are widened first.

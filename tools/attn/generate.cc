@@ -34,6 +34,18 @@ void ReadConstraintFiles(GenerateArgs& args) {
     args.gen.json_schema = ReadFileOrStdin(args.json_schema_file, "json schema file");
 }
 
+// --lookup N (llama.cpp's lookup decoding: drafts from the prompt and the text so far).
+void AddLookupOptions(CLI::App* cmd, GenerateOptions& gen) {
+  cmd->add_option("--lookup", gen.lookup,
+                  "Prompt lookup decoding: draft up to N tokens that followed an earlier occurrence of the "
+                  "last tokens and check them in one pass (the same text, fewer passes; 0 = off)")
+      ->check(CLI::Range(0, 23));
+  cmd->add_option("--lookup-ngram", gen.lookup_ngram, "Longest n-gram --lookup matches")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--lookup-min-ngram", gen.lookup_min_ngram, "Shortest n-gram --lookup matches")
+      ->check(CLI::Range(1, 64));
+}
+
 // --json-mode, --grammar(-file), --json-schema(-file): llama.cpp's names.
 void AddConstraintOptions(CLI::App* cmd, GenerateArgs& args) {
   auto* mode = cmd->add_flag(
@@ -78,7 +90,8 @@ void RunGenerate(GenerateArgs& args) {
     j["timings"] = {{"prompt_ms", r.prompt_ms},
                     {"prompt_tokens_per_s", PerSecond(r.n_prompt_evaluated, r.prompt_ms)},
                     {"gen_ms", r.gen_ms},
-                    {"gen_tokens_per_s", PerSecond(r.n_gen_evaluated, r.gen_ms)}};
+                    {"gen_tokens_per_s", PerSecond(r.n_gen_drawn(), r.gen_ms)}};
+    if (args.gen.lookup > 0) j["lookup"] = {{"drafted", r.n_drafted}, {"accepted", r.n_draft_accepted}};
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
@@ -94,8 +107,11 @@ void RunGenerate(GenerateArgs& args) {
   std::fprintf(
       stderr, "prompt: %zu tokens in %.1f ms (%.1f tokens/s); generated: %zu tokens, %.1f tokens/s (%s)%s\n",
       r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms), r.tokens.size(),
-      PerSecond(r.n_gen_evaluated, r.gen_ms), r.stop_reason.c_str(),
+      PerSecond(r.n_gen_drawn(), r.gen_ms), r.stop_reason.c_str(),
       r.n_context_shifts ? ("; " + std::to_string(r.n_context_shifts) + " context shifts").c_str() : "");
+  if (args.gen.lookup > 0)
+    std::fprintf(stderr, "lookup: %lld of %lld drafts kept\n", static_cast<long long>(r.n_draft_accepted),
+                 static_cast<long long>(r.n_drafted));
 }
 
 void RunChat(GenerateArgs& args, const std::string& system) {
@@ -122,7 +138,7 @@ void RunChat(GenerateArgs& args, const std::string& system) {
     std::fflush(stdout);
     std::fprintf(stderr, "[prompt: %lld new tokens (%lld cached); %zu tokens, %.1f tokens/s]\n",
                  static_cast<long long>(r.n_prompt_evaluated), static_cast<long long>(r.n_prompt_cached),
-                 r.tokens.size(), PerSecond(r.n_gen_evaluated, r.gen_ms));
+                 r.tokens.size(), PerSecond(r.n_gen_drawn(), r.gen_ms));
     messages.push_back({"assistant", r.text});
   }
 }
@@ -147,6 +163,7 @@ void AddGenerateCommand(CLI::App& app) {
                 "Wrap the prompt in the model's chat template as a user message");
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
   AddConstraintOptions(cmd, *args);
+  AddLookupOptions(cmd, args->gen);
   auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
       ->excludes(positional);
@@ -169,6 +186,7 @@ void AddChatCommand(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--system", *system, "System message (default: the template's own)");
   AddConstraintOptions(cmd, *args);
+  AddLookupOptions(cmd, args->gen);
   cmd->callback([args, system] { RunChat(*args, *system); });
 }
 
