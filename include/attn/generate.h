@@ -1,6 +1,7 @@
 // Sampling and text generation with a KV cache.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -55,6 +56,11 @@ struct TokenLogprob {
   float logprob = 0.0f;
   std::vector<std::pair<int32_t, float>> top;
 };
+
+// The most rows of a pass that checks lookup drafts (1 + 23 drafts; with several sequences, all
+// of theirs): up to this many rows, the products on integer weight formats give every row its
+// one-row result (src/kernels/matmul.h), which keeps lookup's results those without drafts.
+inline constexpr int64_t kLookupMaxRows = 24;
 
 struct GenerateOptions {
   int max_tokens = 128;
@@ -184,6 +190,9 @@ class SequenceGeneration {
   // The number of drafts at the end of pending() (GenerateOptions::lookup): Accept then takes the
   // logits of every pending() row, from a pass with ForwardOptions::one_row_attention.
   int64_t drafts() const { return prompt_done_ && !done_ ? static_cast<int64_t>(step_.size()) - 1 : 0; }
+  // Forgets the drafts (pending() is then the sampled token alone): a driver of several
+  // sequences (attn serve's slots) keeps its pass within kLookupMaxRows rows this way.
+  void DropDrafts() { step_.resize(std::min<size_t>(step_.size(), 1)); }
   // Runs the prompt on its own (Model::Forward) and accepts its logits.
   void EvaluatePrompt();
   // Runs up to `max_tokens` more of the prompt (Model::Forward) and accepts the logits once all of

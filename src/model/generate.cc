@@ -55,7 +55,7 @@ constexpr int64_t kLogprobPiece = 256;
 
 // Drafts per pass at most (GenerateOptions::lookup): a pass of up to 24 rows keeps the matrix
 // products' row-for-row results (matmul.h).
-constexpr int kMaxDrafts = 23;
+constexpr int kMaxDrafts = static_cast<int>(kLookupMaxRows) - 1;
 // The cost of each row beyond the first of a pass, in one-token passes: SmolLM2-135M Q4_1 on 2
 // AVX-512 cores, 2026-12-05: 4.26 ms for one token, 6.11 / 8.85 / 13.46 / 21.77 ms for 2 / 3 / 5
 // / 9 (about 0.45 each; more where the weights stream from memory, less where products dominate).

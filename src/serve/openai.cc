@@ -438,6 +438,10 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info,
                   {"prompt_ms", result.prompt_ms},
                   {"predicted_n", static_cast<int64_t>(result.tokens.size())},
                   {"predicted_ms", result.gen_ms}};
+  if (result.n_drafted > 0) {  // llama.cpp's names for its speculative decoding's counts
+    j["timings"]["draft_n"] = result.n_drafted;
+    j["timings"]["draft_n_accepted"] = result.n_draft_accepted;
+  }
   return j.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 

@@ -201,21 +201,28 @@ void Slots::Run() {
       break;
     }
 
-    // One pass for every busy slot's next token.
+    // One pass for every busy slot's next token (and its lookup drafts: GenerateOptions::lookup).
     items.clear(), stepping.clear();
+    int64_t rows = 0, drafts = 0;
     for (const auto& s : slots_) {
       if (s->job == nullptr || !s->gen || !s->gen->prompt_done()) continue;
       if (s->job->cancelled) {
         Complete(*s);
         continue;
       }
+      // Drafts only while the pass stays within the rows whose products are row for row
+      // (matmul.h), so that every slot's tokens stay those of generation without drafts.
+      if (rows + 1 + s->gen->drafts() > kLookupMaxRows) s->gen->DropDrafts();
+      rows += 1 + s->gen->drafts(), drafts += s->gen->drafts();
       items.push_back({s->session.get(), s->gen->pending()});
       stepping.push_back(s.get());
     }
     if (items.empty()) continue;
-    logits.resize(items.size() * static_cast<size_t>(vocab));
     ForwardOptions fo;
     fo.threads = threads_;
+    fo.all_logits = fo.one_row_attention = drafts > 0;  // with drafts, every row's logits
+    logits.resize(static_cast<size_t>(drafts > 0 ? rows : static_cast<int64_t>(items.size())) *
+                  static_cast<size_t>(vocab));
     const auto t0 = std::chrono::steady_clock::now();
     try {
       model_.ForwardBatch(items, logits.data(), fo);
@@ -227,11 +234,15 @@ void Slots::Run() {
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++passes_;
     max_batch_ = std::max(max_batch_.load(), static_cast<int>(items.size()));
+    size_t row = 0;
     for (size_t i = 0; i < stepping.size(); ++i) {
       Slot& s = *stepping[i];
-      s.n_past = s.session->n_past();
+      const size_t n = drafts > 0 ? items[i].tokens.size() : 1;
+      const std::span<const float> own(logits.data() + row * vocab, n * static_cast<size_t>(vocab));
+      row += n;
       try {
-        s.gen->Accept(std::span<const float>(logits.data() + i * vocab, static_cast<size_t>(vocab)), ms);
+        s.gen->Accept(own, ms);
+        s.n_past = s.session->n_past();
         if (s.gen->done()) Complete(s);
       } catch (...) {
         Fail(s, std::current_exception());

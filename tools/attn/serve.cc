@@ -35,6 +35,7 @@ struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
   int64_t context_keep = -1;     // --context-shift / --keep
+  int lookup = 0;                // --lookup: prompt lookup decoding in every request
   int parallel = 4;              // slots: requests generated together
   std::string pooling = "mean";  // /v1/embeddings
   std::string host = "127.0.0.1";
@@ -84,6 +85,7 @@ class Server {
         kv_dtype_(args.kv_dtype),
         threads_(args.model.threads),
         context_keep_(args.context_keep),
+        lookup_(args.lookup),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -216,6 +218,7 @@ class Server {
     options.stop = request->stop;
     options.threads = threads_;
     options.context_keep = context_keep_;
+    options.lookup = lookup_;
     options.logprobs = request->logprobs;
     options.prompt_logprobs = request->echo;
     options.json = request->json;
@@ -369,6 +372,7 @@ class Server {
   DType kv_dtype_;
   int threads_;
   int64_t context_keep_;
+  int lookup_;
   std::string name_;
   std::atomic<uint64_t> next_id_{0};
 };
@@ -410,6 +414,11 @@ void AddServeCommand(CLI::App& app) {
   cmd->add_option("--parallel", args->parallel,
                   "Slots: requests generated together, their tokens in one forward pass per step (default 4)")
       ->check(CLI::Range(1, 256));
+  cmd->add_option(
+         "--lookup", args->lookup,
+         "Prompt lookup decoding in every request: up to N drafts per step from earlier n-grams of "
+         "the prompt and answer, checked in the step's pass (the same answers, fewer passes; 0 = off)")
+      ->check(CLI::Range(0, 23));
   cmd->add_option("--pooling", args->pooling,
                   "How /v1/embeddings pools the tokens' final hidden states: mean (default), last or cls")
       ->check(CLI::IsMember({"mean", "last", "cls"}));
