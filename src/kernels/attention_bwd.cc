@@ -144,6 +144,31 @@ void Gemm(DF d, int64_t rows, int64_t cols, const float* a, int64_t a_i, int64_t
   }
 }
 
+// C[rows, cols] += A B as Gemm<R, V, true> does, with the inner index of each tile of R rows
+// limited to range(r0, rr) = [t0, t1): the t outside contribute zero there (keys a row does not
+// see, rows a key is not seen by), so they are skipped, and the sums are Gemm's bit for bit.
+template <int R, int V, class Range>
+void GemmRanged(DF d, int64_t rows, int64_t cols, const float* a, int64_t a_i, int64_t a_t, const float* b,
+                int64_t b_t, float* c, int64_t c_i, const Range& range) {
+  const int64_t N = hn::Lanes(d);
+  for (int64_t r0 = 0; r0 < rows; r0 += R) {
+    const int rr = static_cast<int>(std::min<int64_t>(R, rows - r0));
+    const auto [t0, t1] = range(r0, rr);
+    if (t1 <= t0) continue;
+    for (int64_t c0 = 0; c0 < cols; c0 += V * N) {
+      const int vecs = static_cast<int>(std::min<int64_t>(V, (cols - c0) / N));
+      const float* at = a + r0 * a_i + t0 * a_t;
+      const float* bt = b + t0 * b_t + c0;
+      float* ct = c + r0 * c_i + c0;
+      if (rr == R && vecs == V) {
+        Tile<R, V, true>(d, at, a_i, a_t, bt, b_t, t1 - t0, ct, c_i);
+      } else {
+        TileEdge<R, V, true>(rr, vecs, d, at, a_i, a_t, bt, b_t, t1 - t0, ct, c_i);
+      }
+    }
+  }
+}
+
 // The packed float32 inputs (see the top of the file), shared by both passes.
 struct Workspace {
   int64_t BK, n_tiles, Dp;
@@ -182,10 +207,21 @@ Tiles MakeTiles(GrowBuffer<float>& scratch, const Workspace& w) {
   return t;
 }
 
+// How much of a key tile a block of query rows sees.
+enum class Seen { kNone, kPart, kWhole };
+
+// The keys [lo, hi + 1) of the tile that rows [r0, r0 + n) see between them (t.lo / t.hi).
+std::pair<int64_t, int64_t> KeysOfRows(const Tiles& t, int64_t BK, int64_t r0, int n) {
+  int32_t lo = static_cast<int32_t>(BK), hi = -1;
+  for (int64_t r = r0; r < r0 + n; ++r) lo = std::min(lo, t.lo[r]), hi = std::max(hi, t.hi[r]);
+  return {lo, hi + 1};
+}
+
 // P and dS of query rows [q0, q0 + nr) of head h against key tile `tile`, into t.s and t.ds
-// (row stride BK; keys beyond the tile's visible ones get P = dS = 0). False when no row sees a
-// key of the tile (nothing computed).
-bool ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int64_t h, int64_t q0, int64_t nr,
+// (row stride BK; keys beyond the tile's visible ones get P = dS = 0), and each row's visible
+// keys into t.lo / t.hi. kNone when no row sees a key of the tile (nothing computed), kWhole
+// when every row sees all of its keys.
+Seen ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int64_t h, int64_t q0, int64_t nr,
                    int64_t tile, const Tiles& t) {
   const AttentionParams& p = bp.fwd;
   const DF d;
@@ -206,21 +242,38 @@ bool ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int6
     any = any || lo <= hi;
     full = full && lo == 0 && hi == BK - 1;
   }
-  if (!any) return false;
+  if (!any) return Seen::kNone;
 
   // 2. S = Q K^T (Q pre-scaled) and dP = dout V^T for the tile.
   const int64_t row0 = (b * p.n_heads + h) * p.seq_q + q0;
   const float* qp = w.qp + row0 * w.Dp;
   const float* dop = w.dop + row0 * w.Dp;
   const int64_t tile_off = ((b * p.n_kv_heads + kvh) * w.n_tiles + tile) * D * BK;
-  Gemm<kKeyRows, kKeyVecs, false>(d, nr, BK, qp, w.Dp, 1, w.kt + tile_off, BK, D, t.s, BK);
-  Gemm<kKeyRows, kKeyVecs, false>(d, nr, BK, dop, w.Dp, 1, w.vt + tile_off, BK, D, t.ds, BK);
+  if (full) {
+    Gemm<kKeyRows, kKeyVecs, false>(d, nr, BK, qp, w.Dp, 1, w.kt + tile_off, BK, D, t.s, BK);
+    Gemm<kKeyRows, kKeyVecs, false>(d, nr, BK, dop, w.Dp, 1, w.vt + tile_off, BK, D, t.ds, BK);
+  } else {
+    // A tile on the edge of what the rows see (the causal diagonal, a window's edges, the end of
+    // a kv_len): per block of rows, only the lane vectors holding keys some row of it sees. The
+    // other entries are left as they were and masked below.
+    for (int64_t r0 = 0; r0 < nr; r0 += kKeyRows) {
+      const int64_t rr = std::min<int64_t>(kKeyRows, nr - r0);
+      const auto [lo, end] = KeysOfRows(t, BK, r0, static_cast<int>(rr));
+      if (lo >= end) continue;
+      const int64_t v0 = lo / N, cols = ((end - 1) / N + 1 - v0) * N;
+      Gemm<kKeyRows, kKeyVecs, false>(d, rr, cols, qp + r0 * w.Dp, w.Dp, 1, w.kt + tile_off + v0 * N, BK, D,
+                                      t.s + r0 * BK + v0 * N, BK);
+      Gemm<kKeyRows, kKeyVecs, false>(d, rr, cols, dop + r0 * w.Dp, w.Dp, 1, w.vt + tile_off + v0 * N, BK, D,
+                                      t.ds + r0 * BK + v0 * N, BK);
+    }
+  }
 
   // 3. Per row: softcap, masks, P = 2^(S2 - lse2), dS = P (dP - D_i) [(1 - tanh^2)].
   const bool capped = p.softcap > 0.0f;
   const VF inv_cap = hn::Set(d, capped ? 1.0f / p.softcap : 0.0f);
   const VF cap_log2e = hn::Set(d, p.softcap * kLog2e);
   const VF one = hn::Set(d, 1.0f), neg_inf = hn::Set(d, -std::numeric_limits<float>::infinity());
+  const VF zero = hn::Zero(d);
   const int64_t nk = std::min(BK, p.seq_k - j0);
   for (int64_t r = 0; r < nr; ++r) {
     float* srow = t.s + r * BK;
@@ -253,6 +306,11 @@ bool ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int6
     const VF dval = hn::Set(d, w.dvec[row0 + r]);
     const auto lo = hn::Set(di, t.lo[r]), hi = hn::Set(di, t.hi[r]);
     for (int64_t c = 0; c < BK; c += N) {
+      if (!full && (c + N <= t.lo[r] || c > t.hi[r])) {  // no key of the row here (maybe not computed)
+        hn::Store(zero, d, srow + c);
+        hn::Store(zero, d, dsrow + c);
+        continue;
+      }
       VF s = hn::Load(d, srow + c);
       if (!full) {
         const auto key = hn::Iota(di, static_cast<int32_t>(c));
@@ -265,7 +323,37 @@ bool ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int6
       hn::Store(ds, d, dsrow + c);
     }
   }
-  return true;
+  return full ? Seen::kWhole : Seen::kPart;
+}
+
+// The products of a tile that add to dK, dV (rows: the tile's nk keys) and dQ (rows: the block's
+// nr query rows; with dq non-null). On a tile seen in part, each register tile of keys takes
+// only the query rows that see one of its keys, and each register tile of rows only the keys
+// its rows see (the skipped terms are zeros).
+void AddGrads(const Workspace& w, const Tiles& t, Seen seen, int64_t nr, int64_t nk, const float* qp,
+              const float* dop, const float* kp, float* dk, float* dv, float* dq) {
+  const DF d;
+  const int64_t BK = w.BK, Dp = w.Dp;
+  if (seen == Seen::kWhole) {
+    // dV[j, :] += sum_r P[r, j] dout[r, :];  dK[j, :] += sum_r dS[r, j] Qp[r, :]
+    Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.s, 1, BK, dop, Dp, nr, dv, Dp);
+    Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.ds, 1, BK, qp, Dp, nr, dk, Dp);
+    // dQ[r, :] += sum_j dS[r, j] K[j, :]
+    if (dq) Gemm<kDimRows, kDimVecs, true>(d, nr, Dp, t.ds, BK, 1, kp, Dp, nk, dq, Dp);
+    return;
+  }
+  const auto rows_of_keys = [&](int64_t j0, int n) {
+    const int32_t j1 = static_cast<int32_t>(j0 + n - 1);
+    const auto sees = [&](int64_t r) { return t.lo[r] <= j1 && t.hi[r] >= j0; };
+    int64_t first = 0, last = nr - 1;
+    while (first < nr && !sees(first)) ++first;
+    while (last > first && !sees(last)) --last;
+    return std::pair<int64_t, int64_t>(first, first < nr ? last + 1 : first);
+  };
+  const auto keys_of_rows = [&](int64_t r0, int n) { return KeysOfRows(t, BK, r0, n); };
+  GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.s, 1, BK, dop, Dp, dv, Dp, rows_of_keys);
+  GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.ds, 1, BK, qp, Dp, dk, Dp, rows_of_keys);
+  if (dq) GemmRanged<kDimRows, kDimVecs>(d, nr, Dp, t.ds, BK, 1, kp, Dp, dq, Dp, keys_of_rows);
 }
 
 // Row (b, s, h) of a [B, S, H, D] input as float32: in place when it is float32 with unit
@@ -361,18 +449,14 @@ void KeyTiles(const BackwardParams& bp, const Workspace& w, int64_t b, int64_t k
       const int64_t nr = std::min(BQ, Sq - q0);
       const int64_t row0 = (b * p.n_heads + h) * Sq + q0;
       for (int64_t tile = tile_begin; tile < tile_end; ++tile) {
-        if (!ProbsAndGrads(bp, w, b, h, q0, nr, tile, t)) continue;
+        const Seen seen = ProbsAndGrads(bp, w, b, h, q0, nr, tile, t);
+        if (seen == Seen::kNone) continue;
         const int64_t nk = std::min(BK, p.seq_k - tile * BK);
         float* dk = t.acc + 2 * (tile - tile_begin) * BK * Dp;
         float* dv = dk + BK * Dp;
-        // dV[j, :] += sum_r P[r, j] dout[r, :];  dK[j, :] += sum_r dS[r, j] Qp[r, :]
-        Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.s, 1, BK, w.dop + row0 * Dp, Dp, nr, dv, Dp);
-        Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.ds, 1, BK, w.qp + row0 * Dp, Dp, nr, dk, Dp);
-        // dQ[r, :] += sum_j dS[r, j] K[j, :]
-        if (dq_rows) {
-          const float* kp = w.kp + ((b * p.n_kv_heads + kvh) * w.n_tiles + tile) * BK * Dp;
-          Gemm<kDimRows, kDimVecs, true>(d, nr, Dp, t.ds, BK, 1, kp, Dp, nk, dq_rows + row0 * Dp, Dp);
-        }
+        const float* kp = w.kp + ((b * p.n_kv_heads + kvh) * w.n_tiles + tile) * BK * Dp;
+        AddGrads(w, t, seen, nr, nk, w.qp + row0 * Dp, w.dop + row0 * Dp, kp, dk, dv,
+                 dq_rows ? dq_rows + row0 * Dp : nullptr);
       }
     }
   }
@@ -547,10 +631,16 @@ void Backward(const BackwardParams& bp) {
       if (lo <= hi) kmin = std::min(kmin, lo), kmax = std::max(kmax, hi);
     }
     for (int64_t tile = kmin / w.BK; kmin <= kmax && tile <= kmax / w.BK; ++tile) {
-      if (!ProbsAndGrads(bp, w, b, h, q0, nr, tile, t)) continue;
+      const Seen seen = ProbsAndGrads(bp, w, b, h, q0, nr, tile, t);
+      if (seen == Seen::kNone) continue;
       const int64_t nk = std::min(w.BK, Sk - tile * w.BK);
       const float* kp = w.kp + ((b * Hkv + kvh) * w.n_tiles + tile) * w.BK * w.Dp;
-      Gemm<kDimRows, kDimVecs, true>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, nk, t.acc, w.Dp);
+      if (seen == Seen::kWhole) {
+        Gemm<kDimRows, kDimVecs, true>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, nk, t.acc, w.Dp);
+      } else {
+        GemmRanged<kDimRows, kDimVecs>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, t.acc, w.Dp,
+                                       [&](int64_t r0, int n) { return KeysOfRows(t, w.BK, r0, n); });
+      }
     }
     WriteDq(bp, w, t.acc, 1, 0, b, h, q0, nr, t.acc + BQ * w.Dp);
   });
