@@ -30,7 +30,7 @@ DEFAULT_MODEL = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser
 BEGIN, END = "<!-- batched-bench:begin -->", "<!-- batched-bench:end -->"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_model import machine  # noqa: E402  (the same machine line as the model table)
+from bench_model import machine, write_section  # noqa: E402  (the same machine line as the model table)
 
 
 def llama_child(args) -> None:
@@ -159,15 +159,7 @@ def main() -> None:
     text = "\n".join(md)
     print(text)
     if args.write_md:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as f:
-            doc = f.read()
-        if BEGIN in doc:
-            doc = doc[:doc.index(BEGIN)] + text + doc[doc.index(END) + len(END):]
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text + "\n"
-        with open(path, "w") as f:
-            f.write(doc)
+        write_section(BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BEGIN, END = "<!-- lookup-bench:begin -->", "<!-- lookup-bench:end -->"
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_model import machine  # noqa: E402
+from bench_model import machine, write_section  # noqa: E402
 
 PROMPTS = {
     "quote": "Repeat this text exactly:\nThe quick brown fox jumps over the lazy dog. The rain in Spain stays "
@@ -132,15 +132,7 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     if args.write_md:
-        md = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(md) as f:
-            text = f.read()
-        if BEGIN in text:
-            text = text[:text.index(BEGIN)] + table + text[text.index(END) + len(END):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + table + "\n"
-        with open(md, "w") as f:
-            f.write(text)
+        write_section(BEGIN, END, table)
 
 
 if __name__ == "__main__":

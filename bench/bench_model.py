@@ -209,17 +209,24 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.write_md:
-        path = os.path.join(ROOT, "BENCHMARKS.md")
-        with open(path) as f:
-            md = f.read()
-        block = f"{BEGIN}\n{text}\n{END}"
-        if BEGIN in md and END in md:
-            md = md[:md.index(BEGIN)] + block + md[md.index(END) + len(END):]
-        else:
-            md += f"\n## Model: attn vs llama.cpp\n\n{block}\n"
-        with open(path, "w") as f:
-            f.write(md)
+        path = write_section(BEGIN, END, f"{BEGIN}\n{text}\n{END}", heading="## Model: attn vs llama.cpp")
         print(f"wrote {path}", file=sys.stderr)
+
+
+def write_section(begin: str, end: str, block: str, heading: str | None = None) -> str:
+    """Puts `block` (which starts with `begin` and ends with `end`) into BENCHMARKS.md in place of
+    the section between those markers, or at the end of the file (after `heading`) when there is
+    none yet; returns the file's path."""
+    path = os.path.join(ROOT, "BENCHMARKS.md")
+    with open(path) as f:
+        md = f.read()
+    if begin in md and end in md:
+        md = md[:md.index(begin)] + block + md[md.index(end) + len(end):]
+    else:
+        md = md.rstrip("\n") + "\n\n" + (heading + "\n\n" if heading else "") + block + "\n"
+    with open(path, "w") as f:
+        f.write(md)
+    return path
 
 
 if __name__ == "__main__":
