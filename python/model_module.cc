@@ -392,12 +392,13 @@ void BindModel(nb::module_& m) {
              const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, int64_t context_keep,
              int logprobs, float frequency_penalty, float presence_penalty,
              const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode,
-             const std::string& grammar, const std::string& json_schema) {
+             const std::string& grammar, const std::string& json_schema, int lookup) {
             // Prompt i samples with seed + i: what generate(prompt i, seed = seed + i) draws.
-            const attn::GenerateOptions base =
+            attn::GenerateOptions base =
                 MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty,
                             frequency_penalty, presence_penalty, logit_bias, stop, threads, kv_dtype,
                             context_keep, logprobs, json_mode, grammar, json_schema);
+            base.lookup = lookup;
             std::vector<attn::GenerateOptions> options(prompts.size(), base);
             for (size_t i = 0; i < prompts.size(); ++i) options[i].sampling.seed = seed + i;
             std::vector<attn::GenerateResult> rs;
@@ -413,7 +414,8 @@ void BindModel(nb::module_& m) {
           nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
           nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"),
           nb::arg("logprobs"), nb::arg("frequency_penalty"), nb::arg("presence_penalty"),
-          nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"))
+          nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"),
+          nb::arg("lookup") = 0)
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,

@@ -108,8 +108,8 @@ struct GenerateOptions {
   // and random draws are those of generation without it (bit for bit where the weights are in
   // integer formats, matmul.h); only the number of passes changes. How many of the proposed
   // tokens run (0 to `lookup`) follows the share of earlier drafts that held, weighed against
-  // the cost of a longer pass. 0 = off; at most 23 (a pass of 24 rows). One sequence at a time
-  // (not GenerateBatch).
+  // the cost of a longer pass. 0 = off; at most 23 (a pass of 24 rows). GenerateBatch and attn
+  // serve's slots run every sequence's drafts in the step's pass, up to kLookupMaxRows rows.
   int lookup = 0;
   int lookup_ngram = 3;
   int lookup_min_ngram = 2;

@@ -338,7 +338,7 @@ class Model:
                        context_shift: int | None = None, logprobs: int | None = None,
                        frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                        logit_bias: dict[int, float] | None = None, json_mode: bool = False,
-                       grammar: str | None = None, json_schema: dict | str | None = None,
+                       grammar: str | None = None, json_schema: dict | str | None = None, lookup: int = 0,
                        return_dict: bool = False) -> list:
         """Continues several prompts together and returns a list of texts (or of generate()'s dicts).
 
@@ -347,8 +347,12 @@ class Model:
         once for all of them (llama.cpp's batched decoding). Options as in generate(); prompt i
         samples with seed + i, so it draws what generate(prompt i, seed=seed + i) draws. For a
         model whose weights are in integer formats and up to 24 prompts, each result equals
-        generate()'s on its own prompt token for token; otherwise they agree within rounding."""
+        generate()'s on its own prompt token for token; otherwise they agree within rounding.
+        lookup=k drafts as in generate(), every sequence's drafts in the step's pass (up to 24 rows
+        in all; a sequence whose drafts would pass that runs without them that step)."""
         kv_dtype = _kv_dtype("generate_batch", kv_type)
+        if not isinstance(lookup, int) or isinstance(lookup, bool) or not 0 <= lookup <= 23:
+            raise ValueError(f"generate_batch: lookup = {lookup!r} (must be an integer in [0, 23])")
         grammar, json_schema = _constraint("generate_batch", grammar, json_schema)
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             raise TypeError("generate_batch: prompts must be a list of prompts (texts or token-id lists)")
@@ -376,7 +380,7 @@ class Model:
                                     kv_dtype, -1 if context_shift is None else context_shift,
                                     -1 if logprobs is None else logprobs, float(frequency_penalty),
                                     float(presence_penalty), _logit_bias("generate_batch", logit_bias),
-                                    bool(json_mode), grammar, json_schema)
+                                    bool(json_mode), grammar, json_schema, lookup)
         for r in rs:
             r["text"] = r["text"].decode("utf-8", "replace")
         return rs if return_dict else [r["text"] for r in rs]

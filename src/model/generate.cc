@@ -404,9 +404,6 @@ std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const st
   if (!on_text.empty() && on_text.size() != n)
     throw Error("generate: " + std::to_string(on_text.size()) + " text callbacks for " + std::to_string(n) +
                 " prompts");
-  for (const GenerateOptions& o : options) {
-    if (o.lookup != 0) throw Error("generate: lookup decoding runs one sequence at a time (not a batch)");
-  }
   const int64_t vocab = model.config().vocab_size;
   std::vector<std::unique_ptr<Session>> sessions;
   std::vector<std::unique_ptr<SequenceGeneration>> gens;
@@ -428,20 +425,30 @@ std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const st
   std::vector<float> logits;
   for (;;) {
     items.clear(), active.clear();
+    int64_t rows = 0, drafts = 0;
     for (auto& g : gens) {
       if (g->done()) continue;
+      // Lookup drafts only while the pass keeps its products row for row (kLookupMaxRows).
+      if (rows + 1 + g->drafts() > kLookupMaxRows) g->DropDrafts();
+      rows += 1 + g->drafts(), drafts += g->drafts();
       items.push_back({&g->session(), g->pending()});
       active.push_back(g.get());
     }
     if (items.empty()) break;
-    logits.resize(items.size() * static_cast<size_t>(vocab));
     ForwardOptions fo;
     fo.threads = options[0].threads;
+    fo.all_logits = fo.one_row_attention = drafts > 0;  // with drafts, every row's logits
+    logits.resize(static_cast<size_t>((drafts > 0 ? rows : static_cast<int64_t>(items.size())) * vocab));
     const auto t0 = std::chrono::steady_clock::now();
     model.ForwardBatch(items, logits.data(), fo);
     const double ms = MsSince(t0);
-    for (size_t i = 0; i < active.size(); ++i)
-      active[i]->Accept(std::span<const float>(logits.data() + i * vocab, static_cast<size_t>(vocab)), ms);
+    size_t row = 0;
+    for (size_t i = 0; i < active.size(); ++i) {
+      const size_t n = drafts > 0 ? items[i].tokens.size() : 1;
+      active[i]->Accept(std::span<const float>(logits.data() + row * vocab, n * static_cast<size_t>(vocab)),
+                        ms);
+      row += n;
+    }
   }
   std::vector<GenerateResult> results;
   for (auto& g : gens) results.push_back(g->result());

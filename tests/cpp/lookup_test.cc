@@ -152,10 +152,45 @@ TEST(Lookup, BadOptionsAreRefused) {
   o.lookup_min_ngram = 3;
   o.lookup_ngram = 2;
   EXPECT_THROW(GenerateFromTokens(*model, prompt, o), Error);
-  o.lookup_ngram = 3;
-  const std::vector<std::vector<int32_t>> prompts = {prompt, prompt};
-  const std::vector<GenerateOptions> options = {o};
-  EXPECT_THROW(GenerateBatch(*model, prompts, options), Error);
+}
+
+// GenerateBatch runs every sequence's drafts in the step's pass: each result is the one without
+// drafts; with more sequences than fit 24 rows with their drafts, some steps drop drafts.
+TEST(Lookup, BatchedGenerationEqualsOneTokenAtATime) {
+  auto model = Model::Load(Fixture("llama_tiny.gguf"));
+  std::vector<std::vector<int32_t>> prompts;
+  for (int i = 0; i < 6; ++i) {
+    std::vector<int32_t> p;
+    for (int rep = 0; rep < 3; ++rep)
+      for (int32_t t : {5, 9, 9, 5, 9}) p.push_back(rep == 1 && i % 2 ? 9 : t);
+    prompts.push_back(p);
+  }
+  GenerateOptions o;
+  o.max_tokens = 40;
+  o.stop_at_eos = false;
+  o.threads = 2;
+  o.sampling.logit_bias = {{5, 10.0f}, {9, 10.0f}};
+  o.sampling.temperature = 0.7f;
+  for (int lookup : {0, 8, 23}) {
+    SCOPED_TRACE(lookup);
+    o.lookup = lookup;
+    std::vector<GenerateOptions> options;
+    for (int i = 0; i < 6; ++i) {
+      options.push_back(o);
+      options.back().sampling.seed = 100 + static_cast<uint64_t>(i);
+    }
+    const std::vector<GenerateResult> batch = GenerateBatch(*model, prompts, options);
+    int64_t kept = 0;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      GenerateOptions alone = options[i];
+      alone.lookup = 0;
+      EXPECT_EQ(batch[i].tokens, GenerateFromTokens(*model, prompts[i], alone).tokens) << i;
+      kept += batch[i].n_draft_accepted;
+    }
+    if (lookup > 0) {
+      EXPECT_GT(kept, 0);
+    }
+  }
 }
 
 }  // namespace

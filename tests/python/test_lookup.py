@@ -140,3 +140,14 @@ def test_serve_lookup_gives_the_answers_without_it(model):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_generate_batch_with_lookup_gives_each_answer_alone(model):
+    asks = [QUOTE, PROMPTS[1][1], "Repeat after me: one two three four five six seven eight nine ten."]
+    wants = [model.generate(a, 48, chat=True, threads=2, return_dict=True) for a in asks]
+    got = model.generate_batch(asks, 48, chat=True, threads=2, lookup=8, return_dict=True)
+    for r, want in zip(got, wants):
+        assert r["tokens"] == want["tokens"]
+    assert got[0]["draft_accepted"] > 0
+    with pytest.raises(ValueError, match="lookup"):
+        model.generate_batch(asks, 4, lookup=24)
