@@ -121,11 +121,23 @@ TEST(Lookup, StopsAtTheContextAndMaxTokens) {
   o.stop_at_eos = false;
   o.threads = 2;
   o.lookup = 8;
+  o.sampling.logit_bias = {{5, 10.0f}, {9, 10.0f}};  // recurring n-grams (see above)
   const GenerateResult r = GenerateFromTokens(*model, prompt, o);
   o.lookup = 0;
   const GenerateResult plain = GenerateFromTokens(*model, prompt, o);
   EXPECT_EQ(r.stop_reason, "context");
   EXPECT_EQ(r.tokens, plain.tokens);
+  // With context shifts: none falls inside a pass of drafts, so they happen where they would.
+  o.context_keep = 4;
+  o.max_tokens = 300;
+  const GenerateResult shifted_plain = GenerateFromTokens(*model, prompt, o);
+  o.lookup = 8;
+  const GenerateResult shifted = GenerateFromTokens(*model, prompt, o);
+  EXPECT_GE(shifted.n_context_shifts, 2);
+  EXPECT_EQ(shifted.n_context_shifts, shifted_plain.n_context_shifts);
+  EXPECT_EQ(shifted.tokens, shifted_plain.tokens);
+  EXPECT_GT(shifted.n_draft_accepted, 0);
+  o.context_keep = -1;
   for (int max_tokens : {1, 2, 7}) {
     o.max_tokens = max_tokens;
     o.lookup = 0;
