@@ -166,6 +166,7 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
 class JsonRecognizer;
 class GrammarMatcher;
 struct TokenMaskCache;
+struct JsonMaskCache;
 struct ConstraintVocabulary;
 
 class SequenceGeneration {
@@ -239,8 +240,9 @@ class SequenceGeneration {
   double hits_ = 3.0, misses_ = 1.0;
   int32_t shadow_ = -1;
   bool prompt_rows_ = false, prompt_done_ = false, done_ = false;
-  // JSON mode: the recognizer of the text so far.
+  // JSON mode: the recognizer of the text so far, and its masks by state.
   std::unique_ptr<JsonRecognizer> json_;
+  std::unique_ptr<JsonMaskCache> json_masks_;
   // A grammar (GenerateOptions::grammar / json_schema): its matcher and its masks by state.
   std::unique_ptr<GrammarMatcher> grammar_;
   std::unique_ptr<TokenMaskCache> masks_;

@@ -7,6 +7,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <unordered_map>
 
 #include "attn/error.h"
 #include "kernels/ops.h"
@@ -64,6 +65,24 @@ constexpr double kRowCost = 0.45;
 constexpr double kForget = 0.9;
 
 }  // namespace
+
+// JSON mode's token masks by recognizer state (JsonRecognizer::StateKey): a state met again
+// (inside a string value, say) takes its mask from here instead of a walk over the vocabulary.
+struct JsonMaskCache {
+  static constexpr size_t kMax = 64;  // states kept; all are dropped when it is full
+  std::unordered_map<std::string, std::vector<uint8_t>> masks;
+
+  void Allowed(const TokenTrie& trie, const JsonRecognizer& json, std::vector<uint8_t>& allowed) {
+    std::string key = json.StateKey();
+    if (const auto it = masks.find(key); it != masks.end()) {
+      allowed = it->second;
+      return;
+    }
+    trie.Allowed(json, allowed);
+    if (masks.size() >= kMax) masks.clear();
+    masks.emplace(std::move(key), allowed);
+  }
+};
 
 TokenLogprob LogprobOf(std::span<const float> logits, int32_t token, int k) {
   const int64_t vocab = static_cast<int64_t>(logits.size());
@@ -149,7 +168,8 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
         Grammar::Parse(JsonSchemaToGbnf(std::string_view(options.json_schema))));
   }
   if (options.json || grammar_) {
-    if (options.json) json_ = std::make_unique<JsonRecognizer>();
+    if (options.json)
+      json_ = std::make_unique<JsonRecognizer>(), json_masks_ = std::make_unique<JsonMaskCache>();
     if (grammar_) masks_ = std::make_unique<TokenMaskCache>();
     vocab_ = &model.constraint_vocabulary();
     allowed_.resize(vocab_->pieces.size());
@@ -310,7 +330,7 @@ void SequenceGeneration::SampleOne(std::span<const float> logits) {
   const Tokenizer& tok = model_->tokenizer();
   // The tokens that keep the text a prefix of one JSON object / of a sentence of the grammar.
   if (json_ || grammar_) {
-    if (json_) vocab_->trie.Allowed(*json_, allowed_);
+    if (json_) json_masks_->Allowed(vocab_->trie, *json_, allowed_);
     if (grammar_) vocab_->trie.Allowed(*grammar_, allowed_, masks_.get());
     const bool complete = json_ ? json_->complete() : grammar_->complete();
     for (int32_t id : vocab_->textless) {  // control tokens: end of generation once complete

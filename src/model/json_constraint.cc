@@ -16,6 +16,32 @@ bool JsonRecognizer::Feed(std::string_view text) {
   return true;
 }
 
+std::string JsonRecognizer::StateKey() const {
+  std::string key;
+  key += static_cast<char>(expect_);
+  key += static_cast<char>(ws_);
+  switch (expect_) {
+    case Expect::kNumber:
+      key += static_cast<char>(number_);
+      break;
+    case Expect::kLiteral:  // the rest of the literal (its text ends it)
+      key += literal_;
+      break;
+    case Expect::kHex:
+      key += static_cast<char>(hex_left_);
+      [[fallthrough]];
+    case Expect::kString:
+    case Expect::kEscape:
+      key += key_ ? 'k' : 'v';
+      break;
+    default:
+      break;
+  }
+  key += '|';
+  key += stack_;
+  return key;
+}
+
 bool JsonRecognizer::Whitespace(uint8_t c) {
   if (!IsSpace(c)) return false;
   return ++ws_ <= kMaxWhitespace;

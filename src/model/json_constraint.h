@@ -23,6 +23,12 @@ class JsonRecognizer {
   bool Feed(std::string_view text);
   // Whether the bytes so far are one complete JSON object (trailing whitespace allowed).
   bool complete() const { return expect_ == Expect::kDone; }
+  // What decides which bytes may follow, and nothing else: two recognizers with the same key
+  // accept the same continuations (so a token mask can be kept per key). The fields a state
+  // sets on entry (the number's, literal's and escape's progress, whether a string is a key)
+  // count only in the states that read them, so that, for one, the key inside a string value
+  // does not depend on the number before it.
+  std::string StateKey() const;
 
  private:
   enum class Expect : uint8_t {

@@ -4,7 +4,12 @@
 
 #include <gtest/gtest.h>
 
+#include <map>
+#include <random>
 #include <string>
+#include <vector>
+
+#include "model/grammar.h"
 
 namespace attn {
 namespace {
@@ -76,6 +81,42 @@ TEST(JsonRecognizer, WhitespaceRunsAndDepthAreBounded) {
   std::string deep;
   for (int i = 0; i < JsonRecognizer::kMaxDepth; ++i) deep += i == 0 ? "{\"a\":" : "[";
   EXPECT_EQ(Accepted(deep + "["), deep.size());
+}
+
+// JSON mode keeps masks by StateKey: two states with one key must allow the same tokens. Random
+// walks through JSON texts (each step a random allowed token of a vocabulary of single bytes and
+// JSON-ish pieces) compare every step's mask with the first mask met under the same key.
+TEST(JsonRecognizer, StatesWithOneKeyAllowTheSameTokens) {
+  std::vector<std::string> pieces;
+  for (int c = 0x20; c < 0x7f; ++c) pieces.push_back(std::string(1, static_cast<char>(c)));
+  for (const char* p :
+       {"\n", "  ",  "    ", "{\"", "\":", "\": ", "\",", "\", \"", "\"}",  "}}", "}]",   "]}",    "}}}",
+        "[[", "[{",  "\\u",  "\\n", "00",  "1.",   "e-",  "E+",     "tr",   "ue", "true", "false", "null",
+        "nu", "ll}", "al",   "se,", "123", "0.5",  "-1",  "\u00e9", "\"\"", "{}", "[]",   ", ",    ": "})
+    pieces.push_back(p);
+  const TokenTrie trie(pieces);
+  std::map<std::string, std::vector<uint8_t>> seen;
+  int64_t compared = 0;
+  for (uint32_t seed = 0; seed < 40; ++seed) {
+    std::mt19937 rng(seed);
+    JsonRecognizer json;
+    for (int step = 0; step < 200; ++step) {
+      std::vector<uint8_t> allowed(pieces.size());
+      trie.Allowed(json, allowed);
+      const auto [it, inserted] = seen.emplace(json.StateKey(), allowed);
+      if (!inserted) {
+        ASSERT_EQ(it->second, allowed) << "seed " << seed << " step " << step;
+        ++compared;
+      }
+      std::vector<size_t> ids;
+      for (size_t i = 0; i < pieces.size(); ++i)
+        if (allowed[i]) ids.push_back(i);
+      if (ids.empty() || json.complete()) break;
+      ASSERT_TRUE(json.Feed(pieces[ids[rng() % ids.size()]]));
+    }
+  }
+  EXPECT_GT(compared, 2000);
+  EXPECT_GT(seen.size(), 100u);
 }
 
 }  // namespace
