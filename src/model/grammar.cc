@@ -27,9 +27,12 @@ std::string Escape(uint32_t cp, bool in_class) {
   if (cp == '\n') return "\\n";
   if (cp == '\r') return "\\r";
   if (cp == '\t') return "\\t";
-  if (cp < 0x20 || cp == 0x7F) {
-    static const char kHex[] = "0123456789ABCDEF";
-    return std::string("\\x") + kHex[cp >> 4] + kHex[cp & 15];
+  static const char kHex[] = "0123456789ABCDEF";
+  if (cp < 0x20 || cp == 0x7F) return std::string("\\x") + kHex[cp >> 4] + kHex[cp & 15];
+  if (cp >= 0xD800 && cp <= 0xDFFF) {  // a surrogate (a class may name one): UTF-8 cannot write it
+    std::string out = "\\u";
+    for (int shift = 12; shift >= 0; shift -= 4) out += kHex[(cp >> shift) & 15];
+    return out;
   }
   std::string out;
   tokenizer::AppendUtf8(cp, out);
