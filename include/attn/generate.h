@@ -1,7 +1,6 @@
 // Sampling and text generation with a KV cache.
 #pragma once
 
-#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -193,7 +192,9 @@ class SequenceGeneration {
   int64_t drafts() const { return prompt_done_ && !done_ ? static_cast<int64_t>(step_.size()) - 1 : 0; }
   // Forgets the drafts (pending() is then the sampled token alone): a driver of several
   // sequences (attn serve's slots) keeps its pass within kLookupMaxRows rows this way.
-  void DropDrafts() { step_.resize(std::min<size_t>(step_.size(), 1)); }
+  void DropDrafts() {
+    if (step_.size() > 1) step_.erase(step_.begin() + 1, step_.end());
+  }
   // Runs the prompt on its own (Model::Forward) and accepts its logits.
   void EvaluatePrompt();
   // Runs up to `max_tokens` more of the prompt (Model::Forward) and accepts the logits once all of
@@ -248,6 +249,24 @@ class SequenceGeneration {
   std::unique_ptr<TokenMaskCache> masks_;
   const ConstraintVocabulary* vocab_ = nullptr;  // the model's token texts and their trie
   std::vector<uint8_t> allowed_;                 // this step's mask (JSON mode or a grammar)
+};
+
+// One step of several sequences in one pass (GenerateBatch, attn serve's slots): Plan drops the
+// drafts that would take the pass past kLookupMaxRows rows, lists every sequence's pending()
+// tokens as the pass's items, and sets options.all_logits and one_row_attention when any keeps
+// drafts (each sequence's Accept then takes one row per pending() token, else one row).
+struct BatchStep {
+  std::vector<Model::BatchItem> items;
+  std::vector<size_t> first_row;  // sequence i's logits rows: [first_row[i], first_row[i + 1])
+
+  void Plan(std::span<SequenceGeneration* const> gens, ForwardOptions& options);
+  // Rows of logits the pass writes.
+  size_t rows() const { return first_row.empty() ? 0 : first_row.back(); }
+  // Sequence i's rows of the pass's logits [rows(), vocab].
+  std::span<const float> Logits(std::span<const float> logits, size_t i, int64_t vocab) const {
+    const size_t v = static_cast<size_t>(vocab);
+    return logits.subspan(first_row[i] * v, (first_row[i + 1] - first_row[i]) * v);
+  }
 };
 
 // Several prompts generated together: one sequence per prompt in its own session; each prompt is

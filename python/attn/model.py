@@ -92,6 +92,12 @@ def _kv_dtype(call: str, kv_type: str):
     return kv_types[kv_type]
 
 
+def _lookup(call: str, lookup) -> int:
+    if not isinstance(lookup, int) or isinstance(lookup, bool) or not 0 <= lookup <= 23:
+        raise ValueError(f"{call}: lookup = {lookup!r} (must be an integer in [0, 23])")
+    return lookup
+
+
 _ATTENTION_POINTS = frozenset({"attn.hook_attn_scores", "attn.hook_pattern"})
 
 NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -297,8 +303,7 @@ class Model:
         where the text repeats its prompt (quoting, editing, extracting). The dict's "drafted" and
         "draft_accepted" count the drafts run and kept."""
         kv_dtype = _kv_dtype("generate", kv_type)
-        if not isinstance(lookup, int) or isinstance(lookup, bool) or not 0 <= lookup <= 23:
-            raise ValueError(f"generate: lookup = {lookup!r} (must be an integer in [0, 23])")
+        lookup = _lookup("generate", lookup)
         grammar, json_schema = _constraint("generate", grammar, json_schema)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
@@ -351,8 +356,7 @@ class Model:
         lookup=k drafts as in generate(), every sequence's drafts in the step's pass (up to 24 rows
         in all; a sequence whose drafts would pass that runs without them that step)."""
         kv_dtype = _kv_dtype("generate_batch", kv_type)
-        if not isinstance(lookup, int) or isinstance(lookup, bool) or not 0 <= lookup <= 23:
-            raise ValueError(f"generate_batch: lookup = {lookup!r} (must be an integer in [0, 23])")
+        lookup = _lookup("generate_batch", lookup)
         grammar, json_schema = _constraint("generate_batch", grammar, json_schema)
         if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
             raise TypeError("generate_batch: prompts must be a list of prompts (texts or token-id lists)")

@@ -326,6 +326,17 @@ Seen ProbsAndGrads(const BackwardParams& bp, const Workspace& w, int64_t b, int6
   return full ? Seen::kWhole : Seen::kPart;
 }
 
+// dQ[r, :] += sum_j dS[r, j] K[j, :] over a tile (rows: the block's nr query rows); on a tile
+// seen in part, each register tile of rows only over the keys its rows see.
+void AddDq(const Workspace& w, const Tiles& t, Seen seen, int64_t nr, int64_t nk, const float* kp,
+           float* dq) {
+  const DF d;
+  if (seen == Seen::kWhole)
+    return Gemm<kDimRows, kDimVecs, true>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, nk, dq, w.Dp);
+  GemmRanged<kDimRows, kDimVecs>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, dq, w.Dp,
+                                 [&](int64_t r0, int n) { return KeysOfRows(t, w.BK, r0, n); });
+}
+
 // The products of a tile that add to dK, dV (rows: the tile's nk keys) and dQ (rows: the block's
 // nr query rows; with dq non-null). On a tile seen in part, each register tile of keys takes
 // only the query rows that see one of its keys, and each register tile of rows only the keys
@@ -338,22 +349,19 @@ void AddGrads(const Workspace& w, const Tiles& t, Seen seen, int64_t nr, int64_t
     // dV[j, :] += sum_r P[r, j] dout[r, :];  dK[j, :] += sum_r dS[r, j] Qp[r, :]
     Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.s, 1, BK, dop, Dp, nr, dv, Dp);
     Gemm<kDimRows, kDimVecs, true>(d, nk, Dp, t.ds, 1, BK, qp, Dp, nr, dk, Dp);
-    // dQ[r, :] += sum_j dS[r, j] K[j, :]
-    if (dq) Gemm<kDimRows, kDimVecs, true>(d, nr, Dp, t.ds, BK, 1, kp, Dp, nk, dq, Dp);
-    return;
+  } else {
+    const auto rows_of_keys = [&](int64_t j0, int n) {
+      const int32_t j1 = static_cast<int32_t>(j0 + n - 1);
+      const auto sees = [&](int64_t r) { return t.lo[r] <= j1 && t.hi[r] >= j0; };
+      int64_t first = 0, last = nr - 1;
+      while (first < nr && !sees(first)) ++first;
+      while (last > first && !sees(last)) --last;
+      return std::pair<int64_t, int64_t>(first, first < nr ? last + 1 : first);
+    };
+    GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.s, 1, BK, dop, Dp, dv, Dp, rows_of_keys);
+    GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.ds, 1, BK, qp, Dp, dk, Dp, rows_of_keys);
   }
-  const auto rows_of_keys = [&](int64_t j0, int n) {
-    const int32_t j1 = static_cast<int32_t>(j0 + n - 1);
-    const auto sees = [&](int64_t r) { return t.lo[r] <= j1 && t.hi[r] >= j0; };
-    int64_t first = 0, last = nr - 1;
-    while (first < nr && !sees(first)) ++first;
-    while (last > first && !sees(last)) --last;
-    return std::pair<int64_t, int64_t>(first, first < nr ? last + 1 : first);
-  };
-  const auto keys_of_rows = [&](int64_t r0, int n) { return KeysOfRows(t, BK, r0, n); };
-  GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.s, 1, BK, dop, Dp, dv, Dp, rows_of_keys);
-  GemmRanged<kDimRows, kDimVecs>(d, nk, Dp, t.ds, 1, BK, qp, Dp, dk, Dp, rows_of_keys);
-  if (dq) GemmRanged<kDimRows, kDimVecs>(d, nr, Dp, t.ds, BK, 1, kp, Dp, dq, Dp, keys_of_rows);
+  if (dq) AddDq(w, t, seen, nr, nk, kp, dq);
 }
 
 // Row (b, s, h) of a [B, S, H, D] input as float32: in place when it is float32 with unit
@@ -635,12 +643,7 @@ void Backward(const BackwardParams& bp) {
       if (seen == Seen::kNone) continue;
       const int64_t nk = std::min(w.BK, Sk - tile * w.BK);
       const float* kp = w.kp + ((b * Hkv + kvh) * w.n_tiles + tile) * w.BK * w.Dp;
-      if (seen == Seen::kWhole) {
-        Gemm<kDimRows, kDimVecs, true>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, nk, t.acc, w.Dp);
-      } else {
-        GemmRanged<kDimRows, kDimVecs>(d, nr, w.Dp, t.ds, w.BK, 1, kp, w.Dp, t.acc, w.Dp,
-                                       [&](int64_t r0, int n) { return KeysOfRows(t, w.BK, r0, n); });
-      }
+      AddDq(w, t, seen, nr, nk, kp, t.acc);
     }
     WriteDq(bp, w, t.acc, 1, 0, b, h, q0, nr, t.acc + BQ * w.Dp);
   });

@@ -260,13 +260,13 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
     Draft();
     return;
   }
-  // Row r scores the token after step_[r]; its draw is checked against the draft step_[r + 1].
-  const std::vector<int32_t> step = step_;
+  // Row r scores the token after step_[r]; its draw is checked against the draft step_[r + 1]
+  // (SampleOne leaves step_ alone; Draft below replaces it).
   const int64_t start = session_->n_past() - static_cast<int64_t>(rows);  // next_'s position
   int64_t kept = 0;
   for (size_t r = 0;; ++r) {
     SampleOne(logits.subspan(r * vocab, vocab));
-    if (done_ || r + 1 == rows || next_ != step[r + 1]) break;
+    if (done_ || r + 1 == rows || next_ != step_[r + 1]) break;
     ++kept;
   }
   result_.n_drafted += drafted;
@@ -413,6 +413,21 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   return g.result();
 }
 
+void BatchStep::Plan(std::span<SequenceGeneration* const> gens, ForwardOptions& options) {
+  int64_t rows = 0, drafts = 0;
+  for (SequenceGeneration* g : gens) {
+    // Drafts only while the pass keeps its products row for row, so that every sequence's tokens
+    // stay those of generation without drafts.
+    if (rows + 1 + g->drafts() > kLookupMaxRows) g->DropDrafts();
+    rows += 1 + g->drafts(), drafts += g->drafts();
+  }
+  items.clear(), first_row.assign(1, 0);
+  for (SequenceGeneration* g : gens) items.push_back({&g->session(), g->pending()});
+  options.all_logits = options.one_row_attention = drafts > 0;  // with drafts, every row's logits
+  for (const Model::BatchItem& it : items)
+    first_row.push_back(first_row.back() + (drafts > 0 ? it.tokens.size() : 1));
+}
+
 std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const std::vector<int32_t>> prompts,
                                           std::span<const GenerateOptions> options,
                                           std::span<const std::function<void(const std::string&)>> on_text) {
@@ -440,35 +455,22 @@ std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const st
   // the matrix kernels), so that every row is computed as it is alone; then every step runs the
   // unfinished sequences' next tokens in one pass, each sequence's row of logits back to it.
   for (auto& g : gens) g->EvaluatePrompt();
-  std::vector<Model::BatchItem> items;
   std::vector<SequenceGeneration*> active;
   std::vector<float> logits;
+  BatchStep step;
   for (;;) {
-    items.clear(), active.clear();
-    int64_t rows = 0, drafts = 0;
-    for (auto& g : gens) {
-      if (g->done()) continue;
-      // Lookup drafts only while the pass keeps its products row for row (kLookupMaxRows).
-      if (rows + 1 + g->drafts() > kLookupMaxRows) g->DropDrafts();
-      rows += 1 + g->drafts(), drafts += g->drafts();
-      items.push_back({&g->session(), g->pending()});
-      active.push_back(g.get());
-    }
-    if (items.empty()) break;
+    active.clear();
+    for (auto& g : gens)
+      if (!g->done()) active.push_back(g.get());
+    if (active.empty()) break;
     ForwardOptions fo;
     fo.threads = options[0].threads;
-    fo.all_logits = fo.one_row_attention = drafts > 0;  // with drafts, every row's logits
-    logits.resize(static_cast<size_t>((drafts > 0 ? rows : static_cast<int64_t>(items.size())) * vocab));
+    step.Plan(active, fo);
+    logits.resize(step.rows() * static_cast<size_t>(vocab));
     const auto t0 = std::chrono::steady_clock::now();
-    model.ForwardBatch(items, logits.data(), fo);
+    model.ForwardBatch(step.items, logits.data(), fo);
     const double ms = MsSince(t0);
-    size_t row = 0;
-    for (size_t i = 0; i < active.size(); ++i) {
-      const size_t n = drafts > 0 ? items[i].tokens.size() : 1;
-      active[i]->Accept(std::span<const float>(logits.data() + row * vocab, n * static_cast<size_t>(vocab)),
-                        ms);
-      row += n;
-    }
+    for (size_t i = 0; i < active.size(); ++i) active[i]->Accept(step.Logits(logits, i, vocab), ms);
   }
   std::vector<GenerateResult> results;
   for (auto& g : gens) results.push_back(g->result());

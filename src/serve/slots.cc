@@ -142,7 +142,8 @@ void Slots::Complete(Slot& slot) {
 
 void Slots::Run() {
   const int64_t vocab = model_.config().vocab_size;
-  std::vector<Model::BatchItem> items;
+  BatchStep step;
+  std::vector<SequenceGeneration*> gens;
   std::vector<Slot*> stepping;
   std::vector<float> logits;
   for (;;) {
@@ -202,30 +203,24 @@ void Slots::Run() {
     }
 
     // One pass for every busy slot's next token (and its lookup drafts: GenerateOptions::lookup).
-    items.clear(), stepping.clear();
-    int64_t rows = 0, drafts = 0;
+    stepping.clear(), gens.clear();
     for (const auto& s : slots_) {
       if (s->job == nullptr || !s->gen || !s->gen->prompt_done()) continue;
       if (s->job->cancelled) {
         Complete(*s);
         continue;
       }
-      // Drafts only while the pass stays within the rows whose products are row for row
-      // (matmul.h), so that every slot's tokens stay those of generation without drafts.
-      if (rows + 1 + s->gen->drafts() > kLookupMaxRows) s->gen->DropDrafts();
-      rows += 1 + s->gen->drafts(), drafts += s->gen->drafts();
-      items.push_back({s->session.get(), s->gen->pending()});
       stepping.push_back(s.get());
+      gens.push_back(s->gen.get());
     }
-    if (items.empty()) continue;
+    if (stepping.empty()) continue;
     ForwardOptions fo;
     fo.threads = threads_;
-    fo.all_logits = fo.one_row_attention = drafts > 0;  // with drafts, every row's logits
-    logits.resize(static_cast<size_t>(drafts > 0 ? rows : static_cast<int64_t>(items.size())) *
-                  static_cast<size_t>(vocab));
+    step.Plan(gens, fo);
+    logits.resize(step.rows() * static_cast<size_t>(vocab));
     const auto t0 = std::chrono::steady_clock::now();
     try {
-      model_.ForwardBatch(items, logits.data(), fo);
+      model_.ForwardBatch(step.items, logits.data(), fo);
     } catch (...) {
       for (Slot* s : stepping) Fail(*s, std::current_exception());
       continue;
@@ -233,15 +228,11 @@ void Slots::Run() {
     const double ms =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     ++passes_;
-    max_batch_ = std::max(max_batch_.load(), static_cast<int>(items.size()));
-    size_t row = 0;
+    max_batch_ = std::max(max_batch_.load(), static_cast<int>(stepping.size()));
     for (size_t i = 0; i < stepping.size(); ++i) {
       Slot& s = *stepping[i];
-      const size_t n = drafts > 0 ? items[i].tokens.size() : 1;
-      const std::span<const float> own(logits.data() + row * vocab, n * static_cast<size_t>(vocab));
-      row += n;
       try {
-        s.gen->Accept(own, ms);
+        s.gen->Accept(step.Logits(logits, i, vocab), ms);
         s.n_past = s.session->n_past();
         if (s.gen->done()) Complete(s);
       } catch (...) {
