@@ -90,9 +90,24 @@ class Tokenizer {
   //   mistral-v7, mistral-v1, mistral-v3, mistral-v3-tekken, llama2, llama2-sys, llama2-sys-bos,
   //     llama2-sys-strip: the [INST] ... [/INST] formats of Mistral and Llama 2 (answers end with
   //     "</s>"; a prompt ends with "[/INST]", there is no generation prompt), as llama.cpp writes them.
-  // (The BOS token, which these templates start with, is the tokenizer's to add.) Throws
-  // attn::Error when the template is of another format.
-  std::string ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt) const;
+  // (The BOS token, which these templates start with, is the tokenizer's to add.)
+  // Templates of other formats are rendered as Jinja (RenderChatTemplate), as is every template
+  // with ChatTemplateMode::kJinja; kBuiltin throws attn::Error for a template of another format.
+  enum class ChatTemplateMode {
+    kAuto,     // the built-in format when the template is one of the above, else its Jinja
+    kBuiltin,  // llama.cpp's built-in formats only
+    kJinja,    // the file's template, rendered as Hugging Face transformers renders it
+  };
+  std::string ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt,
+                                ChatTemplateMode mode = ChatTemplateMode::kAuto) const;
+  // The file's chat template run by attn's Jinja interpreter (src/tokenizer/jinja.h), as
+  // transformers' apply_chat_template runs it: context_json is a JSON object whose keys become the
+  // template's variables (messages with tool_calls and the like, add_generation_prompt, tools,
+  // documents, enable_thinking, ...); bos_token and eos_token default to the model's tokens' text.
+  // As llama.cpp does, a BOS text that starts the result is dropped when add_bos() (EncodePrompt
+  // adds the token). Throws attn::Error when the file has no template, the template does not
+  // parse, the context is not a JSON object, or the template fails or raises (its message).
+  std::string RenderChatTemplate(std::string_view context_json) const;
   // The recognized format, by llama.cpp's name for it ("chatml", "llama3", "gemma", "phi3",
   // "mistral-v7", ..., "llama2-sys-strip"), or "" for a template of another one.
   const char* chat_format() const;

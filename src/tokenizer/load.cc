@@ -11,6 +11,7 @@
 #include "attn/error.h"
 #include "attn/tokenizer.h"
 #include "format/gguf.h"
+#include "tokenizer/jinja.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab.h"
 
@@ -449,6 +450,11 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
     v->chat_template = *tmpl;
     v->chat_format = DetectChatFormat(*tmpl);
     v->default_system = DefaultSystemMessage(*tmpl);
+    try {  // a template that does not parse only matters when it is used (ApplyChatTemplate)
+      v->jinja = std::make_shared<const jinja::Template>(*tmpl);
+    } catch (const Error& e) {
+      v->jinja_error = e.what();
+    }
   }
 
   Tokenizer t;

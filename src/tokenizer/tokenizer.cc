@@ -5,6 +5,7 @@
 #include <string>
 
 #include "attn/error.h"
+#include "tokenizer/chat.h"
 #include "tokenizer/vocab.h"
 
 namespace attn {
@@ -83,10 +84,18 @@ const char* Tokenizer::chat_format() const {
   return kNames[static_cast<size_t>(vocab_->chat_format)];
 }
 
-std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages,
-                                         bool add_generation_prompt) const {
+std::string Tokenizer::ApplyChatTemplate(const std::vector<Message>& messages, bool add_generation_prompt,
+                                         ChatTemplateMode mode) const {
   using F = tokenizer::Vocab::ChatFormat;
   const tokenizer::Vocab& v = *vocab_;
+  if (mode == ChatTemplateMode::kJinja || (mode == ChatTemplateMode::kAuto && v.chat_format == F::kUnknown)) {
+    if (mode == ChatTemplateMode::kAuto && !v.jinja)
+      throw Error(
+          "Tokenizer::ApplyChatTemplate: tokenizer.chat_template is of no built-in chat format and does "
+          "not parse as Jinja: " +
+          v.jinja_error);
+    return RenderMessagesAsJinja(*this, messages, add_generation_prompt);
+  }
   std::string out;
   switch (v.chat_format) {
     case F::kChatML:

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -10,6 +11,9 @@
 #include "tokenizer/pretokenize.h"
 
 namespace attn {
+namespace jinja {
+class Template;
+}
 
 // Token attributes, from tokenizer.ggml.token_type (1 normal, 2 unknown, 3 control, 4 user-defined,
 // 5 unused, 6 byte; anything else undefined), as llama.cpp's llama_token_attr.
@@ -64,6 +68,9 @@ struct Vocab {
   int32_t bos = -1, eos = -1;
   std::string chat_template;
   std::string default_system;  // from the chat template; empty when it has none
+  // The chat template parsed as Jinja, or why it does not parse (then jinja is null).
+  std::shared_ptr<const jinja::Template> jinja;
+  std::string jinja_error;
   // The chat format the template is recognized as (ChatML also when the file has no template).
   enum class ChatFormat {
     kChatML,

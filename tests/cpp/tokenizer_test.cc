@@ -213,20 +213,94 @@ TEST(TokenizerTiny, ChatTemplateWithoutTemplateIsPlainChatMl) {
   EXPECT_STREQ(t.chat_format(), "chatml");
   EXPECT_EQ(t.ApplyChatTemplate({{"user", "hi"}}, true),
             "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
-  // Formats attn does not render (Phi-4's <|im_sep|> ChatML variant, Zephyr, Vicuna, no markers at
-  // all): an error.
-  for (const char* tmpl : {"<|im_start|>{{ m['role'] }}<|im_sep|>{{ m['content'] }}<|im_end|>",
-                           "{{ '<|user|>\\n' + m['content'] + '<|endoftext|>' }}",
-                           "{{ 'USER: ' + m['content'] + ' ASSISTANT: ' }}", "{{ m['content'] }}"}) {
+  try {  // no template to run as Jinja
+    t.ApplyChatTemplate({{"user", "hi"}}, true, Tokenizer::ChatTemplateMode::kJinja);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no tokenizer.chat_template"), std::string::npos) << e.what();
+  }
+}
+
+// Formats with no built-in rendering (Phi-4's <|im_sep|> ChatML variant, Zephyr, Vicuna) are run as
+// the Jinja programs they are; kBuiltin refuses them, and a template that does not parse is an error
+// naming its line.
+TEST(TokenizerTiny, OtherChatTemplatesRunAsJinja) {
+  const std::vector<Tokenizer::Message> chat = {{"system", "Be kind."}, {"user", "hi"}};
+  const std::pair<const char*, const char*> cases[] = {
+      {"{% for m in messages %}{{ '<|im_start|>' + m['role'] + '<|im_sep|>' + m['content'] + '<|im_end|>' }}"
+       "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}",
+       "<|im_start|>system<|im_sep|>Be kind.<|im_end|><|im_start|>user<|im_sep|>hi<|im_end|>"
+       "<|im_start|>assistant<|im_sep|>"},
+      {"{% for message in messages %}\n{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token "
+       "}}\n"
+       "{% endfor %}\n{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}",
+       "<|system|>\nBe kind.<|im_end|>\n<|user|>\nhi<|im_end|>\n<|assistant|>"},
+      {"{{ messages[0]['content'] + ' ' if messages[0]['role'] == 'system' }}{% for m in messages %}"
+       "{% if m['role'] == 'user' %}USER: {{ m['content'] }} {% endif %}{% endfor %}ASSISTANT:",
+       "Be kind. USER: hi ASSISTANT:"},
+  };
+  for (const auto& [tmpl, want] : cases) {
     gguf::Writer w = TinyVocab().Writer();
     w.SetString("tokenizer.chat_template", tmpl);
-    const Tokenizer other = Load(w.ToBytes());
-    EXPECT_STREQ(other.chat_format(), "") << tmpl;
+    const Tokenizer t = Load(w.ToBytes());
+    EXPECT_STREQ(t.chat_format(), "") << tmpl;
+    EXPECT_EQ(t.ApplyChatTemplate(chat, true), want) << tmpl;
     try {
-      other.ApplyChatTemplate({{"user", "hi"}}, true);
-      ADD_FAILURE() << "no error for " << tmpl;
+      t.ApplyChatTemplate(chat, true, Tokenizer::ChatTemplateMode::kBuiltin);
+      ADD_FAILURE() << "kBuiltin rendered " << tmpl;
     } catch (const Error& e) {
       EXPECT_NE(std::string(e.what()).find("no chat format attn knows"), std::string::npos) << e.what();
+    }
+  }
+  gguf::Writer w = TinyVocab().Writer();
+  w.SetString("tokenizer.chat_template", "{% for m in messages %}\n{{ m.content }}");
+  const Tokenizer broken = Load(w.ToBytes());  // loading never fails on the template
+  try {
+    broken.ApplyChatTemplate(chat, true);
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("does not parse as Jinja: chat template: line 2: template ended inside a "
+                                   "block (expected else / endfor)"),
+        std::string::npos)
+        << e.what();
+  }
+}
+
+// RenderChatTemplate runs a real model's template (Qwen2.5's, from tests/fixtures/chat_templates/)
+// on a context with tools and tool calls exactly as jinja2 does (chat_templates_jinja.json).
+TEST(TokenizerTiny, RenderChatTemplateMatchesJinja2WithTools) {
+  const std::string dir = ATTN_FIXTURES_DIR;
+  std::ifstream fixture_in(dir + "/chat_templates_jinja.json");
+  ASSERT_TRUE(fixture_in);
+  const nlohmann::ordered_json fixture = nlohmann::ordered_json::parse(fixture_in);
+  std::ifstream tmpl_in(dir + "/chat_templates/Qwen-Qwen2.5-7B-Instruct.jinja");
+  const std::string tmpl((std::istreambuf_iterator<char>(tmpl_in)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(tmpl.empty());
+  gguf::Writer w = TinyVocab().Writer();
+  w.SetString("tokenizer.chat_template", tmpl);
+  const Tokenizer t = Load(w.ToBytes());
+  EXPECT_STREQ(t.chat_format(), "chatml");  // its markers make it ChatML for the built-in path
+  int checked = 0;
+  for (const auto& entry : fixture["templates"]) {
+    if (entry["file"] != "Qwen-Qwen2.5-7B-Instruct.jinja") continue;
+    for (const auto& c : entry["cases"]) {
+      if (!c.contains("rendered")) continue;
+      EXPECT_EQ(t.RenderChatTemplate(c["context"].dump()), c["rendered"].get<std::string>()) << c["name"];
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 9);
+  const std::pair<const char*, const char*> bad[] = {
+      {"[1]", "the context must be a JSON object"},
+      {"{", "the context is not JSON"},
+      {"{\"messages\": [{\"role\": \"user\"}]}", "an undefined value in '+'"}};  // no content
+  for (const auto& [context, fragment] : bad) {
+    try {
+      t.RenderChatTemplate(context);
+      ADD_FAILURE() << "rendered " << context;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
     }
   }
 }
@@ -338,6 +412,24 @@ TEST_F(TokenizerSmolLM2, ReadsTheVocabulary) {
   EXPECT_TRUE(t.IsEndOfGeneration(t.Encode("<|endoftext|>").at(0)));
   EXPECT_FALSE(t.IsEndOfGeneration(t.Encode("<|im_start|>").at(0)));
   EXPECT_FALSE(t.IsEndOfGeneration(t.Encode("hello").at(0)));
+}
+
+// The file's own Jinja template and the built-in ChatML rendering (with SmolLM2's default system
+// message) agree on every conversation shape.
+TEST_F(TokenizerSmolLM2, JinjaTemplateAgreesWithBuiltInChatMl) {
+  const Tokenizer& t = *tokenizer_;
+  ASSERT_FALSE(t.chat_template().empty());
+  const std::vector<std::vector<Tokenizer::Message>> chats = {
+      {{"user", "Hi"}},
+      {{"system", "You are terse."}, {"user", " Hi there! "}, {"assistant", "Hello."}, {"user", "2+2?"}},
+      {{"user", "Caf\u00e9 \u65e5\u672c"}, {"assistant", "Oui.\n"}}};
+  for (const auto& chat : chats) {
+    for (const bool gen : {true, false}) {
+      EXPECT_EQ(t.ApplyChatTemplate(chat, gen, Tokenizer::ChatTemplateMode::kJinja),
+                t.ApplyChatTemplate(chat, gen, Tokenizer::ChatTemplateMode::kBuiltin))
+          << chat.size() << " messages, add_generation_prompt " << gen;
+    }
+  }
 }
 
 TEST_F(TokenizerSmolLM2, MatchesLlamaCppOnEveryFixtureString) {
