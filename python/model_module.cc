@@ -417,12 +417,21 @@ void BindModel(nb::module_& m) {
           nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"),
           nb::arg("lookup") = 0)
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
+      .def_prop_ro("chat_template",
+                   [](const attn::Model& model) { return model.tokenizer().chat_template(); })
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,
-              bool add_generation_prompt) {
+              bool add_generation_prompt, int mode) {
              std::vector<attn::Tokenizer::Message> msgs;
              for (const auto& [role, content] : messages) msgs.push_back({role, content});
-             return model.tokenizer().ApplyChatTemplate(msgs, add_generation_prompt);
+             return model.tokenizer().ApplyChatTemplate(msgs, add_generation_prompt,
+                                                        mode == 0
+                                                            ? attn::Tokenizer::ChatTemplateMode::kAuto
+                                                            : attn::Tokenizer::ChatTemplateMode::kBuiltin);
+           })
+      .def("render_chat_template",
+           [](const attn::Model& model, const std::string& context_json) {
+             return model.tokenizer().RenderChatTemplate(context_json);
            })
       .def("hook_points",
            [](const attn::Model& model) {

@@ -255,12 +255,45 @@ class Model:
         """The chat format the file's template is recognized as, by llama.cpp's name for it:
         "chatml", "llama3", "gemma", "phi3", "mistral-v7", "mistral-v1", "mistral-v3",
         "mistral-v3-tekken", "llama2", "llama2-sys", "llama2-sys-bos", "llama2-sys-strip", or ""
-        for a template of another format (apply_chat_template then raises)."""
+        for a template of another format (apply_chat_template then runs it as Jinja)."""
         return self._m.chat_format
 
-    def apply_chat_template(self, messages: Sequence[tuple[str, str]] | Sequence[dict], add_generation_prompt=True) -> str:
-        pairs = [(m["role"], m["content"]) if isinstance(m, dict) else tuple(m) for m in messages]
-        return self._m.apply_chat_template(pairs, add_generation_prompt)
+    @property
+    def chat_template(self) -> str:
+        """The file's tokenizer.chat_template (a Jinja program), or "" when it has none."""
+        return self._m.chat_template
+
+    def apply_chat_template(self, messages: Sequence[tuple[str, str]] | Sequence[dict], add_generation_prompt=True,
+                            *, tools: Sequence[dict] | None = None, jinja: bool | None = None,
+                            **template_kwargs) -> str:
+        """The conversation as the model's prompt text (EncodePrompt / to_tokens adds BOS where the model
+        has one). messages are (role, content) pairs or OpenAI-style dicts.
+
+        jinja=None (default): llama.cpp's built-in rendering when the template is one of the formats
+        chat_format names, else the file's own Jinja template run by attn's interpreter; jinja=True:
+        always the file's template, rendered as Hugging Face transformers renders it; jinja=False: the
+        built-in formats only (ValueError for others). tools (OpenAI function definitions), extra
+        variables (template_kwargs, e.g. enable_thinking=False) and message keys beyond role and
+        content (tool_calls, name, tool_call_id, ...) reach only a Jinja template, so they imply it."""
+        dicts = [dict(m) if isinstance(m, dict) else {"role": m[0], "content": m[1]} for m in messages]
+        extra = tools is not None or template_kwargs or any(set(m) - {"role", "content"} for m in dicts)
+        if jinja is True or extra:
+            if jinja is False:
+                raise ValueError("apply_chat_template: tools, template variables and message keys other than "
+                                 "role / content need the Jinja template (jinja=False was given)")
+            context = {"messages": dicts, "add_generation_prompt": bool(add_generation_prompt), **template_kwargs}
+            if tools is not None:
+                context["tools"] = list(tools)
+            try:
+                text = json.dumps(context, ensure_ascii=False)
+            except TypeError as e:
+                raise TypeError(f"apply_chat_template: the messages, tools and variables must be JSON data: {e}") from None
+            return self._m.render_chat_template(text)
+        for m in dicts:
+            if not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
+                raise TypeError(f"apply_chat_template: each message needs a str role and content, got {m!r}")
+        pairs = [(m["role"], m["content"]) for m in dicts]
+        return self._m.apply_chat_template(pairs, add_generation_prompt, 0 if jinja is None else 1)
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.0,
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,

@@ -284,8 +284,10 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
         Fail("messages[" + std::to_string(i) + "].role = " + Quote(msg["role"]) +
              " (attn serve takes system, developer, user, assistant and tool)");
       // A tool's result goes back as a user turn, an assistant's calls as the JSON it wrote.
-      const std::string content = ToolAwareContent(msg, i, Content(msg, i));
+      const std::string text = Content(msg, i);
+      const std::string content = ToolAwareContent(msg, i, text);
       r.messages.emplace_back(role == "tool" ? "user" : role, content);
+      r.template_messages.push_back(TemplateMessage(msg, i, role, text));
     }
   }
   std::optional<ToolRequest> tools;
@@ -348,6 +350,15 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   }
   if (Find(j, "stream")) r.stream = Bool(j, "stream");
   if (Find(j, "cache_prompt")) r.cache_prompt = Bool(j, "cache_prompt");
+  if (const json* k = Find(j, "chat_template_kwargs"); k != nullptr && !k->is_null()) {
+    if (endpoint == Endpoint::kCompletions)
+      Fail("chat_template_kwargs is for /v1/chat/completions (a completion's prompt is used as it is)");
+    if (!k->is_object()) Fail("chat_template_kwargs: expected an object, got " + Quote(*k));
+    for (const char* reserved : {"messages", "add_generation_prompt"})
+      if (k->contains(reserved))
+        Fail(std::string("chat_template_kwargs: \"") + reserved + "\" is set by the server");
+    r.chat_template_kwargs = ordered_body()["chat_template_kwargs"];
+  }
   if (const json* o = Find(j, "stream_options")) {
     if (!o->is_object()) Fail("stream_options: expected an object, got " + Quote(*o));
     if (Find(*o, "include_usage")) r.include_usage = Bool(*o, "include_usage");
@@ -381,6 +392,8 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
       }
     }
     r.tools = true;
+    r.template_tools = ordered_body()["tools"];
+    r.tool_choice = tools->choice;
     r.json_schema = ToolAnswerSchema(*tools);
     try {
       Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.json_schema)));
@@ -398,6 +411,12 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   return r;
 }
 
+// The choice's message of a tools request: the generic JSON answer, or the model's own format.
+json ToolMessage(const Request& request, const std::string& text, const std::string& id_prefix, bool* calls) {
+  return request.native_tools ? ToolCallTagAnswerMessage(text, id_prefix, calls)
+                              : ToolAnswerMessage(text, id_prefix, calls);
+}
+
 std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
 }
@@ -412,7 +431,7 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info,
     json choice{{"index", i}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
     if (chat && request.tools) {
       bool calls = false;
-      choice["message"] = ToolAnswerMessage(result.text, info.id + "_" + std::to_string(i), &calls);
+      choice["message"] = ToolMessage(request, result.text, info.id + "_" + std::to_string(i), &calls);
       if (calls && choice["finish_reason"] == "stop") choice["finish_reason"] = "tool_calls";
     } else if (chat) {
       choice["message"] = {{"role", "assistant"}, {"content", result.text}};
@@ -477,9 +496,10 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
   return Event(j);
 }
 
-std::string StreamToolAnswer(const ResponseInfo& info, const GenerateResult& result, int index) {
+std::string StreamToolAnswer(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                             int index) {
   bool calls = false;
-  json message = ToolAnswerMessage(result.text, info.id + "_" + std::to_string(index), &calls);
+  json message = ToolMessage(request, result.text, info.id + "_" + std::to_string(index), &calls);
   json delta = json::object();
   if (calls) {
     json list = json::array();
@@ -504,7 +524,7 @@ std::string StreamFinish(const Request& request, const ResponseInfo& info, const
   std::string reason = FinishReason(result.stop_reason);
   if (chat && request.tools && reason == "stop") {
     bool calls = false;
-    ToolAnswerMessage(result.text, "", &calls);
+    ToolMessage(request, result.text, "", &calls);
     if (calls) reason = "tool_calls";
   }
   json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", reason}};

@@ -27,6 +27,18 @@ struct Request {
   std::optional<std::vector<int32_t>> prompt_tokens;
   // /v1/chat/completions: (role, content) in order.
   std::vector<std::pair<std::string, std::string>> messages;
+  // llama.cpp's "chat_template_kwargs": variables for the chat template (e.g. {"enable_thinking":
+  // false}); an object, empty when not given. Given, the prompt is the file's Jinja template's.
+  nlohmann::ordered_json chat_template_kwargs = nlohmann::ordered_json::object();
+  // The messages as a Jinja chat template takes them (serve::TemplateMessage: tool calls as
+  // structures, tool results as "tool" messages), and the request's "tools" as given: what the
+  // server renders with the file's template when it uses the model's own tool format.
+  nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
+  nlohmann::ordered_json template_tools;  // null without tools
+  std::string tool_choice = "auto";
+  // Set by the server: tools in the model's own <tool_call> format (serve/tools.h) instead of the
+  // generic JSON answer; json_schema is then cleared and the answer parsed as that format.
+  bool native_tools = false;
   // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
   // end of the turn or the context for chat.
   std::optional<int> max_tokens;
@@ -107,7 +119,8 @@ std::string PromptText(const Request& request, const TokenText& token_text);
 int64_t Chars(const std::string& s);
 // With tools (Request::tools), the answer is not streamed piece by piece: this one chunk carries
 // it once generated, as delta.tool_calls (each with its index) or delta.content.
-std::string StreamToolAnswer(const ResponseInfo& info, const GenerateResult& result, int index = 0);
+std::string StreamToolAnswer(const Request& request, const ResponseInfo& info, const GenerateResult& result,
+                             int index = 0);
 // The chunk that ends choice `index` with its finish_reason (tool_calls for an answer of calls).
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                          int index = 0);

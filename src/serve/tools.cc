@@ -196,4 +196,107 @@ nlohmann::json ToolAnswerMessage(const std::string& text, const std::string& id_
   return message;
 }
 
+ojson TemplateMessage(const nlohmann::json& m, size_t i, const std::string& role,
+                      const std::string& content) {
+  const std::string where = "messages[" + std::to_string(i) + "]";
+  ojson out{{"role", role}, {"content", content}};
+  if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
+    const ojson calls = ojson::parse(ToolAwareContent(m, i, content))["tool_calls"];  // checked there
+    ojson list = ojson::array();
+    for (size_t k = 0; k < calls.size(); ++k) {
+      const nlohmann::json& c = m["tool_calls"][k];
+      const std::string id = c.contains("id") && c["id"].is_string() ? c["id"].get<std::string>() : "";
+      list.push_back(ojson{{"id", id}, {"type", "function"}, {"function", calls[k]}});
+    }
+    out["tool_calls"] = std::move(list);
+  }
+  for (const char* key : {"tool_call_id", "name"}) {
+    if (!m.contains(key) || m[key].is_null()) continue;
+    if (!m[key].is_string()) Fail(where + "." + key + ": expected a string");
+    out[key] = m[key].get<std::string>();
+  }
+  return out;
+}
+
+bool IsToolCallTagTemplate(const std::string& chat_template) {
+  return chat_template.find("<tool_call>") != std::string::npos;
+}
+
+namespace {
+
+std::string Trim(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
+}
+
+// One call's body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
+std::optional<ojson> ParseCallBody(const std::string& body) {
+  const std::string b = Trim(body);
+  if (b.rfind("<function=", 0) == 0) {
+    const size_t name_end = b.find('>');
+    if (name_end == std::string::npos) return std::nullopt;
+    const std::string name = Trim(b.substr(10, name_end - 10));
+    if (name.empty()) return std::nullopt;
+    ojson args = ojson::object();
+    size_t pos = name_end + 1;
+    for (;;) {
+      const size_t p = b.find("<parameter=", pos);
+      if (p == std::string::npos) break;
+      const size_t key_end = b.find('>', p);
+      const size_t close = key_end == std::string::npos ? key_end : b.find("</parameter>", key_end);
+      if (close == std::string::npos) return std::nullopt;
+      const std::string key = Trim(b.substr(p + 11, key_end - p - 11));
+      const std::string value = Trim(b.substr(key_end + 1, close - key_end - 1));
+      try {
+        args[key] = ojson::parse(value);
+      } catch (const nlohmann::json::exception&) {
+        args[key] = value;
+      }
+      pos = close + 12;
+    }
+    return ojson{{"name", name}, {"arguments", args}};
+  }
+  try {
+    ojson call = ojson::parse(b);
+    if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
+    ojson args = call.contains("arguments") ? call["arguments"] : ojson::object();
+    if (args.is_string()) args = ojson::parse(args.get<std::string>());
+    if (!args.is_object()) return std::nullopt;
+    return ojson{{"name", call["name"]}, {"arguments", args}};
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
+
+nlohmann::json ToolCallTagAnswerMessage(const std::string& text, const std::string& id_prefix,
+                                        bool* tool_calls) {
+  *tool_calls = false;
+  nlohmann::json message{{"role", "assistant"}, {"content", text}};
+  const std::string open = "<tool_call>", close = "</tool_call>";
+  size_t at = text.find(open);
+  if (at == std::string::npos) return message;
+  const std::string content = Trim(text.substr(0, at));
+  nlohmann::json calls = nlohmann::json::array();
+  while (at != std::string::npos) {
+    const size_t body = at + open.size();
+    const size_t end = text.find(close, body);  // the last call may stop at end of turn without it
+    const std::optional<ojson> call =
+        ParseCallBody(text.substr(body, end == std::string::npos ? end : end - body));
+    if (!call) return message;
+    calls.push_back({{"id", "call_" + id_prefix + "_" + std::to_string(calls.size())},
+                     {"type", "function"},
+                     {"function", {{"name", (*call)["name"]}, {"arguments", (*call)["arguments"].dump()}}}});
+    if (end == std::string::npos) break;
+    at = text.find(open, end + close.size());
+    if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return message;
+  }
+  message["content"] = content.empty() ? nlohmann::json(nullptr) : nlohmann::json(content);
+  message["tool_calls"] = std::move(calls);
+  *tool_calls = true;
+  return message;
+}
+
 }  // namespace attn::serve

@@ -42,6 +42,22 @@ std::string ToolAnswerSchema(const ToolRequest& tools);
 // Throws attn::Error naming messages[i] for a malformed one.
 std::string ToolAwareContent(const nlohmann::json& message, size_t i, const std::string& content);
 
+// A message of the request as a chat template takes it (what transformers passes): role, content
+// (a string, "" when absent), and tool_calls with their arguments as JSON objects (OpenAI sends
+// them as text), tool_call_id and name where given. Checks as ToolAwareContent.
+nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, const std::string& role,
+                                       const std::string& content);
+
+// Models whose chat template asks for calls in <tool_call>...</tool_call> (Hermes 2 / 3, Qwen 2.5,
+// Qwen 3 and the like): whether the template is of that kind, and the choice's message for an
+// answer written so. Inside each <tool_call> either a JSON object {"name", "arguments"} (Hermes,
+// Qwen 2.5 / 3) or <function=NAME> with <parameter=P>VALUE</parameter> elements (Qwen3-Coder,
+// Qwen 3.5; a VALUE that is not JSON is a string). The text before the first call is the content
+// (null when blank); an answer with no call, or one that does not parse, is returned as its text.
+bool IsToolCallTagTemplate(const std::string& chat_template);
+nlohmann::json ToolCallTagAnswerMessage(const std::string& text, const std::string& id_prefix,
+                                        bool* tool_calls);
+
 // The choice's message for an answer `text`: {"role": "assistant", "content": null, "tool_calls":
 // [...]} (ids "call_" + id_prefix + "_" + k) or {"role": "assistant", "content": response}.
 // *tool_calls tells which; an answer cut short (not one JSON object) is returned as its text.

@@ -23,6 +23,8 @@ struct GenerateArgs {
   std::string prompt_file;  // -f: the prompt's text from a file ("-": standard input)
   bool json = false;
   bool chat_template = false;
+  // --jinja: the file's own Jinja template even where llama.cpp has a built-in rendering of it.
+  Tokenizer::ChatTemplateMode template_mode = Tokenizer::ChatTemplateMode::kAuto;
   std::string grammar_file, json_schema_file;  // read into gen.grammar / gen.json_schema
 };
 
@@ -32,6 +34,14 @@ void ReadConstraintFiles(GenerateArgs& args) {
   if (!args.grammar_file.empty()) args.gen.grammar = ReadFileOrStdin(args.grammar_file, "grammar file");
   if (!args.json_schema_file.empty())
     args.gen.json_schema = ReadFileOrStdin(args.json_schema_file, "json schema file");
+}
+
+// --jinja (llama.cpp's flag of that name): render the chat template's Jinja in every case.
+void AddJinjaOption(CLI::App* cmd, Tokenizer::ChatTemplateMode& mode) {
+  cmd->add_flag(
+      "--jinja", [&mode](int64_t) { mode = Tokenizer::ChatTemplateMode::kJinja; },
+      "Render the model's own Jinja chat template (as transformers does) even where a built-in format "
+      "matches it; templates of other formats are always rendered so");
 }
 
 // --lookup N (llama.cpp's lookup decoding: drafts from the prompt and the text so far).
@@ -76,7 +86,8 @@ void RunGenerate(GenerateArgs& args) {
       args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
   std::string prompt = text;
-  if (args.chat_template) prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true);
+  if (args.chat_template)
+    prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true, args.template_mode);
   if (args.json) {
     const GenerateResult r = Generate(*model, prompt, args.gen);
     nlohmann::json j;
@@ -128,7 +139,7 @@ void RunChat(GenerateArgs& args, const std::string& system) {
     std::fprintf(stderr, "> ");
     if (!std::getline(std::cin, line) || line.empty()) break;
     messages.push_back({"user", line});
-    const std::string prompt = model->tokenizer().ApplyChatTemplate(messages, true);
+    const std::string prompt = model->tokenizer().ApplyChatTemplate(messages, true, args.template_mode);
     const GenerateResult r = GenerateInSession(*model, session, model->tokenizer().EncodePrompt(prompt),
                                                args.gen, [](const std::string& piece) {
                                                  std::fwrite(piece.data(), 1, piece.size(), stdout);
@@ -161,6 +172,7 @@ void AddGenerateCommand(CLI::App& app) {
       "Keep generating past end-of-generation tokens (for benchmarks)");
   cmd->add_flag("--chat", args->chat_template,
                 "Wrap the prompt in the model's chat template as a user message");
+  AddJinjaOption(cmd, args->template_mode);
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
   AddConstraintOptions(cmd, *args);
   AddLookupOptions(cmd, args->gen);
@@ -174,9 +186,9 @@ void AddChatCommand(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto system = std::make_shared<std::string>();
   auto* cmd = app.add_subcommand("chat",
-                                 "Chat with an instruct model in its chat format (ChatML, Llama 3, Gemma, "
-                                 "Phi-3, Mistral, Llama 2), one line "
-                                 "per turn");
+                                 "Chat with an instruct model in its chat template (built-in renderings of "
+                                 "ChatML, Llama 3, Gemma, Phi-3, Mistral, Llama 2, gpt-oss, Granite; any "
+                                 "other template run as Jinja), one line per turn");
   AddModelOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
@@ -185,6 +197,7 @@ void AddChatCommand(CLI::App& app) {
   cmd->add_option("-n,--max-tokens", args->gen.max_tokens, "Most tokens per answer")
       ->check(CLI::Range(1, 1 << 20));
   cmd->add_option("--system", *system, "System message (default: the template's own)");
+  AddJinjaOption(cmd, args->template_mode);
   AddConstraintOptions(cmd, *args);
   AddLookupOptions(cmd, args->gen);
   cmd->callback([args, system] { RunChat(*args, *system); });

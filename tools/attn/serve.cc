@@ -1,8 +1,8 @@
 // `attn serve`: an HTTP server with OpenAI's completion and chat-completion API (and llama.cpp's
-// /tokenize, /detokenize, /health, /slots; /v1/embeddings), streaming as server-sent events. One model and
-// --parallel slots (src/serve/slots.h): up to that many requests generate together, their tokens
-// sharing every forward pass, and a request whose prompt begins with a slot's cached conversation
-// reuses those positions (as `attn chat` does).
+// /tokenize, /detokenize, /apply-template, /health, /slots; /v1/embeddings), streaming as
+// server-sent events. One model and --parallel slots (src/serve/slots.h): up to that many requests generate
+// together, their tokens sharing every forward pass, and a request whose prompt begins with a slot's cached
+// conversation reuses those positions (as `attn chat` does).
 #include <httplib.h>
 
 #include <atomic>
@@ -25,6 +25,7 @@
 #include "attn/model_options.h"
 #include "serve/openai.h"
 #include "serve/slots.h"
+#include "serve/tools.h"
 
 namespace attn::cli {
 namespace {
@@ -36,6 +37,7 @@ struct ServeArgs {
   DType kv_dtype = DType::kF16;
   int64_t context_keep = -1;     // --context-shift / --keep
   int lookup = 0;                // --lookup: prompt lookup decoding in every request
+  bool jinja = false;            // --jinja: chat prompts from the file's Jinja template in every case
   int parallel = 4;              // slots: requests generated together
   std::string pooling = "mean";  // /v1/embeddings
   std::string host = "127.0.0.1";
@@ -86,6 +88,7 @@ class Server {
         threads_(args.model.threads),
         context_keep_(args.context_keep),
         lookup_(args.lookup),
+        jinja_(args.jinja),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -139,6 +142,12 @@ class Server {
       });
       res.set_content(serve::EmbeddingResponseJson(out, name_, n_tokens), "application/json");
     });
+    // llama.cpp's /apply-template: a chat request's prompt text, without generating.
+    http.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
+      serve::Request r = serve::ParseRequest(req.body, serve::Endpoint::kChatCompletions);
+      res.set_content(json{{"prompt", ChatPrompt(r)}}.dump(-1, ' ', false, json::error_handler_t::replace),
+                      "application/json");
+    });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
       const json body = serve::ParseObject(req.body);
       if (!body.contains("content") || !body["content"].is_string())
@@ -182,6 +191,37 @@ class Server {
   const std::string& name() const { return name_; }
 
  private:
+  // A chat request's prompt text: the chat template (Tokenizer::ApplyChatTemplate; the file's Jinja
+  // with --jinja or chat_template_kwargs, which become template variables). With tools, --jinja
+  // and a template of the <tool_call> kind (serve/tools.h) the tools go to the template and the
+  // answer is read in that format (native_tools; tool_choice "auto" only: the model's format has
+  // no way to force a call), else the generic form ParseRequest prepared is kept.
+  std::string ChatPrompt(serve::Request& r) const {
+    const Tokenizer& tok = model_->tokenizer();
+    if (r.tools && jinja_ && r.tool_choice == "auto" && serve::IsToolCallTagTemplate(tok.chat_template())) {
+      nlohmann::ordered_json context = r.chat_template_kwargs;
+      context["messages"] = r.template_messages;
+      context["tools"] = r.template_tools;
+      context["add_generation_prompt"] = true;
+      r.native_tools = true;
+      r.json_schema.clear();
+      return tok.RenderChatTemplate(
+          context.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+    }
+    if (!jinja_ && r.chat_template_kwargs.empty()) {
+      std::vector<Tokenizer::Message> messages;
+      for (const auto& [role, content] : r.messages) messages.push_back({role, content});
+      return tok.ApplyChatTemplate(messages, true);
+    }
+    nlohmann::ordered_json context = r.chat_template_kwargs;
+    context["messages"] = nlohmann::ordered_json::array();
+    for (const auto& [role, content] : r.messages)
+      context["messages"].push_back({{"role", role}, {"content", content}});
+    context["add_generation_prompt"] = true;
+    return tok.RenderChatTemplate(
+        context.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
+  }
+
   int32_t TokenId(const json& t) const {
     const int64_t vocab = model_->tokenizer().vocab_size();
     if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab)
@@ -194,9 +234,7 @@ class Server {
     const Tokenizer& tok = model_->tokenizer();
     std::vector<int32_t> tokens;
     if (endpoint == serve::Endpoint::kChatCompletions) {
-      std::vector<Tokenizer::Message> messages;
-      for (const auto& [role, content] : request->messages) messages.push_back({role, content});
-      tokens = tok.EncodePrompt(tok.ApplyChatTemplate(messages, true));
+      tokens = tok.EncodePrompt(ChatPrompt(*request));  // may switch the request to native tools
     } else if (request->prompt_tokens) {
       for (int32_t id : *request->prompt_tokens) tokens.push_back(TokenId(id));
     } else {
@@ -326,7 +364,7 @@ class Server {
         // plain answer lists them.
         if (request->logprobs >= 0 && !lp->pending.empty())
           events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
-        if (request->tools) events->Push(serve::StreamToolAnswer(*info, r, i));
+        if (request->tools) events->Push(serve::StreamToolAnswer(*request, *info, r, i));
         events->Push(serve::StreamFinish(*request, *info, r, i));
         shared->results[static_cast<size_t>(i)] = r;
         if (--shared->left == 0) {
@@ -373,6 +411,7 @@ class Server {
   int threads_;
   int64_t context_keep_;
   int lookup_;
+  bool jinja_;
   std::string name_;
   std::atomic<uint64_t> next_id_{0};
 };
@@ -419,6 +458,11 @@ void AddServeCommand(CLI::App& app) {
          "Prompt lookup decoding in every request: up to N drafts per step from earlier n-grams of "
          "the prompt and answer, checked in the step's pass (the same answers, fewer passes; 0 = off)")
       ->check(CLI::Range(0, 23));
+  cmd->add_flag(
+      "--jinja", args->jinja,
+      "Build chat prompts with the model's own Jinja chat template (as transformers does) even where a "
+      "built-in format matches it; templates of other formats, and requests with "
+      "chat_template_kwargs, always use it");
   cmd->add_option("--pooling", args->pooling,
                   "How /v1/embeddings pools the tokens' final hidden states: mean (default), last or cls")
       ->check(CLI::IsMember({"mean", "last", "cls"}));

@@ -1,0 +1,172 @@
+"""Chat templates through Model.apply_chat_template: llama.cpp's built-in formats, and the file's own
+Jinja template run by attn's interpreter, checked against jinja2's renderings of real models'
+templates (tests/fixtures/chat_templates_jinja.json, made by tests/fixtures/make_jinja_fixtures.py)."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import attn
+from test_hf_decoders import FIXTURES, _rewrite
+
+with open(os.path.join(FIXTURES, "chat_templates_jinja.json"), encoding="utf-8") as f:
+    JINJA = {t["file"]: t["cases"] for t in json.load(f)["templates"]}
+
+
+def _with_template(tmp_path, file, **changes):
+    """The tiny Qwen2 fixture model carrying the chat template of `file` (tests/fixtures/chat_templates/)."""
+    with open(os.path.join(FIXTURES, "chat_templates", file), encoding="utf-8") as f:
+        text = f.read()
+    dst = tmp_path / (file + ".gguf")
+    _rewrite(os.path.join(FIXTURES, "qwen2_tiny.gguf"), dst, **{"tokenizer.chat_template": text}, **changes)
+    return attn.Model.load(str(dst))
+
+
+def test_smollm2_jinja_template_equals_the_built_in_rendering(model):
+    assert "<|im_start|>" in model.chat_template
+    chats = [[("user", "Hi")],
+             [{"role": "system", "content": "Be brief."}, {"role": "user", "content": " 2+2? "},
+              {"role": "assistant", "content": "4"}, {"role": "user", "content": "Café 日本"}]]
+    for chat in chats:
+        for gen in (True, False):
+            assert model.apply_chat_template(chat, gen, jinja=True) == model.apply_chat_template(chat, gen, jinja=False)
+
+
+# Templates of formats with and without a built-in rendering, with tools, tool calls and extra
+# variables; none of them reads the clock (strftime_now), which the fixture fixes.
+@pytest.mark.parametrize("file", ["NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+                                  "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+                                  "Qwen-Qwen3-0.6B.jinja", "google-gemma-2-2b-it.jinja"])
+def test_real_templates_render_as_jinja2_does(tmp_path, file):
+    m = _with_template(tmp_path, file)
+    for case in JINJA[file]:
+        ctx = dict(case["context"])
+        messages, gen = ctx.pop("messages"), ctx.pop("add_generation_prompt")
+        if "rendered" in case:
+            assert m.apply_chat_template(messages, gen, jinja=True, **ctx) == case["rendered"], case["name"]
+        else:
+            with pytest.raises(ValueError) as e:
+                m.apply_chat_template(messages, gen, jinja=True, **ctx)
+            if case["error_type"] == "TemplateError":  # the template's own raise_exception message
+                assert case["error"] in str(e.value)
+
+
+def test_a_template_of_no_built_in_format_renders_by_default(tmp_path):
+    m = _with_template(tmp_path, "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja")
+    assert m.chat_format == ""
+    text = m.apply_chat_template([("user", "Hi")])
+    assert text.startswith("<|endoftext|>")  # the file's bos_token (its tokenizer adds no BOS itself)
+    assert "<｜User｜>Hi<｜Assistant｜>" in text
+    with pytest.raises(ValueError, match="no chat format attn knows"):
+        m.apply_chat_template([("user", "Hi")], jinja=False)
+    assert m.generate(text, max_tokens=2, return_dict=True)["prompt_tokens"] == m.tokenize(text)
+
+
+def test_tools_and_template_variables_need_the_jinja_template(model):
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    with pytest.raises(ValueError, match="need the Jinja template"):
+        model.apply_chat_template([("user", "Hi")], tools=tools, jinja=False)
+    with pytest.raises(TypeError, match="must be JSON data"):
+        model.apply_chat_template([("user", "Hi")], jinja=True, when=object())
+    with pytest.raises(TypeError, match="str role and content"):
+        model.apply_chat_template([{"role": "user"}])
+    # SmolLM2's template has no tools section: the tools change nothing, the variables reach it.
+    assert model.apply_chat_template([("user", "Hi")], tools=tools) == model.apply_chat_template([("user", "Hi")])
+
+
+@pytest.fixture(scope="module")
+def qwen3_server(tmp_path_factory):
+    """attn serve --jinja on the tiny Qwen2 model carrying Qwen3's template (it reads enable_thinking)."""
+    import subprocess
+
+    from test_serve import ATTN_BIN
+
+    # A context of 2,048 (RoPE: only metadata) so that prompts with tools fit.
+    m = _with_template(tmp_path_factory.mktemp("qwen3"), "Qwen-Qwen3-0.6B.jinja", **{"qwen2.context_length": 2048})
+    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "--jinja", "--model", m.path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if "http://" not in line:
+        proc.kill()
+        pytest.fail(f"attn serve did not start: {line!r} {proc.stderr.read()}")
+    yield m, "http://" + line.split("http://", 1)[1].split()[0]
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_serve_renders_the_jinja_template_with_chat_template_kwargs(qwen3_server):
+    from test_serve import post
+
+    m, url = qwen3_server
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    status, r = post(url + "/apply-template", {"messages": messages})
+    assert status == 200, r
+    assert r["prompt"] == m.apply_chat_template(messages, jinja=True)
+    status, r = post(url + "/apply-template", {"messages": messages, "chat_template_kwargs": {"enable_thinking": False}})
+    assert status == 200, r
+    assert r["prompt"] == m.apply_chat_template(messages, jinja=True, enable_thinking=False)
+    assert r["prompt"].endswith("<think>\n\n</think>\n\n")  # Qwen3's switch for answers without thinking
+    status, r = post(url + "/v1/chat/completions", {"messages": messages, "max_tokens": 3, "temperature": 0,
+                                                    "chat_template_kwargs": {"enable_thinking": False}})
+    assert status == 200, r
+    assert r["usage"]["prompt_tokens"] == len(m.tokenize(m.apply_chat_template(messages, jinja=True,
+                                                                               enable_thinking=False)))
+    for body, fragment in [({"messages": messages, "chat_template_kwargs": [1]}, "expected an object"),
+                           ({"messages": messages, "chat_template_kwargs": {"messages": []}}, "set by the server"),
+                           ({"prompt": "x", "chat_template_kwargs": {}}, "is for /v1/chat/completions")]:
+        status, r = post(url + ("/v1/completions" if "prompt" in body else "/v1/chat/completions"), body)
+        assert status == 400 and fragment in r["error"]["message"], r
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city.",
+          "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
+
+
+def test_serve_passes_tools_to_a_tool_call_template(qwen3_server):
+    """With --jinja and a <tool_call> template (Qwen3's), tools and earlier calls go to the template as
+    transformers passes them; tool_choice "required" keeps the generic form (the model's own format
+    cannot force a call)."""
+    from test_serve import post
+
+    m, url = qwen3_server
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "call_1", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+               {"role": "tool", "tool_call_id": "call_1", "content": "18 C"}]
+    status, r = post(url + "/apply-template", {"messages": history, "tools": TOOLS})
+    assert status == 200, r
+    as_transformers = [history[0], {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        history[2]]
+    assert r["prompt"] == m.apply_chat_template(as_transformers, tools=TOOLS)
+    assert "<tool_response>\n18 C\n</tool_response>" in r["prompt"]
+    status, r = post(url + "/v1/chat/completions", {"messages": history, "tools": TOOLS, "max_tokens": 4,
+                                                    "temperature": 0})
+    assert status == 200, r
+    assert r["usage"]["prompt_tokens"] == len(m.tokenize(m.apply_chat_template(as_transformers, tools=TOOLS)))
+    message = r["choices"][0]["message"]
+    assert message["role"] == "assistant" and (message.get("tool_calls") or isinstance(message["content"], str))
+    status, r = post(url + "/apply-template", {"messages": history, "tools": TOOLS, "tool_choice": "required"})
+    assert status == 200 and "Answer with one JSON object" in r["prompt"], r
+
+
+def test_cli_jinja_flag_renders_the_files_template(tmp_path):
+    import subprocess
+
+    from test_serve import ATTN_BIN
+
+    m = _with_template(tmp_path, "meta-llama-Llama-3.2-3B-Instruct.jinja", **{"qwen2.context_length": 2048})
+    out = {}
+    for flags in ([], ["--jinja"]):
+        r = subprocess.run([ATTN_BIN, "generate", "--model", m.path, "--chat", "--json", "-n", "1", *flags, "Hi"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        out[bool(flags)] = json.loads(r.stdout)["prompt_tokens"]
+    # Llama 3.2's own template opens with a system turn ("Cutting Knowledge Date: ... Today Date: ..."),
+    # llama.cpp's built-in llama3 format does not.
+    assert out[True] != out[False]
+    assert out[True] == m.tokenize(m.apply_chat_template([("user", "Hi")], jinja=True))
+    assert out[False] == m.tokenize(m.apply_chat_template([("user", "Hi")], jinja=False))
