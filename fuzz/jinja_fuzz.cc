@@ -7,9 +7,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "attn/error.h"
 #include "tokenizer/jinja.h"
