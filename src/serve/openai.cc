@@ -413,8 +413,9 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
 
 // The choice's message of a tools request: the generic JSON answer, or the model's own format.
 json ToolMessage(const Request& request, const std::string& text, const std::string& id_prefix, bool* calls) {
-  return request.native_tools ? ToolCallTagAnswerMessage(text, id_prefix, calls)
-                              : ToolAnswerMessage(text, id_prefix, calls);
+  return request.tool_format == ToolFormat::kGeneric
+             ? ToolAnswerMessage(text, id_prefix, calls)
+             : NativeToolAnswerMessage(request.tool_format, text, id_prefix, calls);
 }
 
 std::string FinishReason(const std::string& stop_reason) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "attn/generate.h"
+#include "serve/tools.h"
 
 namespace attn::serve {
 
@@ -36,9 +37,9 @@ struct Request {
   nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
   nlohmann::ordered_json template_tools;  // null without tools
   std::string tool_choice = "auto";
-  // Set by the server: tools in the model's own <tool_call> format (serve/tools.h) instead of the
-  // generic JSON answer; json_schema is then cleared and the answer parsed as that format.
-  bool native_tools = false;
+  // Set by the server: tools in the model's own format (serve/tools.h) instead of the generic JSON
+  // answer (kGeneric); json_schema is then cleared and the answer read in that format.
+  ToolFormat tool_format = ToolFormat::kGeneric;
   // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
   // end of the turn or the context for chat.
   std::optional<int> max_tokens;

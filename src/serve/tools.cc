@@ -218,8 +218,12 @@ ojson TemplateMessage(const nlohmann::json& m, size_t i, const std::string& role
   return out;
 }
 
-bool IsToolCallTagTemplate(const std::string& chat_template) {
-  return chat_template.find("<tool_call>") != std::string::npos;
+ToolFormat TemplateToolFormat(const std::string& t) {
+  if (t.find("[TOOL_CALLS]") != std::string::npos) return ToolFormat::kMistral;
+  if (t.find("<tool_call>") != std::string::npos) return ToolFormat::kToolCallTags;
+  if (t.find("<|start_header_id|>") != std::string::npos && t.find("\"parameters\"") != std::string::npos)
+    return ToolFormat::kLlama3Json;
+  return ToolFormat::kGeneric;
 }
 
 namespace {
@@ -230,8 +234,31 @@ std::string Trim(const std::string& s) {
   return s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1);
 }
 
-// One call's body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
-std::optional<ojson> ParseCallBody(const std::string& body) {
+std::optional<ojson> ParseJson(const std::string& text) {
+  try {
+    return ojson::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+// {"name": ..., "arguments" (or "parameters"): {...} or its JSON text} as {"name", "arguments"}.
+std::optional<ojson> JsonCall(const ojson& call) {
+  if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
+  ojson args = call.contains("arguments")    ? call["arguments"]
+               : call.contains("parameters") ? call["parameters"]
+                                             : ojson::object();
+  if (args.is_string()) {
+    const std::optional<ojson> parsed = ParseJson(args.get<std::string>());
+    if (!parsed) return std::nullopt;
+    args = *parsed;
+  }
+  if (!args.is_object()) return std::nullopt;
+  return ojson{{"name", call["name"]}, {"arguments", args}};
+}
+
+// One <tool_call> body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
+std::optional<ojson> ParseTagBody(const std::string& body) {
   const std::string b = Trim(body);
   if (b.rfind("<function=", 0) == 0) {
     const size_t name_end = b.find('>');
@@ -248,53 +275,120 @@ std::optional<ojson> ParseCallBody(const std::string& body) {
       if (close == std::string::npos) return std::nullopt;
       const std::string key = Trim(b.substr(p + 11, key_end - p - 11));
       const std::string value = Trim(b.substr(key_end + 1, close - key_end - 1));
-      try {
-        args[key] = ojson::parse(value);
-      } catch (const nlohmann::json::exception&) {
-        args[key] = value;
-      }
+      const std::optional<ojson> v = ParseJson(value);
+      args[key] = v ? *v : ojson(value);
       pos = close + 12;
     }
     return ojson{{"name", name}, {"arguments", args}};
   }
-  try {
-    ojson call = ojson::parse(b);
-    if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
-    ojson args = call.contains("arguments") ? call["arguments"] : ojson::object();
-    if (args.is_string()) args = ojson::parse(args.get<std::string>());
-    if (!args.is_object()) return std::nullopt;
-    return ojson{{"name", call["name"]}, {"arguments", args}};
-  } catch (const nlohmann::json::exception&) {
-    return std::nullopt;
-  }
+  const std::optional<ojson> v = ParseJson(b);
+  return v ? JsonCall(*v) : std::nullopt;
 }
 
-}  // namespace
-
-nlohmann::json ToolCallTagAnswerMessage(const std::string& text, const std::string& id_prefix,
-                                        bool* tool_calls) {
-  *tool_calls = false;
-  nlohmann::json message{{"role", "assistant"}, {"content", text}};
+// The calls of an answer in <tool_call> tags and the text before them; nullopt when it has none or
+// they do not parse.
+std::optional<std::vector<ojson>> TagCalls(const std::string& text, std::string* content) {
   const std::string open = "<tool_call>", close = "</tool_call>";
   size_t at = text.find(open);
-  if (at == std::string::npos) return message;
-  const std::string content = Trim(text.substr(0, at));
-  nlohmann::json calls = nlohmann::json::array();
+  if (at == std::string::npos) return std::nullopt;
+  *content = text.substr(0, at);
+  std::vector<ojson> calls;
   while (at != std::string::npos) {
     const size_t body = at + open.size();
     const size_t end = text.find(close, body);  // the last call may stop at end of turn without it
     const std::optional<ojson> call =
-        ParseCallBody(text.substr(body, end == std::string::npos ? end : end - body));
-    if (!call) return message;
-    calls.push_back({{"id", "call_" + id_prefix + "_" + std::to_string(calls.size())},
-                     {"type", "function"},
-                     {"function", {{"name", (*call)["name"]}, {"arguments", (*call)["arguments"].dump()}}}});
+        ParseTagBody(text.substr(body, end == std::string::npos ? end : end - body));
+    if (!call) return std::nullopt;
+    calls.push_back(*call);
     if (end == std::string::npos) break;
     at = text.find(open, end + close.size());
-    if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return message;
+    if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return std::nullopt;
   }
+  return calls;
+}
+
+// [TOOL_CALLS][{...}, ...] (v3) or [TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{...} per call (v11 and later).
+std::optional<std::vector<ojson>> MistralCalls(const std::string& text, std::string* content) {
+  const std::string tag = "[TOOL_CALLS]";
+  size_t at = text.find(tag);
+  if (at == std::string::npos) return std::nullopt;
+  *content = text.substr(0, at);
+  std::vector<ojson> calls;
+  const std::string rest = Trim(text.substr(at + tag.size()));
+  if (!rest.empty() && rest[0] == '[') {
+    const std::optional<ojson> list = ParseJson(rest);
+    if (!list || !list->is_array() || list->empty()) return std::nullopt;
+    for (const ojson& c : *list) {
+      const std::optional<ojson> call = JsonCall(c);
+      if (!call) return std::nullopt;
+      calls.push_back(*call);
+    }
+    return calls;
+  }
+  while (at != std::string::npos) {
+    const size_t next = text.find(tag, at + tag.size());
+    const std::string one =
+        text.substr(at + tag.size(), next == std::string::npos ? next : next - at - tag.size());
+    const size_t args = one.find("[ARGS]");
+    if (args == std::string::npos) return std::nullopt;
+    std::string name = one.substr(0, args);
+    if (const size_t id = name.find("[CALL_ID]"); id != std::string::npos) name.erase(id);
+    name = Trim(name);
+    const std::optional<ojson> arguments = ParseJson(Trim(one.substr(args + 6)));
+    if (name.empty() || !arguments) return std::nullopt;
+    const std::optional<ojson> call = JsonCall(ojson{{"name", name}, {"arguments", *arguments}});
+    if (!call) return std::nullopt;
+    calls.push_back(*call);
+    at = next;
+  }
+  return calls;
+}
+
+// The whole answer one {"name", "parameters"} object, after an optional <|python_tag|>.
+std::optional<std::vector<ojson>> Llama3Calls(const std::string& text) {
+  std::string t = Trim(text);
+  if (t.rfind("<|python_tag|>", 0) == 0) t = Trim(t.substr(14));
+  if (t.empty() || t[0] != '{') return std::nullopt;
+  const std::optional<ojson> v = ParseJson(t);
+  const std::optional<ojson> call = v ? JsonCall(*v) : std::nullopt;
+  if (!call) return std::nullopt;
+  return std::vector<ojson>{*call};
+}
+
+// Nine letters and digits from the prefix and index (Mistral's templates want exactly that).
+std::string MistralId(const std::string& prefix, size_t k) {
+  static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const char c : prefix + "_" + std::to_string(k))
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  std::string id;
+  for (int i = 0; i < 9; ++i, h /= 62) id += kChars[h % 62];
+  return id;
+}
+
+}  // namespace
+
+nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& text,
+                                       const std::string& id_prefix, bool* tool_calls) {
+  *tool_calls = false;
+  nlohmann::json message{{"role", "assistant"}, {"content", text}};
+  std::string content;
+  std::optional<std::vector<ojson>> calls;
+  if (format == ToolFormat::kToolCallTags) calls = TagCalls(text, &content);
+  if (format == ToolFormat::kMistral) calls = MistralCalls(text, &content);
+  if (format == ToolFormat::kLlama3Json) calls = Llama3Calls(text);
+  if (!calls) return message;
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t k = 0; k < calls->size(); ++k) {
+    const ojson& c = (*calls)[k];
+    list.push_back({{"id", format == ToolFormat::kMistral ? MistralId(id_prefix, k)
+                                                          : "call_" + id_prefix + "_" + std::to_string(k)},
+                    {"type", "function"},
+                    {"function", {{"name", c["name"]}, {"arguments", c["arguments"].dump()}}}});
+  }
+  content = Trim(content);
   message["content"] = content.empty() ? nlohmann::json(nullptr) : nlohmann::json(content);
-  message["tool_calls"] = std::move(calls);
+  message["tool_calls"] = std::move(list);
   *tool_calls = true;
   return message;
 }

@@ -48,15 +48,24 @@ std::string ToolAwareContent(const nlohmann::json& message, size_t i, const std:
 nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, const std::string& role,
                                        const std::string& content);
 
-// Models whose chat template asks for calls in <tool_call>...</tool_call> (Hermes 2 / 3, Qwen 2.5,
-// Qwen 3 and the like): whether the template is of that kind, and the choice's message for an
-// answer written so. Inside each <tool_call> either a JSON object {"name", "arguments"} (Hermes,
-// Qwen 2.5 / 3) or <function=NAME> with <parameter=P>VALUE</parameter> elements (Qwen3-Coder,
-// Qwen 3.5; a VALUE that is not JSON is a string). The text before the first call is the content
-// (null when blank); an answer with no call, or one that does not parse, is returned as its text.
-bool IsToolCallTagTemplate(const std::string& chat_template);
-nlohmann::json ToolCallTagAnswerMessage(const std::string& text, const std::string& id_prefix,
-                                        bool* tool_calls);
+// A model's own tool-call format, as its chat template asks for it (the template renders the tools
+// and earlier calls itself; attn serve --jinja then reads the answer so):
+//   kToolCallTags (Hermes 2 / 3, Qwen 2.5 / 3 / 3.5, QwQ, Qwen3-Coder): each call in
+//     <tool_call>...</tool_call>, holding a JSON object {"name", "arguments"} or <function=NAME>
+//     with <parameter=P>VALUE</parameter> elements (a VALUE that is not JSON is a string);
+//   kMistral (Mistral Nemo / Small, Devstral, Ministral): "[TOOL_CALLS]" then a JSON array of
+//     {"name", "arguments"} (v3), or per call NAME [CALL_ID]ID [ARGS]{...} (v11 and later);
+//   kLlama3Json (Llama 3.1 / 3.2 / 3.3): the whole answer one JSON object {"name", "parameters"},
+//     after an optional <|python_tag|>.
+// kGeneric: none of these (the generic form above).
+enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json };
+ToolFormat TemplateToolFormat(const std::string& chat_template);
+// The choice's message for an answer in `format`: text before the first call is the content (null
+// when blank); an answer with no call, or one that does not parse, is returned as its text. Ids
+// are "call_" + id_prefix + "_" + k, or for kMistral nine letters and digits (its templates refuse
+// others when the call comes back in the next request).
+nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& text,
+                                       const std::string& id_prefix, bool* tool_calls);
 
 // The choice's message for an answer `text`: {"role": "assistant", "content": null, "tool_calls":
 // [...]} (ids "call_" + id_prefix + "_" + k) or {"role": "assistant", "content": response}.

@@ -2,6 +2,9 @@
 // the messages it gives a Jinja chat template.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "attn/error.h"
@@ -14,7 +17,8 @@ using json = nlohmann::json;
 
 TEST(ToolCallTags, HermesJsonCalls) {
   bool calls = false;
-  const json m = ToolCallTagAnswerMessage(
+  const json m = NativeToolAnswerMessage(
+      ToolFormat::kToolCallTags,
       "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
       "<tool_call>\n{\"name\": \"add\", \"arguments\": \"{\\\"a\\\": 1, \\\"b\\\": 2}\"}\n</tool_call>",
       "x", &calls);
@@ -31,11 +35,12 @@ TEST(ToolCallTags, HermesJsonCalls) {
 
 TEST(ToolCallTags, QwenCoderXmlCallsAndLeadingText) {
   bool calls = false;
-  const json m = ToolCallTagAnswerMessage(
-      "<think>\nweather\n</think>\n\nLet me "
-      "look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
-      "</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
-      "y", &calls);
+  const json m =
+      NativeToolAnswerMessage(ToolFormat::kToolCallTags,
+                              "<think>\nweather\n</think>\n\nLet me "
+                              "look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
+                              "</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+                              "y", &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["content"], "<think>\nweather\n</think>\n\nLet me look.");
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
@@ -48,16 +53,87 @@ TEST(ToolCallTags, AnythingElseIsContent) {
                            "<tool_call>not json</tool_call>", "<tool_call>{\"arguments\": {}}</tool_call>",
                            "<tool_call>{\"name\": \"f\"}</tool_call> and then more text"}) {
     bool calls = true;
-    const json m = ToolCallTagAnswerMessage(text, "z", &calls);
+    const json m = NativeToolAnswerMessage(ToolFormat::kToolCallTags, text, "z", &calls);
     EXPECT_FALSE(calls) << text;
     EXPECT_EQ(m["content"], text);
     EXPECT_FALSE(m.contains("tool_calls")) << text;
   }
   bool calls = false;  // a last call cut at the end of the turn, without its closing tag
-  ToolCallTagAnswerMessage("<tool_call>{\"name\": \"f\", \"arguments\": {}}", "z", &calls);
+  NativeToolAnswerMessage(ToolFormat::kToolCallTags, "<tool_call>{\"name\": \"f\", \"arguments\": {}}", "z",
+                          &calls);
   EXPECT_TRUE(calls);
-  EXPECT_TRUE(IsToolCallTagTemplate("{{- '<tool_call>\\n' }}"));
-  EXPECT_FALSE(IsToolCallTagTemplate("{{ '<|python_tag|>' }}"));
+}
+
+// Which format each family's real template asks for (tests/fixtures/chat_templates/).
+TEST(ToolCallTags, FormatOfRealTemplates) {
+  const std::pair<const char*, ToolFormat> cases[] = {
+      {"Qwen-Qwen2.5-7B-Instruct.jinja", ToolFormat::kToolCallTags},
+      {"Qwen-Qwen3-0.6B.jinja", ToolFormat::kToolCallTags},
+      {"Qwen3-Coder.jinja", ToolFormat::kToolCallTags},
+      {"NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja", ToolFormat::kToolCallTags},
+      {"mistralai-Mistral-Nemo-Instruct-2407.jinja", ToolFormat::kMistral},
+      {"Mistral-Small-3.2-24B-Instruct-2506.jinja", ToolFormat::kMistral},
+      {"meta-llama-Llama-3.1-8B-Instruct.jinja", ToolFormat::kLlama3Json},
+      {"meta-llama-Llama-3.2-3B-Instruct.jinja", ToolFormat::kLlama3Json},
+      {"meta-llama-Llama-3.3-70B-Instruct.jinja", ToolFormat::kLlama3Json},
+      {"google-gemma-2-2b-it.jinja", ToolFormat::kGeneric},
+      {"microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::kGeneric}};
+  for (const auto& [file, format] : cases) {
+    std::ifstream in(std::string(ATTN_FIXTURES_DIR) + "/chat_templates/" + file);
+    const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(text.empty()) << file;
+    EXPECT_EQ(TemplateToolFormat(text), format) << file;
+  }
+}
+
+TEST(ToolCallTags, MistralBothForms) {
+  bool calls = false;
+  json m = NativeToolAnswerMessage(ToolFormat::kMistral,
+                                   "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                                   "\"Paris\"}, \"id\": \"abc123def\"}, "
+                                   "{\"name\": \"add\", \"arguments\": {\"a\": 1}}]",
+                                   "req", &calls);
+  ASSERT_TRUE(calls);
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "add");
+  for (const json& c : m["tool_calls"]) {  // ids Mistral's templates accept back: 9 letters / digits
+    const std::string id = c["id"];
+    EXPECT_EQ(id.size(), 9u);
+    EXPECT_TRUE(std::all_of(id.begin(), id.end(),
+                            [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)); }));
+  }
+  EXPECT_NE(m["tool_calls"][0]["id"], m["tool_calls"][1]["id"]);
+  m = NativeToolAnswerMessage(ToolFormat::kMistral,
+                              "Sure.[TOOL_CALLS]get_weather[CALL_ID]abc123def[ARGS]{\"city\": \"Paris\"}"
+                              "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": 2}",
+                              "req", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Sure.");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(m["tool_calls"][1]["function"]["arguments"].get<std::string>()),
+            json({{"a", 1}, {"b", 2}}));
+  for (const char* bad :
+       {"[TOOL_CALLS][{\"name\": 1}]", "[TOOL_CALLS]f[ARGS]{", "[TOOL_CALLS]f", "no call"}) {
+    NativeToolAnswerMessage(ToolFormat::kMistral, bad, "req", &calls);
+    EXPECT_FALSE(calls) << bad;
+  }
+}
+
+TEST(ToolCallTags, Llama3Json) {
+  bool calls = false;
+  const json m = NativeToolAnswerMessage(
+      ToolFormat::kLlama3Json,
+      "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "r", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_TRUE(m["content"].is_null());
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+  for (const char* text :
+       {"The weather is fine.", "{\"city\": \"Paris\"}", "{\"name\": \"f\", \"parameters\": [1]}"}) {
+    const json plain = NativeToolAnswerMessage(ToolFormat::kLlama3Json, text, "r", &calls);
+    EXPECT_FALSE(calls) << text;
+    EXPECT_EQ(plain["content"], text);
+  }
 }
 
 TEST(ToolCallTags, TemplateMessagesCarryStructuredCalls) {

@@ -170,3 +170,37 @@ def test_cli_jinja_flag_renders_the_files_template(tmp_path):
     assert out[True] != out[False]
     assert out[True] == m.tokenize(m.apply_chat_template([("user", "Hi")], jinja=True))
     assert out[False] == m.tokenize(m.apply_chat_template([("user", "Hi")], jinja=False))
+
+
+@pytest.mark.parametrize("file", ["mistralai-Mistral-Nemo-Instruct-2407.jinja", "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+                                  "meta-llama-Llama-3.1-8B-Instruct.jinja", "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja"])
+def test_serve_gives_tools_and_calls_to_each_family_template(tmp_path, file):
+    """attn serve --jinja with Mistral's, Llama 3.1's and Hermes' templates: the prompt of a request with
+    tools and an earlier call (/apply-template) is what the template renders in Python's hands."""
+    import subprocess
+
+    from test_serve import ATTN_BIN, post
+
+    m = _with_template(tmp_path, file, **{"qwen2.context_length": 4096})
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "abc123def", "type": "function",
+                    "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+               {"role": "tool", "tool_call_id": "abc123def", "name": "get_weather", "content": "18 C"}]
+    as_transformers = [history[0], {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "abc123def", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        *history[2:]]
+    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "--jinja", "--model", m.path],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = "http://" + proc.stdout.readline().split("http://", 1)[1].split()[0]
+        status, r = post(url + "/apply-template", {"messages": history, "tools": TOOLS})
+        assert status == 200, r
+        assert r["prompt"] == m.apply_chat_template(as_transformers, tools=TOOLS)
+        assert "get_weather" in r["prompt"] and "18 C" in r["prompt"]
+        status, r = post(url + "/v1/chat/completions", {"messages": history, "tools": TOOLS, "max_tokens": 2,
+                                                        "temperature": 0})
+        assert status == 200, r
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

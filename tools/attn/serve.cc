@@ -193,17 +193,18 @@ class Server {
  private:
   // A chat request's prompt text: the chat template (Tokenizer::ApplyChatTemplate; the file's Jinja
   // with --jinja or chat_template_kwargs, which become template variables). With tools, --jinja
-  // and a template of the <tool_call> kind (serve/tools.h) the tools go to the template and the
-  // answer is read in that format (native_tools; tool_choice "auto" only: the model's format has
-  // no way to force a call), else the generic form ParseRequest prepared is kept.
+  // and a template with a tool format of its own (serve/tools.h) the tools go to the template and
+  // the answer is read in that format (tool_format; tool_choice "auto" only: the model's format
+  // has no way to force a call), else the generic form ParseRequest prepared is kept.
   std::string ChatPrompt(serve::Request& r) const {
     const Tokenizer& tok = model_->tokenizer();
-    if (r.tools && jinja_ && r.tool_choice == "auto" && serve::IsToolCallTagTemplate(tok.chat_template())) {
+    const serve::ToolFormat format = serve::TemplateToolFormat(tok.chat_template());
+    if (r.tools && jinja_ && r.tool_choice == "auto" && format != serve::ToolFormat::kGeneric) {
       nlohmann::ordered_json context = r.chat_template_kwargs;
       context["messages"] = r.template_messages;
       context["tools"] = r.template_tools;
       context["add_generation_prompt"] = true;
-      r.native_tools = true;
+      r.tool_format = format;
       r.json_schema.clear();
       return tok.RenderChatTemplate(
           context.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
