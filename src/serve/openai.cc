@@ -7,6 +7,7 @@
 #include "attn/error.h"
 #include "model/grammar.h"
 #include "model/json_schema.h"
+#include "serve/reasoning.h"
 #include "serve/tools.h"
 
 namespace attn::serve {
@@ -411,12 +412,31 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   return r;
 }
 
-// The choice's message of a tools request: the generic JSON answer, or the model's own format.
-json ToolMessage(const Request& request, const std::string& text, const std::string& id_prefix, bool* calls) {
+namespace {
+
+json ToolMessageOf(const Request& request, const std::string& text, const std::string& id_prefix,
+                   bool* calls) {
   return request.tool_format == ToolFormat::kGeneric
              ? ToolAnswerMessage(text, id_prefix, calls)
              : NativeToolAnswerMessage(request.tool_format, text, id_prefix, calls);
 }
+
+// The choice's message of a chat answer: with tools, the generic JSON answer or the model's own
+// format; with reasoning, the think block apart (reasoning_content) from the content.
+json ChatMessage(const Request& request, const std::string& text, const std::string& id_prefix, bool* calls) {
+  *calls = false;
+  json message = request.tools ? ToolMessageOf(request, text, id_prefix, calls)
+                               : json{{"role", "assistant"}, {"content", text}};
+  if (request.reasoning && message["content"].is_string()) {
+    const ReasoningSplitter::Out split =
+        SplitReasoning(message["content"].get<std::string>(), request.thinking_open);
+    if (!split.reasoning.empty()) message["reasoning_content"] = split.reasoning;
+    message["content"] = split.content.empty() && *calls ? json(nullptr) : json(split.content);
+  }
+  return message;
+}
+
+}  // namespace
 
 std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
@@ -432,10 +452,11 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info,
     json choice{{"index", i}, {"logprobs", nullptr}, {"finish_reason", FinishReason(result.stop_reason)}};
     if (chat && request.tools) {
       bool calls = false;
-      choice["message"] = ToolMessage(request, result.text, info.id + "_" + std::to_string(i), &calls);
+      choice["message"] = ChatMessage(request, result.text, info.id + "_" + std::to_string(i), &calls);
       if (calls && choice["finish_reason"] == "stop") choice["finish_reason"] = "tool_calls";
     } else if (chat) {
-      choice["message"] = {{"role", "assistant"}, {"content", result.text}};
+      bool calls = false;
+      choice["message"] = ChatMessage(request, result.text, "", &calls);
       if (request.logprobs >= 0)  // the answer's tokens, not the end-of-turn token
         choice["logprobs"] = ChatLogprobs(
             std::span(result.logprobs).first(std::min(result.logprobs.size(), result.tokens.size())),
@@ -484,11 +505,13 @@ json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entrie
 }
 
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk, const json& logprobs, int index) {
+                        bool role_chunk, const json& logprobs, int index, bool reasoning) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
   json choice{{"index", index}, {"logprobs", logprobs}, {"finish_reason", nullptr}};
   if (chat) {
-    choice["delta"] = role_chunk ? json{{"role", "assistant"}, {"content", ""}} : json{{"content", text}};
+    choice["delta"] = role_chunk  ? json{{"role", "assistant"}, {"content", ""}}
+                      : reasoning ? json{{"reasoning_content", text}}
+                                  : json{{"content", text}};
   } else {
     choice["text"] = text;
   }
@@ -500,8 +523,9 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
 std::string StreamToolAnswer(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                              int index) {
   bool calls = false;
-  json message = ToolMessage(request, result.text, info.id + "_" + std::to_string(index), &calls);
+  json message = ChatMessage(request, result.text, info.id + "_" + std::to_string(index), &calls);
   json delta = json::object();
+  if (message.contains("reasoning_content")) delta["reasoning_content"] = message["reasoning_content"];
   if (calls) {
     json list = json::array();
     for (size_t k = 0; k < message["tool_calls"].size(); ++k) {
@@ -525,7 +549,7 @@ std::string StreamFinish(const Request& request, const ResponseInfo& info, const
   std::string reason = FinishReason(result.stop_reason);
   if (chat && request.tools && reason == "stop") {
     bool calls = false;
-    ToolMessage(request, result.text, "", &calls);
+    ChatMessage(request, result.text, "", &calls);
     if (calls) reason = "tool_calls";
   }
   json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", reason}};

@@ -40,6 +40,10 @@ struct Request {
   // Set by the server: tools in the model's own format (serve/tools.h) instead of the generic JSON
   // answer (kGeneric); json_schema is then cleared and the answer read in that format.
   ToolFormat tool_format = ToolFormat::kGeneric;
+  // Set by the server (--reasoning-format deepseek, serve/reasoning.h): a chat answer's <think> block
+  // goes to reasoning_content; thinking_open: the prompt itself opened the block.
+  bool reasoning = false;
+  bool thinking_open = false;
   // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
   // end of the turn or the context for chat.
   std::optional<int> max_tokens;
@@ -108,8 +112,10 @@ std::string ResponseJson(const Request& request, const ResponseInfo& info,
 // One server-sent event of a stream ("data: {...}\n\n") for choice `index`: a piece of text, or the
 // role chunk that opens a chat stream (role_chunk). `logprobs`: the chunk's choices[0].logprobs
 // (StreamLogprobs), null when not asked for.
+// With reasoning, a chat chunk carries delta.reasoning_content instead of delta.content.
 std::string StreamChunk(const Request& request, const ResponseInfo& info, const std::string& text,
-                        bool role_chunk = false, const nlohmann::json& logprobs = nullptr, int index = 0);
+                        bool role_chunk = false, const nlohmann::json& logprobs = nullptr, int index = 0,
+                        bool reasoning = false);
 // The logprobs object of a stream chunk for the sampled tokens `entries`, in the endpoint's format;
 // text_offset: characters of prompt and completion before the first of them (completions).
 nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogprob> entries,

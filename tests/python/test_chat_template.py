@@ -204,3 +204,22 @@ def test_serve_gives_tools_and_calls_to_each_family_template(tmp_path, file):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_returns_the_think_block_as_reasoning_content(qwen3_server):
+    """--reasoning-format deepseek (the default): an answer's <think> block comes back apart, whole or
+    streamed (the answer is forced by a grammar: the tiny model writes no such thing itself)."""
+    from test_serve import events, post
+
+    _, url = qwen3_server
+    body = {"messages": [{"role": "user", "content": "Capital of France?"}], "max_tokens": 200, "temperature": 0,
+            "grammar": 'root ::= "<think>\\nThe capital is Paris.\\n</think>\\n\\nParis."'}
+    status, r = post(url + "/v1/chat/completions", body)
+    assert status == 200, r
+    message = r["choices"][0]["message"]
+    assert message["reasoning_content"] == "The capital is Paris." and message["content"] == "Paris.", message
+    status, text = post(url + "/v1/chat/completions", {**body, "stream": True}, raw=True)
+    assert status == 200, text
+    deltas = [e["choices"][0]["delta"] for e in events(text) if e["choices"]]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "The capital is Paris."
+    assert "".join(d.get("content", "") for d in deltas) == "Paris."

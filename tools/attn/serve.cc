@@ -24,6 +24,7 @@
 #include "attn/generate.h"
 #include "attn/model_options.h"
 #include "serve/openai.h"
+#include "serve/reasoning.h"
 #include "serve/slots.h"
 #include "serve/tools.h"
 
@@ -35,11 +36,12 @@ using nlohmann::json;
 struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
-  int64_t context_keep = -1;     // --context-shift / --keep
-  int lookup = 0;                // --lookup: prompt lookup decoding in every request
-  bool jinja = false;            // --jinja: chat prompts from the file's Jinja template in every case
-  int parallel = 4;              // slots: requests generated together
-  std::string pooling = "mean";  // /v1/embeddings
+  int64_t context_keep = -1;  // --context-shift / --keep
+  int lookup = 0;             // --lookup: prompt lookup decoding in every request
+  bool jinja = false;         // --jinja: chat prompts from the file's Jinja template in every case
+  std::string reasoning_format = "deepseek";  // --reasoning-format: <think> blocks to reasoning_content
+  int parallel = 4;                           // slots: requests generated together
+  std::string pooling = "mean";               // /v1/embeddings
   std::string host = "127.0.0.1";
   int port = 8080;
 };
@@ -89,6 +91,7 @@ class Server {
         context_keep_(args.context_keep),
         lookup_(args.lookup),
         jinja_(args.jinja),
+        reasoning_(args.reasoning_format == "deepseek"),
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -235,7 +238,12 @@ class Server {
     const Tokenizer& tok = model_->tokenizer();
     std::vector<int32_t> tokens;
     if (endpoint == serve::Endpoint::kChatCompletions) {
-      tokens = tok.EncodePrompt(ChatPrompt(*request));  // may switch the request to native tools
+      const std::string prompt = ChatPrompt(*request);  // may switch the request to native tools
+      // The think block of reasoning models apart (not with the generic tools' JSON answer).
+      request->reasoning =
+          reasoning_ && !(request->tools && request->tool_format == serve::ToolFormat::kGeneric);
+      request->thinking_open = request->reasoning && serve::PromptOpensThinking(prompt);
+      tokens = tok.EncodePrompt(prompt);
     } else if (request->prompt_tokens) {
       for (int32_t id : *request->prompt_tokens) tokens.push_back(TokenId(id));
     } else {
@@ -354,13 +362,35 @@ class Server {
       };
       // Pieces end on whole characters (SequenceGeneration holds a split one back). With tools the
       // answer is one JSON object, sent as calls or content once complete (on_done).
-      job.on_text = [events, request, info, lp, chunk_logprobs, i](const std::string& piece) {
+      // With reasoning, the think block streams as delta.reasoning_content; log-probabilities ride
+      // with the first chunk that carries text (the splitter may hold a piece back).
+      auto splitter = std::make_shared<serve::ReasoningSplitter>(request->thinking_open);
+      auto push_split = [events, request, info, lp, chunk_logprobs,
+                         i](const serve::ReasoningSplitter::Out& out) {
+        bool first = true;
+        for (const auto& [text, reasoning] :
+             {std::pair(&out.reasoning, true), std::pair(&out.content, false)}) {
+          if (text->empty()) continue;
+          events->Push(serve::StreamChunk(*request, *info, *text, false,
+                                          first ? chunk_logprobs(lp->pending.size()) : nlohmann::json(), i,
+                                          reasoning));
+          first = false;
+        }
+      };
+      job.on_text = [events, request, info, lp, chunk_logprobs, i, splitter,
+                     push_split](const std::string& piece) {
         if (request->tools) return;
+        if (request->reasoning) {
+          push_split(splitter->Feed(piece));
+          return;
+        }
         events->Push(
             serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size()), i));
       };
-      job.on_done = [events, request, info, lp, chunk_logprobs, shared, i](const GenerateResult& r) {
+      job.on_done = [events, request, info, lp, chunk_logprobs, shared, i, splitter,
+                     push_split](const GenerateResult& r) {
         if (shared->failed) return;
+        if (request->reasoning && !request->tools) push_split(splitter->Finish());
         // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
         // plain answer lists them.
         if (request->logprobs >= 0 && !lp->pending.empty())
@@ -413,6 +443,7 @@ class Server {
   int64_t context_keep_;
   int lookup_;
   bool jinja_;
+  bool reasoning_;
   std::string name_;
   std::atomic<uint64_t> next_id_{0};
 };
@@ -464,6 +495,10 @@ void AddServeCommand(CLI::App& app) {
       "Build chat prompts with the model's own Jinja chat template (as transformers does) even where a "
       "built-in format matches it; templates of other formats, and requests with "
       "chat_template_kwargs, always use it");
+  cmd->add_option("--reasoning-format", args->reasoning_format,
+                  "deepseek (default): a chat answer's <think> block comes back as reasoning_content "
+                  "(streamed as delta.reasoning_content), as llama.cpp's server does; none: in the content")
+      ->check(CLI::IsMember({"deepseek", "none"}));
   cmd->add_option("--pooling", args->pooling,
                   "How /v1/embeddings pools the tokens' final hidden states: mean (default), last or cls")
       ->check(CLI::IsMember({"mean", "last", "cls"}));
