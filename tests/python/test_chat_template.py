@@ -223,3 +223,15 @@ def test_serve_returns_the_think_block_as_reasoning_content(qwen3_server):
     deltas = [e["choices"][0]["delta"] for e in events(text) if e["choices"]]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == "The capital is Paris."
     assert "".join(d.get("content", "") for d in deltas) == "Paris."
+
+
+def test_info_says_how_chat_prompts_are_built(tmp_path):
+    import subprocess
+
+    from test_serve import ATTN_BIN
+
+    for file, want in [("deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", "no built-in format (rendered as Jinja); parses"),
+                       ("Qwen-Qwen3-0.6B.jinja", "built-in format chatml (--jinja: the template itself); parses")]:
+        m = _with_template(tmp_path, file)
+        r = subprocess.run([ATTN_BIN, "info", m.path], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and f"chat template: {want} as Jinja" in r.stdout, r.stdout[-300:]

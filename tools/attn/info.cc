@@ -6,8 +6,11 @@
 #include <string>
 
 #include "attn/commands.h"
+#include "attn/error.h"
+#include "attn/tokenizer.h"
 #include "format/gguf.h"
 #include "kernels/matmul.h"
+#include "tokenizer/jinja.h"
 
 namespace attn::cli {
 
@@ -49,6 +52,27 @@ void AddInfoCommand(CLI::App& app) {
     for (const auto& [name, count] : counts) summary += "  " + name + " x" + std::to_string(count);
     std::printf("  types:%s\n", summary.c_str());
     if (!unsupported.empty()) std::printf("  attn cannot compute with %s\n", unsupported.c_str());
+    // How chat prompts are built: llama.cpp's built-in rendering of a known format, or the
+    // template run as Jinja (ApplyChatTemplate), or why the template cannot be run.
+    const gguf::Value* tmpl = f.Find("tokenizer.chat_template");
+    if (tmpl != nullptr && tmpl->type == gguf::ValueType::kString) {
+      std::string how;
+      try {
+        jinja::Template(std::get<std::string>(tmpl->data));
+        how = "parses as Jinja";
+      } catch (const Error& e) {
+        how = std::string("does not parse as Jinja: ") + e.what();
+      }
+      std::string format;
+      try {
+        format = Tokenizer::FromGGUF(f).chat_format();
+      } catch (const Error&) {  // no usable tokenizer: the template alone is described
+      }
+      std::printf("  chat template: %s; %s\n",
+                  format.empty() ? "no built-in format (rendered as Jinja)"
+                                 : ("built-in format " + format + " (--jinja: the template itself)").c_str(),
+                  how.c_str());
+    }
   });
 }
 
