@@ -1,8 +1,9 @@
 // libFuzzer target for `attn serve`'s request parsers: arbitrary bytes as the body of
 // /v1/embeddings (first byte 'E'), else /v1/completions (first byte even) or /v1/chat/completions (odd).
 // Every input must be refused with attn::Error or parse into a request, and a parsed request must build its
-// response objects and stream chunks, under ASan and UBSan. Seeds: fuzz/corpus/serve_request/ (requests of
-// the tests) and fuzz/serve_request.dict (the field names).
+// response objects and stream chunks (with the first byte's bits choosing a model tool format and
+// reasoning, and a chat's last message as the answer to read), under ASan and UBSan. Seeds:
+// fuzz/corpus/serve_request/ (requests of the tests) and fuzz/serve_request.dict (the field names).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -29,9 +30,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       data[0] % 2 ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions;
   const std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
   try {
-    const attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
+    attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
+    // What the server decides from the model's template: a tool format of its own, reasoning.
+    if (r.tools) r.tool_format = static_cast<attn::serve::ToolFormat>(data[0] / 2 % 4);
+    r.reasoning = (data[0] & 8) != 0;
+    r.thinking_open = (data[0] & 16) != 0;
     attn::GenerateResult result;
-    result.text = r.prompt.substr(0, 16);  // any bytes, UTF-8 or not
+    // Any bytes, UTF-8 or not: the prompt's, or a chat's last message (an answer in a tool format).
+    result.text = r.messages.empty() ? r.prompt.substr(0, 16) : r.messages.back().second.substr(0, 256);
     result.stop_reason = r.stream ? "stop" : "length";
     // Log-probabilities for the prompt's tokens and three sampled ones (the last an EOS past the
     // text), token texts cut from the prompt's bytes (UTF-8 or not).
