@@ -85,10 +85,9 @@ struct Node {
 
 // Bounds on what a template may build or do: a chat template renders kilobytes in thousands of
 // steps, a hostile one must end with an error rather than exhaust memory, stack or time.
-constexpr size_t kMaxStringBytes = size_t{16} << 20;  // any string, the output included
-constexpr size_t kMaxItems = size_t{1} << 20;         // any list
-constexpr int64_t kMaxSteps = 5'000'000;              // statements run plus loop iterations
-constexpr int kMaxExprDepth = 256;                    // nesting of one expression's syntax tree
+// (kMaxStringBytes: any string, the output included; kMaxItems: any list; jinja_value.h.)
+constexpr int64_t kMaxSteps = 5'000'000;  // statements run plus loop iterations
+constexpr int kMaxExprDepth = 256;        // nesting of one expression's syntax tree
 
 // Throws attn::Error("chat template: line N: what").
 [[noreturn]] void Fail(int line, const std::string& what);

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
+#include <cstring>  // memmem
 #include <ctime>
 #include <string_view>
 
@@ -27,7 +27,18 @@ const Value& Arg(const Args& a, size_t i, const char* name) {
 // Appends b to out unless that makes a string longer than kMaxStringBytes.
 void Append(std::string& out, std::string_view b) {
   if (out.size() + b.size() > kMaxStringBytes) throw Error("string longer than 16 MiB");
+  ChargeBytes(b.size());
   out += b;
+}
+
+// haystack.find(needle, pos) in linear time (glibc's memmem is two-way; std::string::find can take
+// |haystack| x |needle| steps, which a template could make hours).
+size_t FindText(std::string_view haystack, std::string_view needle, size_t pos = 0) {
+  if (pos > haystack.size()) return std::string::npos;
+  if (needle.empty()) return pos;
+  const void* p = memmem(haystack.data() + pos, haystack.size() - pos, needle.data(), needle.size());
+  return p == nullptr ? std::string::npos
+                      : static_cast<size_t>(static_cast<const char*>(p) - haystack.data());
 }
 
 bool IsNum(const Value& v) { return v.is_number() || v.kind() == Value::Kind::kBool; }
@@ -51,7 +62,8 @@ std::string Strip(const std::string& s, const Value& chars, bool left, bool righ
   std::u32string set;
   const bool ws = chars.is_undefined() || chars.is_none();
   if (!ws) set = Utf8ToCodePoints(chars.ToString());
-  auto strip = [&](char32_t c) { return ws ? IsSpace(c) : set.find(c) != std::u32string::npos; };
+  std::sort(set.begin(), set.end());
+  auto strip = [&](char32_t c) { return ws ? IsSpace(c) : std::binary_search(set.begin(), set.end(), c); };
   size_t b = 0, e = cs.size();
   if (left)
     while (b < e && strip(cs[b])) ++b;
@@ -87,6 +99,7 @@ std::string Title(const std::string& s) {
 }
 
 std::string Replace(const std::string& s, const std::string& old, const std::string& repl, int64_t count) {
+  ChargeBytes(s.size());
   if (old.empty()) {  // Python inserts repl around every code point
     const std::u32string cs = Utf8ToCodePoints(s);
     std::string out;
@@ -101,7 +114,7 @@ std::string Replace(const std::string& s, const std::string& old, const std::str
   size_t pos = 0;
   int64_t n = 0;
   for (;;) {
-    const size_t at = (count >= 0 && n >= count) ? std::string::npos : s.find(old, pos);
+    const size_t at = (count >= 0 && n >= count) ? std::string::npos : FindText(s, old, pos);
     if (at == std::string::npos) break;
     out.append(s, pos, at - pos);
     Append(out, repl);
@@ -114,6 +127,7 @@ std::string Replace(const std::string& s, const std::string& old, const std::str
 
 // Python's str.split(sep=None, maxsplit=-1).
 Array Split(const std::string& s, const Value& sep, int64_t maxsplit) {
+  ChargeBytes(s.size());
   Array out;
   if (sep.is_undefined() || sep.is_none()) {
     const std::u32string cs = Utf8ToCodePoints(s);
@@ -138,8 +152,8 @@ Array Split(const std::string& s, const Value& sep, int64_t maxsplit) {
   if (d.empty()) throw Error("empty separator");
   size_t pos = 0;
   for (;;) {
-    const size_t at =
-        (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit) ? std::string::npos : s.find(d, pos);
+    const size_t at = (maxsplit >= 0 && static_cast<int64_t>(out.size()) >= maxsplit) ? std::string::npos
+                                                                                      : FindText(s, d, pos);
     if (at == std::string::npos) break;
     out.push_back(Value::String(s.substr(pos, at - pos)));
     pos = at + d.size();
@@ -201,6 +215,7 @@ bool StartsOrEnds(const std::string& s, const Value& affix, bool start) {
 }
 
 Value StringMethod(const Value& self, const std::string& name) {
+  ChargeBytes(self.str().size());
   const std::string s = self.str();
   using F = std::function<Value(Args&)>;
   F f;
@@ -231,14 +246,17 @@ Value StringMethod(const Value& self, const std::string& name) {
     };
   } else if (name == "find" || name == "rfind" || name == "count") {
     f = [s, name](Args& a) {
+      ChargeBytes(s.size());
       const std::string sub = Arg(a, 0, "sub").ToString();
       if (name == "count") {
         if (sub.empty()) return Value::Int(static_cast<int64_t>(Utf8ToCodePoints(s).size()) + 1);
         int64_t n = 0;
-        for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
+        for (size_t p = FindText(s, sub); p != std::string::npos; p = FindText(s, sub, p + sub.size())) ++n;
         return Value::Int(n);
       }
-      const size_t at = name == "find" ? s.find(sub) : s.rfind(sub);
+      size_t at = FindText(s, sub);
+      if (name == "rfind")  // the last occurrence: each search starts past the one before
+        for (size_t next = at; next != std::string::npos; next = FindText(s, sub, at + 1)) at = next;
       return Value::Int(
           at == std::string::npos ? -1 : static_cast<int64_t>(Utf8ToCodePoints(s.substr(0, at)).size()));
     };
@@ -347,7 +365,9 @@ Value Attribute(const Value& item, const std::string& path, int line) {
 }
 
 Value SortKey(const Value& v, bool case_sensitive) {
-  return (!case_sensitive && v.is_string()) ? Value::String(Lower(v.str())) : v;
+  if (case_sensitive || !v.is_string()) return v;
+  ChargeDecode(v.str().size());
+  return Value::String(Lower(v.str()));
 }
 
 std::string HtmlEscape(const std::string& s) {
@@ -404,6 +424,7 @@ std::string Indent(const std::string& s, const Value& width, bool first, bool bl
 // a + b for strings, within kMaxStringBytes.
 std::string Joined(const std::string& a, const std::string& b, int line) {
   if (a.size() + b.size() > kMaxStringBytes) Fail(line, "string longer than 16 MiB");
+  ChargeBytes(a.size() + b.size());
   return a + b;
 }
 
@@ -429,6 +450,8 @@ Value Filtered(const std::string& name, const Value& v, Args& args, int line, bo
 }  // namespace
 
 Array Iterate(const Value& v, int line) {
+  if (v.is_array()) ChargeItems(v.array().size());
+  if (v.is_object()) ChargeItems(v.object().size());
   switch (v.kind()) {
     case Value::Kind::kUndefined:
       return {};
@@ -556,7 +579,7 @@ Value BinaryOp(const std::string& op, const Value& a, const Value& b, int line) 
     if (b.is_string()) {
       if (!a.is_string())
         Fail(line, std::string("'in <string>' requires string as left operand, not ") + a.TypeName());
-      in = b.str().find(a.str()) != std::string::npos;
+      in = FindText(b.str(), a.str()) != std::string::npos;
     } else if (b.is_array()) {
       in = std::any_of(b.array().begin(), b.array().end(), [&](const Value& x) { return Equal(x, a); });
     } else if (b.is_object()) {
@@ -748,22 +771,29 @@ Value ApplyFilter(const std::string& name, const Value& v, Args& a, int line) {
       const bool cs = Arg(a, is_sort ? 1 : 0, "case_sensitive").Truthy();
       const Value& attr = Arg(a, is_sort ? 2 : 1, "attribute");
       Array items = Iterate(v, line);
-      auto key = [&](const Value& x) {
-        return SortKey(attr.is_undefined() ? x : Attribute(x, attr.ToString(), line), cs);
-      };
+      // Each item's key once (lower-cased copies are not cheap), then the items in key order.
+      std::vector<Value> keys;
+      keys.reserve(items.size());
+      for (const Value& x : items)
+        keys.push_back(SortKey(attr.is_undefined() ? x : Attribute(x, attr.ToString(), line), cs));
       if (name == "unique") {
         Array out, seen;
-        for (const Value& x : items) {
-          const Value k = key(x);
-          if (std::none_of(seen.begin(), seen.end(), [&](const Value& s) { return Equal(s, k); }))
-            seen.push_back(k), out.push_back(x);
+        for (size_t i = 0; i < items.size(); ++i) {
+          if (std::none_of(seen.begin(), seen.end(), [&](const Value& k) { return Equal(k, keys[i]); }))
+            seen.push_back(keys[i]), out.push_back(items[i]);
         }
         return Value::MakeGenerator(std::move(out));
       }
       if (items.empty()) return Value();
-      std::stable_sort(items.begin(), items.end(), [&](const Value& x, const Value& y) {
-        return reverse ? Compare(key(y), key(x)) < 0 : Compare(key(x), key(y)) < 0;
+      std::vector<size_t> order(items.size());
+      for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+      std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) {
+        return reverse ? Compare(keys[y], keys[x]) < 0 : Compare(keys[x], keys[y]) < 0;
       });
+      Array sorted;
+      sorted.reserve(items.size());
+      for (const size_t i : order) sorted.push_back(items[i]);
+      items = std::move(sorted);
       if (name == "min") return items.front();
       if (name == "max") return items.back();
       return Value::MakeArray(std::move(items));

@@ -40,6 +40,7 @@ class Renderer {
 
   void Step(int line) {
     if (++steps_ > kMaxSteps) Fail(line, "the template ran more than 5,000,000 steps");
+    Charge(64);
   }
 
   Flow Exec(const Body& body) {
@@ -341,6 +342,7 @@ Template::Template(std::string_view source) : body_(std::make_shared<const Body>
 std::string Template::Render(const nlohmann::ordered_json& context, const RenderOptions& options) const {
   if (!context.is_object()) throw Error("chat template: the context must be a JSON object");
   std::string out;
+  WorkBudget budget;
   Renderer r(options, &out);
   r.PushScope();  // globals
   r.Define("raise_exception", Value::MakeFunction([](Args& a) -> Value {

@@ -10,6 +10,29 @@
 
 namespace attn::jinja {
 
+namespace {
+thread_local int64_t* tl_work = nullptr;
+thread_local WorkBudget* tl_budget = nullptr;
+}  // namespace
+
+WorkBudget::WorkBudget() : outer_(tl_budget) {
+  tl_budget = this;
+  tl_work = &used_;
+}
+WorkBudget::~WorkBudget() {
+  tl_budget = outer_;
+  tl_work = outer_ ? &outer_->used_ : nullptr;
+}
+
+void Charge(int64_t units) {
+  if (tl_work == nullptr) return;
+  *tl_work += units;
+  if (*tl_work > kMaxWork)
+    throw Error(
+        "chat template: the template takes too much work (over 2^30 units: bytes copied or compared, items "
+        "visited)");
+}
+
 Value Value::None() {
   Value v;
   v.kind_ = Kind::kNone;
@@ -34,6 +57,7 @@ Value Value::Float(double d) {
   return v;
 }
 Value Value::String(std::string s) {
+  ChargeBytes(s.size());
   Value v;
   v.kind_ = Kind::kString;
   v.s_ = std::make_shared<const std::string>(std::move(s));
@@ -45,6 +69,7 @@ Value Value::Markup(std::string s) {
   return v;
 }
 Value Value::MakeArray(Array a) {
+  ChargeItems(a.size());
   Value v;
   v.kind_ = Kind::kArray;
   for (const Value& e : a) v.Adopt(e);
@@ -52,6 +77,7 @@ Value Value::MakeArray(Array a) {
   return v;
 }
 Value Value::MakeObject(Object o) {
+  ChargeItems(o.size());
   Value v;
   v.kind_ = Kind::kObject;
   for (const auto& [k, e] : o) v.Adopt(k), v.Adopt(e);
@@ -272,6 +298,7 @@ void JsonByte(unsigned char c, std::string& out) {
 }
 
 void JsonString(const std::string& s, bool ensure_ascii, std::string& out) {
+  ChargeBytes(s.size());
   out += '"';
   if (ensure_ascii) {  // every code point past ASCII as \uXXXX (astral ones as a surrogate pair)
     for (const char32_t c : Utf8ToCodePoints(s)) {
@@ -299,6 +326,8 @@ void ToJsonAt(const Value& v, const Value::JsonOptions& opt, int depth, std::str
   const char* item_sep = opt.item_separator ? opt.item_separator : indent >= 0 ? "," : ", ";
   const char* key_sep = opt.key_separator ? opt.key_separator : ": ";
   if (depth > 512) throw Error("chat template: tojson: value nested too deeply");
+  if (out.size() > kMaxStringBytes) throw Error("chat template: tojson: longer than 16 MiB");
+  ChargeItems(1);
   auto newline = [&](int d) {
     out += '\n';
     out.append(static_cast<size_t>(indent * d), ' ');
@@ -390,6 +419,46 @@ std::string Value::ToString() const {
   }
 }
 
+namespace {
+
+// Repr into out, within kMaxStringBytes (a list of a million references to one long string is
+// small in memory, not in print).
+void ReprTo(const Value& v, std::string& out) {
+  if (out.size() > kMaxStringBytes) throw Error("chat template: a value printed longer than 16 MiB");
+  ChargeItems(1);
+  switch (v.kind()) {
+    case Value::Kind::kArray:
+      if (v.is_generator()) {
+        out += "<generator object>";
+        return;
+      }
+      out += '[';
+      for (size_t i = 0; i < v.array().size(); ++i) {
+        if (i) out += ", ";
+        ReprTo(v.array()[i], out);
+      }
+      out += ']';
+      return;
+    case Value::Kind::kObject:
+      out += v.is_namespace() ? "<Namespace {" : "{";
+      for (size_t i = 0; i < v.object().size(); ++i) {
+        if (i) out += ", ";
+        ReprTo(v.object()[i].first, out);
+        out += ": ";
+        ReprTo(v.object()[i].second, out);
+      }
+      out += v.is_namespace() ? "}>" : "}";
+      return;
+    default: {
+      const std::string s = v.Repr();
+      ChargeBytes(s.size());
+      out += s;
+    }
+  }
+}
+
+}  // namespace
+
 std::string Value::Repr() const {
   switch (kind_) {
     case Kind::kUndefined:
@@ -404,17 +473,11 @@ std::string Value::Repr() const {
       return FloatRepr(d_);
     case Kind::kString:
       return StringRepr(*s_);
-    case Kind::kArray: {
-      if (generator_) return "<generator object>";
-      std::string out = "[";
-      for (size_t i = 0; i < a_->size(); ++i) out += (i ? ", " : "") + (*a_)[i].Repr();
-      return out + "]";
-    }
+    case Kind::kArray:
     case Kind::kObject: {
-      std::string out = namespace_ ? "<Namespace {" : "{";
-      for (size_t i = 0; i < o_->size(); ++i)
-        out += (i ? ", " : "") + (*o_)[i].first.Repr() + ": " + (*o_)[i].second.Repr();
-      return out + (namespace_ ? "}>" : "}");
+      std::string out;
+      ReprTo(*this, out);
+      return out;
     }
     case Kind::kFunction:
       return "<function>";
@@ -429,6 +492,7 @@ std::string Value::ToJson(const JsonOptions& options) const {
 }
 
 bool Equal(const Value& a, const Value& b) {
+  Charge(8);
   using K = Value::Kind;
   const bool a_num = a.is_number() || a.kind() == K::kBool, b_num = b.is_number() || b.kind() == K::kBool;
   if (a_num && b_num) {
@@ -445,6 +509,7 @@ bool Equal(const Value& a, const Value& b) {
     case K::kNone:
       return true;
     case K::kString:
+      ChargeBytes(std::min(a.str().size(), b.str().size()));
       return a.str() == b.str();
     case K::kArray: {
       if (a.array().size() != b.array().size()) return false;
@@ -466,13 +531,17 @@ bool Equal(const Value& a, const Value& b) {
 }
 
 int Compare(const Value& a, const Value& b) {
+  Charge(8);
   using K = Value::Kind;
   const bool a_num = a.is_number() || a.kind() == K::kBool, b_num = b.is_number() || b.kind() == K::kBool;
   if (a_num && b_num) {
     const double x = a.number(), y = b.number();
     return x < y ? -1 : x > y ? 1 : 0;
   }
-  if (a.is_string() && b.is_string()) return a.str() < b.str() ? -1 : a.str() > b.str() ? 1 : 0;
+  if (a.is_string() && b.is_string()) {
+    ChargeBytes(std::min(a.str().size(), b.str().size()));
+    return a.str().compare(b.str()) < 0 ? -1 : a.str() == b.str() ? 0 : 1;
+  }
   if (a.is_array() && b.is_array()) {
     const size_t n = std::min(a.array().size(), b.array().size());
     for (size_t i = 0; i < n; ++i) {
@@ -485,6 +554,7 @@ int Compare(const Value& a, const Value& b) {
 }
 
 std::u32string Utf8ToCodePoints(std::string_view s) {
+  ChargeDecode(s.size());
   std::u32string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
@@ -509,6 +579,7 @@ std::u32string Utf8ToCodePoints(std::string_view s) {
 }
 
 std::string CodePointsToUtf8(std::u32string_view s) {
+  ChargeDecode(s.size());
   std::string out;
   out.reserve(s.size());
   for (const char32_t c : s) tokenizer::AppendUtf8(static_cast<uint32_t>(c), out);

@@ -18,6 +18,8 @@ namespace attn::jinja {
 
 class Value;
 constexpr int kMaxValueDepth = 256;
+constexpr size_t kMaxStringBytes = size_t{16} << 20;
+constexpr size_t kMaxItems = size_t{1} << 20;
 using Array = std::vector<Value>;
 using Object = std::vector<std::pair<Value, Value>>;  // insertion order, keys unique (str, int, ...)
 
@@ -112,6 +114,29 @@ class Value {
   std::shared_ptr<const Array> a_;
   std::shared_ptr<Object> o_;
   std::shared_ptr<const Function> f_;
+};
+
+// The work of one render on this thread, in units of about a byte copied or compared, or an item
+// visited: every primitive whose cost grows with its data charges it, so that a hostile template
+// (sorting a million copies of a 16 MiB string, printing them) ends with attn::Error instead of
+// running for hours. WorkBudget installs a fresh budget for its lifetime (Template::Render);
+// Charge outside one does nothing.
+// A unit is about a nanosecond of this machine's time, so the budget is about a second.
+constexpr int64_t kMaxWork = int64_t{1} << 30;
+void Charge(int64_t units);
+inline void ChargeBytes(size_t n) { Charge(static_cast<int64_t>(n / 4) + 1); }   // copied, compared
+inline void ChargeDecode(size_t n) { Charge(2 * static_cast<int64_t>(n) + 1); }  // UTF-8 <-> code points
+inline void ChargeItems(size_t n) { Charge(16 * static_cast<int64_t>(n) + 1); }  // values copied
+class WorkBudget {
+ public:
+  WorkBudget();
+  ~WorkBudget();
+  WorkBudget(const WorkBudget&) = delete;
+  WorkBudget& operator=(const WorkBudget&) = delete;
+
+ private:
+  int64_t used_ = 0;
+  WorkBudget* outer_;
 };
 
 // Python's ==, and <, > for numbers and strings (a TypeError otherwise: attn::Error).

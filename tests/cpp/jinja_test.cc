@@ -175,5 +175,28 @@ TEST(Jinja, ErrorsNameTheProblem) {
       std::string::npos);
 }
 
+// Templates come from model files: work that grows with the data is bounded, whatever its shape
+// (each case ends within seconds, with an error or an answer).
+TEST(Jinja, HostileTemplatesEnd) {
+  auto error_of = [](const std::string& source) -> std::string {
+    try {
+      return "(rendered) " + Render(source).substr(0, 40);
+    } catch (const Error& e) {
+      return e.what();
+    }
+  };
+  const std::string big = "{% set s = 'x' * 16000000 %}{% set l = [s] * 1000000 %}";
+  EXPECT_NE(error_of(big + "{{ l | sort | length }}").find("too much work"), std::string::npos);
+  EXPECT_NE(error_of(big + "{{ l }}").find("longer than 16 MiB"), std::string::npos);
+  EXPECT_NE(error_of(big + "{{ l | tojson }}").find("longer than 16 MiB"), std::string::npos);
+  EXPECT_NE(error_of(big + "{% for x in l %}{% set t = x ~ '' %}{% endfor %}").find("too much work"),
+            std::string::npos);
+  EXPECT_NE(error_of("{{ range(100000) | unique | list | length }}").find("too much work"),
+            std::string::npos);
+  // Searching long texts is linear, and so is stripping with a long set of characters.
+  EXPECT_EQ(error_of("{{ ('a' * 8000000 ~ 'b') in ('a' * 16000000) }}"), "(rendered) False");
+  EXPECT_EQ(error_of("{{ ('a' * 1000000).strip('b' * 1000000) | length }}"), "(rendered) 1000000");
+}
+
 }  // namespace
 }  // namespace attn::jinja
