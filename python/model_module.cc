@@ -11,6 +11,7 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/string_view.h>
 #include <nanobind/stl/tuple.h>
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
@@ -31,6 +32,7 @@
 #include "attn/heads.h"
 #include "attn/model.h"
 #include "attn/perplexity.h"
+#include "tokenizer/jinja.h"
 
 namespace nb = nanobind;
 
@@ -236,6 +238,25 @@ nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_log
 }  // namespace
 
 void BindModel(nb::module_& m) {
+  // A chat template (or any Jinja text) parsed once and run by attn's interpreter, without a model:
+  // for checking a template, and for measuring the interpreter against jinja2.
+  nb::class_<attn::jinja::Template>(m, "JinjaTemplate")
+      .def(nb::init<std::string_view>(), nb::arg("source"))
+      .def(
+          "render",
+          [](const attn::jinja::Template& t, const std::string& context_json, const std::string& now) {
+            nlohmann::ordered_json context;
+            try {
+              context = nlohmann::ordered_json::parse(context_json);
+            } catch (const nlohmann::json::exception& e) {
+              throw attn::Error(std::string("render_template: the variables are not JSON: ") + e.what());
+            }
+            attn::jinja::RenderOptions options;
+            options.now = now;
+            nb::gil_scoped_release release;
+            return t.Render(context, options);
+          },
+          nb::arg("context_json"), nb::arg("now"));
   // The KV caches of one sequence (a conversation), kept between generate calls. The session keeps
   // its model alive.
   nb::class_<attn::Session>(m, "Session")

@@ -19,7 +19,7 @@ from . import circuits
 from .model import HookPoint, Model, Session
 from .train import Trainer
 
-__all__ = ["sdpa", "sdpa_backward", "KVCache", "Model", "Session", "HookPoint", "Trainer", "circuits", "simd_targets", "set_simd_target", "current_simd_target"]
+__all__ = ["sdpa", "sdpa_backward", "KVCache", "Model", "Session", "HookPoint", "Trainer", "circuits", "simd_targets", "set_simd_target", "current_simd_target", "ChatTemplate", "render_template"]
 
 simd_targets = _attn.simd_targets
 set_simd_target = _attn.set_simd_target
@@ -252,3 +252,34 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self._cache.capacity
+
+
+class ChatTemplate:
+    """A Jinja text, such as a model's chat template (Model.chat_template), parsed once by attn's
+    interpreter (the one Model.apply_chat_template uses) and rendered the way Hugging Face
+    transformers renders chat templates:
+
+        t = attn.ChatTemplate(model.chat_template)
+        t.render(messages=[{"role": "user", "content": "Hi"}], add_generation_prompt=True, tools=[...])
+
+    `now` ("YYYY-MM-DD HH:MM:SS") fixes what strftime_now() sees (default: the local time). Raises
+    ValueError naming the line for a template that does not parse, fails or raises."""
+
+    def __init__(self, source: str):
+        if not isinstance(source, str):
+            raise TypeError(f"ChatTemplate: source must be a str, got {type(source).__name__}")
+        self._t = _attn.JinjaTemplate(source)
+
+    def render(self, *, now: str | None = None, **variables) -> str:
+        import json
+
+        try:
+            text = json.dumps(variables, ensure_ascii=False)
+        except TypeError as e:
+            raise TypeError(f"ChatTemplate.render: the variables must be JSON data: {e}") from None
+        return self._t.render(text, now or "")
+
+
+def render_template(source: str, /, *, now: str | None = None, **variables) -> str:
+    """ChatTemplate(source).render(now=now, **variables): one Jinja text rendered once."""
+    return ChatTemplate(source).render(now=now, **variables)

@@ -235,3 +235,27 @@ def test_info_says_how_chat_prompts_are_built(tmp_path):
         m = _with_template(tmp_path, file)
         r = subprocess.run([ATTN_BIN, "info", m.path], capture_output=True, text=True, timeout=60)
         assert r.returncode == 0 and f"chat template: {want} as Jinja" in r.stdout, r.stdout[-300:]
+
+
+def test_chat_template_class_renders_every_fixture_case():
+    """attn.ChatTemplate (no model) on every real template and case of the jinja2 fixture."""
+    with open(os.path.join(FIXTURES, "chat_templates_jinja.json"), encoding="utf-8") as f:
+        fixture = json.load(f)
+    now = fixture["strftime_now"].replace("T", " ")
+    checked = 0
+    for t in fixture["templates"]:
+        with open(os.path.join(FIXTURES, "chat_templates", t["file"]), encoding="utf-8") as f:
+            tmpl = attn.ChatTemplate(f.read())
+        for case in t["cases"]:
+            if "rendered" in case:
+                assert tmpl.render(now=now, **case["context"]) == case["rendered"], (t["file"], case["name"])
+            else:
+                with pytest.raises(ValueError):
+                    tmpl.render(now=now, **case["context"])
+            checked += 1
+    assert checked == 700
+    assert attn.render_template("{{ x | tojson }}", x={"a": [1, 2.5, None]}) == '{"a": [1, 2.5, null]}'
+    with pytest.raises(ValueError, match="line 2: unknown or unsupported statement 'include'"):
+        attn.ChatTemplate("ok\n{% include 'x' %}")
+    with pytest.raises(TypeError, match="must be JSON data"):
+        attn.render_template("{{ x }}", x=object())
