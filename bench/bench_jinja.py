@@ -88,8 +88,10 @@ def main() -> int:
 
     from bench_model import machine, write_section
 
-    cmd = "PYTHONPATH=build/python " + shlex.join([os.path.relpath(sys.executable, ROOT), "bench/bench_jinja.py",
-                                                  *sys.argv[1:]])
+    exe = sys.executable
+    if exe.startswith(ROOT + os.sep):
+        exe = os.path.relpath(exe, ROOT)
+    cmd = "PYTHONPATH=build/python " + shlex.join([exe, "bench/bench_jinja.py", *sys.argv[1:]])
     git = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     lines = [BEGIN, "## Chat templates: attn's Jinja interpreter vs jinja2", "",
              f"- Date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; machine: {machine()}",
