@@ -16,8 +16,10 @@
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <memory>
 #include <set>
 #include <span>
@@ -32,6 +34,8 @@
 #include "attn/heads.h"
 #include "attn/model.h"
 #include "attn/perplexity.h"
+#include "serve/openai.h"
+#include "serve/prepare.h"
 #include "tokenizer/jinja.h"
 
 namespace nb = nanobind;
@@ -440,6 +444,39 @@ void BindModel(nb::module_& m) {
       .def_prop_ro("chat_format", [](const attn::Model& model) { return model.tokenizer().chat_format(); })
       .def_prop_ro("chat_template",
                    [](const attn::Model& model) { return model.tokenizer().chat_template(); })
+      // An OpenAI completion / chat-completion request body answered as attn serve answers it
+      // (serve::ParseRequest, serve::Prepare, serve::ResponseJson), without the server: choices one
+      // after the other, no streaming.
+      .def(
+          "openai",
+          [](const attn::Model& model, const std::string& body, bool chat, bool jinja, bool reasoning,
+             int threads) {
+            attn::serve::Request r = attn::serve::ParseRequest(
+                body, chat ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions);
+            if (r.stream) throw attn::Error("stream = true is not supported here (attn serve streams)");
+            attn::serve::Settings settings;
+            settings.jinja = jinja;
+            settings.reasoning = reasoning;
+            settings.threads = threads;
+            attn::serve::Prepared p = attn::serve::Prepare(model, r, settings);
+            std::vector<attn::GenerateResult> results;
+            {
+              nb::gil_scoped_release release;
+              for (int i = 0; i < r.n; ++i) {
+                attn::GenerateOptions o = p.options;
+                o.sampling.seed += static_cast<uint64_t>(i);
+                results.push_back(attn::GenerateFromTokens(model, p.tokens, o));
+              }
+            }
+            static std::atomic<int64_t> next_id{0};
+            const std::string& path = model.path();
+            const attn::serve::ResponseInfo info{
+                std::string(chat ? "chatcmpl-" : "cmpl-") + "py" + std::to_string(++next_id),
+                static_cast<int64_t>(std::time(nullptr)), path.substr(path.find_last_of('/') + 1)};
+            return attn::serve::ResponseJson(
+                r, info, results, [&model](int32_t t) { return model.tokenizer().TokenToPiece(t); });
+          },
+          nb::arg("body"), nb::arg("chat"), nb::arg("jinja"), nb::arg("reasoning"), nb::arg("threads"))
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,
               bool add_generation_prompt, int mode) {

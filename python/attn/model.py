@@ -295,6 +295,33 @@ class Model:
         pairs = [(m["role"], m["content"]) for m in dicts]
         return self._m.apply_chat_template(pairs, add_generation_prompt, 0 if jinja is None else 1)
 
+    def create_chat_completion(self, messages: Sequence[dict], *, jinja: bool = False,
+                               reasoning_format: str = "deepseek", threads: int | None = None, **params) -> dict:
+        """OpenAI's chat completion, answered in this process as `attn serve` answers
+        /v1/chat/completions (the same request parser, prompt and response code): messages, then any of
+        its fields as keywords (max_tokens, temperature, top_p, seed, stop, n, logprobs / top_logprobs,
+        response_format, tools / tool_choice, grammar, json_schema, chat_template_kwargs, ...). Returns
+        the response as a dict ({"choices": [{"message": {...}, "finish_reason": ...}], "usage": ...}).
+        jinja=True and reasoning_format="none" are serve's --jinja and --reasoning-format none. Not
+        streamed; the n choices run one after the other. ValueError names a bad field."""
+        return self._openai({"messages": list(messages), **params}, True, jinja, reasoning_format, threads)
+
+    def create_completion(self, prompt: str | Sequence[int], *, threads: int | None = None, **params) -> dict:
+        """OpenAI's (legacy) completion, answered as `attn serve` answers /v1/completions: the prompt
+        (text or token ids), then its fields as keywords (max_tokens defaults to 16 as in OpenAI's API;
+        logprobs, echo, n, stop, grammar, ...). Returns the response as a dict."""
+        return self._openai({"prompt": prompt if isinstance(prompt, str) else list(prompt), **params}, False,
+                            False, "none", threads)
+
+    def _openai(self, body: dict, chat: bool, jinja: bool, reasoning_format: str, threads) -> dict:
+        if reasoning_format not in ("deepseek", "none"):
+            raise ValueError(f"reasoning_format = {reasoning_format!r} (deepseek or none)")
+        try:
+            text = json.dumps(body, ensure_ascii=False)
+        except TypeError as e:
+            raise TypeError(f"the request's fields must be JSON data: {e}") from None
+        return json.loads(self._m.openai(text, chat, bool(jinja), reasoning_format == "deepseek", _threads(threads)))
+
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.0,
                  seed: int | None = None, *, top_k: int = 40, top_p: float = 0.95, min_p: float = 0.05,
                  repetition_penalty: float = 1.0, stop: Sequence[str] | None = None, chat: bool = False,

@@ -382,8 +382,9 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
   if (Find(j, "n")) r.n = static_cast<int>(Integer(j, "n", 1, kMaxChoices));
   ReadConstraint(j, ordered_body, r);
   if (tools) {
-    if (r.json || !r.grammar.empty() || !r.json_schema.empty())
-      Fail("tools and response_format (json), grammar or json_schema exclude each other");
+    // A constraint of the request's own only goes with a model's own tool format (decided later,
+    // serve::ChatPromptText, which refuses it for the generic form).
+    r.tools_constraint = r.json || !r.grammar.empty() || !r.json_schema.empty();
     if (r.stream && r.logprobs >= 0) Fail("tools with stream and logprobs is not supported by attn serve");
     for (size_t i = 0; i < tools->tools.size(); ++i) {
       try {
@@ -395,12 +396,13 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     r.tools = true;
     r.template_tools = ordered_body()["tools"];
     r.tool_choice = tools->choice;
-    r.json_schema = ToolAnswerSchema(*tools);
+    r.tool_schema = ToolAnswerSchema(*tools);
     try {
-      Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.json_schema)));
+      Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.tool_schema)));
     } catch (const Error& e) {
       Fail(std::string("tools: ") + e.what());
     }
+    if (!r.tools_constraint) r.json_schema = r.tool_schema;
     // The tools' description joins the system message (or becomes one).
     const std::string instructions = ToolInstructions(*tools);
     if (!r.messages.empty() && r.messages[0].first == "system") {

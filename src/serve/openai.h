@@ -37,6 +37,10 @@ struct Request {
   nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
   nlohmann::ordered_json template_tools;  // null without tools
   std::string tool_choice = "auto";
+  // The generic form's answer schema (json_schema holds it too unless the request has a
+  // constraint of its own, tools_constraint, which only a model's own tool format allows).
+  std::string tool_schema;
+  bool tools_constraint = false;
   // Set by the server: tools in the model's own format (serve/tools.h) instead of the generic JSON
   // answer (kGeneric); json_schema is then cleared and the answer read in that format.
   ToolFormat tool_format = ToolFormat::kGeneric;

@@ -259,3 +259,18 @@ def test_chat_template_class_renders_every_fixture_case():
         attn.ChatTemplate("ok\n{% include 'x' %}")
     with pytest.raises(TypeError, match="must be JSON data"):
         attn.render_template("{{ x }}", x=object())
+
+
+def test_create_chat_completion_reads_tools_and_reasoning_in_process(tmp_path):
+    """Model.create_chat_completion(jinja=True) on Qwen3's template: the same reading as attn serve."""
+    m = _with_template(tmp_path, "Qwen-Qwen3-0.6B.jinja", **{"qwen2.context_length": 2048})
+    grammar = ('root ::= "<think>\\nNeed the weather.\\n</think>\\n\\n<tool_call>\\n'
+               '{\\"name\\": \\"get_weather\\", \\"arguments\\": {\\"city\\": \\"Paris\\"}}\\n</tool_call>"')
+    r = m.create_chat_completion([{"role": "user", "content": "Weather in Paris?"}], jinja=True, tools=TOOLS,
+                                 grammar=grammar, max_tokens=300, temperature=0)
+    choice = r["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    assert choice["message"]["reasoning_content"] == "Need the weather."
+    assert choice["message"]["content"] is None
+    call = choice["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}

@@ -24,6 +24,7 @@
 #include "attn/generate.h"
 #include "attn/model_options.h"
 #include "serve/openai.h"
+#include "serve/prepare.h"
 #include "serve/reasoning.h"
 #include "serve/slots.h"
 #include "serve/tools.h"
@@ -88,10 +89,8 @@ class Server {
         pooling_(ParsePooling(args.pooling)),
         kv_dtype_(args.kv_dtype),
         threads_(args.model.threads),
-        context_keep_(args.context_keep),
-        lookup_(args.lookup),
-        jinja_(args.jinja),
-        reasoning_(args.reasoning_format == "deepseek"),
+        settings_{args.jinja, args.reasoning_format == "deepseek", args.model.threads, args.context_keep,
+                  args.lookup},
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -148,7 +147,8 @@ class Server {
     // llama.cpp's /apply-template: a chat request's prompt text, without generating.
     http.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
       serve::Request r = serve::ParseRequest(req.body, serve::Endpoint::kChatCompletions);
-      res.set_content(json{{"prompt", ChatPrompt(r)}}.dump(-1, ' ', false, json::error_handler_t::replace),
+      res.set_content(json{{"prompt", serve::ChatPromptText(model_->tokenizer(), r, settings_.jinja)}}.dump(
+                          -1, ' ', false, json::error_handler_t::replace),
                       "application/json");
     });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
@@ -194,83 +194,13 @@ class Server {
   const std::string& name() const { return name_; }
 
  private:
-  // A chat request's prompt text: the chat template (Tokenizer::ApplyChatTemplate; the file's Jinja
-  // with --jinja or chat_template_kwargs, which become template variables). With tools, --jinja
-  // and a template with a tool format of its own (serve/tools.h) the tools go to the template and
-  // the answer is read in that format (tool_format; tool_choice "auto" only: the model's format
-  // has no way to force a call), else the generic form ParseRequest prepared is kept.
-  std::string ChatPrompt(serve::Request& r) const {
-    const Tokenizer& tok = model_->tokenizer();
-    const serve::ToolFormat format = serve::TemplateToolFormat(tok.chat_template());
-    if (r.tools && jinja_ && r.tool_choice == "auto" && format != serve::ToolFormat::kGeneric) {
-      nlohmann::ordered_json context = r.chat_template_kwargs;
-      context["messages"] = r.template_messages;
-      context["tools"] = r.template_tools;
-      context["add_generation_prompt"] = true;
-      r.tool_format = format;
-      r.json_schema.clear();
-      return tok.RenderChatTemplate(
-          context.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
-    }
-    if (!jinja_ && r.chat_template_kwargs.empty()) {
-      std::vector<Tokenizer::Message> messages;
-      for (const auto& [role, content] : r.messages) messages.push_back({role, content});
-      return tok.ApplyChatTemplate(messages, true);
-    }
-    nlohmann::ordered_json context = r.chat_template_kwargs;
-    context["messages"] = nlohmann::ordered_json::array();
-    for (const auto& [role, content] : r.messages)
-      context["messages"].push_back({{"role", role}, {"content", content}});
-    context["add_generation_prompt"] = true;
-    return tok.RenderChatTemplate(
-        context.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace));
-  }
-
-  int32_t TokenId(const json& t) const {
-    const int64_t vocab = model_->tokenizer().vocab_size();
-    if (!t.is_number_integer() || t.get<int64_t>() < 0 || t.get<int64_t>() >= vocab)
-      throw Error("token id " + t.dump() + " is not in [0, " + std::to_string(vocab) + ")");
-    return static_cast<int32_t>(t.get<int64_t>());
-  }
+  int32_t TokenId(const json& t) const { return serve::CheckedTokenId(model_->tokenizer(), t); }
 
   void Complete(const httplib::Request& req, httplib::Response& res, serve::Endpoint endpoint) {
     auto request = std::make_shared<serve::Request>(serve::ParseRequest(req.body, endpoint));
-    const Tokenizer& tok = model_->tokenizer();
-    std::vector<int32_t> tokens;
-    if (endpoint == serve::Endpoint::kChatCompletions) {
-      const std::string prompt = ChatPrompt(*request);  // may switch the request to native tools
-      // The think block of reasoning models apart (not with the generic tools' JSON answer).
-      request->reasoning =
-          reasoning_ && !(request->tools && request->tool_format == serve::ToolFormat::kGeneric);
-      request->thinking_open = request->reasoning && serve::PromptOpensThinking(prompt);
-      tokens = tok.EncodePrompt(prompt);
-    } else if (request->prompt_tokens) {
-      for (int32_t id : *request->prompt_tokens) tokens.push_back(TokenId(id));
-    } else {
-      tokens = tok.EncodePrompt(request->prompt);
-    }
-    const int64_t context = model_->config().context_length, n_prompt = static_cast<int64_t>(tokens.size());
-    if (n_prompt >= context)
-      throw Error("the prompt has " + std::to_string(n_prompt) + " tokens; the model's context holds " +
-                  std::to_string(context) + " (prompt and completion together)");
-    for (const auto& [id, bias] : request->sampling.logit_bias) (void)TokenId(id);  // in the vocabulary
-    GenerateOptions options;
-    options.max_tokens = request->max_tokens.value_or(
-        endpoint == serve::Endpoint::kCompletions ? 16 : static_cast<int>(context - n_prompt));
-    options.sampling = request->sampling;
-    if (!request->seeded) {
-      std::random_device rd;
-      options.sampling.seed = uint64_t{rd()} << 32 | rd();
-    }
-    options.stop = request->stop;
-    options.threads = threads_;
-    options.context_keep = context_keep_;
-    options.lookup = lookup_;
-    options.logprobs = request->logprobs;
-    options.prompt_logprobs = request->echo;
-    options.json = request->json;
-    options.grammar = request->grammar;
-    options.json_schema = request->json_schema;
+    serve::Prepared prepared = serve::Prepare(*model_, *request, settings_);
+    const std::vector<int32_t>& tokens = prepared.tokens;
+    const GenerateOptions& options = prepared.options;
     const bool chat = endpoint == serve::Endpoint::kChatCompletions;
     auto info = std::make_shared<serve::ResponseInfo>(
         serve::ResponseInfo{std::string(chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_),
@@ -440,10 +370,7 @@ class Server {
   Pooling pooling_;
   DType kv_dtype_;
   int threads_;
-  int64_t context_keep_;
-  int lookup_;
-  bool jinja_;
-  bool reasoning_;
+  serve::Settings settings_;
   std::string name_;
   std::atomic<uint64_t> next_id_{0};
 };
