@@ -429,6 +429,14 @@ json ChatMessage(const Request& request, const std::string& text, const std::str
   *calls = false;
   json message = request.tools ? ToolMessageOf(request, text, id_prefix, calls)
                                : json{{"role", "assistant"}, {"content", text}};
+  if (request.harmony && request.reasoning && !request.tools) {
+    const std::optional<HarmonyAnswer> h = ParseHarmony(text);
+    if (h && h->calls.empty()) {
+      if (!h->reasoning.empty()) message["reasoning_content"] = h->reasoning;
+      message["content"] = h->content;
+    }
+    return message;
+  }
   if (request.reasoning && message["content"].is_string()) {
     const ReasoningSplitter::Out split =
         SplitReasoning(message["content"].get<std::string>(), request.thinking_open);

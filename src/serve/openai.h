@@ -48,6 +48,9 @@ struct Request {
   // goes to reasoning_content; thinking_open: the prompt itself opened the block.
   bool reasoning = false;
   bool thinking_open = false;
+  // Set by the server: the model answers in gpt-oss's harmony channels (serve::ParseHarmony); with
+  // reasoning, a whole answer's analysis channel goes to reasoning_content, its final one to content.
+  bool harmony = false;
   // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
   // end of the turn or the context for chat.
   std::optional<int> max_tokens;

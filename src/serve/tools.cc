@@ -219,6 +219,8 @@ ojson TemplateMessage(const nlohmann::json& m, size_t i, const std::string& role
 }
 
 ToolFormat TemplateToolFormat(const std::string& t) {
+  if (t.find("<|channel|>") != std::string::npos && t.find("<|start|>") != std::string::npos)
+    return ToolFormat::kHarmony;
   if (t.find("[TOOL_CALLS]") != std::string::npos) return ToolFormat::kMistral;
   if (t.find("<tool_call>") != std::string::npos) return ToolFormat::kToolCallTags;
   if (t.find("<|start_header_id|>") != std::string::npos && t.find("\"parameters\"") != std::string::npos)
@@ -355,6 +357,58 @@ std::optional<std::vector<ojson>> Llama3Calls(const std::string& text) {
   return std::vector<ojson>{*call};
 }
 
+}  // namespace
+
+std::optional<HarmonyAnswer> ParseHarmony(const std::string& text) {
+  HarmonyAnswer out;
+  size_t pos = 0;
+  bool first = true;
+  while (pos < text.size()) {
+    // One message: [recipient] [<|channel|>C ...] <|message|> BODY [<|end|> | <|call|> | <|return|>]
+    const size_t next_start = text.find("<|start|>", pos);
+    const size_t msg = text.find("<|message|>", pos);
+    if (msg == std::string::npos || (next_start != std::string::npos && next_start < msg)) {
+      // No header: plain text (an answer written without channels), kept only at the start.
+      const size_t end = next_start == std::string::npos ? text.size() : next_start;
+      if (first) out.content += text.substr(pos, end - pos);
+      pos = end == text.size() ? end : end + 9;
+      first = false;
+      continue;
+    }
+    const std::string header = text.substr(pos, msg - pos);
+    size_t body_end = text.size(), after = text.size();
+    for (const std::string stop : {"<|end|>", "<|call|>", "<|return|>", "<|start|>"}) {
+      const size_t at = text.find(stop, msg + 11);
+      if (at != std::string::npos && at < body_end) {
+        body_end = at;
+        after = stop == "<|start|>" ? at : at + stop.size();
+      }
+    }
+    const std::string body = text.substr(msg + 11, body_end - msg - 11);
+    auto word_after = [&header](const std::string& mark) -> std::optional<std::string> {
+      const size_t at = header.find(mark);
+      if (at == std::string::npos) return std::nullopt;
+      const size_t b = at + mark.size(), e = header.find_first_of(" <", b);
+      return header.substr(b, e == std::string::npos ? std::string::npos : e - b);
+    };
+    if (const std::optional<std::string> name = word_after("to=functions.")) {
+      const std::optional<ojson> args = ParseJson(Trim(body));
+      if (name->empty() || !args || !args->is_object()) return std::nullopt;
+      out.calls.push_back(ojson{{"name", *name}, {"arguments", *args}});
+    } else if (word_after("<|channel|>").value_or("") == "analysis") {
+      out.reasoning += (out.reasoning.empty() ? "" : "\n") + body;
+    } else {
+      out.content += body;
+    }
+    pos = after;
+    if (text.compare(pos, 9, "<|start|>") == 0) pos += 9;
+    first = false;
+  }
+  return out;
+}
+
+namespace {
+
 // Nine letters and digits from the prefix and index (Mistral's templates want exactly that).
 std::string MistralId(const std::string& prefix, size_t k) {
   static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -377,6 +431,17 @@ nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& tex
   if (format == ToolFormat::kToolCallTags) calls = TagCalls(text, &content);
   if (format == ToolFormat::kMistral) calls = MistralCalls(text, &content);
   if (format == ToolFormat::kLlama3Json) calls = Llama3Calls(text);
+  if (format == ToolFormat::kHarmony) {
+    std::optional<HarmonyAnswer> h = ParseHarmony(text);
+    if (!h) return message;
+    if (!h->reasoning.empty()) message["reasoning_content"] = h->reasoning;
+    content = std::move(h->content);
+    if (h->calls.empty()) {
+      message["content"] = content;
+      return message;
+    }
+    calls = std::move(h->calls);
+  }
   if (!calls) return message;
   nlohmann::json list = nlohmann::json::array();
   for (size_t k = 0; k < calls->size(); ++k) {

@@ -56,9 +56,12 @@ nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, 
 //   kMistral (Mistral Nemo / Small, Devstral, Ministral): "[TOOL_CALLS]" then a JSON array of
 //     {"name", "arguments"} (v3), or per call NAME [CALL_ID]ID [ARGS]{...} (v11 and later);
 //   kLlama3Json (Llama 3.1 / 3.2 / 3.3): the whole answer one JSON object {"name", "parameters"},
-//     after an optional <|python_tag|>.
+//     after an optional <|python_tag|>;
+//   kHarmony (gpt-oss): messages "<|channel|>C<|message|>BODY<|end|>" (after the prompt's
+//     "<|start|>assistant", then each after "<|start|>assistant"); a header "to=functions.NAME"
+//     makes BODY (JSON) a call, the analysis channel is reasoning, the final channel the content.
 // kGeneric: none of these (the generic form above).
-enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json };
+enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json, kHarmony };
 ToolFormat TemplateToolFormat(const std::string& chat_template);
 // The choice's message for an answer in `format`: text before the first call is the content (null
 // when blank); an answer with no call, or one that does not parse, is returned as its text. Ids
@@ -66,6 +69,16 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // others when the call comes back in the next request).
 nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& text,
                                        const std::string& id_prefix, bool* tool_calls);
+
+// gpt-oss's harmony answer read into its channels: the analysis channel's text (reasoning), the
+// final (and other) channels' text (content), and the calls ({"name", "arguments"}); nullopt when
+// a call's arguments are not a JSON object. Text before any header (an answer without channels)
+// is content.
+struct HarmonyAnswer {
+  std::string reasoning, content;
+  std::vector<nlohmann::ordered_json> calls;
+};
+std::optional<HarmonyAnswer> ParseHarmony(const std::string& text);
 
 // The choice's message for an answer `text`: {"role": "assistant", "content": null, "tool_calls":
 // [...]} (ids "call_" + id_prefix + "_" + k) or {"role": "assistant", "content": response}.

@@ -76,6 +76,7 @@ TEST(ToolCallTags, FormatOfRealTemplates) {
       {"meta-llama-Llama-3.1-8B-Instruct.jinja", ToolFormat::kLlama3Json},
       {"meta-llama-Llama-3.2-3B-Instruct.jinja", ToolFormat::kLlama3Json},
       {"meta-llama-Llama-3.3-70B-Instruct.jinja", ToolFormat::kLlama3Json},
+      {"openai-gpt-oss-120b.jinja", ToolFormat::kHarmony},
       {"google-gemma-2-2b-it.jinja", ToolFormat::kGeneric},
       {"microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::kGeneric}};
   for (const auto& [file, format] : cases) {
@@ -134,6 +135,40 @@ TEST(ToolCallTags, Llama3Json) {
     EXPECT_FALSE(calls) << text;
     EXPECT_EQ(plain["content"], text);
   }
+}
+
+TEST(ToolCallTags, HarmonyChannels) {
+  bool calls = false;
+  json m = NativeToolAnswerMessage(ToolFormat::kHarmony,
+                                   "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant "
+                                   "to=functions.get_weather<|channel|>commentary json<|message|>{\"city\": "
+                                   "\"Paris\"}<|call|>",
+                                   "h", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["reasoning_content"], "Need the weather.");
+  EXPECT_TRUE(m["content"].is_null());
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+  m = NativeToolAnswerMessage(
+      ToolFormat::kHarmony,
+      "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>"
+      "Paris.<|return|>",
+      "h", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["reasoning_content"], "Easy.");
+  EXPECT_EQ(m["content"], "Paris.");
+  const std::optional<HarmonyAnswer> plain = ParseHarmony("Just text.");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->content, "Just text.");
+  EXPECT_TRUE(plain->reasoning.empty() && plain->calls.empty());
+  const std::optional<HarmonyAnswer> cut = ParseHarmony("<|channel|>analysis<|message|>cut short");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->reasoning, "cut short");
+  EXPECT_FALSE(ParseHarmony(" to=functions.f<|channel|>commentary json<|message|>not json<|call|>"));
+  m = NativeToolAnswerMessage(ToolFormat::kHarmony,
+                              " to=functions.f<|channel|>commentary<|message|>[1]<|call|>", "h", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["content"], " to=functions.f<|channel|>commentary<|message|>[1]<|call|>");
 }
 
 TEST(ToolCallTags, TemplateMessagesCarryStructuredCalls) {

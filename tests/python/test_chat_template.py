@@ -274,3 +274,15 @@ def test_create_chat_completion_reads_tools_and_reasoning_in_process(tmp_path):
     assert choice["message"]["content"] is None
     call = choice["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+
+
+def test_harmony_channels_become_reasoning_and_content(tmp_path):
+    """A model with gpt-oss's template answers in harmony channels: the analysis channel comes back as
+    reasoning_content, the final one as content (reasoning_format "none": the answer as written)."""
+    m = _with_template(tmp_path, "openai-gpt-oss-120b.jinja", **{"qwen2.context_length": 4096})
+    written = "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>Paris."
+    body = dict(grammar=f"root ::= {json.dumps(written)}", max_tokens=300, temperature=0)
+    messages = [{"role": "user", "content": "Capital of France?"}]
+    message = m.create_chat_completion(messages, **body)["choices"][0]["message"]
+    assert message == {"role": "assistant", "reasoning_content": "Easy.", "content": "Paris."}
+    assert m.create_chat_completion(messages, reasoning_format="none", **body)["choices"][0]["message"]["content"] == written
