@@ -11,29 +11,28 @@ namespace attn::serve {
 std::string ChatPromptText(const Tokenizer& tok, Request& r, bool jinja) {
   using ojson = nlohmann::ordered_json;
   const ToolFormat format = TemplateToolFormat(tok.chat_template());
+  r.harmony = format == ToolFormat::kHarmony;  // how the answer reads, whatever builds the prompt
   const bool native = r.tools && jinja && r.tool_choice == "auto" && format != ToolFormat::kGeneric;
   if (r.tools && !native && r.tools_constraint)
     throw Error(
         "tools and response_format (json), grammar or json_schema exclude each other (they go together only "
         "with --jinja and a model whose template has a tool format of its own, tool_choice auto)");
-  if (native) {
-    ojson context = r.chat_template_kwargs;
-    context["messages"] = r.template_messages;
-    context["tools"] = r.template_tools;
-    context["add_generation_prompt"] = true;
-    r.tool_format = format;
-    if (!r.tools_constraint) r.json_schema.clear();  // the generic form's, not the request's own
-    return tok.RenderChatTemplate(context.dump(-1, ' ', false, ojson::error_handler_t::replace));
-  }
-  if (!jinja && r.chat_template_kwargs.empty()) {
+  if (!native && !jinja && r.chat_template_kwargs.empty()) {
     std::vector<Tokenizer::Message> messages;
     for (const auto& [role, content] : r.messages) messages.push_back({role, content});
     return tok.ApplyChatTemplate(messages, true);
   }
   ojson context = r.chat_template_kwargs;
-  context["messages"] = ojson::array();
-  for (const auto& [role, content] : r.messages)
-    context["messages"].push_back({{"role", role}, {"content", content}});
+  if (native) {  // the structured messages and the tools, for the template's own format
+    context["messages"] = r.template_messages;
+    context["tools"] = r.template_tools;
+    r.tool_format = format;
+    if (!r.tools_constraint) r.json_schema.clear();  // the generic form's, not the request's own
+  } else {
+    context["messages"] = ojson::array();
+    for (const auto& [role, content] : r.messages)
+      context["messages"].push_back({{"role", role}, {"content", content}});
+  }
   context["add_generation_prompt"] = true;
   return tok.RenderChatTemplate(context.dump(-1, ' ', false, ojson::error_handler_t::replace));
 }
@@ -53,7 +52,6 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
     // The think block of reasoning models apart (not with the generic tools' JSON answer).
     request.reasoning = settings.reasoning && !(request.tools && request.tool_format == ToolFormat::kGeneric);
     request.thinking_open = request.reasoning && PromptOpensThinking(prompt);
-    request.harmony = TemplateToolFormat(tok.chat_template()) == ToolFormat::kHarmony;
     p.tokens = tok.EncodePrompt(prompt);
   } else if (request.prompt_tokens) {
     for (int32_t id : *request.prompt_tokens) p.tokens.push_back(CheckedTokenId(tok, id));

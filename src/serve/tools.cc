@@ -126,6 +126,41 @@ std::string ToolAnswerSchema(const ToolRequest& r) {
   return ojson{{"anyOf", {call_list, answer}}}.dump();
 }
 
+namespace {
+
+// An assistant message's tool_calls as [{"name", "arguments": {...}}] (OpenAI sends the arguments
+// as JSON text); attn::Error naming messages[i] for a malformed one.
+ojson ParsedToolCalls(const nlohmann::json& tc, const std::string& where) {
+  if (!tc.is_array()) Fail(where + ".tool_calls: expected an array");
+  ojson calls = ojson::array();
+  for (size_t k = 0; k < tc.size(); ++k) {
+    const nlohmann::json& c = tc[k];
+    const std::string at = where + ".tool_calls[" + std::to_string(k) + "]";
+    if (!c.is_object() || !c.contains("function") || !c["function"].is_object() ||
+        !c["function"].contains("name") || !c["function"]["name"].is_string())
+      Fail(at + ": expected {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}");
+    ojson arguments = ojson::object();
+    if (c["function"].contains("arguments")) {
+      const nlohmann::json& a = c["function"]["arguments"];
+      if (a.is_string()) {  // OpenAI sends the arguments as JSON text
+        try {
+          arguments = ojson::parse(a.get<std::string>());
+        } catch (const nlohmann::json::exception&) {
+          Fail(at + ".function.arguments: not valid JSON: " + Quote(ojson(a)));
+        }
+      } else {
+        arguments = ojson::parse(a.dump());
+      }
+    }
+    calls.push_back(ojson{{"name", c["function"]["name"].get<std::string>()}, {"arguments", arguments}});
+  }
+  return calls;
+}
+
+bool HasToolCalls(const nlohmann::json& m) { return m.contains("tool_calls") && !m["tool_calls"].is_null(); }
+
+}  // namespace
+
 std::string ToolAwareContent(const nlohmann::json& m, size_t i, const std::string& content) {
   const std::string where = "messages[" + std::to_string(i) + "]";
   const std::string role = m.value("role", std::string());
@@ -137,33 +172,8 @@ std::string ToolAwareContent(const nlohmann::json& m, size_t i, const std::strin
     }
     return ojson{{"tool_response", response}}.dump();
   }
-  if (role == "assistant" && m.contains("tool_calls") && !m["tool_calls"].is_null()) {
-    const nlohmann::json& tc = m["tool_calls"];
-    if (!tc.is_array()) Fail(where + ".tool_calls: expected an array");
-    ojson calls = ojson::array();
-    for (size_t k = 0; k < tc.size(); ++k) {
-      const nlohmann::json& c = tc[k];
-      const std::string at = where + ".tool_calls[" + std::to_string(k) + "]";
-      if (!c.is_object() || !c.contains("function") || !c["function"].is_object() ||
-          !c["function"].contains("name") || !c["function"]["name"].is_string())
-        Fail(at + ": expected {\"type\": \"function\", \"function\": {\"name\", \"arguments\"}}");
-      ojson arguments = ojson::object();
-      if (c["function"].contains("arguments")) {
-        const nlohmann::json& a = c["function"]["arguments"];
-        if (a.is_string()) {  // OpenAI sends the arguments as JSON text
-          try {
-            arguments = ojson::parse(a.get<std::string>());
-          } catch (const nlohmann::json::exception&) {
-            Fail(at + ".function.arguments: not valid JSON: " + Quote(ojson(a)));
-          }
-        } else {
-          arguments = ojson::parse(a.dump());
-        }
-      }
-      calls.push_back(ojson{{"name", c["function"]["name"].get<std::string>()}, {"arguments", arguments}});
-    }
-    return ojson{{"tool_calls", calls}}.dump();
-  }
+  if (role == "assistant" && HasToolCalls(m))
+    return ojson{{"tool_calls", ParsedToolCalls(m["tool_calls"], where)}}.dump();
   return content;
 }
 
@@ -200,8 +210,8 @@ ojson TemplateMessage(const nlohmann::json& m, size_t i, const std::string& role
                       const std::string& content) {
   const std::string where = "messages[" + std::to_string(i) + "]";
   ojson out{{"role", role}, {"content", content}};
-  if (m.contains("tool_calls") && !m["tool_calls"].is_null()) {
-    const ojson calls = ojson::parse(ToolAwareContent(m, i, content))["tool_calls"];  // checked there
+  if (HasToolCalls(m)) {
+    const ojson calls = ParsedToolCalls(m["tool_calls"], where);
     ojson list = ojson::array();
     for (size_t k = 0; k < calls.size(); ++k) {
       const nlohmann::json& c = m["tool_calls"][k];

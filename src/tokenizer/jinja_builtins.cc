@@ -215,37 +215,57 @@ bool StartsOrEnds(const std::string& s, const Value& affix, bool start) {
 }
 
 Value StringMethod(const Value& self, const std::string& name) {
-  ChargeBytes(self.str().size());
-  const std::string s = self.str();
+  // The methods capture the value (a reference to its text), not a copy of the text.
   using F = std::function<Value(Args&)>;
   F f;
   if (name == "strip" || name == "lstrip" || name == "rstrip") {
     const bool l = name != "rstrip", r = name != "lstrip";
-    f = [s, l, r](Args& a) { return Value::String(Strip(s, Arg(a, 0, "chars"), l, r)); };
+    f = [self, l, r](Args& a) {
+      const std::string& s = self.str();
+      return Value::String(Strip(s, Arg(a, 0, "chars"), l, r));
+    };
   } else if (name == "split") {
-    f = [s](Args& a) {
+    f = [self](Args& a) {
+      const std::string& s = self.str();
       const Value& m = Arg(a, 1, "maxsplit");
       return Value::MakeArray(Split(s, Arg(a, 0, "sep"), IsIntLike(m) ? AsInt(m) : -1));
     };
   } else if (name == "startswith" || name == "endswith") {
     const bool start = name == "startswith";
-    f = [s, start](Args& a) { return Value::Bool(StartsOrEnds(s, Arg(a, 0, "prefix"), start)); };
+    f = [self, start](Args& a) {
+      const std::string& s = self.str();
+      return Value::Bool(StartsOrEnds(s, Arg(a, 0, "prefix"), start));
+    };
   } else if (name == "upper") {
-    f = [s](Args&) { return Value::String(Upper(s)); };
+    f = [self](Args&) {
+      const std::string& s = self.str();
+      return Value::String(Upper(s));
+    };
   } else if (name == "lower") {
-    f = [s](Args&) { return Value::String(Lower(s)); };
+    f = [self](Args&) {
+      const std::string& s = self.str();
+      return Value::String(Lower(s));
+    };
   } else if (name == "title") {
-    f = [s](Args&) { return Value::String(Title(s)); };
+    f = [self](Args&) {
+      const std::string& s = self.str();
+      return Value::String(Title(s));
+    };
   } else if (name == "capitalize") {
-    f = [s](Args&) { return Value::String(Capitalize(s)); };
+    f = [self](Args&) {
+      const std::string& s = self.str();
+      return Value::String(Capitalize(s));
+    };
   } else if (name == "replace") {
-    f = [s](Args& a) {
+    f = [self](Args& a) {
+      const std::string& s = self.str();
       const Value& n = Arg(a, 2, "count");
       return Value::String(
           Replace(s, Arg(a, 0, "old").ToString(), Arg(a, 1, "new").ToString(), IsIntLike(n) ? AsInt(n) : -1));
     };
   } else if (name == "find" || name == "rfind" || name == "count") {
-    f = [s, name](Args& a) {
+    f = [self, name](Args& a) {
+      const std::string& s = self.str();
       ChargeBytes(s.size());
       const std::string sub = Arg(a, 0, "sub").ToString();
       if (name == "count") {
@@ -261,7 +281,8 @@ Value StringMethod(const Value& self, const std::string& name) {
           at == std::string::npos ? -1 : static_cast<int64_t>(Utf8ToCodePoints(s.substr(0, at)).size()));
     };
   } else if (name == "join") {
-    f = [s](Args& a) {
+    f = [self](Args& a) {
+      const std::string& s = self.str();
       std::string out;
       bool first = true;
       for (const Value& v : Iterate(Arg(a, 0, "iterable"), 0)) {
@@ -274,9 +295,13 @@ Value StringMethod(const Value& self, const std::string& name) {
       return Value::String(std::move(out));
     };
   } else if (name == "format") {
-    f = [s](Args& a) { return Value::String(Format(s, a)); };
+    f = [self](Args& a) {
+      const std::string& s = self.str();
+      return Value::String(Format(s, a));
+    };
   } else if (name == "splitlines") {
-    f = [s](Args&) {
+    f = [self](Args&) {
+      const std::string& s = self.str();
       Array out;
       size_t pos = 0;
       while (pos < s.size()) {
@@ -292,7 +317,8 @@ Value StringMethod(const Value& self, const std::string& name) {
     };
   } else if (name == "isdigit" || name == "isalpha" || name == "isspace" || name == "isalnum" ||
              name == "isupper" || name == "islower") {
-    f = [s, name](Args&) {
+    f = [self, name](Args&) {
+      const std::string& s = self.str();
       if (s.empty()) return Value::Bool(false);
       bool cased = false, ok = true;
       for (const unsigned char c : s) {
