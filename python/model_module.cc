@@ -9,6 +9,7 @@
 // through Model::Forward (whose state is local to this call) and is raised again by nanobind.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
+#include <nanobind/stl/optional.h>
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/string_view.h>
@@ -20,11 +21,14 @@
 #include <cstdint>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -36,6 +40,8 @@
 #include "attn/perplexity.h"
 #include "serve/openai.h"
 #include "serve/prepare.h"
+#include "serve/slots.h"
+#include "serve/stream.h"
 #include "tokenizer/jinja.h"
 
 namespace nb = nanobind;
@@ -206,6 +212,36 @@ attn::GenerateOptions MakeOptions(int max_tokens, float temperature, uint64_t se
   return o;
 }
 
+// The arguments of Model.generate, as Python checked them.
+struct GenerateArgs {
+  int max_tokens = 128;
+  float temperature = 0.0f;
+  uint64_t seed = 0;
+  int top_k = 40;
+  float top_p = 0.95f, min_p = 0.05f, repetition_penalty = 1.0f;
+  std::vector<std::string> stop;
+  int threads = 0;
+  attn::DType kv_dtype = attn::DType::kF16;
+  int64_t context_keep = -1;
+  int logprobs = -1;
+  bool prompt_logprobs = false;
+  float frequency_penalty = 0.0f, presence_penalty = 0.0f;
+  std::vector<std::pair<int32_t, float>> logit_bias;
+  bool json_mode = false;
+  std::string grammar, json_schema;
+  int lookup = 0;
+
+  attn::GenerateOptions Options() const {
+    attn::GenerateOptions o =
+        MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty, frequency_penalty,
+                    presence_penalty, logit_bias, stop, threads, kv_dtype, context_keep, logprobs, json_mode,
+                    grammar, json_schema);
+    o.prompt_logprobs = prompt_logprobs;
+    o.lookup = lookup;
+    return o;
+  }
+};
+
 // A generation's result as the dict of Model.generate(return_dict=True).
 nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_logprobs) {
   nb::dict d;
@@ -239,9 +275,216 @@ nb::dict ResultDict(const attn::GenerateResult& r, int logprobs, bool prompt_log
   return d;
 }
 
+// An OpenAI request body parsed and prepared as attn serve does it (Python's settings: jinja,
+// reasoning, threads), with the identity of its response.
+struct OpenAiCall {
+  attn::serve::Request request;
+  attn::serve::Prepared prepared;
+  attn::serve::ResponseInfo info;
+};
+
+OpenAiCall PrepareOpenAi(const attn::Model& model, const std::string& body, bool chat, bool jinja,
+                         bool reasoning, int threads) {
+  OpenAiCall call;
+  call.request = attn::serve::ParseRequest(
+      body, chat ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions);
+  attn::serve::Settings settings;
+  settings.jinja = jinja;
+  settings.reasoning = reasoning;
+  settings.threads = threads;
+  call.prepared = attn::serve::Prepare(model, call.request, settings);
+  static std::atomic<int64_t> next_id{0};
+  const std::string& path = model.path();
+  call.info = {std::string(chat ? "chatcmpl-" : "cmpl-") + "py" + std::to_string(++next_id),
+               static_cast<int64_t>(std::time(nullptr)), path.substr(path.find_last_of('/') + 1)};
+  return call;
+}
+
+// A generation on a thread of its own, for Model.generate(stream=True): Next gives its text piece
+// by piece as it becomes final (pieces end on whole characters), waiting with the GIL released,
+// then nothing once it has ended (rethrowing what it failed with); result() is the whole. Destroying
+// it cancels the generation (before its next forward pass) and waits for the thread.
+class TextStream {
+ public:
+  TextStream(const attn::Model& model, attn::Session* session, std::vector<int32_t> prompt,
+             attn::GenerateOptions options)
+      : events_(std::make_shared<attn::serve::EventQueue>()) {
+    options.cancel = &cancel_;
+    thread_ = std::thread([this, &model, session, prompt = std::move(prompt), options]() mutable {
+      const auto push = [this](const std::string& piece) { events_->Push(piece); };
+      try {
+        result_ = session != nullptr
+                      ? attn::GenerateInSession(model, *session, std::move(prompt), options, push)
+                      : attn::GenerateFromTokens(model, std::move(prompt), options, push);
+        events_->Close();
+      } catch (...) {
+        events_->Fail(std::current_exception());
+      }
+    });
+  }
+  ~TextStream() { Stop(); }
+  TextStream(const TextStream&) = delete;
+  TextStream& operator=(const TextStream&) = delete;
+
+  std::optional<nb::bytes> Next() {
+    std::string piece;
+    bool got;
+    {
+      nb::gil_scoped_release release;
+      got = events_->Pop(piece);
+    }
+    if (got) return nb::bytes(piece.data(), piece.size());
+    Stop();
+    if (std::exception_ptr e = events_->error()) std::rethrow_exception(e);
+    return std::nullopt;
+  }
+  // Cancels the generation if it still runs and waits for its thread (the GIL released).
+  void Close() {
+    nb::gil_scoped_release release;
+    Stop();
+  }
+  // The result once ended (Next gave nothing, or Close); null before.
+  const attn::GenerateResult* result() const { return ended_ ? &result_ : nullptr; }
+  bool ended() const { return ended_; }
+
+ private:
+  void Stop() {
+    cancel_ = true;
+    if (thread_.joinable()) thread_.join();
+    ended_ = !events_->error();
+  }
+  std::shared_ptr<attn::serve::EventQueue> events_;
+  std::atomic<bool> cancel_{false};
+  attn::GenerateResult result_;
+  bool ended_ = false;
+  std::thread thread_;
+};
+
+// An OpenAI request with "stream": true, answered as attn serve streams it (serve::StreamJobs) on
+// slots of its own, one per choice: Next gives each event's JSON text (the chunks, then the usage
+// chunk when asked for), waiting with the GIL released, and nothing after "[DONE]"; a failure is
+// rethrown. Destroying it cancels the jobs and waits for the slots' thread.
+class OpenAiStream {
+ public:
+  OpenAiStream(const attn::Model& model, OpenAiCall call)
+      : events_(std::make_shared<attn::serve::EventQueue>()) {
+    auto request = std::make_shared<attn::serve::Request>(std::move(call.request));
+    const attn::GenerateOptions& options = call.prepared.options;
+    for (int i = 0; i < request->n; ++i) {
+      auto job = std::make_shared<attn::serve::Job>();
+      job->tokens = call.prepared.tokens;
+      job->options = options;
+      job->options.sampling.seed = options.sampling.seed + static_cast<uint64_t>(i);
+      jobs_.push_back(std::move(job));
+    }
+    attn::serve::StreamJobs(model, request, std::make_shared<attn::serve::ResponseInfo>(call.info), jobs_,
+                            events_);
+    slots_ = std::make_unique<attn::serve::Slots>(model, request->n, options.kv_dtype, options.threads);
+    for (auto& job : jobs_) slots_->Submit(job);
+  }
+  ~OpenAiStream() { Stop(); }
+  OpenAiStream(const OpenAiStream&) = delete;
+  OpenAiStream& operator=(const OpenAiStream&) = delete;
+
+  std::optional<std::string> Next() {
+    while (ready_.empty()) {
+      std::string events;  // one or more "data: ...\n\n"
+      bool got;
+      {
+        nb::gil_scoped_release release;
+        got = events_->Pop(events);
+      }
+      if (!got) break;
+      constexpr std::string_view kData = "data: ";
+      for (size_t at = 0; at < events.size();) {
+        size_t end = events.find("\n\n", at);
+        if (end == std::string::npos) end = events.size();
+        std::string_view event(events.data() + at, end - at);
+        if (event.starts_with(kData)) event.remove_prefix(kData.size());
+        if (event == "[DONE]") break;
+        if (!event.empty()) ready_.emplace_back(event);
+        at = end + 2;
+      }
+    }
+    if (!ready_.empty()) {
+      std::string event = std::move(ready_.front());
+      ready_.pop_front();
+      return event;
+    }
+    {
+      nb::gil_scoped_release release;
+      Stop();
+    }
+    if (std::exception_ptr e = events_->error()) std::rethrow_exception(e);
+    return std::nullopt;
+  }
+  void Close() {
+    nb::gil_scoped_release release;
+    Stop();
+  }
+
+ private:
+  void Stop() {
+    for (auto& job : jobs_) job->cancelled = true;
+    slots_.reset();
+  }
+  std::shared_ptr<attn::serve::EventQueue> events_;
+  std::vector<std::shared_ptr<attn::serve::Job>> jobs_;
+  std::unique_ptr<attn::serve::Slots> slots_;
+  std::deque<std::string> ready_;  // events taken from the queue, not yet given
+};
+
 }  // namespace
 
 void BindModel(nb::module_& m) {
+  nb::class_<GenerateArgs>(m, "GenerateArgs")
+      .def(
+          "__init__",
+          [](GenerateArgs* a, int max_tokens, float temperature, uint64_t seed, int top_k, float top_p,
+             float min_p, float repetition_penalty, std::vector<std::string> stop, int threads,
+             attn::DType kv_dtype, int64_t context_keep, int logprobs, bool prompt_logprobs,
+             float frequency_penalty, float presence_penalty,
+             std::vector<std::pair<int32_t, float>> logit_bias, bool json_mode, std::string grammar,
+             std::string json_schema, int lookup) {
+            new (a) GenerateArgs{max_tokens,
+                                 temperature,
+                                 seed,
+                                 top_k,
+                                 top_p,
+                                 min_p,
+                                 repetition_penalty,
+                                 std::move(stop),
+                                 threads,
+                                 kv_dtype,
+                                 context_keep,
+                                 logprobs,
+                                 prompt_logprobs,
+                                 frequency_penalty,
+                                 presence_penalty,
+                                 std::move(logit_bias),
+                                 json_mode,
+                                 std::move(grammar),
+                                 std::move(json_schema),
+                                 lookup};
+          },
+          nb::kw_only(), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"), nb::arg("top_k"),
+          nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"), nb::arg("stop"),
+          nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"), nb::arg("logprobs"),
+          nb::arg("prompt_logprobs"), nb::arg("frequency_penalty"), nb::arg("presence_penalty"),
+          nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"),
+          nb::arg("lookup"));
+  nb::class_<TextStream>(m, "TextStream")
+      .def("next", &TextStream::Next)
+      .def("close", &TextStream::Close)
+      .def_prop_ro("ended", &TextStream::ended)
+      .def("result", [](const TextStream& s, int logprobs, bool prompt_logprobs) -> nb::object {
+        const attn::GenerateResult* r = s.result();
+        if (r == nullptr) return nb::none();
+        return ResultDict(*r, logprobs, prompt_logprobs);
+      });
+  nb::class_<OpenAiStream>(m, "OpenAiStream")
+      .def("next", &OpenAiStream::Next)
+      .def("close", &OpenAiStream::Close);
   // A chat template (or any Jinja text) parsed once and run by attn's interpreter, without a model:
   // for checking a template, and for measuring the interpreter against jinja2.
   nb::class_<attn::jinja::Template>(m, "JinjaTemplate")
@@ -360,33 +603,28 @@ void BindModel(nb::module_& m) {
           nb::arg("tokens"), nb::arg("threads"), nb::arg("kv_dtype"))
       .def(
           "generate",
-          [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, int max_tokens,
-             float temperature, uint64_t seed, int top_k, float top_p, float min_p, float repetition_penalty,
-             const std::vector<std::string>& stop, int threads, attn::DType kv_dtype, attn::Session* session,
-             int64_t context_keep, int logprobs, bool prompt_logprobs, float frequency_penalty,
-             float presence_penalty, const std::vector<std::pair<int32_t, float>>& logit_bias, bool json_mode,
-             const std::string& grammar, const std::string& json_schema, int lookup) {
-            attn::GenerateOptions o =
-                MakeOptions(max_tokens, temperature, seed, top_k, top_p, min_p, repetition_penalty,
-                            frequency_penalty, presence_penalty, logit_bias, stop, threads, kv_dtype,
-                            context_keep, logprobs, json_mode, grammar, json_schema);
-            o.prompt_logprobs = prompt_logprobs;
-            o.lookup = lookup;
+          [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, const GenerateArgs& a,
+             attn::Session* session) {
+            const attn::GenerateOptions o = a.Options();
             attn::GenerateResult r;
             {
               nb::gil_scoped_release release;
               r = session != nullptr ? attn::GenerateInSession(model, *session, prompt_tokens, o)
                                      : attn::GenerateFromTokens(model, prompt_tokens, o);
             }
-            return ResultDict(r, logprobs, prompt_logprobs);
+            return ResultDict(r, a.logprobs, a.prompt_logprobs);
           },
-          nb::arg("prompt_tokens"), nb::arg("max_tokens"), nb::arg("temperature"), nb::arg("seed"),
-          nb::arg("top_k"), nb::arg("top_p"), nb::arg("min_p"), nb::arg("repetition_penalty"),
-          nb::arg("stop"), nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("session").none(),
-          nb::arg("context_keep") = -1, nb::arg("logprobs") = -1, nb::arg("prompt_logprobs") = false,
-          nb::arg("frequency_penalty") = 0.0f, nb::arg("presence_penalty") = 0.0f,
-          nb::arg("logit_bias") = std::vector<std::pair<int32_t, float>>(), nb::arg("json_mode") = false,
-          nb::arg("grammar") = std::string(), nb::arg("json_schema") = std::string(), nb::arg("lookup") = 0)
+          nb::arg("prompt_tokens"), nb::arg("args"), nb::arg("session").none())
+      // The same on a thread of its own, its text streamed (TextStream); it keeps the model and
+      // the session alive.
+      .def(
+          "generate_stream",
+          [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, const GenerateArgs& a,
+             attn::Session* session) {
+            return std::make_unique<TextStream>(model, session, prompt_tokens, a.Options());
+          },
+          nb::arg("prompt_tokens"), nb::arg("args"), nb::arg("session").none(), nb::keep_alive<0, 1>(),
+          nb::keep_alive<0, 4>())
       .def(
           "embed",
           [](const attn::Model& model, const std::vector<std::vector<int32_t>>& inputs,
@@ -451,32 +689,33 @@ void BindModel(nb::module_& m) {
           "openai",
           [](const attn::Model& model, const std::string& body, bool chat, bool jinja, bool reasoning,
              int threads) {
-            attn::serve::Request r = attn::serve::ParseRequest(
-                body, chat ? attn::serve::Endpoint::kChatCompletions : attn::serve::Endpoint::kCompletions);
-            if (r.stream) throw attn::Error("stream = true is not supported here (attn serve streams)");
-            attn::serve::Settings settings;
-            settings.jinja = jinja;
-            settings.reasoning = reasoning;
-            settings.threads = threads;
-            attn::serve::Prepared p = attn::serve::Prepare(model, r, settings);
+            OpenAiCall call = PrepareOpenAi(model, body, chat, jinja, reasoning, threads);
+            const attn::serve::Request& r = call.request;
+            if (r.stream) throw attn::Error("stream = true: use openai_stream");
             std::vector<attn::GenerateResult> results;
             {
               nb::gil_scoped_release release;
               for (int i = 0; i < r.n; ++i) {
-                attn::GenerateOptions o = p.options;
+                attn::GenerateOptions o = call.prepared.options;
                 o.sampling.seed += static_cast<uint64_t>(i);
-                results.push_back(attn::GenerateFromTokens(model, p.tokens, o));
+                results.push_back(attn::GenerateFromTokens(model, call.prepared.tokens, o));
               }
             }
-            static std::atomic<int64_t> next_id{0};
-            const std::string& path = model.path();
-            const attn::serve::ResponseInfo info{
-                std::string(chat ? "chatcmpl-" : "cmpl-") + "py" + std::to_string(++next_id),
-                static_cast<int64_t>(std::time(nullptr)), path.substr(path.find_last_of('/') + 1)};
             return attn::serve::ResponseJson(
-                r, info, results, [&model](int32_t t) { return model.tokenizer().TokenToPiece(t); });
+                r, call.info, results, [&model](int32_t t) { return model.tokenizer().TokenToPiece(t); });
           },
           nb::arg("body"), nb::arg("chat"), nb::arg("jinja"), nb::arg("reasoning"), nb::arg("threads"))
+      // The same request streamed ("stream": true): an OpenAiStream of its events.
+      .def(
+          "openai_stream",
+          [](const attn::Model& model, const std::string& body, bool chat, bool jinja, bool reasoning,
+             int threads) {
+            OpenAiCall call = PrepareOpenAi(model, body, chat, jinja, reasoning, threads);
+            if (!call.request.stream) throw attn::Error("stream = false: use openai");
+            return std::make_unique<OpenAiStream>(model, std::move(call));
+          },
+          nb::arg("body"), nb::arg("chat"), nb::arg("jinja"), nb::arg("reasoning"), nb::arg("threads"),
+          nb::keep_alive<0, 1>())
       .def("apply_chat_template",
            [](const attn::Model& model, const std::vector<std::pair<std::string, std::string>>& messages,
               bool add_generation_prompt, int mode) {

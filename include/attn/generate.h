@@ -1,6 +1,7 @@
 // Sampling and text generation with a KV cache.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <random>
@@ -112,13 +113,17 @@ struct GenerateOptions {
   int lookup = 0;
   int lookup_ngram = 3;
   int lookup_min_ngram = 2;
+  // Set (from any thread) to end the generation before its next forward pass, with stop_reason
+  // "cancelled" (Generate, GenerateFromTokens and GenerateInSession look at it; null: never). A
+  // stream whose reader has gone away stops this way.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct GenerateResult {
   std::vector<int32_t> prompt_tokens;
   std::vector<int32_t> tokens;  // generated ids (without a final EOS)
   std::string text;             // generated text (stop string removed)
-  std::string stop_reason;      // "eos", "stop", "length"
+  std::string stop_reason;      // "eos", "stop", "length", "context" or "cancelled"
   double prompt_ms = 0.0, gen_ms = 0.0;
   int64_t n_prompt_evaluated = 0, n_gen_evaluated = 0;
   int64_t n_prompt_cached = 0;   // prompt tokens already in the session's cache (GenerateInSession)
@@ -209,6 +214,9 @@ class SequenceGeneration {
   // while the drawn token equals the next row's draft, and the session forgets the positions of
   // the drafts that were not kept.
   void Accept(std::span<const float> logits, double forward_ms);
+  // Ends the generation here (stop_reason "cancelled"; nothing if done()): the text so far becomes
+  // the result's, and what was held back for a stop string goes to on_text.
+  void Cancel();
   // The result so far (complete once done()).
   const GenerateResult& result() const { return result_; }
 

@@ -140,15 +140,23 @@ class Session:
 
     def __init__(self, native: "_attn.Session"):
         self._s = native
+        self._stream: "GenerationStream | None" = None  # a stream generating in this session
+
+    def _check_idle(self, what: str) -> None:
+        if self._stream is not None and not self._stream._done:
+            raise RuntimeError(f"{what}: the session is in use by a running stream "
+                               "(iterate it to its end or close() it first)")
 
     @property
     def n_past(self) -> int:
         """Positions in the cache."""
+        self._check_idle("Session.n_past")
         return self._s.n_past
 
     @property
     def tokens(self) -> list[int]:
         """The cached token ids."""
+        self._check_idle("Session.tokens")
         return list(self._s.tokens)
 
     @property
@@ -157,7 +165,83 @@ class Session:
 
     def reset(self) -> None:
         """Forgets every position."""
+        self._check_idle("Session.reset")
         self._s.reset()
+
+
+class GenerationStream:
+    """A generation's text as it comes: Model.generate(..., stream=True). Iterating gives str pieces
+    as soon as they are final (each ends on a whole character; a piece that could begin a stop
+    string waits until it cannot), and together they are the text generate() returns for the same
+    arguments. The generation runs on a thread of its own (the GIL is free while it computes).
+    `result` is generate()'s dict (return_dict=True) once the generation has ended, None before.
+    close(), leaving a `with` block or dropping the stream stops it before its next forward pass
+    (stop_reason "cancelled"). An error raises from the iteration."""
+
+    def __init__(self, native: "_attn.TextStream", logprobs: int, echo: bool, session: Session | None):
+        self._s = native
+        self._logprobs = logprobs
+        self._echo = echo
+        self._session = session
+        self._done = False
+        self._result: dict | None = None
+        if session is not None:
+            session._stream = self
+
+    def __iter__(self) -> "GenerationStream":
+        return self
+
+    def __next__(self) -> str:
+        if self._done:
+            raise StopIteration
+        try:
+            piece = self._s.next()
+        except BaseException:
+            self._end()
+            raise
+        if piece is None:
+            self._end()
+            raise StopIteration
+        return piece.decode("utf-8", "replace")
+
+    def _end(self) -> None:
+        if self._done:
+            return
+        self._s.close()
+        self._done = True
+        r = self._s.result(self._logprobs, self._echo)
+        if r is not None:
+            r["text"] = r["text"].decode("utf-8", "replace")
+        self._result = r
+
+    @property
+    def result(self) -> dict | None:
+        """generate()'s dict for the whole generation once it has ended (else None)."""
+        return self._result
+
+    def close(self) -> None:
+        """Stops the generation (if it still runs) and waits for its thread."""
+        self._end()
+
+    def __enter__(self) -> "GenerationStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._end()
+
+    def __del__(self) -> None:
+        s = getattr(self, "_s", None)
+        if s is not None and not getattr(self, "_done", True):
+            s.close()
+
+
+def _event_stream(native: "_attn.OpenAiStream"):
+    """The chunks of an OpenAI stream as dicts; closing the generator cancels the request."""
+    try:
+        while (event := native.next()) is not None:
+            yield json.loads(event)
+    finally:
+        native.close()
 
 
 class Model:
@@ -296,30 +380,37 @@ class Model:
         return self._m.apply_chat_template(pairs, add_generation_prompt, 0 if jinja is None else 1)
 
     def create_chat_completion(self, messages: Sequence[dict], *, jinja: bool = False,
-                               reasoning_format: str = "deepseek", threads: int | None = None, **params) -> dict:
+                               reasoning_format: str = "deepseek", threads: int | None = None, **params):
         """OpenAI's chat completion, answered in this process as `attn serve` answers
         /v1/chat/completions (the same request parser, prompt and response code): messages, then any of
         its fields as keywords (max_tokens, temperature, top_p, seed, stop, n, logprobs / top_logprobs,
         response_format, tools / tool_choice, grammar, json_schema, chat_template_kwargs, ...). Returns
         the response as a dict ({"choices": [{"message": {...}, "finish_reason": ...}], "usage": ...}).
-        jinja=True and reasoning_format="none" are serve's --jinja and --reasoning-format none. Not
-        streamed; the n choices run one after the other. ValueError names a bad field."""
+        jinja=True and reasoning_format="none" are serve's --jinja and --reasoning-format none.
+        stream=True returns an iterator of the stream's chunks as dicts (`attn serve`'s events:
+        delta.role, then delta.content / reasoning_content pieces as they are generated, the
+        finish chunk, the usage chunk with stream_options={"include_usage": True}); closing it, or
+        dropping it, cancels the request. ValueError names a bad field."""
         return self._openai({"messages": list(messages), **params}, True, jinja, reasoning_format, threads)
 
-    def create_completion(self, prompt: str | Sequence[int], *, threads: int | None = None, **params) -> dict:
+    def create_completion(self, prompt: str | Sequence[int], *, threads: int | None = None, **params):
         """OpenAI's (legacy) completion, answered as `attn serve` answers /v1/completions: the prompt
         (text or token ids), then its fields as keywords (max_tokens defaults to 16 as in OpenAI's API;
-        logprobs, echo, n, stop, grammar, ...). Returns the response as a dict."""
+        logprobs, echo, n, stop, grammar, ...). Returns the response as a dict, or with stream=True
+        an iterator of its chunks as dicts."""
         return self._openai({"prompt": prompt if isinstance(prompt, str) else list(prompt), **params}, False,
                             False, "none", threads)
 
-    def _openai(self, body: dict, chat: bool, jinja: bool, reasoning_format: str, threads) -> dict:
+    def _openai(self, body: dict, chat: bool, jinja: bool, reasoning_format: str, threads):
         if reasoning_format not in ("deepseek", "none"):
             raise ValueError(f"reasoning_format = {reasoning_format!r} (deepseek or none)")
         try:
             text = json.dumps(body, ensure_ascii=False)
         except TypeError as e:
             raise TypeError(f"the request's fields must be JSON data: {e}") from None
+        if body.get("stream") is True:
+            return _event_stream(self._m.openai_stream(text, chat, bool(jinja), reasoning_format == "deepseek",
+                                                       _threads(threads)))
         return json.loads(self._m.openai(text, chat, bool(jinja), reasoning_format == "deepseek", _threads(threads)))
 
     def generate(self, prompt: str | Sequence[int], max_tokens: int = 128, temperature: float = 0.0,
@@ -329,7 +420,8 @@ class Model:
                  context_shift: int | None = None, logprobs: int | None = None, echo: bool = False,
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                  logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
-                 json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False):
+                 json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False,
+                 stream: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -361,15 +453,17 @@ class Model:
         tokens of the prompt and text are drafted and checked in the same forward pass; the
         result is the one without it, token for token (and logprob for logprob), in fewer passes
         where the text repeats its prompt (quoting, editing, extracting). The dict's "drafted" and
-        "draft_accepted" count the drafts run and kept."""
+        "draft_accepted" count the drafts run and kept.
+        stream=True returns a GenerationStream at once: iterate it for the text piece by piece as
+        it is generated (its .result is the dict once it has ended)."""
         kv_dtype = _kv_dtype("generate", kv_type)
         lookup = _lookup("generate", lookup)
         grammar, json_schema = _constraint("generate", grammar, json_schema)
         if logprobs is not None and (not isinstance(logprobs, int) or isinstance(logprobs, bool)
                                      or not 0 <= logprobs <= 20):
             raise ValueError(f"generate: logprobs = {logprobs!r} (must be None or an integer in [0, 20])")
-        if (logprobs is not None or echo) and not return_dict:
-            raise ValueError("generate: logprobs and echo need return_dict=True")
+        if (logprobs is not None or echo) and not (return_dict or stream):
+            raise ValueError("generate: logprobs and echo need return_dict=True (or stream=True: in its .result)")
         if echo and logprobs is None:
             raise ValueError("generate: echo=True needs logprobs (an integer in [0, 20])")
         if session is not None and not isinstance(session, Session):
@@ -386,13 +480,24 @@ class Model:
             seed = int(np.random.default_rng().integers(0, 2**63))
         if context_shift is not None and (not isinstance(context_shift, int) or context_shift < 0):
             raise ValueError(f"generate: context_shift = {context_shift!r} (must be None or an integer >= 0)")
-        r = self._m.generate(ids, max_tokens, float(temperature), int(seed), int(top_k), float(top_p),
-                             float(min_p), float(repetition_penalty), list(stop or []), _threads(threads),
-                             kv_dtype, None if session is None else session._s,
-                             -1 if context_shift is None else context_shift,
-                             -1 if logprobs is None else logprobs, bool(echo), float(frequency_penalty),
-                             float(presence_penalty), _logit_bias("generate", logit_bias), bool(json_mode),
-                             grammar, json_schema, lookup)
+        if not isinstance(stream, bool):
+            raise TypeError(f"generate: stream must be a bool, got {type(stream).__name__}")
+        if session is not None:
+            session._check_idle("generate")
+        args = _attn.GenerateArgs(
+            max_tokens=max_tokens, temperature=float(temperature), seed=int(seed), top_k=int(top_k),
+            top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(repetition_penalty),
+            stop=list(stop or []), threads=_threads(threads), kv_dtype=kv_dtype,
+            context_keep=-1 if context_shift is None else context_shift,
+            logprobs=-1 if logprobs is None else logprobs, prompt_logprobs=bool(echo),
+            frequency_penalty=float(frequency_penalty), presence_penalty=float(presence_penalty),
+            logit_bias=_logit_bias("generate", logit_bias), json_mode=bool(json_mode), grammar=grammar,
+            json_schema=json_schema, lookup=lookup)
+        native_session = None if session is None else session._s
+        if stream:
+            return GenerationStream(self._m.generate_stream(ids, args, native_session),
+                                    -1 if logprobs is None else logprobs, bool(echo), session)
+        r = self._m.generate(ids, args, native_session)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 

@@ -391,6 +391,12 @@ void SequenceGeneration::Finish() {
   result_.text = text_;
 }
 
+void SequenceGeneration::Cancel() {
+  if (done_) return;
+  result_.stop_reason = "cancelled";
+  Finish();
+}
+
 SequenceGeneration::~SequenceGeneration() = default;
 
 GenerateResult GenerateInSession(const Model& model, Session& session, std::vector<int32_t> prompt_tokens,
@@ -402,6 +408,10 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   ForwardOptions fo;
   fo.threads = options.threads;
   while (!g.done()) {
+    if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed)) {
+      g.Cancel();
+      break;
+    }
     // With drafts, every row's logits, each row attending as it would alone.
     const int64_t rows = 1 + g.drafts();
     fo.all_logits = fo.one_row_attention = rows > 1;

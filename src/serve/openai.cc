@@ -430,11 +430,9 @@ json ChatMessage(const Request& request, const std::string& text, const std::str
   json message = request.tools ? ToolMessageOf(request, text, id_prefix, calls)
                                : json{{"role", "assistant"}, {"content", text}};
   if (request.harmony && request.reasoning && !request.tools) {
-    const std::optional<HarmonyAnswer> h = ParseHarmony(text);
-    if (h && h->calls.empty()) {
-      if (!h->reasoning.empty()) message["reasoning_content"] = h->reasoning;
-      message["content"] = h->content;
-    }
+    const AnswerSplitter::Out split = HarmonySplitter().Split(text);
+    if (!split.reasoning.empty()) message["reasoning_content"] = split.reasoning;
+    message["content"] = split.content;
     return message;
   }
   if (request.reasoning && message["content"].is_string()) {

@@ -1,6 +1,8 @@
 #include "serve/reasoning.h"
 
+#include <algorithm>
 #include <string_view>
+#include <utility>
 
 namespace attn::serve {
 namespace {
@@ -92,13 +94,124 @@ ReasoningSplitter::Out ReasoningSplitter::Finish() {
   return out;
 }
 
-ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open) {
-  ReasoningSplitter s(open);
-  ReasoningSplitter::Out a = s.Feed(text);
-  const ReasoningSplitter::Out b = s.Finish();
+AnswerSplitter::Out AnswerSplitter::Split(const std::string& text) {
+  Out a = Feed(text);
+  const Out b = Finish();
   a.reasoning += b.reasoning;
   a.content += b.content;
   return a;
+}
+
+ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open) {
+  return ReasoningSplitter(open).Split(text);
+}
+
+namespace {
+
+constexpr std::string_view kChannel = "<|channel|>", kMessage = "<|message|>", kStart = "<|start|>";
+constexpr std::string_view kBodyEnds[] = {"<|end|>", "<|return|>", "<|call|>", kStart};
+
+// The earliest of `marks` in s from `from`: (position, length), or (npos, 0).
+template <size_t N>
+std::pair<size_t, size_t> Earliest(std::string_view s, const std::string_view (&marks)[N]) {
+  std::pair<size_t, size_t> best{std::string_view::npos, 0};
+  for (std::string_view m : marks) {
+    const size_t at = s.find(m);
+    if (at < best.first) best = {at, m.size()};
+  }
+  return best;
+}
+
+}  // namespace
+
+HarmonySplitter::Out HarmonySplitter::Feed(const std::string& piece) {
+  Out out;
+  held_ += piece;
+  for (;;) {
+    switch (state_) {
+      case State::kStart: {  // a header opener, or plain content
+        bool maybe = false, header = false;
+        for (std::string_view opener :
+             {kChannel, std::string_view("to="), std::string_view(" to="), kStart}) {
+          if (held_.size() < opener.size()) {
+            maybe = maybe || opener.substr(0, held_.size()) == held_;
+          } else if (std::string_view(held_).substr(0, opener.size()) == opener) {
+            header = opener != kStart;
+          }
+        }
+        if (maybe) return out;  // "<|cha" so far
+        state_ = header ? State::kHeader : State::kPlain;
+        continue;
+      }
+      case State::kPlain: {  // up to the first <|start|>
+        const size_t at = held_.find(kStart);
+        if (at != std::string::npos) {
+          out.content += held_.substr(0, at);
+          held_.erase(0, at + kStart.size());
+          first_ = false;
+          state_ = State::kHeader;
+          continue;
+        }
+        const size_t keep = held_.size() - PartialTag(held_, kStart);
+        out.content += held_.substr(0, keep);
+        held_.erase(0, keep);
+        return out;
+      }
+      case State::kHeader: {
+        const size_t msg = held_.find(kMessage), next = held_.find(kStart);
+        if (next != std::string::npos && next < msg) {  // a header without a message
+          if (first_) out.content += held_.substr(0, next);
+          held_.erase(0, next + kStart.size());
+          first_ = false;
+          continue;
+        }
+        if (msg == std::string::npos) return out;
+        // The channel is the word after <|channel|> (up to a space or the next marker).
+        const std::string_view header = std::string_view(held_).substr(0, msg);
+        const size_t channel = header.find(kChannel);
+        if (channel == std::string_view::npos) {
+          analysis_ = false;
+        } else {
+          const std::string_view word = header.substr(channel + kChannel.size());
+          analysis_ = word.substr(0, word.find_first_of(" <")) == "analysis";
+        }
+        held_.erase(0, msg + kMessage.size());
+        first_ = false;
+        if (analysis_ && reasoned_) out.reasoning += "\n";
+        state_ = State::kBody;
+        continue;
+      }
+      case State::kBody: {
+        const auto [at, len] = Earliest(held_, kBodyEnds);
+        size_t keep = at;
+        if (at == std::string::npos) {
+          size_t partial = 0;
+          for (std::string_view end : kBodyEnds) partial = std::max(partial, PartialTag(held_, end));
+          keep = held_.size() - partial;
+        }
+        (analysis_ ? out.reasoning : out.content) += held_.substr(0, keep);
+        reasoned_ = reasoned_ || (analysis_ && keep > 0);
+        if (at == std::string::npos) {
+          held_.erase(0, keep);
+          return out;
+        }
+        held_.erase(0, at + len);
+        state_ = State::kHeader;
+        continue;
+      }
+    }
+  }
+}
+
+HarmonySplitter::Out HarmonySplitter::Finish() {
+  Out out;
+  if (state_ == State::kStart || state_ == State::kPlain || (state_ == State::kHeader && first_)) {
+    out.content = held_;
+  } else if (state_ == State::kBody) {
+    (analysis_ ? out.reasoning : out.content) = held_;
+  }
+  held_.clear();
+  return out;
 }
 
 bool PromptOpensThinking(const std::string& prompt) {

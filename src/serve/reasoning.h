@@ -1,4 +1,4 @@
-// The thinking of reasoning models (DeepSeek R1, Qwen 3, QwQ, ...) apart from their answer, as
+// The thinking of reasoning models (DeepSeek R1, Qwen 3, QwQ, gpt-oss, ...) apart from their answer, as
 // llama.cpp's server returns it with --reasoning-format deepseek: the text inside <think> ...
 // </think> at the start of an answer becomes the message's "reasoning_content" (streamed as
 // delta.reasoning_content), the rest its "content". Templates that open the think block
@@ -9,19 +9,30 @@
 
 namespace attn::serve {
 
-// Splits an answer as it streams: Feed each piece, then Finish. What comes out is the same however
-// the text is cut into pieces (a tag split across pieces is held back until it is whole).
-// Whitespace around the reasoning and before the content is dropped; an answer that does not start
-// with <think> (after whitespace) is all content; one cut inside the block is all reasoning.
-class ReasoningSplitter {
+// An answer split into reasoning and content as it streams: Feed each piece, then Finish. What comes
+// out is the same however the text is cut into pieces (a tag split across pieces is held back
+// until it is whole).
+class AnswerSplitter {
  public:
   struct Out {
     std::string reasoning, content;
   };
+  virtual ~AnswerSplitter() = default;
+  virtual Out Feed(const std::string& piece) = 0;
+  virtual Out Finish() = 0;
+  // The whole answer at once: Feed(text) + Finish().
+  Out Split(const std::string& text);
+};
+
+// DeepSeek's <think> block. Whitespace around the reasoning and before the content is dropped; an
+// answer that does not start with <think> (after whitespace) is all content; one cut inside the
+// block is all reasoning.
+class ReasoningSplitter : public AnswerSplitter {
+ public:
   // open: the prompt ends inside a think block (its last text is "<think>", maybe with whitespace).
   explicit ReasoningSplitter(bool open) : state_(open ? State::kThinking : State::kStart) {}
-  Out Feed(const std::string& piece);
-  Out Finish();
+  Out Feed(const std::string& piece) override;
+  Out Finish() override;
 
  private:
   enum class State { kStart, kThinking, kContentStart, kContent };
@@ -30,8 +41,29 @@ class ReasoningSplitter {
   bool reasoning_begun_ = false;  // leading whitespace of the reasoning is dropped
 };
 
-// The whole answer at once: Feed(text) + Finish().
+// The whole answer at once.
 ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open);
+
+// gpt-oss's harmony answers without tools: messages "[HEADER]<|message|>BODY" ended by <|end|>,
+// <|return|>, <|call|> or <|start|> (which opens the next message's header). The bodies of the
+// analysis channel ("<|channel|>analysis" in the header) are the reasoning, joined by "\n"; every
+// other message's body (the final channel, commentary) is content, headers and markers dropped.
+// An answer that does not open with a header ("<|channel|>", "to=" or " to=") starts with plain
+// content up to its first <|start|>; a first header that never reaches <|message|> is content as
+// written (an answer cut short), a later one is dropped.
+class HarmonySplitter : public AnswerSplitter {
+ public:
+  Out Feed(const std::string& piece) override;
+  Out Finish() override;
+
+ private:
+  enum class State { kStart, kPlain, kHeader, kBody };
+  State state_ = State::kStart;
+  std::string held_;
+  bool first_ = true;      // still in the answer's first segment
+  bool analysis_ = false;  // the current body is the analysis channel's
+  bool reasoned_ = false;  // some reasoning has come out (the next analysis body starts with "\n")
+};
 
 // Whether a prompt ends inside a think block: its last non-whitespace text is "<think>".
 bool PromptOpensThinking(const std::string& prompt);

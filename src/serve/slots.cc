@@ -125,9 +125,9 @@ void Slots::Fail(Slot& slot, std::exception_ptr error) {
 }
 
 void Slots::Complete(Slot& slot) {
-  GenerateResult result = slot.gen->result();
   std::shared_ptr<Job> job = slot.job;
-  if (job->cancelled && !slot.gen->done()) result.stop_reason = "cancelled";
+  if (job->cancelled) slot.gen->Cancel();
+  GenerateResult result = slot.gen->result();
   slot.gen.reset();
   slot.n_past = slot.session->n_past();
   {

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -74,6 +75,45 @@ TEST(GenerateInSession, ReusesTheCachedPrefixAndMatchesAFreshRun) {
 // YaRN, Qwen3's per-head norm, Gemma 3's sliding layers with their own base, Phi-3's partial
 // rotary with LongRoPE, gpt-oss's sliding layers sharing the YaRN table, SmolLM3). Values move
 // unchanged, and so do the keys of SmolLM3's NoPE layers (they carry no position to rotate).
+TEST(GenerateInSession, CancelEndsBeforeTheNextPassAndKeepsTheSessionConsistent) {
+  auto model = Model::Load(kGpt2);
+  const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 7; ++i) prompt.push_back((i * 29 + 3) % vocab);
+  GenerateOptions o;
+  o.max_tokens = 40;
+  o.stop_at_eos = false;
+  o.kv_dtype = DType::kF32;
+  const GenerateResult whole = GenerateFromTokens(*model, prompt, o);
+  ASSERT_EQ(whole.tokens.size(), 40u);
+
+  // Cancelled (as a stream's reader does, from its own thread) once 5 tokens were sampled.
+  std::atomic<bool> cancel{false};
+  o.cancel = &cancel;
+  o.logprobs = 0;
+  int sampled = 0;
+  o.on_logprob = [&](const TokenLogprob&) {
+    if (++sampled == 5) cancel = true;
+  };
+  std::string streamed;
+  Session session(*model, 8, DType::kF32);
+  const GenerateResult r =
+      GenerateInSession(*model, session, prompt, o, [&](const std::string& piece) { streamed += piece; });
+  EXPECT_EQ(r.stop_reason, "cancelled");
+  ASSERT_EQ(r.tokens.size(), 5u);
+  EXPECT_TRUE(std::equal(r.tokens.begin(), r.tokens.end(), whole.tokens.begin()));
+  EXPECT_EQ(r.text, streamed);
+  // The session holds what a finished generation leaves: the prompt and all but the last token.
+  EXPECT_EQ(session.n_past(), 7 + 4);
+  // Set before the start: the prompt is evaluated and one token sampled, no generation pass.
+  cancel = true;
+  sampled = 0;
+  const GenerateResult early = GenerateFromTokens(*model, prompt, o);
+  EXPECT_EQ(early.stop_reason, "cancelled");
+  EXPECT_EQ(early.tokens.size(), 1u);
+  EXPECT_EQ(early.n_gen_evaluated, 0);
+}
+
 TEST(ContextShift, RotatedKeysEqualThoseComputedAtTheNewPositions) {
   for (const char* name : {"llama_tiny", "qwen2_tiny", "qwen2_yarn_tiny", "qwen3_tiny", "gemma3_tiny",
                            "gemma2_tiny", "phi3_tiny", "gptoss_tiny", "smollm3_tiny", "granite_tiny"}) {

@@ -1,10 +1,14 @@
-// serve::ReasoningSplitter (src/serve/reasoning.h): the think block of a reasoning model's answer
-// apart from its content, the same however the answer streams in.
+// serve::ReasoningSplitter and HarmonySplitter (src/serve/reasoning.h): the think block of a reasoning
+// model's answer (gpt-oss: its analysis channel) apart from its content, the same however the
+// answer streams in.
 #include "serve/reasoning.h"
 
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
+
+#include "serve/tools.h"
 
 namespace attn::serve {
 namespace {
@@ -31,6 +35,19 @@ const Case kCases[] = {
     {"", true, "", ""},
 };
 
+// Feeds `text` cut at a and b (three pieces), then finishes.
+template <typename Splitter>
+AnswerSplitter::Out FeedInThree(Splitter s, const std::string& text, size_t a, size_t b) {
+  AnswerSplitter::Out all;
+  for (const std::string& piece : {text.substr(0, a), text.substr(a, b - a), text.substr(b)}) {
+    const AnswerSplitter::Out out = s.Feed(piece);
+    all.reasoning += out.reasoning, all.content += out.content;
+  }
+  const AnswerSplitter::Out out = s.Finish();
+  all.reasoning += out.reasoning, all.content += out.content;
+  return all;
+}
+
 TEST(Reasoning, SplitsTheThinkBlock) {
   for (const Case& c : kCases) {
     const ReasoningSplitter::Out out = SplitReasoning(c.text, c.open);
@@ -44,19 +61,77 @@ TEST(Reasoning, StreamingGivesTheSameAtEveryCut) {
     const std::string text = c.text;
     for (size_t a = 0; a <= text.size(); ++a) {
       for (size_t b = a; b <= text.size(); ++b) {
-        ReasoningSplitter s(c.open);
-        std::string reasoning, content;
-        for (const std::string& piece : {text.substr(0, a), text.substr(a, b - a), text.substr(b)}) {
-          const ReasoningSplitter::Out out = s.Feed(piece);
-          reasoning += out.reasoning, content += out.content;
-        }
-        const ReasoningSplitter::Out out = s.Finish();
-        reasoning += out.reasoning, content += out.content;
-        EXPECT_EQ(reasoning, c.reasoning) << c.text << " cut at " << a << ", " << b;
-        EXPECT_EQ(content, c.content) << c.text << " cut at " << a << ", " << b;
+        const AnswerSplitter::Out out = FeedInThree(ReasoningSplitter(c.open), text, a, b);
+        EXPECT_EQ(out.reasoning, c.reasoning) << c.text << " cut at " << a << ", " << b;
+        EXPECT_EQ(out.content, c.content) << c.text << " cut at " << a << ", " << b;
       }
     }
   }
+}
+
+// gpt-oss's harmony channels.
+struct HarmonyCase {
+  const char* text;
+  const char* reasoning;
+  const char* content;
+};
+
+const HarmonyCase kHarmonyCases[] = {
+    {"<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>Paris.", "Easy.",
+     "Paris."},
+    {"<|channel|>analysis<|message|>A<|end|><|start|>assistant<|channel|>analysis<|message|>B<|end|>"
+     "<|start|>assistant<|channel|>final<|message|>C<|return|>",
+     "A\nB", "C"},
+    {"<|channel|>final<|message|>Only an answer.<|return|>", "", "Only an answer."},
+    {"<|channel|>commentary<|message|>Let me check.<|end|><|start|>assistant<|channel|>final<|message|>Done.",
+     "", "Let me check.Done."},
+    {"<|channel|>analysisx<|message|>not analysis<|end|>", "", "not analysis"},
+    {"<|channel|>analysis <|constrain|>x<|message|>spaced<|end|>", "spaced", ""},
+    {"<|channel|>analysis<|message|>cut short", "cut short", ""},
+    {"<|channel|>analysis<|message|>a <|en", "a <|en", ""},  // a marker cut short stays text
+    {"<|channel|>analysis", "", "<|channel|>analysis"},      // no message at all: as written
+    {"Plain text < and <| marks.", "", "Plain text < and <| marks."},
+    {"Plain<|start|>assistant<|channel|>final<|message|>then final", "", "Plainthen final"},
+    {"<|start|>assistant<|channel|>final<|message|>x<|end|><|start|>assistant", "", "x"},
+    {" to=functions.f<|channel|>commentary json<|message|>{\"a\":1}<|call|>", "", "{\"a\":1}"},
+    {"<|channel|>analysis<|message|><|end|><|start|>assistant<|channel|>analysis<|message|>B<|end|>", "B",
+     ""},
+    {"<|chan", "", "<|chan"},
+    {"", "", ""},
+};
+
+TEST(Harmony, SplitsTheChannelsTheSameAtEveryCut) {
+  for (const HarmonyCase& c : kHarmonyCases) {
+    const std::string text = c.text;
+    const AnswerSplitter::Out whole = HarmonySplitter().Split(text);
+    EXPECT_EQ(whole.reasoning, c.reasoning) << c.text;
+    EXPECT_EQ(whole.content, c.content) << c.text;
+    for (size_t a = 0; a <= text.size(); ++a) {
+      for (size_t b = a; b <= text.size(); ++b) {
+        const AnswerSplitter::Out out = FeedInThree(HarmonySplitter(), text, a, b);
+        ASSERT_EQ(out.reasoning, c.reasoning) << c.text << " cut at " << a << ", " << b;
+        ASSERT_EQ(out.content, c.content) << c.text << " cut at " << a << ", " << b;
+      }
+    }
+  }
+}
+
+// Answers that open with a header and call no function read as the tools path reads them.
+TEST(Harmony, AgreesWithParseHarmonyOnChannelAnswers) {
+  int compared = 0;
+  for (const HarmonyCase& c : kHarmonyCases) {
+    const std::string text = c.text;
+    if (!(text.starts_with("<|channel|>") || text.starts_with("<|start|>")) ||
+        text.find("to=functions") != std::string::npos)
+      continue;
+    const std::optional<HarmonyAnswer> parsed = ParseHarmony(text);
+    ASSERT_TRUE(parsed) << text;
+    const AnswerSplitter::Out split = HarmonySplitter().Split(text);
+    EXPECT_EQ(split.reasoning, parsed->reasoning) << text;
+    EXPECT_EQ(split.content, parsed->content) << text;
+    ++compared;
+  }
+  EXPECT_GE(compared, 10);
 }
 
 TEST(Reasoning, PromptsThatOpenTheBlock) {

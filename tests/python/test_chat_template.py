@@ -286,3 +286,9 @@ def test_harmony_channels_become_reasoning_and_content(tmp_path):
     message = m.create_chat_completion(messages, **body)["choices"][0]["message"]
     assert message == {"role": "assistant", "reasoning_content": "Easy.", "content": "Paris."}
     assert m.create_chat_completion(messages, reasoning_format="none", **body)["choices"][0]["message"]["content"] == written
+    # Streamed: the analysis channel as delta.reasoning_content pieces, then the final one as content.
+    deltas = [c["choices"][0]["delta"] for c in m.create_chat_completion(messages, stream=True, **body)]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Easy."
+    assert "".join(d.get("content") or "" for d in deltas) == "Paris."
+    assert not any("<|" in (d.get("content") or "") + d.get("reasoning_content", "") for d in deltas)
+    assert sum(1 for d in deltas if d.get("reasoning_content")) >= 2  # it streams, piece by piece

@@ -9,7 +9,6 @@
 #include <condition_variable>
 #include <cstdio>
 #include <ctime>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -25,8 +24,8 @@
 #include "attn/model_options.h"
 #include "serve/openai.h"
 #include "serve/prepare.h"
-#include "serve/reasoning.h"
 #include "serve/slots.h"
+#include "serve/stream.h"
 #include "serve/tools.h"
 
 namespace attn::cli {
@@ -45,40 +44,6 @@ struct ServeArgs {
   std::string pooling = "mean";               // /v1/embeddings
   std::string host = "127.0.0.1";
   int port = 8080;
-};
-
-// The events of one stream, from the slots' thread to the request's.
-class EventQueue {
- public:
-  void Push(std::string event) {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      events_.push_back(std::move(event));
-    }
-    cv_.notify_all();
-  }
-  void Close() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      closed_ = true;
-    }
-    cv_.notify_all();
-  }
-  // The next event; false once closed and drained.
-  bool Pop(std::string& event) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    cv_.wait(lock, [&] { return closed_ || !events_.empty(); });
-    if (events_.empty()) return false;
-    event = std::move(events_.front());
-    events_.pop_front();
-    return true;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::deque<std::string> events_;
-  bool closed_ = false;
 };
 
 class Server {
@@ -258,98 +223,8 @@ class Server {
     // A stream: the slots' thread formats the events and queues them; this request's thread writes
     // them out, and marks the jobs cancelled when the client has gone. Choices interleave, each
     // chunk naming its index; the usage and [DONE] follow the last choice's end.
-    auto events = std::make_shared<EventQueue>();
-    struct Shared {  // touched on the slots' thread only
-      int left = 0;
-      bool failed = false;
-      std::vector<GenerateResult> results;
-    };
-    auto shared = std::make_shared<Shared>();
-    shared->left = n;
-    shared->results.resize(static_cast<size_t>(n));
-    for (int i = 0; i < n; ++i) {
-      serve::Job& job = *jobs[static_cast<size_t>(i)];
-      if (chat) events->Push(serve::StreamChunk(*request, *info, "", true, nullptr, i));
-      // Log-probabilities ride with the chunk that carries their tokens' text: the entries of
-      // tokens sampled since the last chunk (text held back for a stop string waits).
-      struct LogprobState {
-        std::vector<TokenLogprob> pending;
-        int64_t offset = 0;  // text_offset of the next entry
-      };
-      auto lp = std::make_shared<LogprobState>();
-      if (request->logprobs >= 0 && !chat) lp->offset = serve::Chars(serve::PromptText(*request, token_text));
-      auto chunk_logprobs = [request, lp, token_text](size_t count) {
-        if (request->logprobs < 0) return nlohmann::json();
-        const std::span<const TokenLogprob> entries(lp->pending.data(), count);
-        nlohmann::json j = serve::StreamLogprobs(*request, entries, lp->offset, token_text);
-        for (const TokenLogprob& e : entries) lp->offset += serve::Chars(token_text(e.token));
-        lp->pending.erase(lp->pending.begin(), lp->pending.begin() + static_cast<std::ptrdiff_t>(count));
-        return j;
-      };
-      job.options.on_logprob = [this, lp, chat](const TokenLogprob& e) {
-        // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
-        if (!(chat && model_->tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
-      };
-      // Pieces end on whole characters (SequenceGeneration holds a split one back). With tools the
-      // answer is one JSON object, sent as calls or content once complete (on_done).
-      // With reasoning, the think block streams as delta.reasoning_content; log-probabilities ride
-      // with the first chunk that carries text (the splitter may hold a piece back).
-      auto splitter = std::make_shared<serve::ReasoningSplitter>(request->thinking_open);
-      auto push_split = [events, request, info, lp, chunk_logprobs,
-                         i](const serve::ReasoningSplitter::Out& out) {
-        bool first = true;
-        for (const auto& [text, reasoning] :
-             {std::pair(&out.reasoning, true), std::pair(&out.content, false)}) {
-          if (text->empty()) continue;
-          events->Push(serve::StreamChunk(*request, *info, *text, false,
-                                          first ? chunk_logprobs(lp->pending.size()) : nlohmann::json(), i,
-                                          reasoning));
-          first = false;
-        }
-      };
-      job.on_text = [events, request, info, lp, chunk_logprobs, i, splitter,
-                     push_split](const std::string& piece) {
-        if (request->tools) return;
-        if (request->reasoning) {
-          push_split(splitter->Feed(piece));
-          return;
-        }
-        events->Push(
-            serve::StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size()), i));
-      };
-      job.on_done = [events, request, info, lp, chunk_logprobs, shared, i, splitter,
-                     push_split](const GenerateResult& r) {
-        if (shared->failed) return;
-        if (request->reasoning && !request->tools) push_split(splitter->Finish());
-        // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
-        // plain answer lists them.
-        if (request->logprobs >= 0 && !lp->pending.empty())
-          events->Push(serve::StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
-        if (request->tools) events->Push(serve::StreamToolAnswer(*request, *info, r, i));
-        events->Push(serve::StreamFinish(*request, *info, r, i));
-        shared->results[static_cast<size_t>(i)] = r;
-        if (--shared->left == 0) {
-          events->Push(serve::StreamEnd(*request, *info, shared->results));
-          events->Close();
-        }
-      };
-      std::vector<std::weak_ptr<serve::Job>> siblings(jobs.begin(), jobs.end());  // no cycle through the job
-      job.on_error = [events, shared, siblings](std::exception_ptr e) {
-        if (shared->failed) return;
-        shared->failed = true;
-        for (const auto& other : siblings)
-          if (auto j = other.lock()) j->cancelled = true;
-        std::string message = "unknown error";
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          message = ex.what();
-        } catch (...) {
-        }
-        events->Push("data: " + serve::ErrorJson(message, 500) + "\n\n");
-        events->Close();
-      };
-    }
+    auto events = std::make_shared<serve::EventQueue>();
+    serve::StreamJobs(*model_, request, info, jobs, events);
     for (auto& job : jobs) slots_.Submit(job);
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider("text/event-stream", [events, jobs](size_t, httplib::DataSink& sink) {
@@ -359,6 +234,17 @@ class Server {
           for (const auto& job : jobs) job->cancelled = true;
           return false;
         }
+      }
+      if (std::exception_ptr error = events->error()) {
+        std::string message = "unknown error";
+        try {
+          std::rethrow_exception(error);
+        } catch (const std::exception& e) {
+          message = e.what();
+        } catch (...) {
+        }
+        event = "data: " + serve::ErrorJson(message, 500) + "\n\n";
+        sink.write(event.data(), event.size());
       }
       sink.done();
       return true;
