@@ -36,6 +36,7 @@
 #include "attn/error.h"
 #include "attn/generate.h"
 #include "attn/heads.h"
+#include "attn/lens.h"
 #include "attn/model.h"
 #include "attn/perplexity.h"
 #include "serve/openai.h"
@@ -58,6 +59,14 @@ FloatArray OwnedArray(std::vector<float>&& data, int64_t heads, int64_t rows, in
   return FloatArray(owned->data(),
                     {static_cast<size_t>(heads), static_cast<size_t>(rows), static_cast<size_t>(cols)},
                     owner);
+}
+
+// A NumPy array of `shape` that owns `data` (float32 or int32).
+template <typename T>
+nb::ndarray<nb::numpy, T> OwnedArrayOf(std::vector<T>&& data, std::initializer_list<size_t> shape) {
+  auto* owned = new std::vector<T>(std::move(data));
+  nb::capsule owner(owned, [](void* p) noexcept { delete static_cast<std::vector<T>*>(p); });
+  return nb::ndarray<nb::numpy, T>(owned->data(), shape.size(), shape.begin(), owner);
 }
 
 FloatArray LogitsArray(int64_t n, int64_t vocab, float** data) {
@@ -569,6 +578,8 @@ void BindModel(nb::module_& m) {
                      d["final_softcap"] = c.final_softcap;
                      d["norm_eps"] = c.norm_eps;
                      d["tied_output"] = c.tied_output;
+                     d["norm"] = c.norm == attn::NormKind::kRms ? "rms" : "layer";
+                     d["post_norms"] = c.post_norms;  // gemma 2 / 3: block outputs normed before the add
                      return d;
                    })
       .def(
@@ -737,6 +748,27 @@ void BindModel(nb::module_& m) {
            })
       .def("run", &Run, nb::arg("tokens"), nb::arg("threads"), nb::arg("capture"), nb::arg("hooked"),
            nb::arg("callback").none())
+      .def(
+          "logit_lens",
+          [](const attn::Model& model, const std::vector<int32_t>& tokens, int top_k, int threads) {
+            attn::LogitLens lens;
+            {
+              nb::gil_scoped_release release;
+              attn::LogitLensOptions o;
+              o.top_k = top_k;
+              o.threads = threads;
+              lens = attn::ComputeLogitLens(model, tokens, o);
+            }
+            const size_t L = static_cast<size_t>(lens.layers), T = static_cast<size_t>(lens.tokens),
+                         K = static_cast<size_t>(lens.top_k);
+            nb::dict d;
+            d["top_ids"] = OwnedArrayOf(std::move(lens.top_ids), {L, T, K});
+            d["top_logprobs"] = OwnedArrayOf(std::move(lens.top_logprobs), {L, T, K});
+            d["next_logprob"] = OwnedArrayOf(std::move(lens.next_logprob), {L, T - 1});
+            d["next_rank"] = OwnedArrayOf(std::move(lens.next_rank), {L, T - 1});
+            return d;
+          },
+          nb::arg("tokens"), nb::arg("top_k"), nb::arg("threads"))
       .def(
           "score_heads",
           [](const attn::Model& model, const std::vector<int32_t>& tokens, int threads) {

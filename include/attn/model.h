@@ -292,6 +292,12 @@ class Model {
   // absolute positions) and for keep / discard outside the cached positions.
   void ShiftContext(Session& session, int64_t keep, int64_t discard) const;
 
+  // The model's head on residual-stream rows x [rows, d_model]: the final norm, the unembedding,
+  // then the logit scale and final softcap where the model has them, into logits [rows, vocab]:
+  // what Forward does to the last block's output (bit for bit for the same rows). The logit lens
+  // (include/attn/lens.h) applies it to earlier layers' residuals.
+  void Unembed(const float* x, int64_t rows, float* logits, int threads = 0) const;
+
   struct Weights;  // defined in src/model/weights.h
 
   // Every token's text (control and unused tokens empty) and their byte trie, for constrained

@@ -25,7 +25,7 @@ from typing import Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-from . import _attn, circuits
+from . import _attn, attribution, circuits
 
 
 def _threads(threads) -> int:
@@ -704,6 +704,31 @@ class Model:
                 raise ValueError(f"ablate: head {h!r} is not a (layer, head) pair") from None
             pairs.append((_int("ablate", "layer", layer, 0), _int("ablate", "head", head, 0)))
         return self._m.ablate(ids, pairs, mode, _threads(threads))
+
+    def logit_lens(self, tokens: str | Sequence[int], *, k: int = 5, threads: int | None = None) -> dict:
+        """The logit lens (nostalgebraist 2020): the residual stream after each block read through
+        the model's own final norm and unembedding, as if the later blocks were skipped. Row l of
+        every array is the residual after l blocks (0: the embeddings; n_layers: the last block's
+        output, whose lens is the model's own prediction, bit for bit). One forward pass; the
+        head runs at the model's speed (its own quantized products).
+
+        Returns {"tokens": ids, "top_ids": int32 [n_layers + 1, pos, k] (most likely first),
+        "top_logprobs": float32 [n_layers + 1, pos, k], "next_logprob": float32 [n_layers + 1,
+        pos - 1] (at position t, the log-probability of the text's token t + 1) and "next_rank":
+        int32 [n_layers + 1, pos - 1] (its rank; 0 = the lens's top prediction)}."""
+        ids = self._ids("logit_lens", tokens)
+        r = self._m.logit_lens(ids, _int("logit_lens", "k", k, 1), _threads(threads))
+        r["tokens"] = ids
+        return r
+
+    def logit_attribution(self, tokens: str | Sequence[int], target, *, baseline=None, pos: int = -1,
+                          threads: int | None = None) -> dict:
+        """Direct logit attribution (attn.attribution): each part's direct contribution (the
+        embeddings, every head, attention biases, every MLP) to target's logit at `pos`, minus
+        baseline's when given, through the final norm with its scale frozen. Returns {"names",
+        "values" (float64, in the forward pass's order), "total" (their sum), "logit" (the
+        model's own), "scale", "pos"}."""
+        return attribution.logit_attribution(self, tokens, target, baseline=baseline, pos=pos, threads=threads)
 
     def _ids(self, what: str, tokens) -> list[int]:
         if isinstance(tokens, str):

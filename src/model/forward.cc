@@ -466,6 +466,15 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
 
 namespace {
 
+// The logit scale (granite) and final softcap (gemma 2) on logits [rows, vocab].
+void FinishLogits(const ModelConfig& c, float* out, int64_t rows) {
+  if (c.logit_scale != 1.0f) ops::Scale(out, 1.0f / c.logit_scale, rows * c.vocab_size);
+  if (c.final_softcap > 0.0f) {
+    const float cap = c.final_softcap;
+    for (int64_t i = 0; i < rows * c.vocab_size; ++i) out[i] = cap * std::tanh(out[i] / cap);
+  }
+}
+
 // One item's rows within one pass through the blocks.
 struct Piece {
   int64_t item;   // index in the batch
@@ -872,12 +881,25 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
     float* out = logits + (all_logits ? logit_row : first_item) * c.vocab_size;
     logit_row += n;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
-    if (c.logit_scale != 1.0f) ops::Scale(out, 1.0f / c.logit_scale, rows * c.vocab_size);  // granite
-    if (c.final_softcap > 0.0f) {
-      const float cap = c.final_softcap;
-      for (int64_t i = 0; i < rows * c.vocab_size; ++i) out[i] = cap * std::tanh(out[i] / cap);
-    }
+    FinishLogits(c, out, rows);
   }
+}
+
+void Model::Unembed(const float* x, int64_t rows, float* logits, int threads) const {
+  const ModelConfig& c = config_;
+  const Weights& w = *weights_;
+  if (rows < 0 || (rows > 0 && (x == nullptr || logits == nullptr)))
+    throw Error("unembed: " + std::to_string(rows) + " rows with a null pointer");
+  if (rows == 0) return;
+  std::vector<float> h(static_cast<size_t>(rows * c.d_model));
+  if (c.norm == NormKind::kRms) {
+    ops::RmsNorm(x, Floats(w.output_norm), h.data(), rows, c.d_model, c.norm_eps);
+  } else {
+    ops::LayerNorm(x, Floats(w.output_norm), Floats(w.output_norm_bias), h.data(), rows, c.d_model,
+                   c.norm_eps);
+  }
+  MatMul(w.output, h.data(), rows, c.d_model, logits, c.vocab_size, ThreadPool::Global(), threads);
+  FinishLogits(c, logits, rows);
 }
 
 }  // namespace attn

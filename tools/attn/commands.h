@@ -24,6 +24,8 @@ void AddPerplexityCommand(CLI::App& app);
 void AddHeadsCommand(CLI::App& app);
 // Adds `attn ablate`: the loss change on a text when chosen heads are ablated.
 void AddAblateCommand(CLI::App& app);
+// Adds `attn lens TEXT`: the logit lens, what each layer's residual stream predicts next.
+void AddLensCommand(CLI::App& app);
 // Adds `attn inspect PROMPT`: runs the model, scores the heads and writes the viewer report.
 void AddInspectCommand(CLI::App& app);
 // Adds `attn train` (a small decoder trained from scratch on a corpus, with its curves) and

@@ -23,15 +23,6 @@ struct HeadsArgs {
   bool json = false;
 };
 
-std::vector<int32_t> TextTokens(const Model& model, const std::string& text) {
-  const std::vector<int32_t> tokens = model.tokenizer().EncodePrompt(text);
-  if (static_cast<int64_t>(tokens.size()) > model.config().context_length) {
-    throw Error("the text has " + std::to_string(tokens.size()) +
-                " tokens, more than the model's context of " + std::to_string(model.config().context_length));
-  }
-  return tokens;
-}
-
 void RunHeads(const HeadsArgs& args) {
   std::unique_ptr<Model> model = LoadModel(args.model);
   const ModelConfig& c = model->config();

@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   attn::cli::AddPerplexityCommand(app);
   attn::cli::AddHeadsCommand(app);
   attn::cli::AddAblateCommand(app);
+  attn::cli::AddLensCommand(app);
   attn::cli::AddInspectCommand(app);
   attn::cli::AddTrainCommand(app);
   try {

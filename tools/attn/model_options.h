@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "attn/generate.h"
 #include "attn/model.h"
@@ -28,5 +29,8 @@ void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
 void AddContextShiftOptions(CLI::App* cmd, int64_t& context_keep);
 // Loads the chosen model; a missing default model gets a message saying how to fetch it.
 std::unique_ptr<Model> LoadModel(const ModelOptions& options);
+// A text's tokens as a prompt (BOS where the model adds one); attn::Error when they do not fit the
+// model's context.
+std::vector<int32_t> TextTokens(const Model& model, const std::string& text);
 
 }  // namespace attn::cli
