@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -88,6 +89,29 @@ def test_inspect_writes_the_report(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 200
     html = (out / "report.html").read_text()
     assert "/*ATTN_DATA*/" not in html and "http://" not in html.replace("http://www.w3.org", "")
+
+
+def test_inspect_report_carries_the_logit_lens(tmp_path, model):
+    # The report's lens is Model.logit_lens on the report's tokens: each layer's top prediction,
+    # its probability and the next token's (rounded to 3 decimals); --no-lens leaves it out.
+    from viewer_data import load_report_data
+
+    out = tmp_path / "report"
+    r = run("inspect", "-t", "2", "--out", str(out), "The cat sat on the mat. The cat sat on the")
+    assert r.returncode == 0, r.stderr
+    data = load_report_data(str(out / "report.html"))
+    lens, n = data["lens"], len(data["tokens"])
+    want = model.logit_lens(data["token_ids"], k=1)
+    assert lens["layers"] == 31 and len(lens["top"]) == len(lens["top_p"]) == len(lens["next_p"]) == 31 * n
+    assert lens["top"] == want["top_ids"][:, :, 0].ravel().tolist()
+    np.testing.assert_allclose(lens["top_p"], np.exp(want["top_logprobs"][:, :, 0]).ravel(), atol=6e-4)
+    next_p = np.zeros((31, n))
+    next_p[:, :-1] = np.exp(want["next_logprob"])
+    np.testing.assert_allclose(lens["next_p"], next_p.ravel(), atol=6e-4)
+    assert all(lens["texts"][str(t)] == model.detokenize([t]) for t in set(lens["top"]))
+    r = run("inspect", "--no-lens", "--model", GPT2_TINY, "-t", "2", "--out", str(tmp_path / "r2"), "hello there")
+    assert r.returncode == 0, r.stderr
+    assert "lens" not in load_report_data(str(tmp_path / "r2" / "report.html"))
 
 
 def test_inspect_report_works_in_a_real_browser(tmp_path):

@@ -22,6 +22,7 @@
 #include "attn/generate.h"
 #include "attn/head_report.h"
 #include "attn/heads.h"
+#include "attn/lens.h"
 #include "attn/model_options.h"
 #include "attn/report.h"
 
@@ -34,6 +35,8 @@ constexpr const char* kDefaultPrompt =
     "wiped the glass and watched the sea. One stormy night a small boat came close to the rocks, and "
     "Tom Harrow";
 constexpr int64_t kMaxInspectTokens = 4096;  // patterns are materialized per layer: heads x S x S
+// The logit lens unembeds every layer's rows (layers x S x vocab products): up to this many tokens.
+constexpr int64_t kMaxLensTokens = 1024;
 
 struct InspectArgs {
   ModelOptions model;
@@ -42,6 +45,7 @@ struct InspectArgs {
   int generate = 0;
   ProbeOptions probe;
   bool all_heatmaps = false;
+  bool lens = true;  // --no-lens leaves the logit lens out
 };
 
 // One head's pattern in the page's compressed form: CSR rows of (key, round(255 w)), keeping the
@@ -260,6 +264,31 @@ void RunInspect(const InspectArgs& args) {
                      {"vals", Base64(sp.vals.data(), sp.vals.size())}});
   }
   j["patterns"] = {{"n", n}, {"scale", 255}, {"index_bytes", index_bytes}, {"heads", heads}};
+  // 5. The logit lens: each layer's top prediction at every position, and the next token's chance.
+  if (args.lens && n <= kMaxLensTokens) {
+    LogitLensOptions lo;
+    lo.top_k = 1;
+    lo.threads = args.model.threads;
+    const LogitLens lens = ComputeLogitLens(*model, tokens, lo);
+    std::vector<float> top_p(lens.top_logprobs.size()), next_p(lens.top_ids.size(), 0.0f);
+    nlohmann::json texts = nlohmann::json::object();
+    for (size_t i = 0; i < top_p.size(); ++i) {
+      top_p[i] = std::round(std::exp(lens.top_logprobs[i]) * 1000.0f) / 1000.0f;
+      texts[std::to_string(lens.top_ids[i])] = tok.TokenToPiece(lens.top_ids[i]);
+    }
+    for (int64_t l = 0; l < lens.layers; ++l)
+      for (int64_t t = 0; t + 1 < n; ++t)
+        next_p[static_cast<size_t>(l * n + t)] =
+            std::round(std::exp(lens.next_logprob[static_cast<size_t>(l * (n - 1) + t)]) * 1000.0f) / 1000.0f;
+    j["lens"] = {{"layers", lens.layers},
+                 {"top", lens.top_ids},
+                 {"top_p", top_p},
+                 {"next_p", next_p},
+                 {"texts", texts}};
+  } else if (args.lens) {
+    std::printf("(the logit lens is left out of reports over %lld tokens)\n",
+                static_cast<long long>(kMaxLensTokens));
+  }
   const std::string report = args.out + "/report.html";
   WriteFile(report, RenderReport(dump(j, -1)));
 
@@ -290,6 +319,10 @@ void AddInspectCommand(CLI::App& app) {
       ->check(CLI::Range(1, 1 << 16));
   cmd->add_flag("--all-heatmaps", args->all_heatmaps,
                 "Write a PNG for every head (default: the grid and the two strongest heads of each role)");
+  cmd->add_flag(
+      "!--no-lens", args->lens,
+      "Leave out the logit lens (each layer's prediction at every position; on by default up to 1,024 "
+      "tokens)");
   cmd->add_option("prompt", args->prompt,
                   "The text to inspect (default: a short passage with repeated names)");
   cmd->callback([args] { RunInspect(*args); });
