@@ -32,7 +32,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
     // What the server decides from the model's template: a tool format of its own, reasoning.
-    if (r.tools) r.tool_format = static_cast<attn::serve::ToolFormat>(data[0] / 2 % 4);
+    if (r.tools) {
+      const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the six formats
+      r.tool_format = static_cast<attn::serve::ToolFormat>(format % 6);
+    }
     r.reasoning = (data[0] & 8) != 0;
     r.thinking_open = (data[0] & 16) != 0;
     attn::GenerateResult result;

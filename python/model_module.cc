@@ -525,11 +525,14 @@ void BindModel(nb::module_& m) {
   nb::class_<attn::Model>(m, "Model")
       .def_static(
           "load",
-          [](const std::string& path) {
+          [](const std::string& path, const std::optional<std::string>& chat_template) {
             nb::gil_scoped_release release;
-            return attn::Model::Load(path.empty() ? attn::Model::DefaultPath() : path);
+            std::unique_ptr<attn::Model> model =
+                attn::Model::Load(path.empty() ? attn::Model::DefaultPath() : path);
+            if (chat_template) model->SetChatTemplate(*chat_template);
+            return model;
           },
-          nb::arg("path"))
+          nb::arg("path"), nb::arg("chat_template").none() = nb::none())
       .def_static("default_path", &attn::Model::DefaultPath)
       .def_prop_ro("path", &attn::Model::path)
       .def_prop_ro("config",

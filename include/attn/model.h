@@ -257,6 +257,11 @@ class Model {
 
   const ModelConfig& config() const { return config_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
+  // Replaces the file's chat template (llama.cpp's --chat-template-file; Tokenizer::WithChatTemplate
+  // says what is checked). Only before the model is shared with other threads.
+  void SetChatTemplate(const std::string& chat_template) {
+    tokenizer_ = std::make_unique<Tokenizer>(tokenizer_->WithChatTemplate(chat_template));
+  }
   const std::string& path() const { return path_; }
   // Bytes of weights in the mapped file.
   uint64_t weight_bytes() const;

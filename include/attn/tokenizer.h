@@ -41,6 +41,10 @@ class Tokenizer {
   // add_bos_token, eot_token_id, eom_token_id} and tokenizer.chat_template. Throws attn::Error naming
   // the key and value when one is missing, mistyped, inconsistent or unsupported.
   static Tokenizer FromGGUF(const gguf::File& file);
+  // The same tokenizer with another chat template (llama.cpp's --chat-template-file): its format
+  // detected and its Jinja parsed as the file's would be. Throws attn::Error when the text is empty
+  // or does not parse as Jinja.
+  Tokenizer WithChatTemplate(const std::string& chat_template) const;
 
   // Token ids of `text`; no BOS is added (see add_bos()). With parse_special, the text of control
   // tokens (e.g. "<|im_end|>") becomes those tokens; user-defined tokens are always split out.

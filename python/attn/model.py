@@ -253,10 +253,14 @@ class Model:
         self._head_dim = int(native.config["head_dim"])
 
     @staticmethod
-    def load(path: str | None = None) -> "Model":
+    def load(path: str | None = None, *, chat_template: str | None = None) -> "Model":
+        """Opens a GGUF model (None: the default model). chat_template: a Jinja chat template to use
+        instead of the file's (llama.cpp's --chat-template-file; ValueError if it does not parse)."""
         if path is not None and not isinstance(path, str):
             raise TypeError(f"Model.load: path must be a str or None, got {type(path).__name__}")
-        return Model(_attn.Model.load(path or ""))
+        if chat_template is not None and not isinstance(chat_template, str):
+            raise TypeError(f"Model.load: chat_template must be a str or None, got {type(chat_template).__name__}")
+        return Model(_attn.Model.load(path or "", chat_template))
 
     @staticmethod
     def default_path() -> str:

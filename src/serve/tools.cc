@@ -232,6 +232,7 @@ ToolFormat TemplateToolFormat(const std::string& t) {
   if (t.find("<|channel|>") != std::string::npos && t.find("<|start|>") != std::string::npos)
     return ToolFormat::kHarmony;
   if (t.find("[TOOL_CALLS]") != std::string::npos) return ToolFormat::kMistral;
+  if (t.find("<｜tool▁calls▁begin｜>") != std::string::npos) return ToolFormat::kDeepSeek;
   if (t.find("<tool_call>") != std::string::npos) return ToolFormat::kToolCallTags;
   if (t.find("<|start_header_id|>") != std::string::npos && t.find("\"parameters\"") != std::string::npos)
     return ToolFormat::kLlama3Json;
@@ -356,6 +357,51 @@ std::optional<std::vector<ojson>> MistralCalls(const std::string& text, std::str
   return calls;
 }
 
+// DeepSeek's calls: <｜tool▁calls▁begin｜> then per call <｜tool▁call▁begin｜>TYPE<｜tool▁sep｜>NAME
+// ```json ARGS ```<｜tool▁call▁end｜> (R1 and its distills) or <｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS
+// <｜tool▁call▁end｜> (V3.1), then <｜tool▁calls▁end｜>.
+std::optional<std::vector<ojson>> DeepSeekCalls(const std::string& text, std::string* content) {
+  const std::string calls_begin = "<｜tool▁calls▁begin｜>", call_begin = "<｜tool▁call▁begin｜>",
+                    sep = "<｜tool▁sep｜>", call_end = "<｜tool▁call▁end｜>",
+                    calls_end = "<｜tool▁calls▁end｜>";
+  size_t at = text.find(calls_begin);
+  if (at == std::string::npos) return std::nullopt;
+  *content = text.substr(0, at);
+  std::vector<ojson> calls;
+  size_t pos = at + calls_begin.size();
+  for (;;) {
+    const size_t begin = text.find(call_begin, pos);
+    if (begin == std::string::npos) break;
+    const size_t mid = text.find(sep, begin);
+    if (mid == std::string::npos) return std::nullopt;
+    const size_t end = text.find(call_end, mid);  // the last may stop at end of turn without it
+    const std::string head = Trim(text.substr(begin + call_begin.size(), mid - begin - call_begin.size()));
+    std::string body =
+        Trim(text.substr(mid + sep.size(), end == std::string::npos ? end : end - mid - sep.size()));
+    std::string name = head;
+    const size_t fence = body.find("```");
+    if (fence != std::string::npos && body.find('\n') < fence) {  // R1: NAME, then a fenced JSON block
+      name = Trim(body.substr(0, body.find('\n')));
+      body = body.substr(fence + 3);
+      if (body.rfind("json", 0) == 0) body = body.substr(4);
+      const size_t close = body.rfind("```");
+      if (close != std::string::npos) body = body.substr(0, close);
+    }
+    const std::optional<ojson> args = ParseJson(Trim(body));
+    if (name.empty() || !args) return std::nullopt;
+    const std::optional<ojson> call = JsonCall(ojson{{"name", name}, {"arguments", *args}});
+    if (!call) return std::nullopt;
+    calls.push_back(*call);
+    pos = end == std::string::npos ? text.size() : end + call_end.size();
+  }
+  if (calls.empty()) return std::nullopt;
+  const size_t tail = text.find(calls_end, pos);
+  const std::string after =
+      tail == std::string::npos ? text.substr(pos) : text.substr(tail + calls_end.size());
+  if (!Trim(after).empty()) return std::nullopt;
+  return calls;
+}
+
 // The whole answer one {"name", "parameters"} object, after an optional <|python_tag|>.
 std::optional<std::vector<ojson>> Llama3Calls(const std::string& text) {
   std::string t = Trim(text);
@@ -441,6 +487,7 @@ nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& tex
   if (format == ToolFormat::kToolCallTags) calls = TagCalls(text, &content);
   if (format == ToolFormat::kMistral) calls = MistralCalls(text, &content);
   if (format == ToolFormat::kLlama3Json) calls = Llama3Calls(text);
+  if (format == ToolFormat::kDeepSeek) calls = DeepSeekCalls(text, &content);
   if (format == ToolFormat::kHarmony) {
     std::optional<HarmonyAnswer> h = ParseHarmony(text);
     if (!h) return message;

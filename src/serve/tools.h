@@ -60,8 +60,12 @@ nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, 
 //   kHarmony (gpt-oss): messages "<|channel|>C<|message|>BODY<|end|>" (after the prompt's
 //     "<|start|>assistant", then each after "<|start|>assistant"); a header "to=functions.NAME"
 //     makes BODY (JSON) a call, the analysis channel is reasoning, the final channel the content.
+//   kDeepSeek (DeepSeek R1 and its Qwen / Llama distills, V3.1): the calls between
+//     <｜tool▁calls▁begin｜> and <｜tool▁calls▁end｜>, each <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
+//     then its arguments in a ```json block (R1), or NAME<｜tool▁sep｜>ARGS (V3.1), then
+//     <｜tool▁call▁end｜>.
 // kGeneric: none of these (the generic form above).
-enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json, kHarmony };
+enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json, kHarmony, kDeepSeek };
 ToolFormat TemplateToolFormat(const std::string& chat_template);
 // The choice's message for an answer in `format`: text before the first call is the content (null
 // when blank); an answer with no call, or one that does not parse, is returned as its text. Ids

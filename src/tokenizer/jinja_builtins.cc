@@ -729,6 +729,9 @@ Value ApplyFilter(const std::string& name, const Value& v, Args& a, int line) {
         o.item_separator = item_sep.c_str(), o.key_separator = key_sep.c_str();
       }
       o.sort_keys = Arg(a, 3, "sort_keys").Truthy();
+      // A generator (map / select's result) is written as the list of its items, as llama.cpp's
+      // engine does (templates written for it, e.g. its DeepSeek R1 one, rely on it); jinja2 raises.
+      if (v.is_generator()) return Value::String(Value::MakeArray(Iterate(v, line)).ToJson(o));
       return Value::String(v.ToJson(o));
     }
     if (name == "string") return v.is_string() ? v : Value::String(v.ToString());

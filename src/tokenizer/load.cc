@@ -349,6 +349,25 @@ void LoadSentencePiece(const gguf::File& file, tokenizer::Vocab& v) {
 
 }  // namespace
 
+namespace {
+
+// A chat template's text, format, default system message and parsed Jinja (or why it does not
+// parse: that only matters when it is used).
+void SetChatTemplate(tokenizer::Vocab& v, const std::string& tmpl) {
+  v.chat_template = tmpl;
+  v.chat_format = DetectChatFormat(tmpl);
+  v.default_system = DefaultSystemMessage(tmpl);
+  v.jinja.reset();
+  v.jinja_error.clear();
+  try {
+    v.jinja = std::make_shared<const jinja::Template>(tmpl);
+  } catch (const Error& e) {
+    v.jinja_error = e.what();
+  }
+}
+
+}  // namespace
+
 Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
   auto v = std::make_shared<tokenizer::Vocab>();
 
@@ -446,17 +465,18 @@ Tokenizer Tokenizer::FromGGUF(const gguf::File& file) {
   v->pieces.resize(n);
   for (int32_t id = 0; id < n; ++id) v->pieces[id] = PieceOf(*v, id);
 
-  if (const std::string* tmpl = FindString(file, "tokenizer.chat_template")) {
-    v->chat_template = *tmpl;
-    v->chat_format = DetectChatFormat(*tmpl);
-    v->default_system = DefaultSystemMessage(*tmpl);
-    try {  // a template that does not parse only matters when it is used (ApplyChatTemplate)
-      v->jinja = std::make_shared<const jinja::Template>(*tmpl);
-    } catch (const Error& e) {
-      v->jinja_error = e.what();
-    }
-  }
+  if (const std::string* tmpl = FindString(file, "tokenizer.chat_template")) SetChatTemplate(*v, *tmpl);
 
+  Tokenizer t;
+  t.vocab_ = std::move(v);
+  return t;
+}
+
+Tokenizer Tokenizer::WithChatTemplate(const std::string& chat_template) const {
+  if (chat_template.empty()) throw Error("chat template: the text is empty");
+  auto v = std::make_shared<tokenizer::Vocab>(*vocab_);
+  SetChatTemplate(*v, chat_template);
+  if (!v->jinja) throw Error("chat template: " + v->jinja_error);
   Tokenizer t;
   t.vocab_ = std::move(v);
   return t;

@@ -48,9 +48,13 @@ TEST(Jinja, RealTemplatesMatchJinja2) {
     }
     for (const auto& c : t["cases"]) {
       const std::string where = file + " / " + c["name"].get<std::string>();
-      if (c.contains("rendered")) {
+      // Where jinja2 refuses to write a generator with tojson, attn writes it as a list (as llama.cpp
+      // does): the fixture holds jinja2's rendering with that tojson.
+      const char* want =
+          c.contains("rendered_generators_as_lists") ? "rendered_generators_as_lists" : "rendered";
+      if (c.contains(want)) {
         try {
-          EXPECT_EQ(tmpl->Render(c["context"], options), c["rendered"].get<std::string>()) << where;
+          EXPECT_EQ(tmpl->Render(c["context"], options), c[want].get<std::string>()) << where;
         } catch (const Error& e) {
           ADD_FAILURE() << where << ": " << e.what();
         }
@@ -166,7 +170,9 @@ TEST(Jinja, ErrorsNameTheProblem) {
   EXPECT_NE(error_of("{{ x | nosuchfilter }}").find("no filter named 'nosuchfilter'"), std::string::npos);
   EXPECT_NE(error_of("{{ 'a' + 1 }}").find("can only concatenate str"), std::string::npos);
   EXPECT_NE(error_of("{% set l = [] %}{{ l.append(1) }}").find("unsafe"), std::string::npos);
-  EXPECT_NE(error_of("{{ [1] | map('upper') | tojson }}").find("generator"), std::string::npos);
+  EXPECT_NE(error_of("{{ [1] | map('upper') | length }}").find("generator"), std::string::npos);
+  // tojson writes a generator as a list (llama.cpp's engine does; jinja2 raises).
+  EXPECT_EQ(Render("{{ ['a', 'b'] | map('upper') | tojson }}"), "[\"A\", \"B\"]");
   EXPECT_NE(error_of("{{ range(1000000) | length }}").find("range() too big"), std::string::npos);
   EXPECT_NE(error_of("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}").find("nested too deeply"),
             std::string::npos);

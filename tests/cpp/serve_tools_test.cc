@@ -77,6 +77,10 @@ TEST(ToolCallTags, FormatOfRealTemplates) {
       {"meta-llama-Llama-3.2-3B-Instruct.jinja", ToolFormat::kLlama3Json},
       {"meta-llama-Llama-3.3-70B-Instruct.jinja", ToolFormat::kLlama3Json},
       {"openai-gpt-oss-120b.jinja", ToolFormat::kHarmony},
+      {"deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", ToolFormat::kDeepSeek},
+      {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", ToolFormat::kDeepSeek},
+      {"llama-cpp-deepseek-r1.jinja", ToolFormat::kDeepSeek},
+      {"deepseek-ai-DeepSeek-V3.1.jinja", ToolFormat::kDeepSeek},
       {"google-gemma-2-2b-it.jinja", ToolFormat::kGeneric},
       {"microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::kGeneric}};
   for (const auto& [file, format] : cases) {
@@ -117,6 +121,46 @@ TEST(ToolCallTags, MistralBothForms) {
        {"[TOOL_CALLS][{\"name\": 1}]", "[TOOL_CALLS]f[ARGS]{", "[TOOL_CALLS]f", "no call"}) {
     NativeToolAnswerMessage(ToolFormat::kMistral, bad, "req", &calls);
     EXPECT_FALSE(calls) << bad;
+  }
+}
+
+TEST(ToolCallTags, DeepSeekR1AndV31) {
+  bool calls = false;
+  // R1 (and its distills): the thinking, then the calls with fenced JSON arguments.
+  json m = NativeToolAnswerMessage(
+      ToolFormat::kDeepSeek,
+      "<think>\nThe user wants weather.\n</think>\n\n"
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+      "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n"
+      "<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{\"a\": 1, \"b\": 2}\n```"
+      "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+      "r", &calls);
+  ASSERT_TRUE(calls);
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>()),
+            json({{"city", "Paris"}}));
+  EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "add");
+  EXPECT_EQ(m["content"], "<think>\nThe user wants weather.\n</think>");  // reasoning is split later
+  // V3.1: NAME<｜tool▁sep｜>ARGS; the last call may end at the end of the turn.
+  m = NativeToolAnswerMessage(
+      ToolFormat::kDeepSeek,
+      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Oslo\"}", "r",
+      &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_TRUE(m["content"].is_null());
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>()),
+            json({{"city", "Oslo"}}));
+  for (const char* bad :
+       {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{",
+        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f{}", "no call",
+        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>[1]<｜tool▁call▁end｜>",
+        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
+        "<｜tool▁calls▁end｜>trailing words"}) {
+    const json plain = NativeToolAnswerMessage(ToolFormat::kDeepSeek, bad, "r", &calls);
+    EXPECT_FALSE(calls) << bad;
+    EXPECT_EQ(plain["content"], bad);
   }
 }
 

@@ -160,6 +160,7 @@ void AddGenerateCommand(CLI::App& app) {
   auto args = std::make_shared<GenerateArgs>();
   auto* cmd = app.add_subcommand("generate", "Continue a prompt with a language model (streams the text)");
   AddModelOptions(cmd, args->model);
+  AddChatTemplateOption(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
   AddContextShiftOptions(cmd, args->gen.context_keep);
@@ -190,6 +191,7 @@ void AddChatCommand(CLI::App& app) {
                                  "ChatML, Llama 3, Gemma, Phi-3, Mistral, Llama 2, gpt-oss, Granite; any "
                                  "other template run as Jinja), one line per turn");
   AddModelOptions(cmd, args->model);
+  AddChatTemplateOption(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
   AddContextShiftOptions(cmd, args->gen.context_keep);

@@ -3,7 +3,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
+#include <sstream>
 
 #include "attn/error.h"
 
@@ -68,7 +70,26 @@ std::unique_ptr<Model> LoadModel(const ModelOptions& options) {
     }
     throw Error("model file '" + path + "' does not exist");
   }
-  return Model::Load(path);
+  std::unique_ptr<Model> model = Model::Load(path);
+  if (!options.chat_template_file.empty()) {
+    std::ifstream f(options.chat_template_file, std::ios::binary);
+    if (!f.is_open()) throw Error("--chat-template-file: cannot read '" + options.chat_template_file + "'");
+    std::ostringstream text;
+    text << f.rdbuf();
+    try {
+      model->SetChatTemplate(text.str());
+    } catch (const Error& e) {
+      throw Error("--chat-template-file '" + options.chat_template_file + "': " + e.what());
+    }
+  }
+  return model;
+}
+
+void AddChatTemplateOption(CLI::App* cmd, ModelOptions& options) {
+  cmd->add_option(
+      "--chat-template-file", options.chat_template_file,
+      "A Jinja chat template to use instead of the model's own (llama.cpp's option; e.g. a template "
+      "that describes tools)");
 }
 
 std::vector<int32_t> TextTokens(const Model& model, const std::string& text) {

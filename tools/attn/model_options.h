@@ -15,6 +15,7 @@ namespace attn::cli {
 struct ModelOptions {
   std::string model;  // empty = Model::DefaultPath()
   int threads = 0;
+  std::string chat_template_file;  // --chat-template-file: replaces the file's chat template
 };
 
 // Adds --model and --threads to a subcommand.
@@ -27,7 +28,10 @@ void AddKvTypeOption(CLI::App* cmd, DType& kv_dtype, const std::string& name = "
 void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
 // Adds --context-shift and --keep N (GenerateOptions::context_keep): go on past a full context.
 void AddContextShiftOptions(CLI::App* cmd, int64_t& context_keep);
-// Loads the chosen model; a missing default model gets a message saying how to fetch it.
+// Adds --chat-template-file FILE (llama.cpp's): a Jinja chat template used instead of the model's.
+void AddChatTemplateOption(CLI::App* cmd, ModelOptions& options);
+// Loads the chosen model (with --chat-template-file's template); a missing default model gets a
+// message saying how to fetch it.
 std::unique_ptr<Model> LoadModel(const ModelOptions& options);
 // A text's tokens as a prompt (BOS where the model adds one); attn::Error when they do not fit the
 // model's context.
