@@ -91,6 +91,39 @@ def row_and_column(data: dict, index: int, i: int) -> tuple[set[int], set[int]]:
     return attends, by
 
 
+LENS_WINDOW = 8  # positions in the logit lens table
+
+
+def lens_expected(data: dict, pos: int) -> dict:
+    """The logit lens table for the window ending at `pos`, from the data: the header tokens, one row
+    per layer from the output down to the embeddings (label, then per position: predicted text, top_p,
+    whether it is the next token), and the next tokens. A prediction is the next token where its id is
+    the next token's id; in data without token_ids, where its text is the next token's and the lens
+    gives the next token the top prediction's probability (to 0.0015: both are rounded)."""
+    lens, tokens, ids = data["lens"], data["tokens"], data.get("token_ids")
+    n, rows = len(tokens), lens["layers"]
+    window = list(range(max(0, pos - LENS_WINDOW + 1), pos + 1))
+    body = []
+    for layer in reversed(range(rows)):
+        cells = []
+        for t in window:
+            k = layer * n + t
+            text = lens["texts"][str(lens["top"][k])]
+            if t == n - 1:
+                hit = False
+            elif ids is not None:
+                hit = lens["top"][k] == ids[t + 1]
+            else:
+                hit = text == tokens[t + 1] and abs(lens["next_p"][k] - lens["top_p"][k]) <= 0.0015
+            cells.append((t, display_text(text), lens["top_p"][k], hit))
+        body.append((layer, "embed" if layer == 0 else "L%d" % (layer - 1), cells))
+    return {
+        "head": [(t, "#%d" % t, display_text(tokens[t])) for t in window],
+        "body": body,
+        "next": [display_text(tokens[t + 1]) if t < n - 1 else "" for t in window],
+    }
+
+
 # ---- page helpers ----
 
 
@@ -150,6 +183,42 @@ def image_stats(png: bytes) -> tuple[int, float]:
     return colours, float(img.std())
 
 
+def lens_table(driver) -> dict:
+    """The logit lens table as the page shows it, in the shape of lens_expected."""
+    got = js(
+        driver,
+        """(() => { const tb = document.getElementById('lens-table');
+          return {
+            head: [...tb.querySelectorAll('thead th[data-t]')].map(e =>
+              [+e.dataset.t, e.querySelector('.ix').textContent, e.querySelector('.tokname').textContent]),
+            body: [...tb.querySelectorAll('tbody tr')].map(r => [+r.dataset.l, r.querySelector('th').textContent,
+              [...r.querySelectorAll('td')].map(c => [+c.dataset.t, c.querySelector('.tokname').textContent,
+                c.querySelector('.p').textContent, c.classList.contains('hit')])]),
+            next: [...tb.querySelectorAll('tfoot td')].map(c => c.textContent),
+          }; })()""",
+    )
+    return {
+        "head": [tuple(h) for h in got["head"]],
+        "body": [(layer, label, [tuple(c) for c in cells]) for layer, label, cells in got["body"]],
+        "next": got["next"],
+    }
+
+
+def check_lens_table(driver, data: dict, pos: int):
+    """The page's lens table shows the window ending at `pos` as the data says (probabilities to 2
+    decimals, compared as numbers so that a tie like 0.125 may round either way)."""
+    want, got = lens_expected(data, pos), lens_table(driver)
+    assert js(driver, "attnViewer.state.lensPos") == pos
+    assert got["head"] == want["head"]
+    assert got["next"] == want["next"]
+    assert [(layer, label) for layer, label, _ in got["body"]] == [(layer, label) for layer, label, _ in want["body"]]
+    for (layer, _, got_cells), (_, _, want_cells) in zip(got["body"], want["body"]):
+        shown = [(t, text, hit) for t, text, _, hit in got_cells]
+        assert shown == [(t, text, hit) for t, text, _, hit in want_cells], layer
+        for (t, _, shown, _), (_, _, p, _) in zip(got_cells, want_cells):
+            assert len(shown.split(".")[-1]) == 2 and abs(float(shown) - p) <= 0.005 + 1e-9, (layer, t, shown, p)
+
+
 def set_search(driver, text: str):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -207,6 +276,17 @@ def _check_report(driver, path: str) -> dict:
     assert js(driver, "attnViewer.state.zoomDraws") >= 1
     assert data["model"] in driver.find_element(By.ID, "model-name").text
 
+    # The logit lens panel: shown (with the last window) when the report has lens data, else hidden.
+    lens_panel = driver.find_element(By.ID, "lens-panel")
+    has_lens = data.get("lens") is not None and n > 0
+    assert lens_panel.is_displayed() == has_lens
+    if has_lens:
+        assert js(driver, "attnViewer.state.lensError") is None
+        assert not driver.find_element(By.ID, "lens-error").is_displayed()
+        size = js(driver, "(() => { const c = document.getElementById('lens-map'); return [c.width, c.height]; })()")
+        assert size == [n, data["lens"]["layers"]]
+        check_lens_table(driver, data, n - 1)
+
     # The grid: one thumbnail per head, coloured by its role.
     thumbs = js(driver, "[...document.querySelectorAll('canvas.thumb')]"
                         ".map(e => [+e.dataset.layer, +e.dataset.head, e.dataset.role])")
@@ -241,6 +321,8 @@ def _check_report(driver, path: str) -> dict:
     attends, by = row_and_column(data, index, i)
     hover_element(driver, driver.find_element(By.CSS_SELECTOR, '#strip .tok[data-i="%d"]' % i))
     assert js(driver, "attnViewer.state.hoverToken") == i
+    if has_lens:
+        assert js(driver, "attnViewer.state.lensPos") == i
     got = token_classes(driver)
     assert got["hover"] == [i]
     assert set(got["attends"]) == attends
@@ -255,6 +337,8 @@ def _check_report(driver, path: str) -> dict:
     ActionChains(driver, duration=20).move_to_element(driver.find_element(By.ID, "tok-info")).perform()
     assert js(driver, "attnViewer.state.hoverToken") == -1
     assert token_classes(driver) == {"hover": [], "attends": [], "by": []}
+    if has_lens:
+        assert js(driver, "attnViewer.state.lensPos") == n - 1
 
     # Hovering a heatmap cell names its query and key and shows its weight.
     rows, cols, vals = viewer_data.head_csr(data, index)
@@ -415,10 +499,348 @@ def test_template_without_data_explains_itself(driver):
 
 
 def test_1500_tokens(driver, tmp_path):
-    """Load and render time at S = 1,500 (printed, not asserted: tests never assert a time)."""
+    """Load and render time at S = 1,500 (printed, not asserted: tests never assert a time), with the
+    logit lens over 31 rows (30 layers + the embeddings)."""
     data = viewer_data.make_data(1500, seed=4)
     path = viewer_data.render(data, str(tmp_path / "r1500.html"))
     result = check_report(path, driver)
+    assert data["lens"]["layers"] == 31
+    hover_ms = js(driver, """(() => { const t0 = performance.now();
+        for (let i = 0; i < 100; i++) attnViewer.hoverToken(700 + i);
+        attnViewer.hoverToken(-1);
+        return (performance.now() - t0) / 101; })()""")
+    assert js(driver, "attnViewer.state.lensPos") == 1499
+    assert console_problems(driver) == []
     mb = os.path.getsize(path) / 1e6
-    print("\nviewer: S=1500, 30x9 heads, %.1f MB page: loaded and drawn in %.2f s (page timings, ms: %s)"
-          % (mb, result["load_s"], result["timings"]))
+    print("\nviewer: S=1500, 30x9 heads, %.1f MB page: loaded and drawn in %.2f s (page timings, ms: %s); "
+          "hovering a token (strip tints + lens table): %.2f ms" % (mb, result["load_s"], result["timings"], hover_ms))
+
+
+# ---- the logit lens panel ----
+
+
+def lens_cells(data: dict):
+    """(layer, position, top id, top_p, next_p) of every lens entry."""
+    lens, n = data["lens"], len(data["tokens"])
+    for k, (top, top_p, next_p) in enumerate(zip(lens["top"], lens["top_p"], lens["next_p"])):
+        yield k // n, k % n, top, top_p, next_p
+
+
+def lens_pixel(driver, layer: int, t: int) -> list:
+    """The overview map's colour for (layer, position): the canvas has one pixel per cell, the last layer on top."""
+    return js(driver, """(() => { const c = document.getElementById('lens-map'),
+        ctx = c.getContext('2d', {willReadFrequently: true});
+        return [...ctx.getImageData(arguments[1], c.height - 1 - arguments[0], 1, 1).data]; })()""", layer, t)
+
+
+def hover_lens_map(driver, layer: int, t: int, click: bool = False):
+    """Moves the real mouse onto the overview map's cell (layer, position), and clicks it if asked."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    canvas = driver.find_element(By.ID, "lens-map")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", canvas)
+    r = js(driver, "(() => { const c = arguments[0], r = c.getBoundingClientRect();"
+                   " return [r.width, r.height, c.width, c.height]; })()", canvas)
+    w, h, n, rows = r
+    dx = int((t + 0.5) / n * w - w / 2)
+    dy = int((rows - 1 - layer + 0.5) / rows * h - h / 2)
+    chain = ActionChains(driver, duration=20).move_to_element_with_offset(canvas, dx, dy)
+    if click:
+        chain = chain.click()
+    chain.perform()
+
+
+def test_synthetic_lens_data_is_consistent():
+    data = viewer_data.make_data(300, layers=12, heads=2, kv_heads=2, seed=7)
+    lens, tokens = data["lens"], data["tokens"]
+    n, rows = len(tokens), 13
+    assert lens["layers"] == rows
+    assert len(lens["top"]) == len(lens["top_p"]) == len(lens["next_p"]) == rows * n
+    ids = data["token_ids"]
+    assert [viewer_data.VOCAB[i] for i in ids] == tokens
+    hits = np.zeros(rows)
+    for layer, t, top, top_p, next_p in lens_cells(data):
+        assert lens["texts"][str(top)] == viewer_data.VOCAB[top]
+        assert 0 < top_p <= 1 and 0 <= next_p <= top_p
+        if t == n - 1:
+            assert next_p == 0
+        elif top == ids[t + 1]:
+            assert next_p == top_p
+            hits[layer] += 1
+        else:
+            assert next_p < top_p
+    assert set(lens["texts"]) == {str(v) for v in lens["top"]}
+    assert hits[-1] > 3 * max(1, hits[0])  # deeper layers get the next token right more often
+    plain = viewer_data.make_data(300, layers=12, heads=2, kv_heads=2, seed=7, lens=False)
+    assert "lens" not in plain and plain == {k: v for k, v in data.items() if k != "lens"}
+
+
+def test_lens_panel_hidden_without_lens_data(driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    path = viewer_data.render(viewer_data.make_data(24, 3, 4, 2, seed=6, lens=False), str(tmp_path / "r.html"))
+    check_report(path, driver)  # asserts the panel is hidden
+    assert not driver.find_element(By.ID, "lens-panel").is_displayed()
+    assert js(driver, "[attnViewer.state.lensError, attnViewer.state.lensPos, attnViewer.state.lensMode]") == [
+        None, 23, "next"]
+    js(driver, "attnViewer.setLensPos(5), attnViewer.setLensMode('top')")  # harmless without data
+    assert js(driver, "attnViewer.state.lensMode") == "top"
+    assert console_problems(driver) == []
+
+
+def test_lens_panel_shown_with_lens_data(driver, report_48):
+    from selenium.webdriver.common.by import By
+
+    load(driver, report_48)
+    panel = driver.find_element(By.ID, "lens-panel")
+    assert panel.is_displayed()
+    assert panel.find_element(By.TAG_NAME, "h2").text.lower() == "logit lens"
+    assert "final norm and unembedding" in panel.text
+    buttons = js(driver, "[...document.querySelectorAll('#lens-mode button')]"
+                         ".map(b => [b.dataset.mode, b.classList.contains('on')])")
+    assert buttons == [["next", True], ["top", False]]
+    assert js(driver, "[attnViewer.state.lensMode, attnViewer.state.lensPos, attnViewer.state.lensError]") == [
+        "next", 47, None]
+    # The panel sits in the detail column, after the Tokens panel.
+    assert js(driver, "document.getElementById('strip-panel').nextElementSibling.id") == "lens-panel"
+    colours, _ = image_stats(driver.find_element(By.ID, "lens-map").screenshot_as_png)
+    assert colours > 20, colours
+    assert console_problems(driver) == []
+
+
+def test_lens_table_matches_data(driver, report_48):
+    data = viewer_data.load_report_data(report_48)
+    load(driver, report_48)
+    check_lens_table(driver, data, 47)
+    for pos in (20, 21, 24, 22, 15, 3, 0, 1, 47, 8, 9, 7):  # jumps, and slides by less than the window either way
+        js(driver, "attnViewer.setLensPos(arguments[0])", pos)
+        check_lens_table(driver, data, pos)
+    # The window at 20 is a meaningful check: it holds hits and misses, and a last row with text.
+    want = lens_expected(data, 20)
+    flags = [hit for _, _, cells in want["body"] for _, _, _, hit in cells]
+    assert any(flags) and not all(flags)
+    # The table shows the same predictions in both modes; only its tint follows the mode.
+    js(driver, "attnViewer.setLensPos(20)")
+    bg = "[...document.querySelectorAll('#lens-table tbody td')].map(c => c.style.backgroundColor)"
+    before = js(driver, bg)
+    js(driver, "attnViewer.setLensMode('top')")
+    check_lens_table(driver, data, 20)
+    assert js(driver, bg) != before
+    js(driver, "attnViewer.setLensMode('next')")
+    assert js(driver, bg) == before
+    assert console_problems(driver) == []
+
+
+def test_lens_hits_without_token_ids(driver, tmp_path):
+    # Reports without token_ids mark a hit by the prediction's text and probability; on consistent
+    # data that gives the same cells as the ids do.
+    data = viewer_data.make_data(48, seed=1)
+    def hits(d):
+        return {(pos, layer): [c[3] for c in cells]
+                for pos in (20, 47) for layer, _, cells in lens_expected(d, pos)["body"]}
+
+    with_ids = hits(data)
+    del data["token_ids"]
+    without = hits(data)
+    assert with_ids == without and any(any(v) for v in without.values())
+    path = viewer_data.render(data, str(tmp_path / "r.html"))
+    load(driver, path)
+    for pos in (20, 47):
+        js(driver, "attnViewer.setLensPos(arguments[0])", pos)
+        check_lens_table(driver, data, pos)
+    assert console_problems(driver) == []
+
+
+def test_lens_mode_toggle_recolours_map(driver, report_48):
+    from selenium.webdriver.common.by import By
+
+    data = viewer_data.load_report_data(report_48)
+    load(driver, report_48)
+    # The cell where p(top prediction) most exceeds p(next token).
+    layer, t, _, top_p, next_p = max(lens_cells(data), key=lambda c: c[3] - c[4])
+    assert top_p - next_p > 0.5
+    pale = lens_pixel(driver, layer, t)
+    driver.find_element(By.CSS_SELECTOR, '#lens-mode button[data-mode="top"]').click()
+    assert js(driver, "attnViewer.state.lensMode") == "top"
+    assert js(driver, "[...document.querySelectorAll('#lens-mode button.on')].map(b => b.dataset.mode)") == ["top"]
+    dark = lens_pixel(driver, layer, t)
+    # The ramp darkens with the value: the cell is much darker showing top_p than showing next_p.
+    assert sum(dark[:3]) < sum(pale[:3]) - 150, (pale, dark)
+    assert pale[3] == dark[3] == 255
+    driver.find_element(By.CSS_SELECTOR, '#lens-mode button[data-mode="next"]').click()
+    assert js(driver, "attnViewer.state.lensMode") == "next"
+    assert lens_pixel(driver, layer, t) == pale
+    # A cell the lens gives (almost) no chance to the next token is (almost) white.
+    layer0, t0 = next((c[0], c[1]) for c in lens_cells(data) if c[4] < 0.005)
+    assert min(lens_pixel(driver, layer0, t0)[:3]) >= 245
+    assert console_problems(driver) == []
+
+
+def test_lens_follows_strip_hover(driver, report_48):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    data = viewer_data.load_report_data(report_48)
+    load(driver, report_48)
+    js(driver, "attnViewer.setLensPos(10)")
+    token = lambda i: driver.find_element(By.CSS_SELECTOR, '#strip .tok[data-i="%d"]' % i)  # noqa: E731
+    hover_element(driver, token(30))
+    assert js(driver, "attnViewer.state.lensPos") == 30
+    check_lens_table(driver, data, 30)
+    hover_element(driver, token(33))
+    assert js(driver, "attnViewer.state.lensPos") == 33
+    ActionChains(driver, duration=20).move_to_element(driver.find_element(By.ID, "tok-info")).perform()
+    assert js(driver, "attnViewer.state.hoverToken") == -1
+    check_lens_table(driver, data, 10)  # back to the position set before
+    # A pinned token holds the window; Escape unpins and it goes back.
+    hover_element(driver, token(25))
+    token(25).click()
+    assert js(driver, "attnViewer.state.pinnedToken") == 25
+    ActionChains(driver, duration=20).move_to_element(driver.find_element(By.ID, "tok-info")).perform()
+    assert js(driver, "attnViewer.state.lensPos") == 25
+    js(driver, "attnViewer.hoverToken(-1)")  # a hover that ends while a token is pinned
+    assert js(driver, "attnViewer.state.lensPos") == 25
+    ActionChains(driver, duration=20).send_keys(Keys.ESCAPE).perform()
+    assert js(driver, "attnViewer.state.pinnedToken") == -1
+    check_lens_table(driver, data, 10)
+    assert console_problems(driver) == []
+
+
+def test_lens_map_hover_and_click(driver, report_48):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    data = viewer_data.load_report_data(report_48)
+    tokens, lens = data["tokens"], data["lens"]
+    n, rows = len(tokens), lens["layers"]
+    load(driver, report_48)
+    tip = driver.find_element(By.ID, "tip")
+
+    hover_lens_map(driver, 0, 5)
+    assert js(driver, "attnViewer.state.lensHover") == {"l": 0, "t": 5}
+    assert tip.is_displayed()
+    text = tip.text
+    k = 0 * n + 5
+    assert "embeddings" in text and "#5" in text
+    assert display_text(tokens[5]) in text
+    assert display_text(lens["texts"][str(lens["top"][k])]) in text
+    assert display_text(tokens[6]) in text and "next token" in text
+
+    hover_lens_map(driver, rows - 1, n - 1)
+    assert js(driver, "attnViewer.state.lensHover") == {"l": rows - 1, "t": n - 1}
+    text = tip.text
+    assert "after layer %d" % (rows - 2) in text and "embeddings" not in text
+    assert "next token" not in text  # the last position has no next token
+    assert display_text(lens["texts"][str(lens["top"][(rows - 1) * n + n - 1])]) in text
+
+    # Clicking picks the window's last position; the outline covers the window's columns.
+    hover_lens_map(driver, rows // 2, 12, click=True)
+    check_lens_table(driver, data, 12)
+    box = js(driver, """(() => { const m = document.getElementById('lens-map').getBoundingClientRect(),
+        w = document.getElementById('lens-win').getBoundingClientRect();
+        return [m.left, m.width, w.left, w.right]; })()""")
+    left, width, win_left, win_right = box
+    assert abs(win_left - (left + 5 / n * width)) <= 3 and abs(win_right - (left + 13 / n * width)) <= 3, box
+    # The window stays there after strip hovers.
+    js(driver, "attnViewer.hoverToken(40), attnViewer.hoverToken(-1)")
+    assert js(driver, "attnViewer.state.lensPos") == 12
+    ActionChains(driver, duration=20).move_to_element(driver.find_element(By.ID, "tok-info")).perform()
+    assert not tip.is_displayed()
+    assert js(driver, "attnViewer.state.lensHover") is None
+    assert console_problems(driver) == []
+
+
+def _lens_short_top(d):
+    d["lens"]["top"] = d["lens"]["top"][:-1]
+
+
+def _lens_more_layers(d):
+    d["lens"]["layers"] += 1
+
+
+def _lens_missing_text(d):
+    del d["lens"]["texts"][str(d["lens"]["top"][0])]
+
+
+def _lens_bad_probability(d):
+    d["lens"]["next_p"][5] = "high"
+
+
+def _lens_not_an_object(d):
+    d["lens"] = [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    "spoil,message",
+    [
+        (_lens_short_top, "lens.top has"),
+        (_lens_more_layers, "lens.layers"),
+        (_lens_missing_text, "no text for token id"),
+        (_lens_bad_probability, "lens.next_p[5]"),
+        (_lens_not_an_object, "lens is not an object"),
+    ],
+    ids=["top-too-short", "layers-mismatch", "missing-text", "bad-probability", "not-an-object"],
+)
+def test_malformed_lens_data_shows_an_error_in_its_panel(driver, tmp_path, spoil, message):
+    from selenium.webdriver.common.by import By
+
+    data = viewer_data.make_data(20, 3, 4, 2, seed=8)
+    spoil(data)
+    path = viewer_data.render(data, str(tmp_path / "r.html"))
+    load(driver, path)
+    assert js(driver, "[attnViewer.state.ready, attnViewer.state.error]") == [True, None]
+    error = js(driver, "attnViewer.state.lensError")
+    assert error and message in error
+    assert driver.find_element(By.ID, "lens-panel").is_displayed()
+    box = driver.find_element(By.ID, "lens-error")
+    assert box.is_displayed() and message in box.text
+    assert not driver.find_element(By.ID, "lens-body").is_displayed()
+    assert not driver.find_element(By.ID, "fatal").is_displayed()
+    # The rest of the page works: heads can be selected, tokens hovered.
+    thumb = driver.find_element(By.CSS_SELECTOR, 'canvas.thumb[data-layer="2"][data-head="1"]')
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", thumb)
+    thumb.click()
+    assert js(driver, "attnViewer.state.selected") == {"layer": 2, "head": 1, "index": 9}
+    assert driver.find_element(By.ID, "zoom-title").text == "Layer 2 · Head 1"
+    hover_element(driver, driver.find_element(By.CSS_SELECTOR, '#strip .tok[data-i="15"]'))
+    assert js(driver, "attnViewer.state.hoverToken") == 15
+    js(driver, "attnViewer.setLensMode('top'), attnViewer.setLensPos(3)")
+    assert console_problems(driver) == []
+
+
+def test_lens_markup_in_texts_stays_text(driver, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    data = viewer_data.make_data(24, 3, 4, 2, seed=3)
+    lens, n = data["lens"], 24
+    rows = lens["layers"]
+    markup = [" </script>", "<b>", '<img src=x onerror="window.attnPwned = 1">', "<!--", "&lt;", "a\tb\n</td>"]
+    for j, text in enumerate(markup):  # new ids, predicted at the output row for positions 16..21
+        k = (rows - 1) * n + 16 + j
+        lens["top"][k] = 90000 + j
+        lens["texts"][str(90000 + j)] = text
+        lens["next_p"][k] = round(lens["top_p"][k] / 2, 4)
+    # One of them is right: the text goes on with "<b>" (id 90001) after position 20.
+    data["tokens"][21] = "<b>"
+    data["token_ids"][21] = 90001
+    k = (rows - 2) * n + 20
+    lens["top"][k] = 90001
+    lens["next_p"][k] = lens["top_p"][k]
+    path = viewer_data.render(data, str(tmp_path / "r.html"))
+    check_report(path, driver)  # the table at the last window (16..23) shows the markup as text
+    assert js(driver, "document.querySelectorAll('#lens-panel b, #lens-panel img, #lens-panel td td').length") == 0
+    assert js(driver, "document.querySelectorAll('script').length") == 2
+    assert js(driver, "typeof window.attnPwned") == "undefined"
+    shown = js(driver, "[...document.querySelectorAll('#lens-table tbody tr:first-child td .tokname')]"
+                       ".map(e => e.textContent)")
+    assert shown[:6] == [display_text(t) for t in markup]
+    hit = js(driver, "document.querySelector('#lens-table td[data-l=\"%d\"][data-t=\"20\"]').classList.contains('hit')"
+             % (rows - 2))
+    assert hit
+    hover_lens_map(driver, rows - 1, 18)
+    tip = driver.find_element(By.ID, "tip")
+    assert tip.is_displayed() and display_text(markup[2]) in tip.text
+    assert js(driver, "document.querySelectorAll('#tip img').length") == 0
+    assert console_problems(driver) == []

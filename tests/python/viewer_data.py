@@ -8,7 +8,8 @@ schema without a model, so the page can be developed and tested on its own:
 The heads follow a structured layout (previous-token and local heads early, duplicate-token and
 induction heads in the middle, many sink heads, a few diffuse ones), and every pattern is a real
 causal softmax over a handful of candidate keys per query, so rows sum to 1 and the scores in
-heads_scores are measured on the patterns themselves.
+heads_scores are measured on the patterns themselves. The data also holds a synthetic logit lens
+(make_lens: what each layer's residual stream predicts next), unless make_data(lens=False) or --no-lens.
 
 It also reads a rendered report back (load_report_data, head_csr), which the browser tests use to
 check the page against the data independently of the page's own decoding.
@@ -40,12 +41,13 @@ _WORDS = (
 _PIECES = [" " + w for w in _WORDS] + ["ing", "ed", "s", ",", ".", "!", "?", "'s", " \"", "\"", "Once", "The"]
 _ODD = ["\n", "\n\n", "\t", "", "\ufffd", " 日本", "語", " 😀", "  ", " </script>", " <!--", " &amp;", "<b>",
         " café"]
+VOCAB = _PIECES + _ODD  # token id -> text; every text is distinct
 
 
 def make_tokens(n: int, n_prompt: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
     """Token texts and ids: a random prompt, then text that often copies earlier spans (so
     induction and duplicate-token heads have something to find)."""
-    vocab = _PIECES + _ODD
+    vocab = VOCAB
     odd_ids = np.arange(len(_PIECES), len(vocab))
     ids = np.empty(n, dtype=np.int64)
     i = 0
@@ -166,6 +168,38 @@ def _scores(rows, cols, weights, prev_occ: np.ndarray, role: str, layer: int, he
     }
 
 
+def make_lens(ids, texts, layers: int, rng: np.random.Generator) -> dict:
+    """Synthetic logit-lens data (the `lens` field of the viewer's schema) for a text of token ids
+    `ids` in a vocabulary `texts` (id -> text) through a model of `layers` layers: layers + 1 rows, row
+    0 the embeddings. The lens gets the next token right more often, and is surer, the deeper it reads;
+    early rows often predict the input token itself. Consistent like a real lens: where top is the
+    next token, next_p == top_p, elsewhere next_p < top_p; next_p is 0 at the last position."""
+    ids = np.asarray(ids, dtype=np.int64)
+    n, rows, vocab = len(ids), layers + 1, len(texts)
+    nxt = np.full(n, -1, dtype=np.int64)
+    nxt[:-1] = ids[1:]
+    has_next = nxt >= 0
+    depth = (np.arange(rows) / max(1, layers))[:, None]  # [rows, 1]: 0 at the embeddings, 1 at the output
+    hit = (rng.random((rows, n)) < 0.03 + 0.6 * depth**1.5) & has_next[None, :]
+    top = rng.integers(0, vocab, size=(rows, n))
+    echo = rng.random((rows, n)) < 0.6 * (1 - depth) ** 2  # the embeddings read back as the input token
+    top = np.where(echo, ids[None, :], top)
+    clash = ~hit & (top == nxt[None, :])  # a miss must not be the next token
+    top[clash] = (top[clash] + rng.integers(1, vocab, size=int(clash.sum()))) % vocab
+    top = np.where(hit, nxt[None, :], top)
+    sure = 0.04 + 0.9 * depth * rng.uniform(0.35, 1.0, (rows, n)) + rng.normal(0.0, 0.04, (rows, n))
+    top_p = np.round(np.clip(sure, 0.01, 0.99), 4)
+    next_p = np.where(hit, top_p, np.round(top_p * rng.uniform(0.0, 0.9, (rows, n)) ** 2, 4))
+    next_p[:, ~has_next] = 0.0
+    return {
+        "layers": rows,
+        "top": [int(v) for v in top.ravel()],
+        "top_p": [float(v) for v in top_p.ravel()],
+        "next_p": [float(v) for v in next_p.ravel()],
+        "texts": {str(int(i)): texts[int(i)] for i in np.unique(top)},
+    }
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()).decode("ascii")
 
@@ -179,9 +213,12 @@ def make_data(
     seed: int = 0,
     model: str = "Synthetic SmolLM2-shaped model",
     index_bytes: int | None = None,
+    lens: bool = True,
 ) -> dict:
     """A data object in the viewer's schema (see the comment at the top of report.html).
-    index_bytes forces the width of the key indices (2 or 4); by default 2 when n <= 65535."""
+    index_bytes forces the width of the key indices (2 or 4); by default 2 when n <= 65535.
+    lens=False leaves out the logit lens (drawn from its own random stream, so the rest of the data
+    is the same either way)."""
     rng = np.random.default_rng(seed)
     n = int(n_tokens)
     if n_prompt is None:
@@ -205,13 +242,14 @@ def make_data(
         head_entries.append(
             {"rows": _b64(offsets), "cols": _b64(cols.astype(index_dtype)), "vals": _b64(vals.astype(np.uint8))}
         )
-    return {
+    out = {
         "model": model,
         "layers": layers,
         "heads": heads,
         "kv_heads": kv_heads,
         "prompt": "".join(tokens[:n_prompt]),
         "tokens": tokens,
+        "token_ids": [int(t) for t in ids],
         "n_prompt": n_prompt,
         "roles": list(ROLES),
         "heads_scores": scores,
@@ -223,6 +261,9 @@ def make_data(
             "heads": head_entries,
         },
     }
+    if lens:
+        out["lens"] = make_lens(ids, VOCAB, layers, np.random.default_rng([seed, 1]))
+    return out
 
 
 def render(data: dict, out_path: str, template_path: str = TEMPLATE) -> str:
@@ -271,9 +312,11 @@ def main() -> None:
     ap.add_argument("--kv-heads", type=int, default=3)
     ap.add_argument("--prompt-tokens", type=int, default=None, help="how many of the tokens are the prompt")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-lens", action="store_true", help="leave out the logit lens data")
     ap.add_argument("--out", default="report.html", help="where to write the page (default report.html)")
     args = ap.parse_args()
-    data = make_data(args.tokens, args.layers, args.heads, args.kv_heads, args.prompt_tokens, args.seed)
+    data = make_data(args.tokens, args.layers, args.heads, args.kv_heads, args.prompt_tokens, args.seed,
+                     lens=not args.no_lens)
     render(data, args.out)
     mb = os.path.getsize(args.out) / 1e6
     print("%s: %d tokens, %d x %d heads, %.1f MB" % (args.out, args.tokens, args.layers, args.heads, mb))
