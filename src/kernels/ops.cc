@@ -123,11 +123,4 @@ void Scale(float* x, float s, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= s;
 }
 
-double LogSumExp(const float* x, int64_t n) {
-  const float mx = *std::max_element(x, x + n);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - mx);
-  return static_cast<double>(mx) + std::log(sum);
-}
-
 }  // namespace attn::ops

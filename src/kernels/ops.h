@@ -68,7 +68,8 @@ void Add(float* y, const float* x, int64_t n);
 void Scale(float* x, float s, int64_t n);
 
 // log(sum(exp(x))) over n values, the maximum taken out first: float exponentials summed in double
-// (the normalizer of a logit row's log-softmax).
+// (the normalizer of a logit row's log-softmax). -inf when every value is -inf, +inf when one is
+// +inf, NaN when one is NaN.
 double LogSumExp(const float* x, int64_t n);
 
 }  // namespace attn::ops

@@ -4,7 +4,8 @@
 #include <string>
 
 #include "attn/error.h"
-#include "attn/generate.h"
+#include "core/thread_pool.h"
+#include "kernels/ops.h"
 
 namespace attn {
 
@@ -41,25 +42,36 @@ LogitLens ComputeLogitLens(const Model& model, std::span<const int32_t> tokens,
     if (resid == nullptr || resid->rows != n || resid->cols != c.d_model)
       throw Error("logit lens: the forward pass did not give " + name);
     model.Unembed(resid->data.data(), n, logits.data(), options.threads);
-    for (int64_t t = 0; t < n; ++t) {
-      const std::span<const float> row(logits.data() + t * c.vocab_size, static_cast<size_t>(c.vocab_size));
-      const int32_t next = t + 1 < n ? tokens[static_cast<size_t>(t + 1)] : 0;
-      const TokenLogprob lp = LogprobOf(row, next, options.top_k);
-      const size_t at = static_cast<size_t>(l * n + t) * k;
-      for (size_t j = 0; j < k; ++j) {
-        lens.top_ids[at + j] = lp.top[j].first;
-        lens.top_logprobs[at + j] = lp.top[j].second;
+    // Each row: its log-sum-exp (as LogprobOf takes it), then one pass for the top k (ties to the
+    // lower id) and the rank of the text's next token. Rows in parallel.
+    ThreadPool::Global().Run(n, options.threads, [&](int64_t t, int) {
+      const float* row = logits.data() + t * c.vocab_size;
+      const double lse = ops::LogSumExp(row, c.vocab_size);
+      const bool has_next = t + 1 < n;
+      const int32_t next = has_next ? tokens[static_cast<size_t>(t + 1)] : 0;
+      const float v = row[next];
+      int32_t* ids = lens.top_ids.data() + static_cast<size_t>(l * n + t) * k;
+      int64_t kept = 0, rank = 0;
+      for (int32_t j = 0; j < static_cast<int32_t>(c.vocab_size); ++j) {
+        const float x = row[j];
+        rank += x > v || (x == v && j < next);
+        // Insert j among the kept ids when it beats the last one (strictly: an equal later id loses).
+        if (kept == static_cast<int64_t>(k) && !(x > row[ids[k - 1]])) continue;
+        int64_t at = kept < static_cast<int64_t>(k) ? kept++ : static_cast<int64_t>(k) - 1;
+        while (at > 0 && x > row[ids[at - 1]]) {
+          ids[at] = ids[at - 1];
+          --at;
+        }
+        ids[at] = j;
       }
-      if (t + 1 < n) {
-        const float v = row[static_cast<size_t>(next)];
-        int32_t rank = 0;
-        for (int32_t j = 0; j < static_cast<int32_t>(row.size()); ++j)
-          rank += row[static_cast<size_t>(j)] > v || (row[static_cast<size_t>(j)] == v && j < next);
+      for (size_t j = 0; j < k; ++j)
+        lens.top_logprobs[static_cast<size_t>(l * n + t) * k + j] = static_cast<float>(row[ids[j]] - lse);
+      if (has_next) {
         const size_t r = static_cast<size_t>(l * (n - 1) + t);
-        lens.next_logprob[r] = lp.logprob;
-        lens.next_rank[r] = rank;
+        lens.next_logprob[r] = static_cast<float>(v - lse);
+        lens.next_rank[r] = static_cast<int32_t>(rank);
       }
-    }
+    });
   }
   return lens;
 }

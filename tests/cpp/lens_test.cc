@@ -1,4 +1,5 @@
-// The logit lens (include/attn/lens.h) and Model::Unembed: the model's head applied to the last
+// The logit lens (include/attn/lens.h), Model::Unembed and ops::LogSumExp (what turns its rows into
+// log-probabilities): the model's head applied to the last
 // block's output gives the forward pass's logits bit for bit, so the lens's last layer is the
 // model's own prediction; earlier layers read their residual stream the same way. On the tiny
 // fixtures of several families (LayerNorm with biases, RMSNorm, quantized output, logit scale,
@@ -7,13 +8,17 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "attn/error.h"
 #include "attn/generate.h"
 #include "attn/model.h"
+#include "kernels/ops.h"
 
 namespace attn {
 namespace {
@@ -128,6 +133,36 @@ TEST(Lens, BadInputsAreErrors) {
   EXPECT_EQ(one.tokens, 1);
   EXPECT_TRUE(one.next_logprob.empty());
   EXPECT_EQ(one.top_ids.size(), static_cast<size_t>(one.layers * 2));
+}
+
+}  // namespace
+}  // namespace attn
+
+namespace attn {
+namespace {
+
+// ops::LogSumExp (vectors of Highway's Exp, summed in float64) against a long-double reference.
+TEST(LogSumExp, MatchesALongDoubleReference) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> g(0.0f, 4.0f);
+  for (const int64_t n : {1, 2, 15, 16, 17, 33, 1000, 49152}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (float& v : x) v = g(rng);
+    if (n > 3) x[1] = -std::numeric_limits<float>::infinity(), x[2] = 60.0f;  // a masked entry, a peak
+    long double mx = -INFINITY, sum = 0;
+    for (float v : x) mx = std::max<long double>(mx, v);
+    for (float v : x) sum += std::exp(static_cast<long double>(v) - mx);
+    const double want = static_cast<double>(mx + std::log(sum));
+    EXPECT_NEAR(ops::LogSumExp(x.data(), n), want, 2e-6 * std::max(1.0, std::abs(want))) << n;
+  }
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> masked(40, -inf);
+  EXPECT_EQ(ops::LogSumExp(masked.data(), 40), -static_cast<double>(inf));
+  masked[17] = 2.5f;
+  EXPECT_DOUBLE_EQ(ops::LogSumExp(masked.data(), 40), 2.5);
+  std::vector<float> nan(40, 1.0f);
+  nan[33] = std::nanf("");
+  EXPECT_TRUE(std::isnan(ops::LogSumExp(nan.data(), 40)));
 }
 
 }  // namespace
