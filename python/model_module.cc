@@ -309,15 +309,41 @@ OpenAiCall PrepareOpenAi(const attn::Model& model, const std::string& body, bool
   return call;
 }
 
+// What the two streams below share: the queue their producer fills, read with the GIL released, and
+// the end (Stop: cancel the producer and wait for it; then any failure is rethrown).
+class QueueStream {
+ public:
+  virtual ~QueueStream() = default;
+  // Cancels the producer if it still runs and waits for it (the GIL released).
+  void Close() {
+    nb::gil_scoped_release release;
+    Stop();
+  }
+
+ protected:
+  QueueStream() : events_(std::make_shared<attn::serve::EventQueue>()) {}
+  virtual void Stop() = 0;
+  // The next queued string, waiting for one with the GIL released; false once the queue has ended.
+  bool Pop(std::string& out) {
+    nb::gil_scoped_release release;
+    return events_->Pop(out);
+  }
+  // After the last Pop: stops the producer and rethrows what it failed with.
+  void End() {
+    Close();
+    if (std::exception_ptr e = events_->error()) std::rethrow_exception(e);
+  }
+  std::shared_ptr<attn::serve::EventQueue> events_;
+};
+
 // A generation on a thread of its own, for Model.generate(stream=True): Next gives its text piece
-// by piece as it becomes final (pieces end on whole characters), waiting with the GIL released,
-// then nothing once it has ended (rethrowing what it failed with); result() is the whole. Destroying
-// it cancels the generation (before its next forward pass) and waits for the thread.
-class TextStream {
+// by piece as it becomes final (pieces end on whole characters), then nothing once it has ended
+// (rethrowing what it failed with); result() is the whole. Destroying it cancels the generation
+// (before its next forward pass) and waits for the thread.
+class TextStream : public QueueStream {
  public:
   TextStream(const attn::Model& model, attn::Session* session, std::vector<int32_t> prompt,
-             attn::GenerateOptions options)
-      : events_(std::make_shared<attn::serve::EventQueue>()) {
+             attn::GenerateOptions options) {
     options.cancel = &cancel_;
     thread_ = std::thread([this, &model, session, prompt = std::move(prompt), options]() mutable {
       const auto push = [this](const std::string& piece) { events_->Push(piece); };
@@ -331,38 +357,26 @@ class TextStream {
       }
     });
   }
-  ~TextStream() { Stop(); }
+  ~TextStream() override { Stop(); }
   TextStream(const TextStream&) = delete;
   TextStream& operator=(const TextStream&) = delete;
 
   std::optional<nb::bytes> Next() {
     std::string piece;
-    bool got;
-    {
-      nb::gil_scoped_release release;
-      got = events_->Pop(piece);
-    }
-    if (got) return nb::bytes(piece.data(), piece.size());
-    Stop();
-    if (std::exception_ptr e = events_->error()) std::rethrow_exception(e);
+    if (Pop(piece)) return nb::bytes(piece.data(), piece.size());
+    End();
     return std::nullopt;
-  }
-  // Cancels the generation if it still runs and waits for its thread (the GIL released).
-  void Close() {
-    nb::gil_scoped_release release;
-    Stop();
   }
   // The result once ended (Next gave nothing, or Close); null before.
   const attn::GenerateResult* result() const { return ended_ ? &result_ : nullptr; }
   bool ended() const { return ended_; }
 
  private:
-  void Stop() {
+  void Stop() override {
     cancel_ = true;
     if (thread_.joinable()) thread_.join();
     ended_ = !events_->error();
   }
-  std::shared_ptr<attn::serve::EventQueue> events_;
   std::atomic<bool> cancel_{false};
   attn::GenerateResult result_;
   bool ended_ = false;
@@ -371,12 +385,11 @@ class TextStream {
 
 // An OpenAI request with "stream": true, answered as attn serve streams it (serve::StreamJobs) on
 // slots of its own, one per choice: Next gives each event's JSON text (the chunks, then the usage
-// chunk when asked for), waiting with the GIL released, and nothing after "[DONE]"; a failure is
-// rethrown. Destroying it cancels the jobs and waits for the slots' thread.
-class OpenAiStream {
+// chunk when asked for) and nothing after "[DONE]"; a failure is rethrown. Destroying it cancels
+// the jobs and waits for the slots' thread.
+class OpenAiStream : public QueueStream {
  public:
-  OpenAiStream(const attn::Model& model, OpenAiCall call)
-      : events_(std::make_shared<attn::serve::EventQueue>()) {
+  OpenAiStream(const attn::Model& model, OpenAiCall call) {
     auto request = std::make_shared<attn::serve::Request>(std::move(call.request));
     const attn::GenerateOptions& options = call.prepared.options;
     for (int i = 0; i < request->n; ++i) {
@@ -391,19 +404,13 @@ class OpenAiStream {
     slots_ = std::make_unique<attn::serve::Slots>(model, request->n, options.kv_dtype, options.threads);
     for (auto& job : jobs_) slots_->Submit(job);
   }
-  ~OpenAiStream() { Stop(); }
+  ~OpenAiStream() override { Stop(); }
   OpenAiStream(const OpenAiStream&) = delete;
   OpenAiStream& operator=(const OpenAiStream&) = delete;
 
   std::optional<std::string> Next() {
-    while (ready_.empty()) {
-      std::string events;  // one or more "data: ...\n\n"
-      bool got;
-      {
-        nb::gil_scoped_release release;
-        got = events_->Pop(events);
-      }
-      if (!got) break;
+    std::string events;  // one or more "data: ...\n\n"
+    while (ready_.empty() && Pop(events)) {
       constexpr std::string_view kData = "data: ";
       for (size_t at = 0; at < events.size();) {
         size_t end = events.find("\n\n", at);
@@ -420,24 +427,15 @@ class OpenAiStream {
       ready_.pop_front();
       return event;
     }
-    {
-      nb::gil_scoped_release release;
-      Stop();
-    }
-    if (std::exception_ptr e = events_->error()) std::rethrow_exception(e);
+    End();
     return std::nullopt;
-  }
-  void Close() {
-    nb::gil_scoped_release release;
-    Stop();
   }
 
  private:
-  void Stop() {
+  void Stop() override {
     for (auto& job : jobs_) job->cancelled = true;
     slots_.reset();
   }
-  std::shared_ptr<attn::serve::EventQueue> events_;
   std::vector<std::shared_ptr<attn::serve::Job>> jobs_;
   std::unique_ptr<attn::serve::Slots> slots_;
   std::deque<std::string> ready_;  // events taken from the queue, not yet given
@@ -484,7 +482,7 @@ void BindModel(nb::module_& m) {
           nb::arg("lookup"));
   nb::class_<TextStream>(m, "TextStream")
       .def("next", &TextStream::Next)
-      .def("close", &TextStream::Close)
+      .def("close", [](TextStream& s) { s.Close(); })
       .def_prop_ro("ended", &TextStream::ended)
       .def("result", [](const TextStream& s, int logprobs, bool prompt_logprobs) -> nb::object {
         const attn::GenerateResult* r = s.result();
@@ -493,7 +491,7 @@ void BindModel(nb::module_& m) {
       });
   nb::class_<OpenAiStream>(m, "OpenAiStream")
       .def("next", &OpenAiStream::Next)
-      .def("close", &OpenAiStream::Close);
+      .def("close", [](OpenAiStream& s) { s.Close(); });
   // A chat template (or any Jinja text) parsed once and run by attn's interpreter, without a model:
   // for checking a template, and for measuring the interpreter against jinja2.
   nb::class_<attn::jinja::Template>(m, "JinjaTemplate")
