@@ -2,6 +2,8 @@
 // every head on the induction probe, captures every head's attention pattern on the text and
 // writes DIR/report.html (the interactive viewer, self-contained), DIR/heads.json and PNG
 // heatmaps (DIR/heatmaps/), then prints the strongest heads of each role and the report's path.
+#include "attn/inspect.h"
+
 #include <png.h>
 #include <sys/stat.h>
 
@@ -131,63 +133,47 @@ void WriteFile(const std::string& path, const std::string& text) {
   if (!f) throw Error("inspect: cannot write " + path);
 }
 
-void RunInspect(const InspectArgs& args) {
-  std::unique_ptr<Model> model = LoadModel(args.model);
-  const ModelConfig& c = model->config();
-  const Tokenizer& tok = model->tokenizer();
-  using Clock = std::chrono::steady_clock;
-  const auto t0 = Clock::now();
+}  // namespace
 
-  // 1. The text: BOS + prompt, plus a greedy continuation when asked.
-  std::vector<int32_t> tokens = tok.EncodePrompt(args.prompt);
-  const int64_t n_prompt = static_cast<int64_t>(tokens.size());
-  if (n_prompt + args.generate > std::min(kMaxInspectTokens, c.context_length)) {
-    throw Error("inspect: " + std::to_string(n_prompt) + " prompt tokens + " + std::to_string(args.generate) +
-                " generated exceed the " + std::to_string(std::min(kMaxInspectTokens, c.context_length)) +
-                " tokens a report can show (use a shorter prompt)");
-  }
-  std::printf("%s", args.prompt.c_str());
-  if (args.generate > 0) {
-    GenerateOptions g;
-    g.max_tokens = args.generate;
-    g.threads = args.model.threads;
-    g.kv_dtype = DType::kF32;  // the report's pass below uses the exact cache; so does its text
-    const GenerateResult r = GenerateFromTokens(*model, tokens, g, [](const std::string& piece) {
-      std::fwrite(piece.data(), 1, piece.size(), stdout);
-      std::fflush(stdout);
-    });
-    tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
-  }
-  std::printf("\n\n");
+InspectOutput Inspect(const Model& model, const std::vector<int32_t>& tokens, const InspectOptions& options) {
+  const ModelConfig& c = model.config();
+  const Tokenizer& tok = model.tokenizer();
   const int64_t n = static_cast<int64_t>(tokens.size());
+  if (n == 0) throw Error("inspect: no tokens");
+  if (n > std::min(kMaxInspectTokens, c.context_length)) {
+    throw Error("inspect: " + std::to_string(n) + " tokens exceed the " +
+                std::to_string(std::min(kMaxInspectTokens, c.context_length)) +
+                " tokens a report can show (use a shorter text)");
+  }
+  InspectOutput out;
 
-  // 2. Head roles from the probe.
-  ProbeOptions probe = args.probe;
-  probe.threads = args.model.threads;
-  if (probe.length == 0) probe.length = DefaultProbeLength(model->config());
-  const std::vector<HeadScores> scores = ProbeHeads(*model, probe);
+  // 1. Head roles from the probe.
+  ProbeOptions probe = options.probe;
+  probe.threads = options.threads;
+  if (probe.length == 0) probe.length = DefaultProbeLength(c);
+  out.scores = ProbeHeads(model, probe);
+  out.probe = DescribeProbe(probe);
 
-  // 3. Every head's pattern on the text (one pass; each layer's patterns materialized in turn).
-  MakeDirectory(args.out);
-  MakeDirectory(args.out + "/heatmaps");
+  // 2. Every head's pattern on the text (one pass; each layer's patterns materialized in turn), and
+  // with a heatmap folder, the PNGs.
+  const bool pngs = !options.heatmap_dir.empty();
   const int64_t H = c.n_heads;
   std::vector<SparsePattern> patterns(static_cast<size_t>(c.n_layers * H));
   constexpr int kThumb = 64, kGap = 4;
   const int grid_w = static_cast<int>(H) * (kThumb + kGap) + kGap;
   const int grid_h = static_cast<int>(c.n_layers) * (kThumb + kGap) + kGap;
-  std::vector<uint8_t> grid(static_cast<size_t>(grid_w) * grid_h * 3, 255);
+  std::vector<uint8_t> grid(pngs ? static_cast<size_t>(grid_w) * grid_h * 3 : 0, 255);
   // The heatmaps written one per head: every head, or the strongest two of each role.
-  std::vector<bool> full_png(patterns.size(), args.all_heatmaps);
+  std::vector<bool> full_png(patterns.size(), options.all_heatmaps);
   for (const std::string& role : RoleNames()) {
     std::vector<const HeadScores*> heads;
-    for (const HeadScores& s : scores)
+    for (const HeadScores& s : out.scores)
       if (s.role == role && role != "diffuse") heads.push_back(&s);
     std::sort(heads.begin(), heads.end(), [&](const HeadScores* a, const HeadScores* b) {
       return RoleStrength(*a, role) > RoleStrength(*b, role);
     });
     for (size_t i = 0; i < heads.size() && i < 2; ++i) full_png[heads[i]->layer * H + heads[i]->head] = true;
   }
-  std::vector<std::string> png_files;
   Hooks hooks;
   hooks.wants = [](const char* name, int) { return std::strcmp(name, "attn.hook_pattern") == 0; };
   hooks.fn = [&](const HookPoint& p) {
@@ -211,6 +197,7 @@ void RunInspect(const InspectArgs& args) {
         for (const auto& [v, j] : row) sp.cols.push_back(j), sp.vals.push_back(v);
         sp.rows.push_back(static_cast<uint32_t>(sp.cols.size()));
       }
+      if (!pngs) continue;
       DrawPattern(a, n, kThumb, grid, grid_w, kGap + static_cast<int>(h) * (kThumb + kGap),
                   kGap + p.layer * (kThumb + kGap));
       if (full_png[p.layer * H + h]) {
@@ -219,42 +206,41 @@ void RunInspect(const InspectArgs& args) {
         std::vector<uint8_t> img(static_cast<size_t>(size) * size * 3);
         DrawPattern(a, n, size, img, size, 0, 0);
         const std::string file = "heatmaps/L" + std::to_string(p.layer) + "H" + std::to_string(h) + ".png";
-        WritePng(args.out + "/" + file, size, size, img);
-        png_files.push_back(file);
+        WritePng(options.heatmap_dir + "/" + file.substr(9), size, size, img);
+        out.pngs.push_back(file);
       }
     }
   };
-  Session session(*model, n);
+  Session session(model, n);
   std::vector<float> logits(static_cast<size_t>(c.vocab_size));
   ForwardOptions fo;
-  fo.threads = args.model.threads;
+  fo.threads = options.threads;
   fo.hooks = &hooks;
   fo.max_chunk = n;
-  model->Forward(session, tokens, logits.data(), fo);
-  WritePng(args.out + "/heatmaps/grid.png", grid_w, grid_h, grid);
-  png_files.push_back("heatmaps/grid.png");
+  model.Forward(session, tokens, logits.data(), fo);
+  if (pngs) {
+    WritePng(options.heatmap_dir + "/grid.png", grid_w, grid_h, grid);
+    out.pngs.push_back("heatmaps/grid.png");
+  }
 
-  // 4. heads.json and the page.
+  // 3. The data: what heads.json holds, then the patterns and the logit lens.
   nlohmann::json token_text = nlohmann::json::array();
   for (int32_t id : tokens) token_text.push_back(tok.TokenToPiece(id));
-  nlohmann::json j;
-  j["model"] = c.name.empty() ? model->path() : c.name;
-  j["path"] = model->path();
+  nlohmann::json& j = out.data;
+  j["model"] = c.name.empty() ? model.path() : c.name;
+  j["path"] = model.path();
   j["layers"] = c.n_layers;
   j["heads"] = c.n_heads;
   j["kv_heads"] = c.n_kv_heads;
-  j["prompt"] = args.prompt;
+  j["prompt"] = options.prompt;
   j["token_ids"] = tokens;
   j["tokens"] = token_text;
-  j["n_prompt"] = n_prompt;
+  j["n_prompt"] = std::clamp<int64_t>(options.n_prompt < 0 ? n : options.n_prompt, 0, n);
   j["roles"] = RoleNames();
-  j["probe"] = DescribeProbe(probe);
-  j["heads_scores"] = HeadScoresJson(scores);
-  j["heatmaps"] = png_files;
-  const auto dump = [](const nlohmann::json& x, int indent) {
-    return x.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
-  };
-  WriteFile(args.out + "/heads.json", dump(j, 1) + "\n");
+  j["probe"] = out.probe;
+  j["heads_scores"] = HeadScoresJson(out.scores);
+  j["heatmaps"] = out.pngs;
+  out.heads_json = j;
 
   const int index_bytes = n <= 65535 ? 2 : 4;
   nlohmann::json heads = nlohmann::json::array();
@@ -264,12 +250,13 @@ void RunInspect(const InspectArgs& args) {
                      {"vals", Base64(sp.vals.data(), sp.vals.size())}});
   }
   j["patterns"] = {{"n", n}, {"scale", 255}, {"index_bytes", index_bytes}, {"heads", heads}};
-  // 5. The logit lens: each layer's top prediction at every position, and the next token's chance.
-  if (args.lens && n <= kMaxLensTokens) {
+  // The logit lens: each layer's top prediction at every position, and the next token's chance.
+  out.lens = options.lens && n <= kMaxLensTokens;
+  if (out.lens) {
     LogitLensOptions lo;
     lo.top_k = 1;
-    lo.threads = args.model.threads;
-    const LogitLens lens = ComputeLogitLens(*model, tokens, lo);
+    lo.threads = options.threads;
+    const LogitLens lens = ComputeLogitLens(model, tokens, lo);
     std::vector<float> top_p(lens.top_logprobs.size()), next_p(lens.top_ids.size(), 0.0f);
     nlohmann::json texts = nlohmann::json::object();
     for (size_t i = 0; i < top_p.size(); ++i) {
@@ -285,18 +272,68 @@ void RunInspect(const InspectArgs& args) {
                  {"top_p", top_p},
                  {"next_p", next_p},
                  {"texts", texts}};
-  } else if (args.lens) {
+  }
+  return out;
+}
+
+namespace {
+
+void RunInspect(const InspectArgs& args) {
+  std::unique_ptr<Model> model = LoadModel(args.model);
+  const ModelConfig& c = model->config();
+  const Tokenizer& tok = model->tokenizer();
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+
+  // The text: BOS + prompt, plus a greedy continuation when asked.
+  std::vector<int32_t> tokens = tok.EncodePrompt(args.prompt);
+  const int64_t n_prompt = static_cast<int64_t>(tokens.size());
+  if (n_prompt + args.generate > std::min(kMaxInspectTokens, c.context_length)) {
+    throw Error("inspect: " + std::to_string(n_prompt) + " prompt tokens + " + std::to_string(args.generate) +
+                " generated exceed the " + std::to_string(std::min(kMaxInspectTokens, c.context_length)) +
+                " tokens a report can show (use a shorter prompt)");
+  }
+  std::printf("%s", args.prompt.c_str());
+  if (args.generate > 0) {
+    GenerateOptions g;
+    g.max_tokens = args.generate;
+    g.threads = args.model.threads;
+    g.kv_dtype = DType::kF32;  // the report's pass uses the exact cache; so does its text
+    const GenerateResult r = GenerateFromTokens(*model, tokens, g, [](const std::string& piece) {
+      std::fwrite(piece.data(), 1, piece.size(), stdout);
+      std::fflush(stdout);
+    });
+    tokens.insert(tokens.end(), r.tokens.begin(), r.tokens.end());
+  }
+  std::printf("\n\n");
+
+  MakeDirectory(args.out);
+  MakeDirectory(args.out + "/heatmaps");
+  InspectOptions o;
+  o.probe = args.probe;
+  o.threads = args.model.threads;
+  o.lens = args.lens;
+  o.heatmap_dir = args.out + "/heatmaps";
+  o.all_heatmaps = args.all_heatmaps;
+  o.prompt = args.prompt;
+  o.n_prompt = n_prompt;
+  const InspectOutput r = Inspect(*model, tokens, o);
+  const auto dump = [](const nlohmann::json& x, int indent) {
+    return x.dump(indent, ' ', false, nlohmann::json::error_handler_t::replace);
+  };
+  WriteFile(args.out + "/heads.json", dump(r.heads_json, 1) + "\n");
+  const std::string report = args.out + "/report.html";
+  WriteFile(report, RenderReport(dump(r.data, -1)));
+  if (args.lens && !r.lens)
     std::printf("(the logit lens is left out of reports over %lld tokens)\n",
                 static_cast<long long>(kMaxLensTokens));
-  }
-  const std::string report = args.out + "/report.html";
-  WriteFile(report, RenderReport(dump(j, -1)));
 
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::printf("Strongest heads of each role (score; %s):\n", DescribeProbe(probe).c_str());
-  PrintStrongestHeads(scores, 3, stdout);
+  std::printf("Strongest heads of each role (score; %s):\n", r.probe.c_str());
+  PrintStrongestHeads(r.scores, 3, stdout);
   std::printf("\n%lld tokens, %lld heads inspected in %.1f s.\nReport: %s (open it in a browser)\n",
-              static_cast<long long>(n), static_cast<long long>(c.n_layers * H), secs, report.c_str());
+              static_cast<long long>(tokens.size()), static_cast<long long>(c.n_layers * c.n_heads), secs,
+              report.c_str());
 }
 
 }  // namespace
