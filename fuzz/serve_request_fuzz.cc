@@ -33,8 +33,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
     // What the server decides from the model's template: a tool format of its own, reasoning.
     if (r.tools) {
-      const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the six formats
-      r.tool_format = static_cast<attn::serve::ToolFormat>(format % 6);
+      const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the eight formats
+      r.tool_format = static_cast<attn::serve::ToolFormat>(format);
     }
     r.reasoning = (data[0] & 8) != 0;
     r.thinking_open = (data[0] & 16) != 0;

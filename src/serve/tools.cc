@@ -234,6 +234,9 @@ ToolFormat TemplateToolFormat(const std::string& t) {
   if (t.find("[TOOL_CALLS]") != std::string::npos) return ToolFormat::kMistral;
   if (t.find("<｜tool▁calls▁begin｜>") != std::string::npos) return ToolFormat::kDeepSeek;
   if (t.find("<tool_call>") != std::string::npos) return ToolFormat::kToolCallTags;
+  if (t.find(">>>all") != std::string::npos) return ToolFormat::kFunctionaryV32;
+  if (t.find("<function=") != std::string::npos && t.find("<|start_header_id|>") != std::string::npos)
+    return ToolFormat::kFunctionaryV31;
   if (t.find("<|start_header_id|>") != std::string::npos && t.find("\"parameters\"") != std::string::npos)
     return ToolFormat::kLlama3Json;
   return ToolFormat::kGeneric;
@@ -402,6 +405,61 @@ std::optional<std::vector<ojson>> DeepSeekCalls(const std::string& text, std::st
   return calls;
 }
 
+// Functionary v3.2: the prompt ends with ">>>", and the answer is segments RECIPIENT\nBODY
+// separated by ">>>": recipient "all" is text for the user, any other a call of that function
+// with BODY its JSON arguments.
+std::optional<std::vector<ojson>> FunctionaryV32Calls(const std::string& text, std::string* content) {
+  std::vector<ojson> calls;
+  std::string said;
+  for (size_t at = 0; at <= text.size();) {
+    size_t end = text.find(">>>", at);
+    if (end == std::string::npos) end = text.size();
+    const std::string segment = text.substr(at, end - at);
+    const size_t nl = segment.find('\n');
+    const std::string recipient = Trim(segment.substr(0, nl));
+    const std::string body = nl == std::string::npos ? "" : segment.substr(nl + 1);
+    if (recipient == "all") {
+      said += body;
+    } else {
+      const std::optional<ojson> args = ParseJson(Trim(body));
+      if (recipient.empty() || recipient.find_first_of(" \t{") != std::string::npos || !args)
+        return std::nullopt;
+      const std::optional<ojson> call = JsonCall(ojson{{"name", recipient}, {"arguments", *args}});
+      if (!call) return std::nullopt;
+      calls.push_back(*call);
+    }
+    at = end + 3;
+  }
+  *content = said;  // no call: the answer's text without its "all" recipient lines
+  return calls;
+}
+
+// Functionary v3.1 (Llama 3.1's custom tool format): text, then <function=NAME>{...}</function> per
+// call.
+std::optional<std::vector<ojson>> FunctionaryV31Calls(const std::string& text, std::string* content) {
+  const std::string open = "<function=", close = "</function>";
+  size_t at = text.find(open);
+  if (at == std::string::npos) return std::nullopt;
+  *content = text.substr(0, at);
+  std::vector<ojson> calls;
+  while (at != std::string::npos) {
+    const size_t name_end = text.find('>', at);
+    if (name_end == std::string::npos) return std::nullopt;
+    const size_t end = text.find(close, name_end);  // the last may stop at end of turn without it
+    const std::string name = Trim(text.substr(at + open.size(), name_end - at - open.size()));
+    const std::optional<ojson> args =
+        ParseJson(Trim(text.substr(name_end + 1, end == std::string::npos ? end : end - name_end - 1)));
+    if (name.empty() || !args) return std::nullopt;
+    const std::optional<ojson> call = JsonCall(ojson{{"name", name}, {"arguments", *args}});
+    if (!call) return std::nullopt;
+    calls.push_back(*call);
+    if (end == std::string::npos) break;
+    at = text.find(open, end + close.size());
+    if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return std::nullopt;
+  }
+  return calls;
+}
+
 // The whole answer one {"name", "parameters"} object, after an optional <|python_tag|>.
 std::optional<std::vector<ojson>> Llama3Calls(const std::string& text) {
   std::string t = Trim(text);
@@ -488,6 +546,8 @@ nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& tex
   if (format == ToolFormat::kMistral) calls = MistralCalls(text, &content);
   if (format == ToolFormat::kLlama3Json) calls = Llama3Calls(text);
   if (format == ToolFormat::kDeepSeek) calls = DeepSeekCalls(text, &content);
+  if (format == ToolFormat::kFunctionaryV32) calls = FunctionaryV32Calls(text, &content);
+  if (format == ToolFormat::kFunctionaryV31) calls = FunctionaryV31Calls(text, &content);
   if (format == ToolFormat::kHarmony) {
     std::optional<HarmonyAnswer> h = ParseHarmony(text);
     if (!h) return message;
@@ -500,6 +560,10 @@ nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& tex
     calls = std::move(h->calls);
   }
   if (!calls) return message;
+  if (calls->empty()) {  // a format whose text needs reading even without a call (Functionary v3.2)
+    message["content"] = content;
+    return message;
+  }
   nlohmann::json list = nlohmann::json::array();
   for (size_t k = 0; k < calls->size(); ++k) {
     const ojson& c = (*calls)[k];

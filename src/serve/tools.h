@@ -64,8 +64,21 @@ nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, 
 //     <｜tool▁calls▁begin｜> and <｜tool▁calls▁end｜>, each <｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME
 //     then its arguments in a ```json block (R1), or NAME<｜tool▁sep｜>ARGS (V3.1), then
 //     <｜tool▁call▁end｜>.
+//   kFunctionaryV32 (Functionary v3.2): after the prompt's ">>>", segments RECIPIENT\nBODY joined by
+//     ">>>": "all" is text for the user, any other recipient a call of that function (BODY: JSON);
+//   kFunctionaryV31 (Functionary v3.1, Llama 3.1's custom tool format): text, then
+//     <function=NAME>{...}</function> per call.
 // kGeneric: none of these (the generic form above).
-enum class ToolFormat { kGeneric, kToolCallTags, kMistral, kLlama3Json, kHarmony, kDeepSeek };
+enum class ToolFormat {
+  kGeneric,
+  kToolCallTags,
+  kMistral,
+  kLlama3Json,
+  kHarmony,
+  kDeepSeek,
+  kFunctionaryV32,
+  kFunctionaryV31
+};
 ToolFormat TemplateToolFormat(const std::string& chat_template);
 // The choice's message for an answer in `format`: text before the first call is the content (null
 // when blank); an answer with no call, or one that does not parse, is returned as its text. Ids

@@ -81,6 +81,8 @@ TEST(ToolCallTags, FormatOfRealTemplates) {
       {"deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", ToolFormat::kDeepSeek},
       {"llama-cpp-deepseek-r1.jinja", ToolFormat::kDeepSeek},
       {"deepseek-ai-DeepSeek-V3.1.jinja", ToolFormat::kDeepSeek},
+      {"meetkai-functionary-medium-v3.2.jinja", ToolFormat::kFunctionaryV32},
+      {"meetkai-functionary-medium-v3.1.jinja", ToolFormat::kFunctionaryV31},
       {"google-gemma-2-2b-it.jinja", ToolFormat::kGeneric},
       {"microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::kGeneric}};
   for (const auto& [file, format] : cases) {
@@ -161,6 +163,42 @@ TEST(ToolCallTags, DeepSeekR1AndV31) {
     const json plain = NativeToolAnswerMessage(ToolFormat::kDeepSeek, bad, "r", &calls);
     EXPECT_FALSE(calls) << bad;
     EXPECT_EQ(plain["content"], bad);
+  }
+}
+
+TEST(ToolCallTags, FunctionaryV32AndV31) {
+  bool calls = false;
+  // v3.2: the prompt ended with ">>>"; text for the user, then two calls.
+  json m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32,
+                                   "all\nLet me look.>>>get_weather\n{\"city\": \"Paris\"}>>>add\n{\"a\": 1}",
+                                   "r", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Let me look.");
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(json::parse(m["tool_calls"][1]["function"]["arguments"].get<std::string>()), json({{"a", 1}}));
+  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, "get_weather\n{\"city\": \"Oslo\"}", "r", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_TRUE(m["content"].is_null());
+  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, "all\nJust an answer.", "r", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["content"], "Just an answer.");  // the recipient line is not part of the answer
+  for (const char* plain : {"get_weather\n{not json", "two words\n{}"}) {
+    m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, plain, "r", &calls);
+    EXPECT_FALSE(calls) << plain;
+    EXPECT_EQ(m["content"], plain);
+  }
+  // v3.1: Llama 3.1's custom format.
+  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV31,
+                              "Checking.<function=get_weather>{\"city\": \"Rome\"}</function>", "r", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Checking.");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  for (const char* plain : {"no call", "<function=f>{</function>", "<function=>{}</function>",
+                            "<function=f>{}</function> and more words"}) {
+    m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV31, plain, "r", &calls);
+    EXPECT_FALSE(calls) << plain;
+    EXPECT_EQ(m["content"], plain);
   }
 }
 

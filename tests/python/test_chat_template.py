@@ -344,3 +344,23 @@ def test_chat_template_file_option(tmp_path):
         r = subprocess.run([ATTN_BIN, "generate", "--model", fixture, "--chat", "--chat-template-file", bad, "Hi"],
                            capture_output=True, text=True, timeout=60)
         assert r.returncode != 0 and "--chat-template-file" in r.stderr and message in r.stderr
+
+
+@pytest.mark.parametrize("file, written, content", [
+    ("meetkai-functionary-medium-v3.2.jinja", "all\nLet me check.>>>get_weather\n{\"city\": \"Paris\"}", "Let me check."),
+    ("meetkai-functionary-medium-v3.1.jinja", "<function=get_weather>{\"city\": \"Paris\"}</function>", None),
+])
+def test_functionary_tool_calls(tmp_path, file, written, content):
+    """Functionary v3.2 (">>>recipient" segments) and v3.1 (<function=NAME>) answers come back as
+    tool_calls with attn serve --jinja's reading (here through create_chat_completion(jinja=True))."""
+    m = _with_template(tmp_path, file, **{"qwen2.context_length": 4096})
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                               "parameters": {"type": "object",
+                                                              "properties": {"city": {"type": "string"}}}}}]
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    r = m.create_chat_completion(messages, tools=tools, jinja=True, grammar=f"root ::= {json.dumps(written)}",
+                                 max_tokens=200, temperature=0)
+    message = r["choices"][0]["message"]
+    assert r["choices"][0]["finish_reason"] == "tool_calls"
+    assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    assert message["content"] == content
