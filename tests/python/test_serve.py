@@ -498,3 +498,33 @@ def test_json_mode_response_format(server, model):
     status, err = post(server + "/v1/chat/completions", {"messages": messages, "response_format":
                                                          {"type": "json_schema", "json_schema": {}}})
     assert status == 400 and "response_format" in err["error"]["message"]
+
+
+def test_chat_page_and_inspect(server, model):
+    # GET / is the chat page (tools/attn/serve_ui/chat.html, embedded in the binary).
+    with urllib.request.urlopen(server + "/", timeout=30) as r:
+        page = r.read().decode()
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+    with open(os.path.join(ROOT, "tools", "attn", "serve_ui", "chat.html"), encoding="utf-8") as f:
+        assert page == f.read()
+    # POST /inspect: the viewer's page for a conversation (through the chat template, no generation
+    # prompt) or a text; the same data as `attn inspect` computes for those tokens.
+    from viewer_data import load_report_data
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello! How can I help?"}]
+    def report(body):
+        status, html = post(server + "/inspect", body, raw=True)
+        assert status == 200, html
+        path = os.path.join(ROOT, "build", "test-inspect.html")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(html)
+        return load_report_data(path)
+
+    data = report({"messages": messages})
+    want = model.to_tokens(model.apply_chat_template([(m["role"], m["content"]) for m in messages],
+                                                     add_generation_prompt=False))
+    assert data["token_ids"] == want and len(data["heads_scores"]) == 270 and "lens" in data
+    assert report({"prompt": "The cat sat on the mat."})["token_ids"] == model.to_tokens("The cat sat on the mat.")
+    for body, fragment in (({"prompt": 5}, "prompt: expected a string"), ({"prompt": ""}, "no tokens"),
+                           ({"prompt": "word " * 1100}, "at most 1024"), ({"messages": "x"}, "messages")):
+        status, r = post(server + "/inspect", body)
+        assert status == 400 and fragment in r["error"]["message"], (body, r)

@@ -21,7 +21,10 @@
 #include "attn/embed.h"
 #include "attn/error.h"
 #include "attn/generate.h"
+#include "attn/inspect.h"
 #include "attn/model_options.h"
+#include "attn/report.h"
+#include "attn_chat_html.h"  // generated: kChatHtml (cmake/embed_text.cmake)
 #include "serve/openai.h"
 #include "serve/prepare.h"
 #include "serve/slots.h"
@@ -32,6 +35,9 @@ namespace attn::cli {
 namespace {
 
 using nlohmann::json;
+
+// The most tokens /inspect shows (every layer's patterns are materialized: heads x n x n floats).
+constexpr int64_t kMaxInspectTokens = 1024;
 
 struct ServeArgs {
   ModelOptions model;
@@ -59,6 +65,43 @@ class Server {
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
+    // A chat page (tools/attn/serve_ui/chat.html): talk to the model in a browser, each answer
+    // with a link into the attention viewer (/inspect).
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(kChatHtml, "text/html; charset=utf-8");
+    });
+    // The attention viewer's page (the report of `attn inspect`) for a conversation ({"messages":
+    // [...]}, through the chat template without a generation prompt) or a text ({"prompt": "..."}),
+    // computed on the slots' thread between generation steps.
+    http.Post("/inspect", [this](const httplib::Request& req, httplib::Response& res) {
+      const json body = serve::ParseObject(req.body);
+      std::string text;
+      if (body.contains("prompt")) {
+        if (!body["prompt"].is_string()) throw Error("prompt: expected a string");
+        text = body["prompt"].get<std::string>();
+      } else {
+        serve::Request r = serve::ParseRequest(req.body, serve::Endpoint::kChatCompletions);
+        std::vector<Tokenizer::Message> messages;
+        for (const auto& [role, content] : r.messages) messages.push_back({role, content});
+        text = model_->tokenizer().ApplyChatTemplate(
+            messages, false,
+            settings_.jinja ? Tokenizer::ChatTemplateMode::kJinja : Tokenizer::ChatTemplateMode::kAuto);
+      }
+      const std::vector<int32_t> tokens = model_->tokenizer().EncodePrompt(text);
+      if (tokens.empty()) throw Error("inspect: the text has no tokens");
+      if (static_cast<int64_t>(tokens.size()) > kMaxInspectTokens)
+        throw Error("inspect: the text has " + std::to_string(tokens.size()) +
+                    " tokens; /inspect shows at most " + std::to_string(kMaxInspectTokens));
+      InspectOptions o;
+      o.threads = threads_;
+      o.prompt = text;
+      std::string page;
+      slots_.RunBetweenSteps([&] {
+        page = RenderReport(
+            Inspect(*model_, tokens, o).data.dump(-1, ' ', false, json::error_handler_t::replace));
+      });
+      res.set_content(page, "text/html; charset=utf-8");
+    });
     http.Get("/health", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
     });
