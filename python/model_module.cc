@@ -39,6 +39,9 @@
 #include "attn/lens.h"
 #include "attn/model.h"
 #include "attn/perplexity.h"
+#include "inspect/head_report.h"
+#include "inspect/inspect.h"
+#include "inspect/report_page.h"
 #include "serve/openai.h"
 #include "serve/prepare.h"
 #include "serve/slots.h"
@@ -749,6 +752,34 @@ void BindModel(nb::module_& m) {
            })
       .def("run", &Run, nb::arg("tokens"), nb::arg("threads"), nb::arg("capture"), nb::arg("hooked"),
            nb::arg("callback").none())
+      // The attention viewer's page for `tokens` (report::Inspect, report::RenderReport), and the
+      // heads' scores as heads.json holds them.
+      .def(
+          "report",
+          [](const attn::Model& model, const std::vector<int32_t>& tokens, const std::string& prompt,
+             bool lens, int64_t probe_length, int64_t sequences, uint64_t seed, int threads) {
+            std::string html, heads;
+            {
+              nb::gil_scoped_release release;
+              attn::report::InspectOptions o;
+              o.probe.length =
+                  probe_length > 0 ? probe_length : attn::report::DefaultProbeLength(model.config());
+              o.probe.sequences = sequences;
+              o.probe.seed = seed;
+              o.threads = threads;
+              o.lens = lens;
+              o.prompt = prompt;
+              const attn::report::InspectOutput out = attn::report::Inspect(model, tokens, o);
+              const auto dump = [](const nlohmann::json& j) {
+                return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+              };
+              html = attn::report::RenderReport(dump(out.data));
+              heads = dump(out.heads_json);
+            }
+            return std::make_pair(nb::bytes(html.data(), html.size()), heads);
+          },
+          nb::arg("tokens"), nb::arg("prompt"), nb::arg("lens"), nb::arg("probe_length"),
+          nb::arg("sequences"), nb::arg("seed"), nb::arg("threads"))
       .def(
           "logit_lens",
           [](const attn::Model& model, const std::vector<int32_t>& tokens, int top_k, int threads) {

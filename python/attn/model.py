@@ -235,6 +235,37 @@ class GenerationStream:
             s.close()
 
 
+class Report:
+    """The attention viewer's page for one text (Model.report): one self-contained HTML file."""
+
+    def __init__(self, html: str, data: dict):
+        self.html = html
+        self._data = data
+
+    @property
+    def heads(self) -> list[dict]:
+        """Every head's scores and role, layer-major (as `attn heads --json` gives them)."""
+        return self._data["heads_scores"]
+
+    @property
+    def tokens(self) -> list[str]:
+        return self._data["tokens"]
+
+    def save(self, path: str) -> None:
+        """Writes the page (open it in a browser; it needs no network)."""
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(self.html)
+
+    def _repr_html_(self) -> str:
+        # Jupyter: the page in a sandboxed frame of its own, so its script and styles stay inside.
+        import html as _html
+        return ('<iframe sandbox="allow-scripts allow-popups" style="width:100%;height:900px;border:0" srcdoc="'
+                + _html.escape(self.html, quote=True) + '"></iframe>')
+
+    def __repr__(self) -> str:
+        return f"<attn.Report: {len(self.tokens)} tokens, {len(self.heads)} heads, {len(self.html):,} bytes>"
+
+
 def _event_stream(native: "_attn.OpenAiStream"):
     """The chunks of an OpenAI stream as dicts; closing the generator cancels the request."""
     try:
@@ -708,6 +739,20 @@ class Model:
                 raise ValueError(f"ablate: head {h!r} is not a (layer, head) pair") from None
             pairs.append((_int("ablate", "layer", layer, 0), _int("ablate", "head", head, 0)))
         return self._m.ablate(ids, pairs, mode, _threads(threads))
+
+    def report(self, tokens: str | Sequence[int], *, lens: bool = True, probe_length: int | None = None,
+               sequences: int = 4, seed: int = 0, threads: int | None = None) -> "Report":
+        """The attention viewer of `attn inspect` for a text (or token ids), as a Report: every head's
+        pattern and role (scored on the induction probe: `sequences` x `probe_length` random tokens,
+        seeded), and the logit lens (texts up to 1,024 tokens; lens=False leaves it out). In Jupyter
+        the Report shows itself; .save(path) writes the self-contained page; .html is its text and
+        .heads the heads' scores (as heads.json has them)."""
+        ids = self._ids("report", tokens)
+        length = 0 if probe_length is None else _int("report", "probe_length", probe_length, 2)
+        html, heads = self._m.report(ids, tokens if isinstance(tokens, str) else self.detokenize(ids), bool(lens),
+                                     length, _int("report", "sequences", sequences, 1),
+                                     _int("report", "seed", seed, 0), _threads(threads))
+        return Report(html.decode("utf-8"), json.loads(heads))
 
     def logit_lens(self, tokens: str | Sequence[int], *, k: int = 5, threads: int | None = None) -> dict:
         """The logit lens (nostalgebraist 2020): the residual stream after each block read through

@@ -125,3 +125,32 @@ def test_inspect_report_works_in_a_real_browser(tmp_path):
     assert r.returncode == 0, r.stderr
     result = check_report(str(out / "report.html"))
     assert result["n"] == len(json.loads((out / "heads.json").read_text())["tokens"])
+
+
+def test_model_report_equals_attn_inspect(tmp_path, model):
+    """Model.report: the same viewer data as `attn inspect` on the same text (patterns, scores,
+    lens), a page that works in the browser, and a Jupyter display in a sandboxed frame."""
+    from viewer_data import load_report_data
+
+    text = "The cat sat on the mat. The cat sat on the"
+    out = tmp_path / "cli"
+    r = run("inspect", "-t", "2", "--out", str(out), text)
+    assert r.returncode == 0, r.stderr
+    want = load_report_data(str(out / "report.html"))
+    rep = model.report(text, threads=2)
+    assert len(rep.heads) == 270 and rep.tokens == want["tokens"]
+    rep.save(str(tmp_path / "py.html"))
+    got = load_report_data(str(tmp_path / "py.html"))
+    for key in ("token_ids", "tokens", "heads_scores", "patterns", "lens", "probe", "layers", "heads"):
+        assert got[key] == want[key], key
+    assert rep._repr_html_().startswith('<iframe sandbox="allow-scripts') and "&quot;" in rep._repr_html_()
+    assert "lens" not in load_report_data_from(model.report(text, lens=False), tmp_path)
+    with pytest.raises(ValueError, match="no tokens"):
+        model.report([])
+
+
+def load_report_data_from(rep, tmp_path):
+    from viewer_data import load_report_data
+    path = tmp_path / "tmp.html"
+    rep.save(str(path))
+    return load_report_data(str(path))

@@ -10,8 +10,8 @@
 
 #include "attn/commands.h"
 #include "attn/error.h"
-#include "attn/head_report.h"
 #include "attn/model_options.h"
+#include "inspect/head_report.h"
 
 namespace attn::cli {
 namespace {
@@ -28,7 +28,7 @@ void RunHeads(const HeadsArgs& args) {
   const ModelConfig& c = model->config();
   ProbeOptions probe = args.probe;
   probe.threads = args.model.threads;
-  if (probe.length == 0) probe.length = DefaultProbeLength(model->config());
+  if (probe.length == 0) probe.length = report::DefaultProbeLength(model->config());
   const auto t0 = std::chrono::steady_clock::now();
   std::vector<HeadScores> scores;
   std::string measured_on;
@@ -48,16 +48,16 @@ void RunHeads(const HeadsArgs& args) {
     j["heads"] = c.n_heads;
     j["kv_heads"] = c.n_kv_heads;
     j["measured_on"] = measured_on;
-    j["heads_scores"] = HeadScoresJson(scores);
+    j["heads_scores"] = report::HeadScoresJson(scores);
     std::printf("%s\n", j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
   std::printf("%s: %lld layers x %lld heads (%lld KV heads), scored on %s in %.0f ms\n\n",
               model->path().c_str(), static_cast<long long>(c.n_layers), static_cast<long long>(c.n_heads),
               static_cast<long long>(c.n_kv_heads), measured_on.c_str(), ms);
-  PrintHeadTable(scores, stdout);
+  report::PrintHeadTable(scores, stdout);
   std::printf("\nStrongest heads of each role (score):\n");
-  PrintStrongestHeads(scores, 5, stdout);
+  report::PrintStrongestHeads(scores, 5, stdout);
 }
 
 struct AblateArgs {
@@ -69,7 +69,7 @@ struct AblateArgs {
 
 void RunAblate(const AblateArgs& args) {
   std::unique_ptr<Model> model = LoadModel(args.model);
-  const auto heads = ParseHeadList(args.heads);
+  const auto heads = report::ParseHeadList(args.heads);
   const AblationMode mode = args.mode == "mean" ? AblationMode::kMean : AblationMode::kZero;
   const std::vector<int32_t> tokens = TextTokens(*model, args.text);
   const AblationResult r = AblateHeads(*model, tokens, heads, mode, args.model.threads);

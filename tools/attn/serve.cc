@@ -21,10 +21,10 @@
 #include "attn/embed.h"
 #include "attn/error.h"
 #include "attn/generate.h"
-#include "attn/inspect.h"
 #include "attn/model_options.h"
-#include "attn/report.h"
 #include "attn_chat_html.h"  // generated: kChatHtml (cmake/embed_text.cmake)
+#include "inspect/inspect.h"
+#include "inspect/report_page.h"
 #include "serve/openai.h"
 #include "serve/prepare.h"
 #include "serve/slots.h"
@@ -92,13 +92,13 @@ class Server {
       if (static_cast<int64_t>(tokens.size()) > kMaxInspectTokens)
         throw Error("inspect: the text has " + std::to_string(tokens.size()) +
                     " tokens; /inspect shows at most " + std::to_string(kMaxInspectTokens));
-      InspectOptions o;
+      report::InspectOptions o;
       o.threads = threads_;
       o.prompt = text;
       std::string page;
       slots_.RunBetweenSteps([&] {
-        page = RenderReport(
-            Inspect(*model_, tokens, o).data.dump(-1, ' ', false, json::error_handler_t::replace));
+        page = report::RenderReport(
+            report::Inspect(*model_, tokens, o).data.dump(-1, ' ', false, json::error_handler_t::replace));
       });
       res.set_content(page, "text/html; charset=utf-8");
     });

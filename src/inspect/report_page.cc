@@ -1,5 +1,5 @@
 // The viewer page of `attn inspect`: the embedded template with the data substituted.
-#include "attn/report.h"
+#include "inspect/report_page.h"
 
 #include <string>
 #include <string_view>
@@ -7,7 +7,7 @@
 #include "attn/error.h"
 #include "attn_report_html.h"  // generated: kReportHtmlTemplate (cmake/embed_text.cmake)
 
-namespace attn::cli {
+namespace attn::report {
 
 std::string RenderReport(std::string_view page_template, const std::string& data_json) {
   const size_t at = page_template.find(kReportPlaceholder);
@@ -32,7 +32,7 @@ std::string RenderReport(std::string_view page_template, const std::string& data
 }
 
 std::string RenderReport(const std::string& data_json) {
-  return RenderReport(kReportHtmlTemplate, data_json);
+  return RenderReport(cli::kReportHtmlTemplate, data_json);
 }
 
-}  // namespace attn::cli
+}  // namespace attn::report

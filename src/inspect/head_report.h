@@ -10,7 +10,7 @@
 
 #include "attn/heads.h"
 
-namespace attn::cli {
+namespace attn::report {
 
 // [{"layer", "head", "previous_token", "duplicate_token", "induction", "first_token", "entropy",
 //   "local", "learned_sink", "role"}, ...]
@@ -27,4 +27,4 @@ std::vector<std::pair<int, int>> ParseHeadList(const std::string& text);
 // context cannot hold BOS + two copies (small trained models).
 int64_t DefaultProbeLength(const ModelConfig& config);
 
-}  // namespace attn::cli
+}  // namespace attn::report

@@ -5,7 +5,7 @@
 #include <string>
 #include <string_view>
 
-namespace attn::cli {
+namespace attn::report {
 
 // The page's data placeholder, inside <script id="attn-data" type="application/json">.
 inline constexpr std::string_view kReportPlaceholder = "/*ATTN_DATA*/";
@@ -19,4 +19,4 @@ std::string RenderReport(const std::string& data_json);
 // The same with another template (tests use this to check the placeholder handling).
 std::string RenderReport(std::string_view page_template, const std::string& data_json);
 
-}  // namespace attn::cli
+}  // namespace attn::report

@@ -1,11 +1,11 @@
-#include "attn/head_report.h"
+#include "inspect/head_report.h"
 
 #include <algorithm>
 #include <sstream>
 
 #include "attn/error.h"
 
-namespace attn::cli {
+namespace attn::report {
 
 nlohmann::json HeadScoresJson(const std::vector<HeadScores>& scores) {
   nlohmann::json list = nlohmann::json::array();
@@ -86,4 +86,4 @@ std::vector<std::pair<int, int>> ParseHeadList(const std::string& text) {
   return heads;
 }
 
-}  // namespace attn::cli
+}  // namespace attn::report
