@@ -301,19 +301,21 @@ std::optional<ojson> ParseTagBody(const std::string& body) {
   return v ? JsonCall(*v) : std::nullopt;
 }
 
-// The calls of an answer in <tool_call> tags and the text before them; nullopt when it has none or
-// they do not parse.
-std::optional<std::vector<ojson>> TagCalls(const std::string& text, std::string* content) {
-  const std::string open = "<tool_call>", close = "</tool_call>";
+// The calls of an answer written as blocks open ... close (the last may end at the end of the turn
+// without its close), each body read by `parse`, and the text before them; nullopt when it has none,
+// one does not parse, or text follows the last.
+std::optional<std::vector<ojson>> BlockCalls(const std::string& text, const std::string& open,
+                                             const std::string& close,
+                                             std::optional<ojson> (*parse)(const std::string& body),
+                                             std::string* content) {
   size_t at = text.find(open);
   if (at == std::string::npos) return std::nullopt;
   *content = text.substr(0, at);
   std::vector<ojson> calls;
   while (at != std::string::npos) {
     const size_t body = at + open.size();
-    const size_t end = text.find(close, body);  // the last call may stop at end of turn without it
-    const std::optional<ojson> call =
-        ParseTagBody(text.substr(body, end == std::string::npos ? end : end - body));
+    const size_t end = text.find(close, body);
+    const std::optional<ojson> call = parse(text.substr(body, end == std::string::npos ? end : end - body));
     if (!call) return std::nullopt;
     calls.push_back(*call);
     if (end == std::string::npos) break;
@@ -321,6 +323,11 @@ std::optional<std::vector<ojson>> TagCalls(const std::string& text, std::string*
     if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return std::nullopt;
   }
   return calls;
+}
+
+// The calls of an answer in <tool_call> tags.
+std::optional<std::vector<ojson>> TagCalls(const std::string& text, std::string* content) {
+  return BlockCalls(text, "<tool_call>", "</tool_call>", ParseTagBody, content);
 }
 
 // [TOOL_CALLS][{...}, ...] (v3) or [TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{...} per call (v11 and later).
@@ -434,30 +441,20 @@ std::optional<std::vector<ojson>> FunctionaryV32Calls(const std::string& text, s
   return calls;
 }
 
+// One Functionary v3.1 block after "<function=": NAME>{...}.
+std::optional<ojson> ParseFunctionBody(const std::string& body) {
+  const size_t name_end = body.find('>');
+  if (name_end == std::string::npos) return std::nullopt;
+  const std::string name = Trim(body.substr(0, name_end));
+  const std::optional<ojson> args = ParseJson(Trim(body.substr(name_end + 1)));
+  if (name.empty() || !args) return std::nullopt;
+  return JsonCall(ojson{{"name", name}, {"arguments", *args}});
+}
+
 // Functionary v3.1 (Llama 3.1's custom tool format): text, then <function=NAME>{...}</function> per
 // call.
 std::optional<std::vector<ojson>> FunctionaryV31Calls(const std::string& text, std::string* content) {
-  const std::string open = "<function=", close = "</function>";
-  size_t at = text.find(open);
-  if (at == std::string::npos) return std::nullopt;
-  *content = text.substr(0, at);
-  std::vector<ojson> calls;
-  while (at != std::string::npos) {
-    const size_t name_end = text.find('>', at);
-    if (name_end == std::string::npos) return std::nullopt;
-    const size_t end = text.find(close, name_end);  // the last may stop at end of turn without it
-    const std::string name = Trim(text.substr(at + open.size(), name_end - at - open.size()));
-    const std::optional<ojson> args =
-        ParseJson(Trim(text.substr(name_end + 1, end == std::string::npos ? end : end - name_end - 1)));
-    if (name.empty() || !args) return std::nullopt;
-    const std::optional<ojson> call = JsonCall(ojson{{"name", name}, {"arguments", *args}});
-    if (!call) return std::nullopt;
-    calls.push_back(*call);
-    if (end == std::string::npos) break;
-    at = text.find(open, end + close.size());
-    if (at == std::string::npos && !Trim(text.substr(end + close.size())).empty()) return std::nullopt;
-  }
-  return calls;
+  return BlockCalls(text, "<function=", "</function>", ParseFunctionBody, content);
 }
 
 // The whole answer one {"name", "parameters"} object, after an optional <|python_tag|>.

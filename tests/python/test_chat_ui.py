@@ -16,7 +16,6 @@ import http.server
 import json
 import os
 import re
-import subprocess
 import threading
 import time
 import urllib.error
@@ -24,32 +23,14 @@ import urllib.request
 
 import pytest
 
+from test_serve import server  # noqa: F401  (the attn serve fixture)
 from test_viewer import new_driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ATTN_BIN = os.path.join(ROOT, "build", "bin", "attn")
 PAGE = os.path.join(ROOT, "tools", "attn", "serve_ui", "chat.html")
 
 
 # ---- the real server, and the test's own server in front of it ----
-
-
-@pytest.fixture(scope="module")
-def attn_server():
-    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    line = proc.stdout.readline()  # "attn serve: MODEL on http://127.0.0.1:PORT (...)"
-    if "http://" not in line:
-        proc.kill()
-        pytest.fail(f"attn serve did not start: {line!r} {proc.stderr.read()}")
-    url = line.split("http://", 1)[1].split()[0]
-    yield f"http://{url}"
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=10)
 
 
 class Front:
@@ -161,8 +142,8 @@ class Front:
 
 
 @pytest.fixture(scope="module")
-def front(attn_server):
-    f = Front(attn_server)
+def front(server):
+    f = Front(server)
     yield f
     f.close()
 
@@ -269,8 +250,8 @@ def test_the_page_is_self_contained():
     assert "innerHTML" not in text and "insertAdjacentHTML" not in text and "document.write" not in text
 
 
-def test_the_page_loads_and_names_the_model(page, attn_server):
-    model = get(attn_server + "/v1/models")["data"][0]["id"]
+def test_the_page_loads_and_names_the_model(page, server):
+    model = get(server + "/v1/models")["data"][0]["id"]
     state = js(page, "attnChat.state")
     assert state["ready"] is True and state["busy"] is False and state["error"] is None
     assert state["model"] == model
@@ -286,7 +267,7 @@ def test_the_page_loads_and_names_the_model(page, attn_server):
     assert not problems, problems
 
 
-def test_a_streamed_answer_equals_the_plain_one(page, front, attn_server):
+def test_a_streamed_answer_equals_the_plain_one(page, front, server):
     # A fresh evaluation on both sides (cache_prompt false), so greedy answers are equal to the bit.
     front.inject = {"cache_prompt": False}
     set_field(page, "temperature", "0")
@@ -309,7 +290,7 @@ def test_a_streamed_answer_equals_the_plain_one(page, front, attn_server):
     assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
     assert sent["temperature"] == 0 and sent["max_tokens"] == 24
 
-    status, plain = post(attn_server + "/v1/chat/completions", {"messages": messages, "temperature": 0,
+    status, plain = post(server + "/v1/chat/completions", {"messages": messages, "temperature": 0,
                                                                 "max_tokens": 24, "cache_prompt": False})
     assert status == 200, plain
     assert answer["content"] == plain["choices"][0]["message"]["content"] != ""
@@ -340,7 +321,7 @@ def test_the_system_prompt_goes_first(page, front):
     assert js(page, "document.querySelectorAll('#conversation .msg').length") == 0
 
 
-def test_stop_keeps_the_partial_answer_and_frees_the_server(page, attn_server):
+def test_stop_keeps_the_partial_answer_and_frees_the_server(page, server):
     set_field(page, "max-tokens", "2000")
     start(page, "Write a very long story about a dragon who learns to bake bread.")
     wait_for(lambda: len(last_assistant(page) or "") > 0, 30, "the first text")
@@ -358,10 +339,10 @@ def test_stop_keeps_the_partial_answer_and_frees_the_server(page, attn_server):
     assert input_enabled(page)
     assert "ready" in page.find_element("id", "status").text
     # The server's generation ended with the connection: its slots are free and a short request is quick.
-    wait_for(lambda: not any(s["is_processing"] for s in get(attn_server + "/slots")), 5, "the slots to be free",
+    wait_for(lambda: not any(s["is_processing"] for s in get(server + "/slots")), 5, "the slots to be free",
              interval=0.05)
     t0 = time.perf_counter()
-    status, r = post(attn_server + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+    status, r = post(server + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
                                                             "max_tokens": 4, "temperature": 0})
     assert status == 200 and r["usage"]["completion_tokens"] <= 4
     assert time.perf_counter() - t0 < 5
@@ -376,10 +357,10 @@ def test_stop_keeps_the_partial_answer_and_frees_the_server(page, attn_server):
     assert not answer.get("error") and not answer.get("stopped") and answer["content"], answer
 
 
-def test_a_refused_request_shows_the_server_message(page, attn_server):
+def test_a_refused_request_shows_the_server_message(page, server):
     set_field(page, "max-tokens", "-5")
     answer = ask(page, "Hi")
-    status, refused = post(attn_server + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+    status, refused = post(server + "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
                                                                   "max_tokens": -5})
     assert status == 400
     want = refused["error"]["message"]
