@@ -372,7 +372,6 @@ class TextStream : public QueueStream {
   }
   // The result once ended (Next gave nothing, or Close); null before.
   const attn::GenerateResult* result() const { return ended_ ? &result_ : nullptr; }
-  bool ended() const { return ended_; }
 
  private:
   void Stop() override {
@@ -486,7 +485,6 @@ void BindModel(nb::module_& m) {
   nb::class_<TextStream>(m, "TextStream")
       .def("next", &TextStream::Next)
       .def("close", [](TextStream& s) { s.Close(); })
-      .def_prop_ro("ended", &TextStream::ended)
       .def("result", [](const TextStream& s, int logprobs, bool prompt_logprobs) -> nb::object {
         const attn::GenerateResult* r = s.result();
         if (r == nullptr) return nb::none();

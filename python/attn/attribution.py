@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _attn
+from . import _attn, circuits
 
 __all__ = ["logit_attribution"]
 
@@ -73,7 +73,7 @@ def logit_attribution(model, tokens, target, *, baseline=None, pos: int = -1, th
     # The unembedding direction with the final norm's gain folded in, and its frozen divisor.
     path = model.path
     names = set(_attn.tensor_names(path))
-    out_w = _attn.read_tensor(path, "output.weight" if "output.weight" in names else "token_embd.weight")
+    out_w = circuits._output_weight(path)  # cached per file, as the circuits read it
     gain = _attn.read_tensor(path, "output_norm.weight").astype(np.float64)
     u = out_w[t].astype(np.float64) - (out_w[b].astype(np.float64) if b is not None else 0.0)
     x = cache[f"blocks.{L - 1}.hook_resid_post"][0, pos].astype(np.float64)

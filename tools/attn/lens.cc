@@ -130,26 +130,17 @@ void RunLens(const LensArgs& args) {
     line += Pad(t + 1 < n ? "'" + Cell(tok.TokenToPiece(tokens[static_cast<size_t>(t + 1)]), 12) + "'" : "",
                 kWidth);
   PrintLine(line);
-  // Where the text's own next token first becomes the lens's top prediction.
-  int64_t found = 0, total = 0;
+  // Where the text's own next token becomes the lens's top prediction and stays so to the output.
+  int64_t total = 0;
   std::vector<int64_t> depth;
-  for (int64_t t = first; t + 1 < n; ++t) {
-    ++total;
-    for (int64_t l = 0; l < lens.layers; ++l) {
-      if (lens.next_rank[static_cast<size_t>(l * (n - 1) + t)] != 0) continue;
-      bool stays = true;
-      for (int64_t m = l; m < lens.layers; ++m)
-        stays = stays && lens.next_rank[static_cast<size_t>(m * (n - 1) + t)] == 0;
-      if (stays) {
-        depth.push_back(l);
-        ++found;
-        break;
-      }
-    }
+  for (int64_t t = first; t + 1 < n; ++t, ++total) {
+    int64_t from = lens.layers;
+    while (from > 0 && lens.next_rank[static_cast<size_t>((from - 1) * (n - 1) + t)] == 0) --from;
+    if (from < lens.layers) depth.push_back(from);
   }
   if (total > 0) {
     std::printf("\n%lld of the %lld shown next tokens are the top prediction from some layer on",
-                static_cast<long long>(found), static_cast<long long>(total));
+                static_cast<long long>(depth.size()), static_cast<long long>(total));
     if (!depth.empty()) {
       std::sort(depth.begin(), depth.end());
       std::printf(" (median: from layer %lld of %lld)", static_cast<long long>(depth[depth.size() / 2]),

@@ -37,7 +37,7 @@ namespace {
 using nlohmann::json;
 
 // The most tokens /inspect shows (every layer's patterns are materialized: heads x n x n floats).
-constexpr int64_t kMaxInspectTokens = 1024;
+constexpr int64_t kMaxServedInspectTokens = 1024;
 
 struct ServeArgs {
   ModelOptions model;
@@ -89,9 +89,9 @@ class Server {
       }
       const std::vector<int32_t> tokens = model_->tokenizer().EncodePrompt(text);
       if (tokens.empty()) throw Error("inspect: the text has no tokens");
-      if (static_cast<int64_t>(tokens.size()) > kMaxInspectTokens)
+      if (static_cast<int64_t>(tokens.size()) > kMaxServedInspectTokens)
         throw Error("inspect: the text has " + std::to_string(tokens.size()) +
-                    " tokens; /inspect shows at most " + std::to_string(kMaxInspectTokens));
+                    " tokens; /inspect shows at most " + std::to_string(kMaxServedInspectTokens));
       report::InspectOptions o;
       o.threads = threads_;
       o.prompt = text;
