@@ -2,11 +2,13 @@
 // /v1/embeddings (first byte 'E'), else /v1/completions (first byte even) or /v1/chat/completions (odd).
 // Every input must be refused with attn::Error or parse into a request, and a parsed request must build its
 // response objects and stream chunks (with the first byte's bits choosing a model tool format and
-// reasoning, and a chat's last message as the answer to read), under ASan and UBSan. Seeds:
+// reasoning, and a chat's last message as the answer to read, which must read the same when it
+// streams in two pieces), under ASan and UBSan. Seeds:
 // fuzz/corpus/serve_request/ (requests of the tests) and fuzz/serve_request.dict (the field names).
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -32,10 +34,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
     // What the server decides from the model's template: a tool format of its own, reasoning.
-    if (r.tools) {
-      const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the eight formats
-      r.tool_format = static_cast<attn::serve::ToolFormat>(format);
-    }
+    const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the eight formats
+    r.answer_format = static_cast<attn::serve::ToolFormat>(format);
+    if (r.tools) r.tool_format = r.answer_format;
     r.reasoning = (data[0] & 8) != 0;
     r.thinking_open = (data[0] & 16) != 0;
     attn::GenerateResult result;
@@ -59,6 +60,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     (void)attn::serve::ResponseJson(r, info, std::span(results, static_cast<size_t>(r.n > 1 ? 2 : 1)), text);
     (void)attn::serve::StreamChunk(r, info, result.text, r.include_usage,
                                    attn::serve::StreamLogprobs(r, result.logprobs, 7, text));
+    // The answer read as it streams, cut in two where the body's length says, reads as it does whole.
+    if (std::unique_ptr<attn::serve::AnswerSplitter> whole = attn::serve::ChatAnswerSplitter(r)) {
+      const attn::serve::AnswerSplitter::Out all = whole->Split(result.text);
+      std::unique_ptr<attn::serve::AnswerSplitter> parts = attn::serve::ChatAnswerSplitter(r);
+      const size_t cut = result.text.empty() ? 0 : size % (result.text.size() + 1);
+      attn::serve::AnswerSplitter::Out streamed = parts->Feed(result.text.substr(0, cut));
+      streamed += parts->Feed(result.text.substr(cut));
+      streamed += parts->Finish();
+      if (streamed.content != all.content || streamed.reasoning != all.reasoning ||
+          streamed.calls != all.calls)
+        __builtin_trap();
+      (void)attn::serve::StreamToolCalls(r, info, all.calls, 0, 0);
+    }
     (void)attn::serve::StreamFinish(r, info, result, r.n - 1);
     (void)attn::serve::StreamEnd(r, info, results);
   } catch (const attn::Error&) {

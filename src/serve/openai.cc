@@ -416,35 +416,34 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
 
 namespace {
 
-json ToolMessageOf(const Request& request, const std::string& text, const std::string& id_prefix,
-                   bool* calls) {
-  return request.tool_format == ToolFormat::kGeneric
-             ? ToolAnswerMessage(text, id_prefix, calls)
-             : NativeToolAnswerMessage(request.tool_format, text, id_prefix, calls);
-}
-
-// The choice's message of a chat answer: with tools, the generic JSON answer or the model's own
-// format; with reasoning, the think block apart (reasoning_content) from the content.
+// The choice's message of a chat answer: with tools, the calls apart in the generic JSON answer's
+// or the model's own format; with reasoning, the think block apart (reasoning_content).
 json ChatMessage(const Request& request, const std::string& text, const std::string& id_prefix, bool* calls) {
   *calls = false;
-  json message = request.tools ? ToolMessageOf(request, text, id_prefix, calls)
-                               : json{{"role", "assistant"}, {"content", text}};
-  if (request.harmony && request.reasoning && !request.tools) {
-    const AnswerSplitter::Out split = HarmonySplitter().Split(text);
-    if (!split.reasoning.empty()) message["reasoning_content"] = split.reasoning;
-    message["content"] = split.content;
-    return message;
-  }
-  if (request.reasoning && message["content"].is_string()) {
-    const ReasoningSplitter::Out split =
-        SplitReasoning(message["content"].get<std::string>(), request.thinking_open);
-    if (!split.reasoning.empty()) message["reasoning_content"] = split.reasoning;
-    message["content"] = split.content.empty() && *calls ? json(nullptr) : json(split.content);
-  }
-  return message;
+  const std::unique_ptr<AnswerSplitter> splitter = ChatAnswerSplitter(request);
+  if (!splitter) return json{{"role", "assistant"}, {"content", text}};
+  return AnswerMessage(request.tool_format, splitter->Split(text), id_prefix, calls);
 }
 
 }  // namespace
+
+std::unique_ptr<AnswerSplitter> ChatAnswerSplitter(const Request& request) {
+  const bool harmony = request.answer_format == ToolFormat::kHarmony;
+  if (harmony && request.tools && request.tool_format == ToolFormat::kHarmony)
+    return std::make_unique<HarmonySplitter>(/*calls=*/true);
+  if (harmony && request.reasoning && !request.tools) return std::make_unique<HarmonySplitter>();
+  std::unique_ptr<AnswerSplitter> reasoning;
+  if (request.reasoning) reasoning = std::make_unique<ReasoningSplitter>(request.thinking_open);
+  std::unique_ptr<AnswerSplitter> tools;
+  if (request.tools) {
+    tools = ToolSplitter(request.tool_format);
+  } else if (request.answer_format == ToolFormat::kFunctionaryV32) {
+    tools = FunctionaryTextSplitter();
+  }
+  if (!tools) return reasoning;
+  if (!reasoning) return tools;
+  return std::make_unique<ChainedSplitter>(std::move(reasoning), std::move(tools));
+}
 
 std::string FinishReason(const std::string& stop_reason) {
   return stop_reason == "eos" || stop_reason == "stop" ? "stop" : "length";
@@ -528,26 +527,19 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
   return Event(j);
 }
 
-std::string StreamToolAnswer(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                             int index) {
-  bool calls = false;
-  json message = ChatMessage(request, result.text, info.id + "_" + std::to_string(index), &calls);
-  json delta = json::object();
-  if (message.contains("reasoning_content")) delta["reasoning_content"] = message["reasoning_content"];
-  if (calls) {
-    json list = json::array();
-    for (size_t k = 0; k < message["tool_calls"].size(); ++k) {
-      json call = message["tool_calls"][k];
-      call["index"] = k;
-      list.push_back(std::move(call));
-    }
-    delta["tool_calls"] = std::move(list);
-  } else {
-    delta["content"] = message["content"];
+std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
+                            std::span<const nlohmann::ordered_json> calls, size_t first, int index) {
+  json list = json::array();
+  for (size_t k = 0; k < calls.size(); ++k) {
+    json call = ToolCallJson(request.tool_format, calls[k], info.id + "_" + std::to_string(index), first + k);
+    call["index"] = first + k;
+    list.push_back(std::move(call));
   }
   json j = ResponseIdentity(info, "chat.completion.chunk");
-  j["choices"] = json::array(
-      {json{{"index", index}, {"logprobs", nullptr}, {"finish_reason", nullptr}, {"delta", delta}}});
+  j["choices"] = json::array({json{{"index", index},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", nullptr},
+                                   {"delta", {{"tool_calls", list}}}}});
   return Event(j);
 }
 

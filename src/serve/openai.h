@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <span>
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "attn/generate.h"
+#include "serve/reasoning.h"
 #include "serve/tools.h"
 
 namespace attn::serve {
@@ -48,9 +50,11 @@ struct Request {
   // goes to reasoning_content; thinking_open: the prompt itself opened the block.
   bool reasoning = false;
   bool thinking_open = false;
-  // Set by the server: the model answers in gpt-oss's harmony channels (serve::ParseHarmony); with
-  // reasoning, a whole answer's analysis channel goes to reasoning_content, its final one to content.
-  bool harmony = false;
+  // Set by the server: the format the model's template writes answers in, tools or not. kHarmony:
+  // gpt-oss's channels (serve::HarmonySplitter; with reasoning, the analysis channel goes to
+  // reasoning_content, the final one to content); kFunctionaryV32: without tools, the text of its
+  // "all" segments is the content (serve::FunctionaryTextSplitter).
+  ToolFormat answer_format = ToolFormat::kGeneric;
   // max_tokens (or max_completion_tokens); absent: 16 for completions (OpenAI's default), until the
   // end of the turn or the context for chat.
   std::optional<int> max_tokens;
@@ -131,10 +135,14 @@ nlohmann::json StreamLogprobs(const Request& request, std::span<const TokenLogpr
 std::string PromptText(const Request& request, const TokenText& token_text);
 // Characters (UTF-8 lead bytes) of s: the unit of OpenAI's text_offset.
 int64_t Chars(const std::string& s);
-// With tools (Request::tools), the answer is not streamed piece by piece: this one chunk carries
-// it once generated, as delta.tool_calls (each with its index) or delta.content.
-std::string StreamToolAnswer(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                             int index = 0);
+// How a chat answer to `request` reads as it streams: the think block apart (request.reasoning;
+// gpt-oss: its analysis channel), the calls apart (request.tools, in request.tool_format); null when
+// the answer is content as written. The stream and the whole answer read through the same one.
+std::unique_ptr<AnswerSplitter> ChatAnswerSplitter(const Request& request);
+// The chunk that carries calls `first`, `first` + 1, ... of choice `index` (delta.tool_calls, each
+// whole, with its index).
+std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
+                            std::span<const nlohmann::ordered_json> calls, size_t first, int index);
 // The chunk that ends choice `index` with its finish_reason (tool_calls for an answer of calls).
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                          int index = 0);

@@ -11,7 +11,7 @@ namespace attn::serve {
 std::string ChatPromptText(const Tokenizer& tok, Request& r, bool jinja) {
   using ojson = nlohmann::ordered_json;
   const ToolFormat format = TemplateToolFormat(tok.chat_template());
-  r.harmony = format == ToolFormat::kHarmony;  // how the answer reads, whatever builds the prompt
+  r.answer_format = format;  // how the answer reads, whatever builds the prompt
   const bool native = r.tools && jinja && r.tool_choice == "auto" && format != ToolFormat::kGeneric;
   if (r.tools && !native && r.tools_constraint)
     throw Error(

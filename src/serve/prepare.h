@@ -30,7 +30,7 @@ struct Settings {
 // template and request.tool_format is set (tool_choice "auto" only: the model's format cannot force
 // a call), its generic json_schema cleared (a constraint of the request's own stays); else the
 // generic form ParseRequest prepared is kept, and a request that also has a constraint of its own
-// is refused (attn::Error). Sets request.harmony for a template of gpt-oss's harmony format.
+// is refused (attn::Error). Sets request.answer_format to the template's format.
 std::string ChatPromptText(const Tokenizer& tokenizer, Request& request, bool jinja);
 
 // A token id of a request (a prompt's or logit_bias's), checked against the vocabulary.

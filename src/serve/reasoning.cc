@@ -11,14 +11,13 @@ constexpr std::string_view kOpen = "<think>", kClose = "</think>";
 
 bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
 
-// The length of the longest suffix of s that is a proper prefix of tag.
+}  // namespace
+
 size_t PartialTag(std::string_view s, std::string_view tag) {
   for (size_t n = std::min(s.size(), tag.size() - 1); n > 0; --n)
     if (s.substr(s.size() - n) == tag.substr(0, n)) return n;
   return 0;
 }
-
-}  // namespace
 
 ReasoningSplitter::Out ReasoningSplitter::Feed(const std::string& piece) {
   Out out;
@@ -94,12 +93,32 @@ ReasoningSplitter::Out ReasoningSplitter::Finish() {
   return out;
 }
 
+AnswerSplitter::Out& AnswerSplitter::Out::operator+=(Out other) {
+  reasoning += other.reasoning;
+  content += other.content;
+  for (nlohmann::ordered_json& call : other.calls) calls.push_back(std::move(call));
+  return *this;
+}
+
 AnswerSplitter::Out AnswerSplitter::Split(const std::string& text) {
   Out a = Feed(text);
-  const Out b = Finish();
-  a.reasoning += b.reasoning;
-  a.content += b.content;
+  a += Finish();
   return a;
+}
+
+AnswerSplitter::Out ChainedSplitter::Then(Out out) {
+  Out second = second_->Feed(out.content);
+  out.content.clear();
+  out += std::move(second);
+  return out;
+}
+
+AnswerSplitter::Out ChainedSplitter::Feed(const std::string& piece) { return Then(first_->Feed(piece)); }
+
+AnswerSplitter::Out ChainedSplitter::Finish() {
+  Out out = Then(first_->Finish());
+  out += second_->Finish();
+  return out;
 }
 
 ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open) {
@@ -166,15 +185,18 @@ HarmonySplitter::Out HarmonySplitter::Feed(const std::string& piece) {
           continue;
         }
         if (msg == std::string::npos) return out;
-        // The channel is the word after <|channel|> (up to a space or the next marker).
+        // The channel is the word after <|channel|> (up to a space or the next marker), a call's
+        // function the word after "to=functions.".
         const std::string_view header = std::string_view(held_).substr(0, msg);
-        const size_t channel = header.find(kChannel);
-        if (channel == std::string_view::npos) {
-          analysis_ = false;
-        } else {
-          const std::string_view word = header.substr(channel + kChannel.size());
-          analysis_ = word.substr(0, word.find_first_of(" <")) == "analysis";
-        }
+        auto word_after = [header](std::string_view mark) {
+          const size_t at = header.find(mark);
+          if (at == std::string_view::npos) return std::string_view();
+          const std::string_view word = header.substr(at + mark.size());
+          return word.substr(0, word.find_first_of(" <"));
+        };
+        analysis_ = word_after(kChannel) == "analysis";
+        call_ = calls_ ? std::string(word_after("to=functions.")) : std::string();
+        if (!call_.empty()) analysis_ = false;
         held_.erase(0, msg + kMessage.size());
         first_ = false;
         if (analysis_ && reasoned_) out.reasoning += "\n";
@@ -183,6 +205,13 @@ HarmonySplitter::Out HarmonySplitter::Feed(const std::string& piece) {
       }
       case State::kBody: {
         const auto [at, len] = Earliest(held_, kBodyEnds);
+        if (!call_.empty()) {  // a call's body comes out whole
+          if (at == std::string::npos) return out;
+          out += CallOrContent(held_.substr(0, at));
+          held_.erase(0, at + len);
+          state_ = State::kHeader;
+          continue;
+        }
         size_t keep = at;
         if (at == std::string::npos) {
           size_t partial = 0;
@@ -207,10 +236,26 @@ HarmonySplitter::Out HarmonySplitter::Finish() {
   Out out;
   if (state_ == State::kStart || state_ == State::kPlain || (state_ == State::kHeader && first_)) {
     out.content = held_;
+  } else if (state_ == State::kBody && !call_.empty()) {
+    out = CallOrContent(held_);
   } else if (state_ == State::kBody) {
     (analysis_ ? out.reasoning : out.content) = held_;
   }
   held_.clear();
+  return out;
+}
+
+HarmonySplitter::Out HarmonySplitter::CallOrContent(const std::string& body) const {
+  Out out;
+  try {
+    nlohmann::ordered_json args = nlohmann::ordered_json::parse(body);
+    if (args.is_object()) {
+      out.calls.push_back({{"name", call_}, {"arguments", std::move(args)}});
+      return out;
+    }
+  } catch (const nlohmann::json::exception&) {
+  }
+  out.content = body;
   return out;
 }
 

@@ -5,17 +5,25 @@
 // themselves (DeepSeek R1's generation prompt ends with "<think>\n") start the answer inside it.
 #pragma once
 
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 namespace attn::serve {
 
-// An answer split into reasoning and content as it streams: Feed each piece, then Finish. What comes
-// out is the same however the text is cut into pieces (a tag split across pieces is held back
-// until it is whole).
+// An answer split into reasoning, content and tool calls as it streams: Feed each piece, then
+// Finish. What comes out is the same however the text is cut into pieces (a tag split across
+// pieces is held back until it is whole). Each call is {"name", "arguments" (an object)}, given
+// once whole. (The tool formats' splitters are in serve/tools.h.)
 class AnswerSplitter {
  public:
   struct Out {
     std::string reasoning, content;
+    std::vector<nlohmann::ordered_json> calls;
+    Out& operator+=(Out other);
   };
   virtual ~AnswerSplitter() = default;
   virtual Out Feed(const std::string& piece) = 0;
@@ -44,26 +52,51 @@ class ReasoningSplitter : public AnswerSplitter {
 // The whole answer at once.
 ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open);
 
-// gpt-oss's harmony answers without tools: messages "[HEADER]<|message|>BODY" ended by <|end|>,
+// gpt-oss's harmony answers: messages "[HEADER]<|message|>BODY" ended by <|end|>,
 // <|return|>, <|call|> or <|start|> (which opens the next message's header). The bodies of the
 // analysis channel ("<|channel|>analysis" in the header) are the reasoning, joined by "\n"; every
 // other message's body (the final channel, commentary) is content, headers and markers dropped.
 // An answer that does not open with a header ("<|channel|>", "to=" or " to=") starts with plain
 // content up to its first <|start|>; a first header that never reaches <|message|> is content as
-// written (an answer cut short), a later one is dropped.
+// written (an answer cut short), a later one is dropped. With `calls` (a request with tools), a
+// message whose header names "to=functions.NAME" is a call of NAME, its body the arguments (a JSON
+// object; a body that is not one is content).
 class HarmonySplitter : public AnswerSplitter {
  public:
+  explicit HarmonySplitter(bool calls = false) : calls_(calls) {}
   Out Feed(const std::string& piece) override;
   Out Finish() override;
 
  private:
   enum class State { kStart, kPlain, kHeader, kBody };
+  // A call of call_ with `body` as its arguments, or the body as content when they are not an object.
+  Out CallOrContent(const std::string& body) const;
   State state_ = State::kStart;
   std::string held_;
   bool first_ = true;      // still in the answer's first segment
   bool analysis_ = false;  // the current body is the analysis channel's
   bool reasoned_ = false;  // some reasoning has come out (the next analysis body starts with "\n")
+  bool calls_;
+  std::string call_;  // the function the current body calls, when it is a call
 };
+
+// Two splitters in turn: `second` reads the content of `first` (the think block apart, then the
+// tool calls in what follows it).
+class ChainedSplitter : public AnswerSplitter {
+ public:
+  ChainedSplitter(std::unique_ptr<AnswerSplitter> first, std::unique_ptr<AnswerSplitter> second)
+      : first_(std::move(first)), second_(std::move(second)) {}
+  Out Feed(const std::string& piece) override;
+  Out Finish() override;
+
+ private:
+  Out Then(Out out);
+  std::unique_ptr<AnswerSplitter> first_, second_;
+};
+
+// The length of the longest suffix of s that is a proper prefix of tag: text to hold back, since
+// the next piece may complete the tag.
+size_t PartialTag(std::string_view s, std::string_view tag);
 
 // Whether a prompt ends inside a think block: its last non-whitespace text is "<think>".
 bool PromptOpensThinking(const std::string& prompt);

@@ -85,17 +85,16 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
       // Chat lists the answer's tokens only: not the end-of-turn token that ends it.
       if (!(chat && model.tokenizer().IsEndOfGeneration(e.token))) lp->pending.push_back(e);
     };
-    // Pieces end on whole characters (SequenceGeneration holds a split one back). With tools the
-    // answer is one JSON object, sent as calls or content once complete (on_done). With reasoning,
-    // the think block (gpt-oss: the analysis channel) streams as delta.reasoning_content;
+    // Pieces end on whole characters (SequenceGeneration holds a split one back). A chat answer
+    // goes through its splitter (ChatAnswerSplitter): a think block (gpt-oss: the analysis
+    // channel) streams as delta.reasoning_content, calls as delta.tool_calls once each is whole;
     // log-probabilities ride with the first chunk that carries text (the splitter may hold a
     // piece back).
     std::shared_ptr<AnswerSplitter> splitter;
-    if (request->harmony)
-      splitter = std::make_shared<HarmonySplitter>();
-    else
-      splitter = std::make_shared<ReasoningSplitter>(request->thinking_open);
-    auto push_split = [events, request, info, chunk_logprobs, lp, i](const AnswerSplitter::Out& out) {
+    if (chat) splitter = ChatAnswerSplitter(*request);
+    auto calls_sent = std::make_shared<size_t>(0);
+    auto push_split = [events, request, info, chunk_logprobs, lp, i,
+                       calls_sent](const AnswerSplitter::Out& out) {
       bool first = true;
       for (const auto& [text, reasoning] :
            {std::pair(&out.reasoning, true), std::pair(&out.content, false)}) {
@@ -105,11 +104,13 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
                                  reasoning));
         first = false;
       }
+      if (out.calls.empty()) return;
+      events->Push(StreamToolCalls(*request, *info, out.calls, *calls_sent, i));
+      *calls_sent += out.calls.size();
     };
     job.on_text = [events, request, info, lp, chunk_logprobs, i, splitter,
                    push_split](const std::string& piece) {
-      if (request->tools) return;
-      if (request->reasoning) {
+      if (splitter) {
         push_split(splitter->Feed(piece));
         return;
       }
@@ -118,12 +119,11 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
     job.on_done = [events, request, info, lp, chunk_logprobs, shared, i, splitter,
                    push_split](const GenerateResult& r) {
       if (shared->failed) return;
-      if (request->reasoning && !request->tools) push_split(splitter->Finish());
+      if (splitter) push_split(splitter->Finish());
       // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
       // plain answer lists them.
       if (request->logprobs >= 0 && !lp->pending.empty())
         events->Push(StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
-      if (request->tools) events->Push(StreamToolAnswer(*request, *info, r, i));
       events->Push(StreamFinish(*request, *info, r, i));
       shared->results[static_cast<size_t>(i)] = r;
       if (--shared->left == 0) {

@@ -41,10 +41,10 @@ class EventQueue {
 // Sets the callbacks of `jobs` (choice i is jobs[i]) so that they push `request`'s stream to
 // `events`: for a chat, each choice's role chunk first (pushed here), then the text as it becomes
 // final (delta.reasoning_content for a <think> block with request.reasoning; with tools, the
-// answer in one chunk once complete), log-probabilities with the chunks that carry their tokens'
-// text, each choice's finish chunk, and after the last choice the usage chunk (when asked for)
-// and "data: [DONE]". A failure of any job cancels the others and ends the queue with Fail.
-// The caller submits the jobs.
+// content as it comes and each call once whole, delta.tool_calls), log-probabilities with the chunks that
+// carry their tokens' text, each choice's finish chunk, and after the last choice the usage chunk (when asked
+// for) and "data: [DONE]". A failure of any job cancels the others and ends the queue with Fail. The caller
+// submits the jobs.
 void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
                 std::shared_ptr<const ResponseInfo> info, std::span<const std::shared_ptr<Job>> jobs,
                 std::shared_ptr<EventQueue> events);

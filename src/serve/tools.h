@@ -7,10 +7,13 @@
 // message's tool_calls as that JSON, a "tool" message as a user turn {"tool_response": ...}.
 #pragma once
 
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <vector>
+
+#include "serve/reasoning.h"
 
 namespace attn::serve {
 
@@ -80,26 +83,35 @@ enum class ToolFormat {
   kFunctionaryV31
 };
 ToolFormat TemplateToolFormat(const std::string& chat_template);
-// The choice's message for an answer in `format`: text before the first call is the content (null
-// when blank); an answer with no call, or one that does not parse, is returned as its text. Ids
-// are "call_" + id_prefix + "_" + k, or for kMistral nine letters and digits (its templates refuse
-// others when the call comes back in the next request).
-nlohmann::json NativeToolAnswerMessage(ToolFormat format, const std::string& text,
-                                       const std::string& id_prefix, bool* tool_calls);
 
-// gpt-oss's harmony answer read into its channels: the analysis channel's text (reasoning), the
-// final (and other) channels' text (content), and the calls ({"name", "arguments"}); nullopt when
-// a call's arguments are not a JSON object. Text before any header (an answer without channels)
-// is content.
-struct HarmonyAnswer {
-  std::string reasoning, content;
-  std::vector<nlohmann::ordered_json> calls;
-};
-std::optional<HarmonyAnswer> ParseHarmony(const std::string& text);
+// Reading an answer with tools, as it streams (the splitters of serve/reasoning.h). Every format's
+// reading holds the same rules, so that an answer streams as it reads whole: a call comes out once
+// its block is whole (a block cut by the end of the answer is read as it stands); a block that
+// does not parse is content as written; text around the calls is content, with the whitespace at
+// its ends and next to the calls dropped. kGeneric: the answer's JSON object, its "response"
+// string streamed as content as it is written (a string cut short: what was written of it), its
+// "tool_calls" read once complete; an answer that is neither is content as written. kHarmony:
+// HarmonySplitter with calls.
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format);
 
-// The choice's message for an answer `text`: {"role": "assistant", "content": null, "tool_calls":
-// [...]} (ids "call_" + id_prefix + "_" + k) or {"role": "assistant", "content": response}.
-// *tool_calls tells which; an answer cut short (not one JSON object) is returned as its text.
-nlohmann::json ToolAnswerMessage(const std::string& text, const std::string& id_prefix, bool* tool_calls);
+// Functionary v3.2's answer without tools: the text of its "all" segments is the content, other
+// segments stay as written.
+std::unique_ptr<AnswerSplitter> FunctionaryTextSplitter();
+
+// One call of a message's tool_calls: {"id", "type": "function", "function": {"name", "arguments"
+// (JSON text)}}, call {"name", "arguments"} being the k-th of its answer. Ids are "call_" +
+// id_prefix + "_" + k, or for kMistral nine letters and digits (its templates refuse others when
+// the call comes back in the next request).
+nlohmann::json ToolCallJson(ToolFormat format, const nlohmann::ordered_json& call,
+                            const std::string& id_prefix, size_t k);
+
+// The choice's message of a split answer: {"role": "assistant", "content", "reasoning_content"
+// (when there is some), "tool_calls" (when there are calls; content then null when empty)};
+// *tool_calls tells whether there are calls.
+nlohmann::json AnswerMessage(ToolFormat format, const AnswerSplitter::Out& answer,
+                             const std::string& id_prefix, bool* tool_calls);
+// The message of a whole answer `text` in `format`.
+nlohmann::json ToolAnswerMessage(ToolFormat format, const std::string& text, const std::string& id_prefix,
+                                 bool* tool_calls);
 
 }  // namespace attn::serve

@@ -5,9 +5,13 @@
 #include <algorithm>
 #include <cctype>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
 
 #include "attn/error.h"
+#include "serve/reasoning.h"
 #include "serve/tools.h"
 
 namespace attn::serve {
@@ -15,13 +19,36 @@ namespace {
 
 using json = nlohmann::json;
 
+// The message of an answer `text` in `format`, checked to come out the same when the answer
+// streams in three pieces, cut at every two points: the same content, reasoning and calls.
+json Read(ToolFormat format, const std::string& text, const std::string& id_prefix, bool* calls) {
+  const AnswerSplitter::Out whole = ToolSplitter(format)->Split(text);
+  for (size_t a = 0; a <= text.size(); ++a) {
+    for (size_t b = a; b <= text.size(); ++b) {
+      const std::unique_ptr<AnswerSplitter> s = ToolSplitter(format);
+      AnswerSplitter::Out streamed;
+      for (const std::string& piece : {text.substr(0, a), text.substr(a, b - a), text.substr(b)})
+        streamed += s->Feed(piece);
+      streamed += s->Finish();
+      if (streamed.content != whole.content || streamed.reasoning != whole.reasoning ||
+          streamed.calls != whole.calls) {
+        ADD_FAILURE() << text << "\ncut at " << a << ", " << b << ": content \"" << streamed.content
+                      << "\" against \"" << whole.content << "\", " << streamed.calls.size()
+                      << " calls against " << whole.calls.size();
+        return ToolAnswerMessage(format, text, id_prefix, calls);
+      }
+    }
+  }
+  return ToolAnswerMessage(format, text, id_prefix, calls);
+}
+
 TEST(ToolCallTags, HermesJsonCalls) {
   bool calls = false;
-  const json m = NativeToolAnswerMessage(
-      ToolFormat::kToolCallTags,
-      "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
-      "<tool_call>\n{\"name\": \"add\", \"arguments\": \"{\\\"a\\\": 1, \\\"b\\\": 2}\"}\n</tool_call>",
-      "x", &calls);
+  const json m =
+      Read(ToolFormat::kToolCallTags,
+           "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n"
+           "<tool_call>\n{\"name\": \"add\", \"arguments\": \"{\\\"a\\\": 1, \\\"b\\\": 2}\"}\n</tool_call>",
+           "x", &calls);
   ASSERT_TRUE(calls);
   EXPECT_TRUE(m["content"].is_null());
   ASSERT_EQ(m["tool_calls"].size(), 2u);
@@ -35,12 +62,11 @@ TEST(ToolCallTags, HermesJsonCalls) {
 
 TEST(ToolCallTags, QwenCoderXmlCallsAndLeadingText) {
   bool calls = false;
-  const json m =
-      NativeToolAnswerMessage(ToolFormat::kToolCallTags,
-                              "<think>\nweather\n</think>\n\nLet me "
-                              "look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
-                              "</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
-                              "y", &calls);
+  const json m = Read(ToolFormat::kToolCallTags,
+                      "<think>\nweather\n</think>\n\nLet me "
+                      "look.\n<tool_call>\n<function=get_weather>\n<parameter=city>\nParis\n"
+                      "</parameter>\n<parameter=days>\n3\n</parameter>\n</function>\n</tool_call>",
+                      "y", &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["content"], "<think>\nweather\n</think>\n\nLet me look.");
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
@@ -49,22 +75,100 @@ TEST(ToolCallTags, QwenCoderXmlCallsAndLeadingText) {
 }
 
 TEST(ToolCallTags, AnythingElseIsContent) {
-  for (const char* text : {"Just an answer.", "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\": ",
+  for (const char* text : {"Just an answer.", "<tool_call>\n{\"name\": \"f\", \"arguments\": {\"a\":",
                            "<tool_call>not json</tool_call>", "<tool_call>{\"arguments\": {}}</tool_call>",
-                           "<tool_call>{\"name\": \"f\"}</tool_call> and then more text"}) {
+                           "A < b, <tool_ and </tool_call> are text"}) {
     bool calls = true;
-    const json m = NativeToolAnswerMessage(ToolFormat::kToolCallTags, text, "z", &calls);
+    const json m = Read(ToolFormat::kToolCallTags, text, "z", &calls);
     EXPECT_FALSE(calls) << text;
     EXPECT_EQ(m["content"], text);
     EXPECT_FALSE(m.contains("tool_calls")) << text;
   }
   bool calls = false;  // a last call cut at the end of the turn, without its closing tag
-  NativeToolAnswerMessage(ToolFormat::kToolCallTags, "<tool_call>{\"name\": \"f\", \"arguments\": {}}", "z",
-                          &calls);
+  Read(ToolFormat::kToolCallTags, "<tool_call>{\"name\": \"f\", \"arguments\": {}}", "z", &calls);
   EXPECT_TRUE(calls);
 }
 
 // Which format each family's real template asks for (tests/fixtures/chat_templates/).
+// Text around the calls is content, without the whitespace at its ends and next to the calls; a
+// block that does not parse is content where it stands, the others still calls.
+TEST(ToolCallTags, TextAroundTheCallsAndBrokenBlocks) {
+  bool calls = false;
+  json m =
+      Read(ToolFormat::kToolCallTags,
+           "  Let me look.\n<tool_call>{\"name\": \"f\"}</tool_call>\n\nDone. <tool_call>oops</tool_call>"
+           "\n<tool_call>{\"name\": \"g\", \"arguments\": {\"x\": 1}}</tool_call>\n",
+           "z", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Let me look.\n\n\nDone. <tool_call>oops</tool_call>");
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "f");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{}");
+  EXPECT_EQ(m["tool_calls"][1]["id"], "call_z_1");
+  EXPECT_EQ(m["tool_calls"][1]["function"]["arguments"], "{\"x\":1}");
+  m = Read(ToolFormat::kToolCallTags, "\n\nJust an answer.\n", "z", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["content"], "Just an answer.");
+}
+
+// The think block apart first, then the calls in what follows it (a <tool_call> inside the
+// thinking is thinking).
+TEST(ToolCallTags, ReasoningThenCallsAtEveryCut) {
+  const std::string text =
+      "<think>\nShould I <tool_call>? Yes.\n</think>\n\nLet me look.\n<tool_call>\n{\"name\": "
+      "\"get_weather\", "
+      "\"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+  auto make = [] {
+    return ChainedSplitter(std::make_unique<ReasoningSplitter>(false),
+                           ToolSplitter(ToolFormat::kToolCallTags));
+  };
+  const AnswerSplitter::Out whole = make().Split(text);
+  EXPECT_EQ(whole.reasoning, "Should I <tool_call>? Yes.");
+  EXPECT_EQ(whole.content, "Let me look.");
+  ASSERT_EQ(whole.calls.size(), 1u);
+  EXPECT_EQ(whole.calls[0]["arguments"]["city"], "Paris");
+  for (size_t a = 0; a <= text.size(); a += 3) {
+    for (size_t b = a; b <= text.size(); b += 2) {
+      ChainedSplitter s = make();
+      AnswerSplitter::Out out;
+      for (const std::string& piece : {text.substr(0, a), text.substr(a, b - a), text.substr(b)})
+        out += s.Feed(piece);
+      out += s.Finish();
+      ASSERT_EQ(out.reasoning, whole.reasoning) << a << ", " << b;
+      ASSERT_EQ(out.content, whole.content) << a << ", " << b;
+      ASSERT_EQ(out.calls, whole.calls) << a << ", " << b;
+    }
+  }
+}
+
+// The generic form's "response" streams as it is written, escapes decoded once whole.
+TEST(ToolCallTags, GenericResponseStreams) {
+  const std::string text = "{ \"response\" : \"Line 1\\nsaid \\\"hi\\\" \\u00e9 \\ud83d\\ude00 done\" }";
+  bool calls = true;
+  json m = Read(ToolFormat::kGeneric, text, "g", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["content"], "Line 1\nsaid \"hi\" \u00e9 \U0001F600 done");
+  // Text comes out before the answer is complete.
+  const std::unique_ptr<AnswerSplitter> s = ToolSplitter(ToolFormat::kGeneric);
+  EXPECT_EQ(s->Feed("{\"response\": \"Hel").content, "Hel");
+  EXPECT_EQ(s->Feed("lo\\").content, "lo");
+  EXPECT_EQ(s->Feed("n").content, "\n");
+  EXPECT_EQ(s->Finish().content, "");  // cut short: what was written of it
+  m = Read(ToolFormat::kGeneric,
+           "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {\"a\": 1}}, {\"name\": \"g\", \"arguments\": "
+           "{}}]}",
+           "g", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_TRUE(m["content"].is_null());
+  EXPECT_EQ(m["tool_calls"][1]["id"], "call_g_1");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"a\":1}");
+  for (const char* text : {"{\"tool_calls\": [{\"name\"", "not json", "{\"other\": 1}", ""}) {
+    m = Read(ToolFormat::kGeneric, text, "g", &calls);
+    EXPECT_FALSE(calls) << text;
+    EXPECT_EQ(m["content"], text);
+  }
+}
+
 TEST(ToolCallTags, FormatOfRealTemplates) {
   const std::pair<const char*, ToolFormat> cases[] = {
       {"Qwen-Qwen2.5-7B-Instruct.jinja", ToolFormat::kToolCallTags},
@@ -95,11 +199,11 @@ TEST(ToolCallTags, FormatOfRealTemplates) {
 
 TEST(ToolCallTags, MistralBothForms) {
   bool calls = false;
-  json m = NativeToolAnswerMessage(ToolFormat::kMistral,
-                                   "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": "
-                                   "\"Paris\"}, \"id\": \"abc123def\"}, "
-                                   "{\"name\": \"add\", \"arguments\": {\"a\": 1}}]",
-                                   "req", &calls);
+  json m = Read(ToolFormat::kMistral,
+                "[TOOL_CALLS][{\"name\": \"get_weather\", \"arguments\": {\"city\": "
+                "\"Paris\"}, \"id\": \"abc123def\"}, "
+                "{\"name\": \"add\", \"arguments\": {\"a\": 1}}]",
+                "req", &calls);
   ASSERT_TRUE(calls);
   ASSERT_EQ(m["tool_calls"].size(), 2u);
   EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "add");
@@ -110,10 +214,10 @@ TEST(ToolCallTags, MistralBothForms) {
                             [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)); }));
   }
   EXPECT_NE(m["tool_calls"][0]["id"], m["tool_calls"][1]["id"]);
-  m = NativeToolAnswerMessage(ToolFormat::kMistral,
-                              "Sure.[TOOL_CALLS]get_weather[CALL_ID]abc123def[ARGS]{\"city\": \"Paris\"}"
-                              "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": 2}",
-                              "req", &calls);
+  m = Read(ToolFormat::kMistral,
+           "Sure.[TOOL_CALLS]get_weather[CALL_ID]abc123def[ARGS]{\"city\": \"Paris\"}"
+           "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": 2}",
+           "req", &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["content"], "Sure.");
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
@@ -121,7 +225,7 @@ TEST(ToolCallTags, MistralBothForms) {
             json({{"a", 1}, {"b", 2}}));
   for (const char* bad :
        {"[TOOL_CALLS][{\"name\": 1}]", "[TOOL_CALLS]f[ARGS]{", "[TOOL_CALLS]f", "no call"}) {
-    NativeToolAnswerMessage(ToolFormat::kMistral, bad, "req", &calls);
+    Read(ToolFormat::kMistral, bad, "req", &calls);
     EXPECT_FALSE(calls) << bad;
   }
 }
@@ -129,14 +233,13 @@ TEST(ToolCallTags, MistralBothForms) {
 TEST(ToolCallTags, DeepSeekR1AndV31) {
   bool calls = false;
   // R1 (and its distills): the thinking, then the calls with fenced JSON arguments.
-  json m = NativeToolAnswerMessage(
-      ToolFormat::kDeepSeek,
-      "<think>\nThe user wants weather.\n</think>\n\n"
-      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
-      "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n"
-      "<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{\"a\": 1, \"b\": 2}\n```"
-      "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
-      "r", &calls);
+  json m = Read(ToolFormat::kDeepSeek,
+                "<think>\nThe user wants weather.\n</think>\n\n"
+                "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+                "```json\n{\"city\": \"Paris\"}\n```<｜tool▁call▁end｜>\n"
+                "<｜tool▁call▁begin｜>function<｜tool▁sep｜>add\n```json\n{\"a\": 1, \"b\": 2}\n```"
+                "<｜tool▁call▁end｜><｜tool▁calls▁end｜>",
+                "r", &calls);
   ASSERT_TRUE(calls);
   ASSERT_EQ(m["tool_calls"].size(), 2u);
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
@@ -145,58 +248,81 @@ TEST(ToolCallTags, DeepSeekR1AndV31) {
   EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "add");
   EXPECT_EQ(m["content"], "<think>\nThe user wants weather.\n</think>");  // reasoning is split later
   // V3.1: NAME<｜tool▁sep｜>ARGS; the last call may end at the end of the turn.
-  m = NativeToolAnswerMessage(
-      ToolFormat::kDeepSeek,
-      "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Oslo\"}", "r",
-      &calls);
+  m = Read(ToolFormat::kDeepSeek,
+           "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>get_weather<｜tool▁sep｜>{\"city\": \"Oslo\"}", "r",
+           &calls);
   ASSERT_TRUE(calls);
   EXPECT_TRUE(m["content"].is_null());
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(json::parse(m["tool_calls"][0]["function"]["arguments"].get<std::string>()),
             json({{"city", "Oslo"}}));
-  for (const char* bad :
-       {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{",
-        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f{}", "no call",
-        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>[1]<｜tool▁call▁end｜>",
-        "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜>"
-        "<｜tool▁calls▁end｜>trailing words"}) {
-    const json plain = NativeToolAnswerMessage(ToolFormat::kDeepSeek, bad, "r", &calls);
+  const std::pair<const char*, const char*> broken[] = {
+      {"<｜tool▁calls▁begin｜>", ""},  // the section's markers alone are dropped
+      {"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{",
+       "<｜tool▁call▁begin｜>f<｜tool▁sep｜>{"},
+      {"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f{}", "<｜tool▁call▁begin｜>f{}"},
+      {"no call", "no call"},
+      {"<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>[1]<｜tool▁call▁end｜>",
+       "<｜tool▁call▁begin｜>f<｜tool▁sep｜>[1]<｜tool▁call▁end｜>"}};
+  for (const auto& [bad, content] : broken) {
+    const json plain = Read(ToolFormat::kDeepSeek, bad, "r", &calls);
     EXPECT_FALSE(calls) << bad;
-    EXPECT_EQ(plain["content"], bad);
+    EXPECT_EQ(plain["content"], content);
   }
+  m = Read(ToolFormat::kDeepSeek,
+           "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>f<｜tool▁sep｜>{}<｜tool▁call▁end｜><"
+           "｜tool▁calls▁end｜>trailing words",
+           "r", &calls);
+  EXPECT_TRUE(calls);
+  EXPECT_EQ(m["content"], "trailing words");
 }
 
 TEST(ToolCallTags, FunctionaryV32AndV31) {
   bool calls = false;
   // v3.2: the prompt ended with ">>>"; text for the user, then two calls.
-  json m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32,
-                                   "all\nLet me look.>>>get_weather\n{\"city\": \"Paris\"}>>>add\n{\"a\": 1}",
-                                   "r", &calls);
+  json m = Read(ToolFormat::kFunctionaryV32,
+                "all\nLet me look.>>>get_weather\n{\"city\": \"Paris\"}>>>add\n{\"a\": 1}", "r", &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["content"], "Let me look.");
   ASSERT_EQ(m["tool_calls"].size(), 2u);
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(json::parse(m["tool_calls"][1]["function"]["arguments"].get<std::string>()), json({{"a", 1}}));
-  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, "get_weather\n{\"city\": \"Oslo\"}", "r", &calls);
+  m = Read(ToolFormat::kFunctionaryV32, "get_weather\n{\"city\": \"Oslo\"}", "r", &calls);
   ASSERT_TRUE(calls);
   EXPECT_TRUE(m["content"].is_null());
-  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, "all\nJust an answer.", "r", &calls);
+  m = Read(ToolFormat::kFunctionaryV32, "all\nJust an answer.", "r", &calls);
   EXPECT_FALSE(calls);
   EXPECT_EQ(m["content"], "Just an answer.");  // the recipient line is not part of the answer
   for (const char* plain : {"get_weather\n{not json", "two words\n{}"}) {
-    m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV32, plain, "r", &calls);
+    m = Read(ToolFormat::kFunctionaryV32, plain, "r", &calls);
     EXPECT_FALSE(calls) << plain;
     EXPECT_EQ(m["content"], plain);
   }
+  m = Read(ToolFormat::kFunctionaryV32,
+           "all\nHi.>>>all\n And more.>>>\n{}>>>get_weather\n{\"city\": \"Oslo\"}", "r", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Hi. And more.>>>\n{}");  // a segment without a recipient is text as written
+  // Without tools: the "all" text, anything else as written.
+  for (const auto& [text, content] :
+       {std::pair("all\nJust an answer.", "Just an answer."),
+        std::pair("all\nHi.>>>get_weather\n{\"city\": \"Oslo\"}", "Hi.>>>get_weather\n{\"city\": \"Oslo\"}"),
+        std::pair("Plain words, no recipient.", "Plain words, no recipient.")}) {
+    const std::unique_ptr<AnswerSplitter> s = FunctionaryTextSplitter();
+    AnswerSplitter::Out out;
+    for (char c : std::string(text)) out += s->Feed(std::string(1, c));  // a character at a time
+    out += s->Finish();
+    EXPECT_EQ(out.content, content);
+    EXPECT_TRUE(out.calls.empty());
+    EXPECT_EQ(FunctionaryTextSplitter()->Split(text).content, content);
+  }
   // v3.1: Llama 3.1's custom format.
-  m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV31,
-                              "Checking.<function=get_weather>{\"city\": \"Rome\"}</function>", "r", &calls);
+  m = Read(ToolFormat::kFunctionaryV31, "Checking.<function=get_weather>{\"city\": \"Rome\"}</function>", "r",
+           &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["content"], "Checking.");
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
-  for (const char* plain : {"no call", "<function=f>{</function>", "<function=>{}</function>",
-                            "<function=f>{}</function> and more words"}) {
-    m = NativeToolAnswerMessage(ToolFormat::kFunctionaryV31, plain, "r", &calls);
+  for (const char* plain : {"no call", "<function=f>{</function>", "<function=>{}</function>"}) {
+    m = Read(ToolFormat::kFunctionaryV31, plain, "r", &calls);
     EXPECT_FALSE(calls) << plain;
     EXPECT_EQ(m["content"], plain);
   }
@@ -204,16 +330,16 @@ TEST(ToolCallTags, FunctionaryV32AndV31) {
 
 TEST(ToolCallTags, Llama3Json) {
   bool calls = false;
-  const json m = NativeToolAnswerMessage(
-      ToolFormat::kLlama3Json,
-      "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "r", &calls);
+  const json m =
+      Read(ToolFormat::kLlama3Json,
+           "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Paris\"}}", "r", &calls);
   ASSERT_TRUE(calls);
   EXPECT_TRUE(m["content"].is_null());
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
   for (const char* text :
        {"The weather is fine.", "{\"city\": \"Paris\"}", "{\"name\": \"f\", \"parameters\": [1]}"}) {
-    const json plain = NativeToolAnswerMessage(ToolFormat::kLlama3Json, text, "r", &calls);
+    const json plain = Read(ToolFormat::kLlama3Json, text, "r", &calls);
     EXPECT_FALSE(calls) << text;
     EXPECT_EQ(plain["content"], text);
   }
@@ -221,36 +347,36 @@ TEST(ToolCallTags, Llama3Json) {
 
 TEST(ToolCallTags, HarmonyChannels) {
   bool calls = false;
-  json m = NativeToolAnswerMessage(ToolFormat::kHarmony,
-                                   "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant "
-                                   "to=functions.get_weather<|channel|>commentary json<|message|>{\"city\": "
-                                   "\"Paris\"}<|call|>",
-                                   "h", &calls);
+  json m = Read(ToolFormat::kHarmony,
+                "<|channel|>analysis<|message|>Need the weather.<|end|><|start|>assistant "
+                "to=functions.get_weather<|channel|>commentary json<|message|>{\"city\": "
+                "\"Paris\"}<|call|>",
+                "h", &calls);
   ASSERT_TRUE(calls);
   EXPECT_EQ(m["reasoning_content"], "Need the weather.");
   EXPECT_TRUE(m["content"].is_null());
   EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
   EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
-  m = NativeToolAnswerMessage(
-      ToolFormat::kHarmony,
-      "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>"
-      "Paris.<|return|>",
-      "h", &calls);
+  m = Read(ToolFormat::kHarmony,
+           "<|channel|>analysis<|message|>Easy.<|end|><|start|>assistant<|channel|>final<|message|>"
+           "Paris.<|return|>",
+           "h", &calls);
   EXPECT_FALSE(calls);
   EXPECT_EQ(m["reasoning_content"], "Easy.");
   EXPECT_EQ(m["content"], "Paris.");
-  const std::optional<HarmonyAnswer> plain = ParseHarmony("Just text.");
-  ASSERT_TRUE(plain);
-  EXPECT_EQ(plain->content, "Just text.");
-  EXPECT_TRUE(plain->reasoning.empty() && plain->calls.empty());
-  const std::optional<HarmonyAnswer> cut = ParseHarmony("<|channel|>analysis<|message|>cut short");
-  ASSERT_TRUE(cut);
-  EXPECT_EQ(cut->reasoning, "cut short");
-  EXPECT_FALSE(ParseHarmony(" to=functions.f<|channel|>commentary json<|message|>not json<|call|>"));
-  m = NativeToolAnswerMessage(ToolFormat::kHarmony,
-                              " to=functions.f<|channel|>commentary<|message|>[1]<|call|>", "h", &calls);
+  m = Read(ToolFormat::kHarmony, "Just text.", "h", &calls);
   EXPECT_FALSE(calls);
-  EXPECT_EQ(m["content"], " to=functions.f<|channel|>commentary<|message|>[1]<|call|>");
+  EXPECT_EQ(m["content"], "Just text.");
+  m = Read(ToolFormat::kHarmony, "<|channel|>analysis<|message|>cut short", "h", &calls);
+  EXPECT_EQ(m["reasoning_content"], "cut short");
+  EXPECT_EQ(m["content"], "");
+  for (const char* body : {"not json", "[1]"}) {  // arguments that are not an object: content
+    m = Read(ToolFormat::kHarmony,
+             std::string(" to=functions.f<|channel|>commentary json<|message|>") + body + "<|call|>", "h",
+             &calls);
+    EXPECT_FALSE(calls) << body;
+    EXPECT_EQ(m["content"], body);
+  }
 }
 
 TEST(ToolCallTags, TemplateMessagesCarryStructuredCalls) {

@@ -276,6 +276,25 @@ def test_create_chat_completion_reads_tools_and_reasoning_in_process(tmp_path):
     assert choice["message"]["content"] is None
     call = choice["message"]["tool_calls"][0]["function"]
     assert call["name"] == "get_weather" and json.loads(call["arguments"]) == {"city": "Paris"}
+    # Streamed: the thinking and the text before the call piece by piece, then the call, whole, in a
+    # chunk of its own (index 0), then the finish; together the plain answer's message.
+    grammar = grammar.replace('</think>\\n\\n', '</think>\\n\\nLet me look that up for you.\\n')
+    body = dict(jinja=True, tools=TOOLS, grammar=grammar, max_tokens=300, temperature=0)
+    plain = m.create_chat_completion([{"role": "user", "content": "Weather in Paris?"}], **body)["choices"][0]
+    assert plain["message"]["content"] == "Let me look that up for you."
+    chunks = [c["choices"][0] for c in m.create_chat_completion([{"role": "user", "content": "Weather in Paris?"}],
+                                                                   stream=True, **body)]
+    deltas = [c["delta"] for c in chunks]
+    content = [d["content"] for d in deltas[1:] if d.get("content")]
+    assert len(content) >= 3 and "".join(content) == plain["message"]["content"]
+    assert "".join(d.get("reasoning_content", "") for d in deltas) == "Need the weather."
+    calls = [i for i, d in enumerate(deltas) if "tool_calls" in d]
+    assert len(calls) == 1 and calls[0] > max(i for i, d in enumerate(deltas) if d.get("content"))
+    streamed = deltas[calls[0]]["tool_calls"]
+    assert [c["index"] for c in streamed] == [0]
+    assert streamed[0]["function"] == plain["message"]["tool_calls"][0]["function"]
+    assert not any("<tool_call>" in (d.get("content") or "") for d in deltas)
+    assert chunks[-1]["finish_reason"] == "tool_calls"
 
 
 def test_harmony_channels_become_reasoning_and_content(tmp_path):
@@ -294,6 +313,20 @@ def test_harmony_channels_become_reasoning_and_content(tmp_path):
     assert "".join(d.get("content") or "" for d in deltas) == "Paris."
     assert not any("<|" in (d.get("content") or "") + d.get("reasoning_content", "") for d in deltas)
     assert sum(1 for d in deltas if d.get("reasoning_content")) >= 2  # it streams, piece by piece
+
+
+def test_functionary_v32_answers_without_tools_lose_their_recipient_line(tmp_path):
+    """Functionary v3.2's prompt ends with ">>>" and its answers name a recipient first ("all": the user):
+    without tools too, the content is the text for the user, streamed as it comes."""
+    m = _with_template(tmp_path, "meetkai-functionary-medium-v3.2.jinja", **{"qwen2.context_length": 2048})
+    messages = [{"role": "user", "content": "Capital of France?"}]
+    assert m.apply_chat_template(messages, jinja=True).endswith(">>>")
+    body = dict(jinja=True, grammar='root ::= "all\\nThe capital of France is Paris."', max_tokens=60, temperature=0)
+    message = m.create_chat_completion(messages, **body)["choices"][0]["message"]
+    assert message == {"role": "assistant", "content": "The capital of France is Paris."}
+    deltas = [c["choices"][0]["delta"] for c in m.create_chat_completion(messages, stream=True, **body)]
+    pieces = [d["content"] for d in deltas[1:] if d.get("content")]
+    assert len(pieces) >= 3 and "".join(pieces) == message["content"]
 
 
 def test_a_chat_template_given_at_load_and_deepseek_tool_calls(tmp_path):

@@ -132,6 +132,11 @@ def test_generate_stream_errors_raise_from_the_iteration(model):
                                   {"type": "function", "function": {"name": "get_weather", "parameters": {
                                       "type": "object", "properties": {"city": {"type": "string"}},
                                       "required": ["city"]}}}]}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Say hello to me."}], "max_tokens": 48,
+                              "temperature": 1.0, "seed": 2, "tools": [  # an answer, not a call: it streams
+                                  {"type": "function", "function": {"name": "get_weather", "parameters": {
+                                      "type": "object", "properties": {"city": {"type": "string"}},
+                                      "required": ["city"]}}}]}),
     ("/v1/chat/completions", {"messages": MESSAGES, "max_tokens": 24, "temperature": 0,
                               "grammar": 'root ::= "<think>" [a-z ]{3,12} "</think>" [A-Za-z ]{1,10}'}),
     ("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 20, "temperature": 0, "logprobs": 3,

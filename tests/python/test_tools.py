@@ -92,8 +92,8 @@ def test_auto_and_none(server):  # noqa: F811
 
 
 def test_streamed_tool_calls_equal_the_plain_answer(server):  # noqa: F811
-    # A stream with tools sends the role chunk, then the whole answer in one chunk (delta.tool_calls
-    # with indexes, or delta.content), then the finish.
+    # A stream with tools sends the role chunk, then the calls (delta.tool_calls with indexes; the
+    # generic JSON answer's once it is complete), then the finish.
     import urllib.request
     plain = chat(server, messages=ASK, tools=[WEATHER, TIME], tool_choice="required", cache_prompt=False)
     body = {"messages": ASK, "tools": [WEATHER, TIME], "tool_choice": "required", "temperature": 0,
@@ -115,6 +115,24 @@ def test_streamed_tool_calls_equal_the_plain_answer(server):  # noqa: F811
     assert all(c["id"].startswith("call_chatcmpl-") for c in streamed)
     assert not any(c["delta"].get("content") for c in chunks)
     assert chunks[-1]["finish_reason"] == "tool_calls"
+
+
+def test_an_answer_with_tools_streams_as_it_is_written(server):  # noqa: F811
+    # tool_choice auto and an answer instead of a call (seed 7): its "response" string comes out
+    # piece by piece, the escapes decoded, and makes the plain answer's content.
+    import urllib.request
+    ask = [{"role": "user", "content": "Say hello to me."}]
+    body = {"messages": ask, "tools": [WEATHER], "temperature": 1.0, "seed": 7, "max_tokens": 48, "cache_prompt": False}
+    plain = chat(server, **body)
+    assert plain["finish_reason"] == "stop" and "tool_calls" not in plain["message"], plain
+    req = urllib.request.Request(server + "/v1/chat/completions", data=json.dumps({**body, "stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        events = [line[6:] for line in r.read().decode().split("\n") if line.startswith("data: ")]
+    deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
+    pieces = [d["content"] for d in deltas[1:] if d.get("content")]
+    assert len(pieces) >= 3 and not any('"response"' in p for p in pieces), pieces
+    assert "".join(pieces) == plain["message"]["content"]
 
 
 def test_a_conversation_with_a_call_and_its_result(server):  # noqa: F811

@@ -1,0 +1,554 @@
+// Reading an answer with tools as it streams (tools.h): one splitter per tool format.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "serve/tools.h"
+
+namespace attn::serve {
+namespace {
+
+using ojson = nlohmann::ordered_json;
+using Out = AnswerSplitter::Out;
+using Calls = std::vector<ojson>;
+constexpr size_t npos = std::string::npos;
+
+bool IsSpace(char c) { return c == ' ' || c == '\n' || c == '\r' || c == '\t'; }
+
+std::string Trim(std::string_view s) {
+  const size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == npos) return "";
+  return std::string(s.substr(b, s.find_last_not_of(" \t\r\n") - b + 1));
+}
+
+std::optional<ojson> ParseJson(const std::string& text) {
+  try {
+    return ojson::parse(text);
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+}
+
+// {"name": ..., "arguments" (or "parameters"): {...} or its JSON text} as {"name", "arguments"}.
+std::optional<ojson> JsonCall(const ojson& call) {
+  if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
+  ojson args = call.contains("arguments")    ? call["arguments"]
+               : call.contains("parameters") ? call["parameters"]
+                                             : ojson::object();
+  if (args.is_string()) {
+    const std::optional<ojson> parsed = ParseJson(args.get<std::string>());
+    if (!parsed) return std::nullopt;
+    args = *parsed;
+  }
+  if (!args.is_object()) return std::nullopt;
+  return ojson{{"name", call["name"]}, {"arguments", args}};
+}
+
+// NAME and its JSON arguments as a call.
+std::optional<ojson> NamedCall(const std::string& name, const std::string& args_text) {
+  const std::optional<ojson> args = ParseJson(args_text);
+  if (name.empty() || !args) return std::nullopt;
+  return JsonCall(ojson{{"name", name}, {"arguments", *args}});
+}
+
+std::optional<Calls> One(std::optional<ojson> call) {
+  if (!call) return std::nullopt;
+  return Calls{std::move(*call)};
+}
+
+// Content as it streams, with the whitespace at its ends dropped: trailing whitespace waits until
+// more text follows it.
+class TextOut {
+ public:
+  void Add(std::string_view s, std::string& out) {
+    if (!begun_) {
+      const size_t b = s.find_first_not_of(" \t\r\n");
+      if (b == npos) return;
+      s.remove_prefix(b);
+      begun_ = true;
+    }
+    size_t end = s.size();
+    while (end > 0 && IsSpace(s[end - 1])) --end;
+    if (end == 0) {
+      pending_ += s;
+      return;
+    }
+    out += pending_;
+    out += s.substr(0, end);
+    pending_ = s.substr(end);
+  }
+
+ private:
+  bool begun_ = false;
+  std::string pending_;
+};
+
+// Formats whose calls are blocks: open BODY close (close empty: a block runs to the next open or
+// to the end of the answer), each body read by `parse` into its calls; `dropped` are markers that
+// frame the blocks (DeepSeek's section), dropped wherever they stand outside a block.
+struct BlockFormat {
+  std::string_view open, close;
+  std::vector<std::string_view> dropped;
+  std::optional<Calls> (*parse)(const std::string& body);
+};
+
+class BlockSplitter : public AnswerSplitter {
+ public:
+  explicit BlockSplitter(BlockFormat f) : f_(std::move(f)) {}
+
+  Out Feed(const std::string& piece) override {
+    Out out;
+    held_ += piece;
+    for (;;) {
+      if (!in_block_) {
+        size_t at = npos, len = 0, partial = 0;
+        bool open = false;
+        auto look = [&](std::string_view mark, bool is_open) {
+          const size_t p = held_.find(mark);
+          if (p < at) at = p, len = mark.size(), open = is_open;
+          partial = std::max(partial, PartialTag(held_, mark));
+        };
+        look(f_.open, true);
+        for (std::string_view mark : f_.dropped) look(mark, false);
+        if (at == npos) {  // all but a possible start of a marker is text
+          text_.Add(std::string_view(held_).substr(0, held_.size() - partial), out.content);
+          held_.erase(0, held_.size() - partial);
+          return out;
+        }
+        text_.Add(std::string_view(held_).substr(0, at), out.content);
+        held_.erase(0, at + len);
+        in_block_ = open;
+        continue;
+      }
+      const size_t end = held_.find(f_.close.empty() ? f_.open : f_.close);
+      if (end == npos) return out;
+      Close(held_.substr(0, end), f_.close, out);
+      held_.erase(0, end + f_.close.size());
+      in_block_ = false;
+    }
+  }
+
+  Out Finish() override {
+    Out out;
+    if (in_block_) {
+      Close(held_, "", out);
+    } else {
+      text_.Add(held_, out.content);
+    }
+    held_.clear();
+    in_block_ = false;
+    return out;
+  }
+
+ private:
+  void Close(const std::string& body, std::string_view close, Out& out) {
+    if (std::optional<Calls> calls = f_.parse(body)) {
+      for (ojson& c : *calls) out.calls.push_back(std::move(c));
+    } else {
+      text_.Add(std::string(f_.open) + body + std::string(close), out.content);
+    }
+  }
+
+  BlockFormat f_;
+  std::string held_;
+  bool in_block_ = false;
+  TextOut text_;
+};
+
+// One <tool_call> body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
+std::optional<Calls> ParseTagBody(const std::string& body) {
+  const std::string b = Trim(body);
+  if (b.rfind("<function=", 0) != 0) {
+    const std::optional<ojson> v = ParseJson(b);
+    return One(v ? JsonCall(*v) : std::nullopt);
+  }
+  const size_t name_end = b.find('>');
+  if (name_end == npos) return std::nullopt;
+  const std::string name = Trim(b.substr(10, name_end - 10));
+  if (name.empty()) return std::nullopt;
+  ojson args = ojson::object();
+  size_t pos = name_end + 1;
+  for (;;) {
+    const size_t p = b.find("<parameter=", pos);
+    if (p == npos) break;
+    const size_t key_end = b.find('>', p);
+    const size_t close = key_end == npos ? key_end : b.find("</parameter>", key_end);
+    if (close == npos) return std::nullopt;
+    const std::string key = Trim(b.substr(p + 11, key_end - p - 11));
+    const std::string value = Trim(b.substr(key_end + 1, close - key_end - 1));
+    const std::optional<ojson> v = ParseJson(value);  // a value that is not JSON is a string
+    args[key] = v ? *v : ojson(value);
+    pos = close + 12;
+  }
+  return Calls{ojson{{"name", name}, {"arguments", args}}};
+}
+
+// After [TOOL_CALLS]: a JSON array of {"name", "arguments"} (v3), or NAME[CALL_ID]ID[ARGS]{...} (v11).
+std::optional<Calls> ParseMistralBody(const std::string& body) {
+  const std::string rest = Trim(body);
+  if (!rest.empty() && rest[0] == '[') {
+    const std::optional<ojson> list = ParseJson(rest);
+    if (!list || !list->is_array() || list->empty()) return std::nullopt;
+    Calls calls;
+    for (const ojson& c : *list) {
+      std::optional<ojson> call = JsonCall(c);
+      if (!call) return std::nullopt;
+      calls.push_back(std::move(*call));
+    }
+    return calls;
+  }
+  const size_t args = rest.find("[ARGS]");
+  if (args == npos) return std::nullopt;
+  std::string name = rest.substr(0, args);
+  if (const size_t id = name.find("[CALL_ID]"); id != npos) name.erase(id);
+  return One(NamedCall(Trim(name), Trim(rest.substr(args + 6))));
+}
+
+// One DeepSeek call: TYPE<｜tool▁sep｜>NAME ```json ARGS ``` (R1 and its distills) or
+// NAME<｜tool▁sep｜>ARGS (V3.1).
+std::optional<Calls> ParseDeepSeekBody(const std::string& text) {
+  const std::string sep = "<｜tool▁sep｜>";
+  const size_t mid = text.find(sep);
+  if (mid == npos) return std::nullopt;
+  std::string name = Trim(text.substr(0, mid)), body = Trim(text.substr(mid + sep.size()));
+  const size_t fence = body.find("```");
+  if (fence != npos && body.find('\n') < fence) {  // R1: NAME, then a fenced JSON block
+    name = Trim(body.substr(0, body.find('\n')));
+    body = body.substr(fence + 3);
+    if (body.rfind("json", 0) == 0) body = body.substr(4);
+    const size_t close = body.rfind("```");
+    if (close != npos) body = body.substr(0, close);
+  }
+  return One(NamedCall(name, Trim(body)));
+}
+
+// One Functionary v3.1 block after "<function=": NAME>{...}.
+std::optional<Calls> ParseFunctionBody(const std::string& body) {
+  const size_t name_end = body.find('>');
+  if (name_end == npos) return std::nullopt;
+  return One(NamedCall(Trim(body.substr(0, name_end)), Trim(body.substr(name_end + 1))));
+}
+
+// Llama 3.x: the whole answer one {"name", "parameters"} object, after an optional <|python_tag|>;
+// an answer that starts otherwise is content.
+class Llama3Splitter : public AnswerSplitter {
+ public:
+  Out Feed(const std::string& piece) override {
+    Out out;
+    held_ += piece;
+    if (state_ == State::kStart) {
+      const std::string_view rest =
+          std::string_view(held_).substr(std::min(held_.size(), held_.find_first_not_of(" \t\r\n")));
+      if (rest.empty() || (rest.size() < kTag.size() && kTag.substr(0, rest.size()) == rest)) return out;
+      state_ = rest[0] == '{' || rest.substr(0, kTag.size()) == kTag ? State::kCall : State::kText;
+    }
+    if (state_ == State::kText) {
+      text_.Add(held_, out.content);
+      held_.clear();
+    }
+    return out;
+  }
+
+  Out Finish() override {
+    Out out;
+    std::string t = Trim(held_);
+    if (t.rfind(kTag, 0) == 0) t = Trim(t.substr(kTag.size()));
+    const std::optional<ojson> v = state_ == State::kCall ? ParseJson(t) : std::nullopt;
+    if (std::optional<ojson> call = v ? JsonCall(*v) : std::nullopt) {
+      out.calls.push_back(std::move(*call));
+    } else {
+      text_.Add(held_, out.content);
+    }
+    held_.clear();
+    return out;
+  }
+
+ private:
+  static constexpr std::string_view kTag = "<|python_tag|>";
+  enum class State { kStart, kCall, kText };
+  State state_ = State::kStart;
+  std::string held_;
+  TextOut text_;
+};
+
+// Functionary v3.2: after the prompt's ">>>", segments RECIPIENT\nBODY joined by ">>>"; "all" is
+// text for the user (its body streams as content), any other recipient a call of that function
+// (BODY: its JSON arguments). A first line that cannot be a name (a space, a tab or "{" in it) is
+// text, as is a call that does not parse (with its recipient line), and without `calls` every call.
+class FunctionaryV32Splitter : public AnswerSplitter {
+ public:
+  explicit FunctionaryV32Splitter(bool calls) : calls_(calls) {}
+
+  Out Feed(const std::string& piece) override {
+    Out out;
+    held_ += piece;
+    for (;;) {
+      const size_t sep = held_.find(kSep);
+      switch (state_) {
+        case State::kRecipient: {
+          const size_t nl = held_.find('\n');
+          if (sep != npos && sep < nl) {  // a segment of one line: text unless it is "all"
+            if (Trim(held_.substr(0, sep)) != "all") text_.Add(Sep() + held_.substr(0, sep), out.content);
+            held_.erase(0, sep + kSep.size());
+            first_ = false;
+            continue;
+          }
+          const std::string line = Trim(held_.substr(0, nl));
+          if (line.find_first_of(" \t{") != npos || (nl != npos && line.empty())) {
+            text_.Add(Sep(), out.content);  // not a recipient: the segment is text as written
+            state_ = State::kText;
+            continue;
+          }
+          if (nl == npos) return out;
+          if (line == "all") {
+            held_.erase(0, nl + 1);
+          } else {
+            recipient_ = held_.substr(0, nl + 1);
+            name_ = line;
+            held_.erase(0, nl + 1);
+            state_ = State::kCall;
+            continue;
+          }
+          state_ = State::kText;
+          continue;
+        }
+        case State::kText: {
+          const size_t end = sep == npos ? held_.size() - PartialTag(held_, kSep) : sep;
+          text_.Add(std::string_view(held_).substr(0, end), out.content);
+          if (sep == npos) {
+            held_.erase(0, end);
+            return out;
+          }
+          held_.erase(0, sep + kSep.size());
+          first_ = false;
+          state_ = State::kRecipient;
+          continue;
+        }
+        case State::kCall:
+          if (sep == npos) return out;
+          Close(held_.substr(0, sep), out);
+          held_.erase(0, sep + kSep.size());
+          first_ = false;
+          state_ = State::kRecipient;
+          continue;
+      }
+    }
+  }
+
+  Out Finish() override {
+    Out out;
+    if (state_ == State::kCall) {
+      Close(held_, out);
+    } else if (state_ == State::kText) {
+      text_.Add(held_, out.content);
+    } else if (Trim(held_) != "all") {
+      text_.Add(Sep() + held_, out.content);
+    }
+    held_.clear();
+    return out;
+  }
+
+ private:
+  static constexpr std::string_view kSep = ">>>";
+  // What a segment that is text as written starts with: the separator before it, if any.
+  std::string Sep() const { return first_ ? "" : std::string(kSep); }
+  void Close(const std::string& body, Out& out) {
+    if (std::optional<ojson> call = calls_ ? NamedCall(name_, Trim(body)) : std::nullopt) {
+      out.calls.push_back(std::move(*call));
+    } else {
+      text_.Add(Sep() + recipient_ + body, out.content);
+    }
+  }
+
+  enum class State { kRecipient, kText, kCall };
+  bool calls_;
+  State state_ = State::kRecipient;
+  bool first_ = true;  // in the answer's first segment
+  std::string held_, recipient_, name_;
+  TextOut text_;
+};
+
+// The generic form (tools.h): {"response": "..."} streams its string as content; anything else is
+// read whole at the end.
+class GenericSplitter : public AnswerSplitter {
+ public:
+  Out Feed(const std::string& piece) override {
+    Out out;
+    whole_ += piece;
+    if (state_ == State::kStart) {
+      const std::optional<size_t> at = ResponseStart();
+      if (!at) return out;  // not known yet
+      if (*at == npos) {
+        state_ = State::kWhole;
+        return out;
+      }
+      state_ = State::kString;
+      held_ = whole_.substr(*at);
+    } else if (state_ == State::kString) {
+      held_ += piece;
+    }
+    if (state_ == State::kString) Decode(out);
+    return out;
+  }
+
+  Out Finish() override {
+    Out out;
+    if (state_ == State::kStart || state_ == State::kWhole) {
+      const std::optional<ojson> answer = ParseJson(whole_);
+      if (answer && answer->is_object() && answer->contains("response") &&
+          (*answer)["response"].is_string()) {
+        out.content = (*answer)["response"].get<std::string>();
+      } else if (answer && answer->is_object() && answer->contains("tool_calls") &&
+                 (*answer)["tool_calls"].is_array()) {
+        for (const ojson& c : (*answer)["tool_calls"])
+          out.calls.push_back(
+              ojson{{"name", c.value("name", std::string())},
+                    {"arguments", c.contains("arguments") ? c["arguments"] : ojson::object()}});
+      } else {
+        out.content = whole_;  // cut short by max_tokens or a stop string: the text as it is
+      }
+    }
+    state_ = State::kDone;
+    return out;
+  }
+
+ private:
+  // Where the "response" string's text begins in whole_ (after {"response": "), npos when the
+  // answer is not of that form, nullopt while it could still be.
+  std::optional<size_t> ResponseStart() const {
+    const std::string_view w = whole_;
+    size_t i = 0;
+    auto skip = [&] {
+      while (i < w.size() && IsSpace(w[i])) ++i;
+      return i < w.size();
+    };
+    auto expect = [&](char c) -> std::optional<bool> {
+      if (!skip()) return std::nullopt;
+      return w[i++] == c;
+    };
+    for (const char c : std::string_view("{\"")) {
+      const std::optional<bool> ok = expect(c);
+      if (!ok || !*ok) return ok ? std::optional<size_t>(npos) : std::nullopt;
+    }
+    constexpr std::string_view kKey = "response\"";
+    const std::string_view key = w.substr(i, kKey.size());
+    if (key != kKey.substr(0, key.size())) return npos;
+    if (key.size() < kKey.size()) return std::nullopt;
+    i += kKey.size();
+    for (const char c : std::string_view(":\"")) {
+      const std::optional<bool> ok = expect(c);
+      if (!ok || !*ok) return ok ? std::optional<size_t>(npos) : std::nullopt;
+    }
+    return i;
+  }
+
+  // Decodes held_ up to its closing quote or to the last whole escape.
+  void Decode(Out& out) {
+    size_t i = 0;
+    bool closed = false;
+    while (i < held_.size()) {
+      if (held_[i] == '"') {
+        closed = true;
+        break;
+      }
+      if (held_[i] != '\\') {
+        ++i;
+        continue;
+      }
+      size_t len = 2;
+      if (i + 1 < held_.size() && held_[i + 1] == 'u') {
+        len = 6;  // \uXXXX, or a surrogate pair \uD8XX\uDCXX
+        if (i + 6 <= held_.size()) {
+          const uint32_t v = static_cast<uint32_t>(std::strtoul(held_.substr(i + 2, 4).c_str(), nullptr, 16));
+          if (v >= 0xD800 && v < 0xDC00) len = 12;
+        }
+      }
+      if (i + len > held_.size()) break;
+      i += len;
+    }
+    const std::optional<ojson> text = ParseJson("\"" + held_.substr(0, i) + "\"");
+    out.content += text && text->is_string() ? text->get<std::string>() : held_.substr(0, i);
+    held_.erase(0, i);
+    if (closed) state_ = State::kDone;
+  }
+
+  enum class State { kStart, kString, kWhole, kDone };
+  State state_ = State::kStart;
+  std::string whole_, held_;
+};
+
+// Nine letters and digits from the prefix and index (Mistral's templates want exactly that).
+std::string MistralId(const std::string& prefix, size_t k) {
+  static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (const char c : prefix + "_" + std::to_string(k))
+    h = (h ^ static_cast<unsigned char>(c)) * 1099511628211ull;
+  std::string id;
+  for (int i = 0; i < 9; ++i, h /= 62) id += kChars[h % 62];
+  return id;
+}
+
+}  // namespace
+
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format) {
+  switch (format) {
+    case ToolFormat::kGeneric:
+      return std::make_unique<GenericSplitter>();
+    case ToolFormat::kToolCallTags:
+      return std::make_unique<BlockSplitter>(BlockFormat{"<tool_call>", "</tool_call>", {}, ParseTagBody});
+    case ToolFormat::kMistral:
+      return std::make_unique<BlockSplitter>(BlockFormat{"[TOOL_CALLS]", "", {}, ParseMistralBody});
+    case ToolFormat::kLlama3Json:
+      return std::make_unique<Llama3Splitter>();
+    case ToolFormat::kHarmony:
+      return std::make_unique<HarmonySplitter>(/*calls=*/true);
+    case ToolFormat::kDeepSeek:
+      return std::make_unique<BlockSplitter>(BlockFormat{"<｜tool▁call▁begin｜>",
+                                                         "<｜tool▁call▁end｜>",
+                                                         {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"},
+                                                         ParseDeepSeekBody});
+    case ToolFormat::kFunctionaryV32:
+      return std::make_unique<FunctionaryV32Splitter>(/*calls=*/true);
+    case ToolFormat::kFunctionaryV31:
+      return std::make_unique<BlockSplitter>(BlockFormat{"<function=", "</function>", {}, ParseFunctionBody});
+  }
+  return nullptr;
+}
+
+std::unique_ptr<AnswerSplitter> FunctionaryTextSplitter() {
+  return std::make_unique<FunctionaryV32Splitter>(/*calls=*/false);
+}
+
+nlohmann::json ToolCallJson(ToolFormat format, const ojson& call, const std::string& id_prefix, size_t k) {
+  return {{"id", format == ToolFormat::kMistral ? MistralId(id_prefix, k)
+                                                : "call_" + id_prefix + "_" + std::to_string(k)},
+          {"type", "function"},
+          {"function", {{"name", call["name"]}, {"arguments", call["arguments"].dump()}}}};
+}
+
+nlohmann::json AnswerMessage(ToolFormat format, const AnswerSplitter::Out& answer,
+                             const std::string& id_prefix, bool* tool_calls) {
+  nlohmann::json message{{"role", "assistant"}, {"content", answer.content}};
+  if (!answer.reasoning.empty()) message["reasoning_content"] = answer.reasoning;
+  *tool_calls = !answer.calls.empty();
+  if (!*tool_calls) return message;
+  nlohmann::json list = nlohmann::json::array();
+  for (size_t k = 0; k < answer.calls.size(); ++k)
+    list.push_back(ToolCallJson(format, answer.calls[k], id_prefix, k));
+  if (answer.content.empty()) message["content"] = nullptr;
+  message["tool_calls"] = std::move(list);
+  return message;
+}
+
+nlohmann::json ToolAnswerMessage(ToolFormat format, const std::string& text, const std::string& id_prefix,
+                                 bool* tool_calls) {
+  return AnswerMessage(format, ToolSplitter(format)->Split(text), id_prefix, tool_calls);
+}
+
+}  // namespace attn::serve
