@@ -34,7 +34,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     attn::serve::Request r = attn::serve::ParseRequest(body, endpoint);
     // What the server decides from the model's template: a tool format of its own, reasoning.
-    const int format = ((data[0] >> 1) & 3) + ((data[0] & 32) ? 4 : 0);  // the eight formats
+    const int format = (((data[0] >> 1) & 3) | ((data[0] & 32) ? 4 : 0) | ((data[0] & 64) ? 8 : 0)) %
+                       attn::serve::kToolFormats;
     r.answer_format = static_cast<attn::serve::ToolFormat>(format);
     if (r.tools) r.tool_format = r.answer_format;
     r.reasoning = (data[0] & 8) != 0;

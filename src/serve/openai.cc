@@ -432,6 +432,10 @@ std::unique_ptr<AnswerSplitter> ChatAnswerSplitter(const Request& request) {
   if (harmony && request.tools && request.tool_format == ToolFormat::kHarmony)
     return std::make_unique<HarmonySplitter>(/*calls=*/true);
   if (harmony && request.reasoning && !request.tools) return std::make_unique<HarmonySplitter>();
+  // Command R7B thinks in a block of its own (split off with tools or not, as harmony's channels).
+  if (request.answer_format == ToolFormat::kCommandR7B &&
+      (!request.tools || request.tool_format == ToolFormat::kCommandR7B))
+    return ToolSplitter(ToolFormat::kCommandR7B, request.thinking_open);
   std::unique_ptr<AnswerSplitter> reasoning;
   if (request.reasoning) reasoning = std::make_unique<ReasoningSplitter>(request.thinking_open);
   std::unique_ptr<AnswerSplitter> tools;

@@ -51,7 +51,7 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
     const std::string prompt = ChatPromptText(tok, request, settings.jinja);  // may set tool_format
     // The think block of reasoning models apart (not with the generic tools' JSON answer).
     request.reasoning = settings.reasoning && !(request.tools && request.tool_format == ToolFormat::kGeneric);
-    request.thinking_open = request.reasoning && PromptOpensThinking(prompt);
+    request.thinking_open = PromptOpensThinking(prompt);
     p.tokens = tok.EncodePrompt(prompt);
   } else if (request.prompt_tokens) {
     for (int32_t id : *request.prompt_tokens) p.tokens.push_back(CheckedTokenId(tok, id));

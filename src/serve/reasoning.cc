@@ -262,7 +262,7 @@ HarmonySplitter::Out HarmonySplitter::CallOrContent(const std::string& body) con
 bool PromptOpensThinking(const std::string& prompt) {
   std::string_view p = prompt;
   while (!p.empty() && IsSpace(p.back())) p.remove_suffix(1);
-  return p.size() >= kOpen.size() && p.substr(p.size() - kOpen.size()) == kOpen;
+  return p.ends_with(kOpen) || p.ends_with("<|START_THINKING|>");
 }
 
 }  // namespace attn::serve

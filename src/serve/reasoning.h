@@ -98,7 +98,8 @@ class ChainedSplitter : public AnswerSplitter {
 // the next piece may complete the tag.
 size_t PartialTag(std::string_view s, std::string_view tag);
 
-// Whether a prompt ends inside a think block: its last non-whitespace text is "<think>".
+// Whether a prompt ends inside a think block: its last non-whitespace text is "<think>" (or Command
+// R7B's "<|START_THINKING|>").
 bool PromptOpensThinking(const std::string& prompt);
 
 }  // namespace attn::serve

@@ -91,31 +91,37 @@ class TextOut {
 
 // Formats whose calls are blocks: open BODY close (close empty: a block runs to the next open or
 // to the end of the answer), each body read by `parse` into its calls; `dropped` are markers that
-// frame the blocks (DeepSeek's section), dropped wherever they stand outside a block.
+// frame the blocks (DeepSeek's section), dropped wherever they stand outside a block; the text
+// between think_open and think_close (when given) is reasoning, streamed as it comes.
 struct BlockFormat {
   std::string_view open, close;
   std::vector<std::string_view> dropped;
   std::optional<Calls> (*parse)(const std::string& body);
+  std::string_view think_open = {}, think_close = {};
 };
 
 class BlockSplitter : public AnswerSplitter {
  public:
-  explicit BlockSplitter(BlockFormat f) : f_(std::move(f)) {}
+  // thinking: the answer starts inside the thinking block (the prompt opened it).
+  explicit BlockSplitter(BlockFormat f, bool thinking = false)
+      : f_(std::move(f)), state_(thinking ? State::kThinking : State::kText) {}
 
   Out Feed(const std::string& piece) override {
     Out out;
     held_ += piece;
     for (;;) {
-      if (!in_block_) {
+      if (state_ == State::kText) {
         size_t at = npos, len = 0, partial = 0;
-        bool open = false;
-        auto look = [&](std::string_view mark, bool is_open) {
+        State next = State::kText;
+        auto look = [&](std::string_view mark, State then) {
+          if (mark.empty()) return;
           const size_t p = held_.find(mark);
-          if (p < at) at = p, len = mark.size(), open = is_open;
+          if (p < at) at = p, len = mark.size(), next = then;
           partial = std::max(partial, PartialTag(held_, mark));
         };
-        look(f_.open, true);
-        for (std::string_view mark : f_.dropped) look(mark, false);
+        look(f_.open, State::kCall);
+        look(f_.think_open, State::kThinking);
+        for (std::string_view mark : f_.dropped) look(mark, State::kText);
         if (at == npos) {  // all but a possible start of a marker is text
           text_.Add(std::string_view(held_).substr(0, held_.size() - partial), out.content);
           held_.erase(0, held_.size() - partial);
@@ -123,26 +129,37 @@ class BlockSplitter : public AnswerSplitter {
         }
         text_.Add(std::string_view(held_).substr(0, at), out.content);
         held_.erase(0, at + len);
-        in_block_ = open;
+        state_ = next;
+        continue;
+      }
+      if (state_ == State::kThinking) {
+        const size_t end = held_.find(f_.think_close);
+        const size_t keep = end == npos ? held_.size() - PartialTag(held_, f_.think_close) : end;
+        out.reasoning += held_.substr(0, keep);
+        held_.erase(0, end == npos ? keep : end + f_.think_close.size());
+        if (end == npos) return out;
+        state_ = State::kText;
         continue;
       }
       const size_t end = held_.find(f_.close.empty() ? f_.open : f_.close);
       if (end == npos) return out;
       Close(held_.substr(0, end), f_.close, out);
       held_.erase(0, end + f_.close.size());
-      in_block_ = false;
+      state_ = State::kText;
     }
   }
 
   Out Finish() override {
     Out out;
-    if (in_block_) {
+    if (state_ == State::kCall) {
       Close(held_, "", out);
+    } else if (state_ == State::kThinking) {
+      out.reasoning += held_;
     } else {
       text_.Add(held_, out.content);
     }
     held_.clear();
-    in_block_ = false;
+    state_ = State::kText;
     return out;
   }
 
@@ -155,9 +172,10 @@ class BlockSplitter : public AnswerSplitter {
     }
   }
 
+  enum class State { kText, kCall, kThinking };
   BlockFormat f_;
+  State state_;
   std::string held_;
-  bool in_block_ = false;
   TextOut text_;
 };
 
@@ -233,6 +251,32 @@ std::optional<Calls> ParseFunctionBody(const std::string& body) {
   const size_t name_end = body.find('>');
   if (name_end == npos) return std::nullopt;
   return One(NamedCall(Trim(body.substr(0, name_end)), Trim(body.substr(name_end + 1))));
+}
+
+// One Kimi K2 call: functions.NAME:INDEX<|tool_call_argument_begin|>{...}.
+std::optional<Calls> ParseKimiBody(const std::string& body) {
+  const std::string mark = "<|tool_call_argument_begin|>";
+  const size_t args = body.find(mark);
+  if (args == npos) return std::nullopt;
+  std::string name = Trim(body.substr(0, args));
+  if (name.rfind("functions.", 0) == 0) name.erase(0, 10);
+  if (const size_t colon = name.rfind(':'); colon != npos) name.erase(colon);
+  return One(NamedCall(name, Trim(body.substr(args + mark.size()))));
+}
+
+// Command R7B's action: a JSON list of {"tool_call_id", "tool_name", "parameters"}.
+std::optional<Calls> ParseCommandRBody(const std::string& body) {
+  const std::optional<ojson> list = ParseJson(Trim(body));
+  if (!list || !list->is_array() || list->empty()) return std::nullopt;
+  Calls calls;
+  for (const ojson& c : *list) {
+    if (!c.is_object() || !c.contains("tool_name")) return std::nullopt;
+    std::optional<ojson> call =
+        JsonCall(ojson{{"name", c["tool_name"]}, {"arguments", c.value("parameters", ojson::object())}});
+    if (!call) return std::nullopt;
+    calls.push_back(std::move(*call));
+  }
+  return calls;
 }
 
 // Llama 3.x: the whole answer one {"name", "parameters"} object, after an optional <|python_tag|>;
@@ -496,7 +540,7 @@ std::string MistralId(const std::string& prefix, size_t k) {
 
 }  // namespace
 
-std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format) {
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open) {
   switch (format) {
     case ToolFormat::kGeneric:
       return std::make_unique<GenericSplitter>();
@@ -517,6 +561,20 @@ std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format) {
       return std::make_unique<FunctionaryV32Splitter>(/*calls=*/true);
     case ToolFormat::kFunctionaryV31:
       return std::make_unique<BlockSplitter>(BlockFormat{"<function=", "</function>", {}, ParseFunctionBody});
+    case ToolFormat::kKimiK2:
+      return std::make_unique<BlockSplitter>(
+          BlockFormat{"<|tool_call_begin|>",
+                      "<|tool_call_end|>",
+                      {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"},
+                      ParseKimiBody});
+    case ToolFormat::kCommandR7B:
+      return std::make_unique<BlockSplitter>(BlockFormat{"<|START_ACTION|>",
+                                                         "<|END_ACTION|>",
+                                                         {"<|START_RESPONSE|>", "<|END_RESPONSE|>"},
+                                                         ParseCommandRBody,
+                                                         "<|START_THINKING|>",
+                                                         "<|END_THINKING|>"},
+                                             thinking_open);
   }
   return nullptr;
 }

@@ -206,6 +206,8 @@ ToolFormat TemplateToolFormat(const std::string& t) {
   if (t.find("<｜tool▁calls▁begin｜>") != std::string::npos) return ToolFormat::kDeepSeek;
   if (t.find("<tool_call>") != std::string::npos) return ToolFormat::kToolCallTags;
   if (t.find(">>>all") != std::string::npos) return ToolFormat::kFunctionaryV32;
+  if (t.find("<|tool_calls_section_begin|>") != std::string::npos) return ToolFormat::kKimiK2;
+  if (t.find("<|START_ACTION|>") != std::string::npos) return ToolFormat::kCommandR7B;
   if (t.find("<function=") != std::string::npos && t.find("<|start_header_id|>") != std::string::npos)
     return ToolFormat::kFunctionaryV31;
   if (t.find("<|start_header_id|>") != std::string::npos && t.find("\"parameters\"") != std::string::npos)

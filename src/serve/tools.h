@@ -70,7 +70,13 @@ nlohmann::ordered_json TemplateMessage(const nlohmann::json& message, size_t i, 
 //   kFunctionaryV32 (Functionary v3.2): after the prompt's ">>>", segments RECIPIENT\nBODY joined by
 //     ">>>": "all" is text for the user, any other recipient a call of that function (BODY: JSON);
 //   kFunctionaryV31 (Functionary v3.1, Llama 3.1's custom tool format): text, then
-//     <function=NAME>{...}</function> per call.
+//     <function=NAME>{...}</function> per call;
+//   kKimiK2 (Kimi K2 Instruct / Thinking): between <|tool_calls_section_begin|> and
+//     <|tool_calls_section_end|>, per call <|tool_call_begin|>functions.NAME:INDEX
+//     <|tool_call_argument_begin|>{...}<|tool_call_end|>;
+//   kCommandR7B (Command R7B, Command A): <|START_THINKING|>PLAN<|END_THINKING|> (reasoning), then
+//     <|START_ACTION|>[{"tool_call_id", "tool_name", "parameters"}, ...]<|END_ACTION|>, or the
+//     answer in <|START_RESPONSE|> ... <|END_RESPONSE|> (the markers dropped, with tools or not).
 // kGeneric: none of these (the generic form above).
 enum class ToolFormat {
   kGeneric,
@@ -80,8 +86,11 @@ enum class ToolFormat {
   kHarmony,
   kDeepSeek,
   kFunctionaryV32,
-  kFunctionaryV31
+  kFunctionaryV31,
+  kKimiK2,
+  kCommandR7B
 };
+constexpr int kToolFormats = 10;
 ToolFormat TemplateToolFormat(const std::string& chat_template);
 
 // Reading an answer with tools, as it streams (the splitters of serve/reasoning.h). Every format's
@@ -91,8 +100,9 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // its ends and next to the calls dropped. kGeneric: the answer's JSON object, its "response"
 // string streamed as content as it is written (a string cut short: what was written of it), its
 // "tool_calls" read once complete; an answer that is neither is content as written. kHarmony:
-// HarmonySplitter with calls.
-std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format);
+// HarmonySplitter with calls. thinking_open: the prompt opened the format's own thinking block
+// (kCommandR7B's <|START_THINKING|>; other formats' <think> is ReasoningSplitter's).
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open = false);
 
 // Functionary v3.2's answer without tools: the text of its "all" segments is the content, other
 // segments stay as written.

@@ -113,6 +113,7 @@ TEST(Harmony, SplitsTheChannelsTheSameAtEveryCut) {
 TEST(Reasoning, PromptsThatOpenTheBlock) {
   EXPECT_TRUE(PromptOpensThinking("<|Assistant|><think>\n"));
   EXPECT_TRUE(PromptOpensThinking("<think>"));
+  EXPECT_TRUE(PromptOpensThinking("<|CHATBOT_TOKEN|><|START_THINKING|>"));
   EXPECT_FALSE(PromptOpensThinking("<think>\n\n</think>\n\n"));
   EXPECT_FALSE(PromptOpensThinking("<|im_start|>assistant\n"));
 }

@@ -187,6 +187,11 @@ TEST(ToolCallTags, FormatOfRealTemplates) {
       {"deepseek-ai-DeepSeek-V3.1.jinja", ToolFormat::kDeepSeek},
       {"meetkai-functionary-medium-v3.2.jinja", ToolFormat::kFunctionaryV32},
       {"meetkai-functionary-medium-v3.1.jinja", ToolFormat::kFunctionaryV31},
+      {"moonshotai-Kimi-K2.jinja", ToolFormat::kKimiK2},
+      {"Kimi-K2-Instruct.jinja", ToolFormat::kKimiK2},
+      {"Kimi-K2-Thinking.jinja", ToolFormat::kKimiK2},
+      {"CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja", ToolFormat::kCommandR7B},
+      {"Cohere2MoE.jinja", ToolFormat::kCommandR7B},
       {"google-gemma-2-2b-it.jinja", ToolFormat::kGeneric},
       {"microsoft-Phi-3.5-mini-instruct.jinja", ToolFormat::kGeneric}};
   for (const auto& [file, format] : cases) {
@@ -326,6 +331,55 @@ TEST(ToolCallTags, FunctionaryV32AndV31) {
     EXPECT_FALSE(calls) << plain;
     EXPECT_EQ(m["content"], plain);
   }
+}
+
+TEST(ToolCallTags, KimiK2) {
+  bool calls = false;
+  json m = Read(
+      ToolFormat::kKimiK2,
+      "Let me check.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+      "<|tool_call_argument_begin|>{\"city\": \"Paris\"}<|tool_call_end|><|tool_call_begin|>functions.add:1"
+      "<|tool_call_argument_begin|>{\"a\": 1}<|tool_call_end|><|tool_calls_section_end|>",
+      "k", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["content"], "Let me check.");
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][0]["function"]["arguments"], "{\"city\":\"Paris\"}");
+  EXPECT_EQ(m["tool_calls"][1]["function"]["name"], "add");
+  m = Read(ToolFormat::kKimiK2,
+           "<|tool_calls_section_begin|><|tool_call_begin|>functions.f:0{\"a\": 1}<|tool_call_end|>", "k",
+           &calls);
+  EXPECT_FALSE(calls);  // no argument marker: the block as written
+  EXPECT_EQ(m["content"], "<|tool_call_begin|>functions.f:0{\"a\": 1}<|tool_call_end|>");
+}
+
+TEST(ToolCallTags, CommandR7B) {
+  bool calls = false;
+  json m = Read(ToolFormat::kCommandR7B,
+                "<|START_THINKING|>I will look up the weather.<|END_THINKING|><|START_ACTION|>[\n"
+                "    {\"tool_call_id\": \"0\", \"tool_name\": \"get_weather\", \"parameters\": {\"city\": "
+                "\"Paris\"}},\n    {\"tool_call_id\": \"1\", \"tool_name\": \"add\", \"parameters\": {}}\n"
+                "]<|END_ACTION|>",
+                "c", &calls);
+  ASSERT_TRUE(calls);
+  EXPECT_EQ(m["reasoning_content"], "I will look up the weather.");
+  EXPECT_TRUE(m["content"].is_null());
+  ASSERT_EQ(m["tool_calls"].size(), 2u);
+  EXPECT_EQ(m["tool_calls"][0]["function"]["name"], "get_weather");
+  EXPECT_EQ(m["tool_calls"][1]["function"]["arguments"], "{}");
+  m = Read(ToolFormat::kCommandR7B, "<|START_RESPONSE|>Paris is sunny.<|END_RESPONSE|>", "c", &calls);
+  EXPECT_FALSE(calls);
+  EXPECT_EQ(m["content"], "Paris is sunny.");
+  // The prompt opened the thinking block.
+  const AnswerSplitter::Out out =
+      ToolSplitter(ToolFormat::kCommandR7B, /*thinking_open=*/true)
+          ->Split("Easy.<|END_THINKING|><|START_RESPONSE|>Paris.<|END_RESPONSE|>");
+  EXPECT_EQ(out.reasoning, "Easy.");
+  EXPECT_EQ(out.content, "Paris.");
+  m = Read(ToolFormat::kCommandR7B, "<|START_ACTION|>[{\"name\": \"f\"}]<|END_ACTION|>", "c", &calls);
+  EXPECT_FALSE(calls);  // no tool_name: the block as written
+  EXPECT_EQ(m["content"], "<|START_ACTION|>[{\"name\": \"f\"}]<|END_ACTION|>");
 }
 
 TEST(ToolCallTags, Llama3Json) {

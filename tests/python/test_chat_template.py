@@ -173,7 +173,8 @@ def test_cli_jinja_flag_renders_the_files_template(tmp_path):
 
 
 @pytest.mark.parametrize("file", ["mistralai-Mistral-Nemo-Instruct-2407.jinja", "Mistral-Small-3.2-24B-Instruct-2506.jinja",
-                                  "meta-llama-Llama-3.1-8B-Instruct.jinja", "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja"])
+                                  "meta-llama-Llama-3.1-8B-Instruct.jinja", "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
+                                  "moonshotai-Kimi-K2.jinja", "CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja"])
 def test_serve_gives_tools_and_calls_to_each_family_template(tmp_path, file):
     """attn serve --jinja with Mistral's, Llama 3.1's and Hermes' templates: the prompt of a request with
     tools and an earlier call (/apply-template) is what the template renders in Python's hands."""
@@ -181,7 +182,7 @@ def test_serve_gives_tools_and_calls_to_each_family_template(tmp_path, file):
 
     from test_serve import ATTN_BIN, post
 
-    m = _with_template(tmp_path, file, **{"qwen2.context_length": 4096})
+    m = _with_template(tmp_path, file, **{"qwen2.context_length": 8192})
     history = [{"role": "user", "content": "Weather in Paris?"},
                {"role": "assistant", "content": None, "tool_calls": [
                    {"id": "abc123def", "type": "function",
@@ -313,6 +314,34 @@ def test_harmony_channels_become_reasoning_and_content(tmp_path):
     assert "".join(d.get("content") or "" for d in deltas) == "Paris."
     assert not any("<|" in (d.get("content") or "") + d.get("reasoning_content", "") for d in deltas)
     assert sum(1 for d in deltas if d.get("reasoning_content")) >= 2  # it streams, piece by piece
+
+
+@pytest.mark.parametrize("file, written, reasoning, content", [
+    ("moonshotai-Kimi-K2.jinja",
+     "Let me check.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>"
+     '{"city": "Paris"}<|tool_call_end|><|tool_calls_section_end|>', None, "Let me check."),
+    ("CohereForAI-c4ai-command-r7b-12-2024-tool_use.jinja",
+     '<|START_THINKING|>I will look it up.<|END_THINKING|><|START_ACTION|>[\n    {"tool_call_id": "0", "tool_name": '
+     '"get_weather", "parameters": {"city": "Paris"}}\n]<|END_ACTION|>', "I will look it up.", None),
+])
+def test_kimi_and_command_r_tool_calls_whole_and_streamed(tmp_path, file, written, reasoning, content):
+    """Kimi K2's and Command R7B's own tool formats (forced answers): the call comes back as tool_calls,
+    Command R's plan as reasoning_content; streamed, the same pieces, the call in a chunk of its own."""
+    m = _with_template(tmp_path, file, **{"qwen2.context_length": 8192})
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    assert "get_weather" in m.apply_chat_template(messages, tools=TOOLS)
+    body = dict(jinja=True, tools=TOOLS, grammar=f"root ::= {json.dumps(written)}", max_tokens=400, temperature=0)
+    choice = m.create_chat_completion(messages, **body)["choices"][0]
+    assert choice["finish_reason"] == "tool_calls", choice
+    message = choice["message"]
+    assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
+    assert message.get("reasoning_content") == reasoning and message["content"] == content
+    deltas = [c["choices"][0]["delta"] for c in m.create_chat_completion(messages, stream=True, **body)]
+    assert "".join(d.get("content") or "" for d in deltas) == (content or "")
+    assert "".join(d.get("reasoning_content") or "" for d in deltas) == (reasoning or "")
+    calls = [d["tool_calls"] for d in deltas if "tool_calls" in d]
+    assert len(calls) == 1 and calls[0][0]["function"] == message["tool_calls"][0]["function"]
+    assert not any("<|" in (d.get("content") or "") + (d.get("reasoning_content") or "") for d in deltas)
 
 
 def test_functionary_v32_answers_without_tools_lose_their_recipient_line(tmp_path):
