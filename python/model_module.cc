@@ -39,6 +39,7 @@
 #include "attn/lens.h"
 #include "attn/model.h"
 #include "attn/perplexity.h"
+#include "attn/steer.h"
 #include "inspect/head_report.h"
 #include "inspect/inspect.h"
 #include "inspect/report_page.h"
@@ -109,6 +110,24 @@ struct Captured {
 // One forward pass over `tokens` (a single chunk, so every point is visited once with the whole
 // sequence). Points in `capture` are copied out; points in `hooked` go through `callback`
 // (name, layer, array) -> array to write back, before they are captured.
+// Calls the Python hook callback(name, layer, pos0, activation) on point p (the activation a copy,
+// [heads, rows, cols]) and writes back the array it returns.
+void CallPythonHook(const attn::HookPoint& p, const nb::object& callback) {
+  const size_t count = static_cast<size_t>(p.heads * p.rows * p.cols);
+  nb::gil_scoped_acquire acquire;
+  std::vector<float> copy(p.data, p.data + count);
+  FloatArray act = OwnedArray(std::move(copy), p.heads, p.rows, p.cols);
+  nb::object result = callback(p.name, p.layer, p.pos0, act);  // throws nb::python_error
+  const std::string full =
+      p.layer < 0 ? std::string(p.name) : "blocks." + std::to_string(p.layer) + "." + std::string(p.name);
+  nb::ndarray<float, nb::c_contig, nb::device::cpu> out;
+  if (!nb::try_cast(result, out) || out.size() != count) {
+    throw attn::Error("hook " + full + ": the callback must return a C-contiguous float32 array of " +
+                      std::to_string(count) + " values");
+  }
+  std::memcpy(p.data, out.data(), count * sizeof(float));
+}
+
 nb::tuple Run(const attn::Model& model, const std::vector<int32_t>& tokens, int threads,
               const std::vector<PointKey>& capture, const std::vector<PointKey>& hooked,
               nb::object callback) {
@@ -126,20 +145,7 @@ nb::tuple Run(const attn::Model& model, const std::vector<int32_t>& tokens, int 
   hooks.fn = [&](const attn::HookPoint& p) {
     const PointKey key{p.name, p.layer};
     const size_t count = static_cast<size_t>(p.heads * p.rows * p.cols);
-    if (hooked_set.count(key) > 0) {
-      nb::gil_scoped_acquire acquire;
-      std::vector<float> copy(p.data, p.data + count);
-      FloatArray act = OwnedArray(std::move(copy), p.heads, p.rows, p.cols);
-      nb::object result = callback(p.name, p.layer, act);  // throws nb::python_error
-      const std::string full =
-          p.layer < 0 ? std::string(p.name) : "blocks." + std::to_string(p.layer) + "." + std::string(p.name);
-      nb::ndarray<float, nb::c_contig, nb::device::cpu> out;
-      if (!nb::try_cast(result, out) || out.size() != count) {
-        throw attn::Error("hook " + full + ": the callback must return a C-contiguous float32 array of " +
-                          std::to_string(count) + " values");
-      }
-      std::memcpy(p.data, out.data(), count * sizeof(float));
-    }
+    if (hooked_set.count(key) > 0) CallPythonHook(p, callback);
     if (capture_set.count(key) > 0) {
       captured.push_back(
           {p.name, p.layer, p.heads, p.rows, p.cols, std::vector<float>(p.data, p.data + count)});
@@ -617,8 +623,16 @@ void BindModel(nb::module_& m) {
       .def(
           "generate",
           [](const attn::Model& model, const std::vector<int32_t>& prompt_tokens, const GenerateArgs& a,
-             attn::Session* session) {
-            const attn::GenerateOptions o = a.Options();
+             attn::Session* session, const std::vector<PointKey>& hooked, nb::object callback) {
+            attn::GenerateOptions o = a.Options();
+            // Hooks on every pass (Model.generate(hooks=...)): the callback runs with the GIL.
+            const std::set<PointKey> hooked_set(hooked.begin(), hooked.end());
+            attn::Hooks hooks;
+            hooks.wants = [&](const char* name, int layer) {
+              return hooked_set.count(PointKey{name, layer}) > 0;
+            };
+            hooks.fn = [&](const attn::HookPoint& p) { CallPythonHook(p, callback); };
+            if (!hooked.empty()) o.hooks = &hooks;
             attn::GenerateResult r;
             {
               nb::gil_scoped_release release;
@@ -627,7 +641,8 @@ void BindModel(nb::module_& m) {
             }
             return ResultDict(r, a.logprobs, a.prompt_logprobs);
           },
-          nb::arg("prompt_tokens"), nb::arg("args"), nb::arg("session").none())
+          nb::arg("prompt_tokens"), nb::arg("args"), nb::arg("session").none(), nb::arg("hooked"),
+          nb::arg("callback").none())
       // The same on a thread of its own, its text streamed (TextStream); it keeps the model and
       // the session alive.
       .def(
@@ -778,6 +793,19 @@ void BindModel(nb::module_& m) {
           },
           nb::arg("tokens"), nb::arg("prompt"), nb::arg("lens"), nb::arg("probe_length"),
           nb::arg("sequences"), nb::arg("seed"), nb::arg("threads"))
+      .def(
+          "steering_vector",
+          [](const attn::Model& model, const std::vector<std::vector<int32_t>>& adds,
+             const std::vector<std::vector<int32_t>>& subs, int layer, int threads) {
+            std::vector<float> v;
+            {
+              nb::gil_scoped_release release;
+              v = attn::SteeringVector(model, adds, subs, layer, threads);
+            }
+            const size_t d = v.size();
+            return OwnedArrayOf(std::move(v), {d});
+          },
+          nb::arg("adds"), nb::arg("subs"), nb::arg("layer"), nb::arg("threads"))
       .def(
           "logit_lens",
           [](const attn::Model& model, const std::vector<int32_t>& tokens, int top_k, int threads) {

@@ -117,6 +117,12 @@ struct GenerateOptions {
   // "cancelled" (Generate, GenerateFromTokens and GenerateInSession look at it; null: never). A
   // stream whose reader has gone away stops this way.
   const std::atomic<bool>* cancel = nullptr;
+  // Hooks run on every forward pass of the generation (the prompt, in pieces of at most 512
+  // tokens, then each new token; HookPoint::pos0 says where a pass's rows sit): they may read or
+  // edit activations as in RunWithHooks, e.g. add a steering vector to the residual stream
+  // (include/attn/steer.h). Generate, GenerateFromTokens and GenerateInSession only; not with
+  // lookup (its passes attend one row at a time).
+  const Hooks* hooks = nullptr;
 };
 
 struct GenerateResult {
@@ -228,6 +234,8 @@ class SequenceGeneration {
   void Draft();
   // Records a proposal's outcome: `kept` drafts held, then one failed when `missed`.
   void Observe(int64_t kept, bool missed);
+  // The options of this sequence's passes outside a batch (threads, hooks).
+  ForwardOptions PassOptions(bool all_logits) const;
 
   const Model* model_;
   Session* session_;

@@ -15,11 +15,11 @@ import numpy as np
 
 from . import _attn
 from .backward import sdpa_backward
-from . import attribution, circuits, patching
+from . import attribution, circuits, patching, steering
 from .model import GenerationStream, HookPoint, Model, Report, Session
 from .train import Trainer
 
-__all__ = ["sdpa", "sdpa_backward", "KVCache", "Model", "Session", "GenerationStream", "Report", "HookPoint", "Trainer", "attribution", "circuits", "patching", "simd_targets", "set_simd_target", "current_simd_target", "ChatTemplate", "render_template"]
+__all__ = ["sdpa", "sdpa_backward", "KVCache", "Model", "Session", "GenerationStream", "Report", "HookPoint", "Trainer", "attribution", "circuits", "patching", "steering", "simd_targets", "set_simd_target", "current_simd_target", "ChatTemplate", "render_template"]
 
 simd_targets = _attn.simd_targets
 set_simd_target = _attn.set_simd_target

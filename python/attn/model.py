@@ -121,17 +121,20 @@ def _replacement(full: str, act: np.ndarray, result) -> np.ndarray:
 
 
 class HookPoint:
-    """The second argument of a hook function: the point's full name and its layer (-1 for
-    hook_embed, hook_pos_embed and ln_final.hook_normalized)."""
+    """The second argument of a hook function: the point's full name, its layer (-1 for
+    hook_embed, hook_pos_embed and ln_final.hook_normalized) and pos0, the position of the
+    activation's first row (0 in run_with_hooks; in generate, where the pass's tokens sit: the
+    prompt's pass starts at 0, each new token's pass holds that one token)."""
 
-    __slots__ = ("name", "layer")
+    __slots__ = ("name", "layer", "pos0")
 
-    def __init__(self, name: str, layer: int):
+    def __init__(self, name: str, layer: int, pos0: int = 0):
         self.name = name
         self.layer = layer
+        self.pos0 = pos0
 
     def __repr__(self) -> str:
-        return f"HookPoint({self.name!r}, layer={self.layer})"
+        return f"HookPoint({self.name!r}, layer={self.layer}, pos0={self.pos0})"
 
 
 class Session:
@@ -456,7 +459,7 @@ class Model:
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                  logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
                  json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False,
-                 stream: bool = False):
+                 stream: bool = False, hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = ()):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -490,7 +493,11 @@ class Model:
         where the text repeats its prompt (quoting, editing, extracting). The dict's "drafted" and
         "draft_accepted" count the drafts run and kept.
         stream=True returns a GenerationStream at once: iterate it for the text piece by piece as
-        it is generated (its .result is the dict once it has ended)."""
+        it is generated (its .result is the dict once it has ended).
+        hooks: as run_with_hooks's, run on every forward pass of the generation: the prompt's
+        (in pieces of up to 512 tokens) and then each new token's, with the KV cache (hook.pos0
+        says where the activation's rows sit). Editing an activation steers what comes next
+        (attn.steering). Not with lookup or stream."""
         kv_dtype = _kv_dtype("generate", kv_type)
         lookup = _lookup("generate", lookup)
         grammar, json_schema = _constraint("generate", grammar, json_schema)
@@ -519,6 +526,9 @@ class Model:
             raise TypeError(f"generate: stream must be a bool, got {type(stream).__name__}")
         if session is not None:
             session._check_idle("generate")
+        hooked, dispatch = self._hook_dispatch("generate", hooks)
+        if hooked and (stream or lookup):
+            raise ValueError("generate: hooks exclude " + ("stream=True" if stream else "lookup"))
         args = _attn.GenerateArgs(
             max_tokens=max_tokens, temperature=float(temperature), seed=int(seed), top_k=int(top_k),
             top_p=float(top_p), min_p=float(min_p), repetition_penalty=float(repetition_penalty),
@@ -532,7 +542,7 @@ class Model:
         if stream:
             return GenerationStream(self._m.generate_stream(ids, args, native_session),
                                     -1 if logprobs is None else logprobs, bool(echo), session)
-        r = self._m.generate(ids, args, native_session)
+        r = self._m.generate(ids, args, native_session, hooked, dispatch if hooked else None)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]
 
@@ -664,32 +674,37 @@ class Model:
         pattern explicitly, and hook_z then follows the edited pattern. Exceptions raised by a
         hook propagate unchanged."""
         ids = self._ids("run_with_hooks", tokens)
+        hooked, dispatch = self._hook_dispatch("run_with_hooks", hooks)
+        logits, _ = self._m.run(ids, _threads(threads), [], hooked, dispatch if hooked else None)
+        return logits
+
+    def _hook_dispatch(self, where: str, hooks) -> tuple[list, Callable]:
+        """The (name, layer) keys the hooks touch, in forward order, and the callback the native
+        code calls at each: it runs the hooks of that point in list order."""
         points = self._hook_points()
         by_key: dict[tuple[str, int], list[Callable]] = {}
         for i, spec in enumerate(hooks):
             try:
                 target, fn = spec
             except (TypeError, ValueError):
-                raise TypeError(f"run_with_hooks: hooks[{i}] = {spec!r} is not a (name or predicate, fn) "
-                                "pair") from None
+                raise TypeError(f"{where}: hooks[{i}] = {spec!r} is not a (name or predicate, fn) pair") from None
             if not callable(fn):
-                raise TypeError(f"run_with_hooks: hooks[{i}]: the hook function {fn!r} is not callable")
-            for key in self._select(f"run_with_hooks: hooks[{i}]", target):
+                raise TypeError(f"{where}: hooks[{i}]: the hook function {fn!r} is not callable")
+            for key in self._select(f"{where}: hooks[{i}]", target):
                 by_key.setdefault(key, []).append(fn)
         hooked = [key for key in points.values() if key in by_key]
 
-        def dispatch(name: str, layer: int, array: np.ndarray) -> np.ndarray:
+        def dispatch(name: str, layer: int, pos0: int, array: np.ndarray) -> np.ndarray:
             full = _full_name(name, layer)
             act = self._tl_shape(name, array)
-            point = HookPoint(full, layer)
+            point = HookPoint(full, layer, pos0)
             for fn in by_key[(name, layer)]:
                 result = fn(act, point)
                 if result is not None:
                     act = _replacement(full, act, result)
             return act
 
-        logits, _ = self._m.run(ids, _threads(threads), [], hooked, dispatch if hooked else None)
-        return logits
+        return hooked, dispatch
 
     def head_scores(self, tokens: str | Sequence[int] | None = None, *, probe_length: int = 64,
                     sequences: int = 4, seed: int = 0, threads: int | None = None) -> list[dict]:

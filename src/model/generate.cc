@@ -137,6 +137,8 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
   if (options.lookup < 0 || options.lookup > kMaxDrafts)
     throw Error("generate: lookup = " + std::to_string(options.lookup) + " (draft tokens: 0 to " +
                 std::to_string(kMaxDrafts) + ")");
+  if (options.lookup > 0 && options.hooks != nullptr)
+    throw Error("generate: lookup and hooks exclude each other (drafts run in passes without hooks)");
   if (options.lookup > 0 && (options.lookup_min_ngram < 1 || options.lookup_ngram < options.lookup_min_ngram))
     throw Error("generate: lookup n-grams from " + std::to_string(options.lookup_min_ngram) + " to " +
                 std::to_string(options.lookup_ngram) + " (need 1 <= lookup_min_ngram <= lookup_ngram)");
@@ -197,12 +199,20 @@ bool SequenceGeneration::EvaluatePromptPiece(int64_t max_tokens) {
   const int64_t n = std::min<int64_t>(max_tokens, static_cast<int64_t>(rest.size()));
   std::vector<float> logits(static_cast<size_t>(model_->config().vocab_size));
   const auto t0 = std::chrono::steady_clock::now();
-  model_->Forward(*session_, rest.first(static_cast<size_t>(n)), logits.data(), false, options_.threads);
+  model_->Forward(*session_, rest.first(static_cast<size_t>(n)), logits.data(), PassOptions(false));
   prompt_ms_ += MsSince(t0);
   prompt_pos_ += n;
   if (n < static_cast<int64_t>(rest.size())) return false;
   Accept(logits, prompt_ms_);
   return true;
+}
+
+ForwardOptions SequenceGeneration::PassOptions(bool all_logits) const {
+  ForwardOptions o;
+  o.all_logits = all_logits;
+  o.threads = options_.threads;
+  o.hooks = options_.hooks;
+  return o;
 }
 
 void SequenceGeneration::EvaluatePrompt() {
@@ -211,7 +221,7 @@ void SequenceGeneration::EvaluatePrompt() {
   std::vector<float> logits(static_cast<size_t>(vocab));
   const auto t0 = std::chrono::steady_clock::now();
   if (!prompt_rows_) {
-    model_->Forward(*session_, pending(), logits.data(), false, options_.threads);
+    model_->Forward(*session_, pending(), logits.data(), PassOptions(false));
     return Accept(logits, MsSince(t0));
   }
   // In pieces, every row's logits kept: row p scores prompt token p + 1; the last row is the first
@@ -225,7 +235,7 @@ void SequenceGeneration::EvaluatePrompt() {
     model_->Forward(
         *session_,
         std::span<const int32_t>(prompt).subspan(static_cast<size_t>(start), static_cast<size_t>(n)),
-        rows.data(), true, options_.threads);
+        rows.data(), PassOptions(true));
     for (int64_t r = 0; r < n; ++r) {
       const std::span<const float> row(rows.data() + r * vocab, static_cast<size_t>(vocab));
       if (start + r + 1 < n_prompt)
@@ -407,6 +417,7 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
   std::vector<float> logits(static_cast<size_t>(model.config().vocab_size));
   ForwardOptions fo;
   fo.threads = options.threads;
+  fo.hooks = options.hooks;
   while (!g.done()) {
     if (options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed)) {
       g.Cancel();
@@ -454,6 +465,7 @@ std::vector<GenerateResult> GenerateBatch(const Model& model, std::span<const st
   std::vector<std::unique_ptr<SequenceGeneration>> gens;
   for (size_t i = 0; i < n; ++i) {
     const GenerateOptions& o = options[options.size() == 1 ? 0 : i];
+    if (o.hooks != nullptr) throw Error("generate: hooks are for one sequence at a time, not a batch");
     const int64_t n_prompt = static_cast<int64_t>(prompts[i].size());
     const int64_t capacity = std::clamp<int64_t>(n_prompt + std::max(o.max_tokens, 1), 1,
                                                  std::max<int64_t>(model.config().context_length, 1));

@@ -338,7 +338,7 @@ def test_text_tokens_and_hook_arguments(model):
     # In pass order, whatever the order of the list.
     assert calls == [("blocks.1.hook_resid_post", 1, (1, n, 576)), ("blocks.2.hook_resid_post", 2, (1, n, 576)),
                      ("ln_final.hook_normalized", -1)]
-    assert repr(attn.HookPoint("hook_embed", -1)) == "HookPoint('hook_embed', layer=-1)"
+    assert repr(attn.HookPoint("hook_embed", -1)) == "HookPoint('hook_embed', layer=-1, pos0=0)"
 
 
 def test_hooks_on_one_point_run_in_order_and_chain(model):

@@ -2,6 +2,7 @@
 // format).
 #include "attn/generate.h"
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -11,6 +12,7 @@
 #include "attn/commands.h"
 #include "attn/error.h"
 #include "attn/model_options.h"
+#include "attn/steer.h"
 #include "core/read_all.h"
 
 namespace attn::cli {
@@ -26,7 +28,54 @@ struct GenerateArgs {
   // --jinja: the file's own Jinja template even where llama.cpp has a built-in rendering of it.
   Tokenizer::ChatTemplateMode template_mode = Tokenizer::ChatTemplateMode::kAuto;
   std::string grammar_file, json_schema_file;  // read into gen.grammar / gen.json_schema
+  // Activation steering (--steer-add / --steer-sub, include/attn/steer.h).
+  std::vector<std::string> steer_add, steer_sub;
+  int steer_layer = -1;  // -1: a third of the way through the blocks
+  float steer_scale = 4.0f;
 };
+
+// --steer-add / --steer-sub / --steer-layer / --steer-scale.
+void AddSteeringOptions(CLI::App* cmd, GenerateArgs& args) {
+  auto* add = cmd->add_option("--steer-add", args.steer_add,
+                              "Activation steering (ActAdd): push the generation toward this text, e.g. "
+                              "\"Love\" (repeatable; pairs with --steer-sub)")
+                  ->allow_extra_args(false);
+  auto* sub = cmd->add_option("--steer-sub", args.steer_sub,
+                              "... and away from this one, e.g. \"Hate\": the vector added is the residual "
+                              "stream at the last token of the first minus that of the second")
+                  ->allow_extra_args(false);
+  add->needs(sub);
+  sub->needs(add);
+  cmd->add_option("--steer-layer", args.steer_layer,
+                  "The block whose input (hook_resid_pre) the vector is added to (default: a third of the "
+                  "way through)")
+      ->check(CLI::Range(0, 1 << 16))
+      ->needs(add);
+  cmd->add_option("--steer-scale", args.steer_scale, "How many times the vector is added (default 4)")
+      ->check(CLI::Range(-1000.0f, 1000.0f))
+      ->needs(add);
+}
+
+// The steering hooks of the arguments (none when not asked for), printed to stderr.
+std::unique_ptr<Hooks> SteeringOf(const Model& model, const GenerateArgs& args) {
+  if (args.steer_add.empty()) return nullptr;
+  if (args.steer_add.size() != args.steer_sub.size())
+    throw Error("--steer-add is given " + std::to_string(args.steer_add.size()) + " times and --steer-sub " +
+                std::to_string(args.steer_sub.size()) + " (give them in pairs)");
+  const int layer = args.steer_layer >= 0 ? args.steer_layer : model.config().n_layers / 3;
+  std::vector<std::vector<int32_t>> adds, subs;
+  for (size_t i = 0; i < args.steer_add.size(); ++i) {
+    adds.push_back(model.tokenizer().EncodePrompt(args.steer_add[i]));
+    subs.push_back(model.tokenizer().EncodePrompt(args.steer_sub[i]));
+  }
+  std::vector<float> v = SteeringVector(model, adds, subs, layer, args.gen.threads);
+  double norm = 0.0;
+  for (float x : v) norm += static_cast<double>(x) * x;
+  std::fprintf(stderr, "steering: %g x (\"%s\" - \"%s\"%s) at block %d's input, |vector| = %.1f\n",
+               static_cast<double>(args.steer_scale), args.steer_add[0].c_str(), args.steer_sub[0].c_str(),
+               args.steer_add.size() > 1 ? ", averaged over the pairs" : "", layer, std::sqrt(norm));
+  return std::make_unique<Hooks>(SteeringHooks(layer, std::move(v), args.steer_scale));
+}
 
 // The files of --grammar-file / --json-schema-file into the options (before the model loads, so
 // that a missing file or a bad grammar fails fast: the grammar itself is checked by generation).
@@ -85,6 +134,8 @@ void RunGenerate(GenerateArgs& args) {
   const std::string text =
       args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
+  const std::unique_ptr<Hooks> steering = SteeringOf(*model, args);
+  args.gen.hooks = steering.get();
   std::string prompt = text;
   if (args.chat_template)
     prompt = model->tokenizer().ApplyChatTemplate({{"user", prompt}}, true, args.template_mode);
@@ -177,6 +228,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
   AddConstraintOptions(cmd, *args);
   AddLookupOptions(cmd, args->gen);
+  AddSteeringOptions(cmd, *args);
   auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
       ->excludes(positional);

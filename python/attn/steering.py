@@ -1,0 +1,79 @@
+"""Activation steering: push what a model writes toward a concept by adding a vector to its residual
+stream at one layer on every forward pass of the generation. The vector is the difference of the
+residual streams of two texts at their last token (ActAdd, Turner et al. 2023: " love" minus
+" hate"); several pairs give the mean of their differences (contrastive activation addition,
+Rimsky et al. 2024).
+
+    >>> import attn
+    >>> from attn import steering
+    >>> m = attn.Model.load()
+    >>> v = steering.vector(m, " love", " hate", layer=10)
+    >>> m.generate("I think dogs are", max_tokens=30, hooks=[steering.add(10, v, scale=2.0)])
+
+`attn generate --steer-add TEXT --steer-sub TEXT --steer-layer L --steer-scale S` does the same
+from the command line (include/attn/steer.h).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+__all__ = ["vector", "add"]
+
+
+def _sequences(model, name: str, texts) -> list[list[int]]:
+    """A text, token ids, or a non-empty list of either, as token id lists."""
+    def one(t):
+        if isinstance(t, str):
+            return list(model.to_tokens(t))
+        if isinstance(t, (list, tuple, np.ndarray)) and all(isinstance(i, (int, np.integer)) for i in t):
+            return [int(i) for i in t]
+        return None
+    single = one(texts)
+    if single is not None and (isinstance(texts, str) or len(texts) == 0 or not isinstance(texts[0], (list, tuple))):
+        return [single]
+    if isinstance(texts, (list, tuple)) and texts:
+        seqs = [one(t) for t in texts]
+        if all(s is not None for s in seqs):
+            return seqs
+    raise TypeError(f"steering.vector: {name} must be a text, token ids, or a non-empty list of them, got {texts!r}")
+
+
+def vector(model, add, sub, layer: int, threads: int | None = None) -> np.ndarray:
+    """blocks.{layer}.hook_resid_pre at the last token of `add` minus the same of `sub`, float32
+    [d_model]; lists of texts (or of token id lists) give the mean of the pairs' differences.
+    Texts are tokenized as generate does (BOS first when the model adds one). A model without BOS
+    parks attention on its first token, whose activations are unlike the others': a text of one
+    token gives the vector of that position (it can still steer)."""
+    adds, subs = _sequences(model, "add", add), _sequences(model, "sub", sub)
+    if len(adds) != len(subs):
+        raise ValueError(f"steering.vector: {len(adds)} texts to add and {len(subs)} to subtract (give pairs)")
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise TypeError(f"steering.vector: layer must be an integer, got {layer!r}")
+    return model._m.steering_vector(adds, subs, layer, 0 if threads is None else int(threads))
+
+
+def add(layer: int, vector: np.ndarray, scale: float = 1.0, from_position: int = 1,
+        point: str = "hook_resid_pre") -> tuple[str, Callable]:
+    """A hook (for generate's or run_with_hooks's `hooks`) that adds scale * vector to
+    blocks.{layer}.{point} at every position >= from_position. The default from_position=1 leaves
+    position 0 alone: models park unused attention there (the attention sink), and moving its
+    activations breaks them."""
+    v = np.ascontiguousarray(vector, dtype=np.float32)
+    if v.ndim != 1:
+        raise ValueError(f"steering.add: the vector must be 1-D [d_model], got shape {v.shape}")
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"steering.add: layer = {layer!r} (must be an integer >= 0)")
+    if isinstance(from_position, bool) or not isinstance(from_position, int) or from_position < 0:
+        raise ValueError(f"steering.add: from_position = {from_position!r} (must be an integer >= 0)")
+    delta = np.float32(scale) * v
+
+    def hook(act: np.ndarray, point_: "object") -> None:
+        if act.shape[-1] != delta.shape[0]:
+            raise ValueError(f"steering.add: a vector of {delta.shape[0]} values for {point_.name}, whose rows "
+                             f"have {act.shape[-1]}")
+        first = max(0, from_position - point_.pos0)
+        act[0, first:] += delta
+
+    return f"blocks.{layer}.{point}", hook
