@@ -452,6 +452,8 @@ class OpenAiStream : public QueueStream {
 }  // namespace
 
 void BindModel(nb::module_& m) {
+  m.def("save_control_vector", &attn::SaveControlVector, nb::arg("path"), nb::arg("directions"),
+        nb::arg("model_hint"));
   nb::class_<GenerateArgs>(m, "GenerateArgs")
       .def(
           "__init__",
@@ -539,6 +541,21 @@ void BindModel(nb::module_& m) {
           },
           nb::arg("path"), nb::arg("chat_template").none() = nb::none())
       .def_static("default_path", &attn::Model::DefaultPath)
+      // Control vectors (include/attn/steer.h): per block, an empty list or d_model values.
+      .def("set_control_vector",
+           [](attn::Model& model, std::vector<std::vector<float>> directions) {
+             model.SetControlVector(std::move(directions));
+           })
+      .def("control_vector", [](const attn::Model& model) { return model.control_vector(); })
+      .def(
+          "load_control_vectors",
+          [](const attn::Model& model, const std::vector<std::pair<std::string, float>>& files, int start,
+             int end) {
+            std::vector<attn::ControlVectorFile> list;
+            for (const auto& [path, scale] : files) list.push_back({path, scale});
+            return attn::LoadControlVectors(list, model.config(), start, end);
+          },
+          nb::arg("files"), nb::arg("start"), nb::arg("end"))
       .def_prop_ro("path", &attn::Model::path)
       .def_prop_ro("config",
                    [](const attn::Model& model) {

@@ -262,6 +262,12 @@ class Model {
   void SetChatTemplate(const std::string& chat_template) {
     tokenizer_ = std::make_unique<Tokenizer>(tokenizer_->WithChatTemplate(chat_template));
   }
+  // A control vector (llama.cpp's --control-vector, include/attn/steer.h): directions[l] (empty, or
+  // d_model values) is added to block l's output, before blocks.{l}.hook_resid_post, at every
+  // position of every pass; no directions (the default) removes it. Only before the model is
+  // shared with other threads. attn::Error for more directions than blocks or a wrong size.
+  void SetControlVector(std::vector<std::vector<float>> directions);
+  const std::vector<std::vector<float>>& control_vector() const { return control_vector_; }
   const std::string& path() const { return path_; }
   // Bytes of weights in the mapped file.
   uint64_t weight_bytes() const;
@@ -316,6 +322,7 @@ class Model {
   std::unique_ptr<gguf::File> file_;
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Weights> weights_;
+  std::vector<std::vector<float>> control_vector_;  // per layer; empty rows add nothing
   mutable std::once_flag constraint_once_;
   mutable std::unique_ptr<ConstraintVocabulary> constraint_vocabulary_;
 };

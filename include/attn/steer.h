@@ -24,4 +24,26 @@ std::vector<float> SteeringVector(const Model& model, std::span<const std::vecto
 // models park unused attention there (the attention sink), and moving its activations breaks them.
 Hooks SteeringHooks(int layer, std::vector<float> vector, float scale, int64_t from = 1);
 
+// llama.cpp's control vectors (--control-vector, --control-vector-scaled, the files repeng and
+// llama-cvector-generator write): a GGUF file of F32 [d_model] tensors "direction.N", N >= 1, each
+// added to block N's output at every position (Model::SetControlVector). As llama.cpp: several
+// files add up, each times its scale; blocks outside [layer_start, layer_end] (--control-vector-
+// layer-range; -1: no bound) are left alone; there is no direction for block 0. Unlike
+// llama.cpp, a direction for a block the model does not have is an error, not ignored.
+struct ControlVectorFile {
+  std::string path;
+  float scale = 1.0f;
+};
+// The directions for Model::SetControlVector; attn::Error naming the file and tensor for a bad one
+// (not a GGUF file, a direction that is not F32 [d_model], direction.0 or beyond the last block,
+// a file without directions).
+std::vector<std::vector<float>> LoadControlVectors(std::span<const ControlVectorFile> files,
+                                                   const ModelConfig& config, int layer_start = -1,
+                                                   int layer_end = -1);
+// Writes `directions` (per block; empty ones and block 0's are not written) as a control vector
+// file llama.cpp loads: general.architecture "controlvector", controlvector.model_hint and
+// controlvector.layer_count, tensors direction.N. attn::Error when block 0 has one.
+void SaveControlVector(const std::string& path, const std::vector<std::vector<float>>& directions,
+                       const std::string& model_hint);
+
 }  // namespace attn

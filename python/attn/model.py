@@ -635,6 +635,28 @@ class Model:
 
     # ---- A look inside: hooks, caches, head statistics, ablation -------------------------------
 
+    def set_control_vector(self, directions: dict | None) -> None:
+        """Sets a control vector: {block: float32 [d_model]}, each added to that block's output
+        (before blocks.{block}.hook_resid_post) at every position of every later pass (generate,
+        run_with_hooks, logits, chat completions); None or {} removes it. attn.steering reads and
+        writes llama.cpp's control vector files. Not while a stream of this model runs."""
+        n, d = self.config["n_layers"], self.config["d_model"]
+        rows = [[] for _ in range(n)]
+        for layer, v in (directions or {}).items():
+            if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < n:
+                raise ValueError(f"set_control_vector: block {layer!r} (the model has blocks 0 to {n - 1})")
+            a = np.ascontiguousarray(v, dtype=np.float32)
+            if a.shape != (d,):
+                raise ValueError(f"set_control_vector: block {layer}: shape {a.shape}, expected ({d},)")
+            rows[layer] = a.tolist()
+        self._m.set_control_vector(rows if directions else [])
+
+    @property
+    def control_vector(self) -> dict:
+        """The control vector set, {block: float32 [d_model]} ({} when none)."""
+        return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(self._m.control_vector())
+                if len(row)}
+
     def hook_names(self) -> list[str]:
         """Every hook point of this model, by full TransformerLens name, in the order a forward
         pass visits them (hook_embed, blocks.0.hook_resid_pre, ..., ln_final.hook_normalized)."""

@@ -12,14 +12,25 @@ Rimsky et al. 2024).
 
 `attn generate --steer-add TEXT --steer-sub TEXT --steer-layer L --steer-scale S` does the same
 from the command line (include/attn/steer.h).
+
+llama.cpp's control vectors (the GGUF files of `--control-vector`, written by repeng and
+llama-cvector-generator) are the same idea set on the model rather than passed as hooks: a
+direction per block, added to the block's output at every position of every pass (every
+generation, `attn serve`'s slots, perplexity). `load_control_vector` reads one for
+`Model.set_control_vector`, `save_control_vector` writes one llama.cpp loads:
+
+    >>> m.set_control_vector({9: 2.0 * v})        # block 9's output is block 10's input
+    >>> steering.save_control_vector("love.gguf", {9: v}, model_hint="llama")
+    >>> m.set_control_vector(steering.load_control_vector(m, "love.gguf", scale=2.0))
 """
 from __future__ import annotations
 
+import os
 from typing import Callable
 
 import numpy as np
 
-__all__ = ["vector", "add"]
+__all__ = ["vector", "add", "load_control_vector", "save_control_vector"]
 
 
 def _sequences(model, name: str, texts) -> list[list[int]]:
@@ -77,3 +88,32 @@ def add(layer: int, vector: np.ndarray, scale: float = 1.0, from_position: int =
         act[0, first:] += delta
 
     return f"blocks.{layer}.{point}", hook
+
+
+def load_control_vector(model, path, scale: float = 1.0, layer_range: tuple[int, int] | None = None) -> dict:
+    """The directions of llama.cpp control vector file(s) for this model, {block: float32 [d_model]}:
+    `path` a file or a list of files (their directions add up, each times `scale`, or a list of
+    (file, scale) pairs), blocks outside layer_range = (start, end) (inclusive) dropped, as
+    llama.cpp's --control-vector-scaled and --control-vector-layer-range do. ValueError naming the
+    file for one that is not a control vector of this model's width and depth."""
+    items = [path] if isinstance(path, (str, os.PathLike)) else list(path)
+    files = []
+    for item in items:
+        p, s = item if isinstance(item, tuple) else (item, scale)
+        files.append((os.fspath(p), float(s)))
+    start, end = (-1, -1) if layer_range is None else (int(layer_range[0]), int(layer_range[1]))
+    rows = model._m.load_control_vectors(files, start, end)
+    return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(rows) if len(row)}
+
+
+def save_control_vector(path, directions: dict, model_hint: str = "") -> None:
+    """Writes {block: vector} as a control vector file llama.cpp's --control-vector loads
+    (general.architecture "controlvector", tensors direction.N; block 0 cannot have one)."""
+    if not directions:
+        raise ValueError("save_control_vector: no directions")
+    n = max(int(k) for k in directions) + 1
+    rows = [[] for _ in range(n)]
+    for k, v in directions.items():
+        rows[int(k)] = np.ascontiguousarray(v, dtype=np.float32).ravel().tolist()
+    from . import _attn
+    _attn.save_control_vector(str(path), rows, model_hint)

@@ -360,6 +360,19 @@ void Model::ShiftContext(Session& session, int64_t keep, int64_t discard) const 
 Model::Model() = default;
 Model::~Model() = default;
 
+void Model::SetControlVector(std::vector<std::vector<float>> directions) {
+  if (directions.size() > static_cast<size_t>(config_.n_layers))
+    throw Error("control vector: " + std::to_string(directions.size()) + " layers for a model of " +
+                std::to_string(config_.n_layers));
+  for (size_t l = 0; l < directions.size(); ++l) {
+    if (!directions[l].empty() && directions[l].size() != static_cast<size_t>(config_.d_model))
+      throw Error("control vector: layer " + std::to_string(l) + " has " +
+                  std::to_string(directions[l].size()) + " values; the model's residual stream has " +
+                  std::to_string(config_.d_model));
+  }
+  control_vector_ = std::move(directions);
+}
+
 const ConstraintVocabulary& Model::constraint_vocabulary() const {
   std::call_once(constraint_once_, [this] {
     const Tokenizer& tok = tokenizer();
@@ -604,6 +617,14 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
     auto add_rows = [&](float* y, const float* o) {
       by_rows([&](int64_t r0, int64_t r1) { ops::Add(y + r0 * d, o + r0 * d, (r1 - r0) * d); });
     };
+    // The control vector's direction of this block, added to every row of its output.
+    auto steer = [&](float* x, int layer) {
+      if (static_cast<size_t>(layer) >= control_vector_.size() ||
+          control_vector_[static_cast<size_t>(layer)].empty())
+        return;
+      const float* v = control_vector_[static_cast<size_t>(layer)].data();
+      by_rows([&](int64_t r0, int64_t r1) { ops::AddBias(x + r0 * d, v, r1 - r0, d); });
+    };
 
     // Rotary angles of this pass's positions (each piece at its session's), shared by every
     // layer. Sliding layers rotate at rope_base_swa without scaling: their own table where that
@@ -800,6 +821,7 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
         // Attention-only (gpt2 with feed_forward_length = 0): the block ends here. As in
         // TransformerLens's attn_only models, resid_mid and the MLP's points do not exist, and
         // resid_post = resid_pre + attn_out.
+        steer(x, layer);
         point("hook_resid_post", layer, x, d);
         continue;
       }
@@ -839,6 +861,7 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
       if (c.residual_scale != 1.0f) ops::Scale(s.o.data(), c.residual_scale, n * d);  // granite
       point("hook_mlp_out", layer, s.o.data(), d);
       add_rows(x, s.o.data());
+      steer(x, layer);
       point("hook_resid_post", layer, x, d);
     }
     for (const Piece& p : pass) session_of(p).n_past_ += p.count;

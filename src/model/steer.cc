@@ -7,6 +7,8 @@
 #include <utility>
 
 #include "attn/error.h"
+#include "format/gguf.h"
+#include "format/gguf_writer.h"
 
 namespace attn {
 
@@ -58,6 +60,56 @@ Hooks SteeringHooks(int layer, std::vector<float> vector, float scale, int64_t f
     }
   };
   return hooks;
+}
+
+std::vector<std::vector<float>> LoadControlVectors(std::span<const ControlVectorFile> files,
+                                                   const ModelConfig& config, int layer_start,
+                                                   int layer_end) {
+  const size_t d = static_cast<size_t>(config.d_model);
+  std::vector<std::vector<float>> out(static_cast<size_t>(config.n_layers));
+  for (const ControlVectorFile& f : files) {
+    const gguf::File file = gguf::File::Open(f.path);
+    int found = 0;
+    for (const gguf::TensorInfo& t : file.tensors()) {
+      if (t.name.rfind("direction.", 0) != 0) continue;
+      const std::string where = f.path + ": " + t.name;
+      const std::string index = t.name.substr(10);
+      if (index.empty() || index.size() > 6 || index.find_first_not_of("0123456789") != std::string::npos)
+        throw Error(where + ": not a layer number");
+      const int layer = std::stoi(index);
+      if (layer == 0) throw Error(where + ": block 0 has no direction (llama.cpp's numbering starts at 1)");
+      if (layer >= config.n_layers)
+        throw Error(where + ": the model has blocks 0 to " + std::to_string(config.n_layers - 1) +
+                    " (a control vector for another model?)");
+      if (t.type != gguf::TensorType::kF32 || t.dims.size() != 1 || t.dims[0] != d)
+        throw Error(where + ": expected F32 [" + std::to_string(d) + "], got " +
+                    gguf::TensorTypeName(t.type) + " of " + std::to_string(t.n_elements()) + " values");
+      ++found;
+      if ((layer_start >= 0 && layer < layer_start) || (layer_end >= 0 && layer > layer_end)) continue;
+      std::vector<float>& dst = out[static_cast<size_t>(layer)];
+      if (dst.empty()) dst.assign(d, 0.0f);
+      std::vector<float> src(d);
+      std::memcpy(src.data(), t.data, d * sizeof(float));
+      for (size_t i = 0; i < d; ++i) dst[i] += f.scale * src[i];
+    }
+    if (found == 0) throw Error(f.path + ": no direction.N tensors (not a control vector)");
+  }
+  return out;
+}
+
+void SaveControlVector(const std::string& path, const std::vector<std::vector<float>>& directions,
+                       const std::string& model_hint) {
+  if (!directions.empty() && !directions[0].empty())
+    throw Error("control vector: block 0 cannot have a direction (llama.cpp's numbering starts at 1)");
+  gguf::Writer w;
+  w.SetString("general.architecture", "controlvector");
+  w.SetString("controlvector.model_hint", model_hint);
+  w.SetI32("controlvector.layer_count", static_cast<int32_t>(directions.size()));
+  for (size_t l = 1; l < directions.size(); ++l) {
+    if (directions[l].empty()) continue;
+    w.AddTensorF32("direction." + std::to_string(l), {directions[l].size()}, directions[l]);
+  }
+  w.Write(path);
 }
 
 }  // namespace attn

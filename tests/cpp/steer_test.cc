@@ -140,3 +140,91 @@ TEST(Steering, BadArgumentsAreRefusedByName) {
 
 }  // namespace
 }  // namespace attn
+
+namespace attn {
+namespace {
+
+// A control vector on the model adds its directions to the blocks' outputs: the same numbers as a
+// hook adding them at hook_resid_post, for every pass.
+TEST(ControlVector, EqualsAHookAtTheBlocksOutput) {
+  for (const char* name : {"llama_tiny.gguf", "gpt2_tiny.gguf"}) {
+    SCOPED_TRACE(name);
+    auto model = Model::Load(Fixture(name));
+    const ModelConfig& c = model->config();
+    std::vector<std::vector<float>> directions(static_cast<size_t>(c.n_layers));
+    directions[1].resize(static_cast<size_t>(c.d_model));
+    for (size_t i = 0; i < directions[1].size(); ++i)
+      directions[1][i] = 0.05f * static_cast<float>(i % 7) - 0.1f;
+    const std::vector<int32_t> tokens = Prompt(c.vocab_size, 9);
+    Hooks hooks;
+    hooks.wants = [](const char* n, int layer) {
+      return layer == 1 && std::strcmp(n, "hook_resid_post") == 0;
+    };
+    hooks.fn = [&](const HookPoint& p) {
+      for (int64_t r = 0; r < p.rows; ++r)
+        for (int64_t i = 0; i < p.cols; ++i) p.data[r * p.cols + i] += directions[1][static_cast<size_t>(i)];
+    };
+    const std::vector<float> hooked = RunWithHooks(*model, tokens, hooks, 2);
+    model->SetControlVector(directions);
+    const std::vector<float> steered = RunWithHooks(*model, tokens, Hooks{}, 2);
+    EXPECT_EQ(steered, hooked);
+    model->SetControlVector({});
+    EXPECT_NE(RunWithHooks(*model, tokens, Hooks{}, 2), hooked);
+  }
+}
+
+TEST(ControlVector, FilesRoundTripAddUpAndKeepTheirRange) {
+  auto model = Model::Load(Fixture("llama_tiny.gguf"));
+  const ModelConfig& c = model->config();
+  const size_t d = static_cast<size_t>(c.d_model);
+  std::vector<std::vector<float>> a(static_cast<size_t>(c.n_layers)), b = a;
+  a[1].assign(d, 1.0f);
+  b[1].assign(d, 0.5f);
+  const std::string dir = ::testing::TempDir();
+  SaveControlVector(dir + "/a.gguf", a, "llama");
+  SaveControlVector(dir + "/b.gguf", b, "llama");
+  const std::vector<ControlVectorFile> files = {{dir + "/a.gguf", 2.0f}, {dir + "/b.gguf", -1.0f}};
+  std::vector<std::vector<float>> loaded = LoadControlVectors(files, c);
+  ASSERT_EQ(loaded.size(), static_cast<size_t>(c.n_layers));
+  EXPECT_TRUE(loaded[0].empty());
+  EXPECT_EQ(loaded[1], std::vector<float>(d, 1.5f));
+  loaded = LoadControlVectors(files, c, /*layer_start=*/2, /*layer_end=*/-1);
+  EXPECT_TRUE(loaded[1].empty());
+  std::vector<std::vector<float>> zero(2, std::vector<float>(d, 1.0f));
+  EXPECT_THROW(SaveControlVector(dir + "/z.gguf", zero, "llama"), Error);  // block 0 has none
+}
+
+TEST(ControlVector, BadFilesAreRefusedByName) {
+  auto model = Model::Load(Fixture("llama_tiny.gguf"));
+  const ModelConfig& c = model->config();
+  const auto message = [&](const std::string& path) {
+    try {
+      const std::vector<ControlVectorFile> files = {{path, 1.0f}};
+      LoadControlVectors(files, c);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string dir = ::testing::TempDir();
+  // direction.N beyond the last block, of another width, or not a control vector at all.
+  std::vector<std::vector<float>> far(static_cast<size_t>(c.n_layers + 1));
+  far.back().assign(static_cast<size_t>(c.d_model), 1.0f);
+  SaveControlVector(dir + "/far.gguf", far, "llama");
+  EXPECT_NE(
+      message(dir + "/far.gguf").find("direction." + std::to_string(c.n_layers) + ": the model has blocks"),
+      std::string::npos);
+  std::vector<std::vector<float>> wide(2);
+  wide[1].assign(static_cast<size_t>(c.d_model + 1), 1.0f);
+  SaveControlVector(dir + "/wide.gguf", wide, "llama");
+  EXPECT_NE(message(dir + "/wide.gguf").find("expected F32 [" + std::to_string(c.d_model) + "]"),
+            std::string::npos);
+  EXPECT_NE(message(Fixture("llama_tiny.gguf")).find("no direction.N tensors"), std::string::npos);
+  EXPECT_NE(message(dir + "/missing.gguf").find("missing.gguf"), std::string::npos);
+  EXPECT_THROW(model->SetControlVector(std::vector<std::vector<float>>(static_cast<size_t>(c.n_layers + 1))),
+               Error);
+  EXPECT_THROW(model->SetControlVector({std::vector<float>(3, 1.0f)}), Error);
+}
+
+}  // namespace
+}  // namespace attn

@@ -212,6 +212,7 @@ void AddGenerateCommand(CLI::App& app) {
   auto* cmd = app.add_subcommand("generate", "Continue a prompt with a language model (streams the text)");
   AddModelOptions(cmd, args->model);
   AddChatTemplateOption(cmd, args->model);
+  AddControlVectorOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
   AddContextShiftOptions(cmd, args->gen.context_keep);
@@ -244,6 +245,7 @@ void AddChatCommand(CLI::App& app) {
                                  "other template run as Jinja), one line per turn");
   AddModelOptions(cmd, args->model);
   AddChatTemplateOption(cmd, args->model);
+  AddControlVectorOptions(cmd, args->model);
   AddSamplingOptions(cmd, args->gen.sampling);
   AddKvTypeOption(cmd, args->gen.kv_dtype);
   AddContextShiftOptions(cmd, args->gen.context_keep);

@@ -3,11 +3,14 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <sstream>
 
 #include "attn/error.h"
+#include "attn/steer.h"
 
 namespace attn::cli {
 
@@ -82,7 +85,38 @@ std::unique_ptr<Model> LoadModel(const ModelOptions& options) {
       throw Error("--chat-template-file '" + options.chat_template_file + "': " + e.what());
     }
   }
+  std::vector<ControlVectorFile> vectors;
+  for (const std::string& f : options.control_vectors) vectors.push_back({f, 1.0f});
+  const std::vector<std::string>& scaled = options.control_vectors_scaled;
+  for (size_t i = 0; i + 1 < scaled.size(); i += 2) {
+    char* end = nullptr;
+    const float scale = std::strtof(scaled[i + 1].c_str(), &end);
+    if (end == scaled[i + 1].c_str() || *end != '\0' || !std::isfinite(scale))
+      throw Error("--control-vector-scaled " + scaled[i] + " " + scaled[i + 1] +
+                  ": the scale is not a number");
+    vectors.push_back({scaled[i], scale});
+  }
+  if (!vectors.empty()) {
+    const std::vector<int>& range = options.control_vector_layers;
+    model->SetControlVector(LoadControlVectors(vectors, model->config(), range.empty() ? -1 : range[0],
+                                               range.empty() ? -1 : range[1]));
+  }
   return model;
+}
+
+void AddControlVectorOptions(CLI::App* cmd, ModelOptions& options) {
+  cmd->add_option("--control-vector", options.control_vectors,
+                  "Add a control vector (llama.cpp's GGUF of direction.N tensors, as repeng or "
+                  "llama-cvector-generator write them) to the blocks' outputs (repeatable: they add up)")
+      ->allow_extra_args(false)
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--control-vector-scaled", options.control_vectors_scaled,
+                  "The same, times SCALE: --control-vector-scaled FILE SCALE (repeatable)")
+      ->type_size(2)
+      ->allow_extra_args(false);
+  cmd->add_option("--control-vector-layer-range", options.control_vector_layers,
+                  "Apply control vectors to blocks START to END only (inclusive)")
+      ->expected(2);
 }
 
 void AddChatTemplateOption(CLI::App* cmd, ModelOptions& options) {

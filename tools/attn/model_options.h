@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "attn/generate.h"
@@ -16,6 +17,10 @@ struct ModelOptions {
   std::string model;  // empty = Model::DefaultPath()
   int threads = 0;
   std::string chat_template_file;  // --chat-template-file: replaces the file's chat template
+  // --control-vector FILE, --control-vector-scaled FILE SCALE, --control-vector-layer-range A B.
+  std::vector<std::string> control_vectors;
+  std::vector<std::string> control_vectors_scaled;  // FILE, SCALE, FILE, SCALE, ...
+  std::vector<int> control_vector_layers;           // START, END (empty: every block)
 };
 
 // Adds --model and --threads to a subcommand.
@@ -30,8 +35,11 @@ void AddSamplingOptions(CLI::App* cmd, SamplerOptions& options);
 void AddContextShiftOptions(CLI::App* cmd, int64_t& context_keep);
 // Adds --chat-template-file FILE (llama.cpp's): a Jinja chat template used instead of the model's.
 void AddChatTemplateOption(CLI::App* cmd, ModelOptions& options);
-// Loads the chosen model (with --chat-template-file's template); a missing default model gets a
-// message saying how to fetch it.
+// Adds llama.cpp's control vector options (include/attn/steer.h): --control-vector FILE,
+// --control-vector-scaled FILE SCALE (both repeatable) and --control-vector-layer-range START END.
+void AddControlVectorOptions(CLI::App* cmd, ModelOptions& options);
+// Loads the chosen model (with --chat-template-file's template and the control vectors); a missing default
+// model gets a message saying how to fetch it.
 std::unique_ptr<Model> LoadModel(const ModelOptions& options);
 // A text's tokens as a prompt (BOS where the model adds one); attn::Error when they do not fit the
 // model's context.

@@ -121,6 +121,7 @@ void AddPerplexityCommand(CLI::App& app) {
       "Perplexity of a text, chunk by chunk as llama-perplexity measures it; with --base, the KL divergence "
       "from a base model");
   AddModelOptions(cmd, args->model);
+  AddControlVectorOptions(cmd, args->model);
   AddKvTypeOption(cmd, args->ppl.kv_dtype);
   cmd->add_option("-c,--context", args->ppl.context,
                   "Tokens per chunk; the second half of each chunk is scored (default 512, or the model's "

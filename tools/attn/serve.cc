@@ -337,6 +337,7 @@ void AddServeCommand(CLI::App& app) {
       "Serve a model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming)");
   AddModelOptions(cmd, args->model);
   AddChatTemplateOption(cmd, args->model);
+  AddControlVectorOptions(cmd, args->model);
   AddKvTypeOption(cmd, args->kv_dtype);
   AddContextShiftOptions(cmd, args->context_keep);
   cmd->add_option("--parallel", args->parallel,
