@@ -10,7 +10,9 @@
 // scaled by sqrt(d_model), an RMSNorm on each q / k head, RMSNorms after attention and after the
 // feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
-// softcapped scores and logits); "smollm3" (llama with no RoPE on every fourth layer); "granite"
+// softcapped scores and logits), "gemma" (Gemma 1: llama with Gemma's embedding scale and GELU
+// gate), "olmo2" (RMSNorms after attention and the feed-forward block instead of before, and over
+// each token's whole q and k rows); "smollm3" (llama with no RoPE on every fourth layer); "granite"
 // (llama with four multipliers: embeddings, residual branches, the score scale and the logits);
 // "gpt-oss" (OpenAI's: learned attention sinks, biases on every
 // projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
@@ -43,6 +45,8 @@ enum class Arch : uint8_t {
   kQwen3,
   kQwen3Moe,
   kOlmoe,
+  kOlmo2,
+  kGemma,
   kGemma2,
   kGemma3,
   kPhi3,
@@ -77,6 +81,7 @@ struct ModelConfig {
   bool qk_norm_full = false;   // RMSNorm over each token's whole query and whole key row instead (olmoe)
   float embed_scale = 1.0f;    // token embeddings are multiplied by it (gemma*: sqrt(d_model))
   bool post_norms = false;     // RMSNorm of the attention and feed-forward outputs before the residual add
+  bool pre_norms = true;       // RMSNorm of each sub-block's input (olmo2 has the post norms only)
   bool gelu_gate = false;      // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
   bool fused_qkv = false;      // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
   bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise

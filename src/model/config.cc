@@ -89,6 +89,18 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kOlmoe;
     c.rope_neox = c.qk_norm_full = true;
     c.expert_weights_norm = false;  // as llama.cpp and transformers run OLMoE
+  } else if (c.arch_name == "olmo2") {
+    // OLMo 2: no norm before the sub-blocks, an RMSNorm of each one's output (post_attention_norm,
+    // post_ffw_norm) and of each token's whole query and key rows.
+    c.arch = Arch::kOlmo2;
+    c.rope_neox = c.qk_norm_full = c.post_norms = true;
+    c.pre_norms = false;
+    if (GetInt(file, c.arch_name + ".attention.sliding_window", 0, kMaxDim, &kZero) > 0)
+      throw Error("model: olmo2 with attention.sliding_window (OLMo 3's sliding layers) is not supported");
+  } else if (c.arch_name == "gemma") {
+    // Gemma (1): Llama's blocks with a GELU-gated feed-forward and embeddings scaled by sqrt(d_model).
+    c.arch = Arch::kGemma;
+    c.rope_neox = c.gelu_gate = true;
   } else if (c.arch_name == "gemma2") {
     c.arch = Arch::kGemma2;
     c.rope_neox = c.post_norms = c.gelu_gate = true;
@@ -113,10 +125,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // attn's trainer writes gpt2 files, with learned sinks when it trained them (train.h).
     c.attn_sinks = file.FindTensor("blk.0.attn_sinks.weight") != nullptr;
   } else {
-    throw Error(
-        "model: architecture '" + c.arch_name +
-        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, gemma2, gemma3, phi3, smollm3, "
-        "granite, gpt-oss and gpt2 are)");
+    throw Error("model: architecture '" + c.arch_name +
+                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
+                "gemma3, phi3, "
+                "smollm3, granite, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
@@ -219,6 +231,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else {
     c.norm_eps = GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f);
   }
+  if (c.arch == Arch::kGemma) c.embed_scale = std::sqrt(static_cast<float>(c.d_model));
   if (c.arch == Arch::kGemma3) {
     // As llama.cpp reads Gemma 3: the embedding scale sqrt(d_model); with attention.sliding_window,
     // five sliding layers in every six (the sixth, 5, 11, ..., global) at RoPE base 10000.

@@ -605,9 +605,12 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
         f(r0, std::min(n, r0 + kRowsPerTask));
       });
     };
+    // Without a weight (olmo2's sub-block inputs) the rows pass unchanged.
     auto norm = [&](const WeightMatrix& weight, const WeightMatrix& bias, const float* x, float* y) {
       by_rows([&](int64_t r0, int64_t r1) {
-        if (c.norm == NormKind::kRms) {
+        if (weight.data == nullptr) {
+          if (y != x) std::copy(x + r0 * d, x + r1 * d, y + r0 * d);
+        } else if (c.norm == NormKind::kRms) {
           ops::RmsNorm(x + r0 * d, Floats(weight), y + r0 * d, r1 - r0, d, c.norm_eps);
         } else {
           ops::LayerNorm(x + r0 * d, Floats(weight), Floats(bias), y + r0 * d, r1 - r0, d, c.norm_eps);

@@ -82,7 +82,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     auto vec = [&](const char* n, const char* suffix, int64_t cols, WeightMatrix& slot) {
       fn(TensorSpec{p + n + suffix, 1, cols, TensorKind::kVector, true}, slot);
     };
-    vec("attn_norm", ".weight", d, L.attn_norm);
+    if (c.pre_norms) vec("attn_norm", ".weight", d, L.attn_norm);
     if (gpt2) {
       vec("attn_norm", ".bias", d, L.attn_norm_bias);
       mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);
@@ -118,7 +118,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       if (c.out_bias) vec("attn_output", ".bias", d, L.bo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
       // gpt-oss's norm before the feed-forward block is named post_attention_norm.
-      vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
+      if (c.pre_norms) vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
       if (c.n_expert > 0) {  // as llama.cpp's converters write Mixtral, Qwen3-MoE and gpt-oss
         const int64_t e = c.n_expert, ff = c.d_ff_expert;
         mat("ffn_gate_inp", e, d, L.router);

@@ -1,6 +1,7 @@
-"""The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2 and phi3
-(fused QKV and gate-up, partial rotary, LongRoPE) paths, and the mixture-of-experts ones (Mixtral as
-a llama file, qwen3moe, qwen2moe with its shared expert, olmoe with its whole-row q / k norms) against
+"""The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2, gemma (1), olmo2
+(post-norms only, whole-row q / k norms) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
+and the mixture-of-experts ones (Mixtral as a llama file, qwen3moe, qwen2moe with its shared expert, olmoe
+with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
 does (llama.cpp reads the same files to the same logits), their logits committed as a fixture
 (tests/fixtures/make_hf_decoders_fixture.py has the versions and the layout)."""
@@ -25,7 +26,7 @@ def golden():
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
-         "olmoe", "gptoss", "smollm3", "granite"]
+         "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss"}  # the general.architecture of the others is their name
 
 
@@ -37,8 +38,8 @@ def test_logits_match_transformers(golden, arch, kind, key):
     c = model.config
     assert c["arch"] == GGUF_ARCH.get(arch, arch)
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
-    assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2") else 16)
-    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite"))
+    assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2", "gemma") else 16)
+    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite", "gemma"))
     scales = (12.0, 0.22, 0.0625, 8.0) if arch == "granite" else (c["embed_scale"], 1.0, c["attn_scale"], 1.0)
     np.testing.assert_allclose((c["embed_scale"], c["residual_scale"], c["attn_scale"], c["logit_scale"]), scales,
                                rtol=1e-6)
@@ -106,7 +107,7 @@ def test_llamacpp_read_the_same_files(golden):
     checks = golden["llamacpp"]["max_rel_diff_vs_transformers"]
     assert set(checks) == {f"{a}_{k}" for a in ARCHS for k in ("f32", "f16")}
     assert max(v for k, v in checks.items() if k.endswith("f32") and not k.startswith("gemma")) < 1e-4
-    assert max(checks["gemma3_f32"], checks["gemma2_f32"]) < 5e-3  # llama.cpp's CPU GELU: an F16 table
+    assert max(checks["gemma3_f32"], checks["gemma2_f32"], checks["gemma_f32"]) < 5e-3  # llama.cpp's GELU: an F16 table
 
 
 @pytest.mark.parametrize("arch", ARCHS)
