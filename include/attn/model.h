@@ -11,11 +11,12 @@
 // feed-forward block, a GELU gate, and sliding-window attention on five of every six layers with
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
 // softcapped scores and logits), "gemma" (Gemma 1: llama with Gemma's embedding scale and GELU
-// gate), "olmo2" (RMSNorms after attention and the feed-forward block instead of before, and over
-// each token's whole q and k rows); "smollm3" (llama with no RoPE on every fourth layer); "granite"
-// (llama with four multipliers: embeddings, residual branches, the score scale and the logits);
-// "gpt-oss" (OpenAI's: learned attention sinks, biases on every
-// projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
+// gate), "starcoder2" (LayerNorm, biases everywhere, an ungated GELU feed-forward), "phi2" (the
+// same with partial rotary, attention and feed-forward in parallel, a biased unembedding), "olmo2" (RMSNorms
+// after attention and the feed-forward block instead of before, and over each token's whole q and k rows);
+// "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
+// residual branches, the score scale and the logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on
+// every projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
 // SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
 #pragma once
 
@@ -48,6 +49,8 @@ enum class Arch : uint8_t {
   kOlmo2,
   kGemma,
   kGemma2,
+  kStarcoder2,
+  kPhi2,
   kGemma3,
   kPhi3,
   kGptOss,
@@ -78,10 +81,16 @@ struct ModelConfig {
   bool out_bias = false;         // the attention output projection has a bias (gpt2, gpt-oss)
   bool attn_sinks = false;  // a learned sink logit per query head (gpt-oss; gpt2 files of attn train --sinks)
   bool qk_norm = false;     // RMSNorm over head_dim on every query and key head before RoPE (qwen3, gemma3)
-  bool qk_norm_full = false;   // RMSNorm over each token's whole query and whole key row instead (olmoe)
-  float embed_scale = 1.0f;    // token embeddings are multiplied by it (gemma*: sqrt(d_model))
-  bool post_norms = false;     // RMSNorm of the attention and feed-forward outputs before the residual add
-  bool pre_norms = true;       // RMSNorm of each sub-block's input (olmo2 has the post norms only)
+  bool qk_norm_full = false;  // RMSNorm over each token's whole query and whole key row instead (olmoe)
+  float embed_scale = 1.0f;   // token embeddings are multiplied by it (gemma*: sqrt(d_model))
+  bool post_norms = false;    // RMSNorm of the attention and feed-forward outputs before the residual add
+  bool pre_norms = true;      // RMSNorm of each sub-block's input (olmo2 has the post norms only)
+  // An ungated feed-forward: up (+ bias), GELU (tanh), down (+ bias) (gpt2, starcoder2, phi2).
+  bool gelu_mlp = false;
+  // Attention and feed-forward both read the norm of the block's input, and both outputs join the
+  // residual stream at once (phi2: one norm per block, no ffn_norm).
+  bool parallel_residual = false;
+  bool output_bias = false;    // the unembedding has a bias (phi2)
   bool gelu_gate = false;      // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
   bool fused_qkv = false;      // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
   bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise

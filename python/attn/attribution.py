@@ -16,7 +16,8 @@ logit is linear in the parts and each part gets its share:
 
     share(c) = (c / scale) . (gain * (W_U[target] - W_U[baseline])) / logit_scale
 
-(LayerNorm: c centered first; its bias is one more part, "ln_final.bias".) The attention of a
+(LayerNorm: c centered first; its bias is one more part, "ln_final.bias"; phi2's unembedding bias
+is "output.bias".) The attention of a
 block splits further into its heads (z_h W_O_h, "L{l}H{h}"), its output bias ("L{l}.attn_bias")
 and what the model's own arithmetic adds beyond float64 (the 8-bit activations of quantized
 products: "L{l}.attn_rest", small). Models whose blocks norm their outputs before the add
@@ -128,6 +129,9 @@ def logit_attribution(model, tokens, target, *, baseline=None, pos: int = -1, th
     if c["norm"] == "layer" and "output_norm.bias" in names:
         beta = _attn.read_tensor(path, "output_norm.bias").astype(np.float64)
         parts.append(("ln_final.bias", float(np.dot(beta, u)) / c["logit_scale"]))
+    if "output.bias" in names:  # phi2's unembedding bias, added to the logits directly
+        ob = _attn.read_tensor(path, "output.bias").astype(np.float64)
+        parts.append(("output.bias", float(ob[t] - (ob[b] if b is not None else 0.0)) / c["logit_scale"]))
 
     row = logits[pos].astype(np.float64)
     logit = row[t] - (row[b] if b is not None else 0.0)

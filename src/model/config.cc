@@ -101,6 +101,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // Gemma (1): Llama's blocks with a GELU-gated feed-forward and embeddings scaled by sqrt(d_model).
     c.arch = Arch::kGemma;
     c.rope_neox = c.gelu_gate = true;
+  } else if (c.arch_name == "starcoder2") {
+    // StarCoder2: LayerNorms with biases, biases on every projection, an ungated GELU feed-forward.
+    c.arch = Arch::kStarcoder2;
+    c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = true;
+  } else if (c.arch_name == "phi2") {
+    // Phi-2: as starcoder2, with one LayerNorm per block feeding attention and the feed-forward in
+    // parallel, partial rotary dimensions and a bias on the unembedding; Q, K and V fused or not.
+    c.arch = Arch::kPhi2;
+    c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = c.parallel_residual = c.output_bias = true;
+    c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
   } else if (c.arch_name == "gemma2") {
     c.arch = Arch::kGemma2;
     c.rope_neox = c.post_norms = c.gelu_gate = true;
@@ -127,11 +137,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else {
     throw Error("model: architecture '" + c.arch_name +
                 "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-                "gemma3, phi3, "
-                "smollm3, granite, gpt-oss and gpt2 are)");
+                "gemma3, phi2, phi3, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
-  c.norm = gpt2 ? NormKind::kLayer : NormKind::kRms;
+  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 ? NormKind::kLayer : NormKind::kRms;
   if (const gguf::Value* n = file.Find("general.name")) {
     if (const auto* s = std::get_if<std::string>(&n->data)) c.name = *s;
   }
@@ -188,7 +197,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.head_dim = c.d_model / c.n_heads;
   }
   if (!gpt2) {
-    c.norm_eps = GetFloat(file, a + "attention.layer_norm_rms_epsilon", 1e-5f);
+    c.norm_eps = c.norm == NormKind::kLayer ? GetFloat(file, a + "attention.layer_norm_epsilon", 1e-5f)
+                                            : GetFloat(file, a + "attention.layer_norm_rms_epsilon", 1e-5f);
     c.rope_dim = GetInt(file, a + "rope.dimension_count", 2, c.head_dim, &c.head_dim);
     if (c.rope_dim % 2 != 0)
       throw Error("model: rope.dimension_count " + std::to_string(c.rope_dim) + " is odd");
@@ -340,6 +350,17 @@ void LoadWeights(const gguf::File& file, const ModelConfig& config, Model::Weigh
       L.wq = rows_of(L.wqkv, 0, q_dim);
       L.wk = rows_of(L.wqkv, q_dim, kv_dim);
       L.wv = rows_of(L.wqkv, q_dim + kv_dim, kv_dim);
+      if (L.bqkv.data != nullptr) {  // phi2: the fused bias, cut the same way
+        const auto floats_of = [&](int64_t f0, int64_t count) {
+          WeightMatrix v = L.bqkv;
+          v.data = L.bqkv.data + static_cast<size_t>(f0) * sizeof(float);
+          v.cols = count;
+          return v;
+        };
+        L.bq = floats_of(0, q_dim);
+        L.bk = floats_of(q_dim, kv_dim);
+        L.bv = floats_of(q_dim + kv_dim, kv_dim);
+      }
     }
     if (config.fused_gate_up) {  // gate first, as HF's gate_up_proj and llama.cpp's swiglu split it
       const WeightMatrix both = L.w_up;

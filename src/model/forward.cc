@@ -479,8 +479,10 @@ void Model::Forward(Session& session, std::span<const int32_t> tokens, float* lo
 
 namespace {
 
-// The logit scale (granite) and final softcap (gemma 2) on logits [rows, vocab].
-void FinishLogits(const ModelConfig& c, float* out, int64_t rows) {
+// The unembedding's bias (phi2), the logit scale (granite) and final softcap (gemma 2) on logits
+// [rows, vocab].
+void FinishLogits(const ModelConfig& c, const Model::Weights& w, float* out, int64_t rows) {
+  if (w.output_bias.data != nullptr) ops::AddBias(out, Floats(w.output_bias), rows, c.vocab_size);
   if (c.logit_scale != 1.0f) ops::Scale(out, 1.0f / c.logit_scale, rows * c.vocab_size);
   if (c.final_softcap > 0.0f) {
     const float cap = c.final_softcap;
@@ -830,10 +832,10 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
       }
       point("hook_resid_mid", layer, x, d);
 
-      // Feed-forward sub-block.
-      norm(L.ffn_norm, L.ffn_norm_bias, x, s.h.data());
+      // Feed-forward sub-block (phi2's reads the block input's norm, still in s.h).
+      if (!c.parallel_residual) norm(L.ffn_norm, L.ffn_norm_bias, x, s.h.data());
       point("ln2.hook_normalized", layer, s.h.data(), d);
-      if (gpt2) {
+      if (gpt2 || c.gelu_mlp) {
         matmul(L.w_up, s.h.data(), d, s.up.data(), c.d_ff);
         ops::AddBias(s.up.data(), Floats(L.b_up), n, c.d_ff);
         point("mlp.hook_pre", layer, s.up.data(), c.d_ff);
@@ -907,7 +909,7 @@ void Model::ForwardBatch(std::span<const BatchItem> items, float* logits,
     float* out = logits + (all_logits ? logit_row : first_item) * c.vocab_size;
     logit_row += n;
     MatMul(w.output, h, rows, d, out, c.vocab_size, pool, threads);
-    FinishLogits(c, out, rows);
+    FinishLogits(c, w, out, rows);
   }
 }
 
@@ -925,7 +927,7 @@ void Model::Unembed(const float* x, int64_t rows, float* logits, int threads) co
                    c.norm_eps);
   }
   MatMul(w.output, h.data(), rows, c.d_model, logits, c.vocab_size, ThreadPool::Global(), threads);
-  FinishLogits(c, logits, rows);
+  FinishLogits(c, w, logits, rows);
 }
 
 }  // namespace attn

@@ -39,8 +39,9 @@ struct Model::Weights {
   WeightMatrix token_embd;  // [vocab, d_model]
   WeightMatrix pos_embd;    // gpt2: [context, d_model]
   WeightMatrix output_norm, output_norm_bias;
-  WeightMatrix output;      // [vocab, d_model]; = token_embd when tied
-  WeightMatrix rope_freqs;  // [1, rope_dim / 2]: per-pair frequency divisors (Llama 3.1), optional
+  WeightMatrix output;       // [vocab, d_model]; = token_embd when tied
+  WeightMatrix output_bias;  // phi2: [1, vocab]
+  WeightMatrix rope_freqs;   // [1, rope_dim / 2]: per-pair frequency divisors (Llama 3.1), optional
   WeightMatrix rope_factors_long, rope_factors_short;  // phi3 LongRoPE: the same, by context size
   std::vector<LayerWeights> layers;
 };
@@ -82,7 +83,9 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     auto vec = [&](const char* n, const char* suffix, int64_t cols, WeightMatrix& slot) {
       fn(TensorSpec{p + n + suffix, 1, cols, TensorKind::kVector, true}, slot);
     };
+    const bool layer_norm = c.norm == NormKind::kLayer;
     if (c.pre_norms) vec("attn_norm", ".weight", d, L.attn_norm);
+    if (layer_norm && !gpt2) vec("attn_norm", ".bias", d, L.attn_norm_bias);
     if (gpt2) {
       vec("attn_norm", ".bias", d, L.attn_norm_bias);
       mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);
@@ -101,6 +104,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     } else {
       if (c.fused_qkv) {
         mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);  // split into wq, wk, wv views by LoadWeights
+        if (c.qkv_bias) vec("attn_qkv", ".bias", q_dim + 2 * kv_dim, L.bqkv);  // and bq, bk, bv
       } else {
         mat("attn_q", q_dim, d, L.wq);
         if (c.qkv_bias) vec("attn_q", ".bias", q_dim, L.bq);
@@ -118,7 +122,17 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       if (c.out_bias) vec("attn_output", ".bias", d, L.bo);
       if (c.post_norms) vec("post_attention_norm", ".weight", d, L.post_attn_norm);
       // gpt-oss's norm before the feed-forward block is named post_attention_norm.
-      if (c.pre_norms) vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
+      if (c.pre_norms && !c.parallel_residual) {
+        vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
+        if (layer_norm) vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
+      }
+      if (c.gelu_mlp) {
+        mat("ffn_up", c.d_ff, d, L.w_up);
+        vec("ffn_up", ".bias", c.d_ff, L.b_up);
+        mat("ffn_down", d, c.d_ff, L.w_down);
+        vec("ffn_down", ".bias", d, L.b_down);
+        continue;
+      }
       if (c.n_expert > 0) {  // as llama.cpp's converters write Mixtral, Qwen3-MoE and gpt-oss
         const int64_t e = c.n_expert, ff = c.d_ff_expert;
         mat("ffn_gate_inp", e, d, L.router);
@@ -150,8 +164,10 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     }
   }
   fn(TensorSpec{"output_norm.weight", 1, d, TensorKind::kVector, true}, w.output_norm);
-  if (gpt2) fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
+  if (c.norm == NormKind::kLayer)
+    fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
   fn(TensorSpec{"output.weight", c.vocab_size, d, TensorKind::kMatrix, false}, w.output);
+  if (c.output_bias) fn(TensorSpec{"output.bias", 1, c.vocab_size, TensorKind::kVector, true}, w.output_bias);
   if (!gpt2) fn(TensorSpec{"rope_freqs.weight", 1, c.rope_dim / 2, TensorKind::kVector, false}, w.rope_freqs);
   if (c.arch == Arch::kPhi3) {
     fn(TensorSpec{"rope_factors_long.weight", 1, c.rope_dim / 2, TensorKind::kVector, false},

@@ -1,5 +1,6 @@
 """The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2, gemma (1), olmo2
-(post-norms only, whole-row q / k norms) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
+(post-norms only, whole-row q / k norms), starcoder2 (LayerNorm, biases, ungated GELU), phi2 (the same in
+parallel, partial rotary, a biased unembedding) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
 and the mixture-of-experts ones (Mixtral as a llama file, qwen3moe, qwen2moe with its shared expert, olmoe
 with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
@@ -26,7 +27,7 @@ def golden():
 
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
-         "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2"]
+         "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2", "starcoder2", "phi2"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss"}  # the general.architecture of the others is their name
 
 
@@ -39,7 +40,7 @@ def test_logits_match_transformers(golden, arch, kind, key):
     assert c["arch"] == GGUF_ARCH.get(arch, arch)
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2", "gemma") else 16)
-    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite", "gemma"))
+    assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite", "gemma", "starcoder2"))
     scales = (12.0, 0.22, 0.0625, 8.0) if arch == "granite" else (c["embed_scale"], 1.0, c["attn_scale"], 1.0)
     np.testing.assert_allclose((c["embed_scale"], c["residual_scale"], c["attn_scale"], c["logit_scale"]), scales,
                                rtol=1e-6)
@@ -106,8 +107,9 @@ def test_llamacpp_read_the_same_files(golden):
     # with transformers', so the files follow llama.cpp's conventions, not only attn's.
     checks = golden["llamacpp"]["max_rel_diff_vs_transformers"]
     assert set(checks) == {f"{a}_{k}" for a in ARCHS for k in ("f32", "f16")}
-    assert max(v for k, v in checks.items() if k.endswith("f32") and not k.startswith("gemma")) < 1e-4
-    assert max(checks["gemma3_f32"], checks["gemma2_f32"], checks["gemma_f32"]) < 5e-3  # llama.cpp's GELU: an F16 table
+    gelu = ("gemma3", "gemma2", "gemma", "starcoder2", "phi2")  # llama.cpp's CPU GELU reads an F16 table
+    assert max(v for k, v in checks.items() if k.endswith("f32") and k[:-4] not in gelu) < 1e-4
+    assert max(checks[f"{a}_f32"] for a in gelu) < 5e-3
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -460,3 +462,35 @@ def test_expert_choices_are_hook_points(golden):
     assert np.abs(forced - logits).max() > 1e-2
     with pytest.raises(ValueError, match=r"mlp.hook_expert_indices holds 4.0+ \(must be an expert id in \[0, 4\)\)"):
         model.run_with_hooks(ids, [reroute("blocks.1.mlp.hook_expert_indices", np.array([4.0, 0.0]))])
+
+
+def test_phi2_fused_qkv_reads_as_separate(tmp_path, golden):
+    # Phi-2 files come with Q, K and V fused (attn_qkv, as llama.cpp's converter writes the original
+    # Wqkv checkpoints) or separate: the same model either way.
+    import gguf
+
+    entry = golden["models"]["phi2"]
+    src = os.path.join(FIXTURES, entry["files"]["f32"])
+    r = gguf.GGUFReader(src)
+    t = {x.name: np.array(x.data) for x in r.tensors}
+    w = gguf.GGUFWriter(str(tmp_path / "fused.gguf"), "phi2")
+    for name, field in r.fields.items():
+        if not name.startswith("GGUF.") and name != "general.architecture":
+            vtype = field.types[0]
+            w.add_key_value(name, field.contents(), vtype,
+                            **({"sub_type": field.types[-1]} if vtype == gguf.GGUFValueType.ARRAY else {}))
+    for x in r.tensors:
+        blk, _, rest = x.name.partition(".attn_")
+        if rest in ("q.weight", "q.bias"):
+            suffix = rest.split(".")[1]
+            fused = np.concatenate([t[f"{blk}.attn_{p}.{suffix}"] for p in "qkv"], axis=0)
+            w.add_tensor(f"{blk}.attn_qkv.{suffix}", fused)
+        elif rest[:2] not in ("k.", "v."):
+            w.add_tensor(x.name, np.array(x.data), raw_shape=list(reversed(x.shape.tolist())), raw_dtype=x.tensor_type)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    fused = attn.Model.load(str(tmp_path / "fused.gguf"))
+    case = entry["cases"][0]
+    np.testing.assert_array_equal(fused.logits(case["ids"]), attn.Model.load(src).logits(case["ids"]))
