@@ -12,7 +12,9 @@
 // their own RoPE base) and "gemma2" (the same without q / k norms, every other layer sliding,
 // softcapped scores and logits), "gemma" (Gemma 1: llama with Gemma's embedding scale and GELU
 // gate), "starcoder2" (LayerNorm, biases everywhere, an ungated GELU feed-forward), "phi2" (the
-// same with partial rotary, attention and feed-forward in parallel, a biased unembedding), "olmo2" (RMSNorms
+// same with partial rotary, attention and feed-forward in parallel, a biased unembedding),
+// "stablelm" (LayerNorm, partial rotary, SwiGLU, optional Q / K / V biases, parallel blocks when
+// the file has no ffn_norm), "olmo2" (RMSNorms
 // after attention and the feed-forward block instead of before, and over each token's whole q and k rows);
 // "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
 // residual branches, the score scale and the logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on
@@ -51,6 +53,7 @@ enum class Arch : uint8_t {
   kGemma2,
   kStarcoder2,
   kPhi2,
+  kStableLM,
   kGemma3,
   kPhi3,
   kGptOss,

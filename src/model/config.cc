@@ -111,6 +111,17 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kPhi2;
     c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = c.parallel_residual = c.output_bias = true;
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "stablelm") {
+    // StableLM 2: LayerNorms with biases, partial rotary, SwiGLU; Q, K and V biases where the file has
+    // them (the 1.6B), attention and feed-forward in parallel where it has no ffn_norm (the 12B, as
+    // llama.cpp decides). The 12B's per-head q / k LayerNorms are refused by name.
+    c.arch = Arch::kStableLM;
+    c.rope_neox = true;
+    c.qkv_bias = file.FindTensor("blk.0.attn_q.bias") != nullptr;
+    c.parallel_residual = file.FindTensor("blk.0.ffn_norm.weight") == nullptr;
+    if (file.FindTensor("blk.0.attn_q_norm.weight") != nullptr)
+      throw Error(
+          "model: stablelm with per-head q / k LayerNorms (attn_q_norm: StableLM 2 12B) is not supported");
   } else if (c.arch_name == "gemma2") {
     c.arch = Arch::kGemma2;
     c.rope_neox = c.post_norms = c.gelu_gate = true;
@@ -137,10 +148,12 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else {
     throw Error("model: architecture '" + c.arch_name +
                 "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-                "gemma3, phi2, phi3, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
+                "gemma3, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
-  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 ? NormKind::kLayer : NormKind::kRms;
+  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM
+               ? NormKind::kLayer
+               : NormKind::kRms;
   if (const gguf::Value* n = file.Find("general.name")) {
     if (const auto* s = std::get_if<std::string>(&n->data)) c.name = *s;
   }

@@ -98,7 +98,7 @@ INSTANTIATE_TEST_SUITE_P(Fixtures, LensTest,
                          ::testing::Values("gpt2_tiny.gguf", "llama_tiny.gguf", "llama_tiny_f16.gguf",
                                            "granite_tiny.gguf", "gemma2_tiny.gguf", "qwen3moe_tiny.gguf",
                                            "olmo2_tiny.gguf", "gemma_tiny.gguf", "starcoder2_tiny.gguf",
-                                           "phi2_tiny.gguf"),
+                                           "phi2_tiny.gguf", "stablelm_parallel_tiny.gguf"),
                          [](const ::testing::TestParamInfo<std::string>& info) {
                            std::string name = info.param.substr(0, info.param.find('.'));
                            for (char& ch : name)
