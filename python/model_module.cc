@@ -824,6 +824,14 @@ void BindModel(nb::module_& m) {
           },
           nb::arg("adds"), nb::arg("subs"), nb::arg("layer"), nb::arg("threads"))
       .def(
+          "control_vector_from_pairs",
+          [](const attn::Model& model, const std::vector<std::vector<int32_t>>& adds,
+             const std::vector<std::vector<int32_t>>& subs, int threads) {
+            nb::gil_scoped_release release;
+            return attn::ControlVectorFromPairs(model, adds, subs, threads);
+          },
+          nb::arg("adds"), nb::arg("subs"), nb::arg("threads"))
+      .def(
           "logit_lens",
           [](const attn::Model& model, const std::vector<int32_t>& tokens, int top_k, int threads) {
             attn::LogitLens lens;

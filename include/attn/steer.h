@@ -19,6 +19,15 @@ namespace attn {
 std::vector<float> SteeringVector(const Model& model, std::span<const std::vector<int32_t>> adds,
                                   std::span<const std::vector<int32_t>> subs, int layer, int threads = 0);
 
+// The same difference at every block's output at once (blocks.{l}.hook_resid_post, l = 1 ..
+// n_layers - 1; out[0] stays empty, since a control vector has no direction for block 0): the
+// directions of a control vector (llama.cpp's llama-cvector-generator with its mean method, without
+// normalizing: scale 1 adds one average difference). out[l] equals SteeringVector at layer l + 1.
+std::vector<std::vector<float>> ControlVectorFromPairs(const Model& model,
+                                                       std::span<const std::vector<int32_t>> adds,
+                                                       std::span<const std::vector<int32_t>> subs,
+                                                       int threads = 0);
+
 // Hooks that add scale x vector to blocks.{layer}.hook_resid_pre at every position >= from (on every
 // pass: give them to GenerateOptions::hooks or RunWithHooks). from = 1 leaves position 0 alone:
 // models park unused attention there (the attention sink), and moving its activations breaks them.

@@ -20,6 +20,7 @@ generation, `attn serve`'s slots, perplexity). `load_control_vector` reads one f
 `Model.set_control_vector`, `save_control_vector` writes one llama.cpp loads:
 
     >>> m.set_control_vector({9: 2.0 * v})        # block 9's output is block 10's input
+    >>> cv = steering.control_vector(m, ["I love you", "This is wonderful"], ["I hate you", "This is terrible"])
     >>> steering.save_control_vector("love.gguf", {9: v}, model_hint="llama")
     >>> m.set_control_vector(steering.load_control_vector(m, "love.gguf", scale=2.0))
 """
@@ -30,7 +31,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["vector", "add", "load_control_vector", "save_control_vector"]
+__all__ = ["vector", "add", "control_vector", "load_control_vector", "save_control_vector"]
 
 
 def _sequences(model, name: str, texts) -> list[list[int]]:
@@ -88,6 +89,17 @@ def add(layer: int, vector: np.ndarray, scale: float = 1.0, from_position: int =
         act[0, first:] += delta
 
     return f"blocks.{layer}.{point}", hook
+
+
+def control_vector(model, add, sub, threads: int | None = None) -> dict:
+    """The same differences at every block's output at once, {block: float32 [d_model]} for blocks
+    1 to n_layers - 1 (a control vector has none for block 0): what `attn cvector` writes, for
+    set_control_vector or save_control_vector. Block l's equals vector(..., layer=l + 1)."""
+    adds, subs = _sequences(model, "add", add), _sequences(model, "sub", sub)
+    if len(adds) != len(subs):
+        raise ValueError(f"steering.control_vector: {len(adds)} texts to add and {len(subs)} to subtract (give pairs)")
+    rows = model._m.control_vector_from_pairs(adds, subs, 0 if threads is None else int(threads))
+    return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(rows) if len(row)}
 
 
 def load_control_vector(model, path, scale: float = 1.0, layer_range: tuple[int, int] | None = None) -> dict:

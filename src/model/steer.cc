@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <utility>
 
@@ -12,37 +13,62 @@
 
 namespace attn {
 
+namespace {
+
+// The mean over pairs of (last row of `name` for adds[k]) - (the same for subs[k]) at each layer
+// `wants_layer` accepts: out[layer] ([d_model]), empty elsewhere.
+std::vector<std::vector<float>> MeanDifferences(const Model& model,
+                                                std::span<const std::vector<int32_t>> adds,
+                                                std::span<const std::vector<int32_t>> subs, const char* name,
+                                                const std::function<bool(int)>& wants_layer, int threads) {
+  const ModelConfig& c = model.config();
+  if (adds.empty() || adds.size() != subs.size())
+    throw Error("steering: " + std::to_string(adds.size()) + " texts to add and " +
+                std::to_string(subs.size()) + " to subtract (give as many of each, at least one)");
+  const size_t d = static_cast<size_t>(c.d_model);
+  std::vector<std::vector<float>> sum(static_cast<size_t>(c.n_layers));
+  const auto last_rows = [&](std::span<const int32_t> tokens, float sign) {
+    if (tokens.empty()) throw Error("steering: a text with no tokens");
+    Hooks hooks;
+    hooks.read_only = true;
+    hooks.wants = [&](const char* n, int l) { return l >= 0 && std::strcmp(n, name) == 0 && wants_layer(l); };
+    hooks.fn = [&](const HookPoint& p) {
+      if (p.pos0 + p.rows != static_cast<int64_t>(tokens.size())) return;  // not the pass's last piece
+      std::vector<float>& acc = sum[static_cast<size_t>(p.layer)];
+      if (acc.empty()) acc.assign(d, 0.0f);
+      const float* row = p.data + (p.rows - 1) * p.cols;
+      for (size_t i = 0; i < d; ++i) acc[i] += sign * row[i];
+    };
+    (void)RunWithHooks(model, tokens, hooks, threads);
+  };
+  for (size_t k = 0; k < adds.size(); ++k) {
+    last_rows(adds[k], 1.0f);
+    last_rows(subs[k], -1.0f);
+  }
+  for (std::vector<float>& row : sum)
+    for (float& v : row) v /= static_cast<float>(adds.size());
+  return sum;
+}
+
+}  // namespace
+
 std::vector<float> SteeringVector(const Model& model, std::span<const std::vector<int32_t>> adds,
                                   std::span<const std::vector<int32_t>> subs, int layer, int threads) {
   const ModelConfig& c = model.config();
   if (layer < 0 || layer >= c.n_layers)
     throw Error("steering: layer " + std::to_string(layer) + " is not in [0, " + std::to_string(c.n_layers) +
                 ")");
-  if (adds.empty() || adds.size() != subs.size())
-    throw Error("steering: " + std::to_string(adds.size()) + " texts to add and " +
-                std::to_string(subs.size()) + " to subtract (give as many of each, at least one)");
-  const size_t d = static_cast<size_t>(c.d_model);
-  std::vector<float> sum(d, 0.0f);
-  const auto last_row = [&](std::span<const int32_t> tokens, float sign) {
-    if (tokens.empty()) throw Error("steering: a text with no tokens");
-    Hooks hooks;
-    hooks.read_only = true;
-    hooks.wants = [layer](const char* name, int l) {
-      return l == layer && std::strcmp(name, "hook_resid_pre") == 0;
-    };
-    hooks.fn = [&](const HookPoint& p) {
-      if (p.pos0 + p.rows != static_cast<int64_t>(tokens.size())) return;  // not the pass's last piece
-      const float* row = p.data + (p.rows - 1) * p.cols;
-      for (size_t i = 0; i < d; ++i) sum[i] += sign * row[i];
-    };
-    (void)RunWithHooks(model, tokens, hooks, threads);
-  };
-  for (size_t k = 0; k < adds.size(); ++k) {
-    last_row(adds[k], 1.0f);
-    last_row(subs[k], -1.0f);
-  }
-  for (float& v : sum) v /= static_cast<float>(adds.size());
-  return sum;
+  return MeanDifferences(
+      model, adds, subs, "hook_resid_pre", [layer](int l) { return l == layer; },
+      threads)[static_cast<size_t>(layer)];
+}
+
+std::vector<std::vector<float>> ControlVectorFromPairs(const Model& model,
+                                                       std::span<const std::vector<int32_t>> adds,
+                                                       std::span<const std::vector<int32_t>> subs,
+                                                       int threads) {
+  return MeanDifferences(
+      model, adds, subs, "hook_resid_post", [](int l) { return l >= 1; }, threads);
 }
 
 Hooks SteeringHooks(int layer, std::vector<float> vector, float scale, int64_t from) {

@@ -228,3 +228,22 @@ TEST(ControlVector, BadFilesAreRefusedByName) {
 
 }  // namespace
 }  // namespace attn
+
+namespace attn {
+namespace {
+
+// The control vector of pairs holds, at block l's output, the steering vector of block l + 1's input.
+TEST(ControlVector, FromPairsIsTheSteeringVectorOfTheNextBlock) {
+  auto model = Model::Load(Fixture("granite_tiny.gguf"));  // 4 blocks
+  const int n = static_cast<int>(model->config().n_layers);
+  const std::vector<std::vector<int32_t>> adds = {{3, 9, 4}, {5, 6}}, subs = {{3, 9, 11}, {7, 6, 2, 2}};
+  const std::vector<std::vector<float>> cv = ControlVectorFromPairs(*model, adds, subs, 2);
+  ASSERT_EQ(cv.size(), static_cast<size_t>(n));
+  EXPECT_TRUE(cv[0].empty());
+  for (int l = 1; l + 1 < n; ++l)
+    EXPECT_EQ(cv[static_cast<size_t>(l)], SteeringVector(*model, adds, subs, l + 1, 2)) << l;
+  EXPECT_EQ(cv.back().size(), static_cast<size_t>(model->config().d_model));  // the last block's output too
+}
+
+}  // namespace
+}  // namespace attn

@@ -108,3 +108,29 @@ def test_cli_and_server_apply_control_vectors(fresh_model):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_control_vectors_from_pairs(fresh_model, tmp_path):
+    m = fresh_model
+    pos, neg = ["I love you", "This is wonderful"], ["I hate you", "This is terrible"]
+    cv = steering.control_vector(m, pos, neg)
+    assert sorted(cv) == list(range(1, 30))
+    np.testing.assert_allclose(cv[9], steering.vector(m, pos, neg, layer=10), rtol=0, atol=1e-5)
+    # attn cvector writes the same directions, in a file llama.cpp's format reads.
+    (tmp_path / "pos.txt").write_text("I love you\nThis is wonderful\n")
+    (tmp_path / "neg.txt").write_text("I hate you\r\nThis is terrible\n\n")
+    out = tmp_path / "cv.gguf"
+    r = subprocess.run([ATTN_BIN, "cvector", "--positive-file", str(tmp_path / "pos.txt"), "--negative-file",
+                        str(tmp_path / "neg.txt"), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("2 pairs; directions for blocks 1 to 29")
+    loaded = steering.load_control_vector(m, out)
+    assert sorted(loaded) == sorted(cv)
+    for layer, v in cv.items():
+        np.testing.assert_allclose(loaded[layer], v, rtol=0, atol=1e-5)
+    import gguf
+    assert gguf.GGUFReader(str(out)).fields["general.architecture"].contents() == "controlvector"
+    bad = subprocess.run([ATTN_BIN, "cvector", "--positive", "a", "-o", str(tmp_path / "x.gguf")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "1 positive and 0 negative texts" in bad.stderr
+    assert not (tmp_path / "x.gguf").exists()

@@ -26,6 +26,8 @@ void AddHeadsCommand(CLI::App& app);
 void AddAblateCommand(CLI::App& app);
 // Adds `attn lens TEXT`: the logit lens, what each layer's residual stream predicts next.
 void AddLensCommand(CLI::App& app);
+// Adds `attn cvector`: a control vector (llama.cpp's format) from pairs of texts.
+void AddCvectorCommand(CLI::App& app);
 // Adds `attn inspect PROMPT`: runs the model, scores the heads and writes the viewer report.
 void AddInspectCommand(CLI::App& app);
 // Adds `attn train` (a small decoder trained from scratch on a corpus, with its curves) and

@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   attn::cli::AddHeadsCommand(app);
   attn::cli::AddAblateCommand(app);
   attn::cli::AddLensCommand(app);
+  attn::cli::AddCvectorCommand(app);
   attn::cli::AddInspectCommand(app);
   attn::cli::AddTrainCommand(app);
   try {

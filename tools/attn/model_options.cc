@@ -116,7 +116,8 @@ void AddControlVectorOptions(CLI::App* cmd, ModelOptions& options) {
       ->allow_extra_args(false);
   cmd->add_option("--control-vector-layer-range", options.control_vector_layers,
                   "Apply control vectors to blocks START to END only (inclusive)")
-      ->expected(2);
+      ->expected(2)
+      ->allow_extra_args(false);
 }
 
 void AddChatTemplateOption(CLI::App* cmd, ModelOptions& options) {
