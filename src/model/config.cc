@@ -111,6 +111,11 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kPhi2;
     c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = c.parallel_residual = c.output_bias = true;
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "ernie4_5") {
+    // ERNIE 4.5 (dense): llama's blocks; its RoPE pairs are interleaved in the checkpoint itself, so
+    // the converter leaves them as they are (llama.cpp's normal RoPE). Biases where the file has them.
+    c.arch = Arch::kErnie45;
+    c.qkv_bias = file.FindTensor("blk.0.attn_q.bias") != nullptr;
   } else if (c.arch_name == "stablelm") {
     // StableLM 2: LayerNorms with biases, partial rotary, SwiGLU; Q, K and V biases where the file has
     // them (the 1.6B), attention and feed-forward in parallel where it has no ffn_norm (the 12B, as
@@ -146,9 +151,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // attn's trainer writes gpt2 files, with learned sinks when it trained them (train.h).
     c.attn_sinks = file.FindTensor("blk.0.attn_sinks.weight") != nullptr;
   } else {
-    throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-                "gemma3, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
+    throw Error(
+        "model: architecture '" + c.arch_name +
+        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
+        "gemma3, ernie4_5, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM

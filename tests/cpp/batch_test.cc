@@ -39,10 +39,26 @@ double RelDiff(const std::vector<float>& a, const std::vector<float>& b) {
 // one more token each; against the same steps run one sequence at a time. With max_chunk 4 the
 // items straddle passes (an item continues in the next pass after its first rows are cached).
 TEST(ForwardBatch, EachSequenceMatchesItsOwnForward) {
-  for (const char* name : {"gpt2_tiny", "llama_tiny", "qwen2_tiny", "qwen3_tiny", "gemma2_tiny",
-                           "gemma3_tiny", "phi3_tiny", "gptoss_tiny", "smollm3_tiny", "granite_tiny",
-                           "mixtral_tiny", "qwen2moe_tiny", "olmoe_tiny", "gemma_tiny", "olmo2_tiny",
-                           "starcoder2_tiny", "phi2_tiny", "stablelm_tiny", "stablelm_parallel_tiny"}) {
+  for (const char* name : {"gpt2_tiny",
+                           "llama_tiny",
+                           "qwen2_tiny",
+                           "qwen3_tiny",
+                           "gemma2_tiny",
+                           "gemma3_tiny",
+                           "phi3_tiny",
+                           "gptoss_tiny",
+                           "smollm3_tiny",
+                           "granite_tiny",
+                           "mixtral_tiny",
+                           "qwen2moe_tiny",
+                           "olmoe_tiny",
+                           "gemma_tiny",
+                           "olmo2_tiny",
+                           "starcoder2_tiny",
+                           "phi2_tiny",
+                           "stablelm_tiny",
+                           "stablelm_parallel_tiny",
+                           "ernie4_5_tiny"}) {
     for (int64_t max_chunk : {int64_t{512}, int64_t{4}}) {
       SCOPED_TRACE(std::string(name) + " max_chunk " + std::to_string(max_chunk));
       auto model = Model::Load(Fixture(name));
