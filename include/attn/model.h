@@ -15,7 +15,8 @@
 // same with partial rotary, attention and feed-forward in parallel, a biased unembedding),
 // "stablelm" (LayerNorm, partial rotary, SwiGLU, optional Q / K / V biases, parallel blocks when
 // the file has no ffn_norm), "ernie4_5" (ERNIE 4.5 dense: llama, its RoPE pairs interleaved as
-// written), "olmo2" (RMSNorms
+// written), "exaone4" (EXAONE 4.0 without sliding layers: olmo2's post-norms with a q / k norm per
+// head), "olmo2" (RMSNorms
 // after attention and the feed-forward block instead of before, and over each token's whole q and k rows);
 // "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
 // residual branches, the score scale and the logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on
@@ -56,6 +57,7 @@ enum class Arch : uint8_t {
   kPhi2,
   kStableLM,
   kErnie45,
+  kExaone4,
   kGemma3,
   kPhi3,
   kGptOss,

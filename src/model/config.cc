@@ -111,6 +111,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.arch = Arch::kPhi2;
     c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = c.parallel_residual = c.output_bias = true;
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
+  } else if (c.arch_name == "exaone4") {
+    // EXAONE 4.0 (the 1.2B's form, every layer global with RoPE): OLMo 2's post-norms, an RMSNorm on
+    // every q / k head. The 32B's sliding layers (with RoPE only there) are refused by name.
+    c.arch = Arch::kExaone4;
+    c.rope_neox = c.qk_norm = c.post_norms = true;
+    c.pre_norms = false;
+    if (GetInt(file, c.arch_name + ".attention.sliding_window", 0, kMaxDim, &kZero) > 0)
+      throw Error(
+          "model: exaone4 with attention.sliding_window (EXAONE 4.0 32B's hybrid attention) is not "
+          "supported");
   } else if (c.arch_name == "ernie4_5") {
     // ERNIE 4.5 (dense): llama's blocks; its RoPE pairs are interleaved in the checkpoint itself, so
     // the converter leaves them as they are (llama.cpp's normal RoPE). Biases where the file has them.
@@ -151,10 +161,10 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // attn's trainer writes gpt2 files, with learned sinks when it trained them (train.h).
     c.attn_sinks = file.FindTensor("blk.0.attn_sinks.weight") != nullptr;
   } else {
-    throw Error(
-        "model: architecture '" + c.arch_name +
-        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-        "gemma3, ernie4_5, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and gpt2 are)");
+    throw Error("model: architecture '" + c.arch_name +
+                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
+                "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and "
+                "gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM

@@ -1,7 +1,8 @@
 """The llama (with Llama 3.1's RoPE scaling), qwen2 (also with YaRN), qwen3, gemma3, gemma2, gemma (1), olmo2
 (post-norms only, whole-row q / k norms), starcoder2 (LayerNorm, biases, ungated GELU), phi2 (the same in
 parallel, partial rotary, a biased unembedding), stablelm (LayerNorm, a quarter rotated, SwiGLU; sequential
-with q / k / v biases, and parallel), ernie4_5 (llama with interleaved RoPE pairs as written) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
+with q / k / v biases, and parallel), ernie4_5 (llama with interleaved RoPE pairs as written), exaone4
+(post-norms only, a q / k norm per head) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
 and the mixture-of-experts ones (Mixtral as a llama file, qwen3moe, qwen2moe with its shared expert, olmoe
 with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
@@ -29,7 +30,7 @@ def golden():
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
          "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2", "starcoder2", "phi2", "stablelm", "stablelm_parallel",
-         "ernie4_5"]
+         "ernie4_5", "exaone4"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss", "stablelm_parallel": "stablelm"}  # the general.architecture of the others is their name
 
 
