@@ -91,12 +91,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.expert_weights_norm = false;  // as llama.cpp and transformers run OLMoE
   } else if (c.arch_name == "olmo2") {
     // OLMo 2: no norm before the sub-blocks, an RMSNorm of each one's output (post_attention_norm,
-    // post_ffw_norm) and of each token's whole query and key rows.
+    // post_ffw_norm) and of each token's whole query and key rows. OLMo 3 (the same arch with
+    // attention.sliding_window): three of every four layers slide, as llama.cpp reads it.
     c.arch = Arch::kOlmo2;
     c.rope_neox = c.qk_norm_full = c.post_norms = true;
     c.pre_norms = false;
-    if (GetInt(file, c.arch_name + ".attention.sliding_window", 0, kMaxDim, &kZero) > 0)
-      throw Error("model: olmo2 with attention.sliding_window (OLMo 3's sliding layers) is not supported");
+    c.sliding_window = GetInt(file, c.arch_name + ".attention.sliding_window", 0, kMaxDim, &kZero);
+    c.sliding_pattern = 4;
   } else if (c.arch_name == "gemma") {
     // Gemma (1): Llama's blocks with a GELU-gated feed-forward and embeddings scaled by sqrt(d_model).
     c.arch = Arch::kGemma;
@@ -290,6 +291,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     Require(file, a + "logit_scale");  // required, as llama.cpp requires it (the others default to 1)
     c.logit_scale = GetFloat(file, a + "logit_scale", 1.0f);
   }
+  if (c.arch == Arch::kOlmo2) c.rope_base_swa = c.rope_base;  // OLMo 3: one RoPE for both kinds of layer
   if (c.arch == Arch::kGptOss) {
     // As llama.cpp reads gpt-oss: layers 0, 2, ... slide over attention.sliding_window keys (a
     // required key), the others see everything; both rotate alike (one YaRN table).

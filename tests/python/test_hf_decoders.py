@@ -2,7 +2,7 @@
 (post-norms only, whole-row q / k norms), starcoder2 (LayerNorm, biases, ungated GELU), phi2 (the same in
 parallel, partial rotary, a biased unembedding), stablelm (LayerNorm, a quarter rotated, SwiGLU; sequential
 with q / k / v biases, and parallel), ernie4_5 (llama with interleaved RoPE pairs as written), exaone4
-(post-norms only, a q / k norm per head) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
+(post-norms only, a q / k norm per head), olmo3 (olmo2 with three sliding layers in four) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
 and the mixture-of-experts ones (Mixtral as a llama file, qwen3moe, qwen2moe with its shared expert, olmoe
 with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
@@ -30,8 +30,9 @@ def golden():
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
          "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2", "starcoder2", "phi2", "stablelm", "stablelm_parallel",
-         "ernie4_5", "exaone4"]
-GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss", "stablelm_parallel": "stablelm"}  # the general.architecture of the others is their name
+         "ernie4_5", "exaone4", "olmo3"]
+GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss", "stablelm_parallel": "stablelm",
+             "olmo3": "olmo2"}  # the general.architecture of the others is their name
 
 
 @pytest.mark.parametrize("arch", ARCHS)
@@ -65,6 +66,9 @@ def test_config_says_what_the_files_say(golden):
     g3, g2, llama = load("gemma3"), load("gemma2"), load("llama")
     assert (g3["sliding_window"], g3["sliding_layers"], g3["attn_softcap"]) == (8, [0, 1, 2, 3, 4, 6], 0.0)
     assert (g2["sliding_window"], g2["sliding_layers"]) == (8, [0, 2])
+    olmo3, olmo2 = load("olmo3"), load("olmo2")
+    assert (olmo3["sliding_window"], olmo3["sliding_layers"]) == (8, [0, 1, 2])
+    assert (olmo2["sliding_window"], olmo2["sliding_layers"]) == (0, [])
     assert (g2["attn_softcap"], g2["final_softcap"]) == (5.0, 3.0)
     assert (llama["sliding_window"], llama["sliding_layers"], llama["rope_freq_scale"]) == (0, [], 1.0)
     assert llama["rope_dim"] == 16
@@ -498,3 +502,14 @@ def test_phi2_fused_qkv_reads_as_separate(tmp_path, golden):
     fused = attn.Model.load(str(tmp_path / "fused.gguf"))
     case = entry["cases"][0]
     np.testing.assert_array_equal(fused.logits(case["ids"]), attn.Model.load(src).logits(case["ids"]))
+
+
+def test_olmo3_sliding_layers_matter(tmp_path, golden):
+    # The same file without attention.sliding_window is OLMo 2 with every layer global: another model.
+    entry = golden["models"]["olmo3"]
+    _rewrite(os.path.join(FIXTURES, entry["files"]["f32"]), tmp_path / "global.gguf",
+             **{"olmo2.attention.sliding_window": None})
+    case = entry["cases"][1]  # 37 ids, beyond the window of 8
+    want = np.asarray(case["logits"], dtype=np.float32)
+    got = attn.Model.load(str(tmp_path / "global.gguf")).logits(case["ids"])
+    assert np.abs(got - want).max() > 0.01 * np.abs(want).max()
