@@ -19,9 +19,10 @@
 // head), "olmo2" (RMSNorms
 // after attention and the feed-forward block instead of before, and over each token's whole q and k rows);
 // "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
-// residual branches, the score scale and the logits); "gpt-oss" (OpenAI's: learned attention sinks, biases on
-// every projection, sliding and full layers alternating, a mixture of experts with biases and a clamped
-// SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused QKV, biases).
+// residual branches, the score scale and the logits), "granitemoe" (the same with experts); "gpt-oss"
+// (OpenAI's: learned attention sinks, biases on every projection, sliding and full layers alternating, a
+// mixture of experts with biases and a clamped SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused
+// QKV, biases).
 #pragma once
 
 #include <cmath>
@@ -63,6 +64,7 @@ enum class Arch : uint8_t {
   kGptOss,
   kSmolLM3,
   kGranite,
+  kGraniteMoe,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };

@@ -151,6 +151,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
   } else if (c.arch_name == "granite") {
     c.arch = Arch::kGranite;
+  } else if (c.arch_name == "granitemoe") {
+    c.arch = Arch::kGraniteMoe;  // Granite's multipliers; experts as Mixtral's (renormalized top-k)
   } else if (c.arch_name == "smollm3") {
     c.arch = Arch::kSmolLM3;
     c.no_rope_interval = 4;  // as llama.cpp runs SmolLM3: layers 3, 7, 11, ... without RoPE
@@ -164,7 +166,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else {
     throw Error("model: architecture '" + c.arch_name +
                 "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-                "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, gpt-oss and "
+                "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, granitemoe, "
+                "gpt-oss and "
                 "gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
@@ -183,11 +186,11 @@ ModelConfig ReadConfig(const gguf::File& file) {
   // them: feed_forward_length = 0 and no ffn tensors); llama always has one.
   c.n_expert = GetInt(file, a + "expert_count", 0, kMaxExperts, &kZero);
   const bool moe_arch = c.arch == Arch::kQwen2Moe || c.arch == Arch::kQwen3Moe || c.arch == Arch::kGptOss;
-  if ((moe_arch || c.arch == Arch::kOlmoe) && c.n_expert == 0)
+  if ((moe_arch || c.arch == Arch::kOlmoe || c.arch == Arch::kGraniteMoe) && c.n_expert == 0)
     throw Error("model: metadata key '" + a + "expert_count' is missing (" + c.arch_name +
                 " is a mixture of experts)");
   if (c.n_expert > 0) {
-    if (c.arch != Arch::kLlama && c.arch != Arch::kOlmoe && !moe_arch)
+    if (c.arch != Arch::kLlama && c.arch != Arch::kOlmoe && c.arch != Arch::kGraniteMoe && !moe_arch)
       throw Error(
           "model: " + a + "expert_count = " + std::to_string(c.n_expert) +
           ": mixture-of-experts blocks are supported for llama (Mixtral), qwen2moe, qwen3moe, olmoe and "
@@ -281,7 +284,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.rope_base_swa = 10000.0f;
     c.rope_swa_unscaled = true;
   }
-  if (c.arch == Arch::kGranite) {
+  if (c.arch == Arch::kGranite || c.arch == Arch::kGraniteMoe) {
     // As llama.cpp reads Granite 3.x: embeddings times embedding_scale, every block's attention and
     // MLP outputs times residual_scale, scores times attention.scale (instead of 1 / sqrt(head_dim)),
     // logits divided by logit_scale.
