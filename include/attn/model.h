@@ -19,7 +19,9 @@
 // head), "olmo2" (RMSNorms
 // after attention and the feed-forward block instead of before, and over each token's whole q and k rows);
 // "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
-// residual branches, the score scale and the logits), "granitemoe" (the same with experts); "gpt-oss"
+// residual branches, the score scale and the logits), "granitemoe" (the same with experts);
+// "command-r" (Cohere: LayerNorm without bias feeding attention and feed-forward in parallel,
+// interleaved RoPE pairs, scaled logits); "gpt-oss"
 // (OpenAI's: learned attention sinks, biases on every projection, sliding and full layers alternating, a
 // mixture of experts with biases and a clamped SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused
 // QKV, biases).
@@ -65,6 +67,7 @@ enum class Arch : uint8_t {
   kSmolLM3,
   kGranite,
   kGraniteMoe,
+  kCommandR,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };
@@ -100,6 +103,7 @@ struct ModelConfig {
   // residual stream at once (phi2: one norm per block, no ffn_norm).
   bool parallel_residual = false;
   bool output_bias = false;    // the unembedding has a bias (phi2)
+  bool norm_bias = true;       // LayerNorms have biases (not command-r's)
   bool gelu_gate = false;      // the gated feed-forward's gate is GELU (tanh), not SiLU (gemma*)
   bool fused_qkv = false;      // Q, K, V rows of one attn_qkv tensor (phi3), split into views at load
   bool fused_gate_up = false;  // gate and up rows of one ffn_up tensor [2 d_ff] (phi3), split likewise

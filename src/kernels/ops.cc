@@ -27,7 +27,8 @@ void LayerNorm(const float* x, const float* weight, const float* bias, float* y,
     var /= static_cast<double>(dim);
     const float inv_std = static_cast<float>(1.0 / std::sqrt(var + eps));
     const float m = static_cast<float>(mean);
-    for (int64_t i = 0; i < dim; ++i) y[i] = (x[i] - m) * inv_std * weight[i] + bias[i];
+    for (int64_t i = 0; i < dim; ++i)
+      y[i] = (x[i] - m) * inv_std * weight[i] + (bias != nullptr ? bias[i] : 0.0f);
   }
 }
 

@@ -11,7 +11,7 @@ namespace attn::ops {
 // RMSNorm (Zhang & Sennrich 2019): y = x / sqrt(mean(x^2) + eps) * weight.
 void RmsNorm(const float* x, const float* weight, float* y, int64_t n_rows, int64_t dim, float eps);
 
-// LayerNorm (Ba et al. 2016): y = (x - mean) / sqrt(var + eps) * weight + bias.
+// LayerNorm (Ba et al. 2016): y = (x - mean) / sqrt(var + eps) * weight + bias (bias may be null: none).
 void LayerNorm(const float* x, const float* weight, const float* bias, float* y, int64_t n_rows, int64_t dim,
                float eps);
 

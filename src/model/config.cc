@@ -151,6 +151,16 @@ ModelConfig ReadConfig(const gguf::File& file) {
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
   } else if (c.arch_name == "granite") {
     c.arch = Arch::kGranite;
+  } else if (c.arch_name == "command-r") {
+    // Cohere (Command R, Aya): one LayerNorm without bias per block feeding attention and the
+    // feed-forward in parallel, RoPE pairs interleaved as written (nothing permuted), logits times
+    // logit_scale. The per-head q / k LayerNorms of Command R+ are refused by name.
+    c.arch = Arch::kCommandR;
+    c.parallel_residual = true;
+    c.norm_bias = false;
+    if (file.FindTensor("blk.0.attn_q_norm.weight") != nullptr)
+      throw Error(
+          "model: command-r with per-head q / k LayerNorms (attn_q_norm: Command R+) is not supported");
   } else if (c.arch_name == "granitemoe") {
     c.arch = Arch::kGraniteMoe;  // Granite's multipliers; experts as Mixtral's (renormalized top-k)
   } else if (c.arch_name == "smollm3") {
@@ -167,11 +177,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
     throw Error("model: architecture '" + c.arch_name +
                 "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
                 "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, granitemoe, "
+                "command-r, "
                 "gpt-oss and "
                 "gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
-  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM
+  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM ||
+                   c.arch == Arch::kCommandR
                ? NormKind::kLayer
                : NormKind::kRms;
   if (const gguf::Value* n = file.Find("general.name")) {
@@ -294,7 +306,11 @@ ModelConfig ReadConfig(const gguf::File& file) {
     Require(file, a + "logit_scale");  // required, as llama.cpp requires it (the others default to 1)
     c.logit_scale = GetFloat(file, a + "logit_scale", 1.0f);
   }
-  if (c.arch == Arch::kOlmo2) c.rope_base_swa = c.rope_base;  // OLMo 3: one RoPE for both kinds of layer
+  if (c.arch == Arch::kOlmo2) c.rope_base_swa = c.rope_base;
+  if (c.arch == Arch::kCommandR) {
+    Require(file, a + "logit_scale");  // Cohere multiplies the logits by it; attn divides by logit_scale
+    c.logit_scale = 1.0f / GetFloat(file, a + "logit_scale", 1.0f);
+  }  // OLMo 3: one RoPE for both kinds of layer
   if (c.arch == Arch::kGptOss) {
     // As llama.cpp reads gpt-oss: layers 0, 2, ... slide over attention.sliding_window keys (a
     // required key), the others see everything; both rotate alike (one YaRN table).

@@ -85,7 +85,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     };
     const bool layer_norm = c.norm == NormKind::kLayer;
     if (c.pre_norms) vec("attn_norm", ".weight", d, L.attn_norm);
-    if (layer_norm && !gpt2) vec("attn_norm", ".bias", d, L.attn_norm_bias);
+    if (layer_norm && c.norm_bias && !gpt2) vec("attn_norm", ".bias", d, L.attn_norm_bias);
     if (gpt2) {
       vec("attn_norm", ".bias", d, L.attn_norm_bias);
       mat("attn_qkv", q_dim + 2 * kv_dim, d, L.wqkv);
@@ -124,7 +124,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
       // gpt-oss's norm before the feed-forward block is named post_attention_norm.
       if (c.pre_norms && !c.parallel_residual) {
         vec(c.arch == Arch::kGptOss ? "post_attention_norm" : "ffn_norm", ".weight", d, L.ffn_norm);
-        if (layer_norm) vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
+        if (layer_norm && c.norm_bias) vec("ffn_norm", ".bias", d, L.ffn_norm_bias);
       }
       if (c.gelu_mlp) {
         mat("ffn_up", c.d_ff, d, L.w_up);
@@ -164,7 +164,7 @@ void ForEachTensor(const ModelConfig& c, Model::Weights& w, Fn&& fn) {
     }
   }
   fn(TensorSpec{"output_norm.weight", 1, d, TensorKind::kVector, true}, w.output_norm);
-  if (c.norm == NormKind::kLayer)
+  if (c.norm == NormKind::kLayer && c.norm_bias)
     fn(TensorSpec{"output_norm.bias", 1, d, TensorKind::kVector, true}, w.output_norm_bias);
   fn(TensorSpec{"output.weight", c.vocab_size, d, TensorKind::kMatrix, false}, w.output);
   if (c.output_bias) fn(TensorSpec{"output.bias", 1, c.vocab_size, TensorKind::kVector, true}, w.output_bias);
