@@ -21,7 +21,8 @@
 // "smollm3" (llama with no RoPE on every fourth layer); "granite" (llama with four multipliers: embeddings,
 // residual branches, the score scale and the logits), "granitemoe" (the same with experts);
 // "command-r" (Cohere: LayerNorm without bias feeding attention and feed-forward in parallel,
-// interleaved RoPE pairs, scaled logits); "gpt-oss"
+// interleaved RoPE pairs, scaled logits), "cohere2" (Command R7B: the same with three sliding
+// layers in four and no RoPE on the global ones); "gpt-oss"
 // (OpenAI's: learned attention sinks, biases on every projection, sliding and full layers alternating, a
 // mixture of experts with biases and a clamped SwiGLU); and "gpt2" (learned positions, LayerNorm, GELU, fused
 // QKV, biases).
@@ -68,6 +69,7 @@ enum class Arch : uint8_t {
   kGranite,
   kGraniteMoe,
   kCommandR,
+  kCohere2,
   kGpt2
 };
 enum class NormKind : uint8_t { kRms, kLayer };

@@ -161,6 +161,15 @@ ModelConfig ReadConfig(const gguf::File& file) {
     if (file.FindTensor("blk.0.attn_q_norm.weight") != nullptr)
       throw Error(
           "model: command-r with per-head q / k LayerNorms (attn_q_norm: Command R+) is not supported");
+  } else if (c.arch_name == "cohere2") {
+    // Command R7B: command-r's blocks; three of every four layers slide over attention.sliding_window
+    // keys with RoPE, the fourth sees everything without RoPE (as llama.cpp reads it).
+    c.arch = Arch::kCohere2;
+    c.parallel_residual = true;
+    c.norm_bias = false;
+    c.sliding_window = GetInt(file, c.arch_name + ".attention.sliding_window", 1, kMaxDim);
+    c.sliding_pattern = 4;
+    c.no_rope_interval = 4;
   } else if (c.arch_name == "granitemoe") {
     c.arch = Arch::kGraniteMoe;  // Granite's multipliers; experts as Mixtral's (renormalized top-k)
   } else if (c.arch_name == "smollm3") {
@@ -177,13 +186,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
     throw Error("model: architecture '" + c.arch_name +
                 "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
                 "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, granitemoe, "
-                "command-r, "
+                "command-r, cohere2, "
                 "gpt-oss and "
                 "gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
   c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM ||
-                   c.arch == Arch::kCommandR
+                   c.arch == Arch::kCommandR || c.arch == Arch::kCohere2
                ? NormKind::kLayer
                : NormKind::kRms;
   if (const gguf::Value* n = file.Find("general.name")) {
@@ -306,8 +315,8 @@ ModelConfig ReadConfig(const gguf::File& file) {
     Require(file, a + "logit_scale");  // required, as llama.cpp requires it (the others default to 1)
     c.logit_scale = GetFloat(file, a + "logit_scale", 1.0f);
   }
-  if (c.arch == Arch::kOlmo2) c.rope_base_swa = c.rope_base;
-  if (c.arch == Arch::kCommandR) {
+  if (c.arch == Arch::kOlmo2 || c.arch == Arch::kCohere2) c.rope_base_swa = c.rope_base;
+  if (c.arch == Arch::kCommandR || c.arch == Arch::kCohere2) {
     Require(file, a + "logit_scale");  // Cohere multiplies the logits by it; attn divides by logit_scale
     c.logit_scale = 1.0f / GetFloat(file, a + "logit_scale", 1.0f);
   }  // OLMo 3: one RoPE for both kinds of layer

@@ -62,7 +62,8 @@ TEST(ForwardBatch, EachSequenceMatchesItsOwnForward) {
                            "exaone4_tiny",
                            "olmo3_tiny",
                            "granitemoe_tiny",
-                           "cohere_tiny"}) {
+                           "cohere_tiny",
+                           "cohere2_tiny"}) {
     for (int64_t max_chunk : {int64_t{512}, int64_t{4}}) {
       SCOPED_TRACE(std::string(name) + " max_chunk " + std::to_string(max_chunk));
       auto model = Model::Load(Fixture(name));

@@ -120,7 +120,7 @@ TEST(ContextShift, RotatedKeysEqualThoseComputedAtTheNewPositions) {
                            "smollm3_tiny",    "granite_tiny", "gemma_tiny",      "olmo2_tiny",
                            "starcoder2_tiny", "phi2_tiny",    "stablelm_tiny",   "stablelm_parallel_tiny",
                            "ernie4_5_tiny",   "exaone4_tiny", "olmo3_tiny",      "granitemoe_tiny",
-                           "cohere_tiny"}) {
+                           "cohere_tiny",     "cohere2_tiny"}) {
     SCOPED_TRACE(name);
     auto model = Model::Load(std::string(ATTN_FIXTURES_DIR) + "/" + name + ".gguf");
     const int32_t vocab = static_cast<int32_t>(model->config().vocab_size);

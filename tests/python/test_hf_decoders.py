@@ -4,7 +4,8 @@ parallel, partial rotary, a biased unembedding), stablelm (LayerNorm, a quarter 
 with q / k / v biases, and parallel), ernie4_5 (llama with interleaved RoPE pairs as written), exaone4
 (post-norms only, a q / k norm per head), olmo3 (olmo2 with three sliding layers in four), granitemoe
 (Granite's multipliers with experts), cohere (command-r: a LayerNorm without bias, parallel blocks,
-interleaved RoPE, scaled logits) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
+interleaved RoPE, scaled logits), cohere2 (the same with three sliding layers in four, no RoPE on the global
+ones) and phi3 (fused QKV and gate-up, partial rotary, LongRoPE) paths,
 and the mixture-of-experts ones (Mixtral as a llama file, qwen3moe, qwen2moe with its shared expert, olmoe
 with its whole-row q / k norms) against
 Hugging Face transformers: tiny random models saved by transformers, converted to GGUF as llama.cpp's converter
@@ -32,7 +33,7 @@ def golden():
 
 ARCHS = ["llama", "qwen2", "qwen3", "gemma3", "gemma2", "phi3", "qwen2_yarn", "mixtral", "qwen3moe", "qwen2moe",
          "olmoe", "gptoss", "smollm3", "granite", "gemma", "olmo2", "starcoder2", "phi2", "stablelm", "stablelm_parallel",
-         "ernie4_5", "exaone4", "olmo3", "granitemoe", "cohere"]
+         "ernie4_5", "exaone4", "olmo3", "granitemoe", "cohere", "cohere2"]
 GGUF_ARCH = {"qwen2_yarn": "qwen2", "mixtral": "llama", "gptoss": "gpt-oss", "stablelm_parallel": "stablelm",
              "olmo3": "olmo2", "cohere": "command-r"}  # the general.architecture of the others is their name
 
@@ -47,12 +48,12 @@ def test_logits_match_transformers(golden, arch, kind, key):
     # Qwen3's head size comes from attention.key_length (32), not embedding_length / heads (16).
     assert c["head_dim"] == (32 if arch in ("qwen3", "qwen3moe", "gemma3", "gemma2", "gemma", "ernie4_5") else 16)
     assert c["tied_output"] == (arch in ("qwen2", "gemma3", "gemma2", "smollm3", "granite", "gemma", "starcoder2",
-                                         "ernie4_5", "granitemoe", "cohere"))
+                                         "ernie4_5", "granitemoe", "cohere", "cohere2"))
     scales = ((12.0, 0.22, 0.0625, 8.0) if arch in ("granite", "granitemoe")
-              else (c["embed_scale"], 1.0, c["attn_scale"], 4.0 if arch == "cohere" else 1.0))
+              else (c["embed_scale"], 1.0, c["attn_scale"], 4.0 if arch in ("cohere", "cohere2") else 1.0))
     np.testing.assert_allclose((c["embed_scale"], c["residual_scale"], c["attn_scale"], c["logit_scale"]), scales,
                                rtol=1e-6)
-    assert c["nope_layers"] == ([3, 7] if arch == "smollm3" else [])
+    assert c["nope_layers"] == ([3, 7] if arch == "smollm3" else [3] if arch == "cohere2" else [])
     assert c["n_expert"] == (4 if arch in ("mixtral", "qwen3moe", "qwen2moe", "olmoe", "gptoss", "granitemoe") else 0)
     for case in entry["cases"]:
         want = np.asarray(case[key], dtype=np.float32).reshape(case["shape"])
@@ -72,6 +73,8 @@ def test_config_says_what_the_files_say(golden):
     olmo3, olmo2 = load("olmo3"), load("olmo2")
     assert (olmo3["sliding_window"], olmo3["sliding_layers"]) == (8, [0, 1, 2])
     assert (olmo2["sliding_window"], olmo2["sliding_layers"]) == (0, [])
+    cohere2 = load("cohere2")
+    assert (cohere2["sliding_window"], cohere2["sliding_layers"], cohere2["nope_layers"]) == (8, [0, 1, 2], [3])
     assert (g2["attn_softcap"], g2["final_softcap"]) == (5.0, 3.0)
     assert (llama["sliding_window"], llama["sliding_layers"], llama["rope_freq_scale"]) == (0, [], 1.0)
     assert llama["rope_dim"] == 16
