@@ -654,8 +654,8 @@ class Model:
     @property
     def control_vector(self) -> dict:
         """The control vector set, {block: float32 [d_model]} ({} when none)."""
-        return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(self._m.control_vector())
-                if len(row)}
+        from .steering import _by_block
+        return _by_block(self._m.control_vector())
 
     def hook_names(self) -> list[str]:
         """Every hook point of this model, by full TransformerLens name, in the order a forward

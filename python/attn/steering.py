@@ -34,6 +34,11 @@ import numpy as np
 __all__ = ["vector", "add", "control_vector", "load_control_vector", "save_control_vector"]
 
 
+def _by_block(rows) -> dict:
+    """Per-block rows (empty where a block has none) as {block: float32 [d_model]}."""
+    return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(rows) if len(row)}
+
+
 def _sequences(model, name: str, texts) -> list[list[int]]:
     """A text, token ids, or a non-empty list of either, as token id lists."""
     def one(t):
@@ -98,8 +103,7 @@ def control_vector(model, add, sub, threads: int | None = None) -> dict:
     adds, subs = _sequences(model, "add", add), _sequences(model, "sub", sub)
     if len(adds) != len(subs):
         raise ValueError(f"steering.control_vector: {len(adds)} texts to add and {len(subs)} to subtract (give pairs)")
-    rows = model._m.control_vector_from_pairs(adds, subs, 0 if threads is None else int(threads))
-    return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(rows) if len(row)}
+    return _by_block(model._m.control_vector_from_pairs(adds, subs, 0 if threads is None else int(threads)))
 
 
 def load_control_vector(model, path, scale: float = 1.0, layer_range: tuple[int, int] | None = None) -> dict:
@@ -114,8 +118,7 @@ def load_control_vector(model, path, scale: float = 1.0, layer_range: tuple[int,
         p, s = item if isinstance(item, tuple) else (item, scale)
         files.append((os.fspath(p), float(s)))
     start, end = (-1, -1) if layer_range is None else (int(layer_range[0]), int(layer_range[1]))
-    rows = model._m.load_control_vectors(files, start, end)
-    return {layer: np.asarray(row, dtype=np.float32) for layer, row in enumerate(rows) if len(row)}
+    return _by_block(model._m.load_control_vectors(files, start, end))
 
 
 def save_control_vector(path, directions: dict, model_hint: str = "") -> None:

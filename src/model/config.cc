@@ -105,11 +105,13 @@ ModelConfig ReadConfig(const gguf::File& file) {
   } else if (c.arch_name == "starcoder2") {
     // StarCoder2: LayerNorms with biases, biases on every projection, an ungated GELU feed-forward.
     c.arch = Arch::kStarcoder2;
+    c.norm = NormKind::kLayer;
     c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = true;
   } else if (c.arch_name == "phi2") {
     // Phi-2: as starcoder2, with one LayerNorm per block feeding attention and the feed-forward in
     // parallel, partial rotary dimensions and a bias on the unembedding; Q, K and V fused or not.
     c.arch = Arch::kPhi2;
+    c.norm = NormKind::kLayer;
     c.rope_neox = c.qkv_bias = c.out_bias = c.gelu_mlp = c.parallel_residual = c.output_bias = true;
     c.fused_qkv = file.FindTensor("blk.0.attn_qkv.weight") != nullptr;
   } else if (c.arch_name == "exaone4") {
@@ -132,6 +134,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // them (the 1.6B), attention and feed-forward in parallel where it has no ffn_norm (the 12B, as
     // llama.cpp decides). The 12B's per-head q / k LayerNorms are refused by name.
     c.arch = Arch::kStableLM;
+    c.norm = NormKind::kLayer;
     c.rope_neox = true;
     c.qkv_bias = file.FindTensor("blk.0.attn_q.bias") != nullptr;
     c.parallel_residual = file.FindTensor("blk.0.ffn_norm.weight") == nullptr;
@@ -156,6 +159,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // feed-forward in parallel, RoPE pairs interleaved as written (nothing permuted), logits times
     // logit_scale. The per-head q / k LayerNorms of Command R+ are refused by name.
     c.arch = Arch::kCommandR;
+    c.norm = NormKind::kLayer;
     c.parallel_residual = true;
     c.norm_bias = false;
     if (file.FindTensor("blk.0.attn_q_norm.weight") != nullptr)
@@ -165,6 +169,7 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // Command R7B: command-r's blocks; three of every four layers slide over attention.sliding_window
     // keys with RoPE, the fourth sees everything without RoPE (as llama.cpp reads it).
     c.arch = Arch::kCohere2;
+    c.norm = NormKind::kLayer;
     c.parallel_residual = true;
     c.norm_bias = false;
     c.sliding_window = GetInt(file, c.arch_name + ".attention.sliding_window", 1, kMaxDim);
@@ -183,18 +188,14 @@ ModelConfig ReadConfig(const gguf::File& file) {
     // attn's trainer writes gpt2 files, with learned sinks when it trained them (train.h).
     c.attn_sinks = file.FindTensor("blk.0.attn_sinks.weight") != nullptr;
   } else {
-    throw Error("model: architecture '" + c.arch_name +
-                "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, "
-                "gemma3, ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, granitemoe, "
-                "command-r, cohere2, "
-                "gpt-oss and "
-                "gpt2 are)");
+    throw Error(
+        "model: architecture '" + c.arch_name +
+        "' is not supported (llama, qwen2, qwen2moe, qwen3, qwen3moe, olmoe, olmo2, gemma, gemma2, gemma3, "
+        "ernie4_5, exaone4, phi2, phi3, stablelm, starcoder2, smollm3, granite, granitemoe, command-r, "
+        "cohere2, gpt-oss and gpt2 are)");
   }
   const bool gpt2 = c.arch == Arch::kGpt2;
-  c.norm = gpt2 || c.arch == Arch::kStarcoder2 || c.arch == Arch::kPhi2 || c.arch == Arch::kStableLM ||
-                   c.arch == Arch::kCommandR || c.arch == Arch::kCohere2
-               ? NormKind::kLayer
-               : NormKind::kRms;
+  if (gpt2) c.norm = NormKind::kLayer;
   if (const gguf::Value* n = file.Find("general.name")) {
     if (const auto* s = std::get_if<std::string>(&n->data)) c.name = *s;
   }
