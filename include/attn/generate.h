@@ -62,6 +62,12 @@ struct TokenLogprob {
 // one-row result (src/kernels/matmul.h), which keeps lookup's results those without drafts.
 inline constexpr int64_t kLookupMaxRows = 24;
 
+// One of GenerateOptions::triggered_grammars: after `trigger`, the text follows `grammar`.
+struct TriggeredGrammar {
+  std::string trigger;
+  std::string grammar;
+};
+
 struct GenerateOptions {
   int max_tokens = 128;
   SamplerOptions sampling;
@@ -98,6 +104,15 @@ struct GenerateOptions {
   // A JSON schema (the text of one, as OpenAI's structured outputs and llama.cpp's --json-schema):
   // converted to a grammar (src/model/json_schema.h), then as `grammar`.
   std::string json_schema;
+  // Grammars for parts of the text (llama.cpp's lazy grammars; attn serve's tool calls in a model's
+  // own format): the text is free until it contains one of the triggers; the text after that
+  // trigger must then follow its grammar (GBNF, start rule "root") up to a complete sentence, and
+  // from there any token may come: one the grammar still takes goes on with it, the first it
+  // refuses closes the region, and the triggers are looked for again after it
+  // (src/model/grammar_regions.h). An empty trigger opens a region at the start. Control tokens
+  // and the end of generation are refused inside a region until its sentence is complete.
+  // Exclusive with `json`, `grammar` and `json_schema`.
+  std::vector<TriggeredGrammar> triggered_grammars;
   // Prompt lookup decoding (speculation without a draft model, as llama.cpp's lookup decoding and
   // transformers' prompt_lookup_num_tokens): after each sampled token, the tokens that followed
   // the latest earlier occurrence of the last lookup_ngram tokens of the prompt and generation
@@ -175,6 +190,7 @@ GenerateResult GenerateInSession(const Model& model, Session& session, std::vect
 // streaming, log-probabilities and context shift as GenerateInSession.
 class JsonRecognizer;
 class GrammarMatcher;
+class GrammarRegions;
 struct TokenMaskCache;
 struct JsonMaskCache;
 struct ConstraintVocabulary;
@@ -263,6 +279,8 @@ class SequenceGeneration {
   // A grammar (GenerateOptions::grammar / json_schema): its matcher and its masks by state.
   std::unique_ptr<GrammarMatcher> grammar_;
   std::unique_ptr<TokenMaskCache> masks_;
+  // Triggered grammars (GenerateOptions::triggered_grammars): the text's regions so far.
+  std::unique_ptr<GrammarRegions> regions_;
   const ConstraintVocabulary* vocab_ = nullptr;  // the model's token texts and their trie
   std::vector<uint8_t> allowed_;                 // this step's mask (JSON mode or a grammar)
 };

@@ -12,6 +12,7 @@
 #include "attn/error.h"
 #include "kernels/ops.h"
 #include "model/grammar.h"
+#include "model/grammar_regions.h"
 #include "model/json_constraint.h"
 #include "model/json_schema.h"
 
@@ -169,7 +170,12 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
     grammar_ = std::make_unique<GrammarMatcher>(
         Grammar::Parse(JsonSchemaToGbnf(std::string_view(options.json_schema))));
   }
-  if (options.json || grammar_) {
+  if (!options.triggered_grammars.empty()) {
+    if (options.json || grammar_)
+      throw Error("generate: triggered_grammars exclude json mode, grammar and json_schema (give one)");
+    regions_ = std::make_unique<GrammarRegions>(options.triggered_grammars);
+  }
+  if (options.json || grammar_ || regions_) {
     if (options.json)
       json_ = std::make_unique<JsonRecognizer>(), json_masks_ = std::make_unique<JsonMaskCache>();
     if (grammar_) masks_ = std::make_unique<TokenMaskCache>();
@@ -339,19 +345,23 @@ void SequenceGeneration::SampleOne(std::span<const float> logits) {
   if (sampled_ >= options_.max_tokens) return Finish();
   const Tokenizer& tok = model_->tokenizer();
   // The tokens that keep the text a prefix of one JSON object / of a sentence of the grammar.
-  if (json_ || grammar_) {
+  // (A triggered grammar's region constrains only while its text is not yet a whole sentence.)
+  const GrammarMatcher* grammar = grammar_ ? grammar_.get() : regions_ ? regions_->constraint() : nullptr;
+  if (json_ || grammar) {
     if (json_) json_masks_->Allowed(vocab_->trie, *json_, allowed_);
-    if (grammar_) vocab_->trie.Allowed(*grammar_, allowed_, masks_.get());
-    const bool complete = json_ ? json_->complete() : grammar_->complete();
+    if (grammar) vocab_->trie.Allowed(*grammar, allowed_, grammar_ ? masks_.get() : regions_->masks());
+    const bool complete = json_ ? json_->complete() : grammar->complete();
     for (int32_t id : vocab_->textless) {  // control tokens: end of generation once complete
       allowed_[static_cast<size_t>(id)] = complete && id < tok.vocab_size() && tok.IsEndOfGeneration(id);
     }
   }
-  const int32_t next = sampler_.Sample(logits, history_, allowed_);
+  const int32_t next = sampler_.Sample(
+      logits, history_, json_ || grammar ? std::span<const uint8_t>(allowed_) : std::span<const uint8_t>());
   if (vocab_ != nullptr) {
     const std::string& piece = vocab_->pieces[static_cast<size_t>(next)];
     if (json_) json_->Feed(piece);
     if (grammar_) grammar_->Feed(piece);
+    if (regions_) regions_->Feed(tok.TokenToPiece(next));
   }
   ++sampled_;
   if (options_.logprobs >= 0) {

@@ -1482,6 +1482,8 @@ void CheckJsonDepth(const AnyJson& document) {
 
 }  // namespace
 
+std::string GbnfLiteral(std::string_view bytes) { return Literal(bytes); }
+
 std::string JsonSchemaToGbnf(const nlohmann::ordered_json& schema) {
   CheckJsonDepth(schema);
   try {

@@ -79,6 +79,9 @@
 
 namespace attn {
 
+// A GBNF literal of `bytes` (UTF-8 passes through; quotes, backslashes and control bytes escaped).
+std::string GbnfLiteral(std::string_view bytes);
+
 // Properties are written in the order of the schema's keys: nlohmann::json holds them sorted,
 // ordered_json (and the text overloads, which parse into it) as the schema lists them.
 std::string JsonSchemaToGbnf(const nlohmann::ordered_json& schema);

@@ -396,6 +396,7 @@ Request ParseRequest(std::string_view body, Endpoint endpoint) {
     r.tools = true;
     r.template_tools = ordered_body()["tools"];
     r.tool_choice = tools->choice;
+    r.tool_request = *tools;
     r.tool_schema = ToolAnswerSchema(*tools);
     try {
       Grammar::Parse(JsonSchemaToGbnf(std::string_view(r.tool_schema)));

@@ -39,6 +39,7 @@ struct Request {
   nlohmann::ordered_json template_messages = nlohmann::ordered_json::array();
   nlohmann::ordered_json template_tools;  // null without tools
   std::string tool_choice = "auto";
+  ToolRequest tool_request;  // the tools as parsed (their schemas: the calls' grammars)
   // The generic form's answer schema (json_schema holds it too unless the request has a
   // constraint of its own, tools_constraint, which only a model's own tool format allows).
   std::string tool_schema;

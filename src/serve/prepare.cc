@@ -8,11 +8,15 @@
 
 namespace attn::serve {
 
-std::string ChatPromptText(const Tokenizer& tok, Request& r, bool jinja) {
+std::string ChatPromptText(const Tokenizer& tok, Request& r, bool jinja, bool tool_grammar) {
   using ojson = nlohmann::ordered_json;
   const ToolFormat format = TemplateToolFormat(tok.chat_template());
   r.answer_format = format;  // how the answer reads, whatever builds the prompt
-  const bool native = r.tools && jinja && r.tool_choice == "auto" && format != ToolFormat::kGeneric;
+  // A call required (tool_choice "required" or a tool's name) takes the model's own format where a
+  // grammar can hold the answer to one, and a request without a constraint of its own.
+  const bool native =
+      r.tools && jinja && format != ToolFormat::kGeneric &&
+      (r.tool_choice == "auto" || (tool_grammar && CallsCanBeRequired(format) && !r.tools_constraint));
   if (r.tools && !native && r.tools_constraint)
     throw Error(
         "tools and response_format (json), grammar or json_schema exclude each other (they go together only "
@@ -48,7 +52,8 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
   const Tokenizer& tok = model.tokenizer();
   Prepared p;
   if (request.endpoint == Endpoint::kChatCompletions) {
-    const std::string prompt = ChatPromptText(tok, request, settings.jinja);  // may set tool_format
+    const std::string prompt =
+        ChatPromptText(tok, request, settings.jinja, settings.tool_grammar);  // may set tool_format
     // The think block of reasoning models apart (not with the generic tools' JSON answer).
     request.reasoning = settings.reasoning && !(request.tools && request.tool_format == ToolFormat::kGeneric);
     request.thinking_open = PromptOpensThinking(prompt);
@@ -80,6 +85,19 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
   o.json = request.json;
   o.grammar = request.grammar;
   o.json_schema = request.json_schema;
+  // A model's own tool format: its calls held to the tools (unless the request has a constraint of
+  // its own, which holds the whole answer); with a call required, the whole answer is calls.
+  if (settings.tool_grammar && request.tools && request.tool_format != ToolFormat::kGeneric &&
+      !request.tools_constraint) {
+    if (request.tool_choice == "auto") {
+      o.triggered_grammars = ToolCallGrammars(request.tool_format, request.tool_request);
+    } else {
+      o.grammar = RequiredCallsGrammar(request.tool_format, request.tool_request,
+                                       tok.chat_template().find("<think>") != std::string::npos,
+                                       request.thinking_open);
+      o.json_schema.clear();
+    }
+  }
   return p;
 }
 

@@ -22,16 +22,21 @@ struct Settings {
   int threads = 0;            // 0: all
   int64_t context_keep = -1;  // --context-shift / --keep
   int lookup = 0;             // --lookup
+  // The calls of a model's own tool format held to the tools' names and schemas by triggered
+  // grammars (serve::ToolCallGrammars); --no-tool-grammar turns it off.
+  bool tool_grammar = true;
 };
 
 // A chat request's prompt text: Tokenizer::ApplyChatTemplate, or the file's Jinja template with
 // settings' jinja or the request's chat_template_kwargs (template variables). With tools, jinja and
 // a template with a tool format of its own (serve/tools.h), the tools and earlier calls go to the
-// template and request.tool_format is set (tool_choice "auto" only: the model's format cannot force
-// a call), its generic json_schema cleared (a constraint of the request's own stays); else the
-// generic form ParseRequest prepared is kept, and a request that also has a constraint of its own
-// is refused (attn::Error). Sets request.answer_format to the template's format.
-std::string ChatPromptText(const Tokenizer& tokenizer, Request& request, bool jinja);
+// template and request.tool_format is set (tool_choice "auto"; "required" or a tool's name too
+// with `tool_grammar` where ToolCallGrammars can hold the answer to a call), its generic
+// json_schema cleared (a constraint of the request's own stays); else the generic form
+// ParseRequest prepared is kept, and a request that also has a constraint of its own is refused
+// (attn::Error). Sets request.answer_format to the template's format.
+std::string ChatPromptText(const Tokenizer& tokenizer, Request& request, bool jinja,
+                           bool tool_grammar = true);
 
 // A token id of a request (a prompt's or logit_bias's), checked against the vocabulary.
 int32_t CheckedTokenId(const Tokenizer& tokenizer, const nlohmann::json& id);

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "attn/generate.h"
 #include "serve/reasoning.h"
 
 namespace attn::serve {
@@ -103,6 +104,30 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // HarmonySplitter with calls. thinking_open: the prompt opened the format's own thinking block
 // (kCommandR7B's <|START_THINKING|>; other formats' <think> is ReasoningSplitter's).
 std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open = false);
+
+// The grammars that keep the calls of an answer in `format` well formed while the text around
+// them stays free (GenerateOptions::triggered_grammars): each opens where the format's marker
+// appears in the answer and holds what follows to the format's form, a tool's name and JSON
+// arguments that fit its schema, up to the end of the arguments (the markers after them are
+// free). Where the name and the arguments are one JSON object (<tool_call>, Mistral's list,
+// Command R7B's action, Llama 3.x after <|python_tag|>), each tool's arguments follow its own
+// schema; where the name comes before them (Kimi K2, DeepSeek, Functionary, Mistral's [ARGS],
+// gpt-oss, Llama 3.x's bare {"name": ...}), the arguments fit one of the tools' schemas.
+// Qwen3-Coder's <function=NAME> form takes each tool's parameters by name (the required ones
+// always), values as text. A schema that refers back to its root, or that does not convert, is
+// relaxed to any object. A tool_choice naming a tool: that tool only. kGeneric: none (its whole
+// answer is constrained).
+std::vector<TriggeredGrammar> ToolCallGrammars(ToolFormat format, const ToolRequest& tools);
+// tool_choice "required" or a tool's name (as llama.cpp does): the grammar (GBNF) of a whole answer
+// of calls in `format`, one or, with parallel_tool_calls, up to kMaxCalls, markers included; for
+// kToolCallTags after a think block where the template `thinks` (writes <think>), or after the
+// end of the one the prompt opened (thinking_open). Markers that are control tokens are spelled in
+// ordinary ones. Throws attn::Error where CallsCanBeRequired is false.
+std::string RequiredCallsGrammar(ToolFormat format, const ToolRequest& tools, bool thinks = false,
+                                 bool thinking_open = false);
+// Whether RequiredCallsGrammar takes `format` (not gpt-oss's channels, DeepSeek's two call forms
+// or Command R7B's thinking first).
+bool CallsCanBeRequired(ToolFormat format);
 
 // Functionary v3.2's answer without tools: the text of its "all" segments is the content, other
 // segments stay as written.

@@ -126,8 +126,8 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 
 def test_serve_passes_tools_to_a_tool_call_template(qwen3_server):
     """With --jinja and a <tool_call> template (Qwen3's), tools and earlier calls go to the template as
-    transformers passes them; tool_choice "required" keeps the generic form (the model's own format
-    cannot force a call)."""
+    transformers passes them, with tool_choice "required" too (a grammar holds the answer to calls in
+    the template's format)."""
     from test_serve import post
 
     m, url = qwen3_server
@@ -150,7 +150,7 @@ def test_serve_passes_tools_to_a_tool_call_template(qwen3_server):
     message = r["choices"][0]["message"]
     assert message["role"] == "assistant" and (message.get("tool_calls") or isinstance(message["content"], str))
     status, r = post(url + "/apply-template", {"messages": history, "tools": TOOLS, "tool_choice": "required"})
-    assert status == 200 and "Answer with one JSON object" in r["prompt"], r
+    assert status == 200 and r["prompt"] == m.apply_chat_template(as_transformers, tools=TOOLS), r
 
 
 def test_cli_jinja_flag_renders_the_files_template(tmp_path):
@@ -426,3 +426,52 @@ def test_functionary_tool_calls(tmp_path, file, written, content):
     assert r["choices"][0]["finish_reason"] == "tool_calls"
     assert message["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
     assert message["content"] == content
+
+
+ADD_AND_WEATHER = [
+    {"type": "function", "function": {"name": "add", "parameters": {
+        "type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}}},
+    {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string", "enum": ["Paris", "Oslo"]}},
+        "required": ["city"]}}}]
+
+
+def _fits(call):
+    args = json.loads(call["function"]["arguments"])
+    if call["function"]["name"] == "add":
+        return set(args) == {"a", "b"} and all(type(args[k]) is int for k in "ab")
+    return call["function"]["name"] == "get_weather" and args == {"city": args["city"]} and args["city"] in ("Paris", "Oslo")
+
+
+def test_required_tool_calls_in_the_models_own_format(tmp_path):
+    """tool_choice "required" or a tool's name with --jinja and a <tool_call> template: the answer is
+    held to calls in the model's format (serve::RequiredCallsGrammar) of the allowed tools, with
+    arguments that fit their schemas, even from a random tiny model; the prompt is the template's
+    own, with the tools."""
+    m = _with_template(tmp_path, "Qwen-Qwen2.5-7B-Instruct.jinja", **{"qwen2.context_length": 2048})
+    messages = [{"role": "user", "content": "Add 2 and 3."}]
+    named = {"type": "function", "function": {"name": "add"}}
+    for choice, allowed in (("required", {"add", "get_weather"}), (named, {"add"})):
+        names = set()
+        for seed in range(4):
+            r = m.create_chat_completion(messages, jinja=True, tools=ADD_AND_WEATHER, tool_choice=choice,
+                                         parallel_tool_calls=False, max_tokens=300, temperature=1.0, seed=seed)
+            choice0 = r["choices"][0]
+            assert choice0["finish_reason"] == "tool_calls", choice0
+            assert choice0["message"]["content"] is None
+            calls = choice0["message"]["tool_calls"]
+            assert len(calls) == 1 and _fits(calls[0]), calls
+            names.add(calls[0]["function"]["name"])
+        assert names <= allowed
+    # Streamed: the same call in a chunk of its own, then finish_reason tool_calls.
+    body = dict(jinja=True, tools=ADD_AND_WEATHER, tool_choice=named, parallel_tool_calls=False, max_tokens=300,
+                temperature=1.0, seed=0)
+    plain = m.create_chat_completion(messages, **body)["choices"][0]
+    chunks = [c["choices"][0] for c in m.create_chat_completion(messages, stream=True, **body) if c["choices"]]
+    streamed = [d for c in chunks for d in c["delta"].get("tool_calls", [])]
+    assert [c["function"] for c in streamed] == [c["function"] for c in plain["message"]["tool_calls"]]
+    assert chunks[-1]["finish_reason"] == "tool_calls"
+    # Without --jinja the generic JSON form answers (the template's format is not used).
+    r = m.create_chat_completion(messages, tools=ADD_AND_WEATHER, tool_choice="required", max_tokens=300,
+                                 temperature=1.0, seed=0)
+    assert all(_fits(c) for c in r["choices"][0]["message"]["tool_calls"])

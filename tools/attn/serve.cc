@@ -42,9 +42,10 @@ constexpr int64_t kMaxServedInspectTokens = 1024;
 struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
-  int64_t context_keep = -1;  // --context-shift / --keep
-  int lookup = 0;             // --lookup: prompt lookup decoding in every request
-  bool jinja = false;         // --jinja: chat prompts from the file's Jinja template in every case
+  int64_t context_keep = -1;     // --context-shift / --keep
+  int lookup = 0;                // --lookup: prompt lookup decoding in every request
+  bool jinja = false;            // --jinja: chat prompts from the file's Jinja template in every case
+  bool no_tool_grammar = false;  // --no-tool-grammar: a model's own tool calls unconstrained
   std::string reasoning_format = "deepseek";  // --reasoning-format: <think> blocks to reasoning_content
   int parallel = 4;                           // slots: requests generated together
   std::string pooling = "mean";               // /v1/embeddings
@@ -60,8 +61,9 @@ class Server {
         pooling_(ParsePooling(args.pooling)),
         kv_dtype_(args.kv_dtype),
         threads_(args.model.threads),
-        settings_{args.jinja, args.reasoning_format == "deepseek", args.model.threads, args.context_keep,
-                  args.lookup},
+        settings_{args.jinja,         args.reasoning_format == "deepseek",
+                  args.model.threads, args.context_keep,
+                  args.lookup,        !args.no_tool_grammar},
         name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
 
   void Register(httplib::Server& http) {
@@ -155,8 +157,9 @@ class Server {
     // llama.cpp's /apply-template: a chat request's prompt text, without generating.
     http.Post("/apply-template", [this](const httplib::Request& req, httplib::Response& res) {
       serve::Request r = serve::ParseRequest(req.body, serve::Endpoint::kChatCompletions);
-      res.set_content(json{{"prompt", serve::ChatPromptText(model_->tokenizer(), r, settings_.jinja)}}.dump(
-                          -1, ' ', false, json::error_handler_t::replace),
+      res.set_content(json{{"prompt", serve::ChatPromptText(model_->tokenizer(), r, settings_.jinja,
+                                                            settings_.tool_grammar)}}
+                          .dump(-1, ' ', false, json::error_handler_t::replace),
                       "application/json");
     });
     http.Post("/tokenize", [this](const httplib::Request& req, httplib::Response& res) {
@@ -353,6 +356,10 @@ void AddServeCommand(CLI::App& app) {
       "Build chat prompts with the model's own Jinja chat template (as transformers does) even where a "
       "built-in format matches it; templates of other formats, and requests with "
       "chat_template_kwargs, always use it");
+  cmd->add_flag("--no-tool-grammar", args->no_tool_grammar,
+                "With --jinja and a model's own tool format: leave its tool calls free (by default a grammar "
+                "holds each call, from the format's marker to the end of its arguments, to the request's "
+                "tools: a name among them, arguments that fit the tool's schema)");
   cmd->add_option("--reasoning-format", args->reasoning_format,
                   "deepseek (default): a chat answer's <think> block comes back as reasoning_content "
                   "(streamed as delta.reasoning_content), as llama.cpp's server does; none: in the content")
