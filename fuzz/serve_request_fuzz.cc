@@ -3,7 +3,7 @@
 // Every input must be refused with attn::Error or parse into a request, and a parsed request must build its
 // response objects and stream chunks (with the first byte's bits choosing a model tool format and
 // reasoning, and a chat's last message as the answer to read, which must read the same when it
-// streams in two pieces), under ASan and UBSan. Seeds:
+// streams in two pieces, its calls' streamed arguments joining to theirs), under ASan and UBSan. Seeds:
 // fuzz/corpus/serve_request/ (requests of the tests) and fuzz/serve_request.dict (the field names).
 #include <algorithm>
 #include <cstddef>
@@ -38,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                        attn::serve::kToolFormats;
     r.answer_format = static_cast<attn::serve::ToolFormat>(format);
     if (r.tools) r.tool_format = r.answer_format;
+    // Calls held by grammars (a model's own format only): their arguments stream.
+    r.tool_grammar = r.tools && r.tool_format != attn::serve::ToolFormat::kGeneric && (data[0] & 128) != 0;
     r.reasoning = (data[0] & 8) != 0;
     r.thinking_open = (data[0] & 16) != 0;
     attn::GenerateResult result;
@@ -72,7 +74,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (streamed.content != all.content || streamed.reasoning != all.reasoning ||
           streamed.calls != all.calls)
         __builtin_trap();
+      // Streamed arguments: each call's deltas, joined, are its name and arguments, however cut.
+      for (const attn::serve::AnswerSplitter::Out* out :
+           {&all, static_cast<const attn::serve::AnswerSplitter::Out*>(&streamed)}) {
+        std::vector<std::string> names, args;
+        for (const attn::serve::AnswerSplitter::CallDelta& d : out->call_deltas) {
+          if (d.index == names.size()) names.push_back(d.name), args.emplace_back();
+          if (d.index + 1 != names.size() || names.back().empty()) __builtin_trap();
+          args.back() += d.arguments;
+        }
+        if (r.tool_grammar && names.size() != out->calls.size()) __builtin_trap();
+        for (size_t k = 0; k < names.size() && r.tool_grammar; ++k)
+          if (names[k] != out->calls[k]["name"] || args[k] != attn::serve::ArgumentsText(out->calls[k]))
+            __builtin_trap();
+      }
       (void)attn::serve::StreamToolCalls(r, info, all.calls, 0, 0);
+      (void)attn::serve::StreamToolDeltas(r, info, streamed.call_deltas, 0);
     }
     (void)attn::serve::StreamFinish(r, info, result, r.n - 1);
     (void)attn::serve::StreamEnd(r, info, results);

@@ -431,17 +431,18 @@ json ChatMessage(const Request& request, const std::string& text, const std::str
 std::unique_ptr<AnswerSplitter> ChatAnswerSplitter(const Request& request) {
   const bool harmony = request.answer_format == ToolFormat::kHarmony;
   if (harmony && request.tools && request.tool_format == ToolFormat::kHarmony)
-    return std::make_unique<HarmonySplitter>(/*calls=*/true);
+    return ToolSplitter(ToolFormat::kHarmony, false, request.tool_grammar);
   if (harmony && request.reasoning && !request.tools) return std::make_unique<HarmonySplitter>();
   // Command R7B thinks in a block of its own (split off with tools or not, as harmony's channels).
   if (request.answer_format == ToolFormat::kCommandR7B &&
       (!request.tools || request.tool_format == ToolFormat::kCommandR7B))
-    return ToolSplitter(ToolFormat::kCommandR7B, request.thinking_open);
+    return ToolSplitter(ToolFormat::kCommandR7B, request.thinking_open,
+                        request.tools && request.tool_grammar);
   std::unique_ptr<AnswerSplitter> reasoning;
   if (request.reasoning) reasoning = std::make_unique<ReasoningSplitter>(request.thinking_open);
   std::unique_ptr<AnswerSplitter> tools;
   if (request.tools) {
-    tools = ToolSplitter(request.tool_format);
+    tools = ToolSplitter(request.tool_format, false, request.tool_grammar);
   } else if (request.answer_format == ToolFormat::kFunctionaryV32) {
     tools = FunctionaryTextSplitter();
   }
@@ -532,6 +533,20 @@ std::string StreamChunk(const Request& request, const ResponseInfo& info, const 
   return Event(j);
 }
 
+namespace {
+
+// A chunk of choice `index` whose delta is `list` as its tool_calls.
+std::string ToolCallsChunk(const ResponseInfo& info, json list, int index) {
+  json j = ResponseIdentity(info, "chat.completion.chunk");
+  j["choices"] = json::array({json{{"index", index},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", nullptr},
+                                   {"delta", {{"tool_calls", std::move(list)}}}}});
+  return Event(j);
+}
+
+}  // namespace
+
 std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
                             std::span<const nlohmann::ordered_json> calls, size_t first, int index) {
   json list = json::array();
@@ -540,12 +555,29 @@ std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
     call["index"] = first + k;
     list.push_back(std::move(call));
   }
-  json j = ResponseIdentity(info, "chat.completion.chunk");
-  j["choices"] = json::array({json{{"index", index},
-                                   {"logprobs", nullptr},
-                                   {"finish_reason", nullptr},
-                                   {"delta", {{"tool_calls", list}}}}});
-  return Event(j);
+  return ToolCallsChunk(info, std::move(list), index);
+}
+
+std::string StreamToolDeltas(const Request& request, const ResponseInfo& info,
+                             std::span<const AnswerSplitter::CallDelta> deltas, int index) {
+  json list = json::array();
+  for (const AnswerSplitter::CallDelta& d : deltas) {
+    if (!list.empty() && list.back()["index"] == d.index && d.name.empty()) {  // the same call: joined
+      list.back()["function"]["arguments"] =
+          list.back()["function"]["arguments"].get<std::string>() + d.arguments;
+      continue;
+    }
+    json call{{"index", d.index}};
+    if (!d.name.empty()) {
+      call["id"] = ToolCallId(request.tool_format, info.id + "_" + std::to_string(index), d.index);
+      call["type"] = "function";
+      call["function"] = {{"name", d.name}, {"arguments", d.arguments}};
+    } else {
+      call["function"] = {{"arguments", d.arguments}};
+    }
+    list.push_back(std::move(call));
+  }
+  return ToolCallsChunk(info, std::move(list), index);
 }
 
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,

@@ -47,6 +47,9 @@ struct Request {
   // Set by the server: tools in the model's own format (serve/tools.h) instead of the generic JSON
   // answer (kGeneric); json_schema is then cleared and the answer read in that format.
   ToolFormat tool_format = ToolFormat::kGeneric;
+  // Set by the server: grammars hold the calls in tool_format (serve::ToolCallGrammars), so their
+  // arguments stream as they are written (ToolSplitter's stream_arguments).
+  bool tool_grammar = false;
   // Set by the server (--reasoning-format deepseek, serve/reasoning.h): a chat answer's <think> block
   // goes to reasoning_content; thinking_open: the prompt itself opened the block.
   bool reasoning = false;
@@ -144,6 +147,11 @@ std::unique_ptr<AnswerSplitter> ChatAnswerSplitter(const Request& request);
 // whole, with its index).
 std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
                             std::span<const nlohmann::ordered_json> calls, size_t first, int index);
+// The chunk that carries `deltas` of choice `index`'s calls (delta.tool_calls as llama.cpp's server
+// and OpenAI stream them: a call's first entry with its index, id, type and name, the next ones
+// with its index and the next piece of its arguments).
+std::string StreamToolDeltas(const Request& request, const ResponseInfo& info,
+                             std::span<const AnswerSplitter::CallDelta> deltas, int index);
 // The chunk that ends choice `index` with its finish_reason (tool_calls for an answer of calls).
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
                          int index = 0);

@@ -89,6 +89,7 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
   // its own, which holds the whole answer); with a call required, the whole answer is calls.
   if (settings.tool_grammar && request.tools && request.tool_format != ToolFormat::kGeneric &&
       !request.tools_constraint) {
+    request.tool_grammar = true;
     if (request.tool_choice == "auto") {
       o.triggered_grammars = ToolCallGrammars(request.tool_format, request.tool_request);
     } else {

@@ -97,6 +97,7 @@ AnswerSplitter::Out& AnswerSplitter::Out::operator+=(Out other) {
   reasoning += other.reasoning;
   content += other.content;
   for (nlohmann::ordered_json& call : other.calls) calls.push_back(std::move(call));
+  for (CallDelta& d : other.call_deltas) call_deltas.push_back(std::move(d));
   return *this;
 }
 

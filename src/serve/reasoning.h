@@ -20,9 +20,18 @@ namespace attn::serve {
 // once whole. (The tool formats' splitters are in serve/tools.h.)
 class AnswerSplitter {
  public:
+  // A piece of a call as it streams (ToolSplitter with stream_arguments): the call's number in the
+  // answer, its name on the call's first piece (empty on the others), the next text of its
+  // arguments.
+  struct CallDelta {
+    size_t index = 0;
+    std::string name, arguments;
+    bool operator==(const CallDelta&) const = default;
+  };
   struct Out {
     std::string reasoning, content;
     std::vector<nlohmann::ordered_json> calls;
+    std::vector<CallDelta> call_deltas;
     Out& operator+=(Out other);
   };
   virtual ~AnswerSplitter() = default;

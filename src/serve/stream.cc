@@ -87,7 +87,8 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
     };
     // Pieces end on whole characters (SequenceGeneration holds a split one back). A chat answer
     // goes through its splitter (ChatAnswerSplitter): a think block (gpt-oss: the analysis
-    // channel) streams as delta.reasoning_content, calls as delta.tool_calls once each is whole;
+    // channel) streams as delta.reasoning_content, calls as delta.tool_calls once each is whole,
+    // or where grammars hold them (request.tool_grammar) their arguments as they are written;
     // log-probabilities ride with the first chunk that carries text (the splitter may hold a
     // piece back).
     std::shared_ptr<AnswerSplitter> splitter;
@@ -103,6 +104,10 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
                                  first ? chunk_logprobs(lp->pending.size()) : nlohmann::json(), i,
                                  reasoning));
         first = false;
+      }
+      if (request->tool_grammar) {  // the arguments as they are written
+        if (!out.call_deltas.empty()) events->Push(StreamToolDeltas(*request, *info, out.call_deltas, i));
+        return;
       }
       if (out.calls.empty()) return;
       events->Push(StreamToolCalls(*request, *info, out.calls, *calls_sent, i));

@@ -35,9 +35,12 @@ std::optional<ojson> ParseJson(const std::string& text) {
   }
 }
 
-// {"name": ..., "arguments" (or "parameters"): {...} or its JSON text} as {"name", "arguments"}.
+// {"name": ..., "arguments" (or "parameters"): {...} or its JSON text} as {"name", "arguments"}; a
+// name that is not a non-empty string is no call.
 std::optional<ojson> JsonCall(const ojson& call) {
-  if (!call.is_object() || !call.contains("name") || !call["name"].is_string()) return std::nullopt;
+  if (!call.is_object() || !call.contains("name") || !call["name"].is_string() ||
+      call["name"].get<std::string>().empty())
+    return std::nullopt;
   ojson args = call.contains("arguments")    ? call["arguments"]
                : call.contains("parameters") ? call["parameters"]
                                              : ojson::object();
@@ -89,6 +92,143 @@ class TextOut {
   std::string pending_;
 };
 
+// The JSON value at the start of `raw` (after whitespace) without the whitespace between its
+// tokens, up to its end (or what there is of it so far): what a call's arguments stream as. The
+// compaction of a prefix of a text is a prefix of the text's.
+std::string CompactJson(std::string_view raw) {
+  std::string out;
+  bool in_string = false, escaped = false;
+  int depth = 0;
+  for (const char c : raw) {
+    if (in_string) {
+      out += c;
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+        if (depth == 0) break;
+      }
+      continue;
+    }
+    if (IsSpace(c)) continue;
+    if (!out.empty() && depth == 0) break;  // after a value that is not an object, array or string
+    out += c;
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth <= 0) {
+      break;
+    }
+  }
+  return out;
+}
+
+// Where a call's arguments begin in the text of its block so far: the call's name and the offset
+// of the "{" that opens its arguments; nullopt while they are not both written (or never will be,
+// for forms whose arguments do not stream: lists of calls, XML parameters, arguments as a string).
+struct Located {
+  std::string name;
+  size_t args = 0;
+};
+using Locate = std::optional<Located> (*)(std::string_view body);
+
+// A cursor over a block's text for the locators.
+struct Cursor {
+  std::string_view s;
+  size_t i = 0;
+  void Ws() {
+    while (i < s.size() && IsSpace(s[i])) ++i;
+  }
+  bool Eat(std::string_view t) {
+    Ws();
+    if (s.substr(i, t.size()) != t) return false;
+    i += t.size();
+    return true;
+  }
+  // A whole JSON string, decoded.
+  std::optional<std::string> String() {
+    Ws();
+    if (i >= s.size() || s[i] != '"') return std::nullopt;
+    for (size_t j = i + 1; j < s.size(); ++j) {
+      if (s[j] == '\\') {
+        ++j;
+      } else if (s[j] == '"') {
+        const std::optional<ojson> v = ParseJson(std::string(s.substr(i, j + 1 - i)));
+        i = j + 1;
+        return v && v->is_string() ? std::optional<std::string>(v->get<std::string>()) : std::nullopt;
+      }
+    }
+    return std::nullopt;
+  }
+  // NAME up to `end` (trimmed), then the arguments' "{".
+  std::optional<Located> NameThenArgs(std::string_view end) {
+    const size_t e = s.find(end, i);
+    if (e == npos) return std::nullopt;
+    std::string name = Trim(s.substr(i, e - i));
+    i = e + end.size();
+    return ArgsOf(std::move(name));
+  }
+  std::optional<Located> ArgsOf(std::string name) {
+    Ws();
+    if (name.empty() || i >= s.size() || s[i] != '{') return std::nullopt;
+    return Located{std::move(name), i};
+  }
+};
+
+// <tool_call> {"name": "...", "arguments": {
+std::optional<Located> LocateTagJson(std::string_view body) {
+  Cursor c{body};
+  if (!c.Eat("{") || !c.Eat("\"name\"") || !c.Eat(":")) return std::nullopt;
+  std::optional<std::string> name = c.String();
+  if (!name || !c.Eat(",") || !c.Eat("\"arguments\"") || !c.Eat(":")) return std::nullopt;
+  return c.ArgsOf(std::move(*name));
+}
+
+// [TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{ or NAME[ARGS]{ (not v3's list).
+std::optional<Located> LocateMistral(std::string_view body) {
+  Cursor c{body};
+  c.Ws();
+  if (c.i < body.size() && body[c.i] == '[') return std::nullopt;
+  std::optional<Located> at = c.NameThenArgs("[ARGS]");
+  if (at) at->name = Trim(at->name.substr(0, at->name.find("[CALL_ID]")));
+  return at && !at->name.empty() ? at : std::nullopt;
+}
+
+// NAME<｜tool▁sep｜>{ (V3.1), or function<｜tool▁sep｜>NAME then ```json and { (R1).
+std::optional<Located> LocateDeepSeek(std::string_view body) {
+  constexpr std::string_view kSep = "<｜tool▁sep｜>";
+  Cursor c{body};
+  const size_t sep = body.find(kSep);
+  if (sep == npos) return std::nullopt;
+  std::string name = Trim(body.substr(0, sep));
+  c.i = sep + kSep.size();
+  c.Ws();
+  if (c.i < body.size() && body[c.i] == '{') return c.ArgsOf(std::move(name));
+  const size_t nl = body.find('\n', c.i);
+  if (nl == npos) return std::nullopt;
+  name = Trim(body.substr(c.i, nl - c.i));
+  c.i = nl;
+  if (!c.Eat("```")) return std::nullopt;
+  if (body.substr(c.i, 4) == "json") c.i += 4;
+  return c.ArgsOf(std::move(name));
+}
+
+// <function=NAME>{
+std::optional<Located> LocateFunction(std::string_view body) { return Cursor{body}.NameThenArgs(">"); }
+
+// functions.NAME:INDEX<|tool_call_argument_begin|>{
+std::optional<Located> LocateKimi(std::string_view body) {
+  std::optional<Located> at = Cursor{body}.NameThenArgs("<|tool_call_argument_begin|>");
+  if (!at) return std::nullopt;
+  std::string& name = at->name;
+  if (name.rfind("functions.", 0) == 0) name.erase(0, 10);
+  if (const size_t colon = name.rfind(':'); colon != npos) name.erase(colon);
+  return name.empty() ? std::nullopt : at;
+}
+
 // Formats whose calls are blocks: open BODY close (close empty: a block runs to the next open or
 // to the end of the answer), each body read by `parse` into its calls; `dropped` are markers that
 // frame the blocks (DeepSeek's section), dropped wherever they stand outside a block; the text
@@ -98,13 +238,18 @@ struct BlockFormat {
   std::vector<std::string_view> dropped;
   std::optional<Calls> (*parse)(const std::string& body);
   std::string_view think_open = {}, think_close = {};
+  Locate locate = nullptr;  // where a call's arguments start, for streaming them (null: not streamed)
 };
 
 class BlockSplitter : public AnswerSplitter {
  public:
   // thinking: the answer starts inside the thinking block (the prompt opened it).
-  explicit BlockSplitter(BlockFormat f, bool thinking = false)
-      : f_(std::move(f)), state_(thinking ? State::kThinking : State::kText) {}
+  // stream_arguments: calls stream as Out::call_deltas, a block whose name and the start of its
+  // arguments were read being a call from then on (its arguments as written, whatever follows).
+  explicit BlockSplitter(BlockFormat f, bool thinking = false, bool stream_arguments = false)
+      : f_(std::move(f)),
+        state_(thinking ? State::kThinking : State::kText),
+        stream_(stream_arguments && f_.locate != nullptr) {}
 
   Out Feed(const std::string& piece) override {
     Out out;
@@ -141,8 +286,12 @@ class BlockSplitter : public AnswerSplitter {
         state_ = State::kText;
         continue;
       }
-      const size_t end = held_.find(f_.close.empty() ? f_.open : f_.close);
-      if (end == npos) return out;
+      const std::string_view close = f_.close.empty() ? f_.open : f_.close;
+      const size_t end = held_.find(close);
+      if (end == npos) {
+        if (stream_) Stream(std::string_view(held_).substr(0, held_.size() - PartialTag(held_, close)), out);
+        return out;
+      }
       Close(held_.substr(0, end), f_.close, out);
       held_.erase(0, end + f_.close.size());
       state_ = State::kText;
@@ -164,8 +313,33 @@ class BlockSplitter : public AnswerSplitter {
   }
 
  private:
+  // The arguments written so far of the block's call, once its name and their start are known.
+  void Stream(std::string_view body, Out& out) {
+    if (!call_) {
+      call_ = f_.locate(body);
+      if (!call_) return;
+      out.call_deltas.push_back({calls_, call_->name, ""});
+    }
+    const std::string args = CompactJson(body.substr(call_->args));
+    if (args.size() > sent_) out.call_deltas.push_back({calls_, "", args.substr(sent_)});
+    sent_ = args.size();
+  }
+
   void Close(const std::string& body, std::string_view close, Out& out) {
+    if (stream_) Stream(body, out);
+    if (call_) {  // streamed: a call, its arguments as written
+      std::optional<Calls> calls = f_.parse(body);
+      ojson call = calls && calls->size() == 1 ? std::move((*calls)[0])
+                                               : ojson{{"name", call_->name}, {"arguments", ojson::object()}};
+      call["arguments_text"] = CompactJson(std::string_view(body).substr(call_->args));
+      out.calls.push_back(std::move(call));
+      ++calls_;
+      call_.reset();
+      sent_ = 0;
+      return;
+    }
     if (std::optional<Calls> calls = f_.parse(body)) {
+      calls_ += calls->size();
       for (ojson& c : *calls) out.calls.push_back(std::move(c));
     } else {
       text_.Add(std::string(f_.open) + body + std::string(close), out.content);
@@ -175,8 +349,12 @@ class BlockSplitter : public AnswerSplitter {
   enum class State { kText, kCall, kThinking };
   BlockFormat f_;
   State state_;
+  bool stream_;
   std::string held_;
   TextOut text_;
+  size_t calls_ = 0;             // calls so far
+  std::optional<Located> call_;  // the streaming call of the open block
+  size_t sent_ = 0;              // bytes of its arguments streamed
 };
 
 // One <tool_call> body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
@@ -527,6 +705,29 @@ class GenericSplitter : public AnswerSplitter {
   std::string whole_, held_;
 };
 
+// Every call as Out::call_deltas: those the inner splitter streamed as it did, the others (calls
+// that come whole) as one delta with the name and the whole arguments.
+class CallDeltas : public AnswerSplitter {
+ public:
+  explicit CallDeltas(std::unique_ptr<AnswerSplitter> inner) : inner_(std::move(inner)) {}
+  Out Feed(const std::string& piece) override { return Fill(inner_->Feed(piece)); }
+  Out Finish() override { return Fill(inner_->Finish()); }
+
+ private:
+  Out Fill(Out out) {
+    for (const CallDelta& d : out.call_deltas) started_ = std::max(started_, d.index + 1);
+    for (const ojson& call : out.calls) {
+      const size_t index = closed_++;
+      if (index < started_) continue;
+      out.call_deltas.push_back({index, call["name"].get<std::string>(), ArgumentsText(call)});
+      started_ = index + 1;
+    }
+    return out;
+  }
+  std::unique_ptr<AnswerSplitter> inner_;
+  size_t started_ = 0, closed_ = 0;  // calls begun as deltas, and given whole
+};
+
 // Nine letters and digits from the prefix and index (Mistral's templates want exactly that).
 std::string MistralId(const std::string& prefix, size_t k) {
   static const char kChars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -540,54 +741,84 @@ std::string MistralId(const std::string& prefix, size_t k) {
 
 }  // namespace
 
-std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open) {
+std::string ArgumentsText(const nlohmann::ordered_json& call) {
+  return call.contains("arguments_text") ? call["arguments_text"].get<std::string>()
+                                         : call["arguments"].dump();
+}
+
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open, bool stream_arguments) {
+  const bool s = stream_arguments;
+  auto block = [&](BlockFormat f, bool thinking = false) -> std::unique_ptr<AnswerSplitter> {
+    return std::make_unique<BlockSplitter>(std::move(f), thinking, s);
+  };
+  std::unique_ptr<AnswerSplitter> splitter;
   switch (format) {
     case ToolFormat::kGeneric:
-      return std::make_unique<GenericSplitter>();
+      splitter = std::make_unique<GenericSplitter>();
+      break;
     case ToolFormat::kToolCallTags:
-      return std::make_unique<BlockSplitter>(BlockFormat{"<tool_call>", "</tool_call>", {}, ParseTagBody});
+      splitter = block({"<tool_call>", "</tool_call>", {}, ParseTagBody, {}, {}, LocateTagJson});
+      break;
     case ToolFormat::kMistral:
-      return std::make_unique<BlockSplitter>(BlockFormat{"[TOOL_CALLS]", "", {}, ParseMistralBody});
+      splitter = block({"[TOOL_CALLS]", "", {}, ParseMistralBody, {}, {}, LocateMistral});
+      break;
     case ToolFormat::kLlama3Json:
-      return std::make_unique<Llama3Splitter>();
+      splitter = std::make_unique<Llama3Splitter>();
+      break;
     case ToolFormat::kHarmony:
-      return std::make_unique<HarmonySplitter>(/*calls=*/true);
+      splitter = std::make_unique<HarmonySplitter>(/*calls=*/true);
+      break;
     case ToolFormat::kDeepSeek:
-      return std::make_unique<BlockSplitter>(BlockFormat{"<｜tool▁call▁begin｜>",
-                                                         "<｜tool▁call▁end｜>",
-                                                         {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"},
-                                                         ParseDeepSeekBody});
+      splitter = block({"<｜tool▁call▁begin｜>",
+                        "<｜tool▁call▁end｜>",
+                        {"<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"},
+                        ParseDeepSeekBody,
+                        {},
+                        {},
+                        LocateDeepSeek});
+      break;
     case ToolFormat::kFunctionaryV32:
-      return std::make_unique<FunctionaryV32Splitter>(/*calls=*/true);
+      splitter = std::make_unique<FunctionaryV32Splitter>(/*calls=*/true);
+      break;
     case ToolFormat::kFunctionaryV31:
-      return std::make_unique<BlockSplitter>(BlockFormat{"<function=", "</function>", {}, ParseFunctionBody});
+      splitter = block({"<function=", "</function>", {}, ParseFunctionBody, {}, {}, LocateFunction});
+      break;
     case ToolFormat::kKimiK2:
-      return std::make_unique<BlockSplitter>(
-          BlockFormat{"<|tool_call_begin|>",
-                      "<|tool_call_end|>",
-                      {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"},
-                      ParseKimiBody});
+      splitter = block({"<|tool_call_begin|>",
+                        "<|tool_call_end|>",
+                        {"<|tool_calls_section_begin|>", "<|tool_calls_section_end|>"},
+                        ParseKimiBody,
+                        {},
+                        {},
+                        LocateKimi});
+      break;
     case ToolFormat::kCommandR7B:
-      return std::make_unique<BlockSplitter>(BlockFormat{"<|START_ACTION|>",
-                                                         "<|END_ACTION|>",
-                                                         {"<|START_RESPONSE|>", "<|END_RESPONSE|>"},
-                                                         ParseCommandRBody,
-                                                         "<|START_THINKING|>",
-                                                         "<|END_THINKING|>"},
-                                             thinking_open);
+      splitter = block({"<|START_ACTION|>",
+                        "<|END_ACTION|>",
+                        {"<|START_RESPONSE|>", "<|END_RESPONSE|>"},
+                        ParseCommandRBody,
+                        "<|START_THINKING|>",
+                        "<|END_THINKING|>"},
+                       thinking_open);
+      break;
   }
-  return nullptr;
+  if (splitter && stream_arguments) splitter = std::make_unique<CallDeltas>(std::move(splitter));
+  return splitter;
 }
 
 std::unique_ptr<AnswerSplitter> FunctionaryTextSplitter() {
   return std::make_unique<FunctionaryV32Splitter>(/*calls=*/false);
 }
 
+std::string ToolCallId(ToolFormat format, const std::string& id_prefix, size_t k) {
+  return format == ToolFormat::kMistral ? MistralId(id_prefix, k)
+                                        : "call_" + id_prefix + "_" + std::to_string(k);
+}
+
 nlohmann::json ToolCallJson(ToolFormat format, const ojson& call, const std::string& id_prefix, size_t k) {
-  return {{"id", format == ToolFormat::kMistral ? MistralId(id_prefix, k)
-                                                : "call_" + id_prefix + "_" + std::to_string(k)},
+  return {{"id", ToolCallId(format, id_prefix, k)},
           {"type", "function"},
-          {"function", {{"name", call["name"]}, {"arguments", call["arguments"].dump()}}}};
+          {"function", {{"name", call["name"]}, {"arguments", ArgumentsText(call)}}}};
 }
 
 nlohmann::json AnswerMessage(ToolFormat format, const AnswerSplitter::Out& answer,

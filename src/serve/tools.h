@@ -103,7 +103,14 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // "tool_calls" read once complete; an answer that is neither is content as written. kHarmony:
 // HarmonySplitter with calls. thinking_open: the prompt opened the format's own thinking block
 // (kCommandR7B's <|START_THINKING|>; other formats' <think> is ReasoningSplitter's).
-std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open = false);
+// stream_arguments: every call also comes as Out::call_deltas, its name first, then its arguments
+// as they are written where the format names the call before them (<tool_call> JSON, Mistral's
+// [ARGS], DeepSeek, Functionary v3.1, Kimi K2; whitespace between JSON tokens dropped), else whole
+// once read; a block of those whose name and "{" were read is a call from then on, its arguments
+// the JSON text as written (what attn serve does where a grammar holds the calls, so that they
+// are well formed unless cut short). The deltas of call k joined are ToolCallJson's arguments.
+std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open = false,
+                                             bool stream_arguments = false);
 
 // The grammars that keep the calls of an answer in `format` well formed while the text around
 // them stays free (GenerateOptions::triggered_grammars): each opens where the format's marker
@@ -137,6 +144,11 @@ std::unique_ptr<AnswerSplitter> FunctionaryTextSplitter();
 // (JSON text)}}, call {"name", "arguments"} being the k-th of its answer. Ids are "call_" +
 // id_prefix + "_" + k, or for kMistral nine letters and digits (its templates refuse others when
 // the call comes back in the next request).
+// The id of the k-th call of an answer (ToolCallJson's).
+std::string ToolCallId(ToolFormat format, const std::string& id_prefix, size_t k);
+// A call's arguments as JSON text: as streamed (whitespace between tokens dropped) where they
+// streamed, else the parsed object's compact JSON.
+std::string ArgumentsText(const nlohmann::ordered_json& call);
 nlohmann::json ToolCallJson(ToolFormat format, const nlohmann::ordered_json& call,
                             const std::string& id_prefix, size_t k);
 

@@ -448,3 +448,107 @@ TEST(ToolCallTags, TemplateMessagesCarryStructuredCalls) {
 
 }  // namespace
 }  // namespace attn::serve
+
+namespace attn::serve {
+namespace {
+
+// The deltas of an answer read with stream_arguments, cut into pieces of `step` bytes.
+AnswerSplitter::Out ReadDeltas(ToolFormat format, const std::string& text, size_t step) {
+  const std::unique_ptr<AnswerSplitter> s = ToolSplitter(format, false, /*stream_arguments=*/true);
+  AnswerSplitter::Out out;
+  for (size_t i = 0; i < text.size(); i += step) out += s->Feed(text.substr(i, step));
+  out += s->Finish();
+  return out;
+}
+
+// Each call's deltas joined: its name (from the first) and its arguments.
+std::vector<std::pair<std::string, std::string>> Joined(const AnswerSplitter::Out& out) {
+  std::vector<std::pair<std::string, std::string>> calls;
+  for (const AnswerSplitter::CallDelta& d : out.call_deltas) {
+    if (d.index == calls.size()) {
+      EXPECT_FALSE(d.name.empty());
+      calls.emplace_back(d.name, "");
+    }
+    EXPECT_EQ(d.index + 1, calls.size()) << "deltas out of order";
+    if (d.index + 1 != calls.size()) break;
+    if (d.name.empty()) {
+      EXPECT_FALSE(d.arguments.empty());
+    }
+    calls.back().second += d.arguments;
+  }
+  return calls;
+}
+
+TEST(StreamArguments, DeltasJoinToTheCallsAtEveryCut) {
+  const std::vector<std::pair<ToolFormat, std::string>> answers{
+      {ToolFormat::kToolCallTags,
+       "Let me see.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris "
+       "\\\"centre\\\"\", "
+       "\"days\": [1, "
+       "2]}}\n</tool_call>\n<tool_call>\n<function=add>\n<parameter=a>\n1\n</parameter>\n</function>\n"
+       "</tool_call>"},
+      {ToolFormat::kMistral,
+       "Sure.[TOOL_CALLS]get_weather[CALL_ID]abc123def[ARGS]{\"city\": \"Paris\"}"
+       "[TOOL_CALLS]add[ARGS]{\"a\": 1, \"b\": 2}"},
+      {ToolFormat::kMistral, "[TOOL_CALLS][{\"name\": \"add\", \"arguments\": {\"a\": 1}}]"},
+      {ToolFormat::kDeepSeek,
+       "<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n```json\n{\"city\": "
+       "\"Paris\"}\n```<｜tool▁call▁end｜><｜tool▁call▁begin｜>add<｜tool▁sep｜>{\"a\": 1}<｜tool▁call▁end｜>"
+       "<｜tool▁calls▁end｜>"},
+      {ToolFormat::kFunctionaryV31, "Checking.<function=get_weather>{\"city\": \"Rome\"}</function>"},
+      {ToolFormat::kFunctionaryV32, "all\nLet me look.>>>get_weather\n{\"city\": \"Paris\"}"},
+      {ToolFormat::kKimiK2,
+       "Let me check.<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0"
+       "<|tool_call_argument_begin|>{\"city\": \"Paris\"}<|tool_call_end|><|tool_calls_section_end|>"},
+      {ToolFormat::kCommandR7B,
+       "<|START_ACTION|>[{\"tool_call_id\": \"0\", \"tool_name\": \"add\", \"parameters\": {\"a\": 1}}]"
+       "<|END_ACTION|>"},
+      {ToolFormat::kLlama3Json, "{\"name\": \"add\", \"parameters\": {\"a\": 1}}"},
+      {ToolFormat::kHarmony,
+       "<|channel|>commentary to=functions.add <|constrain|>json<|message|>{\"a\": 1}<|call|>"},
+  };
+  for (const auto& [format, text] : answers) {
+    const AnswerSplitter::Out plain = ToolSplitter(format)->Split(text);
+    ASSERT_FALSE(plain.calls.empty()) << text;
+    for (size_t step : {size_t{1}, size_t{2}, size_t{3}, size_t{7}, text.size()}) {
+      const AnswerSplitter::Out out = ReadDeltas(format, text, step);
+      EXPECT_EQ(out.content, plain.content) << text;
+      EXPECT_EQ(out.reasoning, plain.reasoning) << text;
+      ASSERT_EQ(out.calls.size(), plain.calls.size()) << text;
+      const auto joined = Joined(out);
+      ASSERT_EQ(joined.size(), out.calls.size()) << text << " in pieces of " << step;
+      for (size_t k = 0; k < joined.size(); ++k) {
+        EXPECT_EQ(joined[k].first, plain.calls[k]["name"]) << text;
+        EXPECT_EQ(joined[k].second, ArgumentsText(out.calls[k])) << text;
+        // The same arguments as the plain reading's, as JSON.
+        EXPECT_EQ(nlohmann::json::parse(joined[k].second),
+                  nlohmann::json::parse(ArgumentsText(plain.calls[k])));
+      }
+    }
+  }
+  // Byte by byte, a streamed format's arguments come in many pieces, the first with the name only.
+  const AnswerSplitter::Out out = ReadDeltas(ToolFormat::kKimiK2, answers[6].second, 1);
+  ASSERT_GT(out.call_deltas.size(), 5u);
+  EXPECT_EQ(out.call_deltas[0], (AnswerSplitter::CallDelta{0, "get_weather", ""}));
+  EXPECT_EQ(out.call_deltas[1].arguments, "{");
+}
+
+TEST(StreamArguments, AStartedCallStaysACallWhenCutShort) {
+  // The answer ends inside the arguments (max_tokens): a call with what was written of them, not
+  // content (the deltas already said it was a call); without streaming, content as before.
+  const std::string text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par";
+  const AnswerSplitter::Out out = ReadDeltas(ToolFormat::kToolCallTags, text, 4);
+  ASSERT_EQ(out.calls.size(), 1u);
+  EXPECT_EQ(ArgumentsText(out.calls[0]), "{\"city\":\"Par");
+  EXPECT_EQ(Joined(out)[0].second, "{\"city\":\"Par");
+  EXPECT_TRUE(out.content.empty());
+  EXPECT_TRUE(ToolSplitter(ToolFormat::kToolCallTags)->Split(text).calls.empty());
+  // A block whose name is not followed by arguments is read whole, as before: content here.
+  const AnswerSplitter::Out broken =
+      ReadDeltas(ToolFormat::kFunctionaryV31, "<function=f>oops</function>", 1);
+  EXPECT_TRUE(broken.calls.empty() && broken.call_deltas.empty());
+  EXPECT_EQ(broken.content, "<function=f>oops</function>");
+}
+
+}  // namespace
+}  // namespace attn::serve

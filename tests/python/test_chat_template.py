@@ -463,14 +463,21 @@ def test_required_tool_calls_in_the_models_own_format(tmp_path):
             assert len(calls) == 1 and _fits(calls[0]), calls
             names.add(calls[0]["function"]["name"])
         assert names <= allowed
-    # Streamed: the same call in a chunk of its own, then finish_reason tool_calls.
-    body = dict(jinja=True, tools=ADD_AND_WEATHER, tool_choice=named, parallel_tool_calls=False, max_tokens=300,
-                temperature=1.0, seed=0)
-    plain = m.create_chat_completion(messages, **body)["choices"][0]
-    chunks = [c["choices"][0] for c in m.create_chat_completion(messages, stream=True, **body) if c["choices"]]
-    streamed = [d for c in chunks for d in c["delta"].get("tool_calls", [])]
-    assert [c["function"] for c in streamed] == [c["function"] for c in plain["message"]["tool_calls"]]
-    assert chunks[-1]["finish_reason"] == "tool_calls"
+    # Streamed: the call's arguments as they are written (OpenAI's deltas: the first entry with the id
+    # and name, then pieces of the arguments), joined the plain answer's call; then tool_calls.
+    for seed in range(2):
+        body = dict(jinja=True, tools=ADD_AND_WEATHER, tool_choice=named, parallel_tool_calls=False,
+                    max_tokens=300, temperature=1.0, seed=seed)
+        plain = m.create_chat_completion(messages, **body)["choices"][0]
+        chunks = [c["choices"][0] for c in m.create_chat_completion(messages, stream=True, **body) if c["choices"]]
+        entries = [d for c in chunks for d in c["delta"].get("tool_calls", [])]
+        assert entries[0]["id"].startswith("call_") and entries[0]["type"] == "function"
+        assert entries[0]["function"]["name"] == "add" and all("id" not in e for e in entries[1:])
+        assert {e["index"] for e in entries} == {0}
+        joined = "".join(e["function"]["arguments"] for e in entries)
+        assert joined == plain["message"]["tool_calls"][0]["function"]["arguments"]
+        assert len(entries) >= 4, entries  # {"a": ..., "b": ...} in pieces
+        assert chunks[-1]["finish_reason"] == "tool_calls"
     # Without --jinja the generic JSON form answers (the template's format is not used).
     r = m.create_chat_completion(messages, tools=ADD_AND_WEATHER, tool_choice="required", max_tokens=300,
                                  temperature=1.0, seed=0)
