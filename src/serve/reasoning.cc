@@ -206,7 +206,14 @@ HarmonySplitter::Out HarmonySplitter::Feed(const std::string& piece) {
       }
       case State::kBody: {
         const auto [at, len] = Earliest(held_, kBodyEnds);
-        if (!call_.empty()) {  // a call's body comes out whole
+        if (!call_.empty()) {  // a call's body comes out whole, or streams
+          if (stream_) {
+            size_t partial = 0;
+            for (std::string_view end : kBodyEnds) partial = std::max(partial, PartialTag(held_, end));
+            StreamCall(
+                std::string_view(held_).substr(0, at == std::string::npos ? held_.size() - partial : at),
+                out);
+          }
           if (at == std::string::npos) return out;
           out += CallOrContent(held_.substr(0, at));
           held_.erase(0, at + len);
@@ -238,7 +245,8 @@ HarmonySplitter::Out HarmonySplitter::Finish() {
   if (state_ == State::kStart || state_ == State::kPlain || (state_ == State::kHeader && first_)) {
     out.content = held_;
   } else if (state_ == State::kBody && !call_.empty()) {
-    out = CallOrContent(held_);
+    if (stream_) StreamCall(held_, out);
+    out += CallOrContent(held_);
   } else if (state_ == State::kBody) {
     (analysis_ ? out.reasoning : out.content) = held_;
   }
@@ -246,18 +254,94 @@ HarmonySplitter::Out HarmonySplitter::Finish() {
   return out;
 }
 
-HarmonySplitter::Out HarmonySplitter::CallOrContent(const std::string& body) const {
+void HarmonySplitter::StreamCall(std::string_view body, Out& out) {
+  if (!stream_calls_.started()) {
+    const size_t at = body.find_first_not_of(" \t\r\n");
+    if (at == std::string_view::npos || body[at] != '{') return;
+    stream_calls_.Start(call_, at, out);
+  }
+  stream_calls_.Stream(body, out);
+}
+
+HarmonySplitter::Out HarmonySplitter::CallOrContent(const std::string& body) {
   Out out;
+  std::optional<nlohmann::ordered_json> call;
   try {
     nlohmann::ordered_json args = nlohmann::ordered_json::parse(body);
-    if (args.is_object()) {
-      out.calls.push_back({{"name", call_}, {"arguments", std::move(args)}});
-      return out;
-    }
+    if (args.is_object()) call = nlohmann::ordered_json{{"name", call_}, {"arguments", std::move(args)}};
   } catch (const nlohmann::json::exception&) {
   }
-  out.content = body;
+  if (stream_calls_.started()) {
+    stream_calls_.Close(body, std::move(call), out);
+  } else if (call) {
+    stream_calls_.Whole(std::move(*call), out);
+  } else {
+    out.content = body;
+  }
   return out;
+}
+
+std::string CompactJson(std::string_view raw) {
+  std::string out;
+  bool in_string = false, escaped = false;
+  int depth = 0;
+  for (const char c : raw) {
+    if (in_string) {
+      out += c;
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+        if (depth == 0) break;
+      }
+      continue;
+    }
+    if (IsSpace(c)) continue;
+    if (!out.empty() && depth == 0) break;  // after a value that is not an object, array or string
+    out += c;
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth <= 0) {
+      break;
+    }
+  }
+  return out;
+}
+
+void CallStream::Start(std::string name, size_t args, AnswerSplitter::Out& out) {
+  started_ = true;
+  name_ = std::move(name);
+  args_ = args;
+  sent_ = 0;
+  out.call_deltas.push_back({calls_, name_, ""});
+}
+
+void CallStream::Stream(std::string_view block, AnswerSplitter::Out& out) {
+  if (!started_ || block.size() < args_) return;
+  const std::string args = CompactJson(block.substr(args_));
+  if (args.size() > sent_) out.call_deltas.push_back({calls_, "", args.substr(sent_)});
+  sent_ = std::max(sent_, args.size());
+}
+
+void CallStream::Close(std::string_view block, std::optional<nlohmann::ordered_json> parsed,
+                       AnswerSplitter::Out& out) {
+  Stream(block, out);
+  nlohmann::ordered_json call =
+      parsed ? std::move(*parsed)
+             : nlohmann::ordered_json{{"name", name_}, {"arguments", nlohmann::ordered_json::object()}};
+  call["arguments_text"] = CompactJson(block.substr(std::min(args_, block.size())));
+  out.calls.push_back(std::move(call));
+  ++calls_;
+  started_ = false;
+}
+
+void CallStream::Whole(nlohmann::ordered_json call, AnswerSplitter::Out& out) {
+  out.calls.push_back(std::move(call));
+  ++calls_;
 }
 
 bool PromptOpensThinking(const std::string& prompt) {

@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -41,6 +42,35 @@ class AnswerSplitter {
   Out Split(const std::string& text);
 };
 
+// The JSON value at the start of `raw` (after whitespace) without the whitespace between its
+// tokens, up to its end (or what there is of it so far): what a call's arguments stream as. The
+// compaction of a prefix of a text is a prefix of the text's.
+std::string CompactJson(std::string_view raw);
+
+// The calls of a splitter with stream_arguments, numbered as they come: a call started (its name
+// and where its arguments begin in its block are known) streams its arguments as the block grows
+// and is a call once the block ends, its arguments as written (arguments_text); calls read whole
+// are numbered too (AnswerSplitter::CallDelta's index).
+class CallStream {
+ public:
+  bool started() const { return started_; }
+  // Starts call `name`, its arguments at offset `args` of its block's text.
+  void Start(std::string name, size_t args, AnswerSplitter::Out& out);
+  // The block's text so far: the arguments written since the last time, as deltas.
+  void Stream(std::string_view block, AnswerSplitter::Out& out);
+  // The started call's block ended: the call (`parsed`, as the block reads whole, when it does; else
+  // the name and {}), with arguments_text as streamed.
+  void Close(std::string_view block, std::optional<nlohmann::ordered_json> parsed, AnswerSplitter::Out& out);
+  // A call read whole.
+  void Whole(nlohmann::ordered_json call, AnswerSplitter::Out& out);
+
+ private:
+  size_t calls_ = 0;  // calls so far
+  bool started_ = false;
+  std::string name_;
+  size_t args_ = 0, sent_ = 0;  // where the arguments start; bytes of them streamed
+};
+
 // DeepSeek's <think> block. Whitespace around the reasoning and before the content is dropped; an
 // answer that does not start with <think> (after whitespace) is all content; one cut inside the
 // block is all reasoning.
@@ -69,17 +99,21 @@ ReasoningSplitter::Out SplitReasoning(const std::string& text, bool open);
 // content up to its first <|start|>; a first header that never reaches <|message|> is content as
 // written (an answer cut short), a later one is dropped. With `calls` (a request with tools), a
 // message whose header names "to=functions.NAME" is a call of NAME, its body the arguments (a JSON
-// object; a body that is not one is content).
+// object; a body that is not one is content). stream_arguments: as ToolSplitter's (a call's body
+// streams once it opens with "{").
 class HarmonySplitter : public AnswerSplitter {
  public:
-  explicit HarmonySplitter(bool calls = false) : calls_(calls) {}
+  explicit HarmonySplitter(bool calls = false, bool stream_arguments = false)
+      : calls_(calls), stream_(calls && stream_arguments) {}
   Out Feed(const std::string& piece) override;
   Out Finish() override;
 
  private:
   enum class State { kStart, kPlain, kHeader, kBody };
-  // A call of call_ with `body` as its arguments, or the body as content when they are not an object.
-  Out CallOrContent(const std::string& body) const;
+  // A call of call_ with `body` as its arguments, or the body as content when they are not an object
+  // (a streamed call is a call whatever its body).
+  Out CallOrContent(const std::string& body);
+  void StreamCall(std::string_view body, Out& out);  // the call's arguments written so far
   State state_ = State::kStart;
   std::string held_;
   bool first_ = true;      // still in the answer's first segment
@@ -87,6 +121,8 @@ class HarmonySplitter : public AnswerSplitter {
   bool reasoned_ = false;  // some reasoning has come out (the next analysis body starts with "\n")
   bool calls_;
   std::string call_;  // the function the current body calls, when it is a call
+  bool stream_;
+  CallStream stream_calls_;
 };
 
 // Two splitters in turn: `second` reads the content of `first` (the think block apart, then the

@@ -92,40 +92,6 @@ class TextOut {
   std::string pending_;
 };
 
-// The JSON value at the start of `raw` (after whitespace) without the whitespace between its
-// tokens, up to its end (or what there is of it so far): what a call's arguments stream as. The
-// compaction of a prefix of a text is a prefix of the text's.
-std::string CompactJson(std::string_view raw) {
-  std::string out;
-  bool in_string = false, escaped = false;
-  int depth = 0;
-  for (const char c : raw) {
-    if (in_string) {
-      out += c;
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-        if (depth == 0) break;
-      }
-      continue;
-    }
-    if (IsSpace(c)) continue;
-    if (!out.empty() && depth == 0) break;  // after a value that is not an object, array or string
-    out += c;
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if ((c == '}' || c == ']') && --depth <= 0) {
-      break;
-    }
-  }
-  return out;
-}
-
 // Where a call's arguments begin in the text of its block so far: the call's name and the offset
 // of the "{" that opens its arguments; nullopt while they are not both written (or never will be,
 // for forms whose arguments do not stream: lists of calls, XML parameters, arguments as a string).
@@ -178,14 +144,18 @@ struct Cursor {
   }
 };
 
-// <tool_call> {"name": "...", "arguments": {
-std::optional<Located> LocateTagJson(std::string_view body) {
-  Cursor c{body};
+// {"name": "...", "arguments" (or "parameters"): {
+std::optional<Located> LocateJsonCall(Cursor c) {
   if (!c.Eat("{") || !c.Eat("\"name\"") || !c.Eat(":")) return std::nullopt;
   std::optional<std::string> name = c.String();
-  if (!name || !c.Eat(",") || !c.Eat("\"arguments\"") || !c.Eat(":")) return std::nullopt;
+  if (!name || !c.Eat(",")) return std::nullopt;
+  const std::optional<std::string> key = c.String();
+  if (!key || (*key != "arguments" && *key != "parameters") || !c.Eat(":")) return std::nullopt;
   return c.ArgsOf(std::move(*name));
 }
+
+// <tool_call> {"name": "...", "arguments": {
+std::optional<Located> LocateTagJson(std::string_view body) { return LocateJsonCall(Cursor{body}); }
 
 // [TOOL_CALLS]NAME[CALL_ID]ID[ARGS]{ or NAME[ARGS]{ (not v3's list).
 std::optional<Located> LocateMistral(std::string_view body) {
@@ -315,32 +285,23 @@ class BlockSplitter : public AnswerSplitter {
  private:
   // The arguments written so far of the block's call, once its name and their start are known.
   void Stream(std::string_view body, Out& out) {
-    if (!call_) {
-      call_ = f_.locate(body);
-      if (!call_) return;
-      out.call_deltas.push_back({calls_, call_->name, ""});
+    if (!calls_.started()) {
+      const std::optional<Located> at = f_.locate(body);
+      if (!at) return;
+      calls_.Start(at->name, at->args, out);
     }
-    const std::string args = CompactJson(body.substr(call_->args));
-    if (args.size() > sent_) out.call_deltas.push_back({calls_, "", args.substr(sent_)});
-    sent_ = args.size();
+    calls_.Stream(body, out);
   }
 
   void Close(const std::string& body, std::string_view close, Out& out) {
     if (stream_) Stream(body, out);
-    if (call_) {  // streamed: a call, its arguments as written
+    if (calls_.started()) {  // streamed: a call, its arguments as written
       std::optional<Calls> calls = f_.parse(body);
-      ojson call = calls && calls->size() == 1 ? std::move((*calls)[0])
-                                               : ojson{{"name", call_->name}, {"arguments", ojson::object()}};
-      call["arguments_text"] = CompactJson(std::string_view(body).substr(call_->args));
-      out.calls.push_back(std::move(call));
-      ++calls_;
-      call_.reset();
-      sent_ = 0;
+      calls_.Close(body, calls && calls->size() == 1 ? std::optional<ojson>((*calls)[0]) : std::nullopt, out);
       return;
     }
     if (std::optional<Calls> calls = f_.parse(body)) {
-      calls_ += calls->size();
-      for (ojson& c : *calls) out.calls.push_back(std::move(c));
+      for (ojson& c : *calls) calls_.Whole(std::move(c), out);
     } else {
       text_.Add(std::string(f_.open) + body + std::string(close), out.content);
     }
@@ -352,9 +313,7 @@ class BlockSplitter : public AnswerSplitter {
   bool stream_;
   std::string held_;
   TextOut text_;
-  size_t calls_ = 0;             // calls so far
-  std::optional<Located> call_;  // the streaming call of the open block
-  size_t sent_ = 0;              // bytes of its arguments streamed
+  CallStream calls_;
 };
 
 // One <tool_call> body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
@@ -461,14 +420,18 @@ std::optional<Calls> ParseCommandRBody(const std::string& body) {
 // an answer that starts otherwise is content.
 class Llama3Splitter : public AnswerSplitter {
  public:
+  explicit Llama3Splitter(bool stream_arguments = false) : stream_(stream_arguments) {}
+
   Out Feed(const std::string& piece) override {
     Out out;
     held_ += piece;
+    if (state_ == State::kCall && stream_) StreamCall(out);
     if (state_ == State::kStart) {
       const std::string_view rest =
           std::string_view(held_).substr(std::min(held_.size(), held_.find_first_not_of(" \t\r\n")));
       if (rest.empty() || (rest.size() < kTag.size() && kTag.substr(0, rest.size()) == rest)) return out;
       state_ = rest[0] == '{' || rest.substr(0, kTag.size()) == kTag ? State::kCall : State::kText;
+      if (state_ == State::kCall && stream_) StreamCall(out);
     }
     if (state_ == State::kText) {
       text_.Add(held_, out.content);
@@ -482,8 +445,12 @@ class Llama3Splitter : public AnswerSplitter {
     std::string t = Trim(held_);
     if (t.rfind(kTag, 0) == 0) t = Trim(t.substr(kTag.size()));
     const std::optional<ojson> v = state_ == State::kCall ? ParseJson(t) : std::nullopt;
-    if (std::optional<ojson> call = v ? JsonCall(*v) : std::nullopt) {
-      out.calls.push_back(std::move(*call));
+    std::optional<ojson> call = v ? JsonCall(*v) : std::nullopt;
+    if (state_ == State::kCall && stream_) StreamCall(out);
+    if (calls_.started()) {
+      calls_.Close(held_, std::move(call), out);
+    } else if (call) {
+      calls_.Whole(std::move(*call), out);
     } else {
       text_.Add(held_, out.content);
     }
@@ -493,10 +460,23 @@ class Llama3Splitter : public AnswerSplitter {
 
  private:
   static constexpr std::string_view kTag = "<|python_tag|>";
+  // The call's arguments so far (held_ is the whole answer, after an optional <|python_tag|>).
+  void StreamCall(Out& out) {
+    if (!calls_.started()) {
+      Cursor c{held_};
+      c.Eat(kTag);
+      const std::optional<Located> at = LocateJsonCall(c);
+      if (!at) return;
+      calls_.Start(at->name, at->args, out);
+    }
+    calls_.Stream(held_, out);
+  }
   enum class State { kStart, kCall, kText };
   State state_ = State::kStart;
+  bool stream_;
   std::string held_;
   TextOut text_;
+  CallStream calls_;
 };
 
 // Functionary v3.2: after the prompt's ">>>", segments RECIPIENT\nBODY joined by ">>>"; "all" is
@@ -505,7 +485,8 @@ class Llama3Splitter : public AnswerSplitter {
 // text, as is a call that does not parse (with its recipient line), and without `calls` every call.
 class FunctionaryV32Splitter : public AnswerSplitter {
  public:
-  explicit FunctionaryV32Splitter(bool calls) : calls_(calls) {}
+  explicit FunctionaryV32Splitter(bool calls, bool stream_arguments = false)
+      : calls_(calls), stream_(calls && stream_arguments) {}
 
   Out Feed(const std::string& piece) override {
     Out out;
@@ -553,6 +534,10 @@ class FunctionaryV32Splitter : public AnswerSplitter {
           continue;
         }
         case State::kCall:
+          if (stream_)
+            StreamCall(
+                std::string_view(held_).substr(0, sep == npos ? held_.size() - PartialTag(held_, kSep) : sep),
+                out);
           if (sep == npos) return out;
           Close(held_.substr(0, sep), out);
           held_.erase(0, sep + kSep.size());
@@ -566,6 +551,7 @@ class FunctionaryV32Splitter : public AnswerSplitter {
   Out Finish() override {
     Out out;
     if (state_ == State::kCall) {
+      if (stream_) StreamCall(held_, out);
       Close(held_, out);
     } else if (state_ == State::kText) {
       text_.Add(held_, out.content);
@@ -580,16 +566,28 @@ class FunctionaryV32Splitter : public AnswerSplitter {
   static constexpr std::string_view kSep = ">>>";
   // What a segment that is text as written starts with: the separator before it, if any.
   std::string Sep() const { return first_ ? "" : std::string(kSep); }
+  void StreamCall(std::string_view body, Out& out) {
+    if (!stream_calls_.started()) {
+      const size_t at = body.find_first_not_of(" \t\r\n");
+      if (at == npos || body[at] != '{') return;
+      stream_calls_.Start(name_, at, out);
+    }
+    stream_calls_.Stream(body, out);
+  }
   void Close(const std::string& body, Out& out) {
-    if (std::optional<ojson> call = calls_ ? NamedCall(name_, Trim(body)) : std::nullopt) {
-      out.calls.push_back(std::move(*call));
+    std::optional<ojson> call = calls_ ? NamedCall(name_, Trim(body)) : std::nullopt;
+    if (stream_calls_.started()) {
+      stream_calls_.Close(body, std::move(call), out);
+    } else if (call) {
+      stream_calls_.Whole(std::move(*call), out);
     } else {
       text_.Add(Sep() + recipient_ + body, out.content);
     }
   }
 
   enum class State { kRecipient, kText, kCall };
-  bool calls_;
+  bool calls_, stream_;
+  CallStream stream_calls_;
   State state_ = State::kRecipient;
   bool first_ = true;  // in the answer's first segment
   std::string held_, recipient_, name_;
@@ -763,10 +761,10 @@ std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_op
       splitter = block({"[TOOL_CALLS]", "", {}, ParseMistralBody, {}, {}, LocateMistral});
       break;
     case ToolFormat::kLlama3Json:
-      splitter = std::make_unique<Llama3Splitter>();
+      splitter = std::make_unique<Llama3Splitter>(s);
       break;
     case ToolFormat::kHarmony:
-      splitter = std::make_unique<HarmonySplitter>(/*calls=*/true);
+      splitter = std::make_unique<HarmonySplitter>(/*calls=*/true, s);
       break;
     case ToolFormat::kDeepSeek:
       splitter = block({"<｜tool▁call▁begin｜>",
@@ -778,7 +776,7 @@ std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_op
                         LocateDeepSeek});
       break;
     case ToolFormat::kFunctionaryV32:
-      splitter = std::make_unique<FunctionaryV32Splitter>(/*calls=*/true);
+      splitter = std::make_unique<FunctionaryV32Splitter>(/*calls=*/true, s);
       break;
     case ToolFormat::kFunctionaryV31:
       splitter = block({"<function=", "</function>", {}, ParseFunctionBody, {}, {}, LocateFunction});

@@ -104,11 +104,12 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // HarmonySplitter with calls. thinking_open: the prompt opened the format's own thinking block
 // (kCommandR7B's <|START_THINKING|>; other formats' <think> is ReasoningSplitter's).
 // stream_arguments: every call also comes as Out::call_deltas, its name first, then its arguments
-// as they are written where the format names the call before them (<tool_call> JSON, Mistral's
-// [ARGS], DeepSeek, Functionary v3.1, Kimi K2; whitespace between JSON tokens dropped), else whole
-// once read; a block of those whose name and "{" were read is a call from then on, its arguments
-// the JSON text as written (what attn serve does where a grammar holds the calls, so that they
-// are well formed unless cut short). The deltas of call k joined are ToolCallJson's arguments.
+// as they are written (whitespace between JSON tokens dropped) once its name and the "{" of its
+// arguments were read, in every format but where calls come in a list (Mistral's v3 form,
+// Command R7B's action) or as Qwen3-Coder's XML parameters, whose calls come whole once read; a
+// block whose arguments began to stream is a call from then on, its arguments the JSON text as
+// written (what attn serve does where a grammar holds the calls, so that they are well formed
+// unless cut short). The deltas of call k joined are ToolCallJson's arguments.
 std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_open = false,
                                              bool stream_arguments = false);
 
