@@ -248,6 +248,10 @@ struct GenerateArgs {
   bool json_mode = false;
   std::string grammar, json_schema;
   int lookup = 0;
+  // Speculative decoding with a draft model (set_draft); the Python caller keeps it alive.
+  const attn::Model* draft_model = nullptr;
+  int draft_max = 8;
+  float draft_p_min = 0.75f;
 
   attn::GenerateOptions Options() const {
     attn::GenerateOptions o =
@@ -256,6 +260,9 @@ struct GenerateArgs {
                     grammar, json_schema);
     o.prompt_logprobs = prompt_logprobs;
     o.lookup = lookup;
+    o.draft_model = draft_model;
+    o.draft_max = draft_max;
+    o.draft_p_min = draft_p_min;
     return o;
   }
 };
@@ -489,7 +496,15 @@ void BindModel(nb::module_& m) {
           nb::arg("threads"), nb::arg("kv_dtype"), nb::arg("context_keep"), nb::arg("logprobs"),
           nb::arg("prompt_logprobs"), nb::arg("frequency_penalty"), nb::arg("presence_penalty"),
           nb::arg("logit_bias"), nb::arg("json_mode"), nb::arg("grammar"), nb::arg("json_schema"),
-          nb::arg("lookup"));
+          nb::arg("lookup"))
+      .def(
+          "set_draft",
+          [](GenerateArgs& a, const attn::Model* model, int draft_max, float draft_p_min) {
+            a.draft_model = model;
+            a.draft_max = draft_max;
+            a.draft_p_min = draft_p_min;
+          },
+          nb::arg("model").none(), nb::arg("draft_max"), nb::arg("draft_p_min"));
   nb::class_<TextStream>(m, "TextStream")
       .def("next", &TextStream::Next)
       .def("close", [](TextStream& s) { s.Close(); })

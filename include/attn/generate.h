@@ -128,6 +128,16 @@ struct GenerateOptions {
   int lookup = 0;
   int lookup_ngram = 3;
   int lookup_min_ngram = 2;
+  // Speculative decoding with a draft model (llama.cpp's --model-draft): after each sampled token a
+  // smaller model with the same vocabulary proposes up to draft_max tokens, greedily, stopping
+  // early where its most likely token's probability is below draft_p_min; they are checked in one
+  // pass with the sampled token and kept as lookup's drafts are, so that the generation is the
+  // one without them (bit for bit where the passes' products are row for row, as lookup's). The
+  // draft model keeps its own KV cache (the same kv_dtype) of the text so far; its passes count in
+  // gen_ms. Not owned; exclusive with lookup and hooks; draft_max 1 to 23.
+  const Model* draft_model = nullptr;
+  int draft_max = 8;
+  float draft_p_min = 0.75f;
   // Set (from any thread) to end the generation before its next forward pass, with stop_reason
   // "cancelled" (Generate, GenerateFromTokens and GenerateInSession look at it; null: never). A
   // stream whose reader has gone away stops this way.
@@ -246,8 +256,10 @@ class SequenceGeneration {
   void Finish();
   // Samples from one row of logits; the drawn token is next_.
   void SampleOne(std::span<const float> logits);
-  // Fills step_[1..] with the lookup drafts for next_ worth running (none when lookup is off).
+  // Fills step_[1..] with the lookup drafts for next_ worth running (none when lookup is off), or
+  // the draft model's (DraftFromModel).
   void Draft();
+  void DraftFromModel(int64_t room);
   // Records a proposal's outcome: `kept` drafts held, then one failed when `missed`.
   void Observe(int64_t kept, bool missed);
   // The options of this sequence's passes outside a batch (threads, hooks).
@@ -281,6 +293,9 @@ class SequenceGeneration {
   std::unique_ptr<TokenMaskCache> masks_;
   // Triggered grammars (GenerateOptions::triggered_grammars): the text's regions so far.
   std::unique_ptr<GrammarRegions> regions_;
+  // The draft model's session and the tokens in it (GenerateOptions::draft_model).
+  std::unique_ptr<Session> draft_session_;
+  std::vector<int32_t> draft_tokens_;
   const ConstraintVocabulary* vocab_ = nullptr;  // the model's token texts and their trie
   std::vector<uint8_t> allowed_;                 // this step's mask (JSON mode or a grammar)
 };

@@ -459,7 +459,8 @@ class Model:
                  frequency_penalty: float = 0.0, presence_penalty: float = 0.0,
                  logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
                  json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False,
-                 stream: bool = False, hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = ()):
+                 stream: bool = False, hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
+                 draft_model: "Model | None" = None, draft_max: int = 8, draft_p_min: float = 0.75):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -492,6 +493,10 @@ class Model:
         result is the one without it, token for token (and logprob for logprob), in fewer passes
         where the text repeats its prompt (quoting, editing, extracting). The dict's "drafted" and
         "draft_accepted" count the drafts run and kept.
+        draft_model (another Model with the same vocabulary, usually a smaller one; llama.cpp's
+        --model-draft): speculative decoding, its greedy drafts of up to draft_max tokens (1-23,
+        stopping where its top token's probability is below draft_p_min) checked the same way;
+        the draft model keeps a KV cache of its own. Not with lookup or hooks.
         stream=True returns a GenerationStream at once: iterate it for the text piece by piece as
         it is generated (its .result is the dict once it has ended).
         hooks: as run_with_hooks's, run on every forward pass of the generation: the prompt's
@@ -538,10 +543,20 @@ class Model:
             frequency_penalty=float(frequency_penalty), presence_penalty=float(presence_penalty),
             logit_bias=_logit_bias("generate", logit_bias), json_mode=bool(json_mode), grammar=grammar,
             json_schema=json_schema, lookup=lookup)
+        if draft_model is not None:
+            if not isinstance(draft_model, Model):
+                raise TypeError(f"generate: draft_model must be an attn.Model, got {type(draft_model).__name__}")
+            if not isinstance(draft_max, int) or isinstance(draft_max, bool) or not 1 <= draft_max <= 23:
+                raise ValueError(f"generate: draft_max = {draft_max!r} (must be an integer in [1, 23])")
+            if not 0.0 <= float(draft_p_min) <= 1.0:
+                raise ValueError(f"generate: draft_p_min = {draft_p_min!r} (must be in [0, 1])")
+            args.set_draft(draft_model._m, draft_max, float(draft_p_min))
         native_session = None if session is None else session._s
         if stream:
-            return GenerationStream(self._m.generate_stream(ids, args, native_session),
-                                    -1 if logprobs is None else logprobs, bool(echo), session)
+            s = GenerationStream(self._m.generate_stream(ids, args, native_session),
+                                 -1 if logprobs is None else logprobs, bool(echo), session)
+            s._draft_model = draft_model  # alive while the stream runs
+            return s
         r = self._m.generate(ids, args, native_session, hooked, dispatch if hooked else None)
         r["text"] = r["text"].decode("utf-8", "replace")
         return r if return_dict else r["text"]

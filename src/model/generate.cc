@@ -143,6 +143,30 @@ SequenceGeneration::SequenceGeneration(const Model& model, Session& session,
   if (options.lookup > 0 && (options.lookup_min_ngram < 1 || options.lookup_ngram < options.lookup_min_ngram))
     throw Error("generate: lookup n-grams from " + std::to_string(options.lookup_min_ngram) + " to " +
                 std::to_string(options.lookup_ngram) + " (need 1 <= lookup_min_ngram <= lookup_ngram)");
+  if (options.draft_model != nullptr) {
+    if (options.lookup > 0) throw Error("generate: a draft model and lookup exclude each other (give one)");
+    if (options.hooks != nullptr)
+      throw Error(
+          "generate: a draft model and hooks exclude each other (drafts run in passes without hooks)");
+    if (options.draft_max < 1 || options.draft_max > kMaxDrafts)
+      throw Error("generate: draft_max = " + std::to_string(options.draft_max) + " (draft tokens: 1 to " +
+                  std::to_string(kMaxDrafts) + ")");
+    if (!(options.draft_p_min >= 0.0f && options.draft_p_min <= 1.0f))
+      throw Error("generate: draft_p_min = " + std::to_string(options.draft_p_min) +
+                  " (a probability, 0 to 1)");
+    const Tokenizer& t = model.tokenizer();
+    const Tokenizer& d = options.draft_model->tokenizer();
+    bool same = t.vocab_size() == d.vocab_size();
+    for (int32_t id = 0; same && id < t.vocab_size(); ++id) same = t.TokenToPiece(id) == d.TokenToPiece(id);
+    if (!same)
+      throw Error("generate: the draft model's vocabulary (" + std::to_string(d.vocab_size()) +
+                  " tokens) is not the model's (" + std::to_string(t.vocab_size()) +
+                  "): a draft model must share the tokenizer");
+    draft_session_ = std::make_unique<Session>(
+        *options.draft_model,
+        std::min<int64_t>(options.draft_model->config().context_length, session.capacity()),
+        options.kv_dtype);
+  }
   if (options.context_keep >= 0 && c.arch == Arch::kGpt2)
     throw Error("generate: a context shift needs rotary positions; gpt2's are learned (no --context-shift)");
   const int64_t n_prompt = static_cast<int64_t>(prompt_tokens.size());
@@ -299,6 +323,11 @@ void SequenceGeneration::Observe(int64_t kept, bool missed) {
 
 void SequenceGeneration::Draft() {
   step_.assign(1, next_);
+  if (!done_ && options_.draft_model != nullptr) {
+    const Session& session = *session_;
+    return DraftFromModel(std::min<int64_t>(
+        {options_.draft_max, session.capacity() - session.n_past() - 2, options_.max_tokens - sampled_ - 1}));
+  }
   if (done_ || options_.lookup <= 0) return;
   // A proposal not run last time is checked against the token drawn since (for free).
   if (shadow_ >= 0) Observe(shadow_ == next_ ? 1 : 0, shadow_ != next_);
@@ -339,6 +368,57 @@ void SequenceGeneration::Draft() {
     return;
   }
   step_.insert(step_.end(), h.begin() + from, h.begin() + from + best);
+}
+
+void SequenceGeneration::DraftFromModel(int64_t room) {
+  const Model& draft = *options_.draft_model;
+  Session& ds = *draft_session_;
+  const std::vector<int32_t>& h = history_;  // ends with next_
+  // Room in the draft's cache for the text and the drafts (else none: the text outgrew it).
+  room = std::min<int64_t>(room, ds.capacity() - static_cast<int64_t>(h.size()) - 1);
+  if (room <= 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  // The draft's cache keeps what it shares with the text (drafts that held included); the rest of
+  // the text is evaluated in one pass, at least its last token for the logits.
+  size_t common = 0;
+  while (common < draft_tokens_.size() && common + 1 < h.size() && draft_tokens_[common] == h[common])
+    ++common;
+  ds.Truncate(static_cast<int64_t>(common));
+  draft_tokens_.resize(common);
+  const int64_t vocab = draft.config().vocab_size;
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  ForwardOptions fo;
+  fo.threads = options_.threads;
+  // The prompt in one pass, as the model evaluated it; then the tokens drawn since (kept drafts and
+  // the token drawn after them), each attending as one token alone would, as in the passes that
+  // drew them: so that the draft model computes the numbers the model did, and a draft from the
+  // same weights is never refused.
+  const size_t n_prompt = result_.prompt_tokens.size();
+  if (common < n_prompt && n_prompt < h.size()) {
+    const std::span<const int32_t> prompt = std::span<const int32_t>(h).subspan(common, n_prompt - common);
+    draft.Forward(ds, prompt, logits.data(), fo);
+    draft_tokens_.insert(draft_tokens_.end(), prompt.begin(), prompt.end());
+    common = n_prompt;
+  }
+  const std::span<const int32_t> rest = std::span<const int32_t>(h).subspan(common);
+  fo.one_row_attention = rest.size() > 1 && static_cast<int64_t>(rest.size()) <= kLookupMaxRows;
+  draft.Forward(ds, rest, logits.data(), fo);
+  fo.one_row_attention = false;
+  draft_tokens_.insert(draft_tokens_.end(), rest.begin(), rest.end());
+  for (int64_t k = 0; k < room; ++k) {
+    // The draft's most likely token, if it is likely enough.
+    const auto best = std::max_element(logits.begin(), logits.end());
+    double z = 0.0;
+    for (float l : logits) z += std::exp(static_cast<double>(l - *best));
+    if (1.0 / z < options_.draft_p_min) break;
+    const int32_t t = static_cast<int32_t>(best - logits.begin());
+    if (t >= model_->tokenizer().vocab_size() || model_->tokenizer().IsEndOfGeneration(t)) break;
+    step_.push_back(t);
+    if (k + 1 == room) break;
+    draft.Forward(ds, std::span<const int32_t>(&t, 1), logits.data(), fo);
+    draft_tokens_.push_back(t);
+  }
+  result_.gen_ms += MsSince(t0);
 }
 
 void SequenceGeneration::SampleOne(std::span<const float> logits) {

@@ -32,7 +32,37 @@ struct GenerateArgs {
   std::vector<std::string> steer_add, steer_sub;
   int steer_layer = -1;  // -1: a third of the way through the blocks
   float steer_scale = 4.0f;
+  std::string draft_model;  // --model-draft: speculative decoding with this model's drafts
 };
+
+// --model-draft, --draft-max, --draft-p-min (llama.cpp's names).
+void AddDraftOptions(CLI::App* cmd, GenerateArgs& args) {
+  cmd->add_option(
+         "--model-draft,--md", args.draft_model,
+         "Speculative decoding: a smaller GGUF model with the same vocabulary drafts tokens, checked in "
+         "one pass of the model (the same text, fewer passes)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--draft-max,--draft", args.gen.draft_max, "Most tokens drafted per step (default 8)")
+      ->check(CLI::Range(1, 23));
+  cmd->add_option("--draft-p-min", args.gen.draft_p_min,
+                  "Stop drafting where the draft model's top token is less likely than this (default 0.75)")
+      ->check(CLI::Range(0.0, 1.0));
+}
+
+// The draft model of --model-draft (threads as the model's), or null.
+std::unique_ptr<Model> LoadDraftModel(const GenerateArgs& args) {
+  if (args.draft_model.empty()) return nullptr;
+  ModelOptions options;
+  options.model = args.draft_model;
+  options.threads = args.model.threads;
+  return LoadModel(options);
+}
+
+// "drafted, accepted" of a generation with drafts (--lookup or --model-draft), on stderr.
+void PrintDrafts(const char* what, const GenerateResult& r) {
+  std::fprintf(stderr, "%s: %lld of %lld drafts kept\n", what, static_cast<long long>(r.n_draft_accepted),
+               static_cast<long long>(r.n_drafted));
+}
 
 // --steer-add / --steer-sub / --steer-layer / --steer-scale.
 void AddSteeringOptions(CLI::App* cmd, GenerateArgs& args) {
@@ -134,6 +164,8 @@ void RunGenerate(GenerateArgs& args) {
   const std::string text =
       args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
+  const std::unique_ptr<Model> draft = LoadDraftModel(args);
+  args.gen.draft_model = draft.get();
   const std::unique_ptr<Hooks> steering = SteeringOf(*model, args);
   args.gen.hooks = steering.get();
   std::string prompt = text;
@@ -153,7 +185,9 @@ void RunGenerate(GenerateArgs& args) {
                     {"prompt_tokens_per_s", PerSecond(r.n_prompt_evaluated, r.prompt_ms)},
                     {"gen_ms", r.gen_ms},
                     {"gen_tokens_per_s", PerSecond(r.n_gen_drawn(), r.gen_ms)}};
-    if (args.gen.lookup > 0) j["lookup"] = {{"drafted", r.n_drafted}, {"accepted", r.n_draft_accepted}};
+    if (args.gen.lookup > 0 || draft) {
+      j[draft ? "draft" : "lookup"] = {{"drafted", r.n_drafted}, {"accepted", r.n_draft_accepted}};
+    }
     std::printf("%s\n", j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     return;
   }
@@ -171,9 +205,7 @@ void RunGenerate(GenerateArgs& args) {
       r.prompt_tokens.size(), r.prompt_ms, PerSecond(r.n_prompt_evaluated, r.prompt_ms), r.tokens.size(),
       PerSecond(r.n_gen_drawn(), r.gen_ms), r.stop_reason.c_str(),
       r.n_context_shifts ? ("; " + std::to_string(r.n_context_shifts) + " context shifts").c_str() : "");
-  if (args.gen.lookup > 0)
-    std::fprintf(stderr, "lookup: %lld of %lld drafts kept\n", static_cast<long long>(r.n_draft_accepted),
-                 static_cast<long long>(r.n_drafted));
+  if (args.gen.lookup > 0 || draft) PrintDrafts(draft ? "draft" : "lookup", r);
 }
 
 void RunChat(GenerateArgs& args, const std::string& system) {
@@ -229,6 +261,7 @@ void AddGenerateCommand(CLI::App& app) {
   cmd->add_flag("--json", args->json, "Print one JSON object (tokens, text, timings) instead of streaming");
   AddConstraintOptions(cmd, *args);
   AddLookupOptions(cmd, args->gen);
+  AddDraftOptions(cmd, *args);
   AddSteeringOptions(cmd, *args);
   auto* positional = cmd->add_option("prompt", args->prompt, "The prompt (default: \"Once upon a time\")");
   cmd->add_option("-f,--file", args->prompt_file, "Read the prompt from this file (- = standard input)")
