@@ -80,6 +80,9 @@ Prepared Prepare(const Model& model, Request& request, const Settings& settings)
   o.threads = settings.threads;
   o.context_keep = settings.context_keep;
   o.lookup = settings.lookup;
+  o.draft_model = settings.draft_model;
+  o.draft_max = settings.draft_max;
+  o.draft_p_min = settings.draft_p_min;
   o.logprobs = request.logprobs;
   o.prompt_logprobs = request.echo;
   o.json = request.json;

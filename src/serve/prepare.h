@@ -25,6 +25,10 @@ struct Settings {
   // The calls of a model's own tool format held to the tools' names and schemas by triggered
   // grammars (serve::ToolCallGrammars); --no-tool-grammar turns it off.
   bool tool_grammar = true;
+  // --model-draft, --draft-max, --draft-p-min: speculative decoding (GenerateOptions::draft_model).
+  const Model* draft_model = nullptr;
+  int draft_max = 8;
+  float draft_p_min = 0.75f;
 };
 
 // A chat request's prompt text: Tokenizer::ApplyChatTemplate, or the file's Jinja template with

@@ -49,15 +49,6 @@ void AddDraftOptions(CLI::App* cmd, GenerateArgs& args) {
       ->check(CLI::Range(0.0, 1.0));
 }
 
-// The draft model of --model-draft (threads as the model's), or null.
-std::unique_ptr<Model> LoadDraftModel(const GenerateArgs& args) {
-  if (args.draft_model.empty()) return nullptr;
-  ModelOptions options;
-  options.model = args.draft_model;
-  options.threads = args.model.threads;
-  return LoadModel(options);
-}
-
 // "drafted, accepted" of a generation with drafts (--lookup or --model-draft), on stderr.
 void PrintDrafts(const char* what, const GenerateResult& r) {
   std::fprintf(stderr, "%s: %lld of %lld drafts kept\n", what, static_cast<long long>(r.n_draft_accepted),
@@ -164,7 +155,7 @@ void RunGenerate(GenerateArgs& args) {
   const std::string text =
       args.prompt_file.empty() ? args.prompt : ReadFileOrStdin(args.prompt_file, "generate");
   std::unique_ptr<Model> model = LoadModel(args.model);
-  const std::unique_ptr<Model> draft = LoadDraftModel(args);
+  const std::unique_ptr<Model> draft = LoadDraftModel(args.draft_model, args.model.threads);
   args.gen.draft_model = draft.get();
   const std::unique_ptr<Hooks> steering = SteeringOf(*model, args);
   args.gen.hooks = steering.get();

@@ -136,4 +136,12 @@ std::vector<int32_t> TextTokens(const Model& model, const std::string& text) {
   return tokens;
 }
 
+std::unique_ptr<Model> LoadDraftModel(const std::string& path, int threads) {
+  if (path.empty()) return nullptr;
+  ModelOptions options;
+  options.model = path;
+  options.threads = threads;
+  return LoadModel(options);
+}
+
 }  // namespace attn::cli

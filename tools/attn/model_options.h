@@ -41,6 +41,8 @@ void AddControlVectorOptions(CLI::App* cmd, ModelOptions& options);
 // Loads the chosen model (with --chat-template-file's template and the control vectors); a missing default
 // model gets a message saying how to fetch it.
 std::unique_ptr<Model> LoadModel(const ModelOptions& options);
+// The draft model of --model-draft (`path`; threads as the model's), or null when `path` is empty.
+std::unique_ptr<Model> LoadDraftModel(const std::string& path, int threads);
 // A text's tokens as a prompt (BOS where the model adds one); attn::Error when they do not fit the
 // model's context.
 std::vector<int32_t> TextTokens(const Model& model, const std::string& text);

@@ -42,8 +42,11 @@ constexpr int64_t kMaxServedInspectTokens = 1024;
 struct ServeArgs {
   ModelOptions model;
   DType kv_dtype = DType::kF16;
-  int64_t context_keep = -1;     // --context-shift / --keep
-  int lookup = 0;                // --lookup: prompt lookup decoding in every request
+  int64_t context_keep = -1;  // --context-shift / --keep
+  int lookup = 0;             // --lookup: prompt lookup decoding in every request
+  std::string draft_model;    // --model-draft: speculative decoding with this model's drafts
+  int draft_max = 8;
+  float draft_p_min = 0.75f;
   bool jinja = false;            // --jinja: chat prompts from the file's Jinja template in every case
   bool no_tool_grammar = false;  // --no-tool-grammar: a model's own tool calls unconstrained
   std::string reasoning_format = "deepseek";  // --reasoning-format: <think> blocks to reasoning_content
@@ -57,6 +60,7 @@ class Server {
  public:
   explicit Server(const ServeArgs& args)
       : model_(LoadModel(args.model)),
+        draft_(LoadDraftModel(args.draft_model, args.model.threads)),
         slots_(*model_, args.parallel, args.kv_dtype, args.model.threads),
         pooling_(ParsePooling(args.pooling)),
         kv_dtype_(args.kv_dtype),
@@ -64,7 +68,11 @@ class Server {
         settings_{args.jinja,         args.reasoning_format == "deepseek",
                   args.model.threads, args.context_keep,
                   args.lookup,        !args.no_tool_grammar},
-        name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {}
+        name_(model_->path().substr(model_->path().find_last_of('/') + 1)) {
+    settings_.draft_model = draft_.get();
+    settings_.draft_max = args.draft_max;
+    settings_.draft_p_min = args.draft_p_min;
+  }
 
   void Register(httplib::Server& http) {
     // A chat page (tools/attn/serve_ui/chat.html): talk to the model in a browser, each answer
@@ -298,6 +306,7 @@ class Server {
   }
 
   std::unique_ptr<Model> model_;
+  std::unique_ptr<Model> draft_;  // --model-draft
   serve::Slots slots_;
   Pooling pooling_;
   DType kv_dtype_;
@@ -351,6 +360,16 @@ void AddServeCommand(CLI::App& app) {
          "Prompt lookup decoding in every request: up to N drafts per step from earlier n-grams of "
          "the prompt and answer, checked in the step's pass (the same answers, fewer passes; 0 = off)")
       ->check(CLI::Range(0, 23));
+  auto* draft = cmd->add_option("--model-draft,--md", args->draft_model,
+                                "Speculative decoding in every request: a smaller GGUF model with the same "
+                                "vocabulary drafts tokens, checked in the step's pass (the same answers)")
+                    ->check(CLI::ExistingFile);
+  draft->excludes(cmd->get_option("--lookup"));
+  cmd->add_option("--draft-max,--draft", args->draft_max, "Most tokens drafted per step (default 8)")
+      ->check(CLI::Range(1, 23));
+  cmd->add_option("--draft-p-min", args->draft_p_min,
+                  "Stop drafting where the draft model's top token is less likely than this (default 0.75)")
+      ->check(CLI::Range(0.0, 1.0));
   cmd->add_flag(
       "--jinja", args->jinja,
       "Build chat prompts with the model's own Jinja chat template (as transformers does) even where a "
