@@ -91,7 +91,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)attn::serve::StreamToolCalls(r, info, all.calls, 0, 0);
       (void)attn::serve::StreamToolDeltas(r, info, streamed.call_deltas, 0);
     }
-    (void)attn::serve::StreamFinish(r, info, result, r.n - 1);
+    (void)attn::serve::StreamFinish(r, info, result, r.n - 1, true);
     (void)attn::serve::StreamEnd(r, info, results);
   } catch (const attn::Error&) {
   }

@@ -581,14 +581,10 @@ std::string StreamToolDeltas(const Request& request, const ResponseInfo& info,
 }
 
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                         int index) {
+                         int index, bool calls) {
   const bool chat = request.endpoint == Endpoint::kChatCompletions;
   std::string reason = FinishReason(result.stop_reason);
-  if (chat && request.tools && reason == "stop") {
-    bool calls = false;
-    ChatMessage(request, result.text, "", &calls);
-    if (calls) reason = "tool_calls";
-  }
+  if (chat && request.tools && calls && reason == "stop") reason = "tool_calls";
   json choice{{"index", index}, {"logprobs", nullptr}, {"finish_reason", reason}};
   if (chat) {
     choice["delta"] = json::object();

@@ -152,9 +152,10 @@ std::string StreamToolCalls(const Request& request, const ResponseInfo& info,
 // with its index and the next piece of its arguments).
 std::string StreamToolDeltas(const Request& request, const ResponseInfo& info,
                              std::span<const AnswerSplitter::CallDelta> deltas, int index);
-// The chunk that ends choice `index` with its finish_reason (tool_calls for an answer of calls).
+// The chunk that ends choice `index` with its finish_reason (tool_calls where the stream gave
+// `calls` and the answer ended as it should).
 std::string StreamFinish(const Request& request, const ResponseInfo& info, const GenerateResult& result,
-                         int index = 0);
+                         int index = 0, bool calls = false);
 // The end of the stream once every choice has finished: the usage chunk when asked for, then
 // "data: [DONE]".
 std::string StreamEnd(const Request& request, const ResponseInfo& info,

@@ -107,10 +107,9 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
       }
       if (request->tool_grammar) {  // the arguments as they are written
         if (!out.call_deltas.empty()) events->Push(StreamToolDeltas(*request, *info, out.call_deltas, i));
-        return;
+      } else if (!out.calls.empty()) {
+        events->Push(StreamToolCalls(*request, *info, out.calls, *calls_sent, i));
       }
-      if (out.calls.empty()) return;
-      events->Push(StreamToolCalls(*request, *info, out.calls, *calls_sent, i));
       *calls_sent += out.calls.size();
     };
     job.on_text = [events, request, info, lp, chunk_logprobs, i, splitter,
@@ -121,15 +120,15 @@ void StreamJobs(const Model& model, std::shared_ptr<const Request> request,
       }
       events->Push(StreamChunk(*request, *info, piece, false, chunk_logprobs(lp->pending.size()), i));
     };
-    job.on_done = [events, request, info, lp, chunk_logprobs, shared, i, splitter,
-                   push_split](const GenerateResult& r) {
+    job.on_done = [events, request, info, lp, chunk_logprobs, shared, i, splitter, push_split,
+                   calls_sent](const GenerateResult& r) {
       if (shared->failed) return;
       if (splitter) push_split(splitter->Finish());
       // Entries whose text never came (a stop string cut it, or the EOS of a completion), as the
       // plain answer lists them.
       if (request->logprobs >= 0 && !lp->pending.empty())
         events->Push(StreamChunk(*request, *info, "", false, chunk_logprobs(lp->pending.size()), i));
-      events->Push(StreamFinish(*request, *info, r, i));
+      events->Push(StreamFinish(*request, *info, r, i, *calls_sent > 0));
       shared->results[static_cast<size_t>(i)] = r;
       if (--shared->left == 0) {
         events->Push(StreamEnd(*request, *info, shared->results));
