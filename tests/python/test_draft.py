@@ -91,6 +91,10 @@ def test_cli_model_draft(model):
     bad = subprocess.run([ATTN_BIN, "generate", "--model-draft", "/no/such.gguf", prompt], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "model-draft" in bad.stderr
+    # attn chat too: the same answers, turn after turn.
+    chat = lambda *extra: subprocess.run([ATTN_BIN, "chat", "-n", "24", *extra], input="Name three colors.\nAnd two "
+                                         "more.\n", capture_output=True, text=True, check=True).stdout
+    assert chat("--model-draft", model.path) == chat()
 
 
 def test_serve_model_draft_gives_the_answers_without_it(model):

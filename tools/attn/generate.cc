@@ -202,6 +202,8 @@ void RunGenerate(GenerateArgs& args) {
 void RunChat(GenerateArgs& args, const std::string& system) {
   ReadConstraintFiles(args);
   std::unique_ptr<Model> model = LoadModel(args.model);
+  const std::unique_ptr<Model> draft = LoadDraftModel(args.draft_model, args.model.threads);
+  args.gen.draft_model = draft.get();
   std::vector<Tokenizer::Message> messages;
   if (!system.empty()) messages.push_back({"system", system});
   std::fprintf(stderr, "attn chat with %s (empty line or Ctrl-D to quit)\n", model->path().c_str());
@@ -280,6 +282,7 @@ void AddChatCommand(CLI::App& app) {
   AddJinjaOption(cmd, args->template_mode);
   AddConstraintOptions(cmd, *args);
   AddLookupOptions(cmd, args->gen);
+  AddDraftOptions(cmd, *args);
   cmd->callback([args, system] { RunChat(*args, *system); });
 }
 
