@@ -330,10 +330,18 @@ void CallStream::Stream(std::string_view block, AnswerSplitter::Out& out) {
 void CallStream::Close(std::string_view block, std::optional<nlohmann::ordered_json> parsed,
                        AnswerSplitter::Out& out) {
   Stream(block, out);
-  nlohmann::ordered_json call =
-      parsed ? std::move(*parsed)
-             : nlohmann::ordered_json{{"name", name_}, {"arguments", nlohmann::ordered_json::object()}};
-  call["arguments_text"] = CompactJson(block.substr(std::min(args_, block.size())));
+  const std::string args = CompactJson(block.substr(std::min(args_, block.size())));
+  if (!parsed) {  // the arguments as an object where they are one
+    nlohmann::ordered_json value = nlohmann::ordered_json::object();
+    try {
+      nlohmann::ordered_json v = nlohmann::ordered_json::parse(args);
+      if (v.is_object()) value = std::move(v);
+    } catch (const nlohmann::json::exception&) {
+    }
+    parsed = nlohmann::ordered_json{{"name", name_}, {"arguments", std::move(value)}};
+  }
+  nlohmann::ordered_json call = std::move(*parsed);
+  call["arguments_text"] = args;
   out.calls.push_back(std::move(call));
   ++calls_;
   started_ = false;

@@ -59,7 +59,7 @@ class CallStream {
   // The block's text so far: the arguments written since the last time, as deltas.
   void Stream(std::string_view block, AnswerSplitter::Out& out);
   // The started call's block ended: the call (`parsed`, as the block reads whole, when it does; else
-  // the name and {}), with arguments_text as streamed.
+  // the name and its arguments, {} where they are not an object), with arguments_text as streamed.
   void Close(std::string_view block, std::optional<nlohmann::ordered_json> parsed, AnswerSplitter::Out& out);
   // A call read whole.
   void Whole(nlohmann::ordered_json call, AnswerSplitter::Out& out);

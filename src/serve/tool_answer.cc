@@ -199,6 +199,95 @@ std::optional<Located> LocateKimi(std::string_view body) {
   return name.empty() ? std::nullopt : at;
 }
 
+// The length of the JSON value at the start of `raw` (with the whitespace before it), npos while
+// it is not complete.
+size_t JsonEnd(std::string_view raw) {
+  bool in_string = false, escaped = false, begun = false;
+  int depth = 0;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+        if (depth == 0) return i + 1;
+      }
+      continue;
+    }
+    if (IsSpace(c)) {
+      if (begun && depth == 0) return i;
+      continue;
+    }
+    if (begun && depth == 0 && (c == ',' || c == '}' || c == ']' || c == ':')) return i;  // a scalar's end
+    begun = true;
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if ((c == '}' || c == ']') && --depth == 0) {
+      return i + 1;
+    }
+  }
+  return npos;
+}
+
+// The calls located so far in a JSON list of objects that hold the name (a string under
+// `name_key`) before the arguments (an object under `args_key`), other members anywhere.
+std::vector<Located> LocateList(std::string_view body, std::string_view name_key, std::string_view args_key) {
+  std::vector<Located> found;
+  Cursor c{body};
+  if (!c.Eat("[")) return found;
+  auto skip_value = [&] {
+    c.Ws();
+    const size_t n = JsonEnd(body.substr(c.i));
+    if (n == npos) return false;
+    c.i += n;
+    return true;
+  };
+  for (;;) {
+    if (!c.Eat("{")) return found;
+    std::optional<std::string> name;
+    bool located = false;
+    for (;;) {
+      const std::optional<std::string> key = c.String();
+      if (!key || !c.Eat(":")) return found;
+      if (*key == name_key && !name) {
+        name = c.String();
+        if (!name) return found;
+      } else if (*key == args_key && name && !located) {
+        std::optional<Located> at = c.ArgsOf(*name);
+        if (!at) return found;
+        found.push_back(std::move(*at));
+        located = true;
+        if (!skip_value()) return found;
+      } else if (!skip_value()) {
+        return found;
+      }
+      if (c.Eat(",")) continue;
+      if (c.Eat("}")) break;
+      return found;
+    }
+    if (!located || !c.Eat(",")) return found;
+  }
+}
+
+// Mistral's v3 list [{"name", "arguments"}, ...]; else its v11 form, one call.
+std::vector<Located> LocateMistralList(std::string_view body) {
+  if (const size_t b = body.find_first_not_of(" \t\r\n"); b != npos && body[b] == '[')
+    return LocateList(body, "name", "arguments");
+  std::vector<Located> one;
+  if (std::optional<Located> at = LocateMistral(body)) one.push_back(std::move(*at));
+  return one;
+}
+
+// Command R7B's action: [{"tool_call_id", "tool_name", "parameters"}, ...].
+std::vector<Located> LocateCommandR(std::string_view body) {
+  return LocateList(body, "tool_name", "parameters");
+}
+
 // Formats whose calls are blocks: open BODY close (close empty: a block runs to the next open or
 // to the end of the answer), each body read by `parse` into its calls; `dropped` are markers that
 // frame the blocks (DeepSeek's section), dropped wherever they stand outside a block; the text
@@ -209,6 +298,7 @@ struct BlockFormat {
   std::optional<Calls> (*parse)(const std::string& body);
   std::string_view think_open = {}, think_close = {};
   Locate locate = nullptr;  // where a call's arguments start, for streaming them (null: not streamed)
+  std::vector<Located> (*locate_list)(std::string_view body) = nullptr;  // for blocks of several calls
 };
 
 class BlockSplitter : public AnswerSplitter {
@@ -219,7 +309,7 @@ class BlockSplitter : public AnswerSplitter {
   explicit BlockSplitter(BlockFormat f, bool thinking = false, bool stream_arguments = false)
       : f_(std::move(f)),
         state_(thinking ? State::kThinking : State::kText),
-        stream_(stream_arguments && f_.locate != nullptr) {}
+        stream_(stream_arguments && (f_.locate != nullptr || f_.locate_list != nullptr)) {}
 
   Out Feed(const std::string& piece) override {
     Out out;
@@ -285,10 +375,17 @@ class BlockSplitter : public AnswerSplitter {
  private:
   // The arguments written so far of the block's call, once its name and their start are known.
   void Stream(std::string_view body, Out& out) {
-    if (!calls_.started()) {
+    if (f_.locate_list != nullptr) {  // a list: each call closed once the next one begins
+      const std::vector<Located> found = f_.locate_list(body);
+      for (; located_ < found.size(); ++located_) {
+        if (calls_.started()) calls_.Close(body, std::nullopt, out);
+        calls_.Start(found[located_].name, found[located_].args, out);
+      }
+    } else if (!calls_.started()) {
       const std::optional<Located> at = f_.locate(body);
       if (!at) return;
       calls_.Start(at->name, at->args, out);
+      located_ = 1;
     }
     calls_.Stream(body, out);
   }
@@ -296,8 +393,9 @@ class BlockSplitter : public AnswerSplitter {
   void Close(const std::string& body, std::string_view close, Out& out) {
     if (stream_) Stream(body, out);
     if (calls_.started()) {  // streamed: a call, its arguments as written
-      std::optional<Calls> calls = f_.parse(body);
+      std::optional<Calls> calls = located_ == 1 ? f_.parse(body) : std::nullopt;
       calls_.Close(body, calls && calls->size() == 1 ? std::optional<ojson>((*calls)[0]) : std::nullopt, out);
+      located_ = 0;
       return;
     }
     if (std::optional<Calls> calls = f_.parse(body)) {
@@ -314,6 +412,7 @@ class BlockSplitter : public AnswerSplitter {
   std::string held_;
   TextOut text_;
   CallStream calls_;
+  size_t located_ = 0;  // calls of the open block begun
 };
 
 // One <tool_call> body: {"name": ..., "arguments": {...}} or <function=NAME><parameter=P>V</parameter>...
@@ -758,7 +857,7 @@ std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_op
       splitter = block({"<tool_call>", "</tool_call>", {}, ParseTagBody, {}, {}, LocateTagJson});
       break;
     case ToolFormat::kMistral:
-      splitter = block({"[TOOL_CALLS]", "", {}, ParseMistralBody, {}, {}, LocateMistral});
+      splitter = block({"[TOOL_CALLS]", "", {}, ParseMistralBody, {}, {}, nullptr, LocateMistralList});
       break;
     case ToolFormat::kLlama3Json:
       splitter = std::make_unique<Llama3Splitter>(s);
@@ -796,7 +895,9 @@ std::unique_ptr<AnswerSplitter> ToolSplitter(ToolFormat format, bool thinking_op
                         {"<|START_RESPONSE|>", "<|END_RESPONSE|>"},
                         ParseCommandRBody,
                         "<|START_THINKING|>",
-                        "<|END_THINKING|>"},
+                        "<|END_THINKING|>",
+                        nullptr,
+                        LocateCommandR},
                        thinking_open);
       break;
   }

@@ -105,8 +105,9 @@ ToolFormat TemplateToolFormat(const std::string& chat_template);
 // (kCommandR7B's <|START_THINKING|>; other formats' <think> is ReasoningSplitter's).
 // stream_arguments: every call also comes as Out::call_deltas, its name first, then its arguments
 // as they are written (whitespace between JSON tokens dropped) once its name and the "{" of its
-// arguments were read, in every format but where calls come in a list (Mistral's v3 form,
-// Command R7B's action) or as Qwen3-Coder's XML parameters, whose calls come whole once read; a
+// arguments were read (in a list of calls, Mistral's v3 form or Command R7B's action, each in
+// turn: a call ends where the next begins), in every format but Qwen3-Coder's XML parameters,
+// whose calls come whole once read; a
 // block whose arguments began to stream is a call from then on, its arguments the JSON text as
 // written (what attn serve does where a grammar holds the calls, so that they are well formed
 // unless cut short). The deltas of call k joined are ToolCallJson's arguments.
