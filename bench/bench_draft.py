@@ -83,10 +83,11 @@ def main() -> None:
         dequantized_copy(draft.path, target_path + ".tmp", args.target_type)
         os.replace(target_path + ".tmp", target_path)
     target = attn.Model.load(target_path)
-    drafts = [(8, 0.75), (args.draft_max, args.draft_p_min)]
+    drafts = [(8, 0.75, False), (8, 0.75, True), (args.draft_max, args.draft_p_min, False)]
     configs = {"target alone": {}}
-    for m, p in drafts:
-        configs[f"draft {m}/{p}"] = {"draft_model": draft, "draft_max": m, "draft_p_min": p}
+    for m, p, a in drafts:
+        configs[f"draft {m}/{p}{' adaptive' if a else ''}"] = {"draft_model": draft, "draft_max": m,
+                                                              "draft_p_min": p, "draft_adaptive": a}
     rows = []
     for name, text in PROMPTS.items():
         prompt = target.apply_chat_template([("user", text)])
@@ -120,10 +121,11 @@ def main() -> None:
             "the default Q4_1 file); draft: the default Q4_1 file. Greedy, f16 KV cache, "
             f"{args.tokens} tokens; wall time of one request (prompt + answer), median of {args.rounds} "
             "interleaved rounds; the drafts with draft_max / draft_p_min as each column says (8 / 0.75: "
-            "the defaults).",
+            "the defaults), adaptive: with draft_adaptive (`--draft-adaptive`).",
             "",
             "| prompt | tokens | target alone (s) | "
-            + " | ".join(f"draft {m} / {p} (s) | speedup | drafts kept / run" for m, p in drafts)
+            + " | ".join(f"draft {m} / {p}{' adaptive' if a else ''} (s) | speedup | drafts kept / run"
+                         for m, p, a in drafts)
             + " | same text |",
             "|---|---:|---:|" + "---:|---:|---:|" * len(drafts) + "---|",
         ]

@@ -252,6 +252,7 @@ struct GenerateArgs {
   const attn::Model* draft_model = nullptr;
   int draft_max = 8;
   float draft_p_min = 0.75f;
+  bool draft_adaptive = false;
 
   attn::GenerateOptions Options() const {
     attn::GenerateOptions o =
@@ -263,6 +264,7 @@ struct GenerateArgs {
     o.draft_model = draft_model;
     o.draft_max = draft_max;
     o.draft_p_min = draft_p_min;
+    o.draft_adaptive = draft_adaptive;
     return o;
   }
 };
@@ -499,12 +501,13 @@ void BindModel(nb::module_& m) {
           nb::arg("lookup"))
       .def(
           "set_draft",
-          [](GenerateArgs& a, const attn::Model* model, int draft_max, float draft_p_min) {
+          [](GenerateArgs& a, const attn::Model* model, int draft_max, float draft_p_min, bool adaptive) {
             a.draft_model = model;
             a.draft_max = draft_max;
             a.draft_p_min = draft_p_min;
+            a.draft_adaptive = adaptive;
           },
-          nb::arg("model").none(), nb::arg("draft_max"), nb::arg("draft_p_min"));
+          nb::arg("model").none(), nb::arg("draft_max"), nb::arg("draft_p_min"), nb::arg("adaptive"));
   nb::class_<TextStream>(m, "TextStream")
       .def("next", &TextStream::Next)
       .def("close", [](TextStream& s) { s.Close(); })

@@ -134,10 +134,15 @@ struct GenerateOptions {
   // pass with the sampled token and kept as lookup's drafts are, so that the generation is the
   // one without them (bit for bit where the passes' products are row for row, as lookup's). The
   // draft model keeps its own KV cache (the same kv_dtype) of the text so far; its passes count in
-  // gen_ms. Not owned; exclusive with lookup and hooks; draft_max 1 to 23.
+  // gen_ms. With draft_adaptive (off by default), drafting pauses where it does not pay: the time the kept
+  // drafts saved (one pass each) is weighed against the draft passes and the longer checking passes, and
+  // while that balance stays negative the draft model rests for 4, 8, ... up to 64 tokens before
+  // it is tried again (the text is the same either way; only speed and the draft counts change).
+  // Not owned; exclusive with lookup and hooks; draft_max 1 to 23.
   const Model* draft_model = nullptr;
   int draft_max = 8;
   float draft_p_min = 0.75f;
+  bool draft_adaptive = false;
   // Set (from any thread) to end the generation before its next forward pass, with stop_reason
   // "cancelled" (Generate, GenerateFromTokens and GenerateInSession look at it; null: never). A
   // stream whose reader has gone away stops this way.
@@ -260,6 +265,8 @@ class SequenceGeneration {
   // the draft model's (DraftFromModel).
   void Draft();
   void DraftFromModel(int64_t room);
+  // A step of the draft model's: `kept` of `drafted` drafts held in a pass of `forward_ms`.
+  void WeighDrafts(int64_t drafted, int64_t kept, double forward_ms);
   // Records a proposal's outcome: `kept` drafts held, then one failed when `missed`.
   void Observe(int64_t kept, bool missed);
   // The options of this sequence's passes outside a batch (threads, hooks).
@@ -296,6 +303,11 @@ class SequenceGeneration {
   // The draft model's session and the tokens in it (GenerateOptions::draft_model).
   std::unique_ptr<Session> draft_session_;
   std::vector<int32_t> draft_tokens_;
+  // draft_adaptive: the last step's draft passes (ms), whether it drafted, the balance of recent
+  // steps (ms saved minus spent, decaying), the steps weighed since the last pause, and the pause.
+  double draft_ms_ = 0.0, draft_gain_ = 0.0;
+  bool drafted_step_ = false;
+  int weighed_ = 0, pause_ = 0, pause_len_ = 4;
   const ConstraintVocabulary* vocab_ = nullptr;  // the model's token texts and their trie
   std::vector<uint8_t> allowed_;                 // this step's mask (JSON mode or a grammar)
 };

@@ -460,7 +460,8 @@ class Model:
                  logit_bias: dict[int, float] | None = None, json_mode: bool = False, grammar: str | None = None,
                  json_schema: dict | str | None = None, lookup: int = 0, return_dict: bool = False,
                  stream: bool = False, hooks: Sequence[tuple[str | Callable[[str], bool], Callable]] = (),
-                 draft_model: "Model | None" = None, draft_max: int = 8, draft_p_min: float = 0.75):
+                 draft_model: "Model | None" = None, draft_max: int = 8, draft_p_min: float = 0.75,
+                 draft_adaptive: bool = False):
         """Continues `prompt` (text, or token ids) and returns the generated text.
 
         temperature 0 is greedy. With chat=True the prompt is wrapped as a user message in the
@@ -496,7 +497,8 @@ class Model:
         draft_model (another Model with the same vocabulary, usually a smaller one; llama.cpp's
         --model-draft): speculative decoding, its greedy drafts of up to draft_max tokens (1-23,
         stopping where its top token's probability is below draft_p_min) checked the same way;
-        the draft model keeps a KV cache of its own. Not with lookup or hooks.
+        the draft model keeps a KV cache of its own; with draft_adaptive it rests where its drafts
+        do not pay for their passes (the text is the same either way). Not with lookup or hooks.
         stream=True returns a GenerationStream at once: iterate it for the text piece by piece as
         it is generated (its .result is the dict once it has ended).
         hooks: as run_with_hooks's, run on every forward pass of the generation: the prompt's
@@ -550,7 +552,7 @@ class Model:
                 raise ValueError(f"generate: draft_max = {draft_max!r} (must be an integer in [1, 23])")
             if not 0.0 <= float(draft_p_min) <= 1.0:
                 raise ValueError(f"generate: draft_p_min = {draft_p_min!r} (must be in [0, 1])")
-            args.set_draft(draft_model._m, draft_max, float(draft_p_min))
+            args.set_draft(draft_model._m, draft_max, float(draft_p_min), bool(draft_adaptive))
         native_session = None if session is None else session._s
         if stream:
             s = GenerationStream(self._m.generate_stream(ids, args, native_session),

@@ -296,6 +296,7 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
     result_.n_gen_evaluated += static_cast<int64_t>(rows);
   }
   if (drafted == 0) {
+    WeighDrafts(0, 0, forward_ms);
     SampleOne(logits);
     Draft();
     return;
@@ -309,6 +310,7 @@ void SequenceGeneration::Accept(std::span<const float> logits, double forward_ms
     if (done_ || r + 1 == rows || next_ != step_[r + 1]) break;
     ++kept;
   }
+  WeighDrafts(drafted, kept, forward_ms);
   result_.n_drafted += drafted;
   result_.n_draft_accepted += kept;
   session_->Truncate(start + 1 + kept);
@@ -324,6 +326,10 @@ void SequenceGeneration::Observe(int64_t kept, bool missed) {
 void SequenceGeneration::Draft() {
   step_.assign(1, next_);
   if (!done_ && options_.draft_model != nullptr) {
+    if (pause_ > 0) {  // drafting did not pay lately
+      --pause_;
+      return;
+    }
     const Session& session = *session_;
     return DraftFromModel(std::min<int64_t>(
         {options_.draft_max, session.capacity() - session.n_past() - 2, options_.max_tokens - sampled_ - 1}));
@@ -418,7 +424,27 @@ void SequenceGeneration::DraftFromModel(int64_t room) {
     draft.Forward(ds, std::span<const int32_t>(&t, 1), logits.data(), fo);
     draft_tokens_.push_back(t);
   }
-  result_.gen_ms += MsSince(t0);
+  draft_ms_ = MsSince(t0);
+  drafted_step_ = true;
+  result_.gen_ms += draft_ms_;
+}
+
+void SequenceGeneration::WeighDrafts(int64_t drafted, int64_t kept, double forward_ms) {
+  if (!drafted_step_ || !options_.draft_adaptive) return;
+  drafted_step_ = false;
+  // A one-token pass of the model, from this pass (each extra row costs about kRowCost of one).
+  const double one = forward_ms / (1.0 + kRowCost * static_cast<double>(drafted));
+  const double gain =
+      static_cast<double>(kept) * one - draft_ms_ - kRowCost * static_cast<double>(drafted) * one;
+  draft_gain_ = 0.7 * draft_gain_ + 0.3 * gain;
+  if (++weighed_ < 4) return;  // a few steps before judging
+  if (draft_gain_ < 0.0) {
+    pause_ = pause_len_;
+    pause_len_ = std::min(2 * pause_len_, 64);
+    draft_gain_ = 0.0, weighed_ = 0;
+  } else {
+    pause_len_ = 4;
+  }
 }
 
 void SequenceGeneration::SampleOne(std::span<const float> logits) {

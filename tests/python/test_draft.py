@@ -35,6 +35,7 @@ def skewed(model):
 def test_greedy_answers_and_logprobs_are_those_without_the_draft(model, draft, skewed):
     prompt = model.apply_chat_template([("user", STORY)])
     plain = model.generate(prompt, 80, threads=2, logprobs=3, return_dict=True)
+    # A draft every step (draft_adaptive off, the default), so that the counts do not depend on timings.
     same = model.generate(prompt, 80, threads=2, logprobs=3, return_dict=True, draft_model=draft, draft_p_min=0.0)
     off = model.generate(prompt, 80, threads=2, logprobs=3, return_dict=True, draft_model=skewed,
                          draft_max=4, draft_p_min=0.0)
@@ -49,6 +50,12 @@ def test_greedy_answers_and_logprobs_are_those_without_the_draft(model, draft, s
     # A higher draft_p_min drafts less.
     fewer = model.generate(prompt, 80, threads=2, return_dict=True, draft_model=draft, draft_p_min=0.9)
     assert fewer["text"] == plain["text"] and fewer["drafted"] < same["drafted"]
+    # Adaptive: a draft as slow as the model never pays, so it rests most of the time; the text is
+    # the same.
+    rests = model.generate(prompt, 80, threads=2, logprobs=3, return_dict=True, draft_model=draft, draft_p_min=0.0,
+                           draft_adaptive=True)
+    assert rests["tokens"] == plain["tokens"] and rests["logprobs"] == plain["logprobs"]
+    assert 0 < rests["drafted"] < same["drafted"]
 
 
 def test_sampled_answers_are_those_without_the_draft(model, skewed):

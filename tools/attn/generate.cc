@@ -47,6 +47,8 @@ void AddDraftOptions(CLI::App* cmd, GenerateArgs& args) {
   cmd->add_option("--draft-p-min", args.gen.draft_p_min,
                   "Stop drafting where the draft model's top token is less likely than this (default 0.75)")
       ->check(CLI::Range(0.0, 1.0));
+  cmd->add_flag("--draft-adaptive", args.gen.draft_adaptive,
+                "Rest the draft model where its kept drafts do not pay for its passes (the same text)");
 }
 
 // "drafted, accepted" of a generation with drafts (--lookup or --model-draft), on stderr.
