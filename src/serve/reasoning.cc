@@ -281,34 +281,44 @@ HarmonySplitter::Out HarmonySplitter::CallOrContent(const std::string& body) {
   return out;
 }
 
-std::string CompactJson(std::string_view raw) {
-  std::string out;
-  bool in_string = false, escaped = false;
+size_t ScanJsonValue(std::string_view raw, std::string* compact) {
+  bool in_string = false, escaped = false, begun = false;
   int depth = 0;
-  for (const char c : raw) {
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
     if (in_string) {
-      out += c;
+      if (compact != nullptr) *compact += c;
       if (escaped) {
         escaped = false;
       } else if (c == '\\') {
         escaped = true;
       } else if (c == '"') {
         in_string = false;
-        if (depth == 0) break;
+        if (depth == 0) return i + 1;
       }
       continue;
     }
-    if (IsSpace(c)) continue;
-    if (!out.empty() && depth == 0) break;  // after a value that is not an object, array or string
-    out += c;
+    if (IsSpace(c)) {
+      if (begun && depth == 0) return i;
+      continue;
+    }
+    if (begun && depth == 0 && (c == ',' || c == '}' || c == ']' || c == ':')) return i;  // a scalar's end
+    begun = true;
+    if (compact != nullptr) *compact += c;
     if (c == '"') {
       in_string = true;
     } else if (c == '{' || c == '[') {
       ++depth;
     } else if ((c == '}' || c == ']') && --depth <= 0) {
-      break;
+      return i + 1;
     }
   }
+  return std::string_view::npos;
+}
+
+std::string CompactJson(std::string_view raw) {
+  std::string out;
+  ScanJsonValue(raw, &out);
   return out;
 }
 

@@ -42,9 +42,13 @@ class AnswerSplitter {
   Out Split(const std::string& text);
 };
 
-// The JSON value at the start of `raw` (after whitespace) without the whitespace between its
-// tokens, up to its end (or what there is of it so far): what a call's arguments stream as. The
-// compaction of a prefix of a text is a prefix of the text's.
+// The JSON value at the start of `raw` (after whitespace): the length of the text up to its end,
+// npos while it is not complete; with `compact`, its text without the whitespace between its tokens
+// (or what there is of it so far) appended there. A scalar (number, true, false, null) ends where
+// whitespace, ",", ":", "}" or "]" follows it.
+size_t ScanJsonValue(std::string_view raw, std::string* compact = nullptr);
+// ScanJsonValue's compact text: what a call's arguments stream as. The compaction of a prefix of a
+// text is a prefix of the text's.
 std::string CompactJson(std::string_view raw);
 
 // The calls of a splitter with stream_arguments, numbered as they come: a call started (its name

@@ -186,52 +186,23 @@ std::optional<Located> LocateDeepSeek(std::string_view body) {
   return c.ArgsOf(std::move(name));
 }
 
+// Kimi K2's call header functions.NAME:INDEX as NAME.
+constexpr std::string_view kKimiArgs = "<|tool_call_argument_begin|>";
+std::string KimiFunction(std::string header) {
+  if (header.rfind("functions.", 0) == 0) header.erase(0, 10);
+  if (const size_t colon = header.rfind(':'); colon != npos) header.erase(colon);
+  return header;
+}
+
 // <function=NAME>{
 std::optional<Located> LocateFunction(std::string_view body) { return Cursor{body}.NameThenArgs(">"); }
 
 // functions.NAME:INDEX<|tool_call_argument_begin|>{
 std::optional<Located> LocateKimi(std::string_view body) {
-  std::optional<Located> at = Cursor{body}.NameThenArgs("<|tool_call_argument_begin|>");
+  std::optional<Located> at = Cursor{body}.NameThenArgs(kKimiArgs);
   if (!at) return std::nullopt;
-  std::string& name = at->name;
-  if (name.rfind("functions.", 0) == 0) name.erase(0, 10);
-  if (const size_t colon = name.rfind(':'); colon != npos) name.erase(colon);
-  return name.empty() ? std::nullopt : at;
-}
-
-// The length of the JSON value at the start of `raw` (with the whitespace before it), npos while
-// it is not complete.
-size_t JsonEnd(std::string_view raw) {
-  bool in_string = false, escaped = false, begun = false;
-  int depth = 0;
-  for (size_t i = 0; i < raw.size(); ++i) {
-    const char c = raw[i];
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-        if (depth == 0) return i + 1;
-      }
-      continue;
-    }
-    if (IsSpace(c)) {
-      if (begun && depth == 0) return i;
-      continue;
-    }
-    if (begun && depth == 0 && (c == ',' || c == '}' || c == ']' || c == ':')) return i;  // a scalar's end
-    begun = true;
-    if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if ((c == '}' || c == ']') && --depth == 0) {
-      return i + 1;
-    }
-  }
-  return npos;
+  at->name = KimiFunction(std::move(at->name));
+  return at->name.empty() ? std::nullopt : at;
 }
 
 // The calls located so far in a JSON list of objects that hold the name (a string under
@@ -242,7 +213,7 @@ std::vector<Located> LocateList(std::string_view body, std::string_view name_key
   if (!c.Eat("[")) return found;
   auto skip_value = [&] {
     c.Ws();
-    const size_t n = JsonEnd(body.substr(c.i));
+    const size_t n = ScanJsonValue(body.substr(c.i));
     if (n == npos) return false;
     c.i += n;
     return true;
@@ -491,13 +462,9 @@ std::optional<Calls> ParseFunctionBody(const std::string& body) {
 
 // One Kimi K2 call: functions.NAME:INDEX<|tool_call_argument_begin|>{...}.
 std::optional<Calls> ParseKimiBody(const std::string& body) {
-  const std::string mark = "<|tool_call_argument_begin|>";
-  const size_t args = body.find(mark);
+  const size_t args = body.find(kKimiArgs);
   if (args == npos) return std::nullopt;
-  std::string name = Trim(body.substr(0, args));
-  if (name.rfind("functions.", 0) == 0) name.erase(0, 10);
-  if (const size_t colon = name.rfind(':'); colon != npos) name.erase(colon);
-  return One(NamedCall(name, Trim(body.substr(args + mark.size()))));
+  return One(NamedCall(KimiFunction(Trim(body.substr(0, args))), Trim(body.substr(args + kKimiArgs.size()))));
 }
 
 // Command R7B's action: a JSON list of {"tool_call_id", "tool_name", "parameters"}.

@@ -150,8 +150,8 @@ TriggeredGrammar Region(std::string trigger, const std::string& root, const std:
 
 namespace {
 
-// The regions of an answer with calls allowed (tool_choice "auto"), or with `required` the whole
-// answer's grammar (in *whole).
+// The regions of an answer with calls allowed (tool_choice "auto"), or with `whole` the whole
+// answer's grammar when a call is required (in *whole; no regions then).
 std::vector<TriggeredGrammar> Build(ToolFormat format, const ToolRequest& request, bool thinks,
                                     bool thinking_open, std::string* whole) {
   ToolRequest r = request;  // a tool_choice naming a tool: that tool only
@@ -160,10 +160,20 @@ std::vector<TriggeredGrammar> Build(ToolFormat format, const ToolRequest& reques
   if (r.tools.empty()) throw Error("tool_choice names \"" + r.choice + "\", which is not among the tools");
   const std::string ws(kWs), args = "tool-call-arguments", calls = "tool-calls", names = Names(r, false);
   const std::string more = r.parallel ? "{0," + std::to_string(kMaxCalls - 1) + "}" : "{0,0}";
+  std::string arg_rules;  // ArgsRules, made once where needed
+  auto any_args = [&]() -> const std::string& {
+    if (arg_rules.empty()) arg_rules = ArgsRules(r, args);
+    return arg_rules;
+  };
   std::vector<TriggeredGrammar> g;
-  // With a call required: the answer is `first` then `next` up to kMaxCalls times in all.
-  auto required = [&](const std::string& first, const std::string& next, const std::string& rules) {
-    if (whole != nullptr) *whole = "root ::= " + first + " (" + next + ")" + more + "\n" + rules;
+  // The regions (tool_choice "auto"), or with a call required the whole answer: `first`, then
+  // `next` up to kMaxCalls times in all, then `last`.
+  auto region = [&](std::string trigger, const std::string& root, const std::string& rules = "") {
+    if (whole == nullptr) g.push_back(Region(std::move(trigger), root, rules));
+  };
+  auto required = [&](const std::string& first, const std::string& next, const std::string& rules,
+                      const std::string& last = "") {
+    if (whole != nullptr) *whole = "root ::= " + first + " (" + next + ")" + more + last + "\n" + rules;
   };
   switch (format) {
     case ToolFormat::kGeneric:
@@ -176,65 +186,62 @@ std::vector<TriggeredGrammar> Build(ToolFormat format, const ToolRequest& reques
       const std::string before = thinking_open ? think : thinks ? "(\"<think>\" " + think + ")? " : "";
       const std::string block = "\"<tool_call>\\n\" (" + calls + " | tool-xml) \"\\n</tool_call>\"";
       required(before + block, ws + " " + block, rules);
-      g.push_back(Region("<tool_call>", ws + " (" + calls + " | tool-xml)", rules));
+      region("<tool_call>", ws + " (" + calls + " | tool-xml)", rules);
       break;
     }
     case ToolFormat::kMistral: {
       const std::string rules = CallRules(r, "name", "arguments", ojson::object(), true, calls);
       required("\"[TOOL_CALLS]\" " + calls, "\"\"", rules);
-      g.push_back(Region("[TOOL_CALLS]", ws + " (" + calls + " | " + names + ")", rules));
-      g.push_back(Region("[ARGS]", ws + " " + args, ArgsRules(r, args)));
+      region("[TOOL_CALLS]", ws + " (" + calls + " | " + names + ")", rules);
+      region("[ARGS]", ws + " " + args, any_args());
       break;
     }
     case ToolFormat::kLlama3Json: {
       const std::string rules = CallRules(r, "name", "parameters", ojson::object(), false, calls);
       required(calls, "\"\"", rules);
-      g.push_back(Region("<|python_tag|>", ws + " " + calls, rules));
-      g.push_back(Region("{\"name\"",
-                         ws + " \":\" " + ws + " " + Names(r, true) + " " + ws + " \",\" " + ws +
-                             " \"\\\"parameters\\\"\" " + ws + " \":\" " + ws + " " + args + " " + ws +
-                             " \"}\"",
-                         ArgsRules(r, args)));
+      region("<|python_tag|>", ws + " " + calls, rules);
+      region("{\"name\"",
+             ws + " \":\" " + ws + " " + Names(r, true) + " " + ws + " \",\" " + ws +
+                 " \"\\\"parameters\\\"\" " + ws + " \":\" " + ws + " " + args + " " + ws + " \"}\"",
+             any_args());
       break;
     }
     case ToolFormat::kHarmony:
-      g.push_back(Region("to=functions.", names));
-      g.push_back(Region("json<|message|>", args, ArgsRules(r, args)));
+      region("to=functions.", names);
+      region("json<|message|>", args, any_args());
       break;
     case ToolFormat::kDeepSeek:
-      g.push_back(Region("<｜tool▁call▁begin｜>", "(\"function\" | " + names + ")"));
-      g.push_back(Region("<｜tool▁sep｜>",
-                         ws + " (" + args + " | " + names + " \"\\n```json\\n\" " + args + " \"\\n```\")",
-                         ArgsRules(r, args)));
+      region("<｜tool▁call▁begin｜>", "(\"function\" | " + names + ")");
+      region("<｜tool▁sep｜>",
+             ws + " (" + args + " | " + names + " \"\\n```json\\n\" " + args + " \"\\n```\")", any_args());
       break;
     case ToolFormat::kFunctionaryV32: {
       // The prompt ends with ">>>": the first segment is a recipient too.
       const std::string call = names + " \"\\n\" " + args;
-      required(call, "\">>>\" " + call, ArgsRules(r, args));
-      g.push_back(Region("", "\"all\\n\" | " + call, ArgsRules(r, args)));
-      g.push_back(Region(">>>", "\"all\\n\" | " + call, ArgsRules(r, args)));
+      required(call, "\">>>\" " + call, any_args());
+      region("", "\"all\\n\" | " + call, any_args());
+      region(">>>", "\"all\\n\" | " + call, any_args());
       break;
     }
     case ToolFormat::kFunctionaryV31: {
       const std::string call = "\"<function=\" " + names + " \">\" " + args + " \"</function>\"";
-      required(call, call, ArgsRules(r, args));
-      g.push_back(Region("<function=", names + " \">\" " + args, ArgsRules(r, args)));
+      required(call, call, any_args());
+      region("<function=", names + " \">\" " + args, any_args());
       break;
     }
     case ToolFormat::kKimiK2: {
       const std::string call = "\"<|tool_call_begin|>functions.\" " + names + " \":\" [0-9]{1,3} " +
                                "\"<|tool_call_argument_begin|>\" " + args + " \"<|tool_call_end|>\"";
-      required("\"<|tool_calls_section_begin|>\" " + call, call, ArgsRules(r, args));
-      if (whole != nullptr && !whole->empty())
-        whole->insert(whole->find('\n'), " \"<|tool_calls_section_end|>\"");
-      g.push_back(Region("<|tool_call_begin|>", "\"functions.\" " + names + " \":\" [0-9]{1,3}"));
-      g.push_back(Region("<|tool_call_argument_begin|>", ws + " " + args, ArgsRules(r, args)));
+      required("\"<|tool_calls_section_begin|>\" " + call, call, any_args(),
+               " \"<|tool_calls_section_end|>\"");
+      region("<|tool_call_begin|>", "\"functions.\" " + names + " \":\" [0-9]{1,3}");
+      region("<|tool_call_argument_begin|>", ws + " " + args, any_args());
       break;
     }
     case ToolFormat::kCommandR7B:
-      g.push_back(Region("<|START_ACTION|>", ws + " " + calls,
-                         CallRules(r, "tool_name", "parameters",
-                                   ojson{{"tool_call_id", {{"type", "string"}}}}, true, calls)));
+      region("<|START_ACTION|>", ws + " " + calls,
+             CallRules(r, "tool_name", "parameters", ojson{{"tool_call_id", {{"type", "string"}}}}, true,
+                       calls));
       break;
   }
   return g;

@@ -107,39 +107,16 @@ def test_cli_model_draft(model):
 def test_serve_model_draft_gives_the_answers_without_it(model):
     # attn serve --model-draft: every slot's drafts in the step's pass; answers equal Model.generate's
     # without drafts; timings count the drafts as llama.cpp's server does.
-    import threading
-    import urllib.request
+    from test_lookup import serve_chat_answers
 
-    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2", "--model-draft", model.path,
-                             "--draft-max", "4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline()
-        assert "http://" in line, proc.stderr.read()
-        url = "http://" + line.split("http://", 1)[1].split()[0]
-        asks = [STORY, "Name three colors.", "Repeat after me: one two three four five six seven eight nine ten."]
-        wants = [model.generate(a, 48, chat=True, threads=2, return_dict=True) for a in asks]
-        results = [None] * len(asks)
-
-        def ask(i):
-            body = {"messages": [{"role": "user", "content": asks[i]}], "max_tokens": 48, "temperature": 0}
-            req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=120) as r:
-                results[i] = json.loads(r.read())
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(asks))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        for r, want in zip(results, wants):
-            assert r["choices"][0]["message"]["content"] == want["text"]
-        timings = [r["timings"] for r in results]
-        assert sum(t.get("draft_n", 0) for t in timings) > 0
-        assert all(t.get("draft_n_accepted", 0) <= t.get("draft_n", 0) for t in timings)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    asks = [STORY, "Name three colors.", "Repeat after me: one two three four five six seven eight nine ten."]
+    wants = [model.generate(a, 48, chat=True, threads=2, return_dict=True) for a in asks]
+    results = serve_chat_answers(["--model-draft", model.path, "--draft-max", "4"], asks, 48)
+    for r, want in zip(results, wants):
+        assert r["choices"][0]["message"]["content"] == want["text"]
+    timings = [r["timings"] for r in results]
+    assert sum(t.get("draft_n", 0) for t in timings) > 0
+    assert all(t.get("draft_n_accepted", 0) <= t.get("draft_n", 0) for t in timings)
     bad = subprocess.run([ATTN_BIN, "serve", "--model-draft", model.path, "--lookup", "4"], capture_output=True,
                          text=True, timeout=30)
     assert bad.returncode != 0 and "excludes" in bad.stderr

@@ -102,26 +102,22 @@ def test_cli_lookup(model):
     assert bad.returncode != 0 and "lookup" in bad.stderr
 
 
-def test_serve_lookup_gives_the_answers_without_it(model):
-    # attn serve --lookup 8: requests on parallel slots, each step's pass holding every slot's
-    # token and drafts; answers equal Model.generate's without drafts, and the timings report the
-    # drafts as llama.cpp's server does (draft_n, draft_n_accepted).
+def serve_chat_answers(flags, asks, max_tokens):
+    """attn serve started with `flags` (on a free port, 2 threads) answering the chat requests `asks`
+    (user messages, greedy, max_tokens each) at once, on parallel slots; the responses."""
     import threading
     import urllib.request
 
-    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2", "--lookup", "8"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([ATTN_BIN, "serve", "--port", "0", "-t", "2", *flags], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         assert "http://" in line, proc.stderr.read()
         url = "http://" + line.split("http://", 1)[1].split()[0]
-        asks = [QUOTE, PROMPTS[1][1], "Repeat after me: one two three four five six seven eight nine ten.",
-                PROMPTS[2][1]]
-        wants = [model.generate(a, 64, chat=True, threads=2, return_dict=True) for a in asks]
         results = [None] * len(asks)
 
         def ask(i):
-            body = {"messages": [{"role": "user", "content": asks[i]}], "max_tokens": 64, "temperature": 0}
+            body = {"messages": [{"role": "user", "content": asks[i]}], "max_tokens": max_tokens, "temperature": 0}
             req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(req, timeout=120) as r:
@@ -132,14 +128,25 @@ def test_serve_lookup_gives_the_answers_without_it(model):
             t.start()
         for t in threads:
             t.join()
-        for r, want in zip(results, wants):
-            assert r["choices"][0]["message"]["content"] == want["text"]
-            assert r["usage"]["completion_tokens"] == len(want["tokens"])
-        quote = results[0]["timings"]
-        assert quote["draft_n_accepted"] > 0 and quote["draft_n_accepted"] <= quote["draft_n"]
+        return results
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_lookup_gives_the_answers_without_it(model):
+    # attn serve --lookup 8: requests on parallel slots, each step's pass holding every slot's
+    # token and drafts; answers equal Model.generate's without drafts, and the timings report the
+    # drafts as llama.cpp's server does (draft_n, draft_n_accepted).
+    asks = [QUOTE, PROMPTS[1][1], "Repeat after me: one two three four five six seven eight nine ten.",
+            PROMPTS[2][1]]
+    wants = [model.generate(a, 64, chat=True, threads=2, return_dict=True) for a in asks]
+    results = serve_chat_answers(["--lookup", "8"], asks, 64)
+    for r, want in zip(results, wants):
+        assert r["choices"][0]["message"]["content"] == want["text"]
+        assert r["usage"]["completion_tokens"] == len(want["tokens"])
+    quote = results[0]["timings"]
+    assert quote["draft_n_accepted"] > 0 and quote["draft_n_accepted"] <= quote["draft_n"]
 
 
 def test_generate_batch_with_lookup_gives_each_answer_alone(model):
